@@ -1,0 +1,107 @@
+//! Per-CPU counters.
+
+/// Traffic of one VIP or one target. "in" is client -> target, "out" is the
+/// translated reply target -> client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub new_flows: u64,
+}
+
+impl Counters {
+    /// Sum of per-CPU values.
+    pub fn add(&mut self, o: &Counters) {
+        self.packets_in += o.packets_in;
+        self.bytes_in += o.bytes_in;
+        self.packets_out += o.packets_out;
+        self.bytes_out += o.bytes_out;
+        self.new_flows += o.new_flows;
+    }
+}
+
+/// Index into `STATS`: every action the program takes, by reason.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Forwarded to a target (redirect or XDP_TX).
+    Forwarded = 0,
+    /// A target's reply translated back to the VIP and forwarded.
+    Returned,
+    /// Translated, but handed to the kernel because the next hop's neighbour
+    /// is not resolved yet (the kernel resolves and forwards it).
+    PassNoNeighbour,
+    /// Not for a VIP and not a return flow.
+    PassNotVip,
+    /// Not IPv4/IPv6 (ARP, LLDP, ...).
+    PassNotIp,
+    /// Two or more VLAN tags.
+    PassVlanStack,
+    /// Headers too short or inconsistent to tell whether it is ours.
+    PassMalformed,
+    /// IPv6 extension header chain too long or of an unsupported kind.
+    PassIpv6Ext,
+    /// TTL/hop limit would expire here: the kernel answers with ICMP.
+    PassTtlExceeded,
+    /// ICMP not about a tracked flow.
+    PassIcmp,
+    /// For a VIP but its L4 header is truncated.
+    DropMalformed,
+    /// A fragment addressed to a VIP address (cannot be hashed to a flow).
+    DropFragment,
+    /// VIP with no usable target (empty group).
+    DropNoTarget,
+    /// `bpf_fib_lookup` found no route.
+    DropNoRoute,
+    /// An ICMP error about a tracked flow was translated and forwarded.
+    IcmpTranslated,
+    /// Count of variants; not a stat.
+    _Count,
+}
+
+pub const STAT_COUNT: u32 = Stat::_Count as u32;
+
+impl Stat {
+    pub const ALL: [Stat; STAT_COUNT as usize] = [
+        Stat::Forwarded,
+        Stat::Returned,
+        Stat::PassNoNeighbour,
+        Stat::PassNotVip,
+        Stat::PassNotIp,
+        Stat::PassVlanStack,
+        Stat::PassMalformed,
+        Stat::PassIpv6Ext,
+        Stat::PassTtlExceeded,
+        Stat::PassIcmp,
+        Stat::DropMalformed,
+        Stat::DropFragment,
+        Stat::DropNoTarget,
+        Stat::DropNoRoute,
+        Stat::IcmpTranslated,
+    ];
+
+    /// snake_case name used by `lb stats` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stat::Forwarded => "forwarded",
+            Stat::Returned => "returned",
+            Stat::PassNoNeighbour => "pass_no_neighbour",
+            Stat::PassNotVip => "pass_not_vip",
+            Stat::PassNotIp => "pass_not_ip",
+            Stat::PassVlanStack => "pass_vlan_stack",
+            Stat::PassMalformed => "pass_malformed",
+            Stat::PassIpv6Ext => "pass_ipv6_ext",
+            Stat::PassTtlExceeded => "pass_ttl_exceeded",
+            Stat::PassIcmp => "pass_icmp",
+            Stat::DropMalformed => "drop_malformed",
+            Stat::DropFragment => "drop_fragment",
+            Stat::DropNoTarget => "drop_no_target",
+            Stat::DropNoRoute => "drop_no_route",
+            Stat::IcmpTranslated => "icmp_translated",
+            Stat::_Count => "count",
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Connection tracking entries.
+use crate::Addr;
+
+/// Key of `FLOWS`: the client's packet as received (client -> VIP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    pub target_id: u32,
+    /// `Target::generation` when the flow was pinned.
+    pub target_gen: u32,
+    /// `bpf_ktime_get_ns` of the last packet in either direction.
+    pub last_seen_ns: u64,
+    pub vip_id: u32,
+    /// `flow_flags::*`.
+    pub flags: u32,
+}
+
+pub mod flow_flags {
+    /// A FIN was seen: the flow expires after `TCP_CLOSING_TIMEOUT_S`.
+    pub const CLOSING: u32 = 1;
+}
+
+/// Key of `NAT`: a reply as the target sends it (target -> client).
+pub type NatKey = FlowKey;
+
+/// Value of `NAT`: what to put back as the source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NatValue {
+    pub vip_addr: Addr,
+    /// Network byte order.
+    pub vip_port: u16,
+    pub _pad: u16,
+    pub vip_id: u32,
+    pub target_id: u32,
+    pub _pad2: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
+const _: () = assert!(core::mem::size_of::<NatValue>() == 32);

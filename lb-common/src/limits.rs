@@ -1,0 +1,21 @@
+//! Compile-time limits. Map sizes that depend on the config (Maglev ring slots,
+//! connection-table capacity) are set by the loader at load time; the values
+//! here are the defaults compiled into the object and the hard ceilings.
+
+/// Most VIPs (address, port, protocol) the data path can hold.
+pub const MAX_VIPS: u32 = 1024;
+/// Most targets across all target groups (ids index the `TARGETS` array).
+pub const MAX_TARGETS: u32 = 16384;
+/// Default Maglev table size: a prime, as Maglev requires.
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Each VIP owns two ring slots so a new table can be written beside the live
+/// one and switched in with one map update (see ARCHITECTURE.md).
+pub const RING_SLOTS_PER_VIP: u32 = 2;
+/// Default capacity of the connection table (flows); the NAT table has the same.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
+/// Most IPv6 extension headers walked before giving up (counted as a pass).
+pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
+/// `PORTS` array size: one entry per port number.
+pub const PORT_FILTER_SIZE: u32 = 65536;
+/// Idle time after a FIN before a flow's entry is considered gone (seconds).
+pub const TCP_CLOSING_TIMEOUT_S: u32 = 10;

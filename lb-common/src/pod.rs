@@ -1,0 +1,13 @@
+//! `aya::Pod` for every map key and value, so user space can read and write them.
+use crate::*;
+
+// SAFETY: each type is repr(C), has only integer fields and explicit padding,
+// so every bit pattern is valid and there are no implicit padding bytes.
+unsafe impl aya::Pod for VipKey {}
+unsafe impl aya::Pod for VipAddrKey {}
+unsafe impl aya::Pod for VipMeta {}
+unsafe impl aya::Pod for Target {}
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowValue {}
+unsafe impl aya::Pod for NatValue {}
+unsafe impl aya::Pod for Counters {}
