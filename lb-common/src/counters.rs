@@ -58,6 +58,9 @@ pub enum Stat {
     DropNoRoute,
     /// An ICMP error about a tracked flow was translated and forwarded.
     IcmpTranslated,
+    /// Translated, but larger than the egress MTU: handed to the kernel, which
+    /// answers with ICMP fragmentation-needed / packet-too-big.
+    PassMtu,
     /// Count of variants; not a stat.
     _Count,
 }
@@ -81,6 +84,7 @@ impl Stat {
         Stat::DropNoTarget,
         Stat::DropNoRoute,
         Stat::IcmpTranslated,
+        Stat::PassMtu,
     ];
 
     /// snake_case name used by `lb stats` and metrics.
@@ -101,6 +105,7 @@ impl Stat {
             Stat::DropNoTarget => "drop_no_target",
             Stat::DropNoRoute => "drop_no_route",
             Stat::IcmpTranslated => "icmp_translated",
+            Stat::PassMtu => "pass_mtu",
             Stat::_Count => "count",
         }
     }

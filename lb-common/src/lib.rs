@@ -9,6 +9,7 @@
 
 pub mod counters;
 pub mod flow;
+pub mod hash;
 pub mod limits;
 pub mod maps;
 #[cfg(feature = "user")]

@@ -19,3 +19,5 @@ pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
 pub const PORT_FILTER_SIZE: u32 = 65536;
 /// Idle time after a FIN before a flow's entry is considered gone (seconds).
 pub const TCP_CLOSING_TIMEOUT_S: u32 = 10;
+/// Marker in a Maglev ring slot that has no target (empty target group).
+pub const RING_EMPTY: u32 = u32::MAX;

@@ -1,0 +1,165 @@
+//! Per-packet dispatch: client -> VIP, target -> client, ICMP, or not ours.
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    FlowKey, PROTO_TCP, PROTO_UDP, Stat, VipAddrKey, VipKey, VipMeta, maps::port_flags,
+};
+
+use crate::{
+    Verdict, fib, flow,
+    headers::{IPPROTO_ICMP, IPPROTO_ICMPV6, TCP_FIN, TCP_RST, Tcp, Udp},
+    icmp,
+    maps::{NAT, PORTS, VIP_ADDRS, VIPS},
+    parse::{Packet, parse},
+    ptr::ptr_at,
+    rewrite::{Side, translate},
+    stats::{self, Dir},
+};
+
+#[inline(always)]
+pub fn handle(ctx: &XdpContext) -> Verdict {
+    let mut p = match parse(ctx) {
+        Ok(p) => p,
+        Err(v) => return v,
+    };
+    if p.frag {
+        // Only the first fragment has ports, so no fragment can be hashed
+        // to its flow consistently: refuse them for VIPs, leave the rest.
+        return if is_vip_addr(&p.dst, p.family()) {
+            Verdict::drop(Stat::DropFragment)
+        } else {
+            Verdict::pass(Stat::PassNotVip)
+        };
+    }
+    match p.proto {
+        PROTO_TCP | PROTO_UDP => l4(ctx, &mut p),
+        IPPROTO_ICMP if !p.v6 => icmp::handle(ctx, &mut p),
+        IPPROTO_ICMPV6 if p.v6 => icmp::handle(ctx, &mut p),
+        _ => Verdict::pass(Stat::PassNotVip),
+    }
+}
+
+#[inline(always)]
+pub fn is_vip_addr(addr: &lb_common::Addr, family: u8) -> bool {
+    let key = VipAddrKey {
+        addr: *addr,
+        family,
+        _pad: [0; 3],
+    };
+    unsafe { VIP_ADDRS.get(&key) }.is_some()
+}
+
+#[inline(always)]
+fn port_flags(port: u16) -> u32 {
+    PORTS.get(u16::from_be(port) as u32).copied().unwrap_or(0)
+}
+
+/// TCP FIN and RST bits, or none for UDP.
+#[inline(always)]
+fn tcp_teardown(ctx: &XdpContext, p: &Packet) -> (bool, bool) {
+    if p.proto != PROTO_TCP {
+        return (false, false);
+    }
+    match ptr_at::<Tcp>(ctx, p.l4) {
+        Some(tcp) => {
+            let f = unsafe { (*tcp).off_flags };
+            (f & TCP_FIN != 0, f & TCP_RST != 0)
+        }
+        None => (false, false),
+    }
+}
+
+#[inline(always)]
+fn l4(ctx: &XdpContext, p: &mut Packet) -> Verdict {
+    // The whole header must be there: its checksum is rewritten.
+    let complete = if p.proto == PROTO_TCP {
+        ptr_at::<Tcp>(ctx, p.l4).is_some()
+    } else {
+        ptr_at::<Udp>(ctx, p.l4).is_some()
+    };
+    let Some(ports) = ptr_at::<[u16; 2]>(ctx, p.l4).filter(|_| complete) else {
+        return if is_vip_addr(&p.dst, p.family()) {
+            Verdict::drop(Stat::DropMalformed)
+        } else {
+            Verdict::pass(Stat::PassMalformed)
+        };
+    };
+    let [sport, dport] = unsafe { *ports };
+    let key = FlowKey {
+        src: p.src,
+        dst: p.dst,
+        sport,
+        dport,
+        proto: p.proto,
+        family: p.family(),
+        _pad: [0; 2],
+    };
+    if port_flags(dport) & port_flags::VIP != 0 {
+        let vip = VipKey {
+            addr: p.dst,
+            port: dport,
+            proto: p.proto,
+            family: key.family,
+        };
+        if let Some(meta) = unsafe { VIPS.get(&vip) } {
+            return to_target(ctx, p, &key, meta);
+        }
+    }
+    if port_flags(sport) & port_flags::TARGET != 0 {
+        return to_client(ctx, p, &key);
+    }
+    Verdict::pass(Stat::PassNotVip)
+}
+
+/// Client -> VIP: follow the flow's target or pick one, translate, send.
+#[inline(always)]
+fn to_target(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, vip: &VipMeta) -> Verdict {
+    if p.ttl <= 1 {
+        return Verdict::pass(Stat::PassTtlExceeded);
+    }
+    let now = flow::now();
+    let (mut entry, id, t, new_flow) = match flow::established(key, vip, now) {
+        Some((f, id, t)) => (Some(f), id, t, false),
+        None => match flow::select(key, vip) {
+            Some((id, t)) => {
+                flow::create(key, vip, id, t, now);
+                (None, id, t, true)
+            }
+            None => return Verdict::drop(Stat::DropNoTarget),
+        },
+    };
+    let (addr, port) = (t.addr, t.port);
+    let reply = flow::reply_key(key, t);
+    let (fin, rst) = tcp_teardown(ctx, p);
+    if translate(ctx, p, Side::Destination, &addr, port).is_none() {
+        return Verdict::drop(Stat::DropMalformed);
+    }
+    stats::traffic(vip.vip_id, id, Dir::In, p.len, new_flow);
+    if fin && entry.is_none() {
+        entry = crate::maps::FLOWS.get_ptr_mut(key);
+    }
+    flow::tcp_flags(key, &reply, entry, fin, rst);
+    fib::forward(ctx, p, Stat::Forwarded)
+}
+
+/// Target -> client: if it is a reply of a tracked flow, put the VIP back.
+#[inline(always)]
+fn to_client(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
+    let Some(nat) = (unsafe { NAT.get(reply) }).copied() else {
+        return Verdict::pass(Stat::PassNotVip);
+    };
+    if p.ttl <= 1 {
+        return Verdict::pass(Stat::PassTtlExceeded);
+    }
+    let fwd = flow::forward_key(reply, &nat);
+    let entry = crate::maps::FLOWS.get_ptr_mut(&fwd);
+    if let Some(f) = entry {
+        unsafe { (*f).last_seen_ns = flow::now() };
+    }
+    let (fin, rst) = tcp_teardown(ctx, p);
+    if translate(ctx, p, Side::Source, &nat.vip_addr, nat.vip_port).is_none() {
+        return Verdict::drop(Stat::DropMalformed);
+    }
+    stats::traffic(nat.vip_id, nat.target_id, Dir::Out, p.len, false);
+    flow::tcp_flags(&fwd, reply, entry, fin, rst);
+    fib::forward(ctx, p, Stat::Returned)
+}

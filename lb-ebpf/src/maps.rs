@@ -1,0 +1,58 @@
+//! Every map of the data path. Names are the symbols the loader and bpftool
+//! see (lb_common::maps); sizes marked "set at load" are overridden by the
+//! daemon from the config.
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use lb_common::{
+    Counters, FlowKey, FlowValue, NatKey, NatValue, Target, VipAddrKey, VipKey, VipMeta,
+    counters::STAT_COUNT,
+    limits::{
+        DEFAULT_FLOW_CAPACITY, DEFAULT_RING_SIZE, MAX_TARGETS, MAX_VIPS, PORT_FILTER_SIZE,
+        RING_SLOTS_PER_VIP,
+    },
+};
+
+/// Services: (address, port, protocol) -> how to balance them.
+#[btf_map]
+pub static VIPS: HashMap<VipKey, VipMeta, { MAX_VIPS as usize }> = HashMap::new();
+
+/// Every VIP address (any port): recognises fragments and ICMP about VIPs.
+#[btf_map]
+pub static VIP_ADDRS: HashMap<VipAddrKey, u32, { MAX_VIPS as usize }> = HashMap::new();
+
+/// Maglev rings, two slots per VIP; size set at load (slots x ring size).
+#[btf_map]
+pub static MAGLEV: Array<u32, { (RING_SLOTS_PER_VIP * DEFAULT_RING_SIZE) as usize }> = Array::new();
+
+/// Target id -> address, port, state, generation.
+#[btf_map]
+pub static TARGETS: Array<Target, { MAX_TARGETS as usize }> = Array::new();
+
+/// Connection table: client -> VIP flows and their target. Size set at load.
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue, { DEFAULT_FLOW_CAPACITY as usize }> =
+    LruHashMap::new();
+
+/// Reverse NAT table: target -> client replies and their VIP. Size set at load.
+#[btf_map]
+pub static NAT: LruHashMap<NatKey, NatValue, { DEFAULT_FLOW_CAPACITY as usize }> =
+    LruHashMap::new();
+
+/// Port pre-filter (host-order port -> port_flags), so most non-VIP packets
+/// cost an array lookup instead of hash lookups.
+#[btf_map]
+pub static PORTS: Array<u32, { PORT_FILTER_SIZE as usize }> = Array::new();
+
+/// Per-CPU traffic counters by VIP id.
+#[btf_map]
+pub static VIP_STATS: PerCpuArray<Counters, { MAX_VIPS as usize }> = PerCpuArray::new();
+
+/// Per-CPU traffic counters by target id.
+#[btf_map]
+pub static TARGET_STATS: PerCpuArray<Counters, { MAX_TARGETS as usize }> = PerCpuArray::new();
+
+/// Per-CPU count of every verdict, indexed by `lb_common::Stat`.
+#[btf_map]
+pub static STATS: PerCpuArray<u64, { STAT_COUNT as usize }> = PerCpuArray::new();
