@@ -2,6 +2,7 @@
 //! see (lb_common::maps); sizes marked "set at load" are overridden by the
 //! daemon from the config.
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -23,8 +24,14 @@ pub static VIPS: HashMap<VipKey, VipMeta, { MAX_VIPS as usize }> = HashMap::new(
 pub static VIP_ADDRS: HashMap<VipAddrKey, u32, { MAX_VIPS as usize }> = HashMap::new();
 
 /// Maglev rings, two slots per VIP; size set at load (slots x ring size).
+/// Memory-mappable so the daemon writes a 65537-entry table with plain
+/// stores instead of one syscall per slot.
 #[btf_map]
-pub static MAGLEV: Array<u32, { (RING_SLOTS_PER_VIP * DEFAULT_RING_SIZE) as usize }> = Array::new();
+pub static MAGLEV: Array<
+    u32,
+    { (RING_SLOTS_PER_VIP * DEFAULT_RING_SIZE) as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 
 /// Target id -> address, port, state, generation.
 #[btf_map]

@@ -1,0 +1,106 @@
+//! Benchmark harness programs (never loaded by the daemon).
+//!
+//! `BPF_PROG_TEST_RUN` with `repeat` runs a program again and again on the
+//! same buffer, so a program that rewrites the packet would see its own
+//! output from the second iteration on. `bench_wrap` restores the original
+//! packet before every iteration (and, for the new-flow case, makes the
+//! 5-tuple unique), then tail-calls the program under test from `JUMP[0]`.
+//! Its own cost is measured by putting `bench_tx` into the same slot.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    btf_maps::{Array, PerCpuArray, ProgramArray},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+
+/// Original packet: length then bytes.
+#[repr(C)]
+pub struct BenchPacket {
+    pub len: u32,
+    /// Offset of a 16-bit source port to vary per iteration, or 0 for none.
+    pub vary_port_off: u32,
+    /// Offset of a 32-bit source address whose low bits also vary, or 0.
+    pub vary_addr_off: u32,
+    pub _pad: u32,
+    pub bytes: [u8; 256],
+}
+
+#[btf_map]
+static PACKET: Array<BenchPacket, 1> = Array::new();
+
+#[btf_map]
+static SEQ: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+#[btf_map]
+static JUMP: ProgramArray<1> = ProgramArray::new();
+
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn bench_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+#[inline(always)]
+fn restore(ctx: &XdpContext) -> Option<()> {
+    let pkt = PACKET.get(0)?;
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // Copy in 8-byte words; the packet and buffer sizes are fixed per run.
+    for i in 0..32usize {
+        let off = i * 8;
+        if off as u32 >= pkt.len || start + off + 8 > end {
+            break;
+        }
+        let word = unsafe { core::ptr::read_unaligned(pkt.bytes.as_ptr().add(off) as *const u64) };
+        unsafe { core::ptr::write_unaligned((start + off) as *mut u64, word) };
+    }
+    if pkt.vary_port_off != 0 {
+        let seq = SEQ.get_ptr_mut(0)?;
+        let n = unsafe {
+            *seq += 1;
+            *seq
+        };
+        let p = (pkt.vary_port_off & 0xff) as usize;
+        if start + p + 2 > end {
+            return None;
+        }
+        unsafe { *((start + p) as *mut u16) = (n as u16).to_be() };
+        let a = (pkt.vary_addr_off & 0xff) as usize;
+        if a != 0 {
+            if start + a + 4 > end {
+                return None;
+            }
+            // Low 16 bits of the address take the high bits of the sequence,
+            // so (address, port) is unique for 2^32 iterations.
+            let addr = (start + a + 2) as *mut u16;
+            unsafe { *addr = ((n >> 16) as u16).to_be() };
+        }
+    }
+    Some(())
+}
+
+#[xdp]
+pub fn bench_wrap(ctx: XdpContext) -> u32 {
+    if restore(&ctx).is_none() {
+        return xdp_action::XDP_ABORTED;
+    }
+    unsafe { JUMP.tail_call(&ctx, 0) };
+    xdp_action::XDP_ABORTED
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

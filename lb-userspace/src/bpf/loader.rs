@@ -1,0 +1,296 @@
+//! Loads the XDP program with its maps pinned, attaches it, and tears it down.
+//!
+//! Restart contract: maps are pinned by name, so a second `lb run` opens the
+//! same maps (flows, counters, rings survive). Attachments are bpf_links
+//! pinned as `link_<interface>`; a new daemon swaps its freshly loaded
+//! program into the existing link atomically (`bpf_link_update`), so there is
+//! no instant without a program on the interface. Exiting the daemon leaves
+//! everything in place; only `lb down` detaches and unpins.
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::MapInfo,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use lb_common::{limits::RING_SLOTS_PER_VIP, maps};
+use tracing::{info, warn};
+
+use super::bpffs::{self, BpffsError, Pins};
+
+/// The eBPF object built by `cargo xtask build`, embedded at compile time.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// How to attach to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native XDP in the driver; fail when the driver cannot.
+    Driver,
+    /// Generic (skb) XDP: works everywhere, costs a socket buffer per packet.
+    Generic,
+    /// Driver, falling back to generic with a warning.
+    Auto,
+}
+
+/// What the loader needs from the config.
+#[derive(Clone, Debug)]
+pub struct LoadSpec {
+    pub pin_dir: PathBuf,
+    pub interfaces: Vec<String>,
+    pub mode: AttachMode,
+    pub ring_size: u32,
+    pub max_vips: u32,
+    pub flow_capacity: u32,
+}
+
+impl LoadSpec {
+    fn maglev_entries(&self) -> u32 {
+        self.max_vips * RING_SLOTS_PER_VIP * self.ring_size
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "this lb binary has no eBPF object embedded: build it with `cargo xtask build` (plain cargo build skips the BPF toolchain)"
+    )]
+    NoObject,
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    #[error(
+        "pinned map {name} has {pinned} entries but the config needs {wanted}; sizes cannot change under running flows: run `lb down` first"
+    )]
+    SizeMismatch {
+        name: &'static str,
+        pinned: u32,
+        wanted: u32,
+    },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("attaching to interface {interface}: {source}")]
+    Attach {
+        interface: String,
+        source: ProgramError,
+    },
+    #[error("pinned link {path}: {source}")]
+    Link { path: PathBuf, source: LinkError },
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("removing pin {path}: {source}")]
+    Unpin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Checks that maps already pinned have the sizes this config asks for.
+fn check_pinned_sizes(pins: &Pins, spec: &LoadSpec) -> Result<(), LoadError> {
+    let wanted = [
+        (maps::MAGLEV, spec.maglev_entries()),
+        (maps::FLOWS, spec.flow_capacity),
+        (maps::NAT, spec.flow_capacity),
+    ];
+    for (name, wanted) in wanted {
+        let path = pins.map(name);
+        if !path.exists() {
+            continue;
+        }
+        if let Ok(info) = MapInfo::from_pin(&path) {
+            let pinned = info.max_entries();
+            if pinned != wanted {
+                return Err(LoadError::SizeMismatch {
+                    name,
+                    pinned,
+                    wanted,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the object, reusing or creating the pinned maps.
+pub fn load(spec: &LoadSpec) -> Result<Ebpf, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NoObject);
+    }
+    bpffs::prepare(&spec.pin_dir)?;
+    let pins = Pins::new(&spec.pin_dir);
+    check_pinned_sizes(&pins, spec)?;
+    let paths: Vec<(&str, PathBuf)> = maps::ALL.iter().map(|m| (*m, pins.map(m))).collect();
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(maps::MAGLEV, spec.maglev_entries())
+        .map_max_entries(maps::FLOWS, spec.flow_capacity)
+        .map_max_entries(maps::NAT, spec.flow_capacity);
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT)?;
+    let prog = program(&mut ebpf)?;
+    prog.load().map_err(|source| LoadError::Program {
+        name: maps::PROGRAM,
+        source,
+    })?;
+    Ok(ebpf)
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    let prog = ebpf
+        .program_mut(maps::PROGRAM)
+        .ok_or(LoadError::Program {
+            name: maps::PROGRAM,
+            source: ProgramError::NotLoaded,
+        })?;
+    prog.try_into().map_err(|source| LoadError::Program {
+        name: maps::PROGRAM,
+        source,
+    })
+}
+
+/// Attaches the loaded program to every interface (replacing the program in
+/// an existing pinned link, or creating and pinning a new link) and pins the
+/// program itself for bpftool.
+pub fn attach(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
+    let pins = Pins::new(&spec.pin_dir);
+    let prog = program(ebpf)?;
+    for interface in &spec.interfaces {
+        let path = pins.link(interface);
+        if path.exists() {
+            replace_in_link(prog, interface, &path)?;
+        } else {
+            attach_new(prog, interface, spec.mode, &path)?;
+        }
+    }
+    let prog_pin = pins.program();
+    if prog_pin.exists() {
+        std::fs::remove_file(&prog_pin).map_err(|source| LoadError::Unpin {
+            path: prog_pin.clone(),
+            source,
+        })?;
+    }
+    prog.pin(&prog_pin).map_err(|source| LoadError::Pin {
+        path: prog_pin,
+        source,
+    })
+}
+
+fn replace_in_link(prog: &mut Xdp, interface: &str, path: &Path) -> Result<(), LoadError> {
+    let pinned = PinnedLink::from_pin(path).map_err(|source| LoadError::Link {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Converting keeps the pin file: the link never lacks a holder.
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|source| LoadError::Link {
+        path: path.to_owned(),
+        source,
+    })?;
+    let id = prog
+        .attach_to_link(link)
+        .map_err(|source| LoadError::Attach {
+            interface: interface.to_owned(),
+            source,
+        })?;
+    // Taken out of the program's care, dropping our handle only closes the fd:
+    // the pin keeps the link (and the program in it) alive after we exit.
+    let link = prog.take_link(id).map_err(|source| LoadError::Attach {
+        interface: interface.to_owned(),
+        source,
+    })?;
+    drop(link);
+    info!(interface, "replaced program in existing XDP link");
+    Ok(())
+}
+
+fn attach_new(
+    prog: &mut Xdp,
+    interface: &str,
+    mode: AttachMode,
+    path: &Path,
+) -> Result<(), LoadError> {
+    let attach = |prog: &mut Xdp, mode| {
+        prog.attach(interface, mode)
+            .map_err(|source| LoadError::Attach {
+                interface: interface.to_owned(),
+                source,
+            })
+    };
+    let id = match mode {
+        AttachMode::Driver => attach(prog, XdpMode::Driver)?,
+        AttachMode::Generic => {
+            warn!(interface, "attaching in generic (skb) mode: much slower than driver mode");
+            attach(prog, XdpMode::Skb)?
+        }
+        AttachMode::Auto => match attach(prog, XdpMode::Driver) {
+            Ok(id) => id,
+            Err(e) => {
+                warn!(interface, error = %e, "driver mode failed; falling back to generic (skb) mode");
+                attach(prog, XdpMode::Skb)?
+            }
+        },
+    };
+    let link = prog.take_link(id).map_err(|source| LoadError::Attach {
+        interface: interface.to_owned(),
+        source,
+    })?;
+    let fd_link = FdLink::try_from(link).map_err(|source| LoadError::Link {
+        path: path.to_owned(),
+        source,
+    })?;
+    fd_link.pin(path).map_err(|source| LoadError::Pin {
+        path: path.to_owned(),
+        source,
+    })?;
+    info!(interface, ?mode, "attached XDP program");
+    Ok(())
+}
+
+/// Detaches from every interface with a pinned link and removes all pins.
+/// Missing pins are not an error: `down` is idempotent.
+pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, LoadError> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(removed);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(interface) = name.strip_prefix("link_") {
+            let link = PinnedLink::from_pin(&path).map_err(|source| LoadError::Link {
+                path: path.clone(),
+                source,
+            })?;
+            // Unpinning and dropping the last reference detaches the program.
+            drop(link.unpin().map_err(|source| LoadError::Unpin {
+                path: path.clone(),
+                source,
+            })?);
+            removed.push(format!("detached from {interface}"));
+        }
+    }
+    for name in maps::ALL.iter().chain([&maps::PROGRAM]) {
+        let path = pin_dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(|source| LoadError::Unpin {
+                path: path.clone(),
+                source,
+            })?;
+            removed.push(format!("unpinned {name}"));
+        }
+    }
+    // Only removes the directory when nothing else was left in it.
+    let _empty_dir_removed = std::fs::remove_dir(pin_dir).is_ok();
+    Ok(removed)
+}

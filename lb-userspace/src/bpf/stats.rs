@@ -1,0 +1,96 @@
+//! Reads counters and state from the pinned maps (used by `lb stats`, which
+//! runs beside the daemon and needs no program of its own).
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use lb_common::{
+    Counters, FlowKey, FlowValue, Stat, Target, TargetState, VipKey, VipMeta, maps,
+};
+
+use super::bpffs::Pins;
+
+#[derive(Debug, thiserror::Error)]
+#[error("reading pinned map {path}: {source}")]
+pub struct StatsError {
+    path: PathBuf,
+    source: MapError,
+}
+
+/// A point-in-time view of the data path, summed over CPUs.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub stats: Vec<(Stat, u64)>,
+    pub vips: Vec<(VipKey, VipMeta, Counters)>,
+    pub targets: Vec<(u32, Target, Counters)>,
+    pub flows: u64,
+}
+
+fn open(pins: &Pins, name: &str) -> Result<MapData, StatsError> {
+    let path = pins.map(name);
+    MapData::from_pin(&path).map_err(|source| StatsError { path, source })
+}
+
+fn err(pins: &Pins, name: &str) -> impl Fn(MapError) -> StatsError {
+    let path = pins.map(name);
+    move |source| StatsError {
+        path: path.clone(),
+        source,
+    }
+}
+
+fn sum(values: &PerCpuValues<Counters>) -> Counters {
+    let mut total = Counters::default();
+    for v in values.iter() {
+        total.add(v);
+    }
+    total
+}
+
+pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
+    let pins = Pins::new(pin_dir);
+    let mut snap = Snapshot::default();
+
+    let stats: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::STATS)?))
+            .map_err(err(&pins, maps::STATS))?;
+    for stat in Stat::ALL {
+        let values = stats.get(&(stat as u32), 0).map_err(err(&pins, maps::STATS))?;
+        snap.stats.push((stat, values.iter().sum()));
+    }
+
+    let vip_stats: PerCpuArray<_, Counters> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::VIP_STATS)?))
+            .map_err(err(&pins, maps::VIP_STATS))?;
+    let vips: HashMap<_, VipKey, VipMeta> =
+        HashMap::try_from(Map::HashMap(open(&pins, maps::VIPS)?)).map_err(err(&pins, maps::VIPS))?;
+    for entry in vips.iter() {
+        let (key, meta) = entry.map_err(err(&pins, maps::VIPS))?;
+        let c = vip_stats
+            .get(&meta.vip_id, 0)
+            .map_err(err(&pins, maps::VIP_STATS))?;
+        snap.vips.push((key, meta, sum(&c)));
+    }
+    snap.vips.sort_by_key(|(_, m, _)| m.vip_id);
+
+    let target_stats: PerCpuArray<_, Counters> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::TARGET_STATS)?))
+            .map_err(err(&pins, maps::TARGET_STATS))?;
+    let targets: Array<_, Target> = Array::try_from(Map::Array(open(&pins, maps::TARGETS)?))
+        .map_err(err(&pins, maps::TARGETS))?;
+    for id in 0..targets.len() {
+        let t = targets.get(&id, 0).map_err(err(&pins, maps::TARGETS))?;
+        if TargetState::from_u8(t.state) == TargetState::Unused {
+            continue;
+        }
+        let c = target_stats
+            .get(&id, 0)
+            .map_err(err(&pins, maps::TARGET_STATS))?;
+        snap.targets.push((id, t, sum(&c)));
+    }
+
+    let flows: HashMap<_, FlowKey, FlowValue> =
+        HashMap::try_from(Map::LruHashMap(open(&pins, maps::FLOWS)?))
+            .map_err(err(&pins, maps::FLOWS))?;
+    snap.flows = flows.keys().filter(Result::is_ok).count() as u64;
+    Ok(snap)
+}
