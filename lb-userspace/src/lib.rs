@@ -1,1 +1,20 @@
-//! lb
+//! The `lb` daemon's library.
+//!
+//! - [`config`]: the TOML config, load -> parse -> validate.
+//! - [`maglev`]: weighted Maglev tables, identical on every host.
+//! - [`state`]: the daemon's view of the maps and the reconciler that applies
+//!   a config to them through the [`state::DataPlane`] trait (the map
+//!   protocol is documented there).
+//! - [`net`]: `std::net` <-> map encoding of addresses and ports.
+//! - [`cli`]: the subcommands behind the `lb` binary.
+//!
+//! - [`bpf`]: loading, attaching and pinning the XDP program, and
+//!   `DataPlane` over its maps (`bpf::kernel_maps`).
+//! - [`daemon`]: `lb run` / `down` / `stats` around those.
+pub mod bpf;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod maglev;
+pub mod net;
+pub mod state;

@@ -1,1 +1,15 @@
 //! test support
+
+// End-to-end support: namespaces, topology, child processes, traffic clients.
+pub mod client;
+pub mod netns;
+pub mod proc;
+pub mod topology;
+
+// Data-path fixtures: packet builder, reference checksums, BPF_PROG_TEST_RUN harness.
+pub mod checksum;
+pub mod fixture;
+pub mod packet;
+
+// Benchmarks (lb-bench).
+pub mod bench_xdp;

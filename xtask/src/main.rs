@@ -1,1 +1,106 @@
-fn main() {}
+//! `cargo xtask <command>`: set-up, build, lint, test, bench, demo and run for
+//! the XDP load balancer. `cargo xtask help` lists the commands.
+mod bench;
+mod build;
+mod cmd;
+mod demo;
+mod project;
+mod setup;
+mod test;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, test and run the xdp-lb load balancer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the build and tests need (rust-src, bpf-linker, Debian
+    /// packages, bpffs). Idempotent; fast when all is there.
+    Setup,
+    /// Set up, then build the eBPF object and the user-space binaries.
+    Build {
+        /// Debug profile (target/debug) instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// rustfmt check and clippy (-D warnings) on all crates, eBPF included.
+    Lint,
+    /// Lint, build, then run every test (as root). Args after `--` go to
+    /// `cargo test`, e.g. `cargo xtask test -- my_filter -- --nocapture`.
+    Test {
+        /// Skip the lint step.
+        #[arg(long)]
+        no_lint: bool,
+        #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+        args: Vec<String>,
+    },
+    /// Build, then run a benchmark (results in target/bench/). Args after
+    /// `--` go to lb-bench.
+    Bench {
+        #[arg(value_enum)]
+        what: bench::Bench,
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Build, then run the demo: the load balancer in front of backends in
+    /// network namespaces. Args after `--` go to lb-demo.
+    Demo {
+        /// Configuration, relative to the repository root.
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Build, then run the `lb` binary with the args after `--`, e.g.
+    /// `cargo xtask run -- run --config config/demo.toml`.
+    Run {
+        #[arg(last = true, value_name = "LB_ARGS")]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain without anyhow's backtrace (RUST_BACKTRACE is
+            // often set here and would bury the message).
+            eprintln!("xtask error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Setup => setup::setup().map(drop),
+        Command::Build { debug } => {
+            let profile = if debug {
+                build::Profile::Debug
+            } else {
+                build::Profile::Release
+            };
+            build::build(profile).map(drop)
+        }
+        Command::Lint => test::lint(&setup::setup()?),
+        Command::Test { no_lint, args } => test::test(!no_lint, &args),
+        Command::Bench { what, args } => bench::bench(what, &args),
+        Command::Demo { config, args } => demo::demo(&config, &args),
+        Command::Run { args } => demo::run(&args),
+    }
+}

@@ -1,10 +1,13 @@
 //! Typed handles on the data path's maps, owned by the running daemon.
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, MapError},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
 };
 use super::ring_mmap::{RingMap, RingMapError};
-use lb_common::{Target, VipAddrKey, VipKey, VipMeta, maps};
+use lb_common::{Counters, Target, VipAddrKey, VipKey, VipMeta, maps};
+
+use crate::state::DataPlane;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelMapError {
@@ -12,6 +15,8 @@ pub enum KernelMapError {
     Missing(&'static str),
     #[error(transparent)]
     Ring(#[from] RingMapError),
+    #[error("counting possible CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -31,6 +36,8 @@ pub struct KernelMaps {
     pub maglev: RingMap,
     pub targets: Array<MapData, Target>,
     pub ports: Array<MapData, u32>,
+    pub vip_stats: PerCpuArray<MapData, Counters>,
+    pub target_stats: PerCpuArray<MapData, Counters>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelMapError>
@@ -52,53 +59,107 @@ impl KernelMaps {
             )?,
             targets: take(ebpf, maps::TARGETS)?,
             ports: take(ebpf, maps::PORTS)?,
+            vip_stats: take(ebpf, maps::VIP_STATS)?,
+            target_stats: take(ebpf, maps::TARGET_STATS)?,
         })
     }
+}
 
-    pub fn set_target(&mut self, id: u32, t: &Target) -> Result<(), KernelMapError> {
+fn zeroed_per_cpu() -> Result<PerCpuValues<Counters>, KernelMapError> {
+    let cpus = nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))?;
+    PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(|e| KernelMapError::Cpus(e))
+}
+
+impl DataPlane for KernelMaps {
+    type Error = KernelMapError;
+
+    fn set_target(&mut self, id: u32, t: &Target) -> Result<(), KernelMapError> {
         self.targets.set(id, *t, 0).map_err(map_err(maps::TARGETS))
     }
 
-    /// Writes a whole ring into `slot` (the caller makes sure it is not live).
-    pub fn write_ring(&mut self, slot: u32, ring: &[u32]) -> Result<(), KernelMapError> {
+    fn write_ring(&mut self, slot: u32, ring: &[u32]) -> Result<(), KernelMapError> {
         Ok(self.maglev.write(slot, ring)?)
     }
 
-    pub fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), KernelMapError> {
+    fn set_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), KernelMapError> {
         self.vips.insert(key, meta, 0).map_err(map_err(maps::VIPS))
     }
 
-    pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), KernelMapError> {
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), KernelMapError> {
         self.vips.remove(key).map_err(map_err(maps::VIPS))
     }
 
-    pub fn set_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), KernelMapError> {
+    fn set_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), KernelMapError> {
         self.vip_addrs
             .insert(key, 1, 0)
             .map_err(map_err(maps::VIP_ADDRS))
     }
 
-    pub fn remove_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), KernelMapError> {
+    fn remove_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), KernelMapError> {
         self.vip_addrs.remove(key).map_err(map_err(maps::VIP_ADDRS))
     }
 
-    pub fn set_port_flags(&mut self, port: u16, flags: u32) -> Result<(), KernelMapError> {
+    fn set_port_flags(&mut self, port: u16, flags: u32) -> Result<(), KernelMapError> {
         self.ports
             .set(port as u32, flags, 0)
             .map_err(map_err(maps::PORTS))
     }
 
-    pub fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>, KernelMapError> {
+    fn reset_vip_counters(&mut self, vip_id: u32) -> Result<(), KernelMapError> {
+        self.vip_stats
+            .set(vip_id, zeroed_per_cpu()?, 0)
+            .map_err(map_err(maps::VIP_STATS))
+    }
+
+    fn reset_target_counters(&mut self, id: u32) -> Result<(), KernelMapError> {
+        self.target_stats
+            .set(id, zeroed_per_cpu()?, 0)
+            .map_err(map_err(maps::TARGET_STATS))
+    }
+
+    fn vips(&self) -> Result<Vec<(VipKey, VipMeta)>, KernelMapError> {
         self.vips
             .iter()
             .collect::<Result<_, _>>()
             .map_err(map_err(maps::VIPS))
     }
 
-    pub fn targets(&self) -> Result<Vec<(u32, Target)>, KernelMapError> {
-        (0..self.targets.len())
-            .map(|id| self.targets.get(&id, 0).map(|t| (id, t)))
+    fn targets(&self) -> Result<Vec<(u32, Target)>, KernelMapError> {
+        let mut out = Vec::new();
+        for id in 0..self.targets.len() {
+            let t = self.targets.get(&id, 0).map_err(map_err(maps::TARGETS))?;
+            if t != Target::default() {
+                out.push((id, t));
+            }
+        }
+        Ok(out)
+    }
+
+    fn vip_addrs(&self) -> Result<Vec<VipAddrKey>, KernelMapError> {
+        self.vip_addrs
+            .keys()
             .collect::<Result<_, _>>()
-            .map_err(map_err(maps::TARGETS))
+            .map_err(map_err(maps::VIP_ADDRS))
+    }
+
+    fn port_flags(&self) -> Result<Vec<(u16, u32)>, KernelMapError> {
+        let mut out = Vec::new();
+        for port in 0..self.ports.len() {
+            let flags = self.ports.get(&port, 0).map_err(map_err(maps::PORTS))?;
+            if flags != 0 {
+                out.push((port as u16, flags));
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_ring(&self, slot: u32, size: u32) -> Result<Vec<u32>, KernelMapError> {
+        self.maglev
+            .read(slot, size as usize)
+            .ok_or(KernelMapError::Ring(RingMapError::OutOfRange {
+                slot,
+                size: size as usize,
+                entries: self.maglev.entries(),
+            }))
     }
 }

@@ -80,6 +80,10 @@ impl RingMap {
         Ok(())
     }
 
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
     /// Reads slot `slot` of `size` entries (restart recovery, tests).
     pub fn read(&self, slot: u32, size: usize) -> Option<Vec<u32>> {
         let start = slot as usize * size;

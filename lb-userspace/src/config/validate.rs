@@ -1,0 +1,336 @@
+//! Semantic checks of a parsed [`Config`]: everything the types cannot say.
+//! Every check runs even after others failed, so the operator sees the whole
+//! list at once; each error carries the key path of the offending value.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
+};
+
+use lb_common::limits;
+
+use super::{
+    Config, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, TCP_IDLE_TIMEOUT,
+    TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
+};
+use crate::maglev;
+
+/// One problem: the key path (`listener[1].target_group`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Every problem found, in file order within each section; displayed one per
+/// line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ValidationErrors(Vec<ValidationError>);
+
+impl ValidationErrors {
+    pub fn iter(&self) -> impl Iterator<Item = &ValidationError> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ValidationError {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn range<T: PartialOrd + fmt::Display>(
+        &mut self,
+        path: impl Into<String>,
+        value: T,
+        bounds: &RangeInclusive<T>,
+    ) -> bool {
+        let ok = bounds.contains(&value);
+        if !ok {
+            let (lo, hi) = (bounds.start(), bounds.end());
+            self.push(path, format!("{value} is outside {lo}..={hi}"));
+        }
+        ok
+    }
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ValidationErrors {}
+
+impl Config {
+    /// Checks ranges, references, uniqueness and the data path's limits;
+    /// returns all problems found.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errs = ValidationErrors::default();
+        check_daemon(&self.daemon, &mut errs);
+        check_listeners(self, &mut errs);
+        for (i, group) in self.target_groups.iter().enumerate() {
+            check_target_group(self, i, group, &mut errs);
+        }
+        check_totals(self, &mut errs);
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+}
+
+/// Listener and target group names appear in logs, metrics labels and the
+/// API; keep them to ELB's character set.
+fn valid_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+const NAME_RULE: &str = "1 to 32 characters of A-Z a-z 0-9 - _";
+
+/// Linux's `dev_valid_name`: below IFNAMSIZ (16) with the NUL, no '/', ':'
+/// or whitespace, not "." or "..".
+fn valid_ifname(name: &str) -> bool {
+    (1..16).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// Addresses XDP cannot serve or forward to: no wildcard VIPs, nothing the
+/// FIB would not route out of an interface.
+fn unusable(ip: IpAddr) -> bool {
+    ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+const UNUSABLE_RULE: &str = "unspecified, loopback, multicast or broadcast";
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
+    if d.interfaces.is_empty() {
+        errs.push("daemon.interfaces", "at least one interface is required");
+    }
+    let mut seen = HashMap::new();
+    for (i, name) in d.interfaces.iter().enumerate() {
+        let path = format!("daemon.interfaces[{i}]");
+        if !valid_ifname(name) {
+            errs.push(
+                path,
+                format!(
+                    "{name:?} is not a valid interface name (1 to 15 bytes, no \"/\", \":\" or whitespace)"
+                ),
+            );
+        } else if let Some(first) = seen.get(name.as_str()) {
+            errs.push(
+                path,
+                format!("{name:?} duplicates daemon.interfaces[{first}]"),
+            );
+        } else {
+            seen.insert(name.as_str(), i);
+        }
+    }
+    if !d.pin_dir.is_absolute() {
+        errs.push(
+            "daemon.pin_dir",
+            format!("{:?} is not an absolute path", d.pin_dir),
+        );
+    }
+    let size = d.maglev_table_size;
+    if errs.range("daemon.maglev_table_size", size, &MAGLEV_TABLE_SIZE) && !maglev::is_prime(size) {
+        errs.push("daemon.maglev_table_size", format!("{size} is not prime"));
+    }
+    errs.range("daemon.flow_capacity", d.flow_capacity, &FLOW_CAPACITY);
+    errs.range("daemon.max_vips", d.max_vips, &MAX_VIPS);
+}
+
+fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
+    let mut names = HashMap::new();
+    let mut services: HashMap<_, &Listener> = HashMap::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let path = format!("listener[{i}]");
+        if !valid_name(&l.name) {
+            errs.push(
+                format!("{path}.name"),
+                format!("{:?} is not a valid name ({NAME_RULE})", l.name),
+            );
+        } else if let Some(first) = names.get(l.name.as_str()) {
+            errs.push(
+                format!("{path}.name"),
+                format!("{:?} duplicates listener[{first}].name", l.name),
+            );
+        } else {
+            names.insert(l.name.as_str(), i);
+        }
+        if unusable(l.address) {
+            errs.push(
+                format!("{path}.address"),
+                format!("{} cannot be a VIP ({UNUSABLE_RULE})", l.address),
+            );
+        }
+        errs.range(format!("{path}.port"), l.port, &PORT);
+        let service = (l.address, l.port, l.protocol);
+        if let Some(first) = services.get(&service) {
+            errs.push(
+                path.clone(),
+                format!(
+                    "{}/{} duplicates listener {:?}",
+                    SocketAddr::new(l.address, l.port),
+                    l.protocol,
+                    first.name
+                ),
+            );
+        } else {
+            services.insert(service, l);
+        }
+        match c.target_group(&l.target_group) {
+            None => errs.push(
+                format!("{path}.target_group"),
+                format!("unknown target group {:?}", l.target_group),
+            ),
+            Some(g) if g.protocol != l.protocol => errs.push(
+                format!("{path}.target_group"),
+                format!(
+                    "target group {:?} is {}, the listener is {}",
+                    g.name, g.protocol, l.protocol
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    let vips = c.listeners.len();
+    if MAX_VIPS.contains(&c.daemon.max_vips) && vips > c.daemon.max_vips as usize {
+        errs.push(
+            "daemon.max_vips",
+            format!(
+                "{} is less than the {vips} listeners (one VIP each)",
+                c.daemon.max_vips
+            ),
+        );
+    }
+}
+
+fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut ValidationErrors) {
+    let path = format!("target_group[{i}]");
+    if !valid_name(&g.name) {
+        errs.push(
+            format!("{path}.name"),
+            format!("{:?} is not a valid name ({NAME_RULE})", g.name),
+        );
+    } else if let Some(first) = c.target_groups[..i].iter().position(|o| o.name == g.name) {
+        errs.push(
+            format!("{path}.name"),
+            format!("{:?} duplicates target_group[{first}].name", g.name),
+        );
+    }
+    errs.range(format!("{path}.port"), g.port, &PORT);
+    errs.range(
+        format!("{path}.tcp_idle_timeout"),
+        g.tcp_idle_timeout,
+        &TCP_IDLE_TIMEOUT,
+    );
+    errs.range(
+        format!("{path}.udp_idle_timeout"),
+        g.udp_idle_timeout,
+        &UDP_IDLE_TIMEOUT,
+    );
+
+    // Only the first group of a name is reachable from listeners.
+    let is_first = c.target_group(&g.name).is_some_and(|f| std::ptr::eq(f, g));
+    let users: Vec<_> = c
+        .listeners
+        .iter()
+        .filter(|l| is_first && l.target_group == g.name)
+        .collect();
+    let mut endpoints = HashMap::new();
+    for (j, t) in g.targets.iter().enumerate() {
+        let tpath = format!("{path}.target[{j}]");
+        if unusable(t.address) {
+            errs.push(
+                format!("{tpath}.address"),
+                format!("{} cannot be a target ({UNUSABLE_RULE})", t.address),
+            );
+        } else if let Some(l) = users
+            .iter()
+            .find(|l| l.address.is_ipv4() != t.address.is_ipv4())
+        {
+            errs.push(
+                format!("{tpath}.address"),
+                format!(
+                    "{} target in a group used by {} listener {:?}",
+                    family(t.address),
+                    family(l.address),
+                    l.name
+                ),
+            );
+        }
+        if let Some(port) = t.port {
+            errs.range(format!("{tpath}.port"), port, &PORT);
+        }
+        errs.range(format!("{tpath}.weight"), t.weight, &WEIGHT);
+        let ep = g.endpoint(t);
+        if let Some(first) = endpoints.get(&ep) {
+            errs.push(tpath, format!("{ep} duplicates target[{first}]"));
+        } else {
+            endpoints.insert(ep, j);
+        }
+    }
+    // Maglev gives every weighted target at least one slot only if there are
+    // more slots than targets.
+    let weighted = g.targets.iter().filter(|t| t.weight > 0).count();
+    let size = c.daemon.maglev_table_size;
+    if MAGLEV_TABLE_SIZE.contains(&size) && weighted > size as usize {
+        errs.push(
+            format!("{path}.target"),
+            format!("{weighted} targets with weight > 0 exceed daemon.maglev_table_size {size}"),
+        );
+    }
+}
+
+fn check_totals(c: &Config, errs: &mut ValidationErrors) {
+    // One TARGETS entry per distinct (address, port), shared between groups.
+    let distinct: HashSet<SocketAddr> = c
+        .target_groups
+        .iter()
+        .flat_map(|g| g.targets.iter().map(|t| g.endpoint(t)))
+        .collect();
+    if distinct.len() > limits::MAX_TARGETS as usize {
+        errs.push(
+            "target_group",
+            format!(
+                "{} distinct targets (address, port) exceed the data path's limit of {}",
+                distinct.len(),
+                limits::MAX_TARGETS
+            ),
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! `cargo xtask bench xdp`: nanoseconds per packet of `lb_xdp` through
+//! `BPF_PROG_TEST_RUN`, next to trivial programs measured in the same run.
+//!
+//! A packet the balancer rewrites is no longer addressed to the VIP after the
+//! first of `repeat` iterations, so rewriting cases run behind `bench_wrap`
+//! (lb-bench-ebpf), which restores the original bytes and tail-calls the
+//! program in `JUMP[0]`; its own floor is `bench_wrap` tail-calling
+//! `bench_tx`. The new-flow case also makes every iteration's 5-tuple unique.
+//! Counters prove the path: every iteration must have moved the stat (and,
+//! for new flows, the VIP's `new_flows`) that the case is about.
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{Array, ProgramArray},
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use lb_common::{
+    FlowKey, FlowValue, NatValue, PROTO_TCP, Stat, TargetState, VipMeta, limits::DEFAULT_RING_SIZE,
+};
+
+use crate::{
+    fixture::{self, Fixture, port_be, topo},
+    packet::{Packet, tcp_flags},
+};
+
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub rounds: usize,
+    pub repeat: u32,
+    pub cpu: usize,
+    pub json: PathBuf,
+}
+
+/// One measured case.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub name: &'static str,
+    pub median_ns: f64,
+    pub min_ns: f64,
+    /// Name of the floor row this one is compared with, if any.
+    pub floor: Option<&'static str>,
+}
+
+/// Mirrors `BenchPacket` in lb-bench-ebpf.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct BenchPacket {
+    len: u32,
+    vary_port_off: u32,
+    vary_addr_off: u32,
+    _pad: u32,
+    bytes: [u8; 256],
+}
+// SAFETY: repr(C), integers and a byte array, no implicit padding.
+unsafe impl aya::Pod for BenchPacket {}
+
+fn bench_object() -> PathBuf {
+    let lb = fixture::object_path();
+    let path = lb.with_file_name("lb-bench-ebpf");
+    assert!(
+        path.is_file(),
+        "{} missing: `cargo xtask build` builds it beside the XDP program",
+        path.display()
+    );
+    path
+}
+
+fn pin_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn ns_per_packet(prog: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32) {
+    let mut out = vec![0u8; frame.len() + 256];
+    // The kernel reports whole nanoseconds per iteration; timing the call
+    // over `repeat` iterations gives fractions (the fixed syscall cost is
+    // spread over a million runs).
+    let started = std::time::Instant::now();
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e:?}"));
+    let elapsed = started.elapsed();
+    (elapsed.as_nanos() as f64 / repeat as f64, r.return_value)
+}
+
+fn summarize(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0])
+}
+
+const VIP4: &str = "192.0.2.10:80";
+const VIP6: &str = "[2001:db8:f::10]:80";
+const CLIENT4: &str = "203.0.113.7:40000";
+const CLIENT6: &str = "[2001:db8:c::7]:40000";
+
+fn sock(s: &str) -> SocketAddr {
+    s.parse().expect("literal socket address")
+}
+
+/// Balancer state: one VIP per family with three targets, one established
+/// flow per family (both directions).
+fn program_maps(fx: &mut Fixture) {
+    for (i, (vip, v6)) in [(VIP4, false), (VIP6, true)].into_iter().enumerate() {
+        let vip = sock(vip);
+        let mut ids = Vec::new();
+        for n in 1..=3u8 {
+            let id = i as u32 * 10 + n as u32;
+            let ip: IpAddr = if v6 {
+                topo::host6(n).into()
+            } else {
+                topo::host4(n).into()
+            };
+            fx.set_target(
+                id,
+                fixture::target(SocketAddr::new(ip, 8080), TargetState::Active, 1),
+            );
+            ids.push(id);
+        }
+        fx.set_ring(i as u32, &ids);
+        fx.add_vip(
+            fixture::vip_key(vip, PROTO_TCP),
+            VipMeta {
+                vip_id: i as u32,
+                ring_slot: i as u32,
+                ring_size: fx.ring_size(),
+                flags: 0,
+                idle_timeout_s: 3600,
+                generation: 1,
+            },
+        );
+        let client = sock(if v6 { CLIENT6 } else { CLIENT4 });
+        let target = SocketAddr::new(
+            if v6 {
+                topo::host6(1).into()
+            } else {
+                topo::host4(1).into()
+            },
+            8080,
+        );
+        let key = fixture::flow_key(client, vip, PROTO_TCP);
+        fx.insert_flow(
+            key,
+            FlowValue {
+                target_id: ids[0],
+                target_gen: 1,
+                // Far in the future of any idle check during the run.
+                last_seen_ns: fixture::monotonic_ns() + 3_000_000_000_000,
+                vip_id: i as u32,
+                flags: 0,
+            },
+        );
+        fx.insert_nat(
+            fixture::flow_key(target, client, PROTO_TCP),
+            NatValue {
+                vip_addr: key.dst,
+                vip_port: port_be(vip.port()),
+                _pad: 0,
+                vip_id: i as u32,
+                target_id: ids[0],
+                _pad2: 0,
+            },
+        );
+    }
+}
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// Through the restoring wrapper (the program rewrites the packet).
+    wrapped: bool,
+    /// Vary source port and address every iteration (new flows).
+    vary: bool,
+    stat: Stat,
+    expect_action: u32,
+}
+
+fn cases() -> Vec<Case> {
+    let v4 = |src: &str, dst: &str, flags| Packet::tcp(sock(src), sock(dst), flags).build();
+    let target4 = SocketAddr::new(topo::host4(1).into(), 8080);
+    vec![
+        Case {
+            name: "established v4 (ACK)",
+            frame: v4(CLIENT4, VIP4, tcp_flags::ACK),
+            wrapped: true,
+            vary: false,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+        },
+        Case {
+            name: "return v4 (target -> client)",
+            frame: Packet::tcp(target4, sock(CLIENT4), tcp_flags::ACK).build(),
+            wrapped: true,
+            vary: false,
+            stat: Stat::Returned,
+            expect_action: fixture::XDP_REDIRECT,
+        },
+        Case {
+            name: "established v6 (ACK)",
+            frame: Packet::tcp(sock(CLIENT6), sock(VIP6), tcp_flags::ACK).build(),
+            wrapped: true,
+            vary: false,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+        },
+        Case {
+            name: "non-VIP v4 (pass)",
+            frame: v4(CLIENT4, "198.51.100.1:22", tcp_flags::ACK),
+            wrapped: false,
+            vary: false,
+            stat: Stat::PassNotVip,
+            expect_action: fixture::XDP_PASS,
+        },
+        Case {
+            name: "new flow v4 (SYN)",
+            frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
+            wrapped: true,
+            vary: true,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+        },
+    ]
+}
+
+fn bench_packet(frame: &[u8], vary: bool) -> BenchPacket {
+    let mut bytes = [0u8; 256];
+    bytes[..frame.len()].copy_from_slice(frame);
+    BenchPacket {
+        len: frame.len() as u32,
+        // IPv4 without VLAN: source address at 26, TCP source port at 34.
+        vary_port_off: if vary { 34 } else { 0 },
+        vary_addr_off: if vary { 26 } else { 0 },
+        _pad: 0,
+        bytes,
+    }
+}
+
+fn xdp<'a>(ebpf: &'a aya::Ebpf, name: &str) -> &'a Xdp {
+    ebpf.program(name)
+        .unwrap_or_else(|| panic!("no program {name}"))
+        .try_into()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Runs `rounds` measurements of one configuration; checks the action.
+fn measure(opts: &Opts, prog: &Xdp, frame: &[u8], expect: u32, what: &str) -> (f64, f64) {
+    let samples = (0..opts.rounds)
+        .map(|_| {
+            let (ns, action) = ns_per_packet(prog, frame, opts.repeat);
+            assert_eq!(
+                action,
+                expect,
+                "{what}: action {} instead of {}",
+                fixture::action_name(action),
+                fixture::action_name(expect)
+            );
+            ns
+        })
+        .collect();
+    summarize(samples)
+}
+
+pub fn run(opts: &Opts) -> Vec<Row> {
+    fixture::with_netns(|| {
+        pin_cpu(opts.cpu);
+        let mut fx = Fixture::load(DEFAULT_RING_SIZE);
+        program_maps(&mut fx);
+        let mut bench = EbpfLoader::new()
+            .load_file(bench_object())
+            .unwrap_or_else(|e| panic!("loading lb-bench-ebpf: {e:?}"));
+        for name in ["bench_pass", "bench_tx", "bench_wrap"] {
+            let p: &mut Xdp = bench.program_mut(name).expect(name).try_into().expect(name);
+            p.load().unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
+        }
+        let mut jump: ProgramArray<_> =
+            ProgramArray::try_from(bench.take_map("JUMP").expect("JUMP")).expect("JUMP");
+        let mut packet: Array<_, BenchPacket> =
+            Array::try_from(bench.take_map("PACKET").expect("PACKET")).expect("PACKET");
+
+        let mut rows = Vec::new();
+        let any = Packet::tcp(sock(CLIENT4), sock(VIP4), tcp_flags::ACK).build();
+        let (m, n) = measure(
+            opts,
+            xdp(&bench, "bench_pass"),
+            &any,
+            fixture::XDP_PASS,
+            "XDP_PASS",
+        );
+        rows.push(Row {
+            name: "floor: XDP_PASS",
+            median_ns: m,
+            min_ns: n,
+            floor: None,
+        });
+        let (m, n) = measure(
+            opts,
+            xdp(&bench, "bench_tx"),
+            &any,
+            fixture::XDP_TX,
+            "XDP_TX",
+        );
+        rows.push(Row {
+            name: "floor: XDP_TX",
+            median_ns: m,
+            min_ns: n,
+            floor: None,
+        });
+        packet.set(0, bench_packet(&any, false), 0).expect("PACKET");
+        jump.set(0, xdp(&bench, "bench_tx").fd().expect("fd"), 0)
+            .expect("JUMP");
+        let (m, n) = measure(
+            opts,
+            xdp(&bench, "bench_wrap"),
+            &any,
+            fixture::XDP_TX,
+            "wrapper",
+        );
+        rows.push(Row {
+            name: "floor: restore + tail call + XDP_TX",
+            median_ns: m,
+            min_ns: n,
+            floor: None,
+        });
+        jump.set(0, fx.program().fd().expect("fd"), 0)
+            .expect("JUMP");
+
+        for case in cases() {
+            let before = fx.stats();
+            let new_before = fx.vip_counters(0).new_flows;
+            let (m, n) = if case.wrapped {
+                packet
+                    .set(0, bench_packet(&case.frame, case.vary), 0)
+                    .expect("PACKET");
+                measure(
+                    opts,
+                    xdp(&bench, "bench_wrap"),
+                    &case.frame,
+                    case.expect_action,
+                    case.name,
+                )
+            } else {
+                measure(
+                    opts,
+                    fx.program(),
+                    &case.frame,
+                    case.expect_action,
+                    case.name,
+                )
+            };
+            // Proof that every iteration took the path measured.
+            let runs = opts.rounds as u64 * opts.repeat as u64;
+            let after = fx.stats();
+            let moved = after[case.stat as usize] - before[case.stat as usize];
+            assert_eq!(
+                moved,
+                runs,
+                "{}: {} moved {moved}, not {runs}",
+                case.name,
+                case.stat.name()
+            );
+            if case.vary {
+                let new_flows = fx.vip_counters(0).new_flows - new_before;
+                assert_eq!(
+                    new_flows, runs,
+                    "{}: {new_flows} new flows for {runs} runs",
+                    case.name
+                );
+            }
+            rows.push(Row {
+                name: case.name,
+                median_ns: m,
+                min_ns: n,
+                floor: Some(if case.wrapped {
+                    "floor: restore + tail call + XDP_TX"
+                } else {
+                    "floor: XDP_PASS"
+                }),
+            });
+        }
+        rows
+    })
+}
+
+/// Bytes of kernel memory per tracked flow: `FLOWS` + `NAT` entries, from
+/// the maps' memlock accounting (`/proc/self/fdinfo`) divided by capacity.
+pub fn flow_entry_bytes(key: usize, flow_value: usize, nat_value: usize) -> usize {
+    // Preallocated htab element: `struct htab_elem` (48 bytes with the LRU
+    // node on 64-bit) + key rounded to 8 + value rounded to 8.
+    let round = |n: usize| n.div_ceil(8) * 8;
+    (48 + round(key) + round(flow_value)) + (48 + round(key) + round(nat_value))
+}
+
+pub fn flow_sizes() -> (usize, usize, usize) {
+    (
+        std::mem::size_of::<FlowKey>(),
+        std::mem::size_of::<FlowValue>(),
+        std::mem::size_of::<NatValue>(),
+    )
+}

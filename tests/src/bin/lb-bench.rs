@@ -1,0 +1,116 @@
+//! Benchmarks behind `cargo xtask bench`: every figure next to a baseline
+//! measured in the same run.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use lb_tests::bench_xdp::{self, Opts, Row};
+
+#[derive(Parser)]
+#[command(about = "xdp-lb benchmarks (run through `cargo xtask bench`)")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// ns per packet of lb_xdp through BPF_PROG_TEST_RUN, next to trivial programs.
+    Xdp {
+        /// Measurements per case (median and min are reported).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Iterations per measurement (the kernel's `repeat`).
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// CPU to pin the run to.
+        #[arg(long, default_value_t = 1)]
+        cpu: usize,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/xdp.json")]
+        json: PathBuf,
+    },
+}
+
+fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
+    row.floor.and_then(|f| rows.iter().find(|r| r.name == f))
+}
+
+fn print_table(rows: &[Row], repeat: u32, rounds: usize, cpu: usize) {
+    println!("BPF_PROG_TEST_RUN, repeat {repeat}, {rounds} rounds, pinned to CPU {cpu}");
+    println!(
+        "{:<40} {:>10} {:>10} {:>14} {:>8}",
+        "case", "median ns", "min ns", "above floor", "ratio"
+    );
+    for r in rows {
+        let (above, ratio) = match floor_of(rows, r) {
+            Some(f) => (
+                format!("{:.1} ns", r.median_ns - f.median_ns),
+                format!("{:.2}x", r.median_ns / f.median_ns),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<40} {:>10.1} {:>10.1} {:>14} {:>8}",
+            r.name, r.median_ns, r.min_ns, above, ratio
+        );
+    }
+}
+
+fn json(rows: &[Row], opts: &Opts) -> String {
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let above = floor_of(rows, r)
+                .map(|f| format!("{:.2}", r.median_ns - f.median_ns))
+                .unwrap_or_else(|| "null".into());
+            format!(
+                "    {{\"case\": \"{}\", \"median_ns\": {:.2}, \"min_ns\": {:.2}, \"floor\": {}, \"above_floor_ns\": {}}}",
+                r.name,
+                r.median_ns,
+                r.min_ns,
+                r.floor.map(|f| format!("\"{f}\"")).unwrap_or_else(|| "null".into()),
+                above
+            )
+        })
+        .collect();
+    let (k, f, n) = bench_xdp::flow_sizes();
+    format!(
+        "{{\n  \"repeat\": {},\n  \"rounds\": {},\n  \"cpu\": {},\n  \"bytes_per_flow\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
+        opts.repeat,
+        opts.rounds,
+        opts.cpu,
+        bench_xdp::flow_entry_bytes(k, f, n),
+        items.join(",\n")
+    )
+}
+
+fn main() {
+    match Cli::parse().what {
+        What::Xdp {
+            rounds,
+            repeat,
+            cpu,
+            json: path,
+        } => {
+            let opts = Opts {
+                rounds,
+                repeat,
+                cpu,
+                json: path.clone(),
+            };
+            let rows = bench_xdp::run(&opts);
+            print_table(&rows, repeat, rounds, cpu);
+            let (k, f, n) = bench_xdp::flow_sizes();
+            println!(
+                "tracked flow: FLOWS key {k} B + value {f} B, NAT key {k} B + value {n} B; about {} B of kernel memory per flow with htab overhead",
+                bench_xdp::flow_entry_bytes(k, f, n)
+            );
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).expect("create bench directory");
+            }
+            std::fs::write(&path, json(&rows, &opts))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            println!("wrote {}", path.display());
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! `cargo xtask bench`: runs the lb-bench binary (tests crate).
+use std::fs;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+
+use crate::{
+    build::{self, Profile},
+    cmd::Cmd,
+    project,
+};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Bench {
+    /// The XDP program alone, on crafted packets (BPF_PROG_TEST_RUN).
+    Xdp,
+    /// End to end through veths and namespaces, client to backends.
+    E2e,
+}
+
+impl Bench {
+    fn name(self) -> &'static str {
+        match self {
+            Bench::Xdp => "xdp",
+            Bench::E2e => "e2e",
+        }
+    }
+}
+
+pub fn bench(what: Bench, args: &[String]) -> Result<()> {
+    let artifacts = build::build(Profile::Release)?;
+    let out = project::target_dir().join("bench");
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let bin = artifacts.bin_dir.join("lb-bench");
+    if !bin.is_file() {
+        bail!(
+            "{} does not exist: the benchmark binary (package lb-tests, bin `lb-bench`) \
+             has not been written yet",
+            bin.display()
+        );
+    }
+    Err(Cmd::new(&bin)
+        .arg(what.name())
+        .args(args)
+        .dir(project::root())
+        .envs(artifacts.env())
+        .env("LB_BENCH_DIR", &out)
+        .exec())
+}

@@ -1,0 +1,124 @@
+//! `cargo xtask build`: the eBPF object (nightly, bpf-linker) and then the
+//! user-space binaries that embed it.
+use std::{ffi::OsString, path::PathBuf, time::Instant};
+
+use anyhow::{Context, Result};
+
+use crate::{cmd::Cmd, project, setup::Toolchain};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Release,
+    Debug,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+
+    /// `--release` or nothing.
+    fn flag(self) -> Option<&'static str> {
+        (self == Profile::Release).then_some("--release")
+    }
+}
+
+/// What a build produces.
+pub struct Artifacts {
+    /// The eBPF object (`target/bpfel-unknown-none/<profile>/lb-ebpf`).
+    pub object: PathBuf,
+    /// The load balancer (`target/<profile>/lb`).
+    pub lb: PathBuf,
+    /// Where the workspace's binaries land (`target/<profile>`): lb-demo,
+    /// lb-bench, ...
+    pub bin_dir: PathBuf,
+}
+
+impl Artifacts {
+    pub fn of(profile: Profile) -> Self {
+        let target = project::target_dir();
+        let bin_dir = target.join(profile.dir());
+        Self {
+            object: target
+                .join("bpfel-unknown-none")
+                .join(profile.dir())
+                .join("lb-ebpf"),
+            lb: bin_dir.join("lb"),
+            bin_dir,
+        }
+    }
+
+    /// Environment for the tests, benchmarks and demo (and for the host
+    /// build, where lb-userspace/build.rs embeds LB_EBPF_OBJECT).
+    pub fn env(&self) -> Vec<(&'static str, OsString)> {
+        vec![
+            ("LB_EBPF_OBJECT", self.object.clone().into()),
+            ("LB_BIN", self.lb.clone().into()),
+            ("LB_TEST_BIN_DIR", self.bin_dir.clone().into()),
+            // Debian's python3 has python3-scapy; a python3 earlier in PATH
+            // (pyenv) may not.
+            ("LB_PYTHON", "/usr/bin/python3".into()),
+        ]
+    }
+}
+
+/// The cargo arguments shared by `build`, `lint` and `test` for the host
+/// crates. Keep these identical so `test` reuses the `build` artifacts (a
+/// different package set can change feature unification and rebuild).
+pub const HOST_PACKAGES: &[&str] = &["--workspace", "--exclude", "lb-ebpf"];
+
+/// Environment for cargo commands run in lb-ebpf/.
+pub fn ebpf_env(tc: &Toolchain) -> [(&'static str, OsString); 1] {
+    [(
+        "CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER",
+        tc.bpf_linker.clone().into(),
+    )]
+}
+
+/// Runs setup, then builds.
+pub fn build(profile: Profile) -> Result<Artifacts> {
+    let tc = crate::setup::setup()?;
+    build_with(&tc, profile)
+}
+
+/// Builds with a toolchain from an earlier setup.
+pub fn build_with(tc: &Toolchain, profile: Profile) -> Result<Artifacts> {
+    let start = Instant::now();
+    let artifacts = Artifacts::of(profile);
+
+    Cmd::new("cargo")
+        .args(["+nightly", "build"])
+        .args(profile.flag())
+        .dir(project::root().join("lb-ebpf"))
+        .envs(ebpf_env(tc))
+        .run()
+        .context("building the eBPF program (lb-ebpf)")?;
+    if !artifacts.object.is_file() {
+        anyhow::bail!(
+            "the eBPF build succeeded but {} is not there",
+            artifacts.object.display()
+        );
+    }
+
+    Cmd::new("cargo")
+        .arg("build")
+        .args(profile.flag())
+        .args(HOST_PACKAGES)
+        .arg("--bins")
+        .dir(project::root())
+        .envs(artifacts.env())
+        .run()
+        .context("building the user-space binaries")?;
+
+    eprintln!(
+        "build: done ({:.1?})\n  eBPF object: {}\n  lb:          {}\n  binaries in: {}",
+        start.elapsed(),
+        artifacts.object.display(),
+        artifacts.lb.display(),
+        artifacts.bin_dir.display()
+    );
+    Ok(artifacts)
+}
