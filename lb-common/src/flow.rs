@@ -21,7 +21,8 @@ pub struct FlowValue {
     pub target_id: u32,
     /// `Target::generation` when the flow was pinned.
     pub target_gen: u32,
-    /// `bpf_ktime_get_ns` of the last packet in either direction.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the last packet
+    /// in either direction.
     pub last_seen_ns: u64,
     pub vip_id: u32,
     /// `flow_flags::*`.

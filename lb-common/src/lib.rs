@@ -12,6 +12,7 @@ pub mod flow;
 pub mod hash;
 pub mod limits;
 pub mod maps;
+pub mod nexthop;
 #[cfg(feature = "user")]
 mod pod;
 pub mod target;
@@ -19,6 +20,7 @@ pub mod vip;
 
 pub use counters::{Counters, Stat};
 pub use flow::{FlowKey, FlowValue, NatKey, NatValue};
+pub use nexthop::{NextHop, NextHopKey};
 pub use target::{Target, TargetState};
 pub use vip::{VipAddrKey, VipKey, VipMeta};
 

@@ -21,3 +21,8 @@ pub const PORT_FILTER_SIZE: u32 = 65536;
 pub const TCP_CLOSING_TIMEOUT_S: u32 = 10;
 /// Marker in a Maglev ring slot that has no target (empty target group).
 pub const RING_EMPTY: u32 = u32::MAX;
+/// Entries of the next-hop cache (destinations: targets and clients).
+pub const NEXTHOP_CAPACITY: u32 = 65536;
+/// How long a cached FIB result is trusted: route and neighbour changes reach
+/// the data path within this time.
+pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;

@@ -21,9 +21,11 @@ pub const VIP_STATS: &str = "VIP_STATS";
 pub const TARGET_STATS: &str = "TARGET_STATS";
 /// Per-CPU `u64` per `Stat`: global actions, passes and drops by reason.
 pub const STATS: &str = "STATS";
+/// `NextHopKey -> NextHop` (LRU): cached `bpf_fib_lookup` results.
+pub const NEXTHOPS: &str = "NEXTHOPS";
 
 /// Every map, in the order `lb down` removes their pins.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     VIPS,
     VIP_ADDRS,
     MAGLEV,
@@ -34,6 +36,7 @@ pub const ALL: [&str; 10] = [
     VIP_STATS,
     TARGET_STATS,
     STATS,
+    NEXTHOPS,
 ];
 
 /// The XDP program's symbol (and pin name).

@@ -11,3 +11,5 @@ unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowValue {}
 unsafe impl aya::Pod for NatValue {}
 unsafe impl aya::Pod for Counters {}
+unsafe impl aya::Pod for NextHopKey {}
+unsafe impl aya::Pod for NextHop {}

@@ -40,11 +40,11 @@ pub fn handle(ctx: &XdpContext) -> Verdict {
 
 #[inline(always)]
 pub fn is_vip_addr(addr: &lb_common::Addr, family: u8) -> bool {
-    let key = VipAddrKey {
-        addr: *addr,
-        family,
-        _pad: [0; 3],
-    };
+    // Built from words: a struct literal with a `[u8; 3]` pad makes LLVM
+    // call an out-of-line memset. On little-endian the family is the low
+    // byte of the last word, and the pad bytes are its zero high bytes.
+    let words: [u32; 5] = [addr[0], addr[1], addr[2], addr[3], family as u32];
+    let key: VipAddrKey = unsafe { core::mem::transmute(words) };
     unsafe { VIP_ADDRS.get(&key) }.is_some()
 }
 

@@ -37,6 +37,48 @@ static SEQ: PerCpuArray<u64, 1> = PerCpuArray::new();
 #[btf_map]
 static JUMP: ProgramArray<1> = ProgramArray::new();
 
+/// Packets counted by `bench_sink` (index 0), per CPU.
+#[btf_map]
+static SINK: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// Where `bench_redirect` sends everything: egress ifindex, then the
+/// destination and source MACs to write.
+#[repr(C)]
+pub struct RedirectTo {
+    pub ifindex: u32,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+#[btf_map]
+static REDIRECT: Array<RedirectTo, 1> = Array::new();
+
+/// End-to-end baseline: the least an XDP forwarder can do (rewrite MACs,
+/// redirect), with no parsing, lookups or NAT.
+#[xdp]
+pub fn bench_redirect(ctx: XdpContext) -> u32 {
+    let Some(to) = REDIRECT.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let start = ctx.data();
+    if start + 12 > ctx.data_end() {
+        return xdp_action::XDP_DROP;
+    }
+    let eth = unsafe { &mut *(start as *mut [u8; 12]) };
+    eth[..6].copy_from_slice(&to.dst_mac);
+    eth[6..].copy_from_slice(&to.src_mac);
+    unsafe { aya_ebpf::helpers::bpf_redirect(to.ifindex, 0) as u32 }
+}
+
+/// End-to-end sink on the target side: count and drop.
+#[xdp]
+pub fn bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(n) = SINK.get_ptr_mut(0) {
+        unsafe { *n += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
 #[xdp]
 pub fn bench_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS

@@ -1,8 +1,10 @@
 //! Benchmarks behind `cargo xtask bench`: every figure next to a baseline
 //! measured in the same run.
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use lb_tests::bench_e2e;
 use lb_tests::bench_xdp::{self, Opts, Row};
 
 #[derive(Parser)]
@@ -28,6 +30,40 @@ enum What {
         /// Where to write the JSON results.
         #[arg(long, default_value = "target/bench/xdp.json")]
         json: PathBuf,
+        /// Only run cases whose name contains this text.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Packets per second client -> targets over veths through `lb run`,
+    /// next to kernel forwarding with nftables DNAT and a trivial XDP
+    /// redirect, measured in the same run.
+    E2e {
+        /// Seconds measured per round.
+        #[arg(long, default_value_t = 5.0)]
+        window: f64,
+        /// Seconds of traffic before each measured window.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Rounds per forwarder, interleaved (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// CPU the traffic generator is pinned to.
+        #[arg(long, default_value_t = 0)]
+        gen_cpu: usize,
+        /// Frames per live-frames batch of the generator (1..=256).
+        #[arg(long, default_value_t = 64)]
+        batch: u32,
+        /// Frame length in bytes (Ethernet header included, no FCS).
+        #[arg(long, default_value_t = 64)]
+        frame_len: usize,
+        /// Make the LB's client-facing veth use threaded NAPI, pinned to this
+        /// CPU (default: softirq on the generator's CPU).
+        #[arg(long)]
+        napi_cpu: Option<usize>,
+        /// Where to write the JSON results (default $LB_BENCH_DIR/e2e.json,
+        /// else target/bench/e2e.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -91,12 +127,14 @@ fn main() {
             repeat,
             cpu,
             json: path,
+            only,
         } => {
             let opts = Opts {
                 rounds,
                 repeat,
                 cpu,
                 json: path.clone(),
+                only,
             };
             let rows = bench_xdp::run(&opts);
             print_table(&rows, repeat, rounds, cpu);
@@ -111,6 +149,42 @@ fn main() {
             std::fs::write(&path, json(&rows, &opts))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
+        }
+        What::E2e {
+            window,
+            warmup,
+            rounds,
+            gen_cpu,
+            batch,
+            frame_len,
+            napi_cpu,
+            json: path,
+        } => {
+            let path = path.unwrap_or_else(|| {
+                std::env::var_os("LB_BENCH_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("target/bench"))
+                    .join("e2e.json")
+            });
+            let opts = bench_e2e::Opts {
+                window: Duration::from_secs_f64(window),
+                warmup: Duration::from_secs_f64(warmup),
+                rounds,
+                gen_cpu,
+                batch,
+                frame_len,
+                napi_cpu,
+                json: path.clone(),
+            };
+            let report = bench_e2e::run(&opts);
+            bench_e2e::print(&report, &opts);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).expect("create bench directory");
+            }
+            std::fs::write(&path, bench_e2e::json(&report, &opts))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            println!("wrote {}", path.display());
+            bench_e2e::verify(&report);
         }
     }
 }

@@ -1,0 +1,31 @@
+//! Next-hop cache entries: `bpf_fib_lookup` results per destination.
+use crate::Addr;
+
+/// Key of `NEXTHOPS`: where a packet goes, and where it came in (the FIB
+/// lookup depends on the ingress interface).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct NextHopKey {
+    pub dst: Addr,
+    pub ingress_ifindex: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// A successful FIB lookup, valid until `expires_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    pub ifindex: u32,
+    /// Largest IP packet (bytes) that passed the lookup's MTU check; a larger
+    /// one takes the full lookup again, so MTU errors stay exact.
+    pub max_len: u16,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// CLOCK_MONOTONIC_COARSE deadline.
+    pub expires_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<NextHopKey>() == 24);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
