@@ -100,6 +100,12 @@ pub const IPPROTO_DSTOPTS: u8 = 60;
 pub const IPPROTO_ESP: u8 = 50;
 pub const IPPROTO_AH: u8 = 51;
 pub const IPPROTO_NONE: u8 = 59;
+/// Further IPv6 extension headers (RFC 7045): recognised, not walked.
+pub const IPPROTO_MOBILITY: u8 = 135;
+pub const IPPROTO_HIP: u8 = 139;
+pub const IPPROTO_SHIM6: u8 = 140;
+pub const IPPROTO_EXPERIMENT1: u8 = 253;
+pub const IPPROTO_EXPERIMENT2: u8 = 254;
 
 /// `frag_off` bits in network order: more-fragments flag and offset mask.
 pub const IP_MF: u16 = 0x2000u16.to_be();

@@ -49,9 +49,6 @@ pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Verdict {
     let Some(q) = quoted(ctx, p) else {
         return Verdict::pass(Stat::PassIcmp);
     };
-    if p.ttl <= 1 {
-        return Verdict::pass(Stat::PassTtlExceeded);
-    }
     if is_vip_addr(&p.dst, p.family()) {
         about_reply(ctx, p, &q)
     } else {
@@ -80,7 +77,9 @@ fn quoted(ctx: &XdpContext, p: &Packet) -> Option<Quoted> {
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
     }
-    let ports = unsafe { *ptr_at::<[u16; 2]>(ctx, l4)? };
+    // RFC 792/4443 quote at least 8 bytes of the transport header; fewer
+    // means a malformed or truncated error, which is not translated.
+    let ports = unsafe { *ptr_at::<[u16; 4]>(ctx, l4)? };
     Some(Quoted {
         l3,
         l4,
@@ -117,6 +116,9 @@ fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
     if t.generation != f.target_gen {
         return Verdict::pass(Stat::PassIcmp);
     }
+    if p.ttl <= 1 {
+        return Verdict::pass(Stat::PassTtlExceeded);
+    }
     let ok = rewrite(
         ctx,
         p,
@@ -144,6 +146,9 @@ fn about_request(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
     let Some(nat) = (unsafe { NAT.get(&reply) }).copied() else {
         return Verdict::pass(Stat::PassIcmp);
     };
+    if p.ttl <= 1 {
+        return Verdict::pass(Stat::PassTtlExceeded);
+    }
     // The error's sender is the target itself or a router; only the target's
     // own address is hidden behind the VIP.
     let outer = if p.src == q.key.dst {

@@ -109,7 +109,8 @@ fn ipv6(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
     }
     match next {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_ESP
-        | IPPROTO_AH | IPPROTO_NONE => {
+        | IPPROTO_AH | IPPROTO_NONE | IPPROTO_MOBILITY | IPPROTO_HIP | IPPROTO_SHIM6
+        | IPPROTO_EXPERIMENT1 | IPPROTO_EXPERIMENT2 => {
             return Err(Verdict::pass(Stat::PassIpv6Ext));
         }
         _ => {}
