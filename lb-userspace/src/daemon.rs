@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     bpf::{
+        forwarding,
         kernel_maps::{KernelMapError, KernelMaps},
         loader::{self, AttachMode, LoadError, LoadSpec},
         stats,
@@ -41,6 +42,8 @@ pub enum DaemonError {
     DaemonChanged(&'static str),
     #[error(transparent)]
     Stats(#[from] stats::StatsError),
+    #[error(transparent)]
+    Forwarding(#[from] forwarding::ForwardingOff),
 }
 
 pub fn load_spec(cfg: &Config) -> LoadSpec {
@@ -69,6 +72,7 @@ struct Running {
 
 impl Running {
     fn start(config: Config) -> Result<Self, DaemonError> {
+        check_forwarding(&config)?;
         let spec = load_spec(&config);
         let mut ebpf = loader::load(&spec)?;
         let mut maps = KernelMaps::new(&mut ebpf)?;
@@ -89,11 +93,18 @@ impl Running {
         if let Some(what) = daemon_change(&self.config, &new) {
             return Err(DaemonError::DaemonChanged(what));
         }
+        check_forwarding(&new)?;
         let report = self.state.apply(&mut self.maps, &new)?;
         info!(%report, "config reloaded");
         self.config = new;
         Ok(())
     }
+}
+
+fn check_forwarding(config: &Config) -> Result<(), DaemonError> {
+    let v4 = config.listeners.iter().any(|l| l.address.is_ipv4());
+    let v6 = config.listeners.iter().any(|l| l.address.is_ipv6());
+    Ok(forwarding::check(&config.daemon.interfaces, v4, v6)?)
 }
 
 /// `[daemon]` settings a reload cannot change in place.

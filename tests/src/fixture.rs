@@ -92,6 +92,7 @@ pub fn action_name(action: u32) -> String {
 ///   fx1 02:00:00:00:00:f1  10.2.0.254/24 fd00:2::fe/64    uplink: gateway
 ///        10.2.0.1 / fd00:2::1 -> 02:00:00:00:02:01; routes to clients
 ///        203.0.113.0/24, 198.51.100.0/24, 2001:db8:c::/48 via the gateway
+///   10.3.0.0/24 via 10.1.0.20 on fx0 (a route cases may delete)
 ///   no route: 198.18.0.0/15, 2001:db8:ffff::/48 (and everything else)
 /// ```
 pub mod topo {
@@ -135,6 +136,20 @@ pub mod topo {
         i
     }
 
+    /// Runs `ip <args>` in the calling thread's namespace (a case changing
+    /// routes or neighbours after the topology is built).
+    pub fn ip(args: &str) {
+        let out = Command::new("ip")
+            .args(args.split_whitespace())
+            .output()
+            .unwrap_or_else(|e| panic!("spawn ip {args}: {e}"));
+        assert!(
+            out.status.success(),
+            "ip {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `ip -batch` commands building the namespace.
     pub fn commands() -> Vec<String> {
         let mut c: Vec<String> = [
@@ -154,6 +169,7 @@ pub mod topo {
             "route add 203.0.113.0/24 via 10.2.0.1 dev fx1",
             "route add 198.51.100.0/24 via 10.2.0.1 dev fx1",
             "route add 2001:db8:c::/48 via fd00:2::1 dev fx1",
+            "route add 10.3.0.0/24 via 10.1.0.20 dev fx0",
         ]
         .iter()
         .map(|s| (*s).to_owned())

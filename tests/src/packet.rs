@@ -534,10 +534,10 @@ impl Packet {
         }
         b.extend_from_slice(&self.net.ethertype().to_be_bytes());
         b.extend_from_slice(&self.net.bytes());
-        if let Some(n) = self.pad_to {
-            if b.len() < n {
-                b.resize(n, 0);
-            }
+        if let Some(n) = self.pad_to
+            && b.len() < n
+        {
+            b.resize(n, 0);
         }
         if let Some(n) = self.truncate {
             b.truncate(n);

@@ -986,13 +986,39 @@ fn parsing_cases() -> Vec<Case> {
         )
         .pass_unchanged(Stat::PassIpv6Ext),
     );
+    for (header, name) in [
+        (135, "mobility"),
+        (139, "HIP"),
+        (140, "shim6"),
+        (253, "experimental 253"),
+        (254, "experimental 254"),
+    ] {
+        cases.push(
+            Case::new(
+                format!("IPv6 {name} extension header ({header}) to a VIP"),
+                &syn6.clone().ext(Ext::Raw {
+                    header,
+                    body: vec![0, 0, 0, 0, 0, 0, 0],
+                }),
+            )
+            .pass_unchanged(Stat::PassIpv6Ext),
+        );
+    }
+    let frag_after_limit = syn6
+        .clone()
+        .ext(Ext::HopByHop(vec![]))
+        .ext(Ext::DestOpts(vec![]))
+        .ext(srh(V_TCP6.addr))
+        .ext(Ext::DestOpts(vec![]))
+        .ext(Ext::Fragment {
+            offset: 0,
+            more: true,
+            id: 9,
+        });
     cases.push(
         Case::new(
-            "IPv6 Mobility extension header (135) to a VIP",
-            &syn6.clone().ext(Ext::Raw {
-                header: 135,
-                body: vec![0, 0, 0, 0, 0, 0, 0],
-            }),
+            "IPv6 fragment header after 4 extension headers, to a VIP",
+            &frag_after_limit,
         )
         .pass_unchanged(Stat::PassIpv6Ext),
     );
@@ -1898,9 +1924,101 @@ fn icmp_cases() -> Vec<Case> {
     cases
 }
 
+/// Targets for the next-hop cache cases, one host each: the cases change
+/// their neighbours and routes in the shared namespace.
+const T_NH_MAC: TargetDef = tdef(13, on4(14, 8080), 14, TargetState::Active, 1);
+const T_NH_GONE: TargetDef = tdef(14, on4(15, 8080), 15, TargetState::Active, 1);
+const T_NH_CACHED: TargetDef = tdef(15, on4(16, 8080), 16, TargetState::Active, 1);
+/// Behind the 10.3.0.0/24 route (gateway 10.1.0.20).
+const T_NH_ROUTED: TargetDef = tdef(16, sa4(10, 3, 0, 1, 8080), 20, TargetState::Active, 1);
+const T_NH_MTU: TargetDef = tdef(17, on4(17, 8080), 17, TargetState::Active, 1);
+
+/// Long enough for a cached next hop (`NEXTHOP_TTL_NS`) to expire, with
+/// margin for the coarse clock.
+const NEXTHOP_EXPIRY: std::time::Duration = std::time::Duration::from_millis(1300);
+
+/// Points V_TCP4 at `t` (only) and sends the SYN that caches its next hop.
+fn nexthop_setup(fx: &mut Fixture, t: &TargetDef) -> Packet {
+    set_target(fx, t);
+    switch_ring(fx, &V_TCP4, &[t.id]);
+    let syn = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
+    let r = send(fx, &syn);
+    assert_eq!(r.output, to_target(&syn, t).build(), "first packet");
+    syn
+}
+
+fn nexthop_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let ack = Packet::tcp(CLIENT4, V_TCP4.addr, ACK);
+    let new_mac: Mac = [0x02, 0, 0, 0, 0x0f, 14];
+
+    let moved = TargetDef {
+        mac: new_mac,
+        ..T_NH_MAC
+    };
+    cases.push(
+        Case::new(
+            "neighbour MAC change reaches the data path within a second",
+            &ack,
+        )
+        .setup(|fx| {
+            nexthop_setup(fx, &T_NH_MAC);
+            topo::ip("neigh replace 10.1.0.14 lladdr 02:00:00:00:0f:0e dev fx0 nud permanent");
+            std::thread::sleep(NEXTHOP_EXPIRY);
+        })
+        .redirect(&to_target(&ack, &moved), Stat::Forwarded),
+    );
+    cases.push(
+        Case::new("next hop cached less than a second ago is used", &ack)
+            .setup(|fx| {
+                nexthop_setup(fx, &T_NH_CACHED);
+                topo::ip("neigh replace 10.1.0.16 lladdr 02:00:00:00:0f:10 dev fx0 nud permanent");
+            })
+            .redirect(&to_target(&ack, &T_NH_CACHED), Stat::Forwarded),
+    );
+    cases.push(
+        Case::new("deleted neighbour: pass_no_neighbour after a second", &ack)
+            .setup(|fx| {
+                nexthop_setup(fx, &T_NH_GONE);
+                topo::ip("neigh del 10.1.0.15 dev fx0");
+                std::thread::sleep(NEXTHOP_EXPIRY);
+            })
+            .pass_as(
+                &ack.clone().dst(T_NH_GONE.addr).ttl(63),
+                Stat::PassNoNeighbour,
+            ),
+    );
+    cases.push(
+        Case::new("deleted route: drop_no_route after a second", &ack)
+            .setup(|fx| {
+                nexthop_setup(fx, &T_NH_ROUTED);
+                topo::ip("route del 10.3.0.0/24");
+                std::thread::sleep(NEXTHOP_EXPIRY);
+            })
+            .drop(Stat::DropNoRoute),
+    );
+    let big = ack.clone().payload(&[0x42; 1600]).dont_fragment();
+    cases.push(
+        Case::new(
+            "packet larger than the cached one takes the full lookup (MTU)",
+            &big,
+        )
+        .setup(|fx| {
+            nexthop_setup(fx, &T_NH_MTU);
+        })
+        .pass_as(&big.clone().dst(T_NH_MTU.addr).ttl(63), Stat::PassMtu),
+    );
+    cases
+}
+
 // ---------------------------------------------------------------------------
 // Tests.
 // ---------------------------------------------------------------------------
+
+#[test]
+fn nexthop_cache() {
+    run_table(nexthop_cases);
+}
 
 #[test]
 fn parsing() {

@@ -1,10 +1,10 @@
 //! Typed handles on the data path's maps, owned by the running daemon.
+use super::ring_mmap::{RingMap, RingMapError};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
-use super::ring_mmap::{RingMap, RingMapError};
 use lb_common::{Counters, Target, VipAddrKey, VipKey, VipMeta, maps};
 
 use crate::state::DataPlane;
@@ -67,7 +67,7 @@ impl KernelMaps {
 
 fn zeroed_per_cpu() -> Result<PerCpuValues<Counters>, KernelMapError> {
     let cpus = nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))?;
-    PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(|e| KernelMapError::Cpus(e))
+    PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(KernelMapError::Cpus)
 }
 
 impl DataPlane for KernelMaps {

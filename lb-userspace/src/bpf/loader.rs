@@ -148,12 +148,10 @@ pub fn load(spec: &LoadSpec) -> Result<Ebpf, LoadError> {
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
-    let prog = ebpf
-        .program_mut(maps::PROGRAM)
-        .ok_or(LoadError::Program {
-            name: maps::PROGRAM,
-            source: ProgramError::NotLoaded,
-        })?;
+    let prog = ebpf.program_mut(maps::PROGRAM).ok_or(LoadError::Program {
+        name: maps::PROGRAM,
+        source: ProgramError::NotLoaded,
+    })?;
     prog.try_into().map_err(|source| LoadError::Program {
         name: maps::PROGRAM,
         source,
@@ -230,7 +228,10 @@ fn attach_new(
     let id = match mode {
         AttachMode::Driver => attach(prog, XdpMode::Driver)?,
         AttachMode::Generic => {
-            warn!(interface, "attaching in generic (skb) mode: much slower than driver mode");
+            warn!(
+                interface,
+                "attaching in generic (skb) mode: much slower than driver mode"
+            );
             attach(prog, XdpMode::Skb)?
         }
         AttachMode::Auto => match attach(prog, XdpMode::Driver) {

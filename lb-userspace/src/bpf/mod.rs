@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel: loading and attaching the XDP
 //! program, pins, and typed access to its maps.
 pub mod bpffs;
+pub mod forwarding;
 pub mod kernel_maps;
 pub mod loader;
 pub mod ring_mmap;

@@ -13,7 +13,11 @@ pub enum RingMapError {
     #[error("mmap of MAGLEV ({len} bytes): {source}")]
     Mmap { len: usize, source: std::io::Error },
     #[error("ring slot {slot} of {size} entries is outside MAGLEV ({entries} entries)")]
-    OutOfRange { slot: u32, size: usize, entries: u32 },
+    OutOfRange {
+        slot: u32,
+        size: usize,
+        entries: u32,
+    },
 }
 
 pub struct RingMap {

@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
-use lb_common::{
-    Counters, FlowKey, FlowValue, Stat, Target, TargetState, VipKey, VipMeta, maps,
-};
+use lb_common::{Counters, FlowKey, FlowValue, Stat, Target, TargetState, VipKey, VipMeta, maps};
 
 use super::bpffs::Pins;
 
@@ -54,7 +52,9 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
         PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::STATS)?))
             .map_err(err(&pins, maps::STATS))?;
     for stat in Stat::ALL {
-        let values = stats.get(&(stat as u32), 0).map_err(err(&pins, maps::STATS))?;
+        let values = stats
+            .get(&(stat as u32), 0)
+            .map_err(err(&pins, maps::STATS))?;
         snap.stats.push((stat, values.iter().sum()));
     }
 
@@ -62,7 +62,8 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
         PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::VIP_STATS)?))
             .map_err(err(&pins, maps::VIP_STATS))?;
     let vips: HashMap<_, VipKey, VipMeta> =
-        HashMap::try_from(Map::HashMap(open(&pins, maps::VIPS)?)).map_err(err(&pins, maps::VIPS))?;
+        HashMap::try_from(Map::HashMap(open(&pins, maps::VIPS)?))
+            .map_err(err(&pins, maps::VIPS))?;
     for entry in vips.iter() {
         let (key, meta) = entry.map_err(err(&pins, maps::VIPS))?;
         let c = vip_stats
