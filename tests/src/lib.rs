@@ -12,4 +12,5 @@ pub mod fixture;
 pub mod packet;
 
 // Benchmarks (lb-bench).
+pub mod bench_e2e;
 pub mod bench_xdp;

@@ -1,5 +1,9 @@
 //! The Maglev ring map mapped into our memory (`BPF_F_MMAPABLE`): writing a
-//! 65537-slot table is a memcpy, not 65537 `bpf(MAP_UPDATE_ELEM)` calls.
+//! 65537-slot table is a loop of stores, not 65537 `bpf(MAP_UPDATE_ELEM)`
+//! calls.
+//!
+//! The kernel lays out array elements at `round_up(value_size, 8)`: each u32
+//! target id occupies an 8-byte cell, id in the low half (little-endian).
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::maps::{Map, MapData, MapError};
@@ -20,10 +24,14 @@ pub enum RingMapError {
     },
 }
 
+/// Bytes per array element in the kernel's layout (`round_up(4, 8)`).
+const CELL: usize = 8;
+
 pub struct RingMap {
     // Keeps the map (and so the mapping's backing object) alive.
     _data: MapData,
-    ptr: *mut u32,
+    /// One u64 cell per element.
+    ptr: *mut u64,
     len_bytes: usize,
     entries: u32,
 }
@@ -39,7 +47,7 @@ impl RingMap {
         };
         let entries = data.info()?.max_entries();
         let page = 4096usize;
-        let len_bytes = (entries as usize * 4).div_ceil(page) * page;
+        let len_bytes = (entries as usize * CELL).div_ceil(page) * page;
         // SAFETY: mapping a BPF array fd created with BPF_F_MMAPABLE, shared,
         // at a kernel-chosen address; length rounded up to pages as required.
         let ptr = unsafe {
@@ -77,9 +85,9 @@ impl RingMap {
                 entries: self.entries,
             });
         }
-        // SAFETY: bounds checked above against the mapped entry count.
-        unsafe {
-            std::ptr::copy_nonoverlapping(ring.as_ptr(), self.ptr.add(start), ring.len());
+        for (i, id) in ring.iter().enumerate() {
+            // SAFETY: start + i < entries, checked above; cells are 8-aligned.
+            unsafe { self.ptr.add(start + i).write(u64::from(*id)) };
         }
         Ok(())
     }
@@ -94,8 +102,9 @@ impl RingMap {
         if start + size > self.entries as usize {
             return None;
         }
-        // SAFETY: bounds checked above.
-        Some(unsafe { std::slice::from_raw_parts(self.ptr.add(start), size) }.to_vec())
+        // SAFETY: bounds checked above; the low half of each cell is the id.
+        let cells = unsafe { std::slice::from_raw_parts(self.ptr.add(start), size) };
+        Some(cells.iter().map(|c| *c as u32).collect())
     }
 }
 

@@ -51,15 +51,11 @@ enum What {
         #[arg(long, default_value_t = 0)]
         gen_cpu: usize,
         /// Frames per live-frames batch of the generator (1..=256).
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=256))]
         batch: u32,
         /// Frame length in bytes (Ethernet header included, no FCS).
         #[arg(long, default_value_t = 64)]
         frame_len: usize,
-        /// Make the LB's client-facing veth use threaded NAPI, pinned to this
-        /// CPU (default: softirq on the generator's CPU).
-        #[arg(long)]
-        napi_cpu: Option<usize>,
         /// Where to write the JSON results (default $LB_BENCH_DIR/e2e.json,
         /// else target/bench/e2e.json).
         #[arg(long)]
@@ -157,7 +153,6 @@ fn main() {
             gen_cpu,
             batch,
             frame_len,
-            napi_cpu,
             json: path,
         } => {
             let path = path.unwrap_or_else(|| {
@@ -173,7 +168,6 @@ fn main() {
                 gen_cpu,
                 batch,
                 frame_len,
-                napi_cpu,
                 json: path.clone(),
             };
             let report = bench_e2e::run(&opts);
