@@ -38,10 +38,11 @@ pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat) -> Verdict {
     };
     let key = cache_key(p, ingress);
     let now = flow::now();
-    if let Some(hop) = unsafe { NEXTHOPS.get(&key) } {
-        if hop.expires_ns > now && len <= hop.max_len {
-            return send(ctx, hop, ingress, ok);
-        }
+    if let Some(hop) = unsafe { NEXTHOPS.get(key) }
+        && hop.expires_ns > now
+        && len <= hop.max_len
+    {
+        return send(ctx, hop, ingress, ok);
     }
     let hop = match lookup(ctx, p, ingress, len) {
         Ok(hop) => hop,
@@ -52,7 +53,7 @@ pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat) -> Verdict {
         ..hop
     };
     // A failed insert only costs the next packet another full lookup.
-    let _cached = NEXTHOPS.insert(&key, &hop, 0).is_ok();
+    let _cached = NEXTHOPS.insert(key, hop, 0).is_ok();
     send(ctx, &hop, ingress, ok)
 }
 

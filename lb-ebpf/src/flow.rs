@@ -98,8 +98,8 @@ pub fn create(key: &FlowKey, vip: &VipMeta, id: u32, t: &Target, now: u64) {
     };
     // A failed insert (map full of non-evictable entries cannot happen with
     // LRU) only means the next packet re-hashes to the same target.
-    if FLOWS.insert(key, &flow, 0).is_ok() {
-        let _inserted = NAT.insert(&reply, &nat, 0).is_ok();
+    if FLOWS.insert(key, flow, 0).is_ok() {
+        let _inserted = NAT.insert(reply, nat, 0).is_ok();
     }
 }
 
@@ -129,10 +129,8 @@ pub fn tcp_flags(
     if rst {
         let _gone = FLOWS.remove(fwd).is_ok();
         let _gone = NAT.remove(reply).is_ok();
-    } else if fin {
-        if let Some(f) = flow {
-            unsafe { (*f).flags |= flow_flags::CLOSING };
-        }
+    } else if fin && let Some(f) = flow {
+        unsafe { (*f).flags |= flow_flags::CLOSING };
     }
 }
 

@@ -45,7 +45,7 @@ pub fn is_vip_addr(addr: &lb_common::Addr, family: u8) -> bool {
     // byte of the last word, and the pad bytes are its zero high bytes.
     let words: [u32; 5] = [addr[0], addr[1], addr[2], addr[3], family as u32];
     let key: VipAddrKey = unsafe { core::mem::transmute(words) };
-    unsafe { VIP_ADDRS.get(&key) }.is_some()
+    unsafe { VIP_ADDRS.get(key) }.is_some()
 }
 
 #[inline(always)]
@@ -100,7 +100,7 @@ fn l4(ctx: &XdpContext, p: &mut Packet) -> Verdict {
             proto: p.proto,
             family: key.family,
         };
-        if let Some(meta) = unsafe { VIPS.get(&vip) } {
+        if let Some(meta) = unsafe { VIPS.get(vip) } {
             return to_target(ctx, p, &key, meta);
         }
     }
@@ -151,7 +151,7 @@ fn to_client(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
     let fwd = flow::forward_key(reply, &nat);
-    let entry = crate::maps::FLOWS.get_ptr_mut(&fwd);
+    let entry = crate::maps::FLOWS.get_ptr_mut(fwd);
     if let Some(f) = entry {
         unsafe { (*f).last_seen_ns = flow::now() };
     }

@@ -107,7 +107,7 @@ fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
         family: q.key.family,
         _pad: [0; 2],
     };
-    let Some(f) = (unsafe { FLOWS.get(&fwd) }).copied() else {
+    let Some(f) = (unsafe { FLOWS.get(fwd) }).copied() else {
         return Verdict::pass(Stat::PassIcmp);
     };
     let Some(t) = flow::target(f.target_id).copied() else {
@@ -143,7 +143,7 @@ fn about_request(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
         family: q.key.family,
         _pad: [0; 2],
     };
-    let Some(nat) = (unsafe { NAT.get(&reply) }).copied() else {
+    let Some(nat) = (unsafe { NAT.get(reply) }).copied() else {
         return Verdict::pass(Stat::PassIcmp);
     };
     if p.ttl <= 1 {

@@ -12,8 +12,7 @@ use lb_common::{
     counters::STAT_COUNT,
     limits::{
         DEFAULT_FLOW_CAPACITY, DEFAULT_RING_SIZE, MAX_TARGETS, MAX_VIPS, NEXTHOP_CAPACITY,
-        PORT_FILTER_SIZE,
-        RING_SLOTS_PER_VIP,
+        PORT_FILTER_SIZE, RING_SLOTS_PER_VIP,
     },
 };
 

@@ -44,6 +44,12 @@ fn vip6(port: u16) -> SocketAddr {
 
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// New flows per spread check; each target must get its even share ±25%.
+/// With 300 flows over 3 targets ±25% is only ±3σ of a perfect hash (a
+/// false failure in ~0.7% of checks: 127/99/74 was seen once); with 600 it
+/// is ±6σ, while an imbalance of 25% is caught as often as before.
+const SPREAD_FLOWS: usize = 600;
+
 /// A topology with servers running and `lb run` serving a config.
 /// Fields drop in order: daemon (SIGTERM + `lb down`), then the topology.
 struct Lab {
@@ -102,32 +108,40 @@ impl Lab {
     fn flows(&self, proto: &str, vip: SocketAddr, count: usize) -> Vec<FlowReport> {
         let run = self.topo.run_clients(&self.server, proto, vip, count);
         if !run.all_ok() {
-            let daemon = self
-                .daemon
-                .as_ref()
-                .map_or_else(|| "(daemon stopped)".to_owned(), LbDaemon::output);
-            let stats = proc::lb_cmd(
-                &self.lb,
-                self.topo.lb.name(),
-                &[
-                    "stats".as_ref(),
-                    "--config".as_ref(),
-                    self.config.as_os_str(),
-                ],
-            );
-            panic!(
-                "{}\n{daemon}\n--- lb stats ---\n{}{}",
-                run.describe_failure(),
-                String::from_utf8_lossy(&stats.stdout),
-                String::from_utf8_lossy(&stats.stderr)
-            );
+            panic!("{}\n{}", run.describe_failure(), self.diagnostics());
         }
         run.flows
     }
 
+    /// The daemon's output and `lb stats`, for failure messages.
+    fn diagnostics(&self) -> String {
+        let daemon = self
+            .daemon
+            .as_ref()
+            .map_or_else(|| "(lb run stopped)".to_owned(), LbDaemon::output);
+        let stats = proc::lb_cmd(
+            &self.lb,
+            self.topo.lb.name(),
+            &[
+                "stats".as_ref(),
+                "--config".as_ref(),
+                self.config.as_os_str(),
+            ],
+        );
+        format!(
+            "{daemon}\n--- lb stats ---\n{}{}",
+            String::from_utf8_lossy(&stats.stdout),
+            String::from_utf8_lossy(&stats.stderr)
+        )
+    }
+
     fn connect(&self, vip: SocketAddr) -> EchoConn {
-        EchoConn::connect_in(self.topo.client.name(), vip, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("long-lived connection to {vip}: {e:#}"))
+        EchoConn::connect_in(self.topo.client.name(), vip, IO_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "long-lived connection to {vip}: {e:#}\n{}",
+                self.diagnostics()
+            )
+        })
     }
 }
 
@@ -181,7 +195,7 @@ fn assert_distinct_ports(flows: &[FlowReport]) {
 
 fn spread(name: &str, proto: &str, vip: SocketAddr, client: IpAddr) {
     let lab = Lab::new(name, 3, &[1, 2, 3]);
-    let flows = lab.flows(proto, vip, 300);
+    let flows = lab.flows(proto, vip, SPREAD_FLOWS);
     assert_distinct_ports(&flows);
     assert_spread(&flows, &[1, 2, 3], client);
 }
@@ -337,7 +351,7 @@ fn targets_change(name: &str, apply: Apply) {
     }
 
     // New flows follow the new target set.
-    let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), 300);
+    let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), SPREAD_FLOWS);
     pinger.expect_progress(5, "while new connections were made");
     assert_spread(&flows, &new_set, CLIENT4.into());
 

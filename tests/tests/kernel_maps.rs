@@ -42,8 +42,18 @@ fn ring_written_through_mmap_reads_back_through_the_syscall() {
             let got = reader.get(&index, 0).expect("lookup");
             assert_eq!(got, *want, "MAGLEV[{index}] (slot {slot}, entry {i})");
         }
-        assert_eq!(ring.read(slot as u32, ring_size as usize).as_ref(), Some(table));
+        assert_eq!(
+            ring.read(slot as u32, ring_size as usize).as_ref(),
+            Some(table)
+        );
     }
-    assert_eq!(ring.read(slots, ring_size as usize), None, "reading past the map is refused");
-    assert!(ring.write(slots, &tables[0]).is_err(), "writing past the map is refused");
+    assert_eq!(
+        ring.read(slots, ring_size as usize),
+        None,
+        "reading past the map is refused"
+    );
+    assert!(
+        ring.write(slots, &tables[0]).is_err(),
+        "writing past the map is refused"
+    );
 }

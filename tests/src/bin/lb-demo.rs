@@ -334,12 +334,21 @@ fn print_bpftool(pin_dir: &Path) {
     }
     entries.sort();
     for p in entries {
-        let shown = |kind: &str| {
+        let show = |kind: &str| {
             netns::try_run("bpftool", [kind, "show", "pinned", &p.to_string_lossy()])
-                .is_ok_and(|o| o.status.success())
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         };
-        if shown("map") {
-            println!("  bpftool map dump pinned {}", p.display());
+        let shown = |kind: &str| show(kind).is_some();
+        if let Some(info) = show("map") {
+            if is_big_array(&info) {
+                // A Maglev ring array: millions of slots, dump one instead.
+                println!("  bpftool map show pinned {}", p.display());
+                println!("  bpftool map lookup pinned {} key 0 0 0 0", p.display());
+            } else {
+                println!("  bpftool map dump pinned {}", p.display());
+            }
         } else if shown("prog") {
             println!("  bpftool prog show pinned {}", p.display());
         } else if shown("link") {
@@ -352,4 +361,17 @@ fn print_bpftool(pin_dir: &Path) {
     println!(
         "  bpftool net show   (inside the lb netns: ip netns exec <lb netns> bpftool net show)"
     );
+}
+
+/// Whether `bpftool map show` describes an array too large to dump usefully.
+fn is_big_array(info: &str) -> bool {
+    let mut words = info.split_whitespace();
+    let is_array = info.split_whitespace().nth(1) == Some("array");
+    let entries = words
+        .by_ref()
+        .skip_while(|w| *w != "max_entries")
+        .nth(1)
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    is_array && entries > 4096
 }
