@@ -82,6 +82,29 @@ impl Cmd {
         Ok(())
     }
 
+    /// Runs with stdout piped through `line` (and echoed); stderr inherited.
+    /// Returns whether it exited 0.
+    pub fn run_watching(mut self, mut line: impl FnMut(&str)) -> Result<bool> {
+        use std::io::{BufRead, BufReader, Write};
+        eprintln!("$ {}", self.shown);
+        let mut child = self
+            .inner
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {}", self.describe()))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut out = std::io::stdout();
+        for l in BufReader::new(stdout).lines() {
+            let l = l.context("reading child stdout")?;
+            line(&l);
+            writeln!(out, "{l}")?;
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.describe()))?;
+        Ok(status.success())
+    }
+
     /// Runs quietly and returns stdout; fails unless it exits 0 (stderr is
     /// put in the error).
     pub fn read(mut self) -> Result<String> {

@@ -52,14 +52,64 @@ pub fn test(lint_first: bool, cargo_test_args: &[String]) -> Result<()> {
         lint(&tc)?;
     }
     let artifacts = build::build_with(&tc, Profile::Release)?;
-    Cmd::new("cargo")
-        .args(["test", "--release"])
+    let mut total = Totals::default();
+    let ok = Cmd::new("cargo")
+        .args(["test", "--release", "--no-fail-fast"])
         .args(HOST_PACKAGES)
         .args(cargo_test_args)
         .dir(project::root())
         .envs(artifacts.env())
-        .run()
-        .context("tests failed")?;
+        .run_watching(|line| total.add(line))?;
+    // One closing line over every test binary (cargo prints one per binary,
+    // the last usually being an empty doc-test run).
+    println!("{} passed, {} failed", total.passed, total.failed);
+    if !ok || total.failed > 0 {
+        bail!("tests failed ({:.1?})", start.elapsed());
+    }
+    if total.passed == 0 {
+        bail!("no test ran: check the filter");
+    }
     eprintln!("test: all passed ({:.1?})", start.elapsed());
     Ok(())
+}
+
+/// Sums cargo's `test result: ok. N passed; M failed; ...` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn sums_cargo_result_lines() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 56 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.16s");
+        t.add("test result: FAILED. 4 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed), (60, 2));
+    }
 }
