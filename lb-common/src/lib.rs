@@ -20,7 +20,7 @@ pub mod vip;
 
 pub use counters::{Counters, Stat};
 pub use flow::{FlowKey, FlowValue, NatKey, NatValue};
-pub use nexthop::{NextHop, NextHopKey};
+pub use nexthop::{NextHop, NextHopKey, TargetHop};
 pub use target::{Target, TargetState};
 pub use vip::{VipAddrKey, VipKey, VipMeta};
 

@@ -23,9 +23,11 @@ pub const TARGET_STATS: &str = "TARGET_STATS";
 pub const STATS: &str = "STATS";
 /// `NextHopKey -> NextHop` (LRU): cached `bpf_fib_lookup` results.
 pub const NEXTHOPS: &str = "NEXTHOPS";
+/// Per-CPU `TargetHop` per target id: the forward direction's next hop.
+pub const TARGET_HOPS: &str = "TARGET_HOPS";
 
 /// Every map, in the order `lb down` removes their pins.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     VIPS,
     VIP_ADDRS,
     MAGLEV,
@@ -37,6 +39,7 @@ pub const ALL: [&str; 11] = [
     TARGET_STATS,
     STATS,
     NEXTHOPS,
+    TARGET_HOPS,
 ];
 
 /// The XDP program's symbol (and pin name).

@@ -29,3 +29,17 @@ pub struct NextHop {
 
 const _: () = assert!(core::mem::size_of::<NextHopKey>() == 24);
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+
+/// Per-CPU next-hop cache of one target (`TARGET_HOPS[target id]`): an array
+/// slot is found without hashing, and being per CPU it is written without
+/// races. Valid only for the same destination and ingress interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TargetHop {
+    pub dst: Addr,
+    pub ingress_ifindex: u32,
+    pub _pad: u32,
+    pub hop: NextHop,
+}
+
+const _: () = assert!(core::mem::size_of::<TargetHop>() == 56);

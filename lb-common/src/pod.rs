@@ -13,3 +13,4 @@ unsafe impl aya::Pod for NatValue {}
 unsafe impl aya::Pod for Counters {}
 unsafe impl aya::Pod for NextHopKey {}
 unsafe impl aya::Pod for NextHop {}
+unsafe impl aya::Pod for TargetHop {}

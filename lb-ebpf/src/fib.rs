@@ -6,6 +6,8 @@
 //! program does. Successful results are cached per (destination, ingress
 //! interface) for `NEXTHOP_TTL_NS`; a packet larger than any the cached
 //! result was checked with takes the full lookup, so MTU errors stay exact.
+//! Packets to a target use that target's per-CPU slot in `TARGET_HOPS` (an
+//! array: no hashing); replies and ICMP use the `NEXTHOPS` LRU map.
 use aya_ebpf::{
     EbpfContext,
     bindings::{
@@ -18,9 +20,9 @@ use aya_ebpf::{
 use lb_common::{NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
 
 use crate::{
-    Verdict, flow,
+    Verdict,
     headers::{IPV6_LEN, Ipv4, Ipv6},
-    maps::NEXTHOPS,
+    maps::{NEXTHOPS, TARGET_HOPS},
     parse::Packet,
     ptr::ptr_at,
 };
@@ -28,16 +30,48 @@ use crate::{
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Sends the (already translated) packet toward `p.dst`. `ok` is the stat
-/// for a successful forward (forwarded, returned or icmp_translated).
+/// Sends the (already translated) packet toward target `target_id`, using
+/// that target's per-CPU next-hop slot.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat) -> Verdict {
+pub fn to_target(ctx: &XdpContext, p: &Packet, target_id: u32, now: u64) -> Verdict {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let Some(len) = ip_len(ctx, p) else {
+        return Verdict::drop(Stat::DropMalformed);
+    };
+    let Some(slot) = TARGET_HOPS.get_ptr_mut(target_id) else {
+        return forward(ctx, p, Stat::Forwarded, now);
+    };
+    let slot = unsafe { &mut *slot };
+    if slot.hop.expires_ns > now
+        && len <= slot.hop.max_len
+        && slot.ingress_ifindex == ingress
+        && slot.dst == p.dst
+    {
+        return send(ctx, &slot.hop, ingress, Stat::Forwarded);
+    }
+    let hop = match lookup(ctx, p, ingress, len) {
+        Ok(hop) => hop,
+        Err(v) => return v,
+    };
+    slot.dst = p.dst;
+    slot.ingress_ifindex = ingress;
+    slot.hop = NextHop {
+        expires_ns: now + NEXTHOP_TTL_NS,
+        ..hop
+    };
+    send(ctx, &hop, ingress, Stat::Forwarded)
+}
+
+/// Sends the (already translated) packet toward `p.dst` through the shared
+/// `NEXTHOPS` cache. `ok` is the stat for success (returned or
+/// icmp_translated).
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let Some(len) = ip_len(ctx, p) else {
         return Verdict::drop(Stat::DropMalformed);
     };
     let key = cache_key(p, ingress);
-    let now = flow::now();
     if let Some(hop) = unsafe { NEXTHOPS.get(key) }
         && hop.expires_ns > now
         && len <= hop.max_len

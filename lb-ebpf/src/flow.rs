@@ -117,19 +117,17 @@ pub fn forward_key(reply: &FlowKey, nat: &NatValue) -> FlowKey {
     }
 }
 
-/// TCP teardown: RST ends the flow now, FIN starts the short closing timer.
+/// TCP RST: the flow ends now, in both directions.
 #[inline(always)]
-pub fn tcp_flags(
-    fwd: &FlowKey,
-    reply: &FlowKey,
-    flow: Option<*mut FlowValue>,
-    fin: bool,
-    rst: bool,
-) {
-    if rst {
-        let _gone = FLOWS.remove(fwd).is_ok();
-        let _gone = NAT.remove(reply).is_ok();
-    } else if fin && let Some(f) = flow {
+pub fn remove(fwd: &FlowKey, reply: &FlowKey) {
+    let _gone = FLOWS.remove(fwd).is_ok();
+    let _gone = NAT.remove(reply).is_ok();
+}
+
+/// TCP FIN: the flow expires after the short closing timeout.
+#[inline(always)]
+pub fn closing(flow: Option<*mut FlowValue>) {
+    if let Some(f) = flow {
         unsafe { (*f).flags |= flow_flags::CLOSING };
     }
 }

@@ -128,17 +128,21 @@ fn to_target(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, vip: &VipMeta) -> 
         },
     };
     let (addr, port) = (t.addr, t.port);
-    let reply = flow::reply_key(key, t);
     let (fin, rst) = tcp_teardown(ctx, p);
+    if rst {
+        flow::remove(key, &flow::reply_key(key, t));
+    }
     if translate(ctx, p, Side::Destination, &addr, port).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }
     stats::traffic(vip.vip_id, id, Dir::In, p.len, new_flow);
-    if fin && entry.is_none() {
-        entry = crate::maps::FLOWS.get_ptr_mut(key);
+    if fin && !rst {
+        if entry.is_none() {
+            entry = crate::maps::FLOWS.get_ptr_mut(key);
+        }
+        flow::closing(entry);
     }
-    flow::tcp_flags(key, &reply, entry, fin, rst);
-    fib::forward(ctx, p, Stat::Forwarded)
+    fib::to_target(ctx, p, id, now)
 }
 
 /// Target -> client: if it is a reply of a tracked flow, put the VIP back.
@@ -150,16 +154,21 @@ fn to_client(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
+    let now = flow::now();
     let fwd = flow::forward_key(reply, &nat);
     let entry = crate::maps::FLOWS.get_ptr_mut(fwd);
     if let Some(f) = entry {
-        unsafe { (*f).last_seen_ns = flow::now() };
+        unsafe { (*f).last_seen_ns = now };
     }
     let (fin, rst) = tcp_teardown(ctx, p);
     if translate(ctx, p, Side::Source, &nat.vip_addr, nat.vip_port).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }
     stats::traffic(nat.vip_id, nat.target_id, Dir::Out, p.len, false);
-    flow::tcp_flags(&fwd, reply, entry, fin, rst);
-    fib::forward(ctx, p, Stat::Returned)
+    if rst {
+        flow::remove(&fwd, reply);
+    } else if fin {
+        flow::closing(entry);
+    }
+    fib::forward(ctx, p, Stat::Returned, now)
 }

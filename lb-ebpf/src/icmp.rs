@@ -171,7 +171,7 @@ fn about_request(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
 #[inline(always)]
 fn finish(ctx: &XdpContext, p: &Packet, ok: Option<()>) -> Verdict {
     match ok {
-        Some(()) => fib::forward(ctx, p, Stat::IcmpTranslated),
+        Some(()) => fib::forward(ctx, p, Stat::IcmpTranslated, flow::now()),
         None => Verdict::drop(Stat::DropMalformed),
     }
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Counters, FlowKey, FlowValue, NatKey, NatValue, NextHop, NextHopKey, Target, VipAddrKey,
-    VipKey, VipMeta,
+    Counters, FlowKey, FlowValue, NatKey, NatValue, NextHop, NextHopKey, Target, TargetHop,
+    VipAddrKey, VipKey, VipMeta,
     counters::STAT_COUNT,
     limits::{
         DEFAULT_FLOW_CAPACITY, DEFAULT_RING_SIZE, MAX_TARGETS, MAX_VIPS, NEXTHOP_CAPACITY,
@@ -87,3 +87,8 @@ pub static NEXTHOPS: LruHashMap<
     { NEXTHOP_CAPACITY as usize },
     { BPF_F_NO_COMMON_LRU as usize },
 > = LruHashMap::new();
+
+/// Forward-direction next hop per target, per CPU: saves the `NEXTHOPS`
+/// hash lookup on every client packet.
+#[btf_map]
+pub static TARGET_HOPS: PerCpuArray<TargetHop, { MAX_TARGETS as usize }> = PerCpuArray::new();

@@ -71,21 +71,6 @@ fn bench_object() -> PathBuf {
     path
 }
 
-fn pin_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(
-            rc,
-            0,
-            "sched_setaffinity to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 fn ns_per_packet(prog: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32) {
     let mut out = vec![0u8; frame.len() + 256];
     // The kernel's own per-iteration average (whole nanoseconds). Its timer
@@ -191,6 +176,8 @@ struct Case {
     vary: bool,
     stat: Stat,
     expect_action: u32,
+    /// Caps `repeat` (the free-space new-flow case must not fill the table).
+    max_repeat: Option<u32>,
 }
 
 fn cases() -> Vec<Case> {
@@ -204,6 +191,7 @@ fn cases() -> Vec<Case> {
             vary: false,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
         },
         Case {
             name: "return v4 (target -> client)",
@@ -212,6 +200,7 @@ fn cases() -> Vec<Case> {
             vary: false,
             stat: Stat::Returned,
             expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
         },
         Case {
             name: "established v6 (ACK)",
@@ -220,6 +209,7 @@ fn cases() -> Vec<Case> {
             vary: false,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
         },
         Case {
             name: "non-VIP v4 (pass)",
@@ -228,14 +218,25 @@ fn cases() -> Vec<Case> {
             vary: false,
             stat: Stat::PassNotVip,
             expect_action: fixture::XDP_PASS,
+            max_repeat: None,
         },
         Case {
-            name: "new flow v4 (SYN)",
+            name: "new flow v4 (SYN), table with room",
             frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
             wrapped: true,
             vary: true,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
+            max_repeat: Some(NEW_FLOW_REPEAT),
+        },
+        Case {
+            name: "new flow v4 (SYN), full table (LRU eviction)",
+            frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
+            wrapped: true,
+            vary: true,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
         },
     ]
 }
@@ -261,10 +262,17 @@ fn xdp<'a>(ebpf: &'a aya::Ebpf, name: &str) -> &'a Xdp {
 }
 
 /// Runs `rounds` measurements of one configuration; checks the action.
-fn measure(opts: &Opts, prog: &Xdp, frame: &[u8], expect: u32, what: &str) -> (f64, f64) {
+fn measure(
+    opts: &Opts,
+    repeat: u32,
+    prog: &Xdp,
+    frame: &[u8],
+    expect: u32,
+    what: &str,
+) -> (f64, f64) {
     let samples = (0..opts.rounds)
         .map(|_| {
-            let (ns, action) = ns_per_packet(prog, frame, opts.repeat);
+            let (ns, action) = ns_per_packet(prog, frame, repeat);
             assert_eq!(
                 action,
                 expect,
@@ -278,10 +286,17 @@ fn measure(opts: &Opts, prog: &Xdp, frame: &[u8], expect: u32, what: &str) -> (f
     summarize(samples)
 }
 
+/// The daemon's default flow-table capacity; per-CPU LRU lists get
+/// capacity / CPUs free entries each.
+const BENCH_FLOW_CAPACITY: u32 = lb_common::limits::DEFAULT_FLOW_CAPACITY;
+/// Iterations per round of the "table with room" new-flow case: all rounds
+/// together stay below one CPU's share of the table, so none evicts.
+const NEW_FLOW_REPEAT: u32 = 15_000;
+
 pub fn run(opts: &Opts) -> Vec<Row> {
     fixture::with_netns(|| {
-        pin_cpu(opts.cpu);
-        let mut fx = Fixture::load(DEFAULT_RING_SIZE);
+        fixture::pin_to_cpu(opts.cpu);
+        let mut fx = Fixture::load_with(DEFAULT_RING_SIZE, BENCH_FLOW_CAPACITY);
         program_maps(&mut fx);
         let mut bench = EbpfLoader::new()
             .load_file(bench_object())
@@ -299,6 +314,7 @@ pub fn run(opts: &Opts) -> Vec<Row> {
         let any = Packet::tcp(sock(CLIENT4), sock(VIP4), tcp_flags::ACK).build();
         let (m, n) = measure(
             opts,
+            opts.repeat,
             xdp(&bench, "bench_pass"),
             &any,
             fixture::XDP_PASS,
@@ -312,6 +328,7 @@ pub fn run(opts: &Opts) -> Vec<Row> {
         });
         let (m, n) = measure(
             opts,
+            opts.repeat,
             xdp(&bench, "bench_tx"),
             &any,
             fixture::XDP_TX,
@@ -328,6 +345,7 @@ pub fn run(opts: &Opts) -> Vec<Row> {
             .expect("JUMP");
         let (m, n) = measure(
             opts,
+            opts.repeat,
             xdp(&bench, "bench_wrap"),
             &any,
             fixture::XDP_TX,
@@ -346,6 +364,7 @@ pub fn run(opts: &Opts) -> Vec<Row> {
             if opts.only.as_deref().is_some_and(|o| !case.name.contains(o)) {
                 continue;
             }
+            let repeat = case.max_repeat.map_or(opts.repeat, |m| m.min(opts.repeat));
             let before = fx.stats();
             let new_before = fx.vip_counters(0).new_flows;
             let (m, n) = if case.wrapped {
@@ -354,6 +373,7 @@ pub fn run(opts: &Opts) -> Vec<Row> {
                     .expect("PACKET");
                 measure(
                     opts,
+                    repeat,
                     xdp(&bench, "bench_wrap"),
                     &case.frame,
                     case.expect_action,
@@ -362,6 +382,7 @@ pub fn run(opts: &Opts) -> Vec<Row> {
             } else {
                 measure(
                     opts,
+                    repeat,
                     fx.program(),
                     &case.frame,
                     case.expect_action,
@@ -369,7 +390,7 @@ pub fn run(opts: &Opts) -> Vec<Row> {
                 )
             };
             // Proof that every iteration took the path measured.
-            let runs = opts.rounds as u64 * opts.repeat as u64;
+            let runs = opts.rounds as u64 * repeat as u64;
             let after = fx.stats();
             let moved = after[case.stat as usize] - before[case.stat as usize];
             assert_eq!(

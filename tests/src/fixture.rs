@@ -287,6 +287,10 @@ pub fn with_netns<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         let handle = std::thread::Builder::new()
             .name("fixture-netns".into())
             .spawn_scoped(s, || {
+                // One CPU for the whole case: per-CPU state (counters, the
+                // per-CPU next-hop slots, LRU free lists) must be the same
+                // state from one test run to the next.
+                pin_to_cpu(0);
                 let _guard = NetNsGuard::new();
                 f()
             })
@@ -296,6 +300,22 @@ pub fn with_netns<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Path of the eBPF object from [`OBJECT_ENV`]; panics when unset or missing.
@@ -401,11 +421,16 @@ impl Fixture {
     /// Loads the object named by [`OBJECT_ENV`] with `MAGLEV` sized for
     /// [`RING_SLOTS`] rings of `ring_size` entries, and loads `lb_xdp`.
     pub fn load(ring_size: u32) -> Self {
+        Self::load_with(ring_size, FLOW_CAPACITY)
+    }
+
+    /// [`Fixture::load`] with `FLOWS` and `NAT` of `flow_capacity` entries.
+    pub fn load_with(ring_size: u32, flow_capacity: u32) -> Self {
         let path = object_path();
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::MAGLEV, RING_SLOTS * ring_size)
-            .map_max_entries(maps::FLOWS, FLOW_CAPACITY)
-            .map_max_entries(maps::NAT, FLOW_CAPACITY)
+            .map_max_entries(maps::FLOWS, flow_capacity)
+            .map_max_entries(maps::NAT, flow_capacity)
             .load_file(&path)
             .unwrap_or_else(|e| panic!("loading {}: {e:?}", path.display()));
         let prog: &mut Xdp = ebpf

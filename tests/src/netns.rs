@@ -30,11 +30,58 @@ pub fn require_root() {
     );
 }
 
-/// A short identifier unique to this process and call: `lbt<pid base36><n>`.
+/// A short identifier unique to this process and call:
+/// `lbt<pid base36>_<n base36>`. The pid lets [`reap_stale`] find what a
+/// killed run left behind.
 pub fn unique_id() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{PREFIX}{}{}", base36(std::process::id()), base36(n))
+    format!("{PREFIX}{}_{}", base36(std::process::id()), base36(n))
+}
+
+/// The pid encoded in a name made from [`unique_id`].
+fn owner_pid(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(PREFIX)?.split('_').next()?;
+    u32::from_str_radix(digits, 36).ok()
+}
+
+/// Removes namespaces, bpffs mounts and run directories that a run killed
+/// before its cleanup (SIGKILL, timeout) left behind: those whose owner
+/// process no longer exists. Objects of live processes are never touched.
+pub fn reap_stale() {
+    let dead = |name: &str| {
+        owner_pid(name).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead(&name) {
+                eprintln!("removing stale netns {name}");
+                cleanup("delete stale netns", "ip", &["netns", "del", &name]);
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/run") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !dead(&name) {
+                continue;
+            }
+            let path = e.path();
+            let bpffs = path.join("bpffs");
+            if is_bpffs(&bpffs) {
+                cleanup(
+                    "unmount stale bpffs",
+                    "umount",
+                    &["-l", &bpffs.to_string_lossy()],
+                );
+            }
+            eprintln!("removing stale {}", path.display());
+            if let Err(err) = std::fs::remove_dir_all(&path) {
+                eprintln!("cleanup: remove {}: {err}", path.display());
+            }
+        }
+    }
 }
 
 fn base36(mut v: u32) -> String {

@@ -126,7 +126,8 @@ pub struct NsChild {
 
 impl NsChild {
     /// Starts `program args…` in namespace `ns` in a process group of its
-    /// own. `ip netns exec` execs the program, so the pid is the program's.
+    /// own, killed if the spawning thread dies (`PR_SET_PDEATHSIG`; the
+    /// guard's owner must outlive it, as a test's locals do). `ip netns exec` execs the program, so the pid is the program's.
     /// Stdout and stderr are collected; with `echo`, each line is also
     /// printed to the test's stderr prefixed with `label`.
     pub fn spawn<S: AsRef<OsStr>>(
@@ -144,6 +145,17 @@ impl NsChild {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between
+        // fork and exec. If the test process dies without running Drop
+        // (SIGKILL), the child is killed with it instead of lingering.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} in netns {ns}: {e}", program.display()));

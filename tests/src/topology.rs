@@ -110,6 +110,7 @@ impl Topology {
     /// tag for humans (part of the namespace names).
     pub fn new(name: &str, opts: TopologyOpts) -> Self {
         netns::require_root();
+        netns::reap_stale();
         assert!(
             (1..=MAX_TARGETS).contains(&opts.targets),
             "targets must be 1..={MAX_TARGETS}"
