@@ -19,7 +19,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{
-    FlowKey, FlowValue, NatValue, PROTO_TCP, Stat, TargetState, VipMeta, limits::DEFAULT_RING_SIZE,
+    FlowValue, NatValue, PROTO_TCP, Stat, TargetState, VipMeta, limits::DEFAULT_RING_SIZE,
 };
 
 use crate::{
@@ -293,11 +293,12 @@ const BENCH_FLOW_CAPACITY: u32 = lb_common::limits::DEFAULT_FLOW_CAPACITY;
 /// together stay below one CPU's share of the table, so none evicts.
 const NEW_FLOW_REPEAT: u32 = 15_000;
 
-pub fn run(opts: &Opts) -> Vec<Row> {
+pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
     fixture::with_netns(|| {
         fixture::pin_to_cpu(opts.cpu);
         let mut fx = Fixture::load_with(DEFAULT_RING_SIZE, BENCH_FLOW_CAPACITY);
         program_maps(&mut fx);
+        let cost = flow_cost(&fx);
         let mut bench = EbpfLoader::new()
             .load_file(bench_object())
             .unwrap_or_else(|e| panic!("loading lb-bench-ebpf: {e:?}"));
@@ -419,23 +420,25 @@ pub fn run(opts: &Opts) -> Vec<Row> {
                 }),
             });
         }
-        rows
+        (rows, cost)
     })
 }
 
-/// Bytes of kernel memory per tracked flow: `FLOWS` + `NAT` entries, from
-/// the maps' memlock accounting (`/proc/self/fdinfo`) divided by capacity.
-pub fn flow_entry_bytes(key: usize, flow_value: usize, nat_value: usize) -> usize {
-    // Preallocated htab element: `struct htab_elem` (48 bytes with the LRU
-    // node on 64-bit) + key rounded to 8 + value rounded to 8.
-    let round = |n: usize| n.div_ceil(8) * 8;
-    (48 + round(key) + round(flow_value)) + (48 + round(key) + round(nat_value))
+/// Bytes of kernel memory per tracked flow: the `FLOWS` and `NAT` entries,
+/// from the kernel's memlock accounting divided by capacity.
+#[derive(Clone, Debug)]
+pub struct FlowCost {
+    pub flows_bytes: f64,
+    pub nat_bytes: f64,
+    pub capacity: u32,
 }
 
-pub fn flow_sizes() -> (usize, usize, usize) {
-    (
-        std::mem::size_of::<FlowKey>(),
-        std::mem::size_of::<FlowValue>(),
-        std::mem::size_of::<NatValue>(),
-    )
+fn flow_cost(fx: &Fixture) -> FlowCost {
+    let (flows, cap) = fx.map_memlock(lb_common::maps::FLOWS);
+    let (nat, _) = fx.map_memlock(lb_common::maps::NAT);
+    FlowCost {
+        flows_bytes: flows as f64 / cap as f64,
+        nat_bytes: nat as f64 / cap as f64,
+        capacity: cap,
+    }
 }

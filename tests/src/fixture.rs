@@ -700,6 +700,25 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// Kernel memory charged to map `name` (`memlock` in its fdinfo) and its
+    /// capacity.
+    pub fn map_memlock(&self, name: &str) -> (u64, u32) {
+        use std::os::fd::{AsFd, AsRawFd};
+        let aya::maps::Map::LruHashMap(data) = self.map(name) else {
+            panic!("{name} is not an LRU hash map");
+        };
+        let fd = data.fd().as_fd().as_raw_fd();
+        let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .unwrap_or_else(|e| panic!("fdinfo of {name}: {e}"));
+        let field = |key: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in fdinfo of {name}"))
+        };
+        (field("memlock:"), field("max_entries:") as u32)
+    }
+
     /// The loaded `lb_xdp` program (benchmarks put it into a tail-call slot).
     pub fn program(&self) -> &Xdp {
         self.ebpf

@@ -88,7 +88,7 @@ fn print_table(rows: &[Row], repeat: u32, rounds: usize, cpu: usize) {
     }
 }
 
-fn json(rows: &[Row], opts: &Opts) -> String {
+fn json(rows: &[Row], cost: &bench_xdp::FlowCost, opts: &Opts) -> String {
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
@@ -105,13 +105,12 @@ fn json(rows: &[Row], opts: &Opts) -> String {
             )
         })
         .collect();
-    let (k, f, n) = bench_xdp::flow_sizes();
     format!(
         "{{\n  \"repeat\": {},\n  \"rounds\": {},\n  \"cpu\": {},\n  \"bytes_per_flow\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
         opts.repeat,
         opts.rounds,
         opts.cpu,
-        bench_xdp::flow_entry_bytes(k, f, n),
+        cost.flows_bytes + cost.nat_bytes,
         items.join(",\n")
     )
 }
@@ -132,17 +131,19 @@ fn main() {
                 json: path.clone(),
                 only,
             };
-            let rows = bench_xdp::run(&opts);
+            let (rows, cost) = bench_xdp::run(&opts);
             print_table(&rows, repeat, rounds, cpu);
-            let (k, f, n) = bench_xdp::flow_sizes();
             println!(
-                "tracked flow: FLOWS key {k} B + value {f} B, NAT key {k} B + value {n} B; about {} B of kernel memory per flow with htab overhead",
-                bench_xdp::flow_entry_bytes(k, f, n)
+                "tracked flow: {:.0} B of kernel memory (FLOWS {:.0} B + NAT {:.0} B per entry, memlock of tables with {} entries)",
+                cost.flows_bytes + cost.nat_bytes,
+                cost.flows_bytes,
+                cost.nat_bytes,
+                cost.capacity
             );
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).expect("create bench directory");
             }
-            std::fs::write(&path, json(&rows, &opts))
+            std::fs::write(&path, json(&rows, &cost, &opts))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
         }
