@@ -98,15 +98,8 @@ fn quoted(ctx: &XdpContext, p: &Packet) -> Option<Quoted> {
 /// Quoted VIP -> client: deliver to the flow's target.
 #[inline(always)]
 fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
-    let fwd = FlowKey {
-        src: q.key.dst,
-        dst: q.key.src,
-        sport: q.key.dport,
-        dport: q.key.sport,
-        proto: q.key.proto,
-        family: q.key.family,
-        _pad: [0; 2],
-    };
+    // The quoted packet is our reply; its reverse is the client's flow.
+    let fwd = q.key.reversed();
     let Some(f) = (unsafe { FLOWS.get(fwd) }).copied() else {
         return Verdict::pass(Stat::PassIcmp);
     };
@@ -134,15 +127,8 @@ fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
 /// Quoted client -> target: deliver to the client as if from the VIP.
 #[inline(always)]
 fn about_request(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
-    let reply = FlowKey {
-        src: q.key.dst,
-        dst: q.key.src,
-        sport: q.key.dport,
-        dport: q.key.sport,
-        proto: q.key.proto,
-        family: q.key.family,
-        _pad: [0; 2],
-    };
+    // The quoted packet is the translated request; its reverse is the reply.
+    let reply = q.key.reversed();
     let Some(nat) = (unsafe { NAT.get(reply) }).copied() else {
         return Verdict::pass(Stat::PassIcmp);
     };

@@ -331,18 +331,7 @@ const NFT_TABLE: &str = "lbbench";
 
 // ---------------------------------------------------------------- eBPF side
 
-/// Mirrors `BenchPacket` in lb-bench-ebpf.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct BenchPacket {
-    len: u32,
-    vary_port_off: u32,
-    vary_addr_off: u32,
-    _pad: u32,
-    bytes: [u8; 256],
-}
-// SAFETY: repr(C), integers and a byte array, no implicit padding.
-unsafe impl aya::Pod for BenchPacket {}
+use crate::bench_xdp::BenchPacket;
 
 /// Mirrors `RedirectTo` in lb-bench-ebpf.
 #[repr(C)]

@@ -50,12 +50,12 @@ pub struct Row {
 /// Mirrors `BenchPacket` in lb-bench-ebpf.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct BenchPacket {
-    len: u32,
-    vary_port_off: u32,
-    vary_addr_off: u32,
-    _pad: u32,
-    bytes: [u8; 256],
+pub struct BenchPacket {
+    pub len: u32,
+    pub vary_port_off: u32,
+    pub vary_addr_off: u32,
+    pub _pad: u32,
+    pub bytes: [u8; 256],
 }
 // SAFETY: repr(C), integers and a byte array, no implicit padding.
 unsafe impl aya::Pod for BenchPacket {}

@@ -49,8 +49,7 @@ use aya::{Ebpf, EbpfLoader};
 use lb_common::limits::RING_EMPTY;
 use lb_common::maps::{self, port_flags};
 use lb_common::{
-    Addr, Counters, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, NatKey, NatValue, Stat, Target,
-    VipAddrKey, VipKey, VipMeta,
+    Addr, Counters, FlowKey, FlowValue, NatKey, NatValue, Stat, Target, VipAddrKey, VipKey, VipMeta,
 };
 
 use crate::packet::Mac;
@@ -335,16 +334,10 @@ pub fn object_path() -> PathBuf {
     path
 }
 
-/// Converts an address to the maps' representation (network byte order).
+/// Converts an address to the maps' representation (network byte order):
+/// the daemon's own encoding, so fixtures and daemon cannot disagree.
 pub fn addr(ip: IpAddr) -> (Addr, u8) {
-    match ip {
-        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], FAMILY_V4),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
-            ([w(0), w(4), w(8), w(12)], FAMILY_V6)
-        }
-    }
+    lb::net::encode_addr(ip)
 }
 
 /// A port in network byte order as the maps store it.
