@@ -21,6 +21,7 @@ use crate::{
         stats,
     },
     config::{Config, ConfigError, XdpMode},
+    instance::{self, InstanceError},
     state::{ApplyError, Reconciler},
 };
 
@@ -44,6 +45,8 @@ pub enum DaemonError {
     Stats(#[from] stats::StatsError),
     #[error(transparent)]
     Forwarding(#[from] forwarding::ForwardingOff),
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
 }
 
 pub fn load_spec(cfg: &Config) -> LoadSpec {
@@ -130,6 +133,7 @@ fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
 /// `lb run`.
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
+    let _lock = instance::acquire(&config.daemon.pin_dir)?;
     let mut running = Running::start(config)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
@@ -156,6 +160,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
 /// `lb down`: detach and unpin everything under the config's pin directory.
 pub fn down(path: &Path) -> Result<Vec<String>, DaemonError> {
     let config = Config::load(path)?;
+    // Refused while `lb run` serves these pins: it would keep programming
+    // maps that no longer reach the data path.
+    let _lock = instance::acquire(&config.daemon.pin_dir)?;
     Ok(loader::teardown(&config.daemon.pin_dir)?)
 }
 

@@ -11,10 +11,12 @@
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
 //!   `DataPlane` over its maps (`bpf::kernel_maps`).
 //! - [`daemon`]: `lb run` / `down` / `stats` around those.
+//! - [`instance`]: one `lb run` per pin directory.
 pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod instance;
 pub mod maglev;
 pub mod net;
 pub mod state;

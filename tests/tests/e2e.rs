@@ -452,6 +452,28 @@ fn lb_down_detaches_and_unpins() {
         pin_dir.display()
     );
 
+    // While `lb run` serves the pins, a second daemon and `lb down` are
+    // refused, and nothing changes.
+    let config = lab.config.as_os_str();
+    for cmd in ["run", "down"] {
+        let out = proc::lb_cmd(
+            &lab.lb,
+            lab.topo.lb.name(),
+            &[cmd.as_ref(), "--config".as_ref(), config],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("another `lb run` is serving pin_dir"),
+            "`lb {cmd}` beside a running daemon must be refused; got {}:\n{stderr}",
+            out.status
+        );
+    }
+    assert!(
+        has_xdp(&lab.topo.lb_link(LB_CLIENT_IF)),
+        "a refused command detached the program"
+    );
+    lab.flows("tcp", vip4(VIP_TCP_PORT), 10);
+
     lab.stop_daemon();
     let link = lab.topo.lb_link(LB_CLIENT_IF);
     assert!(
