@@ -43,6 +43,10 @@ pub struct FlowValue {
     pub vip_id: u32,
     /// `flow_flags::*`.
     pub flags: u32,
+    /// The VIP's idle timeout when the flow began (seconds). Kept here so
+    /// packets of an established flow need no `VIPS` lookup.
+    pub idle_timeout_s: u32,
+    pub _pad: u32,
 }
 
 pub mod flow_flags {
@@ -67,5 +71,5 @@ pub struct NatValue {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 32);
 const _: () = assert!(core::mem::size_of::<NatValue>() == 32);

@@ -30,12 +30,9 @@ pub fn target(id: u32) -> Option<&'static Target> {
 }
 
 /// The flow's current target, if its entry is still valid; refreshes it.
+/// Needs no `VipMeta`: the daemon purges the flows of a VIP it removes.
 #[inline(always)]
-pub fn established(
-    key: &FlowKey,
-    vip: &VipMeta,
-    now: u64,
-) -> Option<(*mut FlowValue, u32, &'static Target)> {
+pub fn established(key: &FlowKey, now: u64) -> Option<(*mut FlowValue, u32, &'static Target)> {
     let f = FLOWS.get_ptr_mut(key)?;
     let flow = unsafe { &mut *f };
     let t = target(flow.target_id)?;
@@ -45,7 +42,7 @@ pub fn established(
     let timeout = if flow.flags & flow_flags::CLOSING != 0 {
         TCP_CLOSING_TIMEOUT_S
     } else {
-        vip.idle_timeout_s
+        flow.idle_timeout_s
     };
     if now.wrapping_sub(flow.last_seen_ns) > timeout as u64 * NS_PER_S {
         return None;
@@ -86,6 +83,8 @@ pub fn create(key: &FlowKey, vip: &VipMeta, id: u32, t: &Target, now: u64) {
         last_seen_ns: now,
         vip_id: vip.vip_id,
         flags: 0,
+        idle_timeout_s: vip.idle_timeout_s,
+        _pad: 0,
     };
     let reply = reply_key(key, t);
     let nat = NatValue {

@@ -1,7 +1,8 @@
 //! Per-packet dispatch: client -> VIP, target -> client, ICMP, or not ours.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    FlowKey, PROTO_TCP, PROTO_UDP, Stat, VipAddrKey, VipKey, VipMeta, maps::port_flags,
+    FlowKey, FlowValue, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipKey, VipMeta,
+    maps::port_flags,
 };
 
 use crate::{
@@ -94,6 +95,14 @@ fn l4(ctx: &XdpContext, p: &mut Packet) -> Verdict {
         _pad: [0; 2],
     };
     if port_flags(dport) & port_flags::VIP != 0 {
+        let now = flow::now();
+        // An established flow carries all it needs: no `VIPS` lookup.
+        if p.ttl > 1
+            && let Some((entry, id, t)) = flow::established(&key, now)
+        {
+            let vip_id = unsafe { (*entry).vip_id };
+            return send_to_target(ctx, p, &key, vip_id, Some(entry), id, t, false, now);
+        }
         let vip = VipKey {
             addr: p.dst,
             port: dport,
@@ -101,7 +110,7 @@ fn l4(ctx: &XdpContext, p: &mut Packet) -> Verdict {
             family: key.family,
         };
         if let Some(meta) = unsafe { VIPS.get(vip) } {
-            return to_target(ctx, p, &key, meta);
+            return new_flow(ctx, p, &key, meta, now);
         }
     }
     if port_flags(sport) & port_flags::TARGET != 0 {
@@ -110,23 +119,36 @@ fn l4(ctx: &XdpContext, p: &mut Packet) -> Verdict {
     Verdict::pass(Stat::PassNotVip)
 }
 
-/// Client -> VIP: follow the flow's target or pick one, translate, send.
+/// Client -> VIP without a valid flow entry: pick a target, record the flow.
 #[inline(always)]
-fn to_target(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, vip: &VipMeta) -> Verdict {
+fn new_flow(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, vip: &VipMeta, now: u64) -> Verdict {
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
-    let now = flow::now();
-    let (mut entry, id, t, new_flow) = match flow::established(key, vip, now) {
-        Some((f, id, t)) => (Some(f), id, t, false),
-        None => match flow::select(key, vip) {
-            Some((id, t)) => {
-                flow::create(key, vip, id, t, now);
-                (None, id, t, true)
-            }
-            None => return Verdict::drop(Stat::DropNoTarget),
-        },
+    let Some((id, t)) = flow::select(key, vip) else {
+        return Verdict::drop(Stat::DropNoTarget);
     };
+    flow::create(key, vip, id, t, now);
+    send_to_target(ctx, p, key, vip.vip_id, None, id, t, true, now)
+}
+
+/// Client -> VIP, target known: translate, count, track TCP teardown, send.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined hot path; a struct would be copied"
+)]
+#[inline(always)]
+fn send_to_target(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    key: &FlowKey,
+    vip_id: u32,
+    mut entry: Option<*mut FlowValue>,
+    id: u32,
+    t: &Target,
+    new_flow: bool,
+    now: u64,
+) -> Verdict {
     let (addr, port) = (t.addr, t.port);
     let (fin, rst) = tcp_teardown(ctx, p);
     if rst {
@@ -135,7 +157,7 @@ fn to_target(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, vip: &VipMeta) -> 
     if translate(ctx, p, Side::Destination, &addr, port).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }
-    stats::traffic(vip.vip_id, id, Dir::In, p.len, new_flow);
+    stats::traffic(vip_id, id, Dir::In, p.len, new_flow);
     if fin && !rst {
         if entry.is_none() {
             entry = crate::maps::FLOWS.get_ptr_mut(key);

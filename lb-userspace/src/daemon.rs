@@ -82,6 +82,10 @@ impl Running {
         let mut state = Reconciler::recover(&maps)?;
         let report = state.apply(&mut maps, &config)?;
         info!(%report, "maps programmed");
+        let orphans = maps.purge_orphan_flows()?;
+        if orphans > 0 {
+            info!(orphans, "removed flows of VIPs that no longer exist");
+        }
         loader::attach(&mut ebpf, &spec)?;
         Ok(Self {
             _ebpf: ebpf,

@@ -151,6 +151,8 @@ fn program_maps(fx: &mut Fixture) {
                 last_seen_ns: fixture::monotonic_ns() + 3_000_000_000_000,
                 vip_id: i as u32,
                 flags: 0,
+                idle_timeout_s: 3600,
+                _pad: 0,
             },
         );
         fx.insert_nat(

@@ -303,6 +303,8 @@ fn pin_flow(
             last_seen_ns: now - age,
             vip_id: v.id,
             flags,
+            idle_timeout_s: IDLE_TIMEOUT_S,
+            _pad: 0,
         },
     );
     fx.insert_nat(flow_key(t.addr, client, v.proto), nat_value(v, t));
@@ -648,6 +650,8 @@ fn expect_new_flow(
             last_seen_ns: 0,
             vip_id: v.id,
             flags: 0,
+            idle_timeout_s: IDLE_TIMEOUT_S,
+            _pad: 0,
         },
         "FLOWS value"
     );

@@ -17,8 +17,8 @@ use lb_tests::client::{EchoConn, FlowReport, count_by_target};
 use lb_tests::netns;
 use lb_tests::proc::{self, LbDaemon};
 use lb_tests::topology::{
-    CLIENT4, CLIENT6, ConfigSpec, LB_CLIENT_IF, Topology, TopologyOpts, VIP_TCP_PORT, VIP_UDP_PORT,
-    VIP4, VIP6, target_name,
+    CLIENT4, CLIENT6, ConfigSpec, LB_CLIENT_IF, ListenerSpec, Topology, TopologyOpts, VIP_TCP_PORT,
+    VIP_UDP_PORT, VIP4, VIP6, target_name,
 };
 
 /// `lb-test-server`: from `LB_TEST_BIN_DIR` (xtask), else the one cargo
@@ -516,4 +516,41 @@ fn rendered_config_is_valid() {
     assert_eq!(config.listeners.len(), 4);
     assert_eq!(config.target_groups.len(), 4);
     assert!(config.target_groups.iter().all(|g| g.targets.len() == 2));
+}
+
+/// Removing a VIP by reload ends its established flows too (the data path
+/// forwards established flows without looking the VIP up, so the daemon
+/// purges them), while the other VIPs' connections keep working.
+#[test]
+fn removing_a_vip_ends_its_established_flows() {
+    let mut lab = Lab::new("rmvip", 3, &[1, 2, 3]);
+    let mut doomed = lab.connect(vip4(VIP_TCP_PORT));
+    let mut kept = lab.connect(vip6(VIP_TCP_PORT));
+    doomed.echo("before").expect("echo before the reload");
+    kept.echo("before").expect("echo before the reload");
+
+    // A second listener keeps the removed one's target group (and so its
+    // targets) in use: only the purge can end the established flow.
+    let mut spec = lab.topo.config_spec(&[1, 2, 3]);
+    let is_tcp4 = |l: &ListenerSpec| l.address == vip4(VIP_TCP_PORT).ip() && l.protocol == "tcp";
+    let mut alt = spec
+        .listeners
+        .iter()
+        .find(|l| is_tcp4(l))
+        .expect("an IPv4 TCP listener")
+        .clone();
+    alt.name = "tcp4-alt".into();
+    alt.port = VIP_TCP_PORT + 1;
+    spec.listeners.retain(|l| !is_tcp4(l));
+    spec.listeners.push(alt);
+    lab.topo.write_config(&spec);
+    lab.daemon.as_mut().expect("daemon running").reload();
+
+    let err = doomed.echo("after");
+    assert!(
+        err.is_err(),
+        "the removed VIP's connection still reaches its target after the reload"
+    );
+    kept.echo("after")
+        .unwrap_or_else(|e| panic!("a connection to a kept VIP broke: {e:#}"));
 }

@@ -5,7 +5,9 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
-use lb_common::{Counters, Target, VipAddrKey, VipKey, VipMeta, maps};
+use lb_common::{
+    Counters, FlowKey, FlowValue, NatKey, NatValue, Target, VipAddrKey, VipKey, VipMeta, maps,
+};
 
 use crate::state::DataPlane;
 
@@ -38,6 +40,10 @@ pub struct KernelMaps {
     pub ports: Array<MapData, u32>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub target_stats: PerCpuArray<MapData, Counters>,
+    /// Written by the program; the daemon only deletes the flows of VIPs it
+    /// removes (established flows are forwarded without a `VIPS` lookup).
+    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub nat: HashMap<MapData, NatKey, NatValue>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelMapError>
@@ -61,7 +67,68 @@ impl KernelMaps {
             ports: take(ebpf, maps::PORTS)?,
             vip_stats: take(ebpf, maps::VIP_STATS)?,
             target_stats: take(ebpf, maps::TARGET_STATS)?,
+            flows: take(ebpf, maps::FLOWS)?,
+            nat: take(ebpf, maps::NAT)?,
         })
+    }
+}
+
+/// The VIP a client flow is addressed to.
+fn vip_of(k: &FlowKey) -> VipKey {
+    VipKey {
+        addr: k.dst,
+        port: k.dport,
+        proto: k.proto,
+        family: k.family,
+    }
+}
+
+impl KernelMaps {
+    /// Deletes the flows (both directions) whose VIP matches `doomed`.
+    /// Returns how many client flows went. Entries the program evicts while
+    /// we iterate are simply not found.
+    pub fn purge_flows(
+        &mut self,
+        doomed: impl Fn(&VipKey) -> bool,
+    ) -> Result<usize, KernelMapError> {
+        let keys: Vec<FlowKey> = self
+            .flows
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(&vip_of(k)))
+            .collect();
+        for k in &keys {
+            let _gone = self.flows.remove(k).is_ok();
+        }
+        let replies: Vec<NatKey> = self
+            .nat
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(reply, nat)| {
+                doomed(&VipKey {
+                    addr: nat.vip_addr,
+                    port: nat.vip_port,
+                    proto: reply.proto,
+                    family: reply.family,
+                })
+            })
+            .map(|(reply, _)| reply)
+            .collect();
+        for k in &replies {
+            let _gone = self.nat.remove(k).is_ok();
+        }
+        Ok(keys.len())
+    }
+
+    /// Deletes flows whose VIP is no longer in `VIPS` (a daemon that died
+    /// between removing a VIP and purging its flows leaves some behind).
+    pub fn purge_orphan_flows(&mut self) -> Result<usize, KernelMapError> {
+        let live: std::collections::HashSet<VipKey> = self
+            .vips
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(maps::VIPS))?;
+        self.purge_flows(|v| !live.contains(v))
     }
 }
 
@@ -86,7 +153,10 @@ impl DataPlane for KernelMaps {
     }
 
     fn remove_vip(&mut self, key: &VipKey) -> Result<(), KernelMapError> {
-        self.vips.remove(key).map_err(map_err(maps::VIPS))
+        self.vips.remove(key).map_err(map_err(maps::VIPS))?;
+        let vip = *key;
+        self.purge_flows(|v| *v == vip)?;
+        Ok(())
     }
 
     fn set_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), KernelMapError> {
