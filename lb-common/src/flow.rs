@@ -68,8 +68,12 @@ pub struct NatValue {
     pub vip_id: u32,
     pub target_id: u32,
     pub _pad2: u32,
+    /// When a reply last refreshed the client flow's `last_seen_ns`
+    /// (CLOCK_MONOTONIC_COARSE). Replies refresh it at most once a second,
+    /// so most of them cost no `FLOWS` lookup.
+    pub refreshed_ns: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 32);
-const _: () = assert!(core::mem::size_of::<NatValue>() == 32);
+const _: () = assert!(core::mem::size_of::<NatValue>() == 40);

@@ -26,3 +26,5 @@ pub const NEXTHOP_CAPACITY: u32 = 65536;
 /// How long a cached FIB result is trusted: route and neighbour changes reach
 /// the data path within this time.
 pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
+/// How often replies refresh their client flow's idle timer.
+pub const REPLY_REFRESH_NS: u64 = 1_000_000_000;

@@ -94,6 +94,7 @@ pub fn create(key: &FlowKey, vip: &VipMeta, id: u32, t: &Target, now: u64) {
         vip_id: vip.vip_id,
         target_id: id,
         _pad2: 0,
+        refreshed_ns: now,
     };
     // A failed insert (map full of non-evictable entries cannot happen with
     // LRU) only means the next packet re-hashes to the same target.

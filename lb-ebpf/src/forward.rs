@@ -2,7 +2,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     FlowKey, FlowValue, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipKey, VipMeta,
-    maps::port_flags,
+    limits::REPLY_REFRESH_NS, maps::port_flags,
 };
 
 use crate::{
@@ -170,19 +170,28 @@ fn send_to_target(
 /// Target -> client: if it is a reply of a tracked flow, put the VIP back.
 #[inline(always)]
 fn to_client(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
-    let Some(nat) = (unsafe { NAT.get(reply) }).copied() else {
+    let Some(nat_ptr) = NAT.get_ptr_mut(reply) else {
         return Verdict::pass(Stat::PassNotVip);
     };
+    let nat = unsafe { *nat_ptr };
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
     let now = flow::now();
     let fwd = flow::forward_key(reply, &nat);
-    let entry = crate::maps::FLOWS.get_ptr_mut(fwd);
-    if let Some(f) = entry {
-        unsafe { (*f).last_seen_ns = now };
-    }
     let (fin, rst) = tcp_teardown(ctx, p);
+    // The client flow's idle timer, refreshed at most once a second (and
+    // always when TCP teardown needs the entry).
+    let mut entry = None;
+    if fin || rst || now.wrapping_sub(nat.refreshed_ns) > REPLY_REFRESH_NS {
+        entry = crate::maps::FLOWS.get_ptr_mut(fwd);
+        if let Some(f) = entry {
+            unsafe {
+                (*f).last_seen_ns = now;
+                (*nat_ptr).refreshed_ns = now;
+            }
+        }
+    }
     if translate(ctx, p, Side::Source, &nat.vip_addr, nat.vip_port).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }

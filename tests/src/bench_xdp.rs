@@ -164,6 +164,7 @@ fn program_maps(fx: &mut Fixture) {
                 vip_id: i as u32,
                 target_id: ids[0],
                 _pad2: 0,
+                refreshed_ns: 0,
             },
         );
     }

@@ -318,6 +318,7 @@ fn nat_value(v: &VipDef, t: &TargetDef) -> NatValue {
         vip_id: v.id,
         target_id: t.id,
         _pad2: 0,
+        refreshed_ns: 0,
     }
 }
 
@@ -670,7 +671,18 @@ fn expect_new_flow(
             fx.nat_keys()
         )
     });
-    assert_eq!(nat, nat_value(v, t), "NAT value");
+    assert_eq!(
+        nat,
+        NatValue {
+            refreshed_ns: nat.refreshed_ns,
+            ..nat_value(v, t)
+        },
+        "NAT value"
+    );
+    assert_eq!(
+        nat.refreshed_ns, flow.last_seen_ns,
+        "a new flow's NAT entry starts refreshed at its creation time"
+    );
     let len = u64::try_from(frame_len).expect("len");
     let one_in = |c: lb_common::Counters, what: &str| {
         assert_eq!(
@@ -697,9 +709,15 @@ fn expect_flow_target(fx: &mut Fixture, client: SocketAddr, v: &VipDef, t: &Targ
         (t.id, t.generation),
         "FLOWS (target_id, target_gen)"
     );
+    let nat = fx
+        .nat(&flow_key(t.addr, client, v.proto))
+        .expect("NAT entry for the new target");
     assert_eq!(
-        fx.nat(&flow_key(t.addr, client, v.proto)),
-        Some(nat_value(v, t)),
+        nat,
+        NatValue {
+            refreshed_ns: nat.refreshed_ns,
+            ..nat_value(v, t)
+        },
         "NAT entry for the new target"
     );
 }
