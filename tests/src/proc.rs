@@ -470,6 +470,28 @@ impl LbDaemon {
         }
     }
 
+    /// SIGHUP with a config the daemon must refuse: waits for
+    /// [`LB_RELOAD_REFUSED_PATTERN`] and returns that log line; panics if the
+    /// daemon applies it, exits, or says nothing in time.
+    pub fn reload_refused(&mut self) -> String {
+        self.assert_running();
+        let mark = self.child.mark();
+        self.child.signal(libc::SIGHUP);
+        let line = self.child.wait_for_any_after(
+            mark,
+            &[LB_RELOADED_PATTERN, LB_RELOAD_REFUSED_PATTERN],
+            Duration::from_secs(10),
+        );
+        if !line.contains(LB_RELOAD_REFUSED_PATTERN) {
+            panic!(
+                "lb run applied a config it should have refused: {line}\n{}",
+                self.child.output()
+            );
+        }
+        self.assert_running();
+        line
+    }
+
     /// SIGTERM and wait: the XDP program stays attached and the pins stay.
     /// Panics if the daemon does not exit cleanly.
     pub fn stop(mut self) -> String {

@@ -554,3 +554,39 @@ fn removing_a_vip_ends_its_established_flows() {
     kept.echo("after")
         .unwrap_or_else(|e| panic!("a connection to a kept VIP broke: {e:#}"));
 }
+
+/// An invalid config sent by SIGHUP is refused with its errors and the
+/// running config stays in force: established and new flows keep working.
+#[test]
+fn invalid_reload_is_refused_and_traffic_continues() {
+    let mut lab = Lab::new("badreload", 3, &[1, 2, 3]);
+    let mut conn = lab.connect(vip4(VIP_TCP_PORT));
+    conn.echo("before").expect("echo before the reload");
+    let good = std::fs::read_to_string(&lab.config).expect("read config");
+    // A syntax-level error (unknown key), then a semantic one (a table size
+    // that is not prime): each refused with its reason.
+    for (bad, reason) in [
+        (
+            good.replacen("[daemon]", "[daemon]\nbogus = 1", 1),
+            "unknown field `bogus`",
+        ),
+        (
+            good.replacen("[daemon]", "[daemon]\nmaglev_table_size = 65536", 1),
+            "daemon.maglev_table_size: 65536 is not prime",
+        ),
+    ] {
+        std::fs::write(&lab.config, bad).expect("write bad config");
+        let daemon = lab.daemon.as_mut().expect("daemon running");
+        daemon.reload_refused();
+        // The first log line says it was refused; the reason may follow on
+        // the next lines (toml's excerpt).
+        std::thread::sleep(Duration::from_millis(100));
+        let out = daemon.output();
+        assert!(out.contains(reason), "refusal without {reason:?}:\n{out}");
+    }
+    std::fs::write(&lab.config, &good).expect("restore config");
+    conn.echo("after")
+        .unwrap_or_else(|e| panic!("established flow broke after a refused reload: {e:#}"));
+    let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), SPREAD_FLOWS);
+    assert_spread(&flows, &[1, 2, 3], CLIENT4.into());
+}
