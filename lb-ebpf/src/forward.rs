@@ -22,6 +22,15 @@ pub fn handle(ctx: &XdpContext) -> Verdict {
         Ok(p) => p,
         Err(v) => return v,
     };
+    if p.truncated {
+        // Same rule as a truncated transport header: ours to drop when it
+        // is addressed to a VIP, the kernel's otherwise.
+        return if is_vip_addr(&p.dst, p.family()) {
+            Verdict::drop(Stat::DropMalformed)
+        } else {
+            Verdict::pass(Stat::PassMalformed)
+        };
+    }
     if p.frag {
         // Only the first fragment has ports, so no fragment can be hashed
         // to its flow consistently: refuse them for VIPs, leave the rest.

@@ -21,6 +21,9 @@ pub struct Packet {
     pub ttl: u8,
     /// A fragment (IPv4 MF/offset, or an IPv6 fragment header).
     pub frag: bool,
+    /// The IP header claims more bytes than the frame holds: forwarding it
+    /// would send bytes that are not there.
+    pub truncated: bool,
     /// Frame length in bytes (for counters).
     pub len: u64,
 }
@@ -65,7 +68,8 @@ fn ipv4(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
     let ip = ptr_at::<Ipv4>(ctx, l3).ok_or(Verdict::pass(Stat::PassMalformed))?;
     let ip = unsafe { &*ip };
     let ihl = (ip.vihl & 0x0f) as usize * 4;
-    if ip.vihl >> 4 != 4 || ihl < IPV4_LEN || (u16::from_be(ip.tot_len) as usize) < ihl {
+    let tot_len = u16::from_be(ip.tot_len) as u64;
+    if ip.vihl >> 4 != 4 || ihl < IPV4_LEN || tot_len < ihl as u64 {
         return Err(Verdict::pass(Stat::PassMalformed));
     }
     Ok(Packet {
@@ -77,6 +81,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
         dst: [ip.daddr, 0, 0, 0],
         ttl: ip.ttl,
         frag: ip.frag_off & (IP_MF | IP_OFFSET) != 0,
+        truncated: tot_len > len - l3 as u64,
         len,
     })
 }
@@ -85,6 +90,10 @@ fn ipv4(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
 fn ipv6(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
     let ip = ptr_at::<Ipv6>(ctx, l3).ok_or(Verdict::pass(Stat::PassMalformed))?;
     let ip = unsafe { &*ip };
+    if (ip.vtc_flow & 0xf0) >> 4 != 6 {
+        return Err(Verdict::pass(Stat::PassMalformed));
+    }
+    let truncated = u16::from_be(ip.payload_len) as u64 > len - (l3 + IPV6_LEN) as u64;
     let mut next = ip.next_hdr;
     let mut l4 = l3 + IPV6_LEN;
     let mut frag = false;
@@ -124,6 +133,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
         dst: ip.daddr,
         ttl: ip.hop_limit,
         frag,
+        truncated,
         len,
     })
 }
