@@ -153,7 +153,11 @@ pub fn print_stats(s: &Snapshot, out: &mut impl Write) -> io::Result<()> {
             c.new_flows
         )?;
     }
-    writeln!(out, "flow table entries: {}", s.flows)?;
+    writeln!(
+        out,
+        "flows: {} active, {} entries in the connection table",
+        s.active_flows, s.flow_entries
+    )?;
     writeln!(out, "data path")?;
     for (stat, n) in &s.stats {
         writeln!(out, "  {:<20} {n:>12}", stat.name())?;

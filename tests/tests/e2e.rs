@@ -198,6 +198,38 @@ fn spread(name: &str, proto: &str, vip: SocketAddr, client: IpAddr) {
     let flows = lab.flows(proto, vip, SPREAD_FLOWS);
     assert_distinct_ports(&flows);
     assert_spread(&flows, &[1, 2, 3], client);
+    assert_stats(&lab, &format!("{vip}/{proto}"), flows.len());
+}
+
+/// `lb stats` (read from the pins) counts every new flow for the VIP and
+/// reports no drops.
+fn assert_stats(lab: &Lab, vip: &str, new_flows: usize) {
+    let stats = proc::lb_stats(&lab.lb, lab.topo.lb.name(), &lab.config);
+    let row = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with(vip))
+        .unwrap_or_else(|| panic!("no row for {vip} in lb stats:\n{stats}"));
+    let last: usize = row
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable row {row:?}"));
+    assert_eq!(last, new_flows, "new_flows of {vip} in lb stats:\n{stats}");
+    for line in stats
+        .lines()
+        .filter(|l| l.trim_start().starts_with("drop_"))
+    {
+        let n: u64 = line
+            .split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        assert_eq!(n, 0, "lb stats reports drops: {line}\n{stats}");
+    }
+    assert!(
+        stats.contains("flows: "),
+        "lb stats has no flow count:\n{stats}"
+    );
 }
 
 #[test]

@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
-use lb_common::{Counters, FlowKey, FlowValue, Stat, Target, TargetState, VipKey, VipMeta, maps};
+use lb_common::{
+    Counters, FlowKey, FlowValue, Stat, Target, TargetState, VipKey, VipMeta, flow::flow_flags,
+    limits::TCP_CLOSING_TIMEOUT_S, maps,
+};
 
 use super::bpffs::Pins;
 
@@ -20,7 +23,11 @@ pub struct Snapshot {
     pub stats: Vec<(Stat, u64)>,
     pub vips: Vec<(VipKey, VipMeta, Counters)>,
     pub targets: Vec<(u32, Target, Counters)>,
-    pub flows: u64,
+    /// Entries in the connection table.
+    pub flow_entries: u64,
+    /// Of those, flows not idle past their timeout (what the data path
+    /// would still follow, target permitting).
+    pub active_flows: u64,
 }
 
 fn open(pins: &Pins, name: &str) -> Result<MapData, StatsError> {
@@ -42,6 +49,30 @@ fn sum(values: &PerCpuValues<Counters>) -> Counters {
         total.add(v);
     }
     total
+}
+
+/// The clock the data path stamps flows with (`bpf_ktime_get_coarse_ns`).
+fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Mirrors the data path's idle check (lb-ebpf `flow::established`).
+fn is_active(flow: &FlowValue, now: u64) -> bool {
+    let timeout_s = if flow.flags & flow_flags::CLOSING != 0 {
+        TCP_CLOSING_TIMEOUT_S
+    } else {
+        flow.idle_timeout_s
+    };
+    now.saturating_sub(flow.last_seen_ns) <= u64::from(timeout_s) * 1_000_000_000
 }
 
 pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
@@ -92,6 +123,42 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
     let flows: HashMap<_, FlowKey, FlowValue> =
         HashMap::try_from(Map::LruHashMap(open(&pins, maps::FLOWS)?))
             .map_err(err(&pins, maps::FLOWS))?;
-    snap.flows = flows.keys().filter(Result::is_ok).count() as u64;
+    let now = monotonic_coarse_ns();
+    for (_, flow) in flows.iter().filter_map(Result::ok) {
+        snap.flow_entries += 1;
+        if is_active(&flow, now) {
+            snap.active_flows += 1;
+        }
+    }
     Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(last_seen_ns: u64, idle_timeout_s: u32, flags: u32) -> FlowValue {
+        FlowValue {
+            last_seen_ns,
+            idle_timeout_s,
+            flags,
+            ..FlowValue::default()
+        }
+    }
+
+    #[test]
+    fn active_means_within_the_flows_own_timeout() {
+        let now = 1_000_000_000_000;
+        assert!(is_active(&flow(now - 349_000_000_000, 350, 0), now));
+        assert!(!is_active(&flow(now - 351_000_000_000, 350, 0), now));
+        // A FIN shortens it to the closing timeout.
+        assert!(!is_active(
+            &flow(now - 11_000_000_000, 350, flow_flags::CLOSING),
+            now
+        ));
+        assert!(is_active(
+            &flow(now - 9_000_000_000, 350, flow_flags::CLOSING),
+            now
+        ));
+    }
 }
