@@ -61,6 +61,10 @@ pub enum Stat {
     /// Translated, but larger than the egress MTU: handed to the kernel, which
     /// answers with ICMP fragmentation-needed / packet-too-big.
     PassMtu,
+    /// Too big for the target-side MTU and not fragmentable: answered to
+    /// the client with ICMP fragmentation-needed / packet-too-big from the
+    /// VIP, quoting the packet as the client sent it.
+    TooBigSent,
     /// Count of variants; not a stat.
     _Count,
 }
@@ -85,6 +89,7 @@ impl Stat {
         Stat::DropNoRoute,
         Stat::IcmpTranslated,
         Stat::PassMtu,
+        Stat::TooBigSent,
     ];
 
     /// snake_case name used by `lb stats` and metrics.
@@ -106,6 +111,7 @@ impl Stat {
             Stat::DropNoRoute => "drop_no_route",
             Stat::IcmpTranslated => "icmp_translated",
             Stat::PassMtu => "pass_mtu",
+            Stat::TooBigSent => "too_big_sent",
             Stat::_Count => "count",
         }
     }

@@ -12,12 +12,12 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        bpf_fib_lookup as FibParams, xdp_action,
+        bpf_fib_lookup as FibParams,
     },
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
+use lb_common::{FlowKey, NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
 
 use crate::{
     Verdict,
@@ -25,6 +25,7 @@ use crate::{
     maps::{NEXTHOPS, TARGET_HOPS},
     parse::Packet,
     ptr::ptr_at,
+    too_big,
 };
 
 const AF_INET: u8 = 2;
@@ -33,7 +34,13 @@ const AF_INET6: u8 = 10;
 /// Sends the (already translated) packet toward target `target_id`, using
 /// that target's per-CPU next-hop slot.
 #[inline(always)]
-pub fn to_target(ctx: &XdpContext, p: &Packet, target_id: u32, now: u64) -> Verdict {
+pub fn to_target(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    key: &FlowKey,
+    target_id: u32,
+    now: u64,
+) -> Verdict {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let Some(len) = ip_len(ctx, p) else {
         return Verdict::drop(Stat::DropMalformed);
@@ -47,11 +54,12 @@ pub fn to_target(ctx: &XdpContext, p: &Packet, target_id: u32, now: u64) -> Verd
         && slot.ingress_ifindex == ingress
         && slot.dst == p.dst
     {
-        return send(ctx, &slot.hop, ingress, Stat::Forwarded);
+        return send(ctx, &slot.hop, Stat::Forwarded);
     }
     let hop = match lookup(ctx, p, ingress, len) {
         Ok(hop) => hop,
-        Err(v) => return v,
+        Err(NoHop::TooBig(mtu)) => return too_big::reply(ctx, p, key, mtu),
+        Err(e) => return e.verdict(),
     };
     slot.dst = p.dst;
     slot.ingress_ifindex = ingress;
@@ -59,7 +67,7 @@ pub fn to_target(ctx: &XdpContext, p: &Packet, target_id: u32, now: u64) -> Verd
         expires_ns: now + NEXTHOP_TTL_NS,
         ..hop
     };
-    send(ctx, &hop, ingress, Stat::Forwarded)
+    send(ctx, &hop, Stat::Forwarded)
 }
 
 /// Sends the (already translated) packet toward `p.dst` through the shared
@@ -76,11 +84,11 @@ pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
         && hop.expires_ns > now
         && len <= hop.max_len
     {
-        return send(ctx, hop, ingress, ok);
+        return send(ctx, hop, ok);
     }
     let hop = match lookup(ctx, p, ingress, len) {
         Ok(hop) => hop,
-        Err(v) => return v,
+        Err(e) => return e.verdict(),
     };
     let hop = NextHop {
         expires_ns: now + NEXTHOP_TTL_NS,
@@ -88,7 +96,7 @@ pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
     };
     // A failed insert only costs the next packet another full lookup.
     let _cached = NEXTHOPS.insert(key, hop, 0).is_ok();
-    send(ctx, &hop, ingress, ok)
+    send(ctx, &hop, ok)
 }
 
 /// Length of the IP packet (host order), as the FIB's MTU check wants it.
@@ -118,9 +126,28 @@ fn cache_key(p: &Packet, ingress: u32) -> NextHopKey {
     unsafe { core::mem::transmute(words) }
 }
 
+/// Why a full lookup found no usable next hop.
+enum NoHop {
+    /// Pass or drop, as the verdict says.
+    Verdict(Verdict),
+    /// Larger than the egress MTU (the MTU in host byte order).
+    TooBig(u16),
+}
+
+impl NoHop {
+    /// Where no ICMP is generated: the kernel gets the packet.
+    #[inline(always)]
+    fn verdict(self) -> Verdict {
+        match self {
+            NoHop::Verdict(v) => v,
+            NoHop::TooBig(_) => Verdict::pass(Stat::PassMtu),
+        }
+    }
+}
+
 /// The full FIB lookup.
 #[inline(always)]
-fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHop, Verdict> {
+fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHop, NoHop> {
     // Zeroed with eight volatile 8-byte stores: a plain zeroed() becomes a
     // call to an out-of-line memset subprogram in LLVM's BPF backend.
     #[repr(C, align(8))]
@@ -166,27 +193,27 @@ fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHo
             _pad: [0; 2],
             expires_ns: 0,
         }),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Err(Verdict::pass(Stat::PassNoNeighbour)),
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Verdict::pass(Stat::PassMtu)),
-        _ => Err(Verdict::drop(Stat::DropNoRoute)),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(NoHop::Verdict(Verdict::pass(Stat::PassNoNeighbour))),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
+            Err(NoHop::TooBig(unsafe { params.__bindgen_anon_1.mtu_result }))
+        }
+        _ => Err(NoHop::Verdict(Verdict::drop(Stat::DropNoRoute))),
     }
 }
 
 /// Sets the Ethernet addresses and hands the frame to its egress interface.
 #[inline(always)]
-fn send(ctx: &XdpContext, hop: &NextHop, ingress: u32, ok: Stat) -> Verdict {
+fn send(ctx: &XdpContext, hop: &NextHop, ok: Stat) -> Verdict {
     let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
         return Verdict::drop(Stat::DropMalformed);
     };
     let eth = unsafe { &mut *eth };
     eth[..6].copy_from_slice(&hop.dmac);
     eth[6..].copy_from_slice(&hop.smac);
-    if hop.ifindex == ingress {
-        return Verdict {
-            action: xdp_action::XDP_TX,
-            stat: ok,
-        };
-    }
+    // Also when the egress is the ingress interface (one-armed): a redirect,
+    // not XDP_TX. On veth, XDP_TX frames only wake the peer when the peer
+    // runs an XDP program of its own; otherwise they wait for its next
+    // packet (seen here: seconds). A redirect always kicks the receiver.
     Verdict {
         action: unsafe { bpf_redirect(hop.ifindex, 0) } as u32,
         stat: ok,

@@ -173,7 +173,7 @@ fn send_to_target(
         }
         flow::closing(entry);
     }
-    fib::to_target(ctx, p, id, now)
+    fib::to_target(ctx, p, key, id, now)
 }
 
 /// Target -> client: if it is a reply of a tracked flow, put the VIP back.

@@ -14,6 +14,7 @@ mod parse;
 mod ptr;
 mod rewrite;
 mod stats;
+mod too_big;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::Stat;

@@ -30,6 +30,31 @@ pub fn translate(
     addr: &Addr,
     port: u16,
 ) -> Option<()> {
+    rewrite(ctx, p, side, addr, port, 1)
+}
+
+/// [`translate`] without the TTL decrement: puts an address back (used to
+/// quote the packet as the client sent it in a generated ICMP error).
+#[inline(always)]
+pub fn untranslate(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    side: Side,
+    addr: &Addr,
+    port: u16,
+) -> Option<()> {
+    rewrite(ctx, p, side, addr, port, 0)
+}
+
+#[inline(always)]
+fn rewrite(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    side: Side,
+    addr: &Addr,
+    port: u16,
+    hops: u8,
+) -> Option<()> {
     let ports = unsafe { &mut *ptr_at::<Ports>(ctx, p.l4)? };
     let old_port = match side {
         Side::Destination => core::mem::replace(&mut ports.dest, port),
@@ -50,7 +75,7 @@ pub fn translate(
             Side::Destination => ip.daddr = *addr,
             Side::Source => ip.saddr = *addr,
         }
-        ip.hop_limit -= 1;
+        ip.hop_limit -= hops;
     } else {
         let ip = unsafe { &mut *ptr_at::<Ipv4>(ctx, p.l3)? };
         match side {
@@ -58,12 +83,12 @@ pub fn translate(
             Side::Source => ip.saddr = addr[0],
         }
         let before = u16::from_ne_bytes([ip.ttl, ip.proto]);
-        ip.ttl -= 1;
+        ip.ttl -= hops;
         let mut ip_delta = addr_delta;
         ip_delta.word(before, u16::from_ne_bytes([ip.ttl, ip.proto]));
         ip.check = apply(ip.check, ip_delta);
     }
-    p.ttl -= 1;
+    p.ttl -= hops;
     let mut l4_delta = addr_delta;
     l4_delta.word(old_port, port);
     l4_checksum(ctx, p, l4_delta)

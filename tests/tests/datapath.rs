@@ -21,8 +21,8 @@ use lb_common::vip::vip_flags;
 use lb_common::{FlowValue, NatValue, PROTO_TCP, PROTO_UDP, Stat, TargetState, VipMeta};
 use lb_tests::checksum::{Verified, verify_frame};
 use lb_tests::fixture::{
-    self, Fixture, RunResult, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, action_name, addr,
-    flow_key, monotonic_ns, port_be, topo, vip_key,
+    self, Fixture, RunResult, XDP_DROP, XDP_PASS, XDP_REDIRECT, action_name, addr, flow_key,
+    monotonic_ns, port_be, topo, vip_key,
 };
 use lb_tests::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use lb_tests::packet::{
@@ -418,15 +418,6 @@ impl Case {
         self
     }
 
-    /// `XDP_TX` of `expected`, counted as `stat`.
-    fn tx(mut self, expected: &Packet, stat: Stat) -> Self {
-        self.expect_action = XDP_TX;
-        self.expect_output = Some(expected.build());
-        self.expect_stat = stat;
-        self
-    }
-
-    /// `XDP_REDIRECT` of `expected`, counted as `stat`.
     fn redirect(mut self, expected: &Packet, stat: Stat) -> Self {
         self.expect_action = XDP_REDIRECT;
         self.expect_output = Some(expected.build());
@@ -720,6 +711,38 @@ fn expect_flow_target(fx: &mut Fixture, client: SocketAddr, v: &VipDef, t: &Targ
         },
         "NAT entry for the new target"
     );
+}
+
+/// The ICMP error the program generates for `orig` (a client packet to a
+/// VIP) that is too big for an egress MTU of `mtu`: from the VIP to the
+/// client, back to the sender's MAC, quoting the packet as the client sent
+/// it less our TTL decrement (IP header + 8 bytes).
+fn too_big_reply(orig: &Packet, mtu: u16) -> Packet {
+    let quoted = orig.clone().ttl(63);
+    let (client, vip) = match &orig.net {
+        Net::Ipv4(ip) => (IpAddr::V4(ip.src), IpAddr::V4(ip.dst)),
+        Net::Ipv6(ip) => (IpAddr::V6(ip.src), IpAddr::V6(ip.dst)),
+        Net::Other { .. } => panic!("not IP"),
+    };
+    let mut r = if client.is_ipv4() {
+        Packet::icmp_error(vip, client, 3, 4, icmp_frag_needed_rest(mtu), &quoted, 28)
+    } else {
+        Packet::icmp_error(vip, client, 2, 0, icmpv6_ptb_rest(mtu.into()), &quoted, 48)
+    }
+    .macs(orig.eth_dst, orig.eth_src)
+    .ttl(64);
+    match &mut r.net {
+        Net::Ipv4(ip) => {
+            ip.id = 0;
+            ip.dont_fragment = true;
+        }
+        Net::Ipv6(ip) => {
+            ip.flow_label = 0;
+            ip.traffic_class = 0;
+        }
+        Net::Other { .. } => {}
+    }
+    r
 }
 
 /// Runs `p` in a setup and insists it was forwarded (so a broken first packet
@@ -1260,22 +1283,29 @@ fn forward_cases() -> Vec<Case> {
     let big = Packet::tcp(CLIENT4, V_TCP4.addr, ACK)
         .payload(&[0x42; 1600])
         .dont_fragment();
-    let passed = big.clone().dst(T1.addr).ttl(63);
     cases.push(
         Case::new(
-            "larger than the egress MTU: translated and passed to the kernel",
+            "larger than the egress MTU with DF: ICMP fragmentation needed from the VIP",
             &big,
+        )
+        .redirect(&too_big_reply(&big, 1500), Stat::TooBigSent),
+    );
+    let big_df_off = Packet::tcp(CLIENT4, V_TCP4.addr, ACK).payload(&[0x42; 1600]);
+    let passed = big_df_off.clone().dst(T1.addr).ttl(63);
+    cases.push(
+        Case::new(
+            "larger than the egress MTU without DF: translated and passed to the kernel (it fragments)",
+            &big_df_off,
         )
         .pass_as(&passed, Stat::PassMtu),
     );
     let big6 = Packet::tcp(CLIENT6, V_TCP6.addr, ACK).payload(&[0x42; 1600]);
-    let passed6 = big6.clone().dst(T5.addr).ttl(63);
     cases.push(
         Case::new(
-            "IPv6 larger than the egress MTU: translated and passed to the kernel",
+            "IPv6 larger than the egress MTU: ICMPv6 packet too big from the VIP",
             &big6,
         )
-        .pass_as(&passed6, Stat::PassMtu),
+        .redirect(&too_big_reply(&big6, 1500), Stat::TooBigSent),
     );
 
     // Where the frame came in: the fib lookup starts from the ingress device.
@@ -1290,20 +1320,20 @@ fn forward_cases() -> Vec<Case> {
     );
     cases.push(
         Case::new(
-            "one-armed: SYN received on the targets' interface (fx0) leaves by XDP_TX",
+            "one-armed: SYN received on the targets' interface (fx0) is redirected back out of it",
             &syn,
         )
         .ingress(topo::FX0)
-        .tx(&to_target(&syn, &T1), Stat::Forwarded),
+        .redirect(&to_target(&syn, &T1), Stat::Forwarded),
     );
     let syn6 = Packet::tcp(CLIENT6, V_TCP6.addr, SYN);
     cases.push(
         Case::new(
-            "one-armed: IPv6 SYN received on fx0 leaves by XDP_TX",
+            "one-armed: IPv6 SYN received on fx0 is redirected back out of it",
             &syn6,
         )
         .ingress(topo::FX0)
-        .tx(&to_target(&syn6, &T5), Stat::Forwarded),
+        .redirect(&to_target(&syn6, &T5), Stat::Forwarded),
     );
     let p = Packet::tcp(CLIENT6, V_NOROUTE6.addr, SYN);
     cases.push(Case::new("no route to the IPv6 target", &p).drop(Stat::DropNoRoute));
@@ -1613,12 +1643,12 @@ fn return_cases() -> Vec<Case> {
     );
     cases.push(
         Case::new(
-            "one-armed: reply received on the uplink (fx1) leaves by XDP_TX",
+            "one-armed: reply received on the uplink (fx1) is redirected back out of it",
             &synack,
         )
         .ingress(topo::FX1)
         .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
-        .tx(&to_client(&synack, &V_TCP4), Stat::Returned),
+        .redirect(&to_client(&synack, &V_TCP4), Stat::Returned),
     );
     cases.push(
         Case::new("packet from a target port without a NAT entry", &synack)
@@ -2028,7 +2058,7 @@ fn nexthop_cases() -> Vec<Case> {
         .setup(|fx| {
             nexthop_setup(fx, &T_NH_MTU);
         })
-        .pass_as(&big.clone().dst(T_NH_MTU.addr).ttl(63), Stat::PassMtu),
+        .redirect(&too_big_reply(&big, 1500), Stat::TooBigSent),
     );
     cases
 }

@@ -622,3 +622,55 @@ fn invalid_reload_is_refused_and_traffic_continues() {
     let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), SPREAD_FLOWS);
     assert_spread(&flows, &[1, 2, 3], CLIENT4.into());
 }
+
+/// Path-MTU discovery through the VIP: the links toward the targets carry
+/// 1400-byte packets while the targets advertise an MSS for 1500, so the
+/// client's full-size segments do not fit after translation. The data path
+/// answers the client with ICMP "fragmentation needed" from the VIP quoting
+/// the packet as sent; the client's kernel lowers its path MTU and the large
+/// transfer completes. (An error from the kernel would quote the translated
+/// packet, which the client cannot match: the transfer would stall.)
+#[test]
+fn path_mtu_discovery_through_the_vip() {
+    let lab = Lab::new("pmtu", 3, &[1, 2, 3]);
+    for dev in lab.topo.lb_interfaces() {
+        if dev != LB_CLIENT_IF {
+            let out = lab
+                .topo
+                .lb
+                .exec(&["ip", "link", "set", &dev, "mtu", "1400"]);
+            assert!(out.status.success(), "set mtu on {dev}: {out:?}");
+        }
+    }
+    for (i, target) in lab.topo.targets.iter().enumerate() {
+        let gw = format!("10.200.1{}.1", i + 1);
+        for cmd in [
+            vec!["ip", "link", "set", "eth0", "mtu", "1400"],
+            vec![
+                "ip", "route", "change", "default", "via", &gw, "advmss", "1460",
+            ],
+        ] {
+            let out = target.exec(&cmd);
+            assert!(out.status.success(), "{cmd:?} in target {}: {out:?}", i + 1);
+        }
+    }
+    let mut conn = lab.connect(vip4(VIP_TCP_PORT));
+    let big = "x".repeat(20_000);
+    conn.echo(&big).unwrap_or_else(|e| {
+        panic!(
+            "20 kB through a narrower target link: {e:#}\n{}",
+            lab.diagnostics()
+        )
+    });
+    let stats = proc::lb_stats(&lab.lb, lab.topo.lb.name(), &lab.config);
+    let sent: u64 = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with("too_big_sent"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        sent > 0,
+        "no ICMP fragmentation-needed was generated:\n{stats}"
+    );
+}
