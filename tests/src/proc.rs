@@ -454,26 +454,23 @@ impl LbDaemon {
     /// [`LB_RELOADED_PATTERN`]; panics if it logs [`LB_RELOAD_REFUSED_PATTERN`]
     /// instead, exits, or says nothing in time.
     pub fn reload(&mut self) {
-        self.assert_running();
-        let mark = self.child.mark();
-        self.child.signal(libc::SIGHUP);
-        let line = self.child.wait_for_any_after(
-            mark,
-            &[LB_RELOADED_PATTERN, LB_RELOAD_REFUSED_PATTERN],
-            Duration::from_secs(10),
-        );
-        if !line.contains(LB_RELOADED_PATTERN) {
-            panic!(
-                "lb run did not apply the new config: {line}\n{}",
-                self.child.output()
-            );
-        }
+        self.sighup(LB_RELOADED_PATTERN, "did not apply the new config");
     }
 
     /// SIGHUP with a config the daemon must refuse: waits for
     /// [`LB_RELOAD_REFUSED_PATTERN`] and returns that log line; panics if the
     /// daemon applies it, exits, or says nothing in time.
     pub fn reload_refused(&mut self) -> String {
+        let line = self.sighup(
+            LB_RELOAD_REFUSED_PATTERN,
+            "applied a config it should have refused",
+        );
+        self.assert_running();
+        line
+    }
+
+    /// SIGHUP, then the first reload outcome it logs, which must be `want`.
+    fn sighup(&mut self, want: &str, otherwise: &str) -> String {
         self.assert_running();
         let mark = self.child.mark();
         self.child.signal(libc::SIGHUP);
@@ -482,13 +479,9 @@ impl LbDaemon {
             &[LB_RELOADED_PATTERN, LB_RELOAD_REFUSED_PATTERN],
             Duration::from_secs(10),
         );
-        if !line.contains(LB_RELOAD_REFUSED_PATTERN) {
-            panic!(
-                "lb run applied a config it should have refused: {line}\n{}",
-                self.child.output()
-            );
+        if !line.contains(want) {
+            panic!("lb run {otherwise}: {line}\n{}", self.child.output());
         }
-        self.assert_running();
         line
     }
 
