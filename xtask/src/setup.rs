@@ -29,6 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     "socat",
     "tcpdump",
     "xdp-tools",
+    "haproxy",
+    "nghttp2-client",
 ];
 
 /// What `setup` found or made, for the build.

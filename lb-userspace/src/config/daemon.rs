@@ -1,0 +1,59 @@
+//! `[daemon]`: host-level settings.
+use std::path::PathBuf;
+
+use lb_common::limits;
+use serde::Deserialize;
+
+use super::{DEFAULT_MAX_VIPS, DEFAULT_PIN_DIR};
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Daemon {
+    /// Interfaces the XDP program is attached to, client- and target-facing
+    /// alike (it handles both directions). Required, non-empty.
+    pub interfaces: Vec<String>,
+    /// How the program is attached.
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+    /// bpffs directory holding the pinned program, links and maps.
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    /// Slots of each VIP's Maglev table; prime, within [`MAGLEV_TABLE_SIZE`].
+    #[serde(default = "default_maglev_table_size")]
+    pub maglev_table_size: u32,
+    /// Entries of the connection table (LRU) and of the NAT table; within
+    /// [`FLOW_CAPACITY`].
+    #[serde(default = "default_flow_capacity")]
+    pub flow_capacity: u32,
+    /// VIPs the maps are sized for (the Maglev map holds two tables per VIP);
+    /// within [`MAX_VIPS`].
+    #[serde(default = "default_max_vips")]
+    pub max_vips: u32,
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_DIR)
+}
+fn default_maglev_table_size() -> u32 {
+    limits::DEFAULT_RING_SIZE
+}
+fn default_flow_capacity() -> u32 {
+    limits::DEFAULT_FLOW_CAPACITY
+}
+fn default_max_vips() -> u32 {
+    DEFAULT_MAX_VIPS
+}
+
+/// `daemon.xdp_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native XDP in the driver: fastest; attaching fails if unsupported.
+    #[default]
+    Driver,
+    /// Generic (skb) XDP: works on any device, at kernel-stack speed.
+    Generic,
+    /// Driver mode, falling back to generic with a warning.
+    Auto,
+}
