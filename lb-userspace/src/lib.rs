@@ -6,6 +6,8 @@
 //!   a config to them through the [`state::DataPlane`] trait (the map
 //!   protocol is documented there).
 //! - [`net`]: `std::net` <-> map encoding of addresses and ports.
+//! - [`routable`]: which targets take new work, from the control plane to
+//!   every data path.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
@@ -19,4 +21,5 @@ pub mod daemon;
 pub mod instance;
 pub mod maglev;
 pub mod net;
+pub mod routable;
 pub mod state;
