@@ -4,22 +4,43 @@ use std::{fmt, net::IpAddr};
 use lb_common::{PROTO_TCP, PROTO_UDP};
 use serde::Deserialize;
 
-/// Protocol of a listener or a target group. More variants (http, https, tls)
-/// come with the userspace path; code that only handles L4 asks
-/// [`Protocol::ip_proto`], so adding one means extending a few matches.
+/// Protocol of a listener or a target group. `tcp` and `udp` listeners are
+/// served by the XDP program (or by the userspace TCP proxy when there is no
+/// XDP); `tls`, `http` and `https` listeners always by the daemon's sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
+    Tls,
+    Http,
+    Https,
 }
 
 impl Protocol {
-    /// IP protocol number used in `VIPS` keys.
+    /// IP protocol number: of `VIPS` keys, and for telling which listeners
+    /// would compete for the same socket.
     pub const fn ip_proto(self) -> u8 {
         match self {
-            Protocol::Tcp => PROTO_TCP,
             Protocol::Udp => PROTO_UDP,
+            Protocol::Tcp | Protocol::Tls | Protocol::Http | Protocol::Https => PROTO_TCP,
+        }
+    }
+
+    /// Whether the XDP program can serve a listener of this protocol.
+    pub const fn in_kernel(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Udp)
+    }
+
+    /// Whether a listener of this protocol can forward to a target group of
+    /// `group`'s protocol: as in ELB, a TLS listener to TCP or TLS targets,
+    /// HTTP(S) listeners to HTTP or HTTPS targets.
+    pub const fn accepts_group(self, group: Protocol) -> bool {
+        match self {
+            Protocol::Tcp => matches!(group, Protocol::Tcp),
+            Protocol::Udp => matches!(group, Protocol::Udp),
+            Protocol::Tls => matches!(group, Protocol::Tcp | Protocol::Tls),
+            Protocol::Http | Protocol::Https => matches!(group, Protocol::Http | Protocol::Https),
         }
     }
 
@@ -28,6 +49,9 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
+            Protocol::Tls => "tls",
+            Protocol::Http => "http",
+            Protocol::Https => "https",
         }
     }
 }
@@ -44,7 +68,8 @@ impl fmt::Display for Protocol {
 pub struct Listener {
     /// Unique name, used in logs, stats and errors.
     pub name: String,
-    /// Must equal the target group's protocol.
+    /// Must be one the target group's protocol accepts
+    /// ([`Protocol::accepts_group`]).
     pub protocol: Protocol,
     /// The VIP address, IPv4 or IPv6.
     pub address: IpAddr,

@@ -48,8 +48,8 @@ impl TargetGroup {
     /// Idle timeout of flows of `protocol`, seconds.
     pub fn idle_timeout(&self, protocol: Protocol) -> u32 {
         match protocol {
-            Protocol::Tcp => self.tcp_idle_timeout,
             Protocol::Udp => self.udp_idle_timeout,
+            _ => self.tcp_idle_timeout,
         }
     }
 }

@@ -152,9 +152,9 @@ fn type_errors_name_the_value() {
     assert_eq!(
         parse_error(&base_with(
             "protocol = \"tcp\"\naddress",
-            "protocol = \"http\"\naddress"
+            "protocol = \"sctp\"\naddress"
         )),
-        "TOML parse error at line 7, column 12\n  |\n7 | protocol = \"http\"\n  |            ^^^^^^\nunknown variant `http`, expected `tcp` or `udp`\n"
+        "TOML parse error at line 7, column 12\n  |\n7 | protocol = \"sctp\"\n  |            ^^^^^^\nunknown variant `sctp`, expected one of `tcp`, `udp`, `tls`, `http`, `https`\n"
     );
     assert_eq!(
         parse_error(&base_with(
@@ -254,7 +254,7 @@ fn more_listeners_than_max_vips() {
     );
     assert_eq!(
         errors(&text),
-        ["daemon.max_vips: 1 is less than the 2 listeners (one VIP each)"]
+        ["daemon.max_vips: 1 is less than the 2 tcp/udp listeners (one VIP each)"]
     );
 }
 

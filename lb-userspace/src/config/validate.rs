@@ -198,7 +198,9 @@ fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
             );
         }
         errs.range(format!("{path}.port"), l.port, &PORT);
-        let service = (l.address, l.port, l.protocol);
+        // tcp, tls, http and https listeners on one address and port would
+        // compete for the same TCP port.
+        let service = (l.address, l.port, l.protocol.ip_proto());
         if let Some(first) = services.get(&service) {
             errs.push(
                 path.clone(),
@@ -217,7 +219,7 @@ fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
                 format!("{path}.target_group"),
                 format!("unknown target group {:?}", l.target_group),
             ),
-            Some(g) if g.protocol != l.protocol => errs.push(
+            Some(g) if !l.protocol.accepts_group(g.protocol) => errs.push(
                 format!("{path}.target_group"),
                 format!(
                     "target group {:?} is {}, the listener is {}",
@@ -227,12 +229,16 @@ fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
             Some(_) => {}
         }
     }
-    let vips = c.listeners.len();
+    let vips = c
+        .listeners
+        .iter()
+        .filter(|l| l.protocol.in_kernel())
+        .count();
     if MAX_VIPS.contains(&c.daemon.max_vips) && vips > c.daemon.max_vips as usize {
         errs.push(
             "daemon.max_vips",
             format!(
-                "{} is less than the {vips} listeners (one VIP each)",
+                "{} is less than the {vips} tcp/udp listeners (one VIP each)",
                 c.daemon.max_vips
             ),
         );

@@ -40,7 +40,7 @@ pub(super) struct Desired {
 
 impl Desired {
     /// Expects a validated config: listeners whose group does not exist are
-    /// skipped.
+    /// skipped, and so are listeners the XDP program does not serve.
     pub fn from_config(config: &Config) -> Self {
         let mut d = Desired {
             targets: BTreeSet::new(),
@@ -49,7 +49,7 @@ impl Desired {
             ports: BTreeMap::new(),
             ring_size: config.daemon.maglev_table_size,
         };
-        for listener in &config.listeners {
+        for listener in config.listeners.iter().filter(|l| l.protocol.in_kernel()) {
             let Some(group) = config.target_group(&listener.target_group) else {
                 continue;
             };
