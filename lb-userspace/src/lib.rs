@@ -17,6 +17,7 @@
 pub mod bpf;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod instance;
 pub mod maglev;

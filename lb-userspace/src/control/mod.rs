@@ -1,0 +1,6 @@
+//! The control loop: owns the running config, the target lifecycle (health,
+//! draining, slow start, zones) and the data paths, and applies every change
+//! in one place. Other tasks talk to it through [`ControlHandle`].
+pub mod command;
+
+pub use command::{Command, ControlError, ControlHandle};
