@@ -30,6 +30,10 @@ pub struct Daemon {
     /// within [`MAX_VIPS`].
     #[serde(default = "default_max_vips")]
     pub max_vips: u32,
+    /// Availability zone of this load-balancer host; target groups with
+    /// `cross_zone = false` prefer targets of this zone.
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 fn default_pin_dir() -> PathBuf {

@@ -77,4 +77,7 @@ pub struct Listener {
     pub port: u16,
     /// Name of the `[[target_group]]` that receives its flows.
     pub target_group: String,
+    /// Refuses removing the listener (by API or reload) while set.
+    #[serde(default)]
+    pub deletion_protection: bool,
 }

@@ -51,6 +51,11 @@ pub const MAGLEV_TABLE_SIZE: RangeInclusive<u32> = 7..=131_071;
 /// under any real load; 2^24 entries is ~2.5 GiB for `FLOWS` plus `NAT` with
 /// the kernel's per-entry overhead, more than any single host should pin.
 pub const FLOW_CAPACITY: RangeInclusive<u32> = 1024..=16_777_216;
+/// Bounds of `deregistration_delay`, seconds (ELB's range).
+pub const DEREGISTRATION_DELAY: RangeInclusive<u32> = 0..=3600;
+/// Bounds of `slow_start`, seconds. ELB allows 30..=900 (0 = off); shorter
+/// ramps are allowed here for tests and small deployments.
+pub const SLOW_START: RangeInclusive<u32> = 0..=900;
 /// Bounds of `daemon.max_vips`: the compiled `VIPS` map size is the ceiling.
 pub const MAX_VIPS: RangeInclusive<u32> = 1..=limits::MAX_VIPS;
 /// Bounds of `tcp_idle_timeout`, seconds: NLB's configurable range.

@@ -27,9 +27,39 @@ pub struct TargetGroup {
     /// Seconds a UDP flow may be idle before it is rebalanced.
     #[serde(default = "default_udp_idle_timeout")]
     pub udp_idle_timeout: u32,
+    /// Seconds a deregistered target keeps its existing flows (draining)
+    /// before they are moved; 0 moves them at once. ELB's default 300.
+    #[serde(default = "default_deregistration_delay")]
+    pub deregistration_delay: u32,
+    /// Seconds over which a new or recovered target's share of new flows
+    /// ramps up linearly; 0 turns slow start off (the default).
+    #[serde(default)]
+    pub slow_start: u32,
+    /// Whether flows spread over healthy targets of every zone (`true`) or
+    /// stay in `daemon.zone` while it has a healthy target (`false`, NLB's
+    /// default). Without `daemon.zone` zones play no part.
+    #[serde(default)]
+    pub cross_zone: bool,
+    /// Whether flows to a target that turned unhealthy move to another target
+    /// on their next packet (`true`, NLB's default) or stay until they end.
+    #[serde(default = "default_true")]
+    pub unhealthy_connection_termination: bool,
+    /// Refuses removing the group (by API or reload) while set.
+    #[serde(default)]
+    pub deletion_protection: bool,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,
+}
+
+/// ELB's default deregistration delay, seconds.
+pub const DEFAULT_DEREGISTRATION_DELAY: u32 = 300;
+
+fn default_deregistration_delay() -> u32 {
+    DEFAULT_DEREGISTRATION_DELAY
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_tcp_idle_timeout() -> u32 {
@@ -87,6 +117,10 @@ pub struct Target {
     /// flows continue) but gives it no new ones.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Availability zone (any name, e.g. `eu-west-1a`); see
+    /// `cross_zone` and `daemon.zone`.
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 fn default_weight() -> u32 {

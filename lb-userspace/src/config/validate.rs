@@ -12,8 +12,8 @@ use std::{
 use lb_common::limits;
 
 use super::{
-    Config, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, TCP_IDLE_TIMEOUT,
-    TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
+    Config, DEREGISTRATION_DELAY, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS,
+    PORT, SLOW_START, TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
 };
 use crate::maglev;
 
@@ -137,6 +137,9 @@ fn family(ip: IpAddr) -> &'static str {
 }
 
 fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
+    if let Some(zone) = &d.zone {
+        check_zone("daemon.zone", zone, errs);
+    }
     if d.interfaces.is_empty() {
         errs.push("daemon.interfaces", "at least one interface is required");
     }
@@ -269,6 +272,12 @@ fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut Validati
         g.udp_idle_timeout,
         &UDP_IDLE_TIMEOUT,
     );
+    errs.range(
+        format!("{path}.deregistration_delay"),
+        g.deregistration_delay,
+        &DEREGISTRATION_DELAY,
+    );
+    errs.range(format!("{path}.slow_start"), g.slow_start, &SLOW_START);
 
     // Only the first group of a name is reachable from listeners.
     let is_first = c.target_group(&g.name).is_some_and(|f| std::ptr::eq(f, g));
@@ -303,6 +312,9 @@ fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut Validati
             errs.range(format!("{tpath}.port"), port, &PORT);
         }
         errs.range(format!("{tpath}.weight"), t.weight, &WEIGHT);
+        if let Some(zone) = &t.zone {
+            check_zone(&format!("{tpath}.zone"), zone, errs);
+        }
         let ep = g.endpoint(t);
         if let Some(first) = endpoints.get(&ep) {
             errs.push(tpath, format!("{ep} duplicates target[{first}]"));
@@ -319,6 +331,13 @@ fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut Validati
             format!("{path}.target"),
             format!("{weighted} targets with weight > 0 exceed daemon.maglev_table_size {size}"),
         );
+    }
+}
+
+/// Zone names are free-form labels but must be usable in logs and metrics.
+pub(super) fn check_zone(path: &str, zone: &str, errs: &mut ValidationErrors) {
+    if !valid_name(zone) {
+        errs.push(path, format!("{zone:?} is not a valid zone ({NAME_RULE})"));
     }
 }
 

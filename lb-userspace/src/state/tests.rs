@@ -82,6 +82,7 @@ fn target(address: &str, weight: u32) -> config::Target {
         address: address.parse().unwrap(),
         port: None,
         weight,
+        zone: None,
     }
 }
 
