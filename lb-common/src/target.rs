@@ -9,15 +9,27 @@ pub enum TargetState {
     Unused = 0,
     /// Receives new and existing flows.
     Active = 1,
-    /// Keeps existing flows, gets no new ones (deregistration delay).
+    /// Keeps existing flows, gets no new ones (deregistration delay, or an
+    /// unhealthy target whose group keeps connections).
     Draining = 2,
+    /// Registered but down (unhealthy, connection termination on): gets no
+    /// new flows, and flows pinned to it are re-balanced on their next
+    /// packet. Unlike `Unused` the id stays with the target, so it comes back
+    /// with the same id and generation when healthy again.
+    Down = 3,
 }
 
 impl TargetState {
+    /// Whether flows already pinned to a target in this state stay there.
+    pub const fn keeps_flows(self) -> bool {
+        matches!(self, Self::Active | Self::Draining)
+    }
+
     pub const fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Active,
             2 => Self::Draining,
+            3 => Self::Down,
             _ => Self::Unused,
         }
     }

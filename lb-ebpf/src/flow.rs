@@ -36,7 +36,10 @@ pub fn established(key: &FlowKey, now: u64) -> Option<(*mut FlowValue, u32, &'st
     let f = FLOWS.get_ptr_mut(key)?;
     let flow = unsafe { &mut *f };
     let t = target(flow.target_id)?;
-    if t.state == TargetState::Unused as u8 || t.generation != flow.target_gen {
+    // Only Active and Draining targets keep their flows (Unused: gone; Down:
+    // unhealthy with connection termination).
+    let keeps = t.state == TargetState::Active as u8 || t.state == TargetState::Draining as u8;
+    if !keeps || t.generation != flow.target_gen {
         return None;
     }
     let timeout = if flow.flags & flow_flags::CLOSING != 0 {

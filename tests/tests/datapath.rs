@@ -1482,6 +1482,21 @@ fn conntrack_cases() -> Vec<Case> {
 
     let syn_c = syn.clone();
     cases.push(
+        Case::new("flow to a target set Down (unhealthy) is re-balanced", &ack)
+            .setup(move |fx| {
+                send(fx, &syn_c);
+                fx.set_target(
+                    T1.id,
+                    fixture::target(T1.addr, TargetState::Down, T1.generation),
+                );
+                switch_ring(fx, &V_TCP4, &[T2.id]);
+            })
+            .redirect(&to_target(&ack, &T2), Stat::Forwarded)
+            .check(|fx, _| expect_flow_target(fx, CLIENT4, &V_TCP4, &T2)),
+    );
+
+    let syn_c = syn.clone();
+    cases.push(
         Case::new(
             "flow to a target id given to a new target (generation bumped) is re-balanced",
             &ack,

@@ -1,16 +1,54 @@
 //! What the maps should hold for a config, before ids are assigned.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
-};
+use std::{collections::BTreeMap, net::SocketAddr};
 
-use lb_common::{Addr, VipAddrKey, VipKey, maps::port_flags, vip::vip_flags};
+use lb_common::{Addr, TargetState, VipAddrKey, VipKey, maps::port_flags, vip::vip_flags};
 
 use crate::{
-    config::{Config, Stickiness},
+    config::{Config, Stickiness, TargetGroup},
     net,
 };
+
+/// What the control plane decided for one target of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedTarget {
+    pub endpoint: std::net::SocketAddr,
+    /// `Active`, `Draining` or `Down` (`Unused` is not a plan: leave the
+    /// target out).
+    pub state: TargetState,
+    /// Weight in the group's Maglev tables; 0 (or a state other than
+    /// `Active`) keeps it out of them.
+    pub weight: u32,
+}
+
+/// Per target-group name, the targets to program. A group without an entry
+/// is taken from the config as it is: every target Active with its weight.
+pub type Plan = BTreeMap<String, Vec<PlannedTarget>>;
+
+/// A group's targets straight from the config.
+fn configured(group: &TargetGroup) -> Vec<PlannedTarget> {
+    group
+        .targets
+        .iter()
+        .map(|t| PlannedTarget {
+            endpoint: group.endpoint(t),
+            state: TargetState::Active,
+            weight: t.weight,
+        })
+        .collect()
+}
+
+/// One `TARGETS` entry serves every group listing the endpoint, so the most
+/// permissive plan wins: Active over Draining over Down.
+fn merge(a: TargetState, b: TargetState) -> TargetState {
+    let rank = |s| match s {
+        TargetState::Active => 3,
+        TargetState::Draining => 2,
+        TargetState::Down => 1,
+        TargetState::Unused => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
 
 /// One listener's VIP.
 #[derive(Debug)]
@@ -27,9 +65,9 @@ pub(super) struct DesiredVip {
 
 #[derive(Debug)]
 pub(super) struct Desired {
-    /// Every target of a group some listener uses, weight 0 included:
-    /// registered (Active) so that its existing flows continue.
-    pub targets: BTreeSet<SocketAddr>,
+    /// Every target of a group some listener uses, weight 0 included (so
+    /// that its existing flows continue), with the state to program.
+    pub targets: BTreeMap<SocketAddr, TargetState>,
     /// In listener order, so VIP ids are handed out in file order.
     pub vips: Vec<DesiredVip>,
     pub vip_addrs: BTreeMap<(u8, Addr), VipAddrKey>,
@@ -41,9 +79,9 @@ pub(super) struct Desired {
 impl Desired {
     /// Expects a validated config: listeners whose group does not exist are
     /// skipped, and so are listeners the XDP program does not serve.
-    pub fn from_config(config: &Config) -> Self {
+    pub fn from_config(config: &Config, plan: &Plan) -> Self {
         let mut d = Desired {
-            targets: BTreeSet::new(),
+            targets: BTreeMap::new(),
             vips: Vec::new(),
             vip_addrs: BTreeMap::new(),
             ports: BTreeMap::new(),
@@ -62,13 +100,18 @@ impl Desired {
             d.vip_addrs.insert(addr_ord(&addr_key), addr_key);
             *d.ports.entry(listener.port).or_default() |= port_flags::VIP;
 
+            let planned = plan
+                .get(&group.name)
+                .cloned()
+                .unwrap_or_else(|| configured(group));
             let mut members = Vec::new();
-            for target in &group.targets {
-                let ep = group.endpoint(target);
-                d.targets.insert(ep);
+            for t in planned {
+                let ep = t.endpoint;
+                let state = d.targets.get(&ep).map_or(t.state, |&s| merge(s, t.state));
+                d.targets.insert(ep, state);
                 *d.ports.entry(ep.port()).or_default() |= port_flags::TARGET;
-                if target.weight > 0 {
-                    members.push((ep, target.weight));
+                if t.weight > 0 && t.state == TargetState::Active {
+                    members.push((ep, t.weight));
                 }
             }
             members.sort();

@@ -21,6 +21,15 @@
 //! **Weights.** A target with weight 0 is registered `Active` (its existing
 //! flows continue) but left out of the Maglev tables (no new flows).
 //!
+//! **Plans.** The control plane may replace a group's targets with a
+//! [`Plan`]: each target with a state and a table weight. `Draining` keeps
+//! the target's flows and gives it no new ones (deregistration delay, or an
+//! unhealthy target whose group keeps connections); `Down` keeps the id but
+//! moves its flows on their next packet (unhealthy, connection termination);
+//! only `Active` targets with weight > 0 enter the tables. A plan may list
+//! targets the config no longer has (draining after deregistration). A
+//! target listed by several groups gets the most permissive state.
+//!
 //! **VIPs.** A VIP (one listener: address, port, protocol) gets a `vip_id`,
 //! its `VIP_STATS` index, stable for its life, and owns the two ring slots
 //! `2 * vip_id` and `2 * vip_id + 1` of `MAGLEV`. `VipMeta::ring_slot` names
@@ -81,6 +90,7 @@ use crate::{
     net,
 };
 use desired::{Desired, DesiredVip, VipOrd, addr_ord, vip_ord};
+pub use desired::{Plan, PlannedTarget};
 pub use memory::{InjectedFailure, MemoryPlane, Op};
 pub use plane::DataPlane;
 
@@ -264,7 +274,18 @@ impl Reconciler {
         plane: &mut P,
         config: &Config,
     ) -> Result<Changes, ApplyError> {
-        let desired = Desired::from_config(config);
+        self.apply_plan(plane, config, &Plan::new())
+    }
+
+    /// [`Reconciler::apply`] with the control plane's decisions (health,
+    /// draining, slow start, zones) for the groups `plan` names.
+    pub fn apply_plan<P: DataPlane>(
+        &mut self,
+        plane: &mut P,
+        config: &Config,
+        plan: &Plan,
+    ) -> Result<Changes, ApplyError> {
+        let desired = Desired::from_config(config, plan);
         let max_vips = config.daemon.max_vips;
         let mut changes = Changes::default();
         self.add_filters(plane, &desired)?;
@@ -318,7 +339,8 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Step 2: every desired target Active, new ones with fresh ids.
+    /// Step 2: every desired target in its planned state, new ones with
+    /// fresh ids.
     fn register_targets<P: DataPlane>(
         &mut self,
         plane: &mut P,
@@ -329,13 +351,13 @@ impl Reconciler {
         // until step 5, so they are never reused within this apply.
         let held: BTreeSet<u32> = self.targets.keys().copied().collect();
         let mut free = (0..MAX_TARGETS).filter(move |id| !held.contains(id));
-        for &ep in &d.targets {
+        for (&ep, &state) in &d.targets {
             if let Some(&id) = self.target_ids.get(&ep) {
                 let cur = self.targets[&id].entry;
-                if cur.state != TargetState::Active as u8 {
-                    let entry = net::target_entry(ep, TargetState::Active, cur.generation);
+                if cur.state != state as u8 {
+                    let entry = net::target_entry(ep, state, cur.generation);
                     ctx(plane.set_target(id, &entry), || {
-                        format!("activate target {id} ({ep})")
+                        format!("set target {id} ({ep}) {state:?}")
                     })?;
                     self.targets.insert(
                         id,
@@ -357,7 +379,7 @@ impl Reconciler {
             ctx(plane.reset_target_counters(id), || {
                 format!("reset TARGET_STATS[{id}] for {ep}")
             })?;
-            let entry = net::target_entry(ep, TargetState::Active, generation);
+            let entry = net::target_entry(ep, state, generation);
             ctx(plane.set_target(id, &entry), || {
                 format!("register target {id} ({ep})")
             })?;
@@ -579,7 +601,7 @@ impl Reconciler {
         let gone: Vec<(u32, TargetEntry)> = self
             .targets
             .iter()
-            .filter(|(_, t)| t.endpoint.is_none_or(|ep| !d.targets.contains(&ep)))
+            .filter(|(_, t)| t.endpoint.is_none_or(|ep| !d.targets.contains_key(&ep)))
             .map(|(id, t)| (*id, *t))
             .collect();
         for (id, t) in gone {

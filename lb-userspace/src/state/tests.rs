@@ -615,3 +615,63 @@ fn a_failed_write_leaves_a_state_the_next_apply_completes() {
         }
     }
 }
+
+fn planned(endpoint: &str, state: TargetState, weight: u32) -> PlannedTarget {
+    PlannedTarget {
+        endpoint: ep(endpoint),
+        state,
+        weight,
+    }
+}
+
+#[test]
+fn a_plan_sets_states_and_keeps_draining_targets_out_of_the_table() {
+    let (mut state, mut plane, c) = applied();
+    let plan = Plan::from([(
+        "web".to_string(),
+        vec![
+            planned("10.1.0.2:8080", TargetState::Active, 100),
+            planned("10.1.0.3:8080", TargetState::Down, 100),
+            planned("10.1.0.4:8080", TargetState::Draining, 100),
+            // Deregistered from the config, still draining.
+            planned("10.1.0.9:8080", TargetState::Draining, 0),
+        ],
+    )]);
+    state.apply_plan(&mut plane, &c, &plan).unwrap();
+    assert_eq!(plane.targets[&3].state, TargetState::Down as u8);
+    assert_eq!(plane.targets[&4].state, TargetState::Draining as u8);
+    let ghost = state.target_id(&ep("10.1.0.9:8080")).unwrap();
+    assert_eq!(plane.targets[&ghost].state, TargetState::Draining as u8);
+    assert_eq!(
+        live_ring(&plane, &web()),
+        expected_ring(&[("10.1.0.2:8080", 1, 100)])
+    );
+    // Back to the config: the same ids and generations come back Active, the
+    // ghost is freed.
+    state.apply(&mut plane, &c).unwrap();
+    assert_eq!(plane.targets[&3], active("10.1.0.3:8080", 1));
+    assert_eq!(plane.targets[&4], active("10.1.0.4:8080", 1));
+    assert_eq!(plane.targets[&ghost].state, TargetState::Unused as u8);
+    assert_eq!(state.target_id(&ep("10.1.0.9:8080")), None);
+}
+
+#[test]
+fn a_target_shared_by_groups_takes_the_most_permissive_state() {
+    let (mut state, mut plane, c) = applied();
+    // 10.1.0.2:5353 is only in dns; make web and dns share an endpoint by
+    // planning it in both.
+    let plan = Plan::from([
+        (
+            "web".to_string(),
+            vec![planned("10.1.0.2:5353", TargetState::Down, 1)],
+        ),
+        (
+            "dns".to_string(),
+            vec![planned("10.1.0.2:5353", TargetState::Draining, 1)],
+        ),
+    ]);
+    state.apply_plan(&mut plane, &c, &plan).unwrap();
+    let id = state.target_id(&ep("10.1.0.2:5353")).unwrap();
+    assert_eq!(plane.targets[&id].state, TargetState::Draining as u8);
+    assert!(live_ring(&plane, &web()).iter().all(|&t| t == RING_EMPTY));
+}
