@@ -2,5 +2,6 @@
 //! draining, slow start, zones) and the data paths, and applies every change
 //! in one place. Other tasks talk to it through [`ControlHandle`].
 pub mod command;
+pub mod lifecycle;
 
 pub use command::{Command, ControlError, ControlHandle};

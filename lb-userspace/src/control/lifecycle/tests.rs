@@ -1,0 +1,270 @@
+use super::*;
+
+struct On;
+impl Checks for On {
+    fn enabled(&self, _: &TargetGroup) -> bool {
+        true
+    }
+}
+
+fn config(extra_group: &str, targets: &str) -> Config {
+    let extra_group = if extra_group.contains("deregistration_delay") {
+        extra_group.to_string()
+    } else {
+        format!("deregistration_delay = 30\n{extra_group}")
+    };
+    let text = format!(
+        r#"
+[daemon]
+interfaces = ["eth0"]
+zone = "a"
+
+[[listener]]
+name = "web"
+protocol = "tcp"
+address = "10.0.0.100"
+port = 80
+target_group = "web"
+
+[[target_group]]
+name = "web"
+protocol = "tcp"
+port = 8080
+{extra_group}
+{targets}
+"#
+    );
+    let c = Config::parse(&text).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+const THREE: &str = r#"
+  [[target_group.target]]
+  address = "10.1.0.1"
+  [[target_group.target]]
+  address = "10.1.0.2"
+  [[target_group.target]]
+  address = "10.1.0.3"
+"#;
+
+fn ep(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 1, 0, i], 8080))
+}
+
+fn down(reason: &str) -> Health {
+    Health::Unhealthy {
+        reason: reason.into(),
+        description: "test".into(),
+    }
+}
+
+/// (endpoint last octet, state, weight) of the web group's plan.
+fn web_plan(l: &Lifecycle, c: &Config, now: Instant) -> Vec<(u8, TargetState, u32)> {
+    let (plan, routable) = l.plan(c, &On, now);
+    let rows: Vec<_> = plan["web"]
+        .iter()
+        .map(|p| match p.endpoint.ip() {
+            std::net::IpAddr::V4(v4) => (v4.octets()[3], p.state, p.weight),
+            _ => unreachable!(),
+        })
+        .collect();
+    // The userspace view is the same decision.
+    let in_tables: Vec<_> = plan["web"]
+        .iter()
+        .filter(|p| p.weight > 0)
+        .map(|p| (p.endpoint, p.weight))
+        .collect();
+    let userspace: Vec<_> = routable
+        .targets("web")
+        .iter()
+        .map(|t| (t.endpoint, t.weight))
+        .collect();
+    assert_eq!(in_tables, userspace);
+    rows
+}
+
+fn started(c: &Config) -> (Lifecycle, Instant) {
+    let mut l = Lifecycle::new();
+    let now = Instant::now();
+    assert!(l.sync(c, now).is_empty());
+    (l, now)
+}
+
+#[test]
+fn initial_targets_fail_open_until_one_is_healthy() {
+    let c = config("", THREE);
+    let (mut l, now) = started(&c);
+    use TargetState::*;
+    assert_eq!(
+        web_plan(&l, &c, now),
+        [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
+    );
+    l.set_health("web", ep(1), Health::Healthy, now);
+    // Initial targets keep their flows but get no new ones.
+    assert_eq!(
+        web_plan(&l, &c, now),
+        [(1, Active, 100), (2, Active, 0), (3, Active, 0)]
+    );
+}
+
+#[test]
+fn unhealthy_targets_lose_their_flows_or_keep_them_per_attribute() {
+    use TargetState::*;
+    for (attr, state) in [
+        ("", Down),
+        ("unhealthy_connection_termination = false", Draining),
+    ] {
+        let c = config(attr, THREE);
+        let (mut l, now) = started(&c);
+        l.set_health("web", ep(1), Health::Healthy, now);
+        l.set_health("web", ep(2), Health::Healthy, now);
+        l.set_health("web", ep(3), down("Target.Timeout"), now);
+        assert_eq!(
+            web_plan(&l, &c, now),
+            [(1, Active, 100), (2, Active, 100), (3, state, 0)]
+        );
+        let r = l.reports(&c, &c.target_groups[0], &On, now);
+        assert_eq!(r[2].state, TargetHealthState::Unhealthy);
+        assert_eq!(r[2].reason.as_deref(), Some("Target.Timeout"));
+        assert_eq!(l.counts("web"), (2, 1, 0));
+    }
+}
+
+#[test]
+fn every_target_unhealthy_fails_open() {
+    use TargetState::*;
+    let c = config("", THREE);
+    let (mut l, now) = started(&c);
+    for i in 1..=3 {
+        l.set_health("web", ep(i), down("Target.FailedHealthChecks"), now);
+    }
+    assert_eq!(
+        web_plan(&l, &c, now),
+        [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
+    );
+}
+
+#[test]
+fn deregistered_targets_drain_then_go() {
+    use TargetState::*;
+    let c = config("", THREE);
+    let (mut l, now) = started(&c);
+    for i in 1..=3 {
+        l.set_health("web", ep(i), Health::Healthy, now);
+    }
+    let two = config(
+        "",
+        "  [[target_group.target]]\n  address = \"10.1.0.1\"\n  [[target_group.target]]\n  address = \"10.1.0.2\"\n",
+    );
+    assert!(l.sync(&two, now).is_empty());
+    assert_eq!(
+        web_plan(&l, &two, now),
+        [(1, Active, 100), (2, Active, 100), (3, Draining, 0)]
+    );
+    let r = l.reports(&two, &two.target_groups[0], &On, now);
+    assert_eq!(r[2].state, TargetHealthState::Draining);
+    assert_eq!(
+        l.next_change(&two, now),
+        Some(now + Duration::from_secs(30))
+    );
+    assert!(l.expire(now + Duration::from_secs(29)).is_empty());
+    assert_eq!(
+        l.expire(now + Duration::from_secs(30)),
+        vec![("web".to_string(), ep(3))]
+    );
+    assert_eq!(
+        web_plan(&l, &two, now),
+        [(1, Active, 100), (2, Active, 100)]
+    );
+}
+
+#[test]
+fn registering_a_draining_target_again_ends_its_drain() {
+    let c = config("", THREE);
+    let (mut l, now) = started(&c);
+    let two = config("", "  [[target_group.target]]\n  address = \"10.1.0.1\"\n");
+    l.sync(&two, now);
+    assert!(l.next_change(&two, now).is_some());
+    assert!(l.sync(&c, now).is_empty());
+    assert_eq!(l.next_change(&c, now), None);
+}
+
+#[test]
+fn zero_delay_removes_at_once() {
+    let c = config("deregistration_delay = 0", THREE);
+    let (mut l, now) = started(&c);
+    let one = config(
+        "deregistration_delay = 0",
+        "  [[target_group.target]]\n  address = \"10.1.0.1\"\n",
+    );
+    assert_eq!(
+        l.sync(&one, now),
+        vec![("web".to_string(), ep(2)), ("web".to_string(), ep(3))]
+    );
+}
+
+const ZONED: &str = r#"
+  [[target_group.target]]
+  address = "10.1.0.1"
+  zone = "a"
+  [[target_group.target]]
+  address = "10.1.0.2"
+  zone = "b"
+  [[target_group.target]]
+  address = "10.1.0.3"
+  zone = "b"
+"#;
+
+#[test]
+fn without_cross_zone_the_hosts_zone_is_preferred_then_failed_over() {
+    use TargetState::*;
+    let c = config("", ZONED);
+    let (mut l, now) = started(&c);
+    for i in 1..=3 {
+        l.set_health("web", ep(i), Health::Healthy, now);
+    }
+    assert_eq!(
+        web_plan(&l, &c, now),
+        [(1, Active, 100), (2, Active, 0), (3, Active, 0)]
+    );
+    l.set_health("web", ep(1), down("Target.Timeout"), now);
+    assert_eq!(
+        web_plan(&l, &c, now),
+        [(1, Down, 0), (2, Active, 100), (3, Active, 100)]
+    );
+    let cross = config("cross_zone = true", ZONED);
+    l.set_health("web", ep(1), Health::Healthy, now);
+    assert_eq!(
+        web_plan(&l, &cross, now),
+        [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
+    );
+}
+
+#[test]
+fn slow_start_ramps_late_and_recovering_targets() {
+    let c = config("slow_start = 10", THREE);
+    let (mut l, now) = started(&c);
+    for i in 1..=3 {
+        l.set_health("web", ep(i), Health::Healthy, now);
+    }
+    // Targets there at start do not ramp.
+    assert_eq!(l.next_change(&c, now), None);
+    let weight_of_3 = |l: &Lifecycle, t: Instant| web_plan(l, &c, t)[2].2;
+    l.set_health("web", ep(3), down("Target.Timeout"), now);
+    l.set_health("web", ep(3), Health::Healthy, now);
+    assert_eq!(weight_of_3(&l, now), 1);
+    assert_eq!(weight_of_3(&l, now + Duration::from_millis(2500)), 25);
+    assert_eq!(weight_of_3(&l, now + Duration::from_secs(5)), 50);
+    assert_eq!(weight_of_3(&l, now + Duration::from_secs(10)), 100);
+    assert_eq!(l.next_change(&c, now), Some(now + Duration::from_secs(1)));
+    assert_eq!(l.next_change(&c, now + Duration::from_secs(10)), None);
+    // A late registration ramps from its first healthy verdict.
+    let four = config(
+        "slow_start = 10",
+        &format!("{THREE}  [[target_group.target]]\n  address = \"10.1.0.4\"\n  weight = 2\n"),
+    );
+    l.sync(&four, now);
+    l.set_health("web", ep(4), Health::Healthy, now);
+    assert_eq!(web_plan(&l, &four, now + Duration::from_secs(5))[3].2, 100);
+}
