@@ -1,28 +1,37 @@
-//! `lb run`, `lb down` and `lb stats`: the daemon's life cycle around the
-//! kernel objects.
+//! `lb run`, `lb down` and `lb stats`: the daemon's life cycle.
 //!
-//! Order on start: load the object (reusing pinned maps), recover the
-//! control-plane view from those maps, apply the config, and only then attach
-//! (or swap the program into the existing links), so the first packet a new
-//! attachment sees already finds its VIPs. SIGTERM/SIGINT leave program,
-//! links and maps in place: forwarding continues without the daemon and the
-//! next `lb run` takes over. SIGHUP re-reads the config and applies the
-//! difference; an invalid file is reported and the running config stays.
-use std::path::{Path, PathBuf};
+//! `lb run` loads the config, starts the XDP data path with the first plan
+//! (see [`crate::control::xdp`]), then runs the control loop: one task that
+//! owns the [`Controller`] and serves, in order, signals (SIGHUP reloads,
+//! SIGTERM/SIGINT stop), commands from the management API, health verdicts,
+//! and timers (drain ends, slow-start steps). Stopping leaves program, links
+//! and maps in place: forwarding continues without the daemon and the next
+//! `lb run` takes over.
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
-use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::sleep_until,
+};
+use tracing::{info, warn};
 
 use crate::{
     bpf::{
         forwarding,
-        kernel_maps::{KernelMapError, KernelMaps},
-        loader::{self, AttachMode, LoadError, LoadSpec},
+        loader::{self, LoadError},
         stats,
     },
-    config::{Config, ConfigError, XdpMode},
+    config::{Config, ConfigError},
+    control::{
+        Command, ControlHandle, Controller,
+        lifecycle::Lifecycle,
+        xdp::{XdpError, XdpPath},
+    },
     instance::{self, InstanceError},
-    state::{ApplyError, Reconciler},
+    routable,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -32,15 +41,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
-    Maps(#[from] KernelMapError),
-    #[error("programming the maps: {0}")]
-    Apply(#[from] ApplyError),
+    Xdp(#[from] XdpError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error(
-        "reload changes [daemon] settings ({0}); those need a restart (`lb down` first when map sizes change)"
-    )]
-    DaemonChanged(&'static str),
     #[error(transparent)]
     Stats(#[from] stats::StatsError),
     #[error(transparent)]
@@ -49,115 +52,58 @@ pub enum DaemonError {
     Instance(#[from] InstanceError),
 }
 
-pub fn load_spec(cfg: &Config) -> LoadSpec {
-    LoadSpec {
-        pin_dir: cfg.daemon.pin_dir.clone(),
-        interfaces: cfg.daemon.interfaces.clone(),
-        mode: match cfg.daemon.xdp_mode {
-            XdpMode::Driver => AttachMode::Driver,
-            XdpMode::Generic => AttachMode::Generic,
-            XdpMode::Auto => AttachMode::Auto,
-        },
-        ring_size: cfg.daemon.maglev_table_size,
-        max_vips: cfg.daemon.max_vips,
-        flow_capacity: cfg.daemon.flow_capacity,
-    }
-}
-
-/// A running data path: the loaded object, its maps, and our view of them.
-struct Running {
-    // Keeps the program loaded while we hold it (the links hold it too).
-    _ebpf: aya::Ebpf,
-    maps: KernelMaps,
-    state: Reconciler,
-    config: Config,
-}
-
-impl Running {
-    fn start(config: Config) -> Result<Self, DaemonError> {
-        check_forwarding(&config)?;
-        let spec = load_spec(&config);
-        let mut ebpf = loader::load(&spec)?;
-        let mut maps = KernelMaps::new(&mut ebpf)?;
-        let mut state = Reconciler::recover(&maps)?;
-        let report = state.apply(&mut maps, &config)?;
-        info!(%report, "maps programmed");
-        let orphans = maps.purge_orphan_flows()?;
-        if orphans > 0 {
-            info!(orphans, "removed flows of VIPs that no longer exist");
-        }
-        loader::attach(&mut ebpf, &spec)?;
-        Ok(Self {
-            _ebpf: ebpf,
-            maps,
-            state,
-            config,
-        })
-    }
-
-    fn reload(&mut self, path: &Path) -> Result<(), DaemonError> {
-        let new = Config::load(path)?;
-        if let Some(what) = daemon_change(&self.config, &new) {
-            return Err(DaemonError::DaemonChanged(what));
-        }
-        check_forwarding(&new)?;
-        let report = self.state.apply(&mut self.maps, &new)?;
-        info!(%report, "config reloaded");
-        self.config = new;
-        Ok(())
-    }
-}
-
 fn check_forwarding(config: &Config) -> Result<(), DaemonError> {
     let v4 = config.listeners.iter().any(|l| l.address.is_ipv4());
     let v6 = config.listeners.iter().any(|l| l.address.is_ipv6());
     Ok(forwarding::check(&config.daemon.interfaces, v4, v6)?)
 }
 
-/// `[daemon]` settings a reload cannot change in place.
-fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
-    let (a, b) = (&old.daemon, &new.daemon);
-    if a.interfaces != b.interfaces {
-        Some("interfaces")
-    } else if a.pin_dir != b.pin_dir {
-        Some("pin_dir")
-    } else if a.maglev_table_size != b.maglev_table_size {
-        Some("maglev_table_size")
-    } else if a.flow_capacity != b.flow_capacity {
-        Some("flow_capacity")
-    } else if a.max_vips != b.max_vips {
-        Some("max_vips")
-    } else if a.xdp_mode != b.xdp_mode {
-        Some("xdp_mode")
-    } else {
-        None
-    }
-}
-
 /// `lb run`.
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
     let _lock = instance::acquire(&config.daemon.pin_dir)?;
-    let mut running = Running::start(config)?;
+    check_forwarding(&config)?;
+    let mut lifecycle = Lifecycle::new();
+    lifecycle.sync(&config, Instant::now());
+    let (plan, first) = Controller::initial_plan(&config, &lifecycle);
+    let xdp = XdpPath::start(&config, &plan)?;
+    let (routable_tx, _routable_rx) = routable::channel(first);
+    let mut controller =
+        Controller::new(path.to_owned(), config, lifecycle, Some(xdp), routable_tx);
+    let (_handle, commands) = ControlHandle::channel(64);
+    info!(
+        config = %path.display(),
+        pin_dir = %controller.config().daemon.pin_dir.display(),
+        "lb running"
+    );
+    control_loop(&mut controller, commands).await?;
+    warn!("stopping: the program stays attached and keeps forwarding; `lb down` detaches it");
+    Ok(())
+}
+
+/// Serves signals, commands and timers until SIGTERM or SIGINT.
+async fn control_loop(
+    controller: &mut Controller,
+    mut commands: tokio::sync::mpsc::Receiver<Command>,
+) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    info!(
-        config = %path.display(),
-        pin_dir = %running.config.daemon.pin_dir.display(),
-        "lb running"
-    );
     loop {
+        let wakeup = controller.next_wakeup();
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match running.reload(path) {
-                Ok(()) => {}
-                Err(e) => error!(error = %ErrorChain(&e), "reload refused; the running config stays"),
-            },
+            _ = hup.recv() => {
+                // Errors are logged and kept for `lb status`.
+                let _ = controller.reload();
+            }
+            Some(cmd) = commands.recv() => controller.handle(cmd),
+            _ = sleep_until(wakeup.unwrap_or_else(Instant::now).into()), if wakeup.is_some() => {
+                controller.on_timer();
+            }
         }
     }
-    warn!("stopping: the program stays attached and keeps forwarding; `lb down` detaches it");
     Ok(())
 }
 

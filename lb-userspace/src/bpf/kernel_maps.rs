@@ -120,6 +120,48 @@ impl KernelMaps {
         Ok(keys.len())
     }
 
+    /// Deletes the flows (both directions) pinned to any of `ids`: their
+    /// drain is over. Returns how many client flows went.
+    pub fn purge_target_flows(
+        &mut self,
+        ids: &std::collections::HashSet<u32>,
+    ) -> Result<usize, KernelMapError> {
+        let keys: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| ids.contains(&v.target_id))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &keys {
+            let _gone = self.flows.remove(k).is_ok();
+        }
+        let replies: Vec<NatKey> = self
+            .nat
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, nat)| ids.contains(&nat.target_id))
+            .map(|(reply, _)| reply)
+            .collect();
+        for k in &replies {
+            let _gone = self.nat.remove(k).is_ok();
+        }
+        Ok(keys.len())
+    }
+
+    /// Up to `limit` client flows with their values, and the table's size.
+    pub fn sample_flows(&self, limit: usize) -> (u64, Vec<(FlowKey, FlowValue)>) {
+        let mut total = 0;
+        let mut sample = Vec::new();
+        for (k, v) in self.flows.iter().filter_map(Result::ok) {
+            total += 1;
+            if sample.len() < limit {
+                sample.push((k, v));
+            }
+        }
+        (total, sample)
+    }
+
     /// Deletes flows whose VIP is no longer in `VIPS` (a daemon that died
     /// between removing a VIP and purging its flows leaves some behind).
     pub fn purge_orphan_flows(&mut self) -> Result<usize, KernelMapError> {

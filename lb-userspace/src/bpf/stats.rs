@@ -52,7 +52,7 @@ fn sum(values: &PerCpuValues<Counters>) -> Counters {
 }
 
 /// The clock the data path stamps flows with (`bpf_ktime_get_coarse_ns`).
-fn monotonic_coarse_ns() -> u64 {
+pub(crate) fn monotonic_coarse_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -66,7 +66,7 @@ fn monotonic_coarse_ns() -> u64 {
 }
 
 /// Mirrors the data path's idle check (lb-ebpf `flow::established`).
-fn is_active(flow: &FlowValue, now: u64) -> bool {
+pub(crate) fn is_active(flow: &FlowValue, now: u64) -> bool {
     let timeout_s = if flow.flags & flow_flags::CLOSING != 0 {
         TCP_CLOSING_TIMEOUT_S
     } else {

@@ -2,6 +2,9 @@
 //! draining, slow start, zones) and the data paths, and applies every change
 //! in one place. Other tasks talk to it through [`ControlHandle`].
 pub mod command;
+pub mod controller;
 pub mod lifecycle;
+pub mod xdp;
 
 pub use command::{Command, ControlError, ControlHandle};
+pub use controller::Controller;

@@ -1,0 +1,641 @@
+//! The control loop's state and what it does with each event: a reload, an
+//! API command, a health verdict, or a timer (drain ends, slow-start steps).
+//!
+//! Every change goes the same way: produce the new running config (reload or
+//! API edit), refuse it when it is invalid or would delete something
+//! protected, bring the lifecycle in step, compute the plan, apply it to the
+//! XDP maps and publish it to the userspace listeners. The running config
+//! only changes when all of that succeeded.
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
+
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use super::{
+    command::*,
+    lifecycle::{Checks, Health, Lifecycle},
+    xdp::XdpPath,
+};
+use crate::{
+    bpf::stats,
+    config::{Config, ConfigError, Listener, Target, TargetGroup},
+    daemon::ErrorChain,
+    net,
+    routable::Routable,
+};
+
+/// Health checks as configured (the `health_check` table of a group).
+struct ConfiguredChecks;
+
+impl Checks for ConfiguredChecks {
+    fn enabled(&self, group: &TargetGroup) -> bool {
+        let _ = group;
+        true
+    }
+}
+
+/// The control loop's state.
+pub struct Controller {
+    path: PathBuf,
+    config: Config,
+    lifecycle: Lifecycle,
+    xdp: Option<XdpPath>,
+    routable: watch::Sender<Arc<Routable>>,
+    started: Instant,
+    last_reload: Option<String>,
+}
+
+impl Controller {
+    /// `lifecycle` must have been synced with `config` (that is what the
+    /// initial plan was computed from).
+    pub fn new(
+        path: PathBuf,
+        config: Config,
+        lifecycle: Lifecycle,
+        xdp: Option<XdpPath>,
+        routable: watch::Sender<Arc<Routable>>,
+    ) -> Self {
+        Self {
+            path,
+            config,
+            lifecycle,
+            xdp,
+            routable,
+            started: Instant::now(),
+            last_reload: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The first plan, before there is a controller (the XDP path is
+    /// started with it).
+    pub fn initial_plan(config: &Config, lifecycle: &Lifecycle) -> (crate::state::Plan, Routable) {
+        lifecycle.plan(config, &ConfiguredChecks, Instant::now())
+    }
+
+    /// Recomputes the plan and applies it everywhere. `released`: targets
+    /// the lifecycle dropped (their flows are purged once unregistered).
+    fn apply(
+        &mut self,
+        config: &Config,
+        released: &[(String, SocketAddr)],
+    ) -> Result<String, ControlError> {
+        let (plan, routable) = self
+            .lifecycle
+            .plan(config, &ConfiguredChecks, Instant::now());
+        let mut summary = String::from("applied");
+        if let Some(xdp) = &mut self.xdp {
+            let eps: Vec<SocketAddr> = released.iter().map(|(_, ep)| *ep).collect();
+            let changes = xdp
+                .apply(config, &plan, &eps)
+                .map_err(|e| ControlError::Failed(ErrorChain(&e).to_string()))?;
+            summary = changes.to_string();
+        }
+        self.routable.send_if_modified(|cur| {
+            let changed = **cur != routable;
+            if changed {
+                *cur = Arc::new(routable);
+            }
+            changed
+        });
+        Ok(summary)
+    }
+
+    /// Makes `new` the running config, or refuses it and keeps the old one.
+    fn replace(&mut self, new: Config, why: &str) -> Result<ChangeReport, ControlError> {
+        if let Err(errors) = new.validate() {
+            return Err(ControlError::Invalid(errors.to_string()));
+        }
+        protected_removals(&self.config, &new)?;
+        if let Some(what) = daemon_change(&self.config, &new) {
+            return Err(ControlError::Invalid(format!(
+                "[daemon] {what} changed; that needs a restart (`lb down` first when map sizes change)"
+            )));
+        }
+        let now = Instant::now();
+        let released = self.lifecycle.sync(&new, now);
+        match self.apply(&new, &released) {
+            Ok(summary) => {
+                info!(change = why, %summary, "config applied");
+                self.config = new;
+                Ok(ChangeReport {
+                    message: format!("{why}: {summary}"),
+                })
+            }
+            Err(e) => {
+                error!(change = why, error = %e, "applying failed; returning to the running config");
+                let old = self.config.clone();
+                self.lifecycle.sync(&old, now);
+                if let Err(again) = self.apply(&old, &[]) {
+                    error!(error = %again, "re-applying the running config failed too");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Re-reads the config file (SIGHUP, `lb reload`, the API).
+    pub fn reload(&mut self) -> Result<ChangeReport, ControlError> {
+        let result = match Config::load(&self.path) {
+            Ok(new) => self.replace(new, "reload"),
+            Err(ConfigError::Invalid { errors, .. }) => {
+                Err(ControlError::Invalid(errors.to_string()))
+            }
+            Err(e) => Err(ControlError::Invalid(ErrorChain(&e).to_string())),
+        };
+        match &result {
+            Ok(r) => {
+                info!(summary = %r.message, "config reloaded");
+                self.last_reload = Some(r.message.clone());
+            }
+            Err(e) => {
+                error!(error = %e, "reload refused; the running config stays");
+                self.last_reload = Some(format!("refused: {e}"));
+            }
+        }
+        result
+    }
+
+    /// A health verdict from the checker.
+    pub fn on_health(&mut self, group: &str, target: SocketAddr, health: Health) {
+        let label = match &health {
+            Health::Healthy => "healthy".to_string(),
+            Health::Initial => "initial".to_string(),
+            Health::Unhealthy { reason, .. } => format!("unhealthy ({reason})"),
+        };
+        if !self
+            .lifecycle
+            .set_health(group, target, health, Instant::now())
+        {
+            return;
+        }
+        info!(target_group = group, %target, state = %label, "target health changed");
+        let config = self.config.clone();
+        if let Err(e) = self.apply(&config, &[]) {
+            error!(error = %e, "applying a health change failed");
+        }
+    }
+
+    /// When [`on_timer`](Self::on_timer) should run next.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        self.lifecycle.next_change(&self.config, Instant::now())
+    }
+
+    /// Ends drains that are over and moves slow-start ramps on.
+    pub fn on_timer(&mut self) {
+        let released = self.lifecycle.expire(Instant::now());
+        for (group, target) in &released {
+            info!(target_group = %group, %target, "deregistration delay over; target removed");
+        }
+        let config = self.config.clone();
+        if let Err(e) = self.apply(&config, &released) {
+            error!(error = %e, "applying a timed change failed");
+        }
+    }
+
+    /// Answers one command.
+    pub fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Status(reply) => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Command::Listeners(reply) => {
+                let _ = reply.send(Ok(self.listeners()));
+            }
+            Command::TargetGroups(reply) => {
+                let _ = reply.send(Ok(self.target_groups()));
+            }
+            Command::TargetHealth { group, reply } => {
+                let _ = reply.send(self.target_health(&group));
+            }
+            Command::Flows { limit, reply } => {
+                let _ = reply.send(self.flows(limit));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Register {
+                group,
+                targets,
+                reply,
+            } => {
+                let _ = reply.send(self.register(&group, targets));
+            }
+            Command::Deregister {
+                group,
+                targets,
+                reply,
+            } => {
+                let _ = reply.send(self.deregister(&group, &targets));
+            }
+            Command::SetWeight {
+                group,
+                target,
+                weight,
+                reply,
+            } => {
+                let _ = reply.send(self.set_weight(&group, target, weight));
+            }
+            Command::ModifyListener {
+                name,
+                attributes,
+                reply,
+            } => {
+                let _ = reply.send(self.modify_listener(&name, &attributes));
+            }
+            Command::ModifyTargetGroup {
+                name,
+                attributes,
+                reply,
+            } => {
+                let _ = reply.send(self.modify_target_group(&name, &attributes));
+            }
+            Command::DeleteListener { name, reply } => {
+                let _ = reply.send(self.delete_listener(&name));
+            }
+            Command::DeleteTargetGroup { name, reply } => {
+                let _ = reply.send(self.delete_target_group(&name));
+            }
+            Command::Reload(reply) => {
+                let _ = reply.send(self.reload());
+            }
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let c = &self.config;
+        let (mut healthy, mut unhealthy) = (0, 0);
+        for g in &c.target_groups {
+            let (h, u, _) = self.lifecycle.counts(&g.name);
+            healthy += h;
+            unhealthy += u;
+        }
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").into(),
+            config: self.path.display().to_string(),
+            dataplane: if self.xdp.is_some() {
+                "xdp"
+            } else {
+                "userspace"
+            }
+            .into(),
+            zone: c.daemon.zone.clone(),
+            listeners: c.listeners.len(),
+            target_groups: c.target_groups.len(),
+            targets: c.summary().targets,
+            healthy,
+            unhealthy,
+            uptime_s: self.started.elapsed().as_secs(),
+            last_reload: self.last_reload.clone(),
+        }
+    }
+
+    fn listeners(&self) -> Vec<ListenerReport> {
+        self.config
+            .listeners
+            .iter()
+            .map(|l| ListenerReport {
+                name: l.name.clone(),
+                protocol: l.protocol.to_string(),
+                address: l.address,
+                port: l.port,
+                target_group: l.target_group.clone(),
+                deletion_protection: l.deletion_protection,
+                served_by: if l.protocol.in_kernel() && self.xdp.is_some() {
+                    "xdp"
+                } else {
+                    "userspace"
+                }
+                .into(),
+            })
+            .collect()
+    }
+
+    fn target_groups(&self) -> Vec<TargetGroupReport> {
+        self.config
+            .target_groups
+            .iter()
+            .map(|g| {
+                let (healthy, unhealthy, draining) = self.lifecycle.counts(&g.name);
+                TargetGroupReport {
+                    name: g.name.clone(),
+                    protocol: g.protocol.to_string(),
+                    port: g.port,
+                    healthy,
+                    unhealthy,
+                    draining,
+                    targets: g.targets.len(),
+                    deletion_protection: g.deletion_protection,
+                    deregistration_delay: g.deregistration_delay,
+                    slow_start: g.slow_start,
+                    cross_zone: g.cross_zone,
+                    unhealthy_connection_termination: g.unhealthy_connection_termination,
+                }
+            })
+            .collect()
+    }
+
+    fn group(&self, name: &str) -> Result<&TargetGroup, ControlError> {
+        self.config
+            .target_group(name)
+            .ok_or_else(|| ControlError::NotFound(format!("target group {name:?} does not exist")))
+    }
+
+    fn target_health(&self, group: &str) -> Result<Vec<TargetHealthReport>, ControlError> {
+        let g = self.group(group)?;
+        Ok(self
+            .lifecycle
+            .reports(&self.config, g, &ConfiguredChecks, Instant::now()))
+    }
+
+    fn flows(&self, limit: usize) -> Result<FlowsReport, ControlError> {
+        match &self.xdp {
+            Some(xdp) => Ok(xdp.flows(limit)),
+            None => Err(ControlError::NotFound(
+                "no XDP data path: the connection table exists only with dataplane = \"xdp\""
+                    .into(),
+            )),
+        }
+    }
+
+    fn stats(&self) -> Result<StatsReport, ControlError> {
+        if self.xdp.is_none() {
+            return Err(ControlError::NotFound(
+                "no XDP data path: packet counters exist only with dataplane = \"xdp\"".into(),
+            ));
+        }
+        let snap = stats::snapshot(&self.config.daemon.pin_dir)
+            .map_err(|e| ControlError::Failed(ErrorChain(&e).to_string()))?;
+        Ok(stats_report(&self.config, &snap))
+    }
+
+    /// Runs `edit` on a copy of the running config and makes it the running
+    /// one if valid.
+    fn edit(
+        &mut self,
+        why: String,
+        edit: impl FnOnce(&mut Config) -> Result<(), ControlError>,
+    ) -> Result<ChangeReport, ControlError> {
+        let mut new = self.config.clone();
+        edit(&mut new)?;
+        if new == self.config {
+            return Ok(ChangeReport {
+                message: format!("{why}: no changes"),
+            });
+        }
+        self.replace(new, &why)
+    }
+
+    fn register(
+        &mut self,
+        group: &str,
+        specs: Vec<TargetSpec>,
+    ) -> Result<ChangeReport, ControlError> {
+        self.group(group)?;
+        if specs.is_empty() {
+            return Err(ControlError::Invalid("no targets given".into()));
+        }
+        let why = format!("register {} target(s) in {group}", specs.len());
+        self.edit(why, |c| {
+            let g = group_mut(c, group)?;
+            for s in specs {
+                let target = Target {
+                    address: s.address,
+                    port: s.port,
+                    weight: s.weight.unwrap_or(crate::config::DEFAULT_WEIGHT),
+                    zone: s.zone,
+                };
+                let ep = g.endpoint(&target);
+                match g.targets.iter_mut().find(|t| g_endpoint(g.port, t) == ep) {
+                    // Registering a registered target updates it, as in ELB.
+                    Some(t) => *t = target,
+                    None => g.targets.push(target),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn deregister(
+        &mut self,
+        group: &str,
+        targets: &[SocketAddr],
+    ) -> Result<ChangeReport, ControlError> {
+        let g = self.group(group)?;
+        for ep in targets {
+            if !g.targets.iter().any(|t| g.endpoint(t) == *ep) {
+                return Err(ControlError::NotFound(format!(
+                    "{ep} is not registered in target group {group:?}"
+                )));
+            }
+        }
+        let why = format!("deregister {} target(s) from {group}", targets.len());
+        self.edit(why, |c| {
+            let g = group_mut(c, group)?;
+            let port = g.port;
+            g.targets
+                .retain(|t| !targets.contains(&g_endpoint(port, t)));
+            Ok(())
+        })
+    }
+
+    fn set_weight(
+        &mut self,
+        group: &str,
+        target: SocketAddr,
+        weight: u32,
+    ) -> Result<ChangeReport, ControlError> {
+        let why = format!("set weight of {target} in {group} to {weight}");
+        self.group(group)?;
+        self.edit(why, |c| {
+            let g = group_mut(c, group)?;
+            let port = g.port;
+            let t = g
+                .targets
+                .iter_mut()
+                .find(|t| g_endpoint(port, t) == target)
+                .ok_or_else(|| {
+                    ControlError::NotFound(format!(
+                        "{target} is not registered in target group {group:?}"
+                    ))
+                })?;
+            t.weight = weight;
+            Ok(())
+        })
+    }
+
+    fn modify_listener(
+        &mut self,
+        name: &str,
+        a: &ListenerAttributes,
+    ) -> Result<ChangeReport, ControlError> {
+        let why = format!("modify listener {name}");
+        self.edit(why, |c| {
+            let l = listener_mut(c, name)?;
+            if let Some(v) = a.deletion_protection {
+                l.deletion_protection = v;
+            }
+            Ok(())
+        })
+    }
+
+    fn modify_target_group(
+        &mut self,
+        name: &str,
+        a: &TargetGroupAttributes,
+    ) -> Result<ChangeReport, ControlError> {
+        let why = format!("modify target group {name}");
+        self.edit(why, |c| {
+            let g = group_mut(c, name)?;
+            if let Some(v) = a.deletion_protection {
+                g.deletion_protection = v;
+            }
+            if let Some(v) = a.deregistration_delay {
+                g.deregistration_delay = v;
+            }
+            if let Some(v) = a.slow_start {
+                g.slow_start = v;
+            }
+            if let Some(v) = a.cross_zone {
+                g.cross_zone = v;
+            }
+            if let Some(v) = a.unhealthy_connection_termination {
+                g.unhealthy_connection_termination = v;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_listener(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
+        let why = format!("delete listener {name}");
+        self.edit(why, |c| {
+            listener_mut(c, name)?;
+            c.listeners.retain(|l| l.name != name);
+            Ok(())
+        })
+    }
+
+    fn delete_target_group(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
+        let why = format!("delete target group {name}");
+        self.edit(why, |c| {
+            group_mut(c, name)?;
+            if let Some(l) = c.listeners.iter().find(|l| l.target_group == name) {
+                return Err(ControlError::Conflict(format!(
+                    "target group {name:?} is in use by listener {:?}",
+                    l.name
+                )));
+            }
+            c.target_groups.retain(|g| g.name != name);
+            Ok(())
+        })
+    }
+}
+
+fn g_endpoint(group_port: u16, t: &Target) -> SocketAddr {
+    SocketAddr::new(t.address, t.port.unwrap_or(group_port))
+}
+
+fn group_mut<'a>(c: &'a mut Config, name: &str) -> Result<&'a mut TargetGroup, ControlError> {
+    c.target_groups
+        .iter_mut()
+        .find(|g| g.name == name)
+        .ok_or_else(|| ControlError::NotFound(format!("target group {name:?} does not exist")))
+}
+
+fn listener_mut<'a>(c: &'a mut Config, name: &str) -> Result<&'a mut Listener, ControlError> {
+    c.listeners
+        .iter_mut()
+        .find(|l| l.name == name)
+        .ok_or_else(|| ControlError::NotFound(format!("listener {name:?} does not exist")))
+}
+
+/// Refuses a change that removes a listener or target group with deletion
+/// protection on.
+fn protected_removals(old: &Config, new: &Config) -> Result<(), ControlError> {
+    for l in old.listeners.iter().filter(|l| l.deletion_protection) {
+        if !new.listeners.iter().any(|n| n.name == l.name) {
+            return Err(ControlError::Conflict(format!(
+                "listener {:?} has deletion protection on; turn it off before removing the listener",
+                l.name
+            )));
+        }
+    }
+    for g in old.target_groups.iter().filter(|g| g.deletion_protection) {
+        if new.target_group(&g.name).is_none() {
+            return Err(ControlError::Conflict(format!(
+                "target group {:?} has deletion protection on; turn it off before removing the group",
+                g.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `[daemon]` settings a reload cannot change in place.
+pub fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
+    let (a, b) = (&old.daemon, &new.daemon);
+    if a.interfaces != b.interfaces {
+        Some("interfaces")
+    } else if a.pin_dir != b.pin_dir {
+        Some("pin_dir")
+    } else if a.maglev_table_size != b.maglev_table_size {
+        Some("maglev_table_size")
+    } else if a.flow_capacity != b.flow_capacity {
+        Some("flow_capacity")
+    } else if a.max_vips != b.max_vips {
+        Some("max_vips")
+    } else if a.xdp_mode != b.xdp_mode {
+        Some("xdp_mode")
+    } else {
+        None
+    }
+}
+
+fn counters(name: String, c: &lb_common::Counters) -> CountersReport {
+    CountersReport {
+        name,
+        packets_in: c.packets_in,
+        bytes_in: c.bytes_in,
+        packets_out: c.packets_out,
+        bytes_out: c.bytes_out,
+        new_flows: c.new_flows,
+    }
+}
+
+fn stats_report(config: &Config, snap: &stats::Snapshot) -> StatsReport {
+    let listeners = snap
+        .vips
+        .iter()
+        .map(|(key, _, c)| {
+            let vip = net::display_vip(key);
+            let name = config
+                .listeners
+                .iter()
+                .find(|l| net::vip_key(l.address, l.port, l.protocol.ip_proto()) == *key)
+                .map_or(vip, |l| l.name.clone());
+            counters(name, c)
+        })
+        .collect();
+    let targets = snap
+        .targets
+        .iter()
+        .map(|(id, t, c)| {
+            let name =
+                net::target_endpoint(t).map_or_else(|| format!("id {id}"), |ep| ep.to_string());
+            counters(name, c)
+        })
+        .collect();
+    let datapath = snap
+        .stats
+        .iter()
+        .map(|(s, n)| (s.name().to_string(), *n))
+        .collect();
+    StatsReport {
+        listeners,
+        targets,
+        datapath,
+    }
+}

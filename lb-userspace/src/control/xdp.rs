@@ -1,0 +1,171 @@
+//! The XDP data path as the control loop drives it: the loaded object, its
+//! maps and the reconciler's view of them.
+//!
+//! Order on start: load the object (reusing pinned maps), recover the
+//! control-plane view from those maps, apply the config, and only then attach
+//! (or swap the program into the existing links), so the first packet a new
+//! attachment sees already finds its VIPs. Dropping an `XdpPath` leaves
+//! program, links and maps in place: forwarding continues without the daemon
+//! and the next `lb run` takes over.
+use std::{collections::HashSet, net::SocketAddr};
+
+use lb_common::{FlowKey, TargetState};
+use tracing::info;
+
+use super::command::{FlowReport, FlowsReport};
+use crate::{
+    bpf::{
+        kernel_maps::{KernelMapError, KernelMaps},
+        loader::{self, AttachMode, LoadError, LoadSpec},
+        stats,
+    },
+    config::{Config, XdpMode},
+    net,
+    state::{ApplyError, Changes, Plan, Reconciler},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Maps(#[from] KernelMapError),
+    #[error("programming the maps: {0}")]
+    Apply(#[from] ApplyError),
+}
+
+pub fn load_spec(cfg: &Config) -> LoadSpec {
+    LoadSpec {
+        pin_dir: cfg.daemon.pin_dir.clone(),
+        interfaces: cfg.daemon.interfaces.clone(),
+        mode: match cfg.daemon.xdp_mode {
+            XdpMode::Driver => AttachMode::Driver,
+            XdpMode::Generic => AttachMode::Generic,
+            XdpMode::Auto => AttachMode::Auto,
+        },
+        ring_size: cfg.daemon.maglev_table_size,
+        max_vips: cfg.daemon.max_vips,
+        flow_capacity: cfg.daemon.flow_capacity,
+    }
+}
+
+/// A running XDP data path.
+pub struct XdpPath {
+    // Keeps the program loaded while we hold it (the links hold it too).
+    _ebpf: aya::Ebpf,
+    maps: KernelMaps,
+    state: Reconciler,
+}
+
+impl XdpPath {
+    /// Loads, programs `config` with `plan`, attaches.
+    pub fn start(config: &Config, plan: &Plan) -> Result<Self, XdpError> {
+        let spec = load_spec(config);
+        let mut ebpf = loader::load(&spec)?;
+        let mut maps = KernelMaps::new(&mut ebpf)?;
+        let mut state = Reconciler::recover(&maps)?;
+        let report = state.apply_plan(&mut maps, config, plan)?;
+        info!(%report, "maps programmed");
+        let orphans = maps.purge_orphan_flows()?;
+        if orphans > 0 {
+            info!(orphans, "removed flows of VIPs that no longer exist");
+        }
+        loader::attach(&mut ebpf, &spec)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            maps,
+            state,
+        })
+    }
+
+    /// Applies `config` with `plan`; deletes the flows of VIPs that went and
+    /// of `released` targets (drained) that are no longer registered.
+    pub fn apply(
+        &mut self,
+        config: &Config,
+        plan: &Plan,
+        released: &[SocketAddr],
+    ) -> Result<Changes, XdpError> {
+        let before: Vec<(SocketAddr, u32)> = released
+            .iter()
+            .filter_map(|ep| self.state.target_id(ep).map(|id| (*ep, id)))
+            .collect();
+        let changes = self.state.apply_plan(&mut self.maps, config, plan)?;
+        if changes.vips_removed > 0 {
+            let purged = self.maps.purge_orphan_flows()?;
+            info!(purged, "removed the flows of removed VIPs");
+        }
+        let gone: HashSet<u32> = before
+            .into_iter()
+            .filter(|(ep, _)| self.state.target_id(ep).is_none())
+            .map(|(_, id)| id)
+            .collect();
+        if !gone.is_empty() {
+            let purged = self.maps.purge_target_flows(&gone)?;
+            info!(
+                purged,
+                targets = gone.len(),
+                "removed the flows of drained targets"
+            );
+        }
+        Ok(changes)
+    }
+
+    /// Connection-table size and a sample with targets resolved.
+    pub fn flows(&self, limit: usize) -> FlowsReport {
+        let (entries, sample) = self.maps.sample_flows(usize::MAX);
+        let now = stats::monotonic_coarse_ns();
+        let active = sample
+            .iter()
+            .filter(|(_, v)| stats::is_active(v, now))
+            .count() as u64;
+        let targets: std::collections::HashMap<u32, SocketAddr> = self
+            .state
+            .targets()
+            .filter_map(|(id, t)| net::target_endpoint(t).map(|ep| (id, ep)))
+            .collect();
+        let sample = sample
+            .into_iter()
+            .take(limit)
+            .filter_map(|(k, v)| {
+                Some(FlowReport {
+                    client: endpoint(&k, true)?,
+                    vip: endpoint(&k, false)?,
+                    protocol: match k.proto {
+                        lb_common::PROTO_UDP => "udp".into(),
+                        _ => "tcp".into(),
+                    },
+                    target: targets.get(&v.target_id).copied(),
+                    idle_s: now.saturating_sub(v.last_seen_ns) / 1_000_000_000,
+                })
+            })
+            .collect();
+        FlowsReport {
+            entries,
+            active,
+            sample,
+        }
+    }
+
+    /// Kernel state of a registered target (for reports).
+    pub fn target_state(&self, ep: &SocketAddr) -> Option<TargetState> {
+        let id = self.state.target_id(ep)?;
+        self.state
+            .targets()
+            .find(|(i, _)| *i == id)
+            .map(|(_, t)| TargetState::from_u8(t.state))
+    }
+}
+
+/// Client (`src`) or VIP (`dst`) side of a flow key.
+fn endpoint(k: &FlowKey, src: bool) -> Option<SocketAddr> {
+    let (addr, port) = if src {
+        (&k.src, k.sport)
+    } else {
+        (&k.dst, k.dport)
+    };
+    Some(SocketAddr::new(
+        net::decode_addr(addr, k.family)?,
+        u16::from_be(port),
+    ))
+}
