@@ -80,9 +80,9 @@ pub fn is_prime(n: u32) -> bool {
 /// A target's walk through its permutation and its weight credit.
 struct Walker {
     id: u32,
-    offset: u64,
     skip: u64,
-    /// Index into the permutation of the next slot to try.
+    /// The next slot to try: `(offset + j * skip) % m` at the walker's j-th
+    /// probe, where `offset` is where its permutation starts.
     next: u64,
     weight: u64,
     credit: u64,
@@ -107,9 +107,8 @@ pub fn build(targets: &[MaglevTarget<'_>], size: u32) -> Result<Vec<u32>, Maglev
         .iter()
         .map(|t| Walker {
             id: t.id,
-            offset: hash(t.key.as_bytes(), SEED_OFFSET) % m,
             skip: hash(t.key.as_bytes(), SEED_SKIP) % (m - 1) + 1,
-            next: 0,
+            next: hash(t.key.as_bytes(), SEED_OFFSET) % m,
             weight: u64::from(t.weight),
             credit: 0,
         })
@@ -126,8 +125,13 @@ pub fn build(targets: &[MaglevTarget<'_>], size: u32) -> Result<Vec<u32>, Maglev
             // A free slot exists (filled < size) and the permutation visits
             // every slot once within m steps, so this ends before next == m.
             loop {
-                let slot = ((w.offset + w.next * w.skip) % m) as usize;
-                w.next += 1;
+                // `next` is (offset + j * skip) % m for the walker's j-th
+                // turn, kept incrementally: no division in the hot loop.
+                let slot = w.next as usize;
+                w.next += w.skip;
+                if w.next >= m {
+                    w.next -= m;
+                }
                 if table[slot] == RING_EMPTY {
                     table[slot] = w.id;
                     break;

@@ -1,6 +1,9 @@
 //! What the maps should hold for a config, before ids are assigned.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+};
 
 use lb_common::{Addr, TargetState, VipAddrKey, VipKey, maps::port_flags, vip::vip_flags};
 
@@ -67,7 +70,8 @@ pub(super) struct DesiredVip {
 pub(super) struct Desired {
     /// Every target of a group some listener uses, weight 0 included (so
     /// that its existing flows continue), with the state to program.
-    pub targets: BTreeMap<SocketAddr, TargetState>,
+    /// (A hash map: large configs list 100,000s of targets.)
+    pub targets: HashMap<SocketAddr, TargetState>,
     /// In listener order, so VIP ids are handed out in file order.
     pub vips: Vec<DesiredVip>,
     pub vip_addrs: BTreeMap<(u8, Addr), VipAddrKey>,
@@ -81,14 +85,20 @@ impl Desired {
     /// skipped, and so are listeners the XDP program does not serve.
     pub fn from_config(config: &Config, plan: &Plan) -> Self {
         let mut d = Desired {
-            targets: BTreeMap::new(),
+            targets: HashMap::new(),
             vips: Vec::new(),
             vip_addrs: BTreeMap::new(),
             ports: BTreeMap::new(),
             ring_size: config.daemon.maglev_table_size,
         };
+        let groups: HashMap<&str, &TargetGroup> = config
+            .target_groups
+            .iter()
+            .rev() // the first group of a name wins, as in Config::target_group
+            .map(|g| (g.name.as_str(), g))
+            .collect();
         for listener in config.listeners.iter().filter(|l| l.protocol.in_kernel()) {
-            let Some(group) = config.target_group(&listener.target_group) else {
+            let Some(&group) = groups.get(listener.target_group.as_str()) else {
                 continue;
             };
             let key = net::vip_key(

@@ -204,6 +204,54 @@ struct VipEntry {
     /// `None` after [`Reconciler::recover`] until the first apply compares the
     /// live table with the config's.
     ring: Option<RingInput>,
+    /// The desired members `ring` was made from (before ids): equal members
+    /// and settings mean nothing to do, without looking up any id.
+    members: Vec<(SocketAddr, u32)>,
+}
+
+impl VipEntry {
+    fn unchanged(&self, dv: &DesiredVip, ring_size: u32) -> bool {
+        self.ring.as_ref().is_some_and(|r| r.size == ring_size)
+            && self.members == dv.members
+            && self.meta.flags == dv.flags
+            && self.meta.idle_timeout_s == dv.idle_timeout_s
+    }
+}
+
+/// Builds the tables `work` marks, on every CPU; in `work` order.
+fn build_tables(
+    work: &[(&DesiredVip, RingInput, bool)],
+) -> Result<Vec<Option<Vec<u32>>>, ApplyError> {
+    let jobs: Vec<(&str, &RingInput)> = work
+        .iter()
+        .filter(|w| w.2)
+        .map(|(dv, input, _)| (dv.name.as_str(), input))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if jobs.len() < 2 || threads < 2 {
+        return jobs
+            .iter()
+            .map(|(name, input)| input.build(name).map(Some))
+            .collect();
+    }
+    let chunk = jobs.len().div_ceil(threads);
+    let results: Vec<Result<Vec<Vec<u32>>, ApplyError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(|(name, input)| input.build(name)).collect())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a Maglev build thread panicked"))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(jobs.len());
+    for part in results {
+        out.extend(part?.into_iter().map(Some));
+    }
+    Ok(out)
 }
 
 /// The daemon's view of the maps it owns.
@@ -252,6 +300,7 @@ impl Reconciler {
                     key,
                     meta,
                     ring: None,
+                    members: Vec::new(),
                 },
             );
         }
@@ -351,7 +400,11 @@ impl Reconciler {
         // until step 5, so they are never reused within this apply.
         let held: BTreeSet<u32> = self.targets.keys().copied().collect();
         let mut free = (0..MAX_TARGETS).filter(move |id| !held.contains(id));
-        for (&ep, &state) in &d.targets {
+        // In endpoint order, so fresh ids do not depend on hashing.
+        let mut desired: Vec<(SocketAddr, TargetState)> =
+            d.targets.iter().map(|(ep, s)| (*ep, *s)).collect();
+        desired.sort_unstable_by_key(|(ep, _)| *ep);
+        for (ep, state) in desired {
             if let Some(&id) = self.target_ids.get(&ep) {
                 let cur = self.targets[&id].entry;
                 if cur.state != state as u8 {
@@ -445,8 +498,16 @@ impl Reconciler {
                 invalid.insert(*ord);
             }
         }
+        // What each VIP needs, then every table that must be built, built in
+        // parallel (the expensive part of a large apply), then the writes in
+        // order.
+        let mut work: Vec<(&DesiredVip, RingInput, bool)> = Vec::new();
         for dv in &d.vips {
             let ord = vip_ord(&dv.key);
+            let current = self.vips.get(&ord).filter(|_| !invalid.contains(&ord));
+            if current.is_some_and(|v| v.unchanged(dv, d.ring_size)) {
+                continue;
+            }
             let input = RingInput {
                 size: d.ring_size,
                 members: dv
@@ -455,10 +516,17 @@ impl Reconciler {
                     .map(|&(ep, w)| (ep, self.target_ids[&ep], w))
                     .collect(),
             };
+            let build = current.is_none_or(|v| v.ring.as_ref() != Some(&input));
+            work.push((dv, input, build));
+        }
+        let mut tables = build_tables(&work)?.into_iter();
+        for (dv, input, build) in work {
+            let table = if build { tables.next().flatten() } else { None };
+            let ord = vip_ord(&dv.key);
             match self.vips.get(&ord) {
                 Some(v) if !invalid.contains(&ord) => {
                     let v = v.clone();
-                    self.update_vip(plane, dv, v, input, changes)?;
+                    self.update_vip(plane, dv, v, input, table, changes)?;
                 }
                 _ => {
                     let id = (0..max_vips)
@@ -467,7 +535,11 @@ impl Reconciler {
                         .next()
                         .ok_or(ApplyError::VipIdsExhausted { max_vips })?;
                     held.insert(id);
-                    self.add_vip(plane, dv, id, input)?;
+                    let table = match table {
+                        Some(t) => t,
+                        None => input.build(&dv.name)?,
+                    };
+                    self.add_vip(plane, dv, id, input, table)?;
                     changes.vips_added += 1;
                 }
             }
@@ -481,8 +553,8 @@ impl Reconciler {
         dv: &DesiredVip,
         vip_id: u32,
         input: RingInput,
+        table: Vec<u32>,
     ) -> Result<(), ApplyError> {
-        let table = input.build(&dv.name)?;
         let slot = 2 * vip_id;
         ctx(plane.reset_vip_counters(vip_id), || {
             format!("reset VIP_STATS[{vip_id}] for listener {:?}", dv.name)
@@ -511,25 +583,31 @@ impl Reconciler {
                 key: dv.key,
                 meta,
                 ring: Some(input),
+                members: dv.members.clone(),
             },
         );
         Ok(())
     }
 
+    /// `built`: the table for `input`, when the caller built it already.
     fn update_vip<P: DataPlane>(
         &mut self,
         plane: &mut P,
         dv: &DesiredVip,
         mut v: VipEntry,
         input: RingInput,
+        built: Option<Vec<u32>>,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        let mut table = None;
+        let mut table = built;
         let same_table = match &v.ring {
             Some(live) => *live == input,
             // Recovered: compare with what is actually live, once.
             None if v.meta.ring_size == input.size => {
-                let want = input.build(&dv.name)?;
+                let want = match table.take() {
+                    Some(t) => t,
+                    None => input.build(&dv.name)?,
+                };
                 let live = ctx(plane.read_ring(v.meta.ring_slot, input.size), || {
                     format!(
                         "read Maglev slot {} of listener {:?}",
@@ -587,6 +665,7 @@ impl Reconciler {
             changes.tables_switched += 1;
         }
         v.meta = meta;
+        v.members = dv.members.clone();
         self.vips.insert(vip_ord(&dv.key), v);
         Ok(())
     }

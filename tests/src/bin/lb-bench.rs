@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lb_tests::bench_e2e;
 use lb_tests::bench_xdp::{self, Opts, Row};
+use lb_tests::{bench_apply, bench_e2e};
 
 #[derive(Parser)]
 #[command(about = "xdp-lb benchmarks (run through `cargo xtask bench`)")]
@@ -16,6 +16,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum What {
+    /// Control plane: time to program a config of `vips` x `targets` into
+    /// the kernel maps from scratch and to apply a one-target change, next
+    /// to building the Maglev tables alone and writing them alone.
+    Control {
+        #[arg(long, default_value_t = 1000)]
+        vips: u32,
+        #[arg(long, default_value_t = 100)]
+        targets: u32,
+        /// Slots per Maglev table (prime).
+        #[arg(long, default_value_t = 65537)]
+        ring_size: u32,
+    },
     /// ns per packet of lb_xdp through BPF_PROG_TEST_RUN, next to trivial programs.
     Xdp {
         /// Measurements per case (median and min are reported).
@@ -115,8 +127,57 @@ fn json(rows: &[Row], cost: &bench_xdp::FlowCost, opts: &Opts) -> String {
     )
 }
 
+fn control(vips: u32, targets: u32, ring_size: u32) {
+    let r = bench_apply::run(&bench_apply::ApplyOpts {
+        vips,
+        targets,
+        ring_size,
+    });
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "apply: {vips} VIPs x {targets} targets, Maglev tables of {ring_size} slots, real kernel maps"
+    );
+    println!("  {:<44} {:>10.1} ms", "from scratch", ms(r.from_scratch));
+    println!(
+        "  {:<44} {:>10.1} ms",
+        "  baseline: build the tables only",
+        ms(r.maglev_build_only)
+    );
+    println!(
+        "  {:<44} {:>10.1} ms",
+        "  baseline: write the tables only (mmap)",
+        ms(r.ring_write_only)
+    );
+    println!(
+        "  {:<44} {:>10.2}x",
+        "  from scratch / (build + write)",
+        ms(r.from_scratch) / (ms(r.maglev_build_only) + ms(r.ring_write_only))
+    );
+    println!(
+        "  {:<44} {:>10.3} ms",
+        "re-apply unchanged",
+        ms(r.reapply_unchanged)
+    );
+    println!(
+        "  {:<44} {:>10.3} ms",
+        "one-target change (weight)",
+        ms(r.one_target)
+    );
+    println!(
+        "  {:<44} {:>10.3}x",
+        "  one-target / (build + write of one table)",
+        ms(r.one_target) / ((ms(r.maglev_build_only) + ms(r.ring_write_only)) / vips as f64)
+    );
+    println!("  {}", r.summary);
+}
+
 fn main() {
     match Cli::parse().what {
+        What::Control {
+            vips,
+            targets,
+            ring_size,
+        } => control(vips, targets, ring_size),
         What::Xdp {
             rounds,
             repeat,
