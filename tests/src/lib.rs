@@ -2,6 +2,7 @@
 
 // End-to-end support: namespaces, topology, child processes, traffic clients.
 pub mod client;
+pub mod lab;
 pub mod netns;
 pub mod proc;
 pub mod topology;

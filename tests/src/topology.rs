@@ -400,6 +400,7 @@ pub struct TargetSpec {
     pub address: IpAddr,
     pub port: u16,
     pub weight: u32,
+    pub zone: Option<String>,
 }
 
 /// A target group: where a listener's flows go.
@@ -409,6 +410,8 @@ pub struct TargetGroupSpec {
     /// `"tcp"` or `"udp"`.
     pub protocol: String,
     pub port: u16,
+    /// More `key = value` lines of the group (attributes, health check).
+    pub extra: Vec<String>,
     pub targets: Vec<TargetSpec>,
 }
 
@@ -431,6 +434,10 @@ pub struct ConfigSpec {
     pub pin_dir: PathBuf,
     pub listeners: Vec<ListenerSpec>,
     pub target_groups: Vec<TargetGroupSpec>,
+    /// More `key = value` lines of `[daemon]`.
+    pub daemon_extra: Vec<String>,
+    /// TOML appended at the end (e.g. an `[api]` table).
+    pub tail: String,
 }
 
 impl ConfigSpec {
@@ -456,6 +463,7 @@ impl ConfigSpec {
                     name,
                     protocol: proto.into(),
                     port: tport,
+                    extra: Vec::new(),
                     targets: targets
                         .iter()
                         .map(|&i| TargetSpec {
@@ -466,6 +474,7 @@ impl ConfigSpec {
                             },
                             port: tport,
                             weight: 1,
+                            zone: None,
                         })
                         .collect(),
                 });
@@ -477,6 +486,8 @@ impl ConfigSpec {
             pin_dir: pin_dir.to_owned(),
             listeners,
             target_groups: groups,
+            daemon_extra: Vec::new(),
+            tail: String::new(),
         }
     }
 
@@ -490,6 +501,7 @@ impl ConfigSpec {
             format!("xdp_mode = {:?}", self.xdp_mode),
             format!("pin_dir = {:?}", self.pin_dir.display().to_string()),
         ];
+        out.extend(self.daemon_extra.iter().cloned());
         for l in &self.listeners {
             out.extend([
                 String::new(),
@@ -509,6 +521,7 @@ impl ConfigSpec {
                 format!("protocol = {:?}", g.protocol),
                 format!("port = {}", g.port),
             ]);
+            out.extend(g.extra.iter().cloned());
             for t in &g.targets {
                 out.extend([
                     String::new(),
@@ -517,9 +530,13 @@ impl ConfigSpec {
                     format!("  port = {}", t.port),
                     format!("  weight = {}", t.weight),
                 ]);
+                if let Some(zone) = &t.zone {
+                    out.push(format!("  zone = {zone:?}"));
+                }
             }
         }
         out.push(String::new());
+        out.push(self.tail.clone());
         out.join("\n")
     }
 }

@@ -1,0 +1,321 @@
+//! A running end-to-end lab: a [`Topology`] with test servers in its
+//! target namespaces and `lb run` serving a config in the load-balancer
+//! namespace, plus the traffic helpers the end-to-end tests share.
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::client::{EchoConn, FlowReport, count_by_target};
+use crate::netns;
+use crate::proc::{self, LbDaemon};
+use crate::topology::{ConfigSpec, Topology, TopologyOpts, VIP4, VIP6, target_name};
+
+/// `lb-test-server`: from `LB_TEST_BIN_DIR` (set by `cargo xtask test`),
+/// else next to the test executable's directory (`target/<profile>/`).
+pub fn server_bin() -> PathBuf {
+    test_bin("lb-test-server")
+}
+
+/// A binary of this crate, found as [`server_bin`] finds its own.
+pub fn test_bin(name: &str) -> PathBuf {
+    let p = match std::env::var_os("LB_TEST_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            let deps = exe.parent().expect("exe dir");
+            deps.parent().unwrap_or(deps).join(name)
+        }
+    };
+    assert!(
+        p.is_file(),
+        "{} does not exist: run the tests through `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+pub fn vip4(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP4.into(), port)
+}
+
+pub fn vip6(port: u16) -> SocketAddr {
+    SocketAddr::new(VIP6.into(), port)
+}
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// New flows per spread check; each target must get its even share ±25%.
+/// With 300 flows over 3 targets ±25% is only ±3σ of a perfect hash (a
+/// false failure in ~0.7% of checks: 127/99/74 was seen once); with 600 it
+/// is ±6σ, while an imbalance of 25% is caught as often as before.
+pub const SPREAD_FLOWS: usize = 600;
+
+/// A topology with servers running and `lb run` serving a config.
+/// Fields drop in order: daemon (SIGTERM + `lb down`), then the topology.
+pub struct Lab {
+    pub daemon: Option<LbDaemon>,
+    pub topo: Topology,
+    pub lb: PathBuf,
+    pub server: PathBuf,
+    pub config: PathBuf,
+    edit: Box<dyn Fn(&mut ConfigSpec) + Send>,
+}
+
+impl Lab {
+    /// `targets` namespaces with servers; `registered` (1-based) in the
+    /// config; `lb run` started.
+    pub fn new(name: &str, targets: usize, registered: &[usize]) -> Self {
+        Self::with(name, targets, registered, |_| {})
+    }
+
+    /// [`Lab::new`] with the standard config edited by `edit` (also on every
+    /// [`Lab::reconfigure`]).
+    pub fn with(
+        name: &str,
+        targets: usize,
+        registered: &[usize],
+        edit: impl Fn(&mut ConfigSpec) + Send + 'static,
+    ) -> Self {
+        netns::require_root();
+        let lb = proc::lb_bin();
+        let server = server_bin();
+        let mut topo = Topology::new(
+            name,
+            TopologyOpts {
+                targets,
+                ..TopologyOpts::default()
+            },
+        );
+        topo.start_servers(&server);
+        let mut spec = topo.config_spec(registered);
+        edit(&mut spec);
+        let config = topo.write_config(&spec);
+        let mut lab = Self {
+            daemon: None,
+            topo,
+            lb,
+            server,
+            config,
+            edit: Box::new(edit),
+        };
+        lab.start_daemon();
+        lab
+    }
+
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        self.daemon = Some(LbDaemon::start_with(
+            &self.lb,
+            self.topo.lb.name(),
+            &self.config,
+        ));
+    }
+
+    /// SIGTERM: program and pins stay.
+    pub fn stop_daemon(&mut self) {
+        self.daemon.take().expect("daemon running").stop();
+    }
+
+    pub fn reconfigure(&self, registered: &[usize]) {
+        let mut spec = self.topo.config_spec(registered);
+        (self.edit)(&mut spec);
+        self.topo.write_config(&spec);
+    }
+
+    pub fn flows(&self, proto: &str, vip: SocketAddr, count: usize) -> Vec<FlowReport> {
+        let run = self.topo.run_clients(&self.server, proto, vip, count);
+        if !run.all_ok() {
+            panic!("{}\n{}", run.describe_failure(), self.diagnostics());
+        }
+        run.flows
+    }
+
+    /// The daemon's output and `lb stats`, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let daemon = self
+            .daemon
+            .as_ref()
+            .map_or_else(|| "(lb run stopped)".to_owned(), LbDaemon::output);
+        let stats = proc::lb_cmd(
+            &self.lb,
+            self.topo.lb.name(),
+            &[
+                "stats".as_ref(),
+                "--config".as_ref(),
+                self.config.as_os_str(),
+            ],
+        );
+        format!(
+            "{daemon}\n--- lb stats ---\n{}{}",
+            String::from_utf8_lossy(&stats.stdout),
+            String::from_utf8_lossy(&stats.stderr)
+        )
+    }
+
+    pub fn connect(&self, vip: SocketAddr) -> EchoConn {
+        EchoConn::connect_in(self.topo.client.name(), vip, IO_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "long-lived connection to {vip}: {e:#}\n{}",
+                self.diagnostics()
+            )
+        })
+    }
+}
+
+/// Checks that `flows` spread over exactly `targets` (1-based), each within
+/// ±25% of an even share, and that every target saw the client's own
+/// address and port.
+pub fn assert_spread(flows: &[FlowReport], targets: &[usize], client: IpAddr) {
+    let counts = count_by_target(flows);
+    let share = flows.len() as f64 / targets.len() as f64;
+    let (lo, hi) = (
+        (share * 0.75).floor() as usize,
+        (share * 1.25).ceil() as usize,
+    );
+    for name in counts.keys() {
+        assert!(
+            targets.iter().any(|&i| target_name(i) == *name),
+            "flows reached {name}, which is not registered (registered: {targets:?}); counts {counts:?}"
+        );
+    }
+    for &i in targets {
+        let n = counts.get(&target_name(i)).copied().unwrap_or(0);
+        assert!(
+            (lo..=hi).contains(&n),
+            "{} got {n} of {} flows, expected {lo}..={hi}; counts {counts:?}",
+            target_name(i),
+            flows.len()
+        );
+    }
+    for f in flows {
+        assert_eq!(
+            f.seen.ip(),
+            client,
+            "{} saw client address {} instead of {client} (flow {f:?})",
+            f.target,
+            f.seen
+        );
+        assert_eq!(
+            f.seen, f.local,
+            "{} saw source {} but the client socket is {} (source port changed?)",
+            f.target, f.seen, f.local
+        );
+    }
+}
+
+pub fn assert_distinct_ports(flows: &[FlowReport]) {
+    let mut ports: Vec<u16> = flows.iter().map(|f| f.local.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), flows.len(), "client source ports repeat");
+}
+
+/// Echoes lines through a connection on a background thread until stopped;
+/// the first failure ends it.
+pub struct Pinger {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    target: String,
+    handle: Option<JoinHandle<Result<EchoConn, String>>>,
+}
+
+impl Pinger {
+    pub fn start(mut conn: EchoConn) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let target = conn.target.clone();
+        let (stop2, ok2) = (Arc::clone(&stop), Arc::clone(&ok));
+        let handle = thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                n += 1;
+                conn.echo(&format!("ping {n}"))
+                    .map_err(|e| format!("echo {n} failed: {e:#}"))?;
+                ok2.fetch_add(1, Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(10));
+            }
+            Ok(conn)
+        });
+        Self {
+            stop,
+            ok,
+            target,
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits until `n` more echoes succeeded; panics (with the echo error)
+    /// if the connection broke or stalled.
+    pub fn expect_progress(&mut self, n: usize, during: &str) {
+        let start = self.ok.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ok.load(Ordering::Relaxed) < start + n {
+            if self.handle.as_ref().is_some_and(JoinHandle::is_finished) {
+                let err = self.finish_err();
+                panic!(
+                    "long-lived connection to {} broke {during}: {err}",
+                    self.target
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "long-lived connection to {} stalled {during}",
+                self.target
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the connection breaks (its echo fails) and returns the
+    /// error; panics if it still works after `within`.
+    pub fn expect_broken(&mut self, within: Duration, why: &str) -> String {
+        let deadline = Instant::now() + within;
+        while !self.handle.as_ref().is_some_and(JoinHandle::is_finished) {
+            assert!(
+                Instant::now() < deadline,
+                "connection to {} still works {within:?} later; expected it to break: {why}",
+                self.target
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.finish_err()
+    }
+
+    /// Echoes that succeeded so far.
+    pub fn echoes(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn finish_err(&mut self) -> String {
+        match self.handle.take().expect("pinger running").join() {
+            Ok(Ok(_)) => "stopped".to_owned(),
+            Ok(Err(e)) => e,
+            Err(_) => "pinger thread panicked".to_owned(),
+        }
+    }
+
+    /// Stops the thread and returns the connection; panics if it broke.
+    pub fn finish(mut self) -> EchoConn {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.take().expect("pinger running").join() {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => panic!("long-lived connection to {} broke: {e}", self.target),
+            Err(_) => panic!("pinger thread panicked"),
+        }
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn target_index(name: &str) -> usize {
+    name.strip_prefix('t')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected target name {name:?}"))
+}
