@@ -292,3 +292,47 @@ pub fn count_by_target(flows: &[FlowReport]) -> BTreeMap<String, usize> {
     }
     m
 }
+
+/// One UDP flow through the VIP (a connected socket, so one source port),
+/// kept to send several datagrams on the same flow.
+pub struct UdpConn {
+    sock: UdpSocket,
+    pub local: SocketAddr,
+}
+
+impl UdpConn {
+    /// A socket in namespace `ns` connected to `vip` (usable from any thread).
+    pub fn connect_in(ns: &str, vip: SocketAddr, timeout: Duration) -> Result<Self> {
+        netns::in_netns(ns, move || {
+            let any: IpAddr = match vip {
+                SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            };
+            let sock = UdpSocket::bind((any, 0)).context("bind udp socket")?;
+            sock.connect(vip)
+                .with_context(|| format!("connect udp {vip}"))?;
+            sock.set_read_timeout(Some(timeout))?;
+            let local = sock.local_addr()?;
+            Ok(Self { sock, local })
+        })
+    }
+
+    /// Sends one datagram and returns the name of the target that answered
+    /// (retrying a lost one up to 3 times).
+    pub fn ask(&mut self, msg: &str) -> Result<String> {
+        let mut buf = [0u8; 2048];
+        let mut last = None;
+        for _ in 0..4 {
+            self.sock.send(msg.as_bytes()).context("send")?;
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    return Ok(parse_greeting(&reply)?.0);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(anyhow!(last.expect("an attempt"))
+            .context(format!("no reply on UDP flow {}", self.local)))
+    }
+}

@@ -94,6 +94,8 @@ impl Default for TopologyOpts {
 pub struct Topology {
     /// Servers and other processes attached to the topology.
     children: Vec<NsChild>,
+    /// `lb-test-server` of target i + 1, while running.
+    servers: Vec<Option<NsChild>>,
     veths: Vec<VethPair>,
     pub client: Netns,
     pub lb: Netns,
@@ -144,6 +146,7 @@ impl Topology {
             .collect();
         let mut topo = Self {
             children: Vec::new(),
+            servers: Vec::new(),
             veths: Vec::new(),
             client,
             lb,
@@ -251,25 +254,44 @@ impl Topology {
     /// 5353, dual-stack) and waits until each prints `ready`.
     pub fn start_servers(&mut self, server_bin: &Path) {
         for i in 1..=self.targets.len() {
-            let name = target_name(i);
-            let args = [
-                "--name".to_owned(),
-                name.clone(),
-                "--tcp".to_owned(),
-                format!("[::]:{TARGET_TCP_PORT}"),
-                "--udp".to_owned(),
-                format!("[::]:{TARGET_UDP_PORT}"),
-            ];
-            let mut child = NsChild::spawn(
-                &format!("server {name}"),
-                self.targets[i - 1].name(),
-                server_bin,
-                &args,
-                crate::proc::verbose(),
-            );
-            child.wait_for_line("ready", Duration::from_secs(10));
-            self.children.push(child);
+            self.start_server(server_bin, i);
         }
+    }
+
+    /// Starts the server of target `i` (1-based) and waits until it is ready.
+    pub fn start_server(&mut self, server_bin: &Path, i: usize) {
+        let name = target_name(i);
+        let args = [
+            "--name".to_owned(),
+            name.clone(),
+            "--tcp".to_owned(),
+            format!("[::]:{TARGET_TCP_PORT}"),
+            "--udp".to_owned(),
+            format!("[::]:{TARGET_UDP_PORT}"),
+        ];
+        let mut child = NsChild::spawn(
+            &format!("server {name}"),
+            self.targets[i - 1].name(),
+            server_bin,
+            &args,
+            crate::proc::verbose(),
+        );
+        child.wait_for_line("ready", Duration::from_secs(10));
+        if self.servers.len() < i {
+            self.servers.resize_with(i, || None);
+        }
+        assert!(
+            self.servers[i - 1].is_none(),
+            "{name}'s server is already running"
+        );
+        self.servers[i - 1] = Some(child);
+    }
+
+    /// Kills the server of target `i` (1-based): its ports are closed, so
+    /// connections to it are refused by its kernel.
+    pub fn stop_server(&mut self, i: usize) {
+        let child = self.servers.get_mut(i - 1).and_then(Option::take);
+        drop(child.unwrap_or_else(|| panic!("{}'s server is not running", target_name(i))));
     }
 
     /// Keeps `child` alive as long as the topology (killed before teardown).
@@ -341,6 +363,7 @@ impl Drop for Topology {
         // Processes first (they may hold namespaces and the bpffs mount),
         // then links, namespaces, bpffs, directory: the field order.
         self.children.clear();
+        self.servers.clear();
     }
 }
 
