@@ -6,6 +6,8 @@
 //!   a config to them through the [`state::DataPlane`] trait (the map
 //!   protocol is documented there).
 //! - [`net`]: `std::net` <-> map encoding of addresses and ports.
+//! - [`http`]: `http`/`https` listeners (ALB rules, proxying, keep-alive
+//!   pools toward targets).
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
 //! - [`cli`]: the subcommands behind the `lb` binary.
@@ -18,6 +20,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod instance;
 pub mod maglev;
 pub mod net;

@@ -12,6 +12,7 @@
 //! docs/config.md describes every key for operators; keep the two in step.
 
 mod daemon;
+pub mod http;
 mod listener;
 mod target_group;
 mod validate;

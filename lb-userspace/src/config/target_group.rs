@@ -3,7 +3,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
-use super::{DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol};
+use super::{
+    DEFAULT_TCP_IDLE_TIMEOUT, http::Algorithm, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol};
 
 /// `[[target_group]]`: targets and how flows are spread and kept on them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -27,6 +28,15 @@ pub struct TargetGroup {
     /// Seconds a UDP flow may be idle before it is rebalanced.
     #[serde(default = "default_udp_idle_timeout")]
     pub udp_idle_timeout: u32,
+    /// http/https: seconds an idle back-end connection is kept for reuse;
+    /// 0 opens one connection per request (an anti-pattern).
+    pub keep_alive_timeout: Option<u32>,
+    /// http/https: seconds a target has to start answering (else 504).
+    pub response_timeout: Option<u32>,
+    /// http/https: connections opened to each target ahead of requests.
+    pub warm_connections: Option<u32>,
+    /// http/https: how requests are spread over targets.
+    pub algorithm: Option<Algorithm>,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,

@@ -12,7 +12,8 @@ use std::{
 use lb_common::limits;
 
 use super::{
-    Config, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, TCP_IDLE_TIMEOUT,
+    Config, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, Protocol,
+    TCP_IDLE_TIMEOUT,
     TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
 };
 use crate::maglev;
@@ -48,14 +49,14 @@ impl ValidationErrors {
         self.0.is_empty()
     }
 
-    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.0.push(ValidationError {
             path: path.into(),
             reason: reason.into(),
         });
     }
 
-    fn range<T: PartialOrd + fmt::Display>(
+    pub(super) fn range<T: PartialOrd + fmt::Display>(
         &mut self,
         path: impl Into<String>,
         value: T,
@@ -95,6 +96,7 @@ impl Config {
             check_target_group(self, i, group, &mut errs);
         }
         check_totals(self, &mut errs);
+        super::http::check(self, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
@@ -214,10 +216,22 @@ fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
         } else {
             services.insert(service, l);
         }
-        match c.target_group(&l.target_group) {
+        // http/https listeners name their groups in actions (config::http).
+        let group = match (&l.target_group, l.protocol.in_kernel() || l.protocol == Protocol::Tls) {
+            (Some(g), _) => g,
+            (None, true) => {
+                errs.push(
+                    format!("{path}.target_group"),
+                    format!("required for {} listeners", l.protocol),
+                );
+                continue;
+            }
+            (None, false) => continue,
+        };
+        match c.target_group(group) {
             None => errs.push(
                 format!("{path}.target_group"),
-                format!("unknown target group {:?}", l.target_group),
+                format!("unknown target group {group:?}"),
             ),
             Some(g) if !l.protocol.accepts_group(g.protocol) => errs.push(
                 format!("{path}.target_group"),
@@ -275,7 +289,7 @@ fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut Validati
     let users: Vec<_> = c
         .listeners
         .iter()
-        .filter(|l| is_first && l.target_group == g.name)
+        .filter(|l| is_first && l.referenced_groups().contains(&g.name.as_str()))
         .collect();
     let mut endpoints = HashMap::new();
     for (j, t) in g.targets.iter().enumerate() {

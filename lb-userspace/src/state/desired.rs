@@ -50,7 +50,11 @@ impl Desired {
             ring_size: config.daemon.maglev_table_size,
         };
         for listener in config.listeners.iter().filter(|l| l.protocol.in_kernel()) {
-            let Some(group) = config.target_group(&listener.target_group) else {
+            let Some(group) = listener
+                .target_group
+                .as_deref()
+                .and_then(|g| config.target_group(g))
+            else {
                 continue;
             };
             let key = net::vip_key(
