@@ -10,8 +10,9 @@ use std::{
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-/// Called with the number of body bytes sent.
-pub type Finish = Box<dyn FnOnce(u64) + Send + Sync>;
+/// Called with the number of body bytes sent and whether the body reached
+/// its end (false: abandoned, e.g. the client went away).
+pub type Finish = Box<dyn FnOnce(u64, bool) + Send + Sync>;
 
 pub struct ProxyBody {
     inner: Inner,
@@ -51,16 +52,18 @@ impl ProxyBody {
         self.finish = Some(finish);
     }
 
-    fn done(&mut self) {
+    fn done(&mut self, complete: bool) {
         if let Some(f) = self.finish.take() {
-            f(self.sent);
+            f(self.sent, complete);
         }
     }
 }
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        self.done();
+        // hyper may never poll a body that is empty from the start.
+        let complete = self.is_end_stream();
+        self.done(complete);
     }
 }
 
@@ -82,7 +85,8 @@ impl Body for ProxyBody {
                     self.sent += data.len() as u64;
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.done(),
+            Poll::Ready(None) => self.done(true),
+            Poll::Ready(Some(Err(_))) => self.done(false),
             Poll::Pending => {}
         }
         polled

@@ -30,6 +30,19 @@ use super::{
 pub struct Exchange {
     /// Counts the request as outstanding on its target.
     pub outstanding: Option<Outstanding>,
+    /// The connection, to give back when the body ends; `None` when it
+    /// must not be reused.
+    pub lease: Option<(Arc<GroupPool>, Lease)>,
+}
+
+impl Exchange {
+    /// Ends the exchange: a connection whose response was read to its end
+    /// goes back to the pool, any other is closed.
+    pub fn finish(self, complete: bool) {
+        if let (true, Some((pool, lease))) = (complete, self.lease) {
+            pool.release(lease);
+        }
+    }
 }
 
 enum SendError {
@@ -89,8 +102,9 @@ pub async fn forward(
     record(l, group, status.as_u16(), took.as_secs_f64());
 
     let switched = status == StatusCode::SWITCHING_PROTOCOLS;
-    let reusable = !switched && !connection_has(resp.headers(), "close");
-    pool.release(lease, reusable);
+    if !switched && !connection_has(resp.headers(), "close") {
+        exchange.lease = Some((Arc::clone(pool), lease));
+    }
     if switched {
         match upgrade {
             Some(client_side) => {

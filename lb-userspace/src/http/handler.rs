@@ -60,10 +60,11 @@ pub async fn handle<G: Send + Sync + 'static>(
     let head_at = Instant::now();
     let log = l.access_log.clone();
     let name = l.name.clone();
-    resp.body_mut().on_finish(Box::new(move |sent| {
+    resp.body_mut().on_finish(Box::new(move |sent, complete| {
         // Held until here: the request counts as in flight (client idle
         // timeout) and outstanding (least outstanding requests).
-        drop((exchange, in_flight));
+        exchange.finish(complete);
+        drop(in_flight);
         if let Some(log) = log {
             entry.sent_bytes = sent;
             entry.response_processing = Some(head_at.elapsed());

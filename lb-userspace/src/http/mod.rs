@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pool;
 pub mod rules;
 pub mod server;
+mod tls_names;
 pub mod wildcard;
 
 pub use listener::{HttpListener, HttpListenerError};

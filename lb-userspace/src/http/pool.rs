@@ -2,9 +2,9 @@
 //! new TCP connection, and with back-end TLS a handshake, per request is the
 //! anti-pattern this exists to avoid).
 //!
-//! * A finished exchange hands its connection back once hyper says it is
-//!   ready for the next request (the response body was read to its end and
-//!   neither side asked to close); requests from any client reuse it.
+//! * A finished exchange hands its connection back as soon as the response
+//!   body was read to its end (unless either side asked to close); requests
+//!   from any client reuse it.
 //! * Idle connections are taken last-in first-out, so under a falling load
 //!   the surplus ages out after `keep_alive_timeout`; a maintenance task
 //!   closes those and opens `warm_connections` per target ahead of traffic.
@@ -105,7 +105,7 @@ impl TargetConns {
     fn take_idle(&self, keep_alive: Duration) -> Option<Sender> {
         let mut idle = self.idle.lock().expect("pool lock");
         while let Some(c) = idle.pop() {
-            if c.since.elapsed() < keep_alive && c.sender.is_ready() {
+            if c.since.elapsed() < keep_alive && !c.sender.is_closed() {
                 return Some(c.sender);
             }
         }
@@ -249,22 +249,14 @@ impl GroupPool {
         })
     }
 
-    /// Gives a connection back once its exchange is over. `reusable` is
-    /// false when the target or the client asked to close, or the
-    /// connection was upgraded; hyper closes it when the sender is dropped.
-    pub fn release(&self, lease: Lease, reusable: bool) {
-        if !reusable || !self.settings.pooling() {
-            return;
+    /// Gives a connection back at the end of its exchange: the response
+    /// body was read to its end, and neither side asked to close. hyper
+    /// needs a moment to turn the connection around; whoever takes it next
+    /// waits for that (`ready`) rather than opening another.
+    pub fn release(&self, lease: Lease) {
+        if self.settings.pooling() && !lease.sender.is_closed() {
+            lease.target.put_idle(lease.sender);
         }
-        let Lease {
-            mut sender, target, ..
-        } = lease;
-        // Ready again once the response body has been read to its end.
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                target.put_idle(sender);
-            }
-        });
     }
 
     /// Open connections per target, for tests and metrics.

@@ -113,8 +113,8 @@ async fn serve_tls(
     let session = stream.get_ref().1;
     let tls = match (session.negotiated_cipher_suite(), session.protocol_version()) {
         (Some(suite), Some(version)) => Some((
-            format!("{:?}", suite.suite()),
-            version.as_str().unwrap_or("-").to_owned(),
+            super::tls_names::cipher(suite.suite()),
+            super::tls_names::protocol(version).to_owned(),
         )),
         _ => None,
     };
