@@ -52,7 +52,10 @@ fn require_tool(tool: &str) {
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(found, "{tool} is not installed (cargo xtask setup installs it)");
+    assert!(
+        found,
+        "{tool} is not installed (cargo xtask setup installs it)"
+    );
 }
 
 /// One namespace with the proxy and targets running. Fields drop in
@@ -105,7 +108,8 @@ impl Lab {
         let config = dir.path().join("lb.toml");
         let text = format!(
             "[daemon]\ninterfaces = [\"lo\"]\n\n{}",
-            spec.config.replace("@DIR@", &dir.path().display().to_string())
+            spec.config
+                .replace("@DIR@", &dir.path().display().to_string())
         );
         std::fs::write(&config, text).expect("write config");
         let mut args = vec!["--config".to_owned(), config.display().to_string()];
@@ -168,10 +172,9 @@ impl Lab {
 
     /// (TCP connections, requests) a target has seen since its last reset.
     fn target_stats(&self, addr: &str) -> (u64, u64) {
-        let v: Value = serde_json::from_str(&self.curl(&[&format!(
-            "http://{addr}:{CONTROL_PORT}/__stats"
-        )]))
-        .expect("stats json");
+        let v: Value =
+            serde_json::from_str(&self.curl(&[&format!("http://{addr}:{CONTROL_PORT}/__stats")]))
+                .expect("stats json");
         (
             v["connections"].as_u64().expect("connections"),
             v["requests"].as_u64().expect("requests"),
@@ -179,7 +182,11 @@ impl Lab {
     }
 
     fn reset_target(&self, addr: &str) {
-        self.curl(&["-X", "POST", &format!("http://{addr}:{CONTROL_PORT}/__stats/reset")]);
+        self.curl(&[
+            "-X",
+            "POST",
+            &format!("http://{addr}:{CONTROL_PORT}/__stats/reset"),
+        ]);
     }
 
     /// Writes `request` on a new connection to the VIP and reads until the
@@ -188,7 +195,8 @@ impl Lab {
         let addr: SocketAddr = format!("{VIP}:{port}").parse().expect("addr");
         self.ns.run(move || {
             let mut s = TcpStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
             s.write_all(&request).expect("write");
             let mut out = Vec::new();
             s.read_to_end(&mut out).expect("read until close");
@@ -322,9 +330,15 @@ fn pipelined_requests_are_answered_in_order() {
     let resp = lab.raw(80, req);
     assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), 5, "{resp}");
     let order: Vec<usize> = (1..=5)
-        .map(|i| resp.find(&format!(r#""path":"/r{i}""#)).expect("each answered"))
+        .map(|i| {
+            resp.find(&format!(r#""path":"/r{i}""#))
+                .expect("each answered")
+        })
         .collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order: {resp}");
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {resp}"
+    );
 }
 
 #[test]
@@ -337,7 +351,8 @@ fn websocket_is_proxied() {
     let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
     let (head, echoed) = lab.ns.run(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         s.write_all(
             b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -471,19 +486,17 @@ fn every_condition_and_action() {
     // Default action.
     assert_eq!(lab.echo(&url("/x"), &[])["name"], "t1");
     // host_header with a wildcard, fixed response with its content type.
-    let out = lab.curl(&[
-        "-i",
-        "-H",
-        "Host: api.fixed.test",
-        &url("/anything"),
-    ]);
+    let out = lab.curl(&["-i", "-H", "Host: api.fixed.test", &url("/anything")]);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("content-type: application/json"), "{out}");
     assert!(out.ends_with(r#"{"fixed":"host"}"#), "{out}");
     // path_pattern, redirect with templates (host and query kept).
     let out = lab.curl(&["-i", "-H", "Host: shop.test", &url("/old/a/b?x=1")]);
     assert!(out.starts_with("HTTP/1.1 301"), "{out}");
-    assert!(out.contains("location: https://shop.test/new/old/a/b?x=1\r\n"), "{out}");
+    assert!(
+        out.contains("location: https://shop.test/new/old/a/b?x=1\r\n"),
+        "{out}"
+    );
     // http_request_method.
     assert_eq!(
         lab.get(&url("/x"), &["-X", "DELETE"]),
@@ -501,7 +514,12 @@ fn every_condition_and_action() {
     assert_eq!(lab.echo(&url("/outside"), &[])["name"], "t1");
     // Weighted forward: 1:1 alternates.
     let names: Vec<String> = (0..4)
-        .map(|_| lab.echo(&url("/split"), &[])["name"].as_str().unwrap().to_owned())
+        .map(|_| {
+            lab.echo(&url("/split"), &[])["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(names.iter().filter(|n| *n == "t1").count(), 2, "{names:?}");
     assert_eq!(names.iter().filter(|n| *n == "t2").count(), 2, "{names:?}");
@@ -716,7 +734,15 @@ fn https_with_h2_by_alpn_and_access_log() {
     let v: Value = serde_json::from_str(body).expect("json");
     assert_eq!(v["headers"]["x-forwarded-proto"][0], "https");
     assert_eq!(v["headers"]["x-forwarded-port"][0], "443");
-    let out = lab.curl(&["-k", "--http2", "-o", "/dev/null", "-w", "%{http_version}", &https]);
+    let out = lab.curl(&[
+        "-k",
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &https,
+    ]);
     assert_eq!(out, "2");
     let out = lab.run(&["h2load", "-n", "500", "-c", "2", "-m", "128", &https]);
     let text = String::from_utf8_lossy(&out.stdout);

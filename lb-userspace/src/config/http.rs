@@ -228,7 +228,11 @@ impl Listener {
     /// Every target group the listener may send to.
     pub fn referenced_groups(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self.target_group.iter().map(String::as_str).collect();
-        for a in self.default_action.iter().chain(self.rules.iter().map(|r| &r.action)) {
+        for a in self
+            .default_action
+            .iter()
+            .chain(self.rules.iter().map(|r| &r.action))
+        {
             out.extend(a.groups());
         }
         out.sort_unstable();
@@ -292,7 +296,10 @@ fn check_listener(c: &Config, path: &str, l: &Listener, errs: &mut ValidationErr
             if present {
                 errs.push(
                     format!("{path}.{key}"),
-                    format!("only http and https listeners take it, this one is {}", l.protocol),
+                    format!(
+                        "only http and https listeners take it, this one is {}",
+                        l.protocol
+                    ),
                 );
             }
         }
@@ -327,13 +334,13 @@ fn check_listener(c: &Config, path: &str, l: &Listener, errs: &mut ValidationErr
     let mut priorities = HashMap::new();
     for (j, r) in l.rules.iter().enumerate() {
         let rpath = format!("{path}.rule[{j}]");
-        if errs.range(format!("{rpath}.priority"), r.priority, &PRIORITY) {
-            if let Some(first) = priorities.insert(r.priority, j) {
-                errs.push(
-                    format!("{rpath}.priority"),
-                    format!("{} duplicates rule[{first}].priority", r.priority),
-                );
-            }
+        if errs.range(format!("{rpath}.priority"), r.priority, &PRIORITY)
+            && let Some(first) = priorities.insert(r.priority, j)
+        {
+            errs.push(
+                format!("{rpath}.priority"),
+                format!("{} duplicates rule[{first}].priority", r.priority),
+            );
         }
         check_conditions(&format!("{rpath}.conditions"), &r.conditions, errs);
         check_action(c, l, &format!("{rpath}.action"), &r.action, errs);
@@ -354,7 +361,11 @@ fn check_conditions(path: &str, c: &Conditions, errs: &mut ValidationErrors) {
     };
     values("host_header", c.host_header.as_deref(), errs);
     values("path_pattern", c.path_pattern.as_deref(), errs);
-    values("http_request_method", c.http_request_method.as_deref(), errs);
+    values(
+        "http_request_method",
+        c.http_request_method.as_deref(),
+        errs,
+    );
     if let Some(paths) = &c.path_pattern {
         for (k, p) in paths.iter().enumerate() {
             if !p.starts_with('/') && !p.starts_with('*') {
@@ -426,10 +437,9 @@ fn check_action(c: &Config, l: &Listener, path: &str, a: &Action, errs: &mut Val
             target_groups,
         } => {
             match (target_group, target_groups.is_empty()) {
-                (Some(_), false) => errs.push(
-                    path,
-                    "set either target_group or target_groups, not both",
-                ),
+                (Some(_), false) => {
+                    errs.push(path, "set either target_group or target_groups, not both")
+                }
                 (None, true) => errs.push(path, "a forward needs target_group or target_groups"),
                 _ => {}
             }
@@ -519,10 +529,7 @@ fn check_redirect(path: &str, r: &Redirect, errs: &mut ValidationErrors) {
         );
     }
     if r.query.starts_with('?') {
-        errs.push(
-            format!("{path}.query"),
-            "leave out the leading \"?\"",
-        );
+        errs.push(format!("{path}.query"), "leave out the leading \"?\"");
     }
     // A redirect to itself would loop forever.
     if r.protocol == "#{protocol}"
@@ -581,3 +588,7 @@ fn check_group(path: &str, g: &TargetGroup, errs: &mut ValidationErrors) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

@@ -4,7 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use super::{
-    DEFAULT_TCP_IDLE_TIMEOUT, http::Algorithm, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol};
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol, http::Algorithm,
+};
 
 /// `[[target_group]]`: targets and how flows are spread and kept on them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -13,8 +13,7 @@ use lb_common::limits;
 
 use super::{
     Config, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, Protocol,
-    TCP_IDLE_TIMEOUT,
-    TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
+    TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
 };
 use crate::maglev;
 
@@ -217,7 +216,10 @@ fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
             services.insert(service, l);
         }
         // http/https listeners name their groups in actions (config::http).
-        let group = match (&l.target_group, l.protocol.in_kernel() || l.protocol == Protocol::Tls) {
+        let group = match (
+            &l.target_group,
+            l.protocol.in_kernel() || l.protocol == Protocol::Tls,
+        ) {
             (Some(g), _) => g,
             (None, true) => {
                 errs.push(

@@ -220,6 +220,9 @@ mod tests {
             elb_status: 503,
             ..Default::default()
         };
-        assert_eq!(none.line("w"), "http - w - - -1 -1 -1 503 - 0 0 \"\" \"\" - -");
+        assert_eq!(
+            none.line("w"),
+            "http - w - - -1 -1 -1 503 - 0 0 \"\" \"\" - -"
+        );
     }
 }

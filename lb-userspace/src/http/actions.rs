@@ -89,10 +89,8 @@ pub fn error(status: StatusCode) -> Response<ProxyBody> {
     );
     let mut resp = Response::new(ProxyBody::full(text));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     resp
 }
 

@@ -8,9 +8,7 @@
 //! `response_timeout` → 504.
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
-use ::http::{
-    HeaderValue, Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery,
-};
+use ::http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tracing::debug;

@@ -97,9 +97,7 @@ async fn route(
             host: strip_port(&host),
             client: conn.client.ip(),
         };
-        l.rules
-            .find(&view)
-            .map_or(&l.default_action, |r| &r.action)
+        l.rules.find(&view).map_or(&l.default_action, |r| &r.action)
     };
     match action {
         Action::FixedResponse(f) => actions::fixed(f),

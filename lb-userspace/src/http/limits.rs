@@ -21,7 +21,10 @@ pub const READ_BUFFER: usize = 128 * 1024;
 
 /// The status a request head over a limit gets, or `None`.
 pub fn check(parts: &Parts) -> Option<StatusCode> {
-    if matches!(parts.version, Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_09) {
+    if matches!(
+        parts.version,
+        Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_09
+    ) {
         // METHOD SP request-target SP HTTP/1.1
         let target = match parts.uri.path_and_query() {
             Some(pq) if parts.uri.scheme().is_none() => pq.as_str().len(),

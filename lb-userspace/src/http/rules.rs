@@ -63,7 +63,10 @@ impl Rules {
 }
 
 fn patterns(values: &[String], ignore_case: bool) -> Vec<Pattern> {
-    values.iter().map(|v| Pattern::new(v, ignore_case)).collect()
+    values
+        .iter()
+        .map(|v| Pattern::new(v, ignore_case))
+        .collect()
 }
 
 fn compile_conditions(c: &Conditions) -> Vec<Condition> {

@@ -98,8 +98,7 @@ async fn serve_tls(
     settings: Arc<HttpListener>,
     builder: &auto::Builder<TokioExecutor>,
 ) {
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-    {
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(%client, "TLS handshake failed: {e}");
@@ -111,7 +110,10 @@ async fn serve_tls(
         }
     };
     let session = stream.get_ref().1;
-    let tls = match (session.negotiated_cipher_suite(), session.protocol_version()) {
+    let tls = match (
+        session.negotiated_cipher_suite(),
+        session.protocol_version(),
+    ) {
         (Some(suite), Some(version)) => Some((
             super::tls_names::cipher(suite.suite()),
             super::tls_names::protocol(version).to_owned(),
@@ -173,7 +175,9 @@ async fn serve_connection<IO>(
     tokio::pin!(served);
     let mut closing = false;
     loop {
-        let check = idle_timeout.saturating_sub(since(&last)).max(Duration::from_millis(50));
+        let check = idle_timeout
+            .saturating_sub(since(&last))
+            .max(Duration::from_millis(50));
         tokio::select! {
             r = served.as_mut() => {
                 if let Err(e) = r {

@@ -77,7 +77,11 @@ mod tests {
             ("exact", "exact", true),
         ];
         for (pat, text, want) in cases {
-            assert_eq!(Pattern::new(pat, true).matches(text), want, "{pat} ~ {text}");
+            assert_eq!(
+                Pattern::new(pat, true).matches(text),
+                want,
+                "{pat} ~ {text}"
+            );
         }
         assert!(!Pattern::new("/API/*", false).matches("/api/x"));
         assert!(Pattern::new("/API/*", true).matches("/api/x"));

@@ -59,7 +59,10 @@ async fn run(cli: Cli) -> Result<()> {
             Protocol::Http => None,
             Protocol::Https => match &tls {
                 Some(t) => Some(Arc::clone(t)),
-                None => bail!("listener {} is https: pass --tls-cert and --tls-key", l.name),
+                None => bail!(
+                    "listener {} is https: pass --tls-cert and --tls-key",
+                    l.name
+                ),
             },
             _ => continue,
         };

@@ -101,13 +101,23 @@ async fn run(cli: Cli) -> Result<()> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("bind {addr}"))?;
-        tasks.push(tokio::spawn(accept(listener, Arc::clone(&target), tls.clone(), true)));
+        tasks.push(tokio::spawn(accept(
+            listener,
+            Arc::clone(&target),
+            tls.clone(),
+            true,
+        )));
     }
     if let Some(addr) = cli.control {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("bind {addr}"))?;
-        tasks.push(tokio::spawn(accept(listener, Arc::clone(&target), None, false)));
+        tasks.push(tokio::spawn(accept(
+            listener,
+            Arc::clone(&target),
+            None,
+            false,
+        )));
     }
     println!("ready");
     for t in tasks {
@@ -227,7 +237,11 @@ async fn answer(
     if let Some(ms) = param(&query, "sleep_ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    if req.headers().get(header::UPGRADE).is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+    if req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    {
         return Ok(websocket(&mut req));
     }
     let mut headers = Map::new();
@@ -255,8 +269,10 @@ async fn answer(
         .unwrap_or(StatusCode::OK);
     let mut resp = json_response(status, &body);
     if param(&query, "close") == Some("1") {
-        resp.headers_mut()
-            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     Ok(resp)
 }
@@ -352,7 +368,12 @@ fn sha1(data: &[u8]) -> [u8; 20] {
     for chunk in msg.chunks(64) {
         let mut w = [0u32; 80];
         for i in 0..16 {
-            w[i] = u32::from_be_bytes([chunk[4 * i], chunk[4 * i + 1], chunk[4 * i + 2], chunk[4 * i + 3]]);
+            w[i] = u32::from_be_bytes([
+                chunk[4 * i],
+                chunk[4 * i + 1],
+                chunk[4 * i + 2],
+                chunk[4 * i + 3],
+            ]);
         }
         for i in 16..80 {
             w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
@@ -392,7 +413,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -411,6 +436,9 @@ mod tests {
     fn websocket_accept_of_rfc6455_example() {
         let mut input = b"dGhlIHNhbXBsZSBub25jZQ==".to_vec();
         input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-        assert_eq!(super::base64(&super::sha1(&input)), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            super::base64(&super::sha1(&input)),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }
