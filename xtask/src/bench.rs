@@ -16,6 +16,8 @@ pub enum Bench {
     Xdp,
     /// End to end through veths and namespaces, client to backends.
     E2e,
+    /// HTTP/HTTPS listeners next to HAProxy: requests/s, p99, handshakes/s.
+    Http,
 }
 
 impl Bench {
@@ -23,6 +25,7 @@ impl Bench {
         match self {
             Bench::Xdp => "xdp",
             Bench::E2e => "e2e",
+            Bench::Http => "http",
         }
     }
 }
