@@ -17,7 +17,7 @@ use super::{
     forward::{Exchange, forward},
     limits,
     listener::HttpListener,
-    metrics::{ElbCodeLabels, ListenerLabels, class},
+    metrics::{ElbCodeLabels, class},
     rules::RequestView,
 };
 use crate::config::http::Action;
@@ -39,12 +39,7 @@ pub async fn handle<G: Send + Sync + 'static>(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let mut entry = start_entry(&l, &conn, &req);
-    l.metrics
-        .requests
-        .get_or_create(&ListenerLabels {
-            listener: l.name.clone(),
-        })
-        .inc();
+    l.requests.inc();
     let mut exchange = Exchange::default();
     let mut resp = route(&l, &conn, req, started, &mut entry, &mut exchange).await;
     entry.elb_status = resp.status().as_u16();

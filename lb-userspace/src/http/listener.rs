@@ -13,9 +13,11 @@ use std::{
     time::Duration,
 };
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::{
     access_log::AccessLog,
-    metrics::HttpMetrics,
+    metrics::{HttpMetrics, ListenerLabels},
     pool::{GroupPool, PoolSettings},
     rules::Rules,
 };
@@ -57,6 +59,8 @@ pub struct HttpListener {
     pub routable: RoutableWatch,
     pub access_log: Option<AccessLog>,
     pub metrics: HttpMetrics,
+    /// This listener's `RequestCount` series, looked up once.
+    pub requests: Counter,
     /// Picks of weighted forwards so far.
     weighted_next: AtomicUsize,
 }
@@ -100,7 +104,14 @@ impl HttpListener {
                 })
             })
             .transpose()?;
+        let requests = metrics
+            .requests
+            .get_or_create(&ListenerLabels {
+                listener: l.name.clone(),
+            })
+            .clone();
         Ok(Self {
+            requests,
             name: l.name.clone(),
             protocol: l.protocol,
             address: l.address,

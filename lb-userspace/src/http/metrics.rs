@@ -93,3 +93,39 @@ impl HttpMetrics {
 pub fn class(status: u16) -> String {
     format!("{}xx", status / 100)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_exported_under_alb_names() {
+        let mut registry = Registry::default();
+        let m = HttpMetrics::register(&mut registry);
+        m.requests
+            .get_or_create(&ListenerLabels {
+                listener: "web".into(),
+            })
+            .inc();
+        m.target_codes
+            .get_or_create(&CodeLabels {
+                listener: "web".into(),
+                target_group: "a".into(),
+                class: class(204),
+            })
+            .inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("lb_http_request_total{listener=\"web\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "lb_http_target_response_total{listener=\"web\",target_group=\"a\",class=\"2xx\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE lb_http_target_response_time_seconds histogram"));
+    }
+}
