@@ -8,6 +8,8 @@
 //! - [`net`]: `std::net` <-> map encoding of addresses and ports.
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
+//! - [`proxy`]: the daemon's own listeners (tls, and tcp without XDP).
+//! - [`tls`]: rustls server and client configs from the config's PEM files.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
@@ -21,5 +23,7 @@ pub mod daemon;
 pub mod instance;
 pub mod maglev;
 pub mod net;
+pub mod proxy;
 pub mod routable;
 pub mod state;
+pub mod tls;

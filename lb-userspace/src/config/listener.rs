@@ -4,6 +4,8 @@ use std::{fmt, net::IpAddr};
 use lb_common::{PROTO_TCP, PROTO_UDP};
 use serde::Deserialize;
 
+use super::ListenerTls;
+
 /// Protocol of a listener or a target group. `tcp` and `udp` listeners are
 /// served by the XDP program (or by the userspace TCP proxy when there is no
 /// XDP); `tls`, `http` and `https` listeners always by the daemon's sockets.
@@ -77,4 +79,8 @@ pub struct Listener {
     pub port: u16,
     /// Name of the `[[target_group]]` that receives its flows.
     pub target_group: String,
+    /// `[listener.tls]`: certificates and policy; required for `tls` and
+    /// `https` listeners, refused for others.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
 }

@@ -3,7 +3,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
-use super::{DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol};
+use super::{
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol, TargetGroupTls,
+};
 
 /// `[[target_group]]`: targets and how flows are spread and kept on them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -27,6 +29,15 @@ pub struct TargetGroup {
     /// Seconds a UDP flow may be idle before it is rebalanced.
     #[serde(default = "default_udp_idle_timeout")]
     pub udp_idle_timeout: u32,
+    /// Send a PROXY protocol v2 header first on every connection to a
+    /// target (userspace listeners only: the XDP path forwards packets as
+    /// they are).
+    #[serde(default)]
+    pub proxy_protocol_v2: bool,
+    /// `[target_group.tls]`: how to verify targets; required when
+    /// `protocol = "tls"`.
+    #[serde(default)]
+    pub tls: Option<TargetGroupTls>,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,

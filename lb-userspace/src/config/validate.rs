@@ -12,8 +12,8 @@ use std::{
 use lb_common::limits;
 
 use super::{
-    Config, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, TCP_IDLE_TIMEOUT,
-    TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
+    Config, Daemon, Dataplane, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT,
+    TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
 };
 use crate::maglev;
 
@@ -48,7 +48,7 @@ impl ValidationErrors {
         self.0.is_empty()
     }
 
-    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.0.push(ValidationError {
             path: path.into(),
             reason: reason.into(),
@@ -95,6 +95,7 @@ impl Config {
             check_target_group(self, i, group, &mut errs);
         }
         check_totals(self, &mut errs);
+        super::tls::check(self, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
@@ -137,7 +138,7 @@ fn family(ip: IpAddr) -> &'static str {
 }
 
 fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
-    if d.interfaces.is_empty() {
+    if d.interfaces.is_empty() && d.dataplane != Dataplane::Userspace {
         errs.push("daemon.interfaces", "at least one interface is required");
     }
     let mut seen = HashMap::new();
