@@ -8,9 +8,17 @@
 //! links and maps in place: forwarding continues without the daemon and the
 //! next `lb run` takes over. SIGHUP re-reads the config and applies the
 //! difference; an invalid file is reported and the running config stays.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
-use tokio::signal::unix::{SignalKind, signal};
+use prometheus_client::registry::Registry;
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -20,8 +28,10 @@ use crate::{
         loader::{self, AttachMode, LoadError, LoadSpec},
         stats,
     },
-    config::{Config, ConfigError, XdpMode},
+    config::{Config, ConfigError, Dataplane, XdpMode},
     instance::{self, InstanceError},
+    proxy::{Proxies, ProxyError, ProxyMetrics},
+    routable::{self, Routable},
     state::{ApplyError, Reconciler},
 };
 
@@ -47,6 +57,8 @@ pub enum DaemonError {
     Forwarding(#[from] forwarding::ForwardingOff),
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 pub fn load_spec(cfg: &Config) -> LoadSpec {
@@ -64,23 +76,22 @@ pub fn load_spec(cfg: &Config) -> LoadSpec {
     }
 }
 
-/// A running data path: the loaded object, its maps, and our view of them.
-struct Running {
+/// The XDP data path: the loaded object, its maps, and our view of them.
+struct Xdp {
     // Keeps the program loaded while we hold it (the links hold it too).
     _ebpf: aya::Ebpf,
     maps: KernelMaps,
     state: Reconciler,
-    config: Config,
 }
 
-impl Running {
-    fn start(config: Config) -> Result<Self, DaemonError> {
-        check_forwarding(&config)?;
-        let spec = load_spec(&config);
+impl Xdp {
+    fn start(config: &Config) -> Result<Self, DaemonError> {
+        check_forwarding(config)?;
+        let spec = load_spec(config);
         let mut ebpf = loader::load(&spec)?;
         let mut maps = KernelMaps::new(&mut ebpf)?;
         let mut state = Reconciler::recover(&maps)?;
-        let report = state.apply(&mut maps, &config)?;
+        let report = state.apply(&mut maps, config)?;
         info!(%report, "maps programmed");
         let orphans = maps.purge_orphan_flows()?;
         if orphans > 0 {
@@ -91,18 +102,69 @@ impl Running {
             _ebpf: ebpf,
             maps,
             state,
+        })
+    }
+
+    /// Per `daemon.dataplane`: the XDP path, or `None` when tcp listeners
+    /// are served in userspace (`auto` falls back with a warning).
+    fn start_for(config: &Config) -> Result<Option<Self>, DaemonError> {
+        match config.daemon.dataplane {
+            Dataplane::Xdp => Self::start(config).map(Some),
+            Dataplane::Userspace => Ok(None),
+            Dataplane::Auto => match Self::start(config) {
+                Ok(xdp) => Ok(Some(xdp)),
+                Err(e) => {
+                    warn!(
+                        reason = %ErrorChain(&e),
+                        "XDP data path unavailable; tcp listeners are served by the userspace proxy"
+                    );
+                    Ok(None)
+                }
+            },
+        }
+    }
+}
+
+/// A running daemon: the XDP path (if any), the userspace listeners.
+struct Running {
+    xdp: Option<Xdp>,
+    proxies: Proxies,
+    routable: watch::Sender<Arc<Routable>>,
+    // Read by the metrics endpoint (control plane) once it is served.
+    _registry: Registry,
+    config: Config,
+}
+
+impl Running {
+    async fn start(config: Config) -> Result<Self, DaemonError> {
+        let xdp = Xdp::start_for(&config)?;
+        let (routable, watch) = routable::channel(Routable::from_config(&config));
+        let mut registry = Registry::default();
+        let mut proxies = Proxies::new(watch, ProxyMetrics::register(&mut registry));
+        proxies.apply(&config, xdp.is_none()).await?;
+        Ok(Self {
+            xdp,
+            proxies,
+            routable,
+            _registry: registry,
             config,
         })
     }
 
-    fn reload(&mut self, path: &Path) -> Result<(), DaemonError> {
+    async fn reload(&mut self, path: &Path) -> Result<(), DaemonError> {
         let new = Config::load(path)?;
         if let Some(what) = daemon_change(&self.config, &new) {
             return Err(DaemonError::DaemonChanged(what));
         }
-        check_forwarding(&new)?;
-        let report = self.state.apply(&mut self.maps, &new)?;
-        info!(%report, "config reloaded");
+        if let Some(xdp) = &mut self.xdp {
+            check_forwarding(&new)?;
+            let report = xdp.state.apply(&mut xdp.maps, &new)?;
+            info!(%report, "maps programmed");
+        }
+        self.routable
+            .send_replace(Arc::new(Routable::from_config(&new)));
+        self.proxies.apply(&new, self.xdp.is_none()).await?;
+        info!("config reloaded");
         self.config = new;
         Ok(())
     }
@@ -129,6 +191,8 @@ fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("max_vips")
     } else if a.xdp_mode != b.xdp_mode {
         Some("xdp_mode")
+    } else if a.dataplane != b.dataplane {
+        Some("dataplane")
     } else {
         None
     }
@@ -138,7 +202,7 @@ fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
     let _lock = instance::acquire(&config.daemon.pin_dir)?;
-    let mut running = Running::start(config)?;
+    let mut running = Running::start(config).await?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
@@ -151,7 +215,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match running.reload(path) {
+            _ = hup.recv() => match running.reload(path).await {
                 Ok(()) => {}
                 Err(e) => error!(error = %ErrorChain(&e), "reload refused; the running config stays"),
             },

@@ -10,6 +10,8 @@
 //!   pools toward targets).
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
+//! - [`proxy`]: the daemon's own listeners (tls, and tcp without XDP).
+//! - [`tls`]: rustls server and client configs from the config's PEM files.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
@@ -24,5 +26,7 @@ pub mod http;
 pub mod instance;
 pub mod maglev;
 pub mod net;
+pub mod proxy;
 pub mod routable;
 pub mod state;
+pub mod tls;

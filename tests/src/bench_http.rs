@@ -139,6 +139,9 @@ protocol = "https"
 address = "{VIP}"
 port = {OUR_HTTPS}
 target_group = "t"
+  [[listener.tls.certificate]]
+  cert = "{dir}/cert.pem"
+  key = "{dir}/key.pem"
 
 [[target_group]]
 name = "t"
@@ -146,7 +149,8 @@ protocol = "http"
 port = 8080
   [[target_group.target]]
   address = "{TARGET}"
-"#
+"#,
+        dir = dir.display()
     );
     let p = dir.join("lb.toml");
     std::fs::write(&p, text).expect("write config");
@@ -206,10 +210,6 @@ fn start(opts: &Opts) -> Lab {
     let args = [
         "--config",
         &config.display().to_string(),
-        "--tls-cert",
-        &c.display().to_string(),
-        "--tls-key",
-        &k.display().to_string(),
         "--threads",
         &threads,
     ];

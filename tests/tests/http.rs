@@ -74,7 +74,8 @@ struct LabSpec<'a> {
     config: &'a str,
     /// (name, address) of each `lb-http-target`, on TARGET_PORT.
     targets: &'a [(&'a str, &'a str)],
-    /// Serve https listeners with a fresh self-signed certificate.
+    /// Write a fresh self-signed certificate as @DIR@/cert.pem and
+    /// @DIR@/key.pem (for `[listener.tls]`).
     tls: bool,
 }
 
@@ -105,6 +106,9 @@ impl Lab {
                 t
             })
             .collect();
+        if spec.tls {
+            self_signed(dir.path());
+        }
         let config = dir.path().join("lb.toml");
         let text = format!(
             "[daemon]\ninterfaces = [\"lo\"]\n\n{}",
@@ -112,16 +116,7 @@ impl Lab {
                 .replace("@DIR@", &dir.path().display().to_string())
         );
         std::fs::write(&config, text).expect("write config");
-        let mut args = vec!["--config".to_owned(), config.display().to_string()];
-        if spec.tls {
-            let (cert, key) = self_signed(dir.path());
-            args.extend([
-                "--tls-cert".into(),
-                cert.display().to_string(),
-                "--tls-key".into(),
-                key.display().to_string(),
-            ]);
-        }
+        let args = vec!["--config".to_owned(), config.display().to_string()];
         let mut proxy = NsChild::spawn("lb", ns.name(), &listener_bin(), &args, proc::verbose());
         proxy.wait_for_line("ready", START_TIMEOUT);
         Lab {
@@ -206,13 +201,12 @@ impl Lab {
 }
 
 /// A self-signed certificate for `lb.test` and the VIP, written as PEM.
-fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+fn self_signed(dir: &std::path::Path) {
     let names = vec!["lb.test".to_owned(), VIP.to_owned()];
     let cert = rcgen::generate_simple_self_signed(names).expect("rcgen");
     let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&c, cert.cert.pem()).expect("write cert");
     std::fs::write(&k, cert.key_pair.serialize_pem()).expect("write key");
-    (c, k)
 }
 
 fn url(path: &str) -> String {
@@ -710,6 +704,9 @@ address = "10.77.0.1"
 port = 443
 target_group = "a"
 access_log = "@DIR@/access.log"
+  [[listener.tls.certificate]]
+  cert = "@DIR@/cert.pem"
+  key = "@DIR@/key.pem"
 
 [[target_group]]
 name = "a"

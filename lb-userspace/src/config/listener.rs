@@ -4,7 +4,10 @@ use std::{fmt, net::IpAddr, path::PathBuf};
 use lb_common::{PROTO_TCP, PROTO_UDP};
 use serde::Deserialize;
 
-use super::http::{Action, Rule};
+use super::{
+    ListenerTls,
+    http::{Action, Rule},
+};
 
 /// Protocol of a listener or a target group. `tcp` and `udp` listeners are
 /// served by the XDP program (or by the userspace TCP proxy when there is no
@@ -90,4 +93,8 @@ pub struct Listener {
     pub idle_timeout: Option<u32>,
     /// http/https: file receiving one access-log line per request.
     pub access_log: Option<PathBuf>,
+    /// `[listener.tls]`: certificates and policy; required for `tls` and
+    /// `https` listeners, refused for others.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
 }

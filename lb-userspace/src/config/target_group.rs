@@ -4,7 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use super::{
-    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol, http::Algorithm,
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol, TargetGroupTls,
+    http::Algorithm,
 };
 
 /// `[[target_group]]`: targets and how flows are spread and kept on them.
@@ -38,6 +39,15 @@ pub struct TargetGroup {
     pub warm_connections: Option<u32>,
     /// http/https: how requests are spread over targets.
     pub algorithm: Option<Algorithm>,
+    /// Send a PROXY protocol v2 header first on every connection to a
+    /// target (userspace listeners only: the XDP path forwards packets as
+    /// they are).
+    #[serde(default)]
+    pub proxy_protocol_v2: bool,
+    /// `[target_group.tls]`: how to verify targets; required when
+    /// `protocol = "tls"`.
+    #[serde(default)]
+    pub tls: Option<TargetGroupTls>,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,

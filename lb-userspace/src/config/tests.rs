@@ -131,7 +131,7 @@ fn syntax_error_has_line_and_column() {
 fn unknown_keys_are_rejected_with_their_location() {
     assert_eq!(
         parse_error("[daemon]\ninterfaces = [\"eth0\"]\nxdp = \"generic\"\n"),
-        "TOML parse error at line 3, column 1\n  |\n3 | xdp = \"generic\"\n  | ^^^\nunknown field `xdp`, expected one of `interfaces`, `xdp_mode`, `pin_dir`, `maglev_table_size`, `flow_capacity`, `max_vips`\n"
+        "TOML parse error at line 3, column 1\n  |\n3 | xdp = \"generic\"\n  | ^^^\nunknown field `xdp`, expected one of `interfaces`, `dataplane`, `xdp_mode`, `pin_dir`, `maglev_table_size`, `flow_capacity`, `max_vips`\n"
     );
     let text = base_with(
         "address = \"10.1.0.3\"",
@@ -167,9 +167,11 @@ fn type_errors_name_the_value() {
         parse_error(&base_with("port = 80\n", "port = 70000\n")),
         "TOML parse error at line 9, column 8\n  |\n9 | port = 70000\n  |        ^^^^^\ninvalid value: integer `70000`, expected u16\n"
     );
+    // `interfaces` may be absent (dataplane = "userspace"); validation
+    // requires it otherwise.
     assert_eq!(
-        parse_error("[daemon]\n"),
-        "TOML parse error at line 1, column 1\n  |\n1 | [daemon]\n  | ^^^^^^^^\nmissing field `interfaces`\n"
+        errors("[daemon]\n"),
+        ["daemon.interfaces: at least one interface is required"]
     );
     assert_eq!(
         parse_error("[daemon]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\n"),

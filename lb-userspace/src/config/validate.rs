@@ -12,8 +12,8 @@ use std::{
 use lb_common::limits;
 
 use super::{
-    Config, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, Protocol,
-    TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
+    Config, Daemon, Dataplane, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS, PORT,
+    Protocol, TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
 };
 use crate::maglev;
 
@@ -96,6 +96,7 @@ impl Config {
         }
         check_totals(self, &mut errs);
         super::http::check(self, &mut errs);
+        super::tls::check(self, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
@@ -138,7 +139,7 @@ fn family(ip: IpAddr) -> &'static str {
 }
 
 fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
-    if d.interfaces.is_empty() {
+    if d.interfaces.is_empty() && d.dataplane != Dataplane::Userspace {
         errs.push("daemon.interfaces", "at least one interface is required");
     }
     let mut seen = HashMap::new();

@@ -39,16 +39,21 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `listener` until the returned future is dropped (cancelled). With
-/// `tls`, connections are TLS; its ALPN list is replaced by `h2, http/1.1`.
+/// `tls` (`crate::tls::https_server_config`), connections are TLS; an empty
+/// ALPN list becomes `h2, http/1.1`.
 pub async fn serve(
     listener: TcpListener,
     settings: Arc<HttpListener>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let tls = tls.map(|cfg| {
-        let mut cfg = (*cfg).clone();
-        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        TlsAcceptor::from(Arc::new(cfg))
+        if cfg.alpn_protocols.is_empty() {
+            let mut cfg = (*cfg).clone();
+            cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            TlsAcceptor::from(Arc::new(cfg))
+        } else {
+            TlsAcceptor::from(cfg)
+        }
     });
     let builder = Arc::new(builder(&settings));
     loop {

@@ -2,9 +2,8 @@
 //! `lb::http::serve`, without the rest of the daemon: the layer-7 tests'
 //! and benchmark's way in until `lb run` dispatches those listeners itself.
 //!
-//! `lb-http-listener --config FILE [--tls-cert C --tls-key K]` prints
-//! `ready` once every listener is bound. `https` listeners use the given
-//! certificate (required when there is one).
+//! `lb-http-listener --config FILE` prints `ready` once every listener is
+//! bound. `https` listeners use their `[listener.tls]` (`lb::tls`).
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result, bail};
@@ -20,10 +19,6 @@ use tokio::net::TcpListener;
 struct Cli {
     #[arg(long)]
     config: PathBuf,
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
     /// Runtime worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -48,21 +43,14 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let config = Config::load(&cli.config)?;
     let (_publish, watch) = routable::channel(Routable::from_config(&config));
-    let tls = match (&cli.tls_cert, &cli.tls_key) {
-        (Some(c), Some(k)) => Some(server_config(c, k)?),
-        _ => None,
-    };
     let metrics = HttpMetrics::default();
     let mut tasks = Vec::new();
     for l in &config.listeners {
         let tls = match l.protocol {
             Protocol::Http => None,
-            Protocol::Https => match &tls {
-                Some(t) => Some(Arc::clone(t)),
-                None => bail!(
-                    "listener {} is https: pass --tls-cert and --tls-key",
-                    l.name
-                ),
+            Protocol::Https => match &l.tls {
+                Some(t) => Some(lb::tls::https_server_config(t)?),
+                None => bail!("listener {} is https without [listener.tls]", l.name),
             },
             _ => continue,
         };
@@ -78,21 +66,4 @@ async fn run(cli: Cli) -> Result<()> {
         t.await?;
     }
     Ok(())
-}
-
-fn server_config(cert: &PathBuf, key: &PathBuf) -> Result<Arc<rustls::ServerConfig>> {
-    let open = |p: &PathBuf| {
-        std::fs::File::open(p)
-            .map(std::io::BufReader::new)
-            .with_context(|| format!("open {}", p.display()))
-    };
-    let certs = rustls_pemfile::certs(&mut open(cert)?).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut open(key)?)?.context("no private key")?;
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
-    Ok(Arc::new(cfg))
 }
