@@ -56,7 +56,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             runtime

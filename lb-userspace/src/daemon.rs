@@ -1,7 +1,9 @@
 //! `lb run`, `lb down` and `lb stats`: the daemon's life cycle.
 //!
 //! `lb run` loads the config, starts the XDP data path with the first plan
-//! (see [`crate::control::xdp`]), then runs the control loop: one task that
+//! (see [`crate::control::xdp`]) unless `daemon.dataplane` says userspace (or
+//! `auto` finds XDP unavailable), starts the userspace listeners
+//! ([`crate::proxy`]), then runs the control loop: one task that
 //! owns the [`Controller`] and serves, in order, signals (SIGHUP reloads,
 //! SIGTERM/SIGINT stop), commands from the management API, health verdicts,
 //! and timers (drain ends, slow-start steps). Stopping leaves program, links
@@ -18,20 +20,24 @@ use tokio::{
 };
 use tracing::{info, warn};
 
+use prometheus_client::registry::Registry;
+
 use crate::{
     bpf::{
         forwarding,
         loader::{self, LoadError},
         stats,
     },
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, Dataplane},
     control::{
         Command, ControlHandle, Controller,
         lifecycle::Lifecycle,
         xdp::{XdpError, XdpPath},
     },
     instance::{self, InstanceError},
+    proxy::{Proxies, ProxyError, ProxyMetrics},
     routable,
+    state::Plan,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +56,8 @@ pub enum DaemonError {
     Forwarding(#[from] forwarding::ForwardingOff),
     #[error(transparent)]
     Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
 }
 
 fn check_forwarding(config: &Config) -> Result<(), DaemonError> {
@@ -58,18 +66,49 @@ fn check_forwarding(config: &Config) -> Result<(), DaemonError> {
     Ok(forwarding::check(&config.daemon.interfaces, v4, v6)?)
 }
 
+/// Per `daemon.dataplane`: the XDP path, or `None` when tcp listeners are
+/// served in userspace (`auto` falls back with a warning).
+fn start_xdp(config: &Config, plan: &Plan) -> Result<Option<XdpPath>, DaemonError> {
+    let start = || -> Result<XdpPath, DaemonError> {
+        check_forwarding(config)?;
+        Ok(XdpPath::start(config, plan)?)
+    };
+    match config.daemon.dataplane {
+        Dataplane::Xdp => start().map(Some),
+        Dataplane::Userspace => Ok(None),
+        Dataplane::Auto => match start() {
+            Ok(xdp) => Ok(Some(xdp)),
+            Err(e) => {
+                warn!(
+                    reason = %ErrorChain(&e),
+                    "XDP data path unavailable; tcp listeners are served by the userspace proxy"
+                );
+                Ok(None)
+            }
+        },
+    }
+}
+
 /// `lb run`.
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
     let _lock = instance::acquire(&config.daemon.pin_dir)?;
-    check_forwarding(&config)?;
     let mut lifecycle = Lifecycle::new();
     lifecycle.sync(&config, Instant::now());
     let (plan, first) = Controller::initial_plan(&config, &lifecycle);
-    let xdp = XdpPath::start(&config, &plan)?;
-    let (routable_tx, _routable_rx) = routable::channel(first);
-    let mut controller =
-        Controller::new(path.to_owned(), config, lifecycle, Some(xdp), routable_tx);
+    let xdp = start_xdp(&config, &plan)?;
+    let (routable_tx, routable_rx) = routable::channel(first);
+    let mut registry = Registry::default();
+    let mut proxies = Proxies::new(routable_rx, ProxyMetrics::register(&mut registry));
+    proxies.apply(&config, xdp.is_none()).await?;
+    let mut controller = Controller::new(
+        path.to_owned(),
+        config,
+        lifecycle,
+        xdp,
+        proxies,
+        routable_tx,
+    );
     let (_handle, commands) = ControlHandle::channel(64);
     info!(
         config = %path.display(),
@@ -96,9 +135,9 @@ async fn control_loop(
             _ = int.recv() => break,
             _ = hup.recv() => {
                 // Errors are logged and kept for `lb status`.
-                let _ = controller.reload();
+                let _ = controller.reload().await;
             }
-            Some(cmd) = commands.recv() => controller.handle(cmd),
+            Some(cmd) = commands.recv() => controller.handle(cmd).await,
             _ = sleep_until(wakeup.unwrap_or_else(Instant::now).into()), if wakeup.is_some() => {
                 controller.on_timer();
             }

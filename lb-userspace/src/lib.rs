@@ -6,8 +6,12 @@
 //!   a config to them through the [`state::DataPlane`] trait (the map
 //!   protocol is documented there).
 //! - [`net`]: `std::net` <-> map encoding of addresses and ports.
+//! - [`http`]: `http`/`https` listeners (ALB rules, proxying, keep-alive
+//!   pools toward targets).
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
+//! - [`proxy`]: the daemon's own listeners (tls, and tcp without XDP).
+//! - [`tls`]: rustls server and client configs from the config's PEM files.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
@@ -19,8 +23,11 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod http;
 pub mod instance;
 pub mod maglev;
 pub mod net;
+pub mod proxy;
 pub mod routable;
 pub mod state;
+pub mod tls;

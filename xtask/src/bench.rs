@@ -18,6 +18,8 @@ pub enum Bench {
     E2e,
     /// Control plane: applying large configs to the maps, health checking.
     Control,
+    /// HTTP/HTTPS listeners next to HAProxy: requests/s, p99, handshakes/s.
+    Http,
 }
 
 impl Bench {
@@ -26,6 +28,7 @@ impl Bench {
             Bench::Xdp => "xdp",
             Bench::E2e => "e2e",
             Bench::Control => "control",
+            Bench::Http => "http",
         }
     }
 }

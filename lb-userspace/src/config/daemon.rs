@@ -11,8 +11,13 @@ use super::{DEFAULT_MAX_VIPS, DEFAULT_PIN_DIR};
 #[serde(deny_unknown_fields)]
 pub struct Daemon {
     /// Interfaces the XDP program is attached to, client- and target-facing
-    /// alike (it handles both directions). Required, non-empty.
+    /// alike (it handles both directions). Required, non-empty, unless
+    /// `dataplane = "userspace"`.
+    #[serde(default)]
     pub interfaces: Vec<String>,
+    /// Which path serves `tcp` listeners (and `udp` ones under XDP).
+    #[serde(default)]
+    pub dataplane: Dataplane,
     /// How the program is attached.
     #[serde(default)]
     pub xdp_mode: XdpMode,
@@ -59,5 +64,21 @@ pub enum XdpMode {
     /// Generic (skb) XDP: works on any device, at kernel-stack speed.
     Generic,
     /// Driver mode, falling back to generic with a warning.
+    Auto,
+}
+
+/// `daemon.dataplane`: who serves `tcp` and `udp` listeners. `tls`, `http`
+/// and `https` listeners are always served by the daemon's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dataplane {
+    /// The XDP program; failing to load or attach it stops the daemon.
+    #[default]
+    Xdp,
+    /// No XDP program at all: a TCP proxy in the daemon serves `tcp`
+    /// listeners, whose addresses must then be local to the host.
+    Userspace,
+    /// XDP, else (no privileges, unsupported device) the userspace proxy,
+    /// with a warning giving the reason.
     Auto,
 }

@@ -1,8 +1,13 @@
 //! `[[listener]]`: what clients connect to.
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, path::PathBuf};
 
 use lb_common::{PROTO_TCP, PROTO_UDP};
 use serde::Deserialize;
+
+use super::{
+    ListenerTls,
+    http::{Action, Rule},
+};
 
 /// Protocol of a listener or a target group. `tcp` and `udp` listeners are
 /// served by the XDP program (or by the userspace TCP proxy when there is no
@@ -75,9 +80,24 @@ pub struct Listener {
     pub address: IpAddr,
     /// The VIP port.
     pub port: u16,
-    /// Name of the `[[target_group]]` that receives its flows.
-    pub target_group: String,
     /// Refuses removing the listener (by API or reload) while set.
     #[serde(default)]
     pub deletion_protection: bool,
+    /// Name of the `[[target_group]]` that receives its flows. Required for
+    /// tcp, udp and tls listeners; for http and https a shorthand for a
+    /// `default_action` forwarding to it.
+    pub target_group: Option<String>,
+    /// http/https: what requests no rule matches get ([`super::http`]).
+    pub default_action: Option<Action>,
+    /// http/https: `[[listener.rule]]`, evaluated by priority.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+    /// http/https: seconds a client connection may be idle.
+    pub idle_timeout: Option<u32>,
+    /// http/https: file receiving one access-log line per request.
+    pub access_log: Option<PathBuf>,
+    /// `[listener.tls]`: certificates and policy; required for `tls` and
+    /// `https` listeners, refused for others.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
 }

@@ -12,8 +12,10 @@
 //! docs/config.md describes every key for operators; keep the two in step.
 
 mod daemon;
+pub mod http;
 mod listener;
 mod target_group;
+mod tls;
 mod validate;
 
 use std::{
@@ -26,9 +28,10 @@ use lb_common::limits;
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use daemon::{Daemon, XdpMode};
+pub use daemon::{Daemon, Dataplane, XdpMode};
 pub use listener::{Listener, Protocol};
 pub use target_group::{Forwarding, Stickiness, Target, TargetGroup};
+pub use tls::{Certificate, ListenerTls, SecurityPolicy, TargetGroupTls};
 pub use validate::{ValidationError, ValidationErrors};
 
 /// Default of `daemon.pin_dir`.

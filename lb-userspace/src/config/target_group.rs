@@ -3,7 +3,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
-use super::{DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol};
+use super::{
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol, TargetGroupTls,
+    http::Algorithm,
+};
 
 /// `[[target_group]]`: targets and how flows are spread and kept on them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -47,6 +50,24 @@ pub struct TargetGroup {
     /// Refuses removing the group (by API or reload) while set.
     #[serde(default)]
     pub deletion_protection: bool,
+    /// http/https: seconds an idle back-end connection is kept for reuse;
+    /// 0 opens one connection per request (an anti-pattern).
+    pub keep_alive_timeout: Option<u32>,
+    /// http/https: seconds a target has to start answering (else 504).
+    pub response_timeout: Option<u32>,
+    /// http/https: connections opened to each target ahead of requests.
+    pub warm_connections: Option<u32>,
+    /// http/https: how requests are spread over targets.
+    pub algorithm: Option<Algorithm>,
+    /// Send a PROXY protocol v2 header first on every connection to a
+    /// target (userspace listeners only: the XDP path forwards packets as
+    /// they are).
+    #[serde(default)]
+    pub proxy_protocol_v2: bool,
+    /// `[target_group.tls]`: how to verify targets; required when
+    /// `protocol = "tls"`.
+    #[serde(default)]
+    pub tls: Option<TargetGroupTls>,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,

@@ -12,8 +12,8 @@ use std::{
 use lb_common::limits;
 
 use super::{
-    Config, DEREGISTRATION_DELAY, Daemon, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE, MAX_VIPS,
-    PORT, SLOW_START, TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
+    Config, DEREGISTRATION_DELAY, Daemon, Dataplane, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE,
+    MAX_VIPS, PORT, Protocol, SLOW_START, TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
 };
 use crate::maglev;
 
@@ -48,14 +48,14 @@ impl ValidationErrors {
         self.0.is_empty()
     }
 
-    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.0.push(ValidationError {
             path: path.into(),
             reason: reason.into(),
         });
     }
 
-    fn range<T: PartialOrd + fmt::Display>(
+    pub(super) fn range<T: PartialOrd + fmt::Display>(
         &mut self,
         path: impl Into<String>,
         value: T,
@@ -95,6 +95,8 @@ impl Config {
             check_target_group(self, i, group, &mut errs);
         }
         check_totals(self, &mut errs);
+        super::http::check(self, &mut errs);
+        super::tls::check(self, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
@@ -140,7 +142,7 @@ fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
     if let Some(zone) = &d.zone {
         check_zone("daemon.zone", zone, errs);
     }
-    if d.interfaces.is_empty() {
+    if d.interfaces.is_empty() && d.dataplane != Dataplane::Userspace {
         errs.push("daemon.interfaces", "at least one interface is required");
     }
     let mut seen = HashMap::new();
@@ -217,10 +219,25 @@ fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
         } else {
             services.insert(service, l);
         }
-        match c.target_group(&l.target_group) {
+        // http/https listeners name their groups in actions (config::http).
+        let group = match (
+            &l.target_group,
+            l.protocol.in_kernel() || l.protocol == Protocol::Tls,
+        ) {
+            (Some(g), _) => g,
+            (None, true) => {
+                errs.push(
+                    format!("{path}.target_group"),
+                    format!("required for {} listeners", l.protocol),
+                );
+                continue;
+            }
+            (None, false) => continue,
+        };
+        match c.target_group(group) {
             None => errs.push(
                 format!("{path}.target_group"),
-                format!("unknown target group {:?}", l.target_group),
+                format!("unknown target group {group:?}"),
             ),
             Some(g) if !l.protocol.accepts_group(g.protocol) => errs.push(
                 format!("{path}.target_group"),
@@ -284,7 +301,7 @@ fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut Validati
     let users: Vec<_> = c
         .listeners
         .iter()
-        .filter(|l| is_first && l.target_group == g.name)
+        .filter(|l| is_first && l.referenced_groups().contains(&g.name.as_str()))
         .collect();
     let mut endpoints = HashMap::new();
     for (j, t) in g.targets.iter().enumerate() {

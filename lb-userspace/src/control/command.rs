@@ -119,7 +119,9 @@ pub struct ListenerReport {
     pub protocol: String,
     pub address: std::net::IpAddr,
     pub port: u16,
-    pub target_group: String,
+    /// Every target group the listener may send to (for http/https: its
+    /// rules' and default action's).
+    pub target_groups: Vec<String>,
     pub deletion_protection: bool,
     /// `xdp` or `userspace`.
     pub served_by: String,

@@ -21,6 +21,7 @@ use crate::{
     config::{Config, ConfigError, Listener, Target, TargetGroup},
     daemon::ErrorChain,
     net,
+    proxy::Proxies,
     routable::Routable,
 };
 
@@ -40,6 +41,7 @@ pub struct Controller {
     config: Config,
     lifecycle: Lifecycle,
     xdp: Option<XdpPath>,
+    proxies: Proxies,
     routable: watch::Sender<Arc<Routable>>,
     started: Instant,
     last_reload: Option<String>,
@@ -53,6 +55,7 @@ impl Controller {
         config: Config,
         lifecycle: Lifecycle,
         xdp: Option<XdpPath>,
+        proxies: Proxies,
         routable: watch::Sender<Arc<Routable>>,
     ) -> Self {
         Self {
@@ -60,6 +63,7 @@ impl Controller {
             config,
             lifecycle,
             xdp,
+            proxies,
             routable,
             started: Instant::now(),
             last_reload: None,
@@ -105,7 +109,7 @@ impl Controller {
     }
 
     /// Makes `new` the running config, or refuses it and keeps the old one.
-    fn replace(&mut self, new: Config, why: &str) -> Result<ChangeReport, ControlError> {
+    async fn replace(&mut self, new: Config, why: &str) -> Result<ChangeReport, ControlError> {
         if let Err(errors) = new.validate() {
             return Err(ControlError::Invalid(errors.to_string()));
         }
@@ -114,6 +118,16 @@ impl Controller {
             return Err(ControlError::Invalid(format!(
                 "[daemon] {what} changed; that needs a restart (`lb down` first when map sizes change)"
             )));
+        }
+        // Userspace listeners first: a listener that cannot bind refuses the
+        // change before anything else moved.
+        let serve_l4 = self.xdp.is_none();
+        if let Err(e) = self.proxies.apply(&new, serve_l4).await {
+            let old = self.config.clone();
+            if let Err(again) = self.proxies.apply(&old, serve_l4).await {
+                error!(error = %ErrorChain(&again), "restoring the userspace listeners failed");
+            }
+            return Err(ControlError::Invalid(ErrorChain(&e).to_string()));
         }
         let now = Instant::now();
         let released = self.lifecycle.sync(&new, now);
@@ -138,9 +152,9 @@ impl Controller {
     }
 
     /// Re-reads the config file (SIGHUP, `lb reload`, the API).
-    pub fn reload(&mut self) -> Result<ChangeReport, ControlError> {
+    pub async fn reload(&mut self) -> Result<ChangeReport, ControlError> {
         let result = match Config::load(&self.path) {
-            Ok(new) => self.replace(new, "reload"),
+            Ok(new) => self.replace(new, "reload").await,
             Err(ConfigError::Invalid { errors, .. }) => {
                 Err(ControlError::Invalid(errors.to_string()))
             }
@@ -197,7 +211,7 @@ impl Controller {
     }
 
     /// Answers one command.
-    pub fn handle(&mut self, cmd: Command) {
+    pub async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Status(reply) => {
                 let _ = reply.send(Ok(self.status()));
@@ -222,14 +236,14 @@ impl Controller {
                 targets,
                 reply,
             } => {
-                let _ = reply.send(self.register(&group, targets));
+                let _ = reply.send(self.register(&group, targets).await);
             }
             Command::Deregister {
                 group,
                 targets,
                 reply,
             } => {
-                let _ = reply.send(self.deregister(&group, &targets));
+                let _ = reply.send(self.deregister(&group, &targets).await);
             }
             Command::SetWeight {
                 group,
@@ -237,30 +251,30 @@ impl Controller {
                 weight,
                 reply,
             } => {
-                let _ = reply.send(self.set_weight(&group, target, weight));
+                let _ = reply.send(self.set_weight(&group, target, weight).await);
             }
             Command::ModifyListener {
                 name,
                 attributes,
                 reply,
             } => {
-                let _ = reply.send(self.modify_listener(&name, &attributes));
+                let _ = reply.send(self.modify_listener(&name, &attributes).await);
             }
             Command::ModifyTargetGroup {
                 name,
                 attributes,
                 reply,
             } => {
-                let _ = reply.send(self.modify_target_group(&name, &attributes));
+                let _ = reply.send(self.modify_target_group(&name, &attributes).await);
             }
             Command::DeleteListener { name, reply } => {
-                let _ = reply.send(self.delete_listener(&name));
+                let _ = reply.send(self.delete_listener(&name).await);
             }
             Command::DeleteTargetGroup { name, reply } => {
-                let _ = reply.send(self.delete_target_group(&name));
+                let _ = reply.send(self.delete_target_group(&name).await);
             }
             Command::Reload(reply) => {
-                let _ = reply.send(self.reload());
+                let _ = reply.send(self.reload().await);
             }
         }
     }
@@ -302,7 +316,11 @@ impl Controller {
                 protocol: l.protocol.to_string(),
                 address: l.address,
                 port: l.port,
-                target_group: l.target_group.clone(),
+                target_groups: l
+                    .referenced_groups()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
                 deletion_protection: l.deletion_protection,
                 served_by: if l.protocol.in_kernel() && self.xdp.is_some() {
                     "xdp"
@@ -374,7 +392,7 @@ impl Controller {
 
     /// Runs `edit` on a copy of the running config and makes it the running
     /// one if valid.
-    fn edit(
+    async fn edit(
         &mut self,
         why: String,
         edit: impl FnOnce(&mut Config) -> Result<(), ControlError>,
@@ -386,10 +404,10 @@ impl Controller {
                 message: format!("{why}: no changes"),
             });
         }
-        self.replace(new, &why)
+        self.replace(new, &why).await
     }
 
-    fn register(
+    async fn register(
         &mut self,
         group: &str,
         specs: Vec<TargetSpec>,
@@ -417,9 +435,10 @@ impl Controller {
             }
             Ok(())
         })
+        .await
     }
 
-    fn deregister(
+    async fn deregister(
         &mut self,
         group: &str,
         targets: &[SocketAddr],
@@ -440,9 +459,10 @@ impl Controller {
                 .retain(|t| !targets.contains(&g_endpoint(port, t)));
             Ok(())
         })
+        .await
     }
 
-    fn set_weight(
+    async fn set_weight(
         &mut self,
         group: &str,
         target: SocketAddr,
@@ -465,9 +485,10 @@ impl Controller {
             t.weight = weight;
             Ok(())
         })
+        .await
     }
 
-    fn modify_listener(
+    async fn modify_listener(
         &mut self,
         name: &str,
         a: &ListenerAttributes,
@@ -480,9 +501,10 @@ impl Controller {
             }
             Ok(())
         })
+        .await
     }
 
-    fn modify_target_group(
+    async fn modify_target_group(
         &mut self,
         name: &str,
         a: &TargetGroupAttributes,
@@ -507,22 +529,28 @@ impl Controller {
             }
             Ok(())
         })
+        .await
     }
 
-    fn delete_listener(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
+    async fn delete_listener(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
         let why = format!("delete listener {name}");
         self.edit(why, |c| {
             listener_mut(c, name)?;
             c.listeners.retain(|l| l.name != name);
             Ok(())
         })
+        .await
     }
 
-    fn delete_target_group(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
+    async fn delete_target_group(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
         let why = format!("delete target group {name}");
         self.edit(why, |c| {
             group_mut(c, name)?;
-            if let Some(l) = c.listeners.iter().find(|l| l.target_group == name) {
+            if let Some(l) = c
+                .listeners
+                .iter()
+                .find(|l| l.referenced_groups().contains(&name))
+            {
                 return Err(ControlError::Conflict(format!(
                     "target group {name:?} is in use by listener {:?}",
                     l.name
@@ -531,6 +559,7 @@ impl Controller {
             c.target_groups.retain(|g| g.name != name);
             Ok(())
         })
+        .await
     }
 }
 

@@ -335,7 +335,7 @@ impl Lifecycle {
         let used = config
             .listeners
             .iter()
-            .any(|l| l.target_group == group.name);
+            .any(|l| l.referenced_groups().contains(&group.name.as_str()));
         self.group_records(&group.name)
             .zip(planned)
             .map(|((ep, r), p)| {

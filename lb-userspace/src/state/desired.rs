@@ -98,7 +98,7 @@ impl Desired {
             .map(|g| (g.name.as_str(), g))
             .collect();
         for listener in config.listeners.iter().filter(|l| l.protocol.in_kernel()) {
-            let Some(&group) = groups.get(listener.target_group.as_str()) else {
+            let Some(&group) = listener.target_group.as_deref().and_then(|g| groups.get(g)) else {
                 continue;
             };
             let key = net::vip_key(

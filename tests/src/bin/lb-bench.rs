@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lb_tests::bench_xdp::{self, Opts, Row};
-use lb_tests::{bench_apply, bench_e2e};
+use lb_tests::{bench_apply, bench_e2e, bench_http};
 
 #[derive(Parser)]
 #[command(about = "xdp-lb benchmarks (run through `cargo xtask bench`)")]
@@ -70,6 +70,25 @@ enum What {
         frame_len: usize,
         /// Where to write the JSON results (default $LB_BENCH_DIR/e2e.json,
         /// else target/bench/e2e.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// HTTP/1.1 and HTTPS keep-alive requests/s and p99, and TLS handshakes/s,
+    /// through the layer-7 proxy and through HAProxy in the same run.
+    Http {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Rounds per proxy, interleaved (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Concurrent client connections (h2load -c).
+        #[arg(long, default_value_t = 32)]
+        connections: u32,
+        /// Worker threads of each proxy.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Where to write the JSON results (default $LB_BENCH_DIR/http.json).
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -241,6 +260,35 @@ fn main() {
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
             bench_e2e::verify(&report);
+        }
+        What::Http {
+            seconds,
+            rounds,
+            connections,
+            threads,
+            json: path,
+        } => {
+            let path = path.unwrap_or_else(|| {
+                std::env::var_os("LB_BENCH_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("target/bench"))
+                    .join("http.json")
+            });
+            let opts = bench_http::Opts {
+                seconds,
+                rounds,
+                connections,
+                threads,
+                json: path.clone(),
+            };
+            let report = bench_http::run(&opts);
+            bench_http::print(&report, &opts);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).expect("create bench directory");
+            }
+            std::fs::write(&path, bench_http::json(&report))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            println!("wrote {}", path.display());
         }
     }
 }

@@ -1,0 +1,250 @@
+//! `[listener.tls]` and `[target_group.tls]`: TLS termination on listeners
+//! and TLS toward targets, plus their semantic checks (files readable and
+//! parseable, keys matching certificates, options that fit the protocol).
+use std::{fmt, path::PathBuf};
+
+use serde::Deserialize;
+
+use super::{Config, Dataplane, Listener, Protocol, TargetGroup, ValidationErrors};
+use crate::tls;
+
+/// `[listener.tls]` of a `tls` or `https` listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// `[[listener.tls.certificate]]`: at least one. A client's SNI picks
+    /// the first certificate whose names cover it; clients without SNI or
+    /// with a name no certificate covers get the default one.
+    #[serde(rename = "certificate")]
+    pub certificates: Vec<Certificate>,
+    /// Protocol versions and cipher suites offered.
+    #[serde(default)]
+    pub security_policy: SecurityPolicy,
+    /// ALPN protocols offered, in order of preference (e.g. `["h2",
+    /// "http/1.1"]`). Empty: no ALPN for `tls` listeners, `h2` and
+    /// `http/1.1` for `https` listeners.
+    #[serde(default)]
+    pub alpn: Vec<String>,
+}
+
+impl ListenerTls {
+    /// The certificate for clients without (matching) SNI: the one marked
+    /// `default = true`, else the first.
+    pub fn default_certificate(&self) -> Option<&Certificate> {
+        self.certificates
+            .iter()
+            .find(|c| c.default)
+            .or(self.certificates.first())
+    }
+}
+
+/// `[[listener.tls.certificate]]`: a PEM certificate chain and its key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// PEM file: the end-entity certificate first, then intermediates.
+    pub cert: PathBuf,
+    /// PEM file: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Served to clients without SNI or with a name no certificate covers.
+    /// At most one certificate per listener; none marked: the first.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// `listener.tls.security_policy`: ELB's names for sets of TLS versions and
+/// cipher suites. Every suite is ECDHE with an AEAD (rustls has no others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum SecurityPolicy {
+    /// TLS 1.3 and TLS 1.2 (ECDHE with AES-GCM or ChaCha20-Poly1305).
+    #[default]
+    #[serde(rename = "ELBSecurityPolicy-TLS13-1-2-2021-06")]
+    Tls13Tls12,
+    /// TLS 1.3 and TLS 1.2 restricted to ECDHE with AES-GCM.
+    #[serde(rename = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06")]
+    Tls13Tls12Restricted,
+    /// TLS 1.3 only.
+    #[serde(rename = "ELBSecurityPolicy-TLS13-1-3-2021-06")]
+    Tls13Only,
+    /// TLS 1.2 only, ECDHE with AES-GCM (forward secrecy).
+    #[serde(rename = "ELBSecurityPolicy-FS-1-2-Res-2020-10")]
+    Fs12Restricted,
+}
+
+impl SecurityPolicy {
+    /// Every policy, for error messages and docs.
+    pub const ALL: [SecurityPolicy; 4] = [
+        SecurityPolicy::Tls13Tls12,
+        SecurityPolicy::Tls13Tls12Restricted,
+        SecurityPolicy::Tls13Only,
+        SecurityPolicy::Fs12Restricted,
+    ];
+
+    /// The config spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SecurityPolicy::Tls13Tls12 => "ELBSecurityPolicy-TLS13-1-2-2021-06",
+            SecurityPolicy::Tls13Tls12Restricted => "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+            SecurityPolicy::Tls13Only => "ELBSecurityPolicy-TLS13-1-3-2021-06",
+            SecurityPolicy::Fs12Restricted => "ELBSecurityPolicy-FS-1-2-Res-2020-10",
+        }
+    }
+}
+
+impl fmt::Display for SecurityPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[target_group.tls]` of a `tls` target group: how targets are verified.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroupTls {
+    /// PEM file of the CA certificates a target's chain must lead to.
+    /// Required unless `verify = false`.
+    pub ca_file: Option<PathBuf>,
+    /// `false` accepts any target certificate (encryption without
+    /// authentication, as ELB does toward targets). Must be said explicitly.
+    #[serde(default = "default_verify")]
+    pub verify: bool,
+    /// Name sent as SNI and checked against the target's certificate;
+    /// default: the target's IP address (the certificate then needs an IP
+    /// subject alternative name).
+    pub server_name: Option<String>,
+}
+
+fn default_verify() -> bool {
+    true
+}
+
+/// The checks of this file; called from `Config::validate`.
+pub(super) fn check(c: &Config, errs: &mut ValidationErrors) {
+    for (i, l) in c.listeners.iter().enumerate() {
+        check_listener(c, i, l, errs);
+    }
+    for (i, g) in c.target_groups.iter().enumerate() {
+        check_group(c, i, g, errs);
+    }
+}
+
+fn check_listener(c: &Config, i: usize, l: &Listener, errs: &mut ValidationErrors) {
+    let path = format!("listener[{i}].tls");
+    let wants_tls = matches!(l.protocol, Protocol::Tls | Protocol::Https);
+    match (&l.tls, wants_tls) {
+        (None, true) => errs.push(
+            path,
+            format!("a {} listener needs a [listener.tls] table", l.protocol),
+        ),
+        (Some(_), false) => errs.push(
+            path,
+            format!("a {} listener does not terminate TLS", l.protocol),
+        ),
+        (Some(t), true) => check_listener_tls(&path, t, errs),
+        (None, false) => {}
+    }
+    if l.protocol == Protocol::Udp && c.daemon.dataplane == Dataplane::Userspace {
+        errs.push(
+            format!("listener[{i}].protocol"),
+            "udp listeners need the XDP data path; dataplane = \"userspace\" serves tcp, tls, http and https only",
+        );
+    }
+}
+
+fn check_listener_tls(path: &str, t: &ListenerTls, errs: &mut ValidationErrors) {
+    if t.certificates.is_empty() {
+        errs.push(
+            format!("{path}.certificate"),
+            "at least one certificate is required",
+        );
+    }
+    let defaults = t.certificates.iter().filter(|c| c.default).count();
+    if defaults > 1 {
+        errs.push(
+            format!("{path}.certificate"),
+            format!("{defaults} certificates say default = true; at most one may"),
+        );
+    }
+    for (j, cert) in t.certificates.iter().enumerate() {
+        if let Err(e) = tls::load_certified_key(cert) {
+            errs.push(format!("{path}.certificate[{j}]"), e.to_string());
+        }
+    }
+    for (j, proto) in t.alpn.iter().enumerate() {
+        if proto.is_empty() || proto.len() > 255 {
+            errs.push(
+                format!("{path}.alpn[{j}]"),
+                format!("{proto:?} must be 1 to 255 bytes"),
+            );
+        } else if t.alpn[..j].contains(proto) {
+            errs.push(
+                format!("{path}.alpn[{j}]"),
+                format!("{proto:?} is listed twice"),
+            );
+        }
+    }
+}
+
+fn check_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut ValidationErrors) {
+    let path = format!("target_group[{i}]");
+    match (&g.tls, g.protocol) {
+        (None, Protocol::Tls) => errs.push(
+            format!("{path}.tls"),
+            "a tls target group needs a [target_group.tls] table (ca_file, or verify = false)",
+        ),
+        (Some(_), Protocol::Tls) | (None, _) => {}
+        (Some(_), p) => errs.push(
+            format!("{path}.tls"),
+            format!("only tls target groups connect with TLS; this one is {p}"),
+        ),
+    }
+    if let Some(t) = &g.tls {
+        check_group_tls(&format!("{path}.tls"), t, errs);
+    }
+    if g.proxy_protocol_v2 {
+        // The XDP path rewrites packets; it cannot insert bytes into a stream.
+        let in_kernel = c.daemon.dataplane != Dataplane::Userspace;
+        let users = c
+            .listeners
+            .iter()
+            .filter(|l| l.target_group.as_deref() == Some(g.name.as_str()));
+        for l in users {
+            if l.protocol == Protocol::Udp || (l.protocol == Protocol::Tcp && in_kernel) {
+                errs.push(
+                    format!("{path}.proxy_protocol_v2"),
+                    format!(
+                        "{} listener {:?} is served by the XDP path, which cannot send PROXY headers (only tls listeners, or tcp ones with dataplane = \"userspace\")",
+                        l.protocol, l.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_group_tls(path: &str, t: &TargetGroupTls, errs: &mut ValidationErrors) {
+    match (&t.ca_file, t.verify) {
+        (None, true) => errs.push(
+            format!("{path}.ca_file"),
+            "required to verify targets; or say verify = false to accept any target certificate",
+        ),
+        (Some(_), false) => errs.push(
+            format!("{path}.ca_file"),
+            "given with verify = false: either verify against it or drop it",
+        ),
+        (Some(ca), true) => {
+            if let Err(e) = tls::load_roots(ca) {
+                errs.push(format!("{path}.ca_file"), e.to_string());
+            }
+        }
+        (None, false) => {}
+    }
+    if let Some(name) = &t.server_name
+        && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+    {
+        errs.push(
+            format!("{path}.server_name"),
+            format!("{name:?} is not a DNS name or IP address"),
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Which target gets the next request: weighted round robin, or the fewest
+//! requests in flight per unit of weight (ALB's least outstanding requests).
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use crate::{config::http::Algorithm, routable::RoutableTarget};
+
+pub struct Balancer {
+    algorithm: Algorithm,
+    /// Requests picked so far: the round-robin position, and where the
+    /// least-outstanding scan starts so ties rotate.
+    next: AtomicUsize,
+}
+
+impl Balancer {
+    pub fn new(algorithm: Algorithm) -> Self {
+        Self {
+            algorithm,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// `None` when no target may take work. `outstanding` gives a target's
+    /// requests in flight.
+    pub fn pick(
+        &self,
+        targets: &[RoutableTarget],
+        outstanding: impl Fn(SocketAddr) -> usize,
+    ) -> Option<SocketAddr> {
+        if targets.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        match self.algorithm {
+            Algorithm::RoundRobin => round_robin(targets, n),
+            Algorithm::LeastOutstandingRequests => {
+                let start = n % targets.len();
+                let mut best: Option<(u64, SocketAddr)> = None;
+                for t in targets.iter().cycle().skip(start).take(targets.len()) {
+                    // Compare outstanding/weight without division.
+                    let load =
+                        outstanding(t.endpoint) as u64 * 1_000_000 / u64::from(t.weight.max(1));
+                    if best.is_none_or(|(b, _)| load < b) {
+                        best = Some((load, t.endpoint));
+                    }
+                }
+                best.map(|(_, ep)| ep)
+            }
+        }
+    }
+}
+
+/// The `n`th pick of a weighted rotation: within each cycle of
+/// `sum(weights)` picks, every target gets exactly `weight` of them, in
+/// config order (3:1 gives A A A B).
+fn round_robin(targets: &[RoutableTarget], n: usize) -> Option<SocketAddr> {
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let slot = (n as u64) % total;
+    let mut acc = 0;
+    for t in targets {
+        acc += u64::from(t.weight);
+        if slot < acc {
+            return Some(t.endpoint);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(port: u16, weight: u32) -> RoutableTarget {
+        RoutableTarget {
+            endpoint: SocketAddr::from(([10, 0, 0, 1], port)),
+            weight,
+        }
+    }
+
+    #[test]
+    fn round_robin_by_weight() {
+        let b = Balancer::new(Algorithm::RoundRobin);
+        let ts = [t(1, 1), t(2, 3)];
+        let picks: Vec<u16> = (0..8).map(|_| b.pick(&ts, |_| 0).unwrap().port()).collect();
+        assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 6);
+        assert_eq!(b.pick(&[], |_| 0), None);
+    }
+
+    #[test]
+    fn least_outstanding() {
+        let b = Balancer::new(Algorithm::LeastOutstandingRequests);
+        let ts = [t(1, 1), t(2, 1), t(3, 2)];
+        let busy = |a: SocketAddr| match a.port() {
+            1 => 5,
+            2 => 1,
+            _ => 3,
+        };
+        assert_eq!(b.pick(&ts, busy).unwrap().port(), 2);
+        let busy = |_: SocketAddr| 1;
+        // Weight 2 halves the load of port 3.
+        assert_eq!(b.pick(&ts, busy).unwrap().port(), 3);
+    }
+}

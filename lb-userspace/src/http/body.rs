@@ -1,0 +1,110 @@
+//! The body of every response the listener sends: a fixed one (errors,
+//! fixed responses, redirects) or a target's, streamed. It counts the bytes
+//! it yields and runs a completion hook once, when it ends or is dropped, so
+//! access-log lines and metrics see the real outcome of each request.
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+/// Called with the number of body bytes sent and whether the body reached
+/// its end (false: abandoned, e.g. the client went away).
+pub type Finish = Box<dyn FnOnce(u64, bool) + Send + Sync>;
+
+pub struct ProxyBody {
+    inner: Inner,
+    sent: u64,
+    finish: Option<Finish>,
+}
+
+enum Inner {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self::new(Inner::Full((!bytes.is_empty()).then_some(bytes)))
+    }
+
+    pub fn empty() -> Self {
+        Self::new(Inner::Full(None))
+    }
+
+    pub fn upstream(body: Incoming) -> Self {
+        Self::new(Inner::Upstream(body))
+    }
+
+    fn new(inner: Inner) -> Self {
+        Self {
+            inner,
+            sent: 0,
+            finish: None,
+        }
+    }
+
+    /// Sets the hook run once the body is done (or abandoned).
+    pub fn on_finish(&mut self, finish: Finish) {
+        self.finish = Some(finish);
+    }
+
+    fn done(&mut self, complete: bool) {
+        if let Some(f) = self.finish.take() {
+            f(self.sent, complete);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // hyper may never poll a body that is empty from the start.
+        let complete = self.is_end_stream();
+        self.done(complete);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = match &mut self.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.done(true),
+            Poll::Ready(Some(Err(_))) => self.done(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(bytes) => bytes.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Forwarding one request to a target of a group: pick the target, lease a
+//! pooled connection, rewrite the head as a proxy must, wait for the answer
+//! within the group's response timeout, hand the connection back, and splice
+//! upgraded (WebSocket) connections.
+//!
+//! Failures answer at once, never hang: no routable target → 503; connect
+//! refused or the target broke the exchange → 502; no response head within
+//! `response_timeout` → 504.
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use ::http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
+use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use super::{
+    access_log::Entry,
+    actions,
+    body::ProxyBody,
+    headers::{connection_has, set_forwarded, strip_hop_by_hop},
+    listener::HttpListener,
+    metrics::{CodeLabels, TargetLabels, class},
+    pool::{GroupPool, Lease, Outstanding},
+};
+
+/// What the caller keeps until the response body is done.
+#[derive(Default)]
+pub struct Exchange {
+    /// Counts the request as outstanding on its target.
+    pub outstanding: Option<Outstanding>,
+    /// The connection, to give back when the body ends; `None` when it
+    /// must not be reused.
+    pub lease: Option<(Arc<GroupPool>, Lease)>,
+}
+
+impl Exchange {
+    /// Ends the exchange: a connection whose response was read to its end
+    /// goes back to the pool, any other is closed.
+    pub fn finish(self, complete: bool) {
+        if let (true, Some((pool, lease))) = (complete, self.lease) {
+            pool.release(lease);
+        }
+    }
+}
+
+enum SendError {
+    Connect(std::io::Error),
+    Target(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Target(e) => write!(f, "exchange: {e}"),
+        }
+    }
+}
+
+pub async fn forward(
+    l: &HttpListener,
+    group: &str,
+    client: SocketAddr,
+    mut req: Request<Incoming>,
+    started: Instant,
+    entry: &mut Entry,
+    exchange: &mut Exchange,
+) -> Response<ProxyBody> {
+    let Some(pool) = l.pools.get(group) else {
+        return actions::error(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let routable = Arc::clone(&l.routable.borrow());
+    let Some((target, outstanding)) = pool.pick(routable.targets(group)) else {
+        return actions::error(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    exchange.outstanding = Some(outstanding);
+    entry.target = Some(target.addr);
+
+    let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let req = prepare(l, pool, client, req, upgrade.is_some());
+
+    let sent_at = Instant::now();
+    entry.request_processing = Some(sent_at - started);
+    let sent = tokio::time::timeout(pool.settings.response_timeout, send(pool, &target, req)).await;
+    let (lease, mut resp) = match sent {
+        Err(_elapsed) => {
+            debug!(target = %target.addr, "no response within {:?}", pool.settings.response_timeout);
+            return actions::error(StatusCode::GATEWAY_TIMEOUT);
+        }
+        Ok(Err(e)) => {
+            debug!(target = %target.addr, "{e}");
+            return actions::error(StatusCode::BAD_GATEWAY);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let took = sent_at.elapsed();
+    entry.target_processing = Some(took);
+    let status = resp.status();
+    entry.target_status = Some(status.as_u16());
+    record(l, group, status.as_u16(), took.as_secs_f64());
+
+    let switched = status == StatusCode::SWITCHING_PROTOCOLS;
+    if !switched && !connection_has(resp.headers(), "close") {
+        exchange.lease = Some((Arc::clone(pool), lease));
+    }
+    if switched {
+        match upgrade {
+            Some(client_side) => {
+                let target_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(splice(client_side, target_side));
+                entry.kind = if l.scheme() == "https" { "wss" } else { "ws" };
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, ProxyBody::empty());
+            }
+            // A 101 nobody asked for cannot be relayed.
+            None => return actions::error(StatusCode::BAD_GATEWAY),
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    resp.map(ProxyBody::upstream)
+}
+
+/// Sends on a leased connection; a request a reused connection could not
+/// even take (the target closed it while idle) is retried once on a fresh
+/// one. Returns the lease for release.
+async fn send(
+    pool: &GroupPool,
+    target: &Arc<super::pool::TargetConns>,
+    req: Request<Incoming>,
+) -> Result<(Lease, Response<Incoming>), SendError> {
+    let mut lease = pool.lease(target).await.map_err(SendError::Connect)?;
+    if lease.sender.ready().await.is_err() {
+        lease = pool.fresh(target).await.map_err(SendError::Connect)?;
+        lease.sender.ready().await.map_err(SendError::Target)?;
+    }
+    match lease.sender.try_send_request(req).await {
+        Ok(resp) => Ok((lease, resp)),
+        Err(mut e) => match (lease.reused, e.take_message()) {
+            (true, Some(req)) => {
+                let mut lease = pool.fresh(target).await.map_err(SendError::Connect)?;
+                lease.sender.ready().await.map_err(SendError::Target)?;
+                let resp = lease
+                    .sender
+                    .send_request(req)
+                    .await
+                    .map_err(SendError::Target)?;
+                Ok((lease, resp))
+            }
+            _ => Err(SendError::Target(e.into_error())),
+        },
+    }
+}
+
+fn record(l: &HttpListener, group: &str, status: u16, seconds: f64) {
+    l.metrics
+        .target_codes
+        .get_or_create(&CodeLabels {
+            listener: l.name.clone(),
+            target_group: group.to_owned(),
+            class: class(status),
+        })
+        .inc();
+    l.metrics
+        .target_response_time
+        .get_or_create(&TargetLabels {
+            listener: l.name.clone(),
+            target_group: group.to_owned(),
+        })
+        .observe(seconds);
+}
+
+/// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` protocol.
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+/// The request as the target sees it: HTTP/1.1, origin-form, a `Host`,
+/// no hop-by-hop fields, `X-Forwarded-*` set; `Connection: close` when the
+/// group keeps no connections; the upgrade fields when upgrading.
+fn prepare(
+    l: &HttpListener,
+    pool: &GroupPool,
+    client: SocketAddr,
+    req: Request<Incoming>,
+    upgrade: bool,
+) -> Request<Incoming> {
+    let (mut parts, body) = req.into_parts();
+    let upgrade_proto = parts.headers.get(header::UPGRADE).cloned();
+    if !parts.headers.contains_key(header::HOST) {
+        // HTTP/2's :authority, or for HTTP/1.0 without Host the listener.
+        let host = match parts.uri.authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => format!("{}:{}", bracketed(l.address), l.port),
+        };
+        if let Ok(v) = HeaderValue::try_from(host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    set_forwarded(&mut parts.headers, client.ip(), l.scheme(), l.port);
+    match (upgrade, upgrade_proto) {
+        (true, Some(proto)) => {
+            parts.headers.insert(header::UPGRADE, proto);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        _ if !pool.settings.pooling() => {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(pq);
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, body)
+}
+
+fn bracketed(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}
+
+/// Copies bytes both ways between the upgraded client and target
+/// connections until either side closes.
+async fn splice(client: OnUpgrade, target: OnUpgrade) {
+    let (client, target) = match tokio::try_join!(client, target) {
+        Ok(pair) => pair,
+        Err(e) => {
+            debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut target = TokioIo::new(target);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut target).await {
+        debug!("upgraded connection ended: {e}");
+    }
+}

@@ -1,0 +1,215 @@
+//! One request, start to end: limits, rules, the chosen action, and the
+//! access-log line and metrics once the response body is done.
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use ::http::{HeaderValue, Request, Response, StatusCode, Version, header, request::Parts};
+use hyper::body::Incoming;
+
+use super::{
+    access_log::Entry,
+    actions::{self, Origin},
+    body::ProxyBody,
+    forward::{Exchange, forward},
+    limits,
+    listener::HttpListener,
+    metrics::{ElbCodeLabels, class},
+    rules::RequestView,
+};
+use crate::config::http::Action;
+
+/// What the connection knows about itself.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    /// Negotiated cipher suite and protocol version (https only), as
+    /// OpenSSL names them in ELB's logs.
+    pub tls: Option<(String, String)>,
+}
+
+pub async fn handle<G: Send + Sync + 'static>(
+    l: Arc<HttpListener>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+    in_flight: G,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let mut entry = start_entry(&l, &conn, &req);
+    l.requests.inc();
+    let mut exchange = Exchange::default();
+    let mut resp = route(&l, &conn, req, started, &mut entry, &mut exchange).await;
+    entry.elb_status = resp.status().as_u16();
+    if entry.target_status.is_none() && entry.elb_status >= 400 {
+        l.metrics
+            .elb_codes
+            .get_or_create(&ElbCodeLabels {
+                listener: l.name.clone(),
+                class: class(entry.elb_status),
+            })
+            .inc();
+    }
+    let head_at = Instant::now();
+    let log = l.access_log.clone();
+    let name = l.name.clone();
+    resp.body_mut().on_finish(Box::new(move |sent, complete| {
+        // Held until here: the request counts as in flight (client idle
+        // timeout) and outstanding (least outstanding requests).
+        exchange.finish(complete);
+        drop(in_flight);
+        if let Some(log) = log {
+            entry.sent_bytes = sent;
+            entry.response_processing = Some(head_at.elapsed());
+            log.write(entry.line(&name));
+        }
+    }));
+    Ok(resp)
+}
+
+async fn route(
+    l: &HttpListener,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    started: Instant,
+    entry: &mut Entry,
+    exchange: &mut Exchange,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    if let Some(status) = limits::check(&parts) {
+        return closing(actions::error(status));
+    }
+    let Some(host) = host_of(&parts) else {
+        // HTTP/1.1 requires Host (RFC 9112 section 3.2); ALB answers 400.
+        return closing(actions::error(StatusCode::BAD_REQUEST));
+    };
+    let host = host.to_owned();
+    let action = {
+        let view = RequestView {
+            parts: &parts,
+            host: strip_port(&host),
+            client: conn.client.ip(),
+        };
+        l.rules.find(&view).map_or(&l.default_action, |r| &r.action)
+    };
+    match action {
+        Action::FixedResponse(f) => actions::fixed(f),
+        Action::Redirect(r) => {
+            let path = parts.uri.path();
+            let origin = Origin {
+                protocol: l.scheme(),
+                host: strip_port(&host),
+                port: l.port,
+                path: path.strip_prefix('/').unwrap_or(path),
+                query: parts.uri.query().unwrap_or(""),
+            };
+            actions::redirect(r, &origin)
+        }
+        Action::Forward {
+            target_group,
+            target_groups,
+        } => {
+            let group = match target_group {
+                Some(g) => Some(g.as_str()),
+                None => l.pick_weighted(target_groups),
+            };
+            let Some(group) = group else {
+                return actions::error(StatusCode::SERVICE_UNAVAILABLE);
+            };
+            let req = Request::from_parts(parts, body);
+            forward(l, group, conn.client, req, started, entry, exchange).await
+        }
+    }
+}
+
+/// A response after which the connection closes: the head was refused, so
+/// what follows it on the wire cannot be trusted to be a request.
+fn closing(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// `Host`, else the HTTP/2 authority; `None` only for an HTTP/1.1 request
+/// without either. HTTP/1.0 may omit it (the listener's address is used).
+fn host_of(parts: &Parts) -> Option<&str> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    match host {
+        Some(h) => Some(h),
+        None if parts.version == Version::HTTP_11 => None,
+        None => Some(""),
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+fn start_entry(l: &HttpListener, conn: &ConnInfo, req: &Request<Incoming>) -> Entry {
+    let h2 = req.version() == Version::HTTP_2;
+    let kind = match (h2, l.scheme()) {
+        (true, _) => "h2",
+        (false, s) => s,
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let request = format!(
+        "{} {}://{}{} {:?}",
+        req.method(),
+        l.scheme(),
+        if host.contains(':') {
+            host
+        } else {
+            format!("{host}:{}", l.port)
+        },
+        pq,
+        req.version()
+    );
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    Entry {
+        kind,
+        time: Some(SystemTime::now()),
+        client: Some(conn.client),
+        request,
+        user_agent: header(header::USER_AGENT).unwrap_or("-").to_owned(),
+        received_bytes: header(header::CONTENT_LENGTH)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        ssl_cipher: conn.tls.as_ref().map(|t| t.0.clone()),
+        ssl_protocol: conn.tls.as_ref().map(|t| t.1.clone()),
+        ..Entry::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[2001:db8::1]:443"), "[2001:db8::1]");
+        assert_eq!(strip_port("[2001:db8::1]"), "[2001:db8::1]");
+    }
+}

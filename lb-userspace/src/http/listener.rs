@@ -1,0 +1,152 @@
+//! One `http`/`https` listener, compiled from the config: its rules, its
+//! default action, the back-end pools of the groups it forwards to, its
+//! access log and metrics.
+use std::{
+    collections::HashMap,
+    io,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::{
+    access_log::AccessLog,
+    metrics::{HttpMetrics, ListenerLabels},
+    pool::{GroupPool, PoolSettings},
+    rules::Rules,
+};
+use crate::{
+    config::{
+        Config, Listener, Protocol,
+        http::{Action, WeightedGroup},
+    },
+    routable::RoutableWatch,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpListenerError {
+    #[error("listener {listener:?} is {protocol}, not http or https")]
+    NotHttp {
+        listener: String,
+        protocol: Protocol,
+    },
+    #[error("listener {listener:?} has no default action")]
+    NoDefaultAction { listener: String },
+    #[error("listener {listener:?}: cannot open access log {path}")]
+    AccessLog {
+        listener: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub struct HttpListener {
+    pub name: String,
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    pub idle_timeout: Duration,
+    pub rules: Rules,
+    pub default_action: Action,
+    pub pools: HashMap<String, Arc<GroupPool>>,
+    pub routable: RoutableWatch,
+    pub access_log: Option<AccessLog>,
+    pub metrics: HttpMetrics,
+    /// This listener's `RequestCount` series, looked up once.
+    pub requests: Counter,
+    /// Picks of weighted forwards so far.
+    weighted_next: AtomicUsize,
+}
+
+impl HttpListener {
+    /// Builds listener `l` of a validated `config`. Must run inside a tokio
+    /// runtime: every pool starts its maintenance task.
+    pub fn new(
+        config: &Config,
+        l: &Listener,
+        routable: RoutableWatch,
+        metrics: HttpMetrics,
+    ) -> Result<Self, HttpListenerError> {
+        if !matches!(l.protocol, Protocol::Http | Protocol::Https) {
+            return Err(HttpListenerError::NotHttp {
+                listener: l.name.clone(),
+                protocol: l.protocol,
+            });
+        }
+        let default_action =
+            l.http_default_action()
+                .ok_or_else(|| HttpListenerError::NoDefaultAction {
+                    listener: l.name.clone(),
+                })?;
+        let pools = l
+            .referenced_groups()
+            .into_iter()
+            .filter_map(|name| config.target_group(name))
+            .map(|g| {
+                let pool = GroupPool::start(PoolSettings::from_group(g), routable.clone());
+                (g.name.clone(), pool)
+            })
+            .collect();
+        let access_log = l
+            .http_access_log()
+            .map(|path| {
+                AccessLog::open(path).map_err(|source| HttpListenerError::AccessLog {
+                    listener: l.name.clone(),
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let requests = metrics
+            .requests
+            .get_or_create(&ListenerLabels {
+                listener: l.name.clone(),
+            })
+            .clone();
+        Ok(Self {
+            requests,
+            name: l.name.clone(),
+            protocol: l.protocol,
+            address: l.address,
+            port: l.port,
+            idle_timeout: Duration::from_secs(l.http_idle_timeout().into()),
+            rules: Rules::compile(&l.rules),
+            default_action,
+            pools,
+            routable,
+            access_log,
+            metrics,
+            weighted_next: AtomicUsize::new(0),
+        })
+    }
+
+    /// `http` or `https`, for `X-Forwarded-Proto` and redirects.
+    pub fn scheme(&self) -> &'static str {
+        match self.protocol {
+            Protocol::Https => "https",
+            _ => "http",
+        }
+    }
+
+    /// The group a weighted forward sends this request to: a deterministic
+    /// rotation in which each group gets `weight` of every `sum` requests.
+    pub fn pick_weighted<'a>(&self, groups: &'a [WeightedGroup]) -> Option<&'a str> {
+        let total: u64 = groups.iter().map(|g| u64::from(g.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let slot = self.weighted_next.fetch_add(1, Ordering::Relaxed) as u64 % total;
+        let mut acc = 0;
+        groups.iter().find_map(|g| {
+            acc += u64::from(g.weight);
+            (slot < acc).then_some(g.name.as_str())
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! `http` and `https` listeners: ALB's layer-7 behaviour in the daemon.
+//!
+//! - [`server`]: accept loop, TLS, HTTP/1.1 and HTTP/2 toward clients, the
+//!   client idle timeout; [`serve`] is the entry point.
+//! - [`handler`]: one request: [`limits`], [`rules`] (with [`wildcard`]
+//!   patterns), then an action: [`forward`] or one of [`actions`].
+//! - [`forward`] with [`headers`]: proxy semantics; [`pool`] with
+//!   [`balance`]: keep-alive connections to targets and target choice.
+//! - [`body`]: the response body that counts bytes and closes the request's
+//!   books; [`access_log`] and [`metrics`]: what it writes.
+//! - [`listener`]: a listener compiled from the config.
+pub mod access_log;
+pub mod actions;
+pub mod balance;
+pub mod body;
+pub mod forward;
+pub mod handler;
+pub mod headers;
+pub mod limits;
+pub mod listener;
+pub mod metrics;
+pub mod pool;
+pub mod rules;
+pub mod server;
+mod tls_names;
+pub mod wildcard;
+
+pub use listener::{HttpListener, HttpListenerError};
+pub use metrics::HttpMetrics;
+pub use server::serve;

@@ -1,0 +1,316 @@
+//! Persistent connections to the targets of one target group (seed 003: a
+//! new TCP connection, and with back-end TLS a handshake, per request is the
+//! anti-pattern this exists to avoid).
+//!
+//! * A finished exchange hands its connection back as soon as the response
+//!   body was read to its end (unless either side asked to close); requests
+//!   from any client reuse it.
+//! * Idle connections are taken last-in first-out, so under a falling load
+//!   the surplus ages out after `keep_alive_timeout`; a maintenance task
+//!   closes those and opens `warm_connections` per target ahead of traffic.
+//! * `keep_alive_timeout = 0` sends `Connection: close` and never keeps one.
+//! * A target answering `Connection: close` gets its connection closed by
+//!   hyper after the response; we never hand it out again.
+use std::{
+    collections::HashMap,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::balance::Balancer;
+use crate::{
+    config::{TargetGroup, http::Algorithm},
+    routable::{RoutableTarget, RoutableWatch},
+};
+
+/// ALB gives up connecting to a target after 10 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept per target at most, whatever the load was.
+const MAX_IDLE_PER_TARGET: usize = 1024;
+/// How often idle connections are aged and warm ones topped up.
+const MAINTENANCE_PERIOD: Duration = Duration::from_millis(500);
+
+/// The pool's settings, from the target group.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub group: String,
+    /// Zero: no connection is kept.
+    pub keep_alive: Duration,
+    pub response_timeout: Duration,
+    pub warm: usize,
+    pub algorithm: Algorithm,
+}
+
+impl PoolSettings {
+    pub fn from_group(g: &TargetGroup) -> Self {
+        Self {
+            group: g.name.clone(),
+            keep_alive: Duration::from_secs(g.http_keep_alive_timeout().into()),
+            response_timeout: Duration::from_secs(g.http_response_timeout().into()),
+            warm: g.http_warm_connections() as usize,
+            algorithm: g.http_algorithm(),
+        }
+    }
+
+    pub fn pooling(&self) -> bool {
+        !self.keep_alive.is_zero()
+    }
+}
+
+/// The sending half of a back-end connection (hyper drives the other half
+/// in a task of its own).
+pub type Sender = http1::SendRequest<Incoming>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// The connections of one target.
+pub struct TargetConns {
+    pub addr: SocketAddr,
+    idle: Mutex<Vec<Idle>>,
+    /// Requests sent and not yet answered to their end.
+    outstanding: AtomicUsize,
+    /// Open connections, idle or busy.
+    open: Arc<AtomicUsize>,
+}
+
+impl TargetConns {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            outstanding: AtomicUsize::new(0),
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// A usable idle connection, newest first; stale ones are dropped
+    /// (which closes them).
+    fn take_idle(&self, keep_alive: Duration) -> Option<Sender> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        while let Some(c) = idle.pop() {
+            if c.since.elapsed() < keep_alive && !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: Sender) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < MAX_IDLE_PER_TARGET {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections idle for `keep_alive` or closed by the target.
+    fn expire(&self, keep_alive: Duration) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        idle.retain(|c| c.since.elapsed() < keep_alive && !c.sender.is_closed());
+    }
+
+    fn close_idle(&self) {
+        self.idle.lock().expect("pool lock").clear();
+    }
+
+    /// Opens a connection; hyper's half runs in its own task (with upgrades,
+    /// for WebSocket), which keeps `open` counted while it lives.
+    async fn connect(&self) -> io::Result<Sender> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        let open = Arc::clone(&self.open);
+        open.fetch_add(1, Ordering::Relaxed);
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(target = %addr, "back-end connection ended: {e}");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(sender)
+    }
+}
+
+/// A request in flight on a target, for least-outstanding-requests: counted
+/// until dropped.
+pub struct Outstanding(Arc<TargetConns>);
+
+impl Outstanding {
+    fn new(t: Arc<TargetConns>) -> Self {
+        t.outstanding.fetch_add(1, Ordering::Relaxed);
+        Self(t)
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection lent to one request.
+pub struct Lease {
+    pub sender: Sender,
+    /// Whether it served requests before (a failure to send on it may be a
+    /// close by the target that crossed our request: worth one retry).
+    pub reused: bool,
+    pub target: Arc<TargetConns>,
+}
+
+/// The pool of one target group.
+pub struct GroupPool {
+    pub settings: PoolSettings,
+    targets: Mutex<HashMap<SocketAddr, Arc<TargetConns>>>,
+    balancer: Balancer,
+}
+
+impl GroupPool {
+    /// A pool, and its maintenance task which lives as long as the pool.
+    pub fn start(settings: PoolSettings, routable: RoutableWatch) -> Arc<Self> {
+        if !settings.pooling() {
+            warn!(
+                target_group = %settings.group,
+                "keep_alive_timeout = 0: every request opens a new connection to its target \
+                 (an anti-pattern: latency and connection churn grow with load)"
+            );
+        }
+        let pool = Arc::new(Self {
+            balancer: Balancer::new(settings.algorithm),
+            settings,
+            targets: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(maintain(Arc::downgrade(&pool), routable));
+        pool
+    }
+
+    fn target(&self, addr: SocketAddr) -> Arc<TargetConns> {
+        let mut targets = self.targets.lock().expect("pool lock");
+        Arc::clone(
+            targets
+                .entry(addr)
+                .or_insert_with(|| Arc::new(TargetConns::new(addr))),
+        )
+    }
+
+    /// The target for the next request, and its in-flight count.
+    pub fn pick(&self, routable: &[RoutableTarget]) -> Option<(Arc<TargetConns>, Outstanding)> {
+        let chosen = self
+            .balancer
+            .pick(routable, |addr| self.target(addr).outstanding())?;
+        let t = self.target(chosen);
+        Some((Arc::clone(&t), Outstanding::new(t)))
+    }
+
+    /// An idle connection to `t`, else a new one.
+    pub async fn lease(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
+        if self.settings.pooling()
+            && let Some(sender) = t.take_idle(self.settings.keep_alive)
+        {
+            return Ok(Lease {
+                sender,
+                reused: true,
+                target: Arc::clone(t),
+            });
+        }
+        self.fresh(t).await
+    }
+
+    /// Always a new connection (the retry after a reused one failed).
+    pub async fn fresh(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
+        Ok(Lease {
+            sender: t.connect().await?,
+            reused: false,
+            target: Arc::clone(t),
+        })
+    }
+
+    /// Gives a connection back at the end of its exchange: the response
+    /// body was read to its end, and neither side asked to close. hyper
+    /// needs a moment to turn the connection around; whoever takes it next
+    /// waits for that (`ready`) rather than opening another.
+    pub fn release(&self, lease: Lease) {
+        if self.settings.pooling() && !lease.sender.is_closed() {
+            lease.target.put_idle(lease.sender);
+        }
+    }
+
+    /// Open connections per target, for tests and metrics.
+    pub fn open_connections(&self) -> Vec<(SocketAddr, usize)> {
+        let targets = self.targets.lock().expect("pool lock");
+        targets
+            .values()
+            .map(|t| (t.addr, t.open.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Ages idle connections, forgets targets that left the group and opens
+    /// warm connections to the others.
+    async fn tick(&self, routable: &[RoutableTarget]) {
+        let live: Vec<SocketAddr> = routable.iter().map(|t| t.endpoint).collect();
+        let current: Vec<Arc<TargetConns>> = {
+            let mut targets = self.targets.lock().expect("pool lock");
+            targets.retain(|addr, t| {
+                let keep = live.contains(addr) || t.outstanding() > 0;
+                if !keep {
+                    t.close_idle();
+                }
+                keep
+            });
+            targets.values().cloned().collect()
+        };
+        for t in &current {
+            t.expire(self.settings.keep_alive);
+        }
+        if self.settings.warm == 0 {
+            return;
+        }
+        for addr in live {
+            let t = self.target(addr);
+            while t.open.load(Ordering::Relaxed) < self.settings.warm {
+                match t.connect().await {
+                    Ok(sender) => t.put_idle(sender),
+                    Err(e) => {
+                        debug!(target = %addr, "warm connection failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn maintain(pool: Weak<GroupPool>, routable: RoutableWatch) {
+    let mut interval = tokio::time::interval(MAINTENANCE_PERIOD);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let targets = routable.borrow().targets(&pool.settings.group).to_vec();
+        pool.tick(&targets).await;
+    }
+}

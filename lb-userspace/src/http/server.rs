@@ -1,0 +1,286 @@
+//! The accept loop of an `http`/`https` listener and the life of each client
+//! connection: TLS (with ALPN offering h2), HTTP/1.1 with keep-alive and
+//! pipelining or HTTP/2 (hyper-util's auto builder, which also takes h2c
+//! with prior knowledge), upgrades, and the client idle timeout.
+use std::{
+    pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::{
+    handler::{ConnInfo, handle},
+    limits::READ_BUFFER,
+    listener::HttpListener,
+};
+
+/// ALB allows up to 128 concurrent streams per HTTP/2 connection; we take
+/// twice that.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// A client must finish its TLS handshake within this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (out of file descriptors, ...).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `listener` until the returned future is dropped (cancelled). With
+/// `tls` (`crate::tls::https_server_config`), connections are TLS; an empty
+/// ALPN list becomes `h2, http/1.1`.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Arc<HttpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let tls = tls.map(|cfg| {
+        if cfg.alpn_protocols.is_empty() {
+            let mut cfg = (*cfg).clone();
+            cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            TlsAcceptor::from(Arc::new(cfg))
+        } else {
+            TlsAcceptor::from(cfg)
+        }
+    });
+    let builder = Arc::new(builder(&settings));
+    loop {
+        let (stream, client) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(listener = %settings.name, "accept: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let settings = Arc::clone(&settings);
+        let builder = Arc::clone(&builder);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let conn = ConnInfo { client, tls: None };
+                    serve_connection(stream, conn, settings, &builder).await;
+                }
+                Some(acceptor) => {
+                    serve_tls(stream, acceptor, client, settings, &builder).await;
+                }
+            }
+        });
+    }
+}
+
+fn builder(l: &HttpListener) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(READ_BUFFER)
+        .header_read_timeout(l.idle_timeout);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    b
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    client: std::net::SocketAddr,
+    settings: Arc<HttpListener>,
+    builder: &auto::Builder<TokioExecutor>,
+) {
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(%client, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let session = stream.get_ref().1;
+    let tls = match (
+        session.negotiated_cipher_suite(),
+        session.protocol_version(),
+    ) {
+        (Some(suite), Some(version)) => Some((
+            super::tls_names::cipher(suite.suite()),
+            super::tls_names::protocol(version).to_owned(),
+        )),
+        _ => None,
+    };
+    serve_connection(stream, ConnInfo { client, tls }, settings, builder).await;
+}
+
+/// Requests being answered on one connection; the idle timeout waits for 0.
+#[derive(Clone, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+/// One request's share of [`InFlight`].
+struct InFlightGuard(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(Arc::clone(&self.0))
+    }
+
+    fn idle(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    conn: ConnInfo,
+    settings: Arc<HttpListener>,
+    builder: &auto::Builder<TokioExecutor>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = Activity::new(io);
+    let last = Arc::clone(&io.last);
+    let in_flight = InFlight::default();
+    let conn = Arc::new(conn);
+    let idle_timeout = settings.idle_timeout;
+    let svc = {
+        let in_flight = in_flight.clone();
+        service_fn(move |req| {
+            handle(
+                Arc::clone(&settings),
+                Arc::clone(&conn),
+                req,
+                in_flight.enter(),
+            )
+        })
+    };
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(served);
+    let mut closing = false;
+    loop {
+        let check = idle_timeout
+            .saturating_sub(since(&last))
+            .max(Duration::from_millis(50));
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    debug!("client connection: {e}");
+                }
+                return;
+            }
+            () = tokio::time::sleep(check), if !closing => {
+                if since(&last) >= idle_timeout && in_flight.idle() {
+                    // h1: closes now; h2: GOAWAY, then close.
+                    served.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds since a process-wide origin: a clock cheap to store in an
+/// atomic.
+fn now_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn since(last: &AtomicU64) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)))
+}
+
+/// A stream that records when bytes last moved either way (the client idle
+/// timeout counts from there, as ALB's does).
+struct Activity<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+}
+
+impl<T> Activity<T> {
+    fn new(inner: T) -> Self {
+        Self {
+            inner,
+            last: Arc::new(AtomicU64::new(now_ms())),
+        }
+    }
+
+    fn touch(&self) {
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

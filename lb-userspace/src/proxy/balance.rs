@@ -1,0 +1,65 @@
+//! Which target a new connection tries first: weighted round robin. The
+//! n-th connection of a listener takes slot `n mod total_weight`, and each
+//! target owns as many consecutive slots as its weight. On a failed connect
+//! the next targets in list order are tried.
+use std::net::SocketAddr;
+
+use crate::routable::RoutableTarget;
+
+/// Targets to try for the `n`-th connection, first choice first, each
+/// once, at most `max` of them.
+pub fn order(targets: &[RoutableTarget], n: u64, max: usize) -> Vec<SocketAddr> {
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut slot = n % total;
+    let first = targets
+        .iter()
+        .position(|t| {
+            let w = u64::from(t.weight);
+            if slot < w {
+                true
+            } else {
+                slot -= w;
+                false
+            }
+        })
+        .unwrap_or(0);
+    (0..targets.len())
+        .map(|i| targets[(first + i) % targets.len()].endpoint)
+        .take(max)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(port: u16, weight: u32) -> RoutableTarget {
+        RoutableTarget {
+            endpoint: SocketAddr::from(([10, 0, 0, 1], port)),
+            weight,
+        }
+    }
+
+    #[test]
+    fn shares_follow_weights() {
+        let ts = [t(1, 3), t(2, 1)];
+        let firsts: Vec<u16> = (0..8).map(|n| order(&ts, n, 3)[0].port()).collect();
+        assert_eq!(firsts, [1, 1, 1, 2, 1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn retries_go_to_the_following_targets() {
+        let ts = [t(1, 1), t(2, 1), t(3, 1)];
+        let ports: Vec<u16> = order(&ts, 1, 3).iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [2, 3, 1]);
+        assert_eq!(order(&ts, 1, 2).len(), 2);
+    }
+
+    #[test]
+    fn no_targets_no_order() {
+        assert!(order(&[], 5, 3).is_empty());
+    }
+}

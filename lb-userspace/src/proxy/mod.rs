@@ -1,0 +1,213 @@
+//! The daemon's own listeners: `tls` listeners always, `tcp` listeners
+//! when the XDP path is not there (`dataplane = "userspace"`, or `auto`
+//! after a failed attach), and (to come) `http`/`https`.
+//!
+//! [`Proxies::apply`] brings the running listeners to a config, on start
+//! and on every reload: it binds new ones, stops removed ones (closing
+//! their connections, as the XDP path purges a removed VIP's flows) and
+//! hands changed settings to kept ones without touching their socket, so
+//! their connections carry on. A listener whose address or protocol
+//! changed is rebound.
+//!
+//! Targets are chosen by weighted round robin over the
+//! [`crate::routable`] view ([`balance`]).
+mod balance;
+mod connection;
+mod counted;
+mod listener;
+pub mod metrics;
+pub mod proxy_v2;
+mod route;
+
+use std::{collections::BTreeMap, fmt, io, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+pub use connection::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_ATTEMPTS};
+pub use metrics::ProxyMetrics;
+pub use route::{L4Route, Route};
+
+use crate::{
+    config::{Config, Listener, Protocol},
+    routable::RoutableWatch,
+    tls::TlsError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("listener {listener}: {source}")]
+    Tls { listener: String, source: TlsError },
+    #[error("listener {listener}: {protocol} listeners are not built yet")]
+    NotBuilt {
+        listener: String,
+        protocol: Protocol,
+    },
+    #[error(
+        "listener {listener}: binding {addr}: {source} (a userspace listener's address must be local to this host)"
+    )]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+}
+
+/// What an apply changed, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ProxyReport {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    /// Kept their socket; got the new settings.
+    pub kept: Vec<String>,
+    /// udp listeners nobody serves (userspace data path: no UDP relay).
+    pub unserved: Vec<String>,
+}
+
+impl fmt::Display for ProxyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "userspace listeners: started [{}], stopped [{}], kept [{}]",
+            self.started.join(", "),
+            self.stopped.join(", "),
+            self.kept.join(", ")
+        )
+    }
+}
+
+/// The running userspace listeners, by listener name.
+pub struct Proxies {
+    running: BTreeMap<String, listener::Running>,
+    routable: RoutableWatch,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl Proxies {
+    pub fn new(routable: RoutableWatch, metrics: Arc<ProxyMetrics>) -> Self {
+        Self {
+            running: BTreeMap::new(),
+            routable,
+            metrics,
+        }
+    }
+
+    /// Addresses the running listeners are bound to, by name.
+    pub fn bound(&self) -> BTreeMap<String, SocketAddr> {
+        self.running
+            .iter()
+            .map(|(n, r)| (n.clone(), r.addr))
+            .collect()
+    }
+
+    /// Brings the listeners to `config`. `serve_l4`: tcp listeners are
+    /// ours (no XDP path). Settings are built and new sockets bound before
+    /// anything stops, so a failure there changes nothing; only a listener
+    /// moving onto an address another one frees is bound after the stop.
+    pub async fn apply(
+        &mut self,
+        config: &Config,
+        serve_l4: bool,
+    ) -> Result<ProxyReport, ProxyError> {
+        let mut report = ProxyReport::default();
+        let mut wanted = BTreeMap::new();
+        for l in &config.listeners {
+            match l.protocol {
+                Protocol::Udp if serve_l4 => report.unserved.push(l.name.clone()),
+                Protocol::Tcp | Protocol::Udp if !serve_l4 => {}
+                _ => {
+                    wanted.insert(l.name.clone(), (l, build_route(config, l)?));
+                }
+            }
+        }
+        if !report.unserved.is_empty() {
+            error!(
+                listeners = ?report.unserved,
+                "udp listeners are NOT SERVED: the userspace data path has no UDP relay"
+            );
+        }
+        let keeps = |name: &str, l: &Listener| {
+            self.running
+                .get(name)
+                .is_some_and(|r| r.addr == addr(l) && r.protocol == l.protocol)
+        };
+        let to_bind: Vec<String> = wanted
+            .iter()
+            .filter(|(n, (l, _))| !keeps(n, l))
+            .map(|(n, _)| n.clone())
+            .collect();
+        // 1. Bind what does not collide with a running listener.
+        let held: Vec<SocketAddr> = self.running.values().map(|r| r.addr).collect();
+        let mut sockets = BTreeMap::new();
+        for name in &to_bind {
+            let l = wanted[name].0;
+            if !held.contains(&addr(l)) {
+                sockets.insert(name.clone(), bind(l)?);
+            }
+        }
+        // 2. Stop removed and rebound listeners.
+        let gone: Vec<String> = self
+            .running
+            .keys()
+            .filter(|n| !wanted.contains_key(*n) || to_bind.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(r) = self.running.remove(&name) {
+                r.stop().await;
+                report.stopped.push(name);
+            }
+        }
+        // 3. Bind the rest, start the new ones, update the kept ones.
+        for (name, (l, route)) in wanted {
+            if let Some(r) = self.running.get(&name) {
+                r.route.send_replace(route);
+                report.kept.push(name);
+                continue;
+            }
+            let socket = match sockets.remove(&name) {
+                Some(s) => s,
+                None => bind(l)?,
+            };
+            let r = listener::Running::start(
+                &name,
+                l.protocol,
+                socket,
+                route,
+                self.routable.clone(),
+                Arc::clone(&self.metrics),
+            );
+            self.running.insert(name.clone(), r);
+            report.started.push(name);
+        }
+        info!(%report, "userspace listeners applied");
+        Ok(report)
+    }
+}
+
+fn addr(l: &Listener) -> SocketAddr {
+    SocketAddr::new(l.address, l.port)
+}
+
+fn build_route(config: &Config, l: &Listener) -> Result<Route, ProxyError> {
+    match l.protocol {
+        Protocol::Tcp | Protocol::Tls => L4Route::build(config, l)
+            .map(|r| Route::L4(Arc::new(r)))
+            .map_err(|source| ProxyError::Tls {
+                listener: l.name.clone(),
+                source,
+            }),
+        Protocol::Http | Protocol::Https | Protocol::Udp => Err(ProxyError::NotBuilt {
+            listener: l.name.clone(),
+            protocol: l.protocol,
+        }),
+    }
+}
+
+fn bind(l: &Listener) -> Result<TcpListener, ProxyError> {
+    listener::bind(addr(l)).map_err(|source| ProxyError::Bind {
+        listener: l.name.clone(),
+        addr: addr(l),
+        source,
+    })
+}

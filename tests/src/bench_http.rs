@@ -1,0 +1,394 @@
+//! `cargo xtask bench http`: the layer-7 proxy next to HAProxy, in one run,
+//! on one namespace's loopback, against the same `lb-http-target --plain`:
+//!
+//! - HTTP/1.1 keep-alive requests/s and p99 latency (h2load `--h1`, per-
+//!   request latencies from its `--log-file`);
+//! - the same with HTTPS termination (TLS 1.3, keep-alive);
+//! - new TLS handshakes/s (`openssl s_time -new`: a full handshake per
+//!   connection, no resumption).
+//!
+//! HAProxy gets the equivalent config: `nbthread` equal to our worker
+//! threads, `option http-keep-alive`, `http-reuse always`, the same
+//! certificate. Rounds interleave the two proxies; medians are reported.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::netns::{self, Netns, TempDir};
+use crate::proc::{NsChild, wait_tcp_port};
+
+const VIP: &str = "10.78.0.1";
+const TARGET: &str = "10.78.0.2";
+const OUR_HTTP: u16 = 80;
+const OUR_HTTPS: u16 = 443;
+const HAPROXY_HTTP: u16 = 81;
+const HAPROXY_HTTPS: u16 = 444;
+
+pub struct Opts {
+    pub seconds: u32,
+    pub rounds: usize,
+    pub connections: u32,
+    /// Worker threads of both proxies.
+    pub threads: usize,
+    pub json: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    Lb,
+    Haproxy,
+}
+
+impl Proxy {
+    fn name(self) -> &'static str {
+        match self {
+            Proxy::Lb => "lb",
+            Proxy::Haproxy => "haproxy",
+        }
+    }
+
+    fn ports(self) -> (u16, u16) {
+        match self {
+            Proxy::Lb => (OUR_HTTP, OUR_HTTPS),
+            Proxy::Haproxy => (HAPROXY_HTTP, HAPROXY_HTTPS),
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub per_second: f64,
+    /// Milliseconds; 0 where not measured (handshakes).
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// (case, proxy) -> samples of every round.
+    pub rows: Vec<(&'static str, Proxy, Vec<Sample>)>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Report {
+    fn push(&mut self, case: &'static str, proxy: Proxy, s: Sample) {
+        match self.rows.iter_mut().find(|r| r.0 == case && r.1 == proxy) {
+            Some(r) => r.2.push(s),
+            None => self.rows.push((case, proxy, vec![s])),
+        }
+    }
+
+    /// Median rate and p99 of a case.
+    pub fn median(&self, case: &str, proxy: Proxy) -> Sample {
+        let samples = self
+            .rows
+            .iter()
+            .find(|r| r.0 == case && r.1 == proxy)
+            .map(|r| r.2.clone())
+            .unwrap_or_default();
+        Sample {
+            per_second: median(samples.iter().map(|s| s.per_second).collect()),
+            p99_ms: median(samples.iter().map(|s| s.p99_ms).collect()),
+        }
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("LB_TEST_BIN_DIR")
+        .expect("LB_TEST_BIN_DIR (run through cargo xtask bench)");
+    let p = PathBuf::from(dir).join(name);
+    assert!(p.is_file(), "{} does not exist", p.display());
+    p
+}
+
+fn require(tool: &str) {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{tool} is not installed (cargo xtask setup installs it)"
+    );
+}
+
+struct Lab {
+    _procs: Vec<NsChild>,
+    dir: TempDir,
+    ns: Netns,
+}
+
+fn our_config(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"[daemon]
+interfaces = ["lo"]
+
+[[listener]]
+name = "http"
+protocol = "http"
+address = "{VIP}"
+port = {OUR_HTTP}
+target_group = "t"
+
+[[listener]]
+name = "https"
+protocol = "https"
+address = "{VIP}"
+port = {OUR_HTTPS}
+target_group = "t"
+  [[listener.tls.certificate]]
+  cert = "{dir}/cert.pem"
+  key = "{dir}/key.pem"
+
+[[target_group]]
+name = "t"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "{TARGET}"
+"#,
+        dir = dir.display()
+    );
+    let p = dir.join("lb.toml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+fn haproxy_config(dir: &Path, pem: &Path, threads: usize) -> PathBuf {
+    let text = format!(
+        "global\n  nbthread {threads}\n  maxconn 4096\n\
+         defaults\n  mode http\n  option http-keep-alive\n  http-reuse always\n  \
+         timeout connect 10s\n  timeout client 60s\n  timeout server 60s\n\
+         frontend fe\n  bind {VIP}:{HAPROXY_HTTP}\n  bind {VIP}:{HAPROXY_HTTPS} ssl crt {pem}\n  \
+         option forwardfor\n  default_backend be\n\
+         backend be\n  server t {TARGET}:8080\n",
+        pem = pem.display()
+    );
+    let p = dir.join("haproxy.cfg");
+    std::fs::write(&p, text).expect("write haproxy config");
+    p
+}
+
+fn start(opts: &Opts) -> Lab {
+    netns::require_root();
+    for tool in ["h2load", "haproxy", "openssl"] {
+        require(tool);
+    }
+    let id = netns::unique_id();
+    let ns = Netns::new(&id);
+    let dir = TempDir::new(format!("/run/{id}"));
+    for a in [VIP, TARGET] {
+        ns.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
+    }
+    let cert = rcgen::generate_simple_self_signed(vec![VIP.to_owned()]).expect("rcgen");
+    let (c, k, pem) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("haproxy.pem"),
+    );
+    std::fs::write(&c, cert.cert.pem()).expect("cert");
+    std::fs::write(&k, cert.key_pair.serialize_pem()).expect("key");
+    std::fs::write(
+        &pem,
+        format!("{}{}", cert.cert.pem(), cert.key_pair.serialize_pem()),
+    )
+    .expect("pem");
+    let target_listen = format!("{TARGET}:8080");
+    let mut target = NsChild::spawn(
+        "target",
+        ns.name(),
+        &bin("lb-http-target"),
+        &["--plain", "--listen", &target_listen],
+        false,
+    );
+    target.wait_for_line("ready", Duration::from_secs(10));
+    let config = our_config(dir.path());
+    let threads = opts.threads.to_string();
+    let args = [
+        "--config",
+        &config.display().to_string(),
+        "--threads",
+        &threads,
+    ];
+    let mut ours = NsChild::spawn("lb", ns.name(), &bin("lb-http-listener"), &args, false);
+    ours.wait_for_line("ready", Duration::from_secs(10));
+    let hcfg = haproxy_config(dir.path(), &pem, opts.threads);
+    let haproxy = NsChild::spawn(
+        "haproxy",
+        ns.name(),
+        Path::new("/usr/sbin/haproxy"),
+        &["-db", "-f", &hcfg.display().to_string()],
+        false,
+    );
+    wait_tcp_port(
+        ns.name(),
+        format!("{VIP}:{HAPROXY_HTTPS}").parse().expect("addr"),
+        Duration::from_secs(10),
+    );
+    Lab {
+        _procs: vec![target, ours, haproxy],
+        dir,
+        ns,
+    }
+}
+
+impl Lab {
+    fn run(&self, cmd: &[&str]) -> String {
+        let out = self.ns.exec(cmd);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// h2load over HTTP/1.1 keep-alive: requests/s and p99 latency.
+    fn h2load(&self, url: &str, opts: &Opts, log: &Path) -> Sample {
+        let secs = opts.seconds.to_string();
+        let conns = opts.connections.to_string();
+        let out = self.run(&[
+            "h2load",
+            "--h1",
+            "-D",
+            &secs,
+            "--warm-up-time",
+            "1",
+            "-c",
+            &conns,
+            "-t",
+            "1",
+            "--log-file",
+            &log.display().to_string(),
+            url,
+        ]);
+        let rate = out
+            .lines()
+            .find_map(|l| l.strip_prefix("finished in "))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|r| r.strip_suffix(" req/s"))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no rate in h2load output:\n{out}"));
+        assert!(
+            out.contains(" 0 failed, 0 errored"),
+            "h2load saw failures:\n{out}"
+        );
+        let text = std::fs::read_to_string(log).expect("h2load log");
+        let mut lat: Vec<f64> = text
+            .lines()
+            .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<f64>().ok())
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let p99 = lat
+            .get((lat.len() as f64 * 0.99) as usize)
+            .copied()
+            .unwrap_or(0.0);
+        Sample {
+            per_second: rate,
+            p99_ms: p99 / 1000.0,
+        }
+    }
+
+    /// Full TLS handshakes per second from one `openssl s_time` client.
+    fn handshakes(&self, port: u16, opts: &Opts) -> Sample {
+        let secs = opts.seconds.to_string();
+        let out = self.run(&[
+            "openssl",
+            "s_time",
+            "-connect",
+            &format!("{VIP}:{port}"),
+            "-new",
+            "-time",
+            &secs,
+        ]);
+        // "1234 connections in 5.01s; 246.3 connections/user sec, ..." and
+        // "1234 connections in 6 real seconds, ..."
+        let line = out
+            .lines()
+            .find(|l| l.contains("connections in") && l.contains("real seconds"))
+            .unwrap_or_else(|| panic!("no result in s_time output:\n{out}"));
+        let mut words = line.split_whitespace();
+        let n: f64 = words.next().and_then(|w| w.parse().ok()).expect("count");
+        let secs: f64 = words.nth(2).and_then(|w| w.parse().ok()).expect("seconds");
+        Sample {
+            per_second: n / secs,
+            p99_ms: 0.0,
+        }
+    }
+}
+
+pub const CASES: [&str; 3] = ["http keep-alive", "https keep-alive", "tls handshakes"];
+
+pub fn run(opts: &Opts) -> Report {
+    let lab = start(opts);
+    let mut report = Report::default();
+    let log = lab.dir.path().join("h2load.log");
+    for round in 0..opts.rounds {
+        for proxy in [Proxy::Lb, Proxy::Haproxy] {
+            let (http, https) = proxy.ports();
+            eprintln!("round {}/{}: {}", round + 1, opts.rounds, proxy.name());
+            let s = lab.h2load(&format!("http://{VIP}:{http}/"), opts, &log);
+            report.push(CASES[0], proxy, s);
+            let s = lab.h2load(&format!("https://{VIP}:{https}/"), opts, &log);
+            report.push(CASES[1], proxy, s);
+            let s = lab.handshakes(https, opts);
+            report.push(CASES[2], proxy, s);
+        }
+    }
+    report
+}
+
+pub fn print(report: &Report, opts: &Opts) {
+    println!(
+        "layer 7 on loopback, {} connections, {} s per measurement, median of {} rounds, {} proxy threads",
+        opts.connections, opts.seconds, opts.rounds, opts.threads
+    );
+    println!(
+        "{:<18} {:>12} {:>9} {:>12} {:>9} {:>10} {:>10}",
+        "case", "lb /s", "lb p99", "haproxy /s", "hap p99", "rate ratio", "p99 ratio"
+    );
+    for case in CASES {
+        let (l, h) = (
+            report.median(case, Proxy::Lb),
+            report.median(case, Proxy::Haproxy),
+        );
+        let p99 = |s: Sample| {
+            if s.p99_ms > 0.0 {
+                format!("{:.2} ms", s.p99_ms)
+            } else {
+                "-".into()
+            }
+        };
+        let p99_ratio = if h.p99_ms > 0.0 {
+            format!("{:.2}x", l.p99_ms / h.p99_ms)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<18} {:>12.0} {:>9} {:>12.0} {:>9} {:>9.2}x {:>10}",
+            case,
+            l.per_second,
+            p99(l),
+            h.per_second,
+            p99(h),
+            l.per_second / h.per_second,
+            p99_ratio
+        );
+    }
+}
+
+pub fn json(report: &Report) -> String {
+    let items: Vec<String> = CASES
+        .iter()
+        .flat_map(|case| {
+            [Proxy::Lb, Proxy::Haproxy].map(|p| {
+                let s = report.median(case, p);
+                format!(
+                    "    {{\"case\": \"{case}\", \"proxy\": \"{}\", \"per_second\": {:.1}, \"p99_ms\": {:.3}}}",
+                    p.name(),
+                    s.per_second,
+                    s.p99_ms
+                )
+            })
+        })
+        .collect();
+    format!("{{\n  \"cases\": [\n{}\n  ]\n}}\n", items.join(",\n"))
+}

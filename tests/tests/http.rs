@@ -1,0 +1,774 @@
+//! `http` and `https` listeners end to end: real clients (curl, h2load, raw
+//! sockets) through the layer-7 proxy to `lb-http-target` processes, all in
+//! one fresh network namespace per test (addresses on its loopback).
+//!
+//! Needs root (namespaces), curl and h2load; panics otherwise, never skips.
+//! The proxy runs as `lb-http-listener`, which serves a config's http/https
+//! listeners through `lb::http::serve`. `LB_TEST_VERBOSE=1` echoes the
+//! processes' output.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Output;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_tests::netns::{self, Netns, TempDir};
+use lb_tests::proc::{self, NsChild};
+use serde_json::Value;
+
+const VIP: &str = "10.77.0.1";
+const T1: &str = "10.77.0.2";
+const T2: &str = "10.77.0.3";
+/// Nothing listens here: connections are refused.
+const DEAD: &str = "10.77.0.9";
+const TARGET_PORT: u16 = 8080;
+/// Each target's statistics socket.
+const CONTROL_PORT: u16 = 8081;
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn bin(name: &str, built: &str) -> PathBuf {
+    match std::env::var_os("LB_TEST_BIN_DIR") {
+        Some(dir) => {
+            let p = PathBuf::from(dir).join(name);
+            assert!(p.is_file(), "{} does not exist", p.display());
+            p
+        }
+        None => PathBuf::from(built),
+    }
+}
+
+fn target_bin() -> PathBuf {
+    bin("lb-http-target", env!("CARGO_BIN_EXE_lb-http-target"))
+}
+
+fn listener_bin() -> PathBuf {
+    bin("lb-http-listener", env!("CARGO_BIN_EXE_lb-http-listener"))
+}
+
+fn require_tool(tool: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed (cargo xtask setup installs it)"
+    );
+}
+
+/// One namespace with the proxy and targets running. Fields drop in
+/// order: processes first, then the files, then the namespace.
+struct Lab {
+    proxy: NsChild,
+    _targets: Vec<NsChild>,
+    dir: TempDir,
+    ns: Netns,
+}
+
+/// What a lab serves.
+struct LabSpec<'a> {
+    /// `[[listener]]` and `[[target_group]]` tables (the `[daemon]` table is
+    /// added).
+    config: &'a str,
+    /// (name, address) of each `lb-http-target`, on TARGET_PORT.
+    targets: &'a [(&'a str, &'a str)],
+    /// Write a fresh self-signed certificate as @DIR@/cert.pem and
+    /// @DIR@/key.pem (for `[listener.tls]`).
+    tls: bool,
+}
+
+impl Lab {
+    fn start(spec: LabSpec<'_>) -> Lab {
+        netns::require_root();
+        require_tool("curl");
+        let id = netns::unique_id();
+        let ns = Netns::new(&id);
+        let dir = TempDir::new(format!("/run/{id}"));
+        for addr in [VIP, T1, T2, DEAD] {
+            ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+        }
+        let targets = spec
+            .targets
+            .iter()
+            .map(|(name, addr)| {
+                let listen = format!("{addr}:{TARGET_PORT}");
+                let control = format!("{addr}:{CONTROL_PORT}");
+                let mut t = NsChild::spawn(
+                    name,
+                    ns.name(),
+                    &target_bin(),
+                    &["--name", name, "--listen", &listen, "--control", &control],
+                    proc::verbose(),
+                );
+                t.wait_for_line("ready", START_TIMEOUT);
+                t
+            })
+            .collect();
+        if spec.tls {
+            self_signed(dir.path());
+        }
+        let config = dir.path().join("lb.toml");
+        let text = format!(
+            "[daemon]\ninterfaces = [\"lo\"]\n\n{}",
+            spec.config
+                .replace("@DIR@", &dir.path().display().to_string())
+        );
+        std::fs::write(&config, text).expect("write config");
+        let args = vec!["--config".to_owned(), config.display().to_string()];
+        let mut proxy = NsChild::spawn("lb", ns.name(), &listener_bin(), &args, proc::verbose());
+        proxy.wait_for_line("ready", START_TIMEOUT);
+        Lab {
+            proxy,
+            _targets: targets,
+            dir,
+            ns,
+        }
+    }
+
+    /// Runs `cmd` in the namespace; the output whatever the exit status.
+    fn run(&self, cmd: &[&str]) -> Output {
+        let mut args = vec!["netns", "exec", self.ns.name()];
+        args.extend_from_slice(cmd);
+        netns::try_run("ip", &args).expect("run ip netns exec")
+    }
+
+    /// curl with `args`; returns stdout, panics if curl fails.
+    fn curl(&self, args: &[&str]) -> String {
+        let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
+        cmd.extend_from_slice(args);
+        let out = self.run(&cmd);
+        assert!(
+            out.status.success(),
+            "curl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.proxy.output()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Status code and body of one request.
+    fn get(&self, url: &str, extra: &[&str]) -> (u16, String) {
+        let mut args = vec!["-w", "\n%{http_code}"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = self.curl(&args);
+        let (body, code) = out.rsplit_once('\n').expect("status line");
+        (code.parse().expect("status"), body.to_owned())
+    }
+
+    /// The target's JSON echo of a request through the proxy.
+    fn echo(&self, url: &str, extra: &[&str]) -> Value {
+        let (code, body) = self.get(url, extra);
+        assert_eq!(code, 200, "{url}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+    }
+
+    /// (TCP connections, requests) a target has seen since its last reset.
+    fn target_stats(&self, addr: &str) -> (u64, u64) {
+        let v: Value =
+            serde_json::from_str(&self.curl(&[&format!("http://{addr}:{CONTROL_PORT}/__stats")]))
+                .expect("stats json");
+        (
+            v["connections"].as_u64().expect("connections"),
+            v["requests"].as_u64().expect("requests"),
+        )
+    }
+
+    fn reset_target(&self, addr: &str) {
+        self.curl(&[
+            "-X",
+            "POST",
+            &format!("http://{addr}:{CONTROL_PORT}/__stats/reset"),
+        ]);
+    }
+
+    /// Writes `request` on a new connection to the VIP and reads until the
+    /// proxy closes it.
+    fn raw(&self, port: u16, request: Vec<u8>) -> String {
+        let addr: SocketAddr = format!("{VIP}:{port}").parse().expect("addr");
+        self.ns.run(move || {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s.write_all(&request).expect("write");
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).expect("read until close");
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    }
+}
+
+/// A self-signed certificate for `lb.test` and the VIP, written as PEM.
+fn self_signed(dir: &std::path::Path) {
+    let names = vec!["lb.test".to_owned(), VIP.to_owned()];
+    let cert = rcgen::generate_simple_self_signed(names).expect("rcgen");
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).expect("write cert");
+    std::fs::write(&k, cert.key_pair.serialize_pem()).expect("write key");
+}
+
+fn url(path: &str) -> String {
+    format!("http://{VIP}{path}")
+}
+
+const ONE_GROUP: &str = r#"
+[[listener]]
+name = "web"
+protocol = "http"
+address = "10.77.0.1"
+port = 80
+target_group = "a"
+
+[[target_group]]
+name = "a"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "10.77.0.2"
+"#;
+
+// --- proxy semantics ------------------------------------------------------
+
+#[test]
+fn forwarded_headers_and_hop_by_hop() {
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    let v = lab.echo(
+        &url("/p?q=1"),
+        &[
+            "-H",
+            "X-Forwarded-For: 192.0.2.1",
+            "-H",
+            "Connection: keep-alive, X-Private",
+            "-H",
+            "X-Private: secret",
+            "-H",
+            "Keep-Alive: timeout=5",
+            "-H",
+            "X-Kept: yes",
+        ],
+    );
+    assert_eq!(v["name"], "t1");
+    assert_eq!(v["path"], "/p");
+    assert_eq!(v["query"], "q=1");
+    assert_eq!(v["version"], "HTTP/1.1");
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-for"][0], "192.0.2.1, 10.77.0.1");
+    assert_eq!(h["x-forwarded-proto"][0], "http");
+    assert_eq!(h["x-forwarded-port"][0], "80");
+    assert_eq!(h["x-kept"][0], "yes");
+    assert_eq!(h["host"][0], "10.77.0.1");
+    for gone in ["x-private", "keep-alive", "connection"] {
+        assert!(h.get(gone).is_none(), "{gone} was forwarded: {h}");
+    }
+
+    // HTTP/1.0 without Host: the target gets the listener's address.
+    let resp = lab.raw(80, b"GET /old HTTP/1.0\r\n\r\n".to_vec());
+    assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
+    assert!(resp.contains(r#""host":["10.77.0.1:80"]"#), "{resp}");
+    // HTTP/1.1 without Host is malformed.
+    let resp = lab.raw(80, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec());
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+}
+
+#[test]
+fn header_limits_answer_each_with_its_status() {
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    // Request line over 16 KiB: 414.
+    let long_path = format!("/{}", "a".repeat(16 * 1024));
+    assert_eq!(lab.get(&url(&long_path), &[]).0, 414);
+    // Just under: forwarded.
+    let fits = format!("/{}", "a".repeat(16 * 1024 - 100));
+    assert_eq!(lab.get(&url(&fits), &[]).0, 200);
+    // One header field over 16 KiB: 431.
+    let big = format!("X-Big: {}", "b".repeat(16 * 1024));
+    assert_eq!(lab.get(&url("/"), &["-H", &big]).0, 431);
+    // Header block over 64 KiB in fields of 10 KiB each: 400.
+    let field = "c".repeat(10 * 1024);
+    let headers: Vec<String> = (0..7).map(|i| format!("X-H{i}: {field}")).collect();
+    let mut args = Vec::new();
+    for h in &headers {
+        args.extend(["-H", h.as_str()]);
+    }
+    assert_eq!(lab.get(&url("/"), &args).0, 400);
+    // Six of them (60 KiB) pass.
+    assert_eq!(lab.get(&url("/"), &args[..12]).0, 200);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    let mut req = Vec::new();
+    for i in 1..=5 {
+        // Later requests finish sooner at the target; answers must still
+        // come back in request order.
+        let sleep = 50 * (5 - i);
+        let close = if i == 5 { "Connection: close\r\n" } else { "" };
+        req.extend(
+            format!("GET /r{i}?sleep_ms={sleep} HTTP/1.1\r\nHost: h\r\n{close}\r\n").bytes(),
+        );
+    }
+    let resp = lab.raw(80, req);
+    assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), 5, "{resp}");
+    let order: Vec<usize> = (1..=5)
+        .map(|i| {
+            resp.find(&format!(r#""path":"/r{i}""#))
+                .expect("each answered")
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {resp}"
+    );
+}
+
+#[test]
+fn websocket_is_proxied() {
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
+    let (head, echoed) = lab.ns.run(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(
+            b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("write");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).expect("read head");
+            head.push(byte[0]);
+        }
+        // One masked text frame "hello", then the server's unmasked echo.
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | 5];
+        frame.extend_from_slice(&mask);
+        frame.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        s.write_all(&frame).expect("write frame");
+        let mut reply = [0u8; 7];
+        s.read_exact(&mut reply).expect("read echo");
+        (String::from_utf8_lossy(&head).into_owned(), reply)
+    });
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert_eq!(&echoed, b"\x81\x05hello");
+}
+
+#[test]
+fn http2_cleartext_with_curl_and_h2load() {
+    require_tool("h2load");
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    let v = lab.echo(&url("/h2"), &["--http2-prior-knowledge"]);
+    // HTTP/2 toward the client, HTTP/1.1 toward the target, Host from
+    // :authority.
+    assert_eq!(v["version"], "HTTP/1.1");
+    assert_eq!(v["headers"]["host"][0], "10.77.0.1");
+    // 200 concurrent streams on one connection.
+    let out = lab.run(&["h2load", "-n", "2000", "-c", "1", "-m", "200", &url("/")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2000 total, 2000 started, 2000 done, 2000 succeeded"),
+        "{text}"
+    );
+}
+
+// --- rules and actions ----------------------------------------------------
+
+const RULES: &str = r#"
+[[listener]]
+name = "web"
+protocol = "http"
+address = "10.77.0.1"
+port = 80
+default_action = { type = "forward", target_group = "a" }
+
+  [[listener.rule]]
+  priority = 10
+  conditions.host_header = ["*.fixed.test"]
+  action = { type = "fixed_response", status = 200, content_type = "application/json", body = '{"fixed":"host"}' }
+
+  [[listener.rule]]
+  priority = 20
+  conditions.path_pattern = ["/old/*"]
+  action = { type = "redirect", status = 301, protocol = "https", port = "443", path = "/new/#{path}" }
+
+  [[listener.rule]]
+  priority = 30
+  conditions.http_request_method = ["DELETE"]
+  action = { type = "fixed_response", status = 405, body = "no deletes" }
+
+  [[listener.rule]]
+  priority = 40
+  conditions.http_header = [{ name = "X-Canary", values = ["y*"] }]
+  action = { type = "forward", target_group = "b" }
+
+  [[listener.rule]]
+  priority = 50
+  conditions.query_string = [{ key = "v", value = "2" }]
+  action = { type = "forward", target_group = "b" }
+
+  [[listener.rule]]
+  priority = 60
+  conditions.source_ip = ["192.0.2.0/24"]
+  action = { type = "fixed_response", status = 403 }
+
+  [[listener.rule]]
+  priority = 70
+  conditions.source_ip = ["10.77.0.0/24"]
+  conditions.path_pattern = ["/inside"]
+  action = { type = "fixed_response", status = 200, body = "inside" }
+
+  [[listener.rule]]
+  priority = 80
+  conditions.path_pattern = ["/split*"]
+  action = { type = "forward", target_groups = [{ name = "a", weight = 1 }, { name = "b", weight = 1 }] }
+
+  [[listener.rule]]
+  priority = 90
+  conditions.host_header = ["moved.test"]
+  action = { type = "redirect", status = 302, host = "new.test", query = "from=#{host}&#{query}" }
+
+[[target_group]]
+name = "a"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "10.77.0.2"
+
+[[target_group]]
+name = "b"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "10.77.0.3"
+"#;
+
+#[test]
+fn every_condition_and_action() {
+    let lab = Lab::start(LabSpec {
+        config: RULES,
+        targets: &[("t1", T1), ("t2", T2)],
+        tls: false,
+    });
+    // Default action.
+    assert_eq!(lab.echo(&url("/x"), &[])["name"], "t1");
+    // host_header with a wildcard, fixed response with its content type.
+    let out = lab.curl(&["-i", "-H", "Host: api.fixed.test", &url("/anything")]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("content-type: application/json"), "{out}");
+    assert!(out.ends_with(r#"{"fixed":"host"}"#), "{out}");
+    // path_pattern, redirect with templates (host and query kept).
+    let out = lab.curl(&["-i", "-H", "Host: shop.test", &url("/old/a/b?x=1")]);
+    assert!(out.starts_with("HTTP/1.1 301"), "{out}");
+    assert!(
+        out.contains("location: https://shop.test/new/old/a/b?x=1\r\n"),
+        "{out}"
+    );
+    // http_request_method.
+    assert_eq!(
+        lab.get(&url("/x"), &["-X", "DELETE"]),
+        (405, "no deletes".to_owned())
+    );
+    // http_header with a wildcard value, case-insensitive.
+    assert_eq!(lab.echo(&url("/x"), &["-H", "X-Canary: YES"])["name"], "t2");
+    assert_eq!(lab.echo(&url("/x"), &["-H", "X-Canary: no"])["name"], "t1");
+    // query_string.
+    assert_eq!(lab.echo(&url("/x?a=1&v=2"), &[])["name"], "t2");
+    assert_eq!(lab.echo(&url("/x?v=20"), &[])["name"], "t1");
+    // source_ip: the client is 10.77.0.1 here, never in 192.0.2.0/24;
+    // conditions AND: /inside from inside, other paths not.
+    assert_eq!(lab.get(&url("/inside"), &[]), (200, "inside".to_owned()));
+    assert_eq!(lab.echo(&url("/outside"), &[])["name"], "t1");
+    // Weighted forward: 1:1 alternates.
+    let names: Vec<String> = (0..4)
+        .map(|_| {
+            lab.echo(&url("/split"), &[])["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names.iter().filter(|n| *n == "t1").count(), 2, "{names:?}");
+    assert_eq!(names.iter().filter(|n| *n == "t2").count(), 2, "{names:?}");
+    // 302 with host and query templates; the port stays.
+    let out = lab.curl(&["-i", "-H", "Host: moved.test", &url("/p?k=v")]);
+    assert!(out.starts_with("HTTP/1.1 302"), "{out}");
+    assert!(
+        out.contains("location: http://new.test/p?from=moved.test&k=v\r\n"),
+        "{out}"
+    );
+}
+
+// --- keep-alive toward targets --------------------------------------------
+
+/// Sends `per_client` sequential requests from each of `clients` curl
+/// processes at once (each keeps its own connection to the proxy); returns
+/// the status codes.
+fn load(lab: &Lab, clients: usize, per_client: usize, path: &str) -> Vec<String> {
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let target = url(path);
+                    let mut args = vec!["-w", "%{http_code}\n"];
+                    for _ in 0..per_client {
+                        args.extend(["-o", "/dev/null", target.as_str()]);
+                    }
+                    lab.curl(&args)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .expect("client thread")
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn keep_alive_reuses_few_target_connections() {
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    lab.reset_target(T1);
+    let codes = load(&lab, 10, 100, "/ka");
+    assert_eq!(codes.len(), 1000);
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+    let (conns, requests) = lab.target_stats(T1);
+    assert_eq!(requests, 1000);
+    // Ten clients at once need at most ten.
+    assert!(conns <= 10, "1000 requests used {conns} target connections");
+}
+
+#[test]
+fn keep_alive_timeout_zero_opens_one_connection_per_request() {
+    let config = ONE_GROUP.replace("port = 8080\n", "port = 8080\nkeep_alive_timeout = 0\n");
+    let lab = Lab::start(LabSpec {
+        config: &config,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    lab.reset_target(T1);
+    let codes = load(&lab, 2, 25, "/nka");
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+    assert_eq!(lab.target_stats(T1), (50, 50));
+    // The anti-pattern is called out.
+    let log = lab.proxy.output();
+    assert!(log.contains("keep_alive_timeout = 0"), "{log}");
+}
+
+#[test]
+fn connection_close_from_target_is_honoured() {
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    lab.reset_target(T1);
+    // Each answer carries Connection: close: the next request needs a new
+    // connection.
+    for _ in 0..3 {
+        assert_eq!(lab.get(&url("/c?close=1"), &[]).0, 200);
+    }
+    assert_eq!(lab.target_stats(T1), (3, 3));
+    // Without it, one more connection serves the rest.
+    for _ in 0..5 {
+        assert_eq!(lab.get(&url("/k"), &[]).0, 200);
+    }
+    assert_eq!(lab.target_stats(T1), (4, 8));
+}
+
+#[test]
+fn warm_connections_are_opened_ahead() {
+    let config = ONE_GROUP.replace("port = 8080\n", "port = 8080\nwarm_connections = 3\n");
+    let lab = Lab::start(LabSpec {
+        config: &config,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Without a single request the target sees the three connections.
+    while lab.target_stats(T1).0 < 3 {
+        assert!(Instant::now() < deadline, "no warm connections");
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(lab.target_stats(T1), (3, 0));
+    for _ in 0..3 {
+        assert_eq!(lab.get(&url("/w"), &[]).0, 200);
+    }
+    assert_eq!(lab.target_stats(T1), (3, 3));
+}
+
+// --- failures -------------------------------------------------------------
+
+const FAILURES: &str = r#"
+[[listener]]
+name = "web"
+protocol = "http"
+address = "10.77.0.1"
+port = 80
+target_group = "dead"
+
+  [[listener.rule]]
+  priority = 1
+  conditions.path_pattern = ["/empty"]
+  action = { type = "forward", target_group = "empty" }
+
+  [[listener.rule]]
+  priority = 2
+  conditions.path_pattern = ["/slow"]
+  action = { type = "forward", target_group = "slow" }
+
+[[target_group]]
+name = "dead"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "10.77.0.9"
+
+[[target_group]]
+name = "empty"
+protocol = "http"
+port = 8080
+
+[[target_group]]
+name = "slow"
+protocol = "http"
+port = 8080
+response_timeout = 1
+  [[target_group.target]]
+  address = "10.77.0.2"
+"#;
+
+#[test]
+fn target_failures_answer_502_503_504() {
+    let lab = Lab::start(LabSpec {
+        config: FAILURES,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    // Refused connection.
+    assert_eq!(lab.get(&url("/x"), &[]).0, 502);
+    // No target to send to.
+    assert_eq!(lab.get(&url("/empty"), &[]).0, 503);
+    // No answer within response_timeout (1 s; the target takes 5).
+    let started = Instant::now();
+    assert_eq!(lab.get(&url("/slow?sleep_ms=5000"), &[]).0, 504);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A fast answer from the same group is fine.
+    assert_eq!(lab.get(&url("/slow"), &[]).0, 200);
+}
+
+// --- HTTPS ----------------------------------------------------------------
+
+const HTTPS: &str = r#"
+[[listener]]
+name = "secure"
+protocol = "https"
+address = "10.77.0.1"
+port = 443
+target_group = "a"
+access_log = "@DIR@/access.log"
+  [[listener.tls.certificate]]
+  cert = "@DIR@/cert.pem"
+  key = "@DIR@/key.pem"
+
+[[target_group]]
+name = "a"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "10.77.0.2"
+"#;
+
+#[test]
+fn https_with_h2_by_alpn_and_access_log() {
+    require_tool("h2load");
+    let lab = Lab::start(LabSpec {
+        config: HTTPS,
+        targets: &[("t1", T1)],
+        tls: true,
+    });
+    let https = format!("https://{VIP}/s?x=1");
+    let out = lab.curl(&["-k", "--http1.1", "-w", "\n%{http_version}", &https]);
+    let (body, version) = out.rsplit_once('\n').expect("version");
+    assert_eq!(version, "1.1");
+    let v: Value = serde_json::from_str(body).expect("json");
+    assert_eq!(v["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(v["headers"]["x-forwarded-port"][0], "443");
+    let out = lab.curl(&[
+        "-k",
+        "--http2",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &https,
+    ]);
+    assert_eq!(out, "2");
+    let out = lab.run(&["h2load", "-n", "500", "-c", "2", "-m", "128", &https]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("500 succeeded"), "{text}");
+    assert!(text.contains("Application protocol: h2"), "{text}");
+
+    // The access log has one line per request, in ELB's format.
+    let log = lab.dir.path().join("access.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let n = text.lines().count();
+        if n >= 502 || Instant::now() > deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(lines.lines().count(), 502, "{lines}");
+    let first: Vec<&str> = lines.lines().next().expect("a line").split(' ').collect();
+    assert_eq!(first[0], "https");
+    assert_eq!(first[2], "secure");
+    assert!(first[3].starts_with("10.77.0.1:"), "{first:?}");
+    assert_eq!(first[4], "10.77.0.2:8080");
+    assert_eq!(first[8], "200");
+    assert_eq!(first[9], "200");
+    assert_eq!(first[12], "\"GET");
+    assert_eq!(first[13], "https://10.77.0.1:443/s?x=1");
+    assert_eq!(first[14], "HTTP/1.1\"");
+    assert!(first[16].starts_with("TLS_AES_"), "{first:?}");
+    assert_eq!(first[17], "TLSv1.3");
+    assert!(lines.lines().nth(1).expect("h2 line").starts_with("h2 "));
+}
