@@ -8,6 +8,11 @@
 //! links and maps in place: forwarding continues without the daemon and the
 //! next `lb run` takes over. SIGHUP re-reads the config and applies the
 //! difference; an invalid file is reported and the running config stays.
+//!
+//! `daemon.dataplane` decides whether the XDP path is loaded at all
+//! (`userspace`: no; `auto`: tried, with a warning and the userspace proxy
+//! when it fails). The daemon's own listeners ([`crate::proxy::Proxies`])
+//! are applied after the maps, on start and on every reload.
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
