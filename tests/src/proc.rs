@@ -450,6 +450,18 @@ impl LbDaemon {
         self.child.output()
     }
 
+    /// Position in the daemon's output, for [`Self::wait_for_line_after`].
+    pub fn mark(&self) -> OutputMark {
+        self.child.mark()
+    }
+
+    /// Waits for a log line after `mark` containing `needle`; panics with
+    /// the output on timeout or exit.
+    pub fn wait_for_line_after(&mut self, mark: OutputMark, needle: &str) -> String {
+        self.child
+            .wait_for_line_after(mark, needle, Duration::from_secs(10))
+    }
+
     /// SIGHUP (hot reload) and waits for the daemon to log
     /// [`LB_RELOADED_PATTERN`]; panics if it logs [`LB_RELOAD_REFUSED_PATTERN`]
     /// instead, exits, or says nothing in time.

@@ -248,3 +248,165 @@ fn check_group_tls(path: &str, t: &TargetGroupTls, errs: &mut ValidationErrors) 
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn errors(text: &str) -> Vec<String> {
+        let config = Config::parse(text).unwrap_or_else(|e| panic!("parse: {e}"));
+        match config.validate() {
+            Ok(()) => vec![],
+            Err(errs) => errs.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const GROUPS: &str = r#"
+[[target_group]]
+name = "plain"
+protocol = "tcp"
+port = 8080
+
+[[target_group]]
+name = "secure"
+protocol = "tls"
+port = 8443
+"#;
+
+    fn listener(protocol: &str, group: &str, tls: &str) -> String {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"{protocol}\"\naddress = \"10.0.0.1\"\nport = 443\ntarget_group = \"{group}\"\n{tls}\n"
+        )
+    }
+
+    fn config(dataplane: &str, listener: &str, group_tls: &str) -> String {
+        format!(
+            "[daemon]\ninterfaces = [\"eth0\"]\ndataplane = \"{dataplane}\"\n\n{listener}{GROUPS}{group_tls}"
+        )
+    }
+
+    #[test]
+    fn tls_tables_must_fit_the_protocol() {
+        assert_eq!(
+            errors(&config("xdp", &listener("tls", "plain", ""), "")),
+            ["listener[0].tls: a tls listener needs a [listener.tls] table"]
+                .into_iter()
+                .chain(["target_group[1].tls: a tls target group needs a [target_group.tls] table (ca_file, or verify = false)"])
+                .collect::<Vec<_>>()
+        );
+        let tls = "[listener.tls]\ncertificate = []\n";
+        assert_eq!(
+            errors(&config(
+                "xdp",
+                &listener("tcp", "plain", tls),
+                "  [target_group.tls]\n  verify = false\n"
+            )),
+            ["listener[0].tls: a tcp listener does not terminate TLS"]
+        );
+    }
+
+    #[test]
+    fn certificates_are_required_readable_and_unique_default() {
+        let tls = "[listener.tls]\nalpn = [\"h2\", \"h2\", \"\"]\n[[listener.tls.certificate]]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\ndefault = true\n[[listener.tls.certificate]]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\ndefault = true\n";
+        assert_eq!(
+            errors(&config(
+                "xdp",
+                &listener("tls", "plain", tls),
+                "  [target_group.tls]\n  verify = false\n"
+            )),
+            [
+                "listener[0].tls.certificate: 2 certificates say default = true; at most one may",
+                "listener[0].tls.certificate[0]: cannot read /nonexistent/c.pem: No such file or directory (os error 2)",
+                "listener[0].tls.certificate[1]: cannot read /nonexistent/c.pem: No such file or directory (os error 2)",
+                "listener[0].tls.alpn[1]: \"h2\" is listed twice",
+                "listener[0].tls.alpn[2]: \"\" must be 1 to 255 bytes",
+            ]
+        );
+        let none = "[listener.tls]\ncertificate = []\n";
+        assert_eq!(
+            errors(&config(
+                "xdp",
+                &listener("tls", "plain", none),
+                "  [target_group.tls]\n  verify = false\n"
+            )),
+            ["listener[0].tls.certificate: at least one certificate is required"]
+        );
+    }
+
+    #[test]
+    fn target_verification_must_be_said() {
+        let l = listener("tcp", "plain", "");
+        assert_eq!(
+            errors(&config(
+                "xdp",
+                &l,
+                "  [target_group.tls]\n  server_name = \"bad name!\"\n"
+            )),
+            [
+                "target_group[1].tls.ca_file: required to verify targets; or say verify = false to accept any target certificate",
+                "target_group[1].tls.server_name: \"bad name!\" is not a DNS name or IP address",
+            ]
+        );
+        assert_eq!(
+            errors(&config(
+                "xdp",
+                &l,
+                "  [target_group.tls]\n  verify = false\n  ca_file = \"/x.pem\"\n"
+            )),
+            [
+                "target_group[1].tls.ca_file: given with verify = false: either verify against it or drop it"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_security_policy_lists_the_valid_ones() {
+        let tls =
+            "[listener.tls]\nsecurity_policy = \"ELBSecurityPolicy-2016-08\"\ncertificate = []\n";
+        let err = Config::parse(&config("xdp", &listener("tls", "plain", tls), ""))
+            .expect_err("unknown policy")
+            .to_string();
+        assert!(
+            err.contains("unknown variant `ELBSecurityPolicy-2016-08`, expected one of `ELBSecurityPolicy-TLS13-1-2-2021-06`, `ELBSecurityPolicy-TLS13-1-2-Res-2021-06`, `ELBSecurityPolicy-TLS13-1-3-2021-06`, `ELBSecurityPolicy-FS-1-2-Res-2020-10`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn proxy_v2_and_udp_need_the_right_data_path() {
+        let l = listener("tcp", "plain", "");
+        let pp = config("xdp", &l, "  [target_group.tls]\n  verify = false\n")
+            .replace("port = 8080\n", "port = 8080\nproxy_protocol_v2 = true\n");
+        assert_eq!(
+            errors(&pp),
+            [
+                "target_group[0].proxy_protocol_v2: tcp listener \"l\" is served by the XDP path, which cannot send PROXY headers (only tls listeners, or tcp ones with dataplane = \"userspace\")"
+            ]
+        );
+        assert_eq!(
+            errors(&pp.replace("\"xdp\"", "\"userspace\"")),
+            Vec::<String>::new()
+        );
+        let udp = config(
+            "userspace",
+            &listener("udp", "plain", ""),
+            "  [target_group.tls]\n  verify = false\n",
+        );
+        assert!(
+            errors(&udp).contains(&"listener[0].protocol: udp listeners need the XDP data path; dataplane = \"userspace\" serves tcp, tls, http and https only".to_owned()),
+            "{:?}",
+            errors(&udp)
+        );
+    }
+
+    #[test]
+    fn userspace_needs_no_interfaces() {
+        let text = config(
+            "userspace",
+            &listener("tcp", "plain", ""),
+            "  [target_group.tls]\n  verify = false\n",
+        )
+        .replace("interfaces = [\"eth0\"]\n", "");
+        assert_eq!(errors(&text), Vec::<String>::new());
+    }
+}

@@ -211,3 +211,6 @@ fn bind(l: &Listener) -> Result<TcpListener, ProxyError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests;

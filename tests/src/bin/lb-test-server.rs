@@ -4,7 +4,9 @@
 //! (each flag repeatable; `[::]` listens dual-stack). TCP: greets every
 //! connection with `"<name> <peer ip>:<peer port>\n"`, then echoes lines until
 //! EOF. UDP: answers each datagram with `"<name> <peer> <payload>"`. Prints
-//! `ready` on stdout once every socket listens.
+//! `ready` on stdout once every socket listens. With `--proxy-v2` every TCP
+//! connection must start with a PROXY protocol v2 header, and the greeting
+//! names the client address from the header.
 //!
 //! Clients (run inside the client namespace):
 //! `lb-test-server client-tcp --connect 10.200.0.100:80 --count 300` and
@@ -46,6 +48,10 @@ struct ServeArgs {
     /// UDP address to listen on (repeatable).
     #[arg(long)]
     udp: Vec<SocketAddr>,
+    /// TCP connections start with a PROXY protocol v2 header: greet with
+    /// the client address it carries (refuse connections without one).
+    #[arg(long)]
+    proxy_v2: bool,
 }
 
 #[derive(Subcommand)]
@@ -125,7 +131,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode> {
     for addr in &args.tcp {
         let listener = tcp_listener(*addr)?;
         let name = args.name.clone();
-        handles.push(thread::spawn(move || accept_loop(listener, &name)));
+        let proxy_v2 = args.proxy_v2;
+        handles.push(thread::spawn(move || {
+            accept_loop(listener, &name, proxy_v2)
+        }));
     }
     for addr in &args.udp {
         let sock = udp_socket(*addr)?;
@@ -235,13 +244,13 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
-fn accept_loop(listener: TcpListener, name: &str) {
+fn accept_loop(listener: TcpListener, name: &str, proxy_v2: bool) {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
                 let name = name.to_owned();
                 thread::spawn(move || {
-                    if let Err(e) = handle_tcp(stream, canonical(peer), &name) {
+                    if let Err(e) = handle_tcp(stream, canonical(peer), &name, proxy_v2) {
                         eprintln!("{name}: connection from {peer}: {e:#}");
                     }
                 });
@@ -254,8 +263,13 @@ fn accept_loop(listener: TcpListener, name: &str) {
     }
 }
 
-fn handle_tcp(mut stream: TcpStream, peer: SocketAddr, name: &str) -> Result<()> {
+fn handle_tcp(mut stream: TcpStream, peer: SocketAddr, name: &str, proxy_v2: bool) -> Result<()> {
     stream.set_nodelay(true)?;
+    let peer = if proxy_v2 {
+        read_proxy_v2(&mut stream)?
+    } else {
+        peer
+    };
     stream.write_all(format!("{name} {peer}\n").as_bytes())?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = Vec::new();
@@ -265,6 +279,40 @@ fn handle_tcp(mut stream: TcpStream, peer: SocketAddr, name: &str) -> Result<()>
             return Ok(());
         }
         stream.write_all(&line)?;
+    }
+}
+
+/// Reads a PROXY protocol v2 header (PROXY command, TCP over IPv4 or
+/// IPv6) and returns the source address it carries.
+fn read_proxy_v2(stream: &mut TcpStream) -> Result<SocketAddr> {
+    use std::io::Read;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    let mut head = [0u8; 16];
+    stream
+        .read_exact(&mut head)
+        .context("read PROXY v2 header")?;
+    anyhow::ensure!(
+        &head[..12] == SIGNATURE,
+        "no PROXY v2 signature: {head:02x?}"
+    );
+    anyhow::ensure!(head[12] == 0x21, "not version 2 / PROXY: {:#04x}", head[12]);
+    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .context("read PROXY v2 addresses")?;
+    let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+    match head[13] {
+        0x11 if len >= 12 => {
+            let ip = Ipv4Addr::new(body[0], body[1], body[2], body[3]);
+            Ok(SocketAddr::new(ip.into(), port(8)))
+        }
+        0x21 if len >= 36 => {
+            let octets: [u8; 16] = body[..16].try_into().expect("16 bytes");
+            Ok(SocketAddr::new(Ipv6Addr::from(octets).into(), port(32)))
+        }
+        fam => anyhow::bail!("unsupported PROXY v2 family {fam:#04x} with {len} address bytes"),
     }
 }
 
