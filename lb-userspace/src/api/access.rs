@@ -1,0 +1,118 @@
+//! Who is asking and whether they may: the check every route runs before
+//! its handler.
+//!
+//! A uid-0 peer on the Unix socket is root (the kernel vouches for the uid
+//! through SO_PEERCRED; file permissions already limit who can connect).
+//! Everyone else — other local users and every TCP client — presents
+//! `Authorization: Bearer <token>`, and the token's policies decide.
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, RawPathParams, Request, State, connect_info::Connected},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    serve::IncomingStream,
+};
+use http::{HeaderMap, header::AUTHORIZATION};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::{
+    authorize::{AuthError, Authorize, Principal},
+    error::ApiError,
+    routes::{ApiState, Route},
+};
+
+/// The other end of a connection, recorded when it is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A Unix-socket peer; `uid` is `None` if SO_PEERCRED failed.
+    Unix {
+        uid: Option<u32>,
+    },
+    Tcp(SocketAddr),
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let uid = stream.io().peer_cred().ok().map(|c| c.uid());
+        Peer::Unix { uid }
+    }
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer::Tcp(*stream.remote_addr())
+    }
+}
+
+/// The principal behind a request: root for uid 0 on the Unix socket,
+/// otherwise whoever the bearer token belongs to.
+pub fn principal(
+    peer: Peer,
+    headers: &HeaderMap,
+    authz: &dyn Authorize,
+) -> Result<Principal, AuthError> {
+    if peer == (Peer::Unix { uid: Some(0) }) {
+        return Ok(Principal::Root);
+    }
+    let bearer = bearer(headers).ok_or(AuthError::Missing)?;
+    authz.authenticate(bearer)
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The route's resource with its `{params}` filled from the request path.
+pub fn resource(route: &Route, params: &RawPathParams) -> String {
+    params.iter().fold(route.resource.to_owned(), |r, (k, v)| {
+        r.replace(&format!("{{{k}}}"), v)
+    })
+}
+
+/// The middleware in front of every route: 401 without a known principal,
+/// 403 unless its policies allow the route's action on the resource.
+pub async fn check(
+    State((state, route)): State<(ApiState, &'static Route)>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    params: RawPathParams,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resource = resource(route, &params);
+    // Clone the Arc out so the lock is not held across the handler.
+    let authz = state
+        .authz
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let principal = match principal(peer, req.headers(), authz.as_ref()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(?peer, action = route.action, %resource, "API request refused: {e}");
+            return ApiError::unauthenticated(&e).into_response();
+        }
+    };
+    let decision = match principal {
+        Principal::Root => super::authorize::Decision::Allow,
+        _ => authz.authorize(&principal, route.action, &resource),
+    };
+    if let Some(denied) = ApiError::denied(&principal, route.action, &resource, &decision) {
+        tracing::info!(%principal, action = route.action, %resource, ?decision, "API request denied");
+        return denied.into_response();
+    }
+    let write = route.method != http::Method::GET;
+    let response = next.run(req).await;
+    if write {
+        // Changes are logged with who made them.
+        tracing::info!(
+            %principal, action = route.action, %resource,
+            status = response.status().as_u16(), "API change"
+        );
+    }
+    response
+}

@@ -1,0 +1,769 @@
+//! The API through real sockets, against a fake control loop and a fake
+//! authorizer that answers from a table (the policy engine has its own
+//! tests).
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{Ipv4Addr, SocketAddr},
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use http::{Method, StatusCode};
+
+use super::{
+    authorize::{AuthError, Authorize, Decision, Principal},
+    cli,
+    client::{Client, Endpoint},
+    routes::{ROUTES, TargetHealthResponse},
+    server::{Endpoints, ServeError, serve},
+};
+use crate::control::{
+    Command, ControlError, ControlHandle,
+    command::{
+        ChangeReport, FlowReport, FlowsReport, StatusReport, TargetHealthReport, TargetHealthState,
+    },
+};
+
+/// Tokens → principals, and (principal, action) → decision; anything not
+/// in the table is an implicit deny. Records what it was asked.
+struct FakeAuthz {
+    tokens: HashMap<&'static str, &'static str>,
+    decisions: HashMap<(&'static str, &'static str), Decision>,
+    asked: Mutex<Vec<(String, String)>>,
+}
+
+impl Authorize for FakeAuthz {
+    fn authenticate(&self, bearer: &str) -> Result<Principal, AuthError> {
+        let name = self.tokens.get(bearer).ok_or(AuthError::Unknown)?;
+        Ok(Principal::Token((*name).into()))
+    }
+
+    fn authorize(&self, principal: &Principal, action: &str, resource: &str) -> Decision {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((action.into(), resource.into()));
+        let Principal::Token(name) = principal else {
+            return Decision::Allow;
+        };
+        self.decisions
+            .iter()
+            .find(|((p, a), _)| p == name && *a == action)
+            .map_or(Decision::ImplicitDeny, |(_, d)| d.clone())
+    }
+}
+
+fn fake_authz() -> Arc<FakeAuthz> {
+    let tokens = HashMap::from([("reader-secret", "reader"), ("ops-secret", "ops")]);
+    let mut decisions = HashMap::new();
+    for action in [
+        "lb:DescribeStatus",
+        "lb:DescribeTargetHealth",
+        "lb:DescribeFlows",
+    ] {
+        decisions.insert(("reader", action), Decision::Allow);
+    }
+    for action in [
+        "lb:RegisterTargets",
+        "lb:ModifyTargetWeight",
+        "lb:ReloadConfig",
+    ] {
+        decisions.insert(("ops", action), Decision::Allow);
+    }
+    decisions.insert(
+        ("ops", "lb:DeleteListener"),
+        Decision::ExplicitDeny {
+            policy: "no-deletes".into(),
+        },
+    );
+    for action in [
+        "lb:DeleteTargetGroup",
+        "lb:DescribeTargetHealth",
+        "lb:ModifyListenerAttributes",
+    ] {
+        decisions.insert(("ops", action), Decision::Allow);
+    }
+    Arc::new(FakeAuthz {
+        tokens,
+        decisions,
+        asked: Mutex::new(Vec::new()),
+    })
+}
+
+fn targets() -> Vec<TargetHealthReport> {
+    vec![
+        TargetHealthReport {
+            target: "10.0.1.10:80".parse().unwrap(),
+            zone: Some("a".into()),
+            weight: 1,
+            effective_weight: 1,
+            state: TargetHealthState::Healthy,
+            reason: None,
+            description: String::new(),
+        },
+        TargetHealthReport {
+            target: "[2001:db8::11]:8080".parse().unwrap(),
+            zone: None,
+            weight: 10,
+            effective_weight: 0,
+            state: TargetHealthState::Unhealthy,
+            reason: Some("Target.FailedHealthChecks".into()),
+            description: "Health checks failed".into(),
+        },
+    ]
+}
+
+/// Answers commands like a control loop with one target group, `web`.
+fn fake_control() -> ControlHandle {
+    let (handle, mut rx) = ControlHandle::channel(8);
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            answer(cmd);
+        }
+    });
+    handle
+}
+
+fn change(message: String) -> Result<ChangeReport, ControlError> {
+    Ok(ChangeReport { message })
+}
+
+/// A dropped receiver only means the client went away.
+fn send<T>(to: tokio::sync::oneshot::Sender<Result<T, ControlError>>, v: Result<T, ControlError>) {
+    let _ = to.send(v);
+}
+
+fn answer(cmd: Command) {
+    match cmd {
+        Command::Status(r) => send(
+            r,
+            Ok(StatusReport {
+                version: "0.1.0".into(),
+                config: "/etc/lb/lb.toml".into(),
+                dataplane: "xdp".into(),
+                zone: Some("a".into()),
+                listeners: 1,
+                target_groups: 1,
+                targets: 2,
+                healthy: 1,
+                unhealthy: 1,
+                uptime_s: 42,
+                last_reload: None,
+            }),
+        ),
+        Command::TargetHealth { group, reply } if group == "web" => send(reply, Ok(targets())),
+        Command::TargetHealth { group, reply } => send(
+            reply,
+            Err(ControlError::NotFound(format!(
+                "target group {group} not found"
+            ))),
+        ),
+        Command::Flows { limit, reply } => {
+            let flow = FlowReport {
+                client: "192.0.2.1:40000".parse().unwrap(),
+                vip: "10.0.0.1:80".parse().unwrap(),
+                protocol: "tcp".into(),
+                target: Some("10.0.1.10:80".parse().unwrap()),
+                idle_s: 3,
+            };
+            send(
+                reply,
+                Ok(FlowsReport {
+                    entries: 5,
+                    active: 4,
+                    sample: vec![flow; limit.min(5)],
+                }),
+            )
+        }
+        Command::Register {
+            group,
+            targets,
+            reply,
+        } => send(reply, change(format!("registered {targets:?} in {group}"))),
+        Command::SetWeight {
+            group,
+            target,
+            weight,
+            reply,
+        } => send(reply, change(format!("{group}: {target} weight {weight}"))),
+        Command::ModifyListener {
+            name,
+            attributes,
+            reply,
+        } => send(reply, change(format!("{name}: {attributes:?}"))),
+        Command::DeleteListener { name, reply } => send(
+            reply,
+            Err(ControlError::Conflict(format!(
+                "listener {name} has deletion protection on"
+            ))),
+        ),
+        Command::DeleteTargetGroup { reply, .. } => {
+            send(reply, Err(ControlError::Failed("map update failed".into())))
+        }
+        Command::Reload(reply) => send(
+            reply,
+            Err(ControlError::Invalid(
+                "listener[0].port: 0 is out of range".into(),
+            )),
+        ),
+        other => panic!("the fake control loop does not expect {other:?}"),
+    }
+}
+
+/// A directory removed when the test ends, even by panic.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("lb-api-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running API on a socket in a fresh temp dir and 127.0.0.1:0.
+struct Fixture {
+    server: super::ApiServer,
+    authz: Arc<FakeAuthz>,
+    _dir: TempDir,
+}
+
+impl Fixture {
+    async fn start(name: &str) -> Self {
+        let dir = TempDir::new(name);
+        let endpoints = Endpoints {
+            socket: dir.0.join("run/api.sock"),
+            listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        };
+        let authz = fake_authz();
+        let server = serve(&endpoints, fake_control(), authz.clone())
+            .await
+            .expect("API starts");
+        Self {
+            server,
+            authz,
+            _dir: dir,
+        }
+    }
+
+    fn tcp(&self, token: Option<&str>) -> Client {
+        let addr = self.server.tcp_addr().unwrap();
+        Client::new(Endpoint::Tcp(addr.to_string()), token.map(Into::into))
+    }
+
+    fn unix(&self, token: Option<&str>) -> Client {
+        let socket = self.server.endpoints().socket.clone();
+        Client::new(Endpoint::Unix(socket), token.map(Into::into))
+    }
+}
+
+/// Sends a request; returns the status and the body as JSON.
+async fn call(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let (status, bytes) = client
+        .send(method, path, body.map(|b| b.as_bytes().to_vec()))
+        .await
+        .expect("request goes through");
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {bytes:?}"));
+    (status, json)
+}
+
+fn error(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"code": code, "message": message}})
+}
+
+const HINT: &str = "send `Authorization: Bearer <token>` with a token from [api] in the config, \
+                    or connect to the Unix socket as root";
+
+#[tokio::test]
+async fn tcp_clients_without_a_known_token_get_401() {
+    let f = Fixture::start("401").await;
+    let (status, body) = call(&f.tcp(None), Method::GET, "/v1/status", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        error(
+            "MissingAuthenticationToken",
+            &format!("the request carries no bearer token; {HINT}")
+        )
+    );
+    let (status, body) = call(&f.tcp(Some("guess")), Method::GET, "/v1/status", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        body,
+        error(
+            "UnrecognizedClient",
+            &format!("the bearer token is not valid; {HINT}")
+        )
+    );
+}
+
+#[tokio::test]
+async fn unix_socket_peer_uid_decides_root() {
+    let f = Fixture::start("root").await;
+    let (status, body) = call(&f.unix(None), Method::GET, "/v1/status", None).await;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["uptime_s"], 42);
+        assert!(
+            f.authz.asked.lock().unwrap().is_empty(),
+            "root is not evaluated"
+        );
+    } else {
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    // A token works on the socket as well.
+    let (status, _) = call(
+        &f.unix(Some("reader-secret")),
+        Method::GET,
+        "/v1/status",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_policy_without_the_action_gets_403() {
+    let f = Fixture::start("403").await;
+    let body = r#"{"targets":[{"address":"10.0.1.12"}]}"#;
+    let (status, json) = call(
+        &f.tcp(Some("reader-secret")),
+        Method::POST,
+        "/v1/target-groups/web/targets",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        json,
+        error(
+            "AccessDenied",
+            "User: token/reader is not authorized to perform: lb:RegisterTargets on resource: \
+             target-group/web because no policy allows the lb:RegisterTargets action"
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_explicit_deny_says_so() {
+    let f = Fixture::start("deny").await;
+    let (status, json) = call(
+        &f.tcp(Some("ops-secret")),
+        Method::DELETE,
+        "/v1/listeners/web",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        json,
+        error(
+            "AccessDenied",
+            "User: token/ops is not authorized to perform: lb:DeleteListener on resource: \
+             listener/web with an explicit deny in policy no-deletes"
+        )
+    );
+}
+
+#[tokio::test]
+async fn allowed_requests_get_the_control_loops_answer() {
+    let f = Fixture::start("200").await;
+    let reader = f.tcp(Some("reader-secret"));
+    let (status, json) = call(&reader, Method::GET, "/v1/target-groups/web/targets", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let got: TargetHealthResponse = serde_json::from_value(json).unwrap();
+    assert_eq!(got.targets, targets());
+
+    let (status, json) = call(&reader, Method::GET, "/v1/flows?limit=2", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["sample"].as_array().unwrap().len(), 2);
+
+    let ops = f.tcp(Some("ops-secret"));
+    let body = r#"{"targets":[{"address":"10.0.1.12","port":8080,"weight":3,"zone":"b"}]}"#;
+    let (status, json) = call(
+        &ops,
+        Method::POST,
+        "/v1/target-groups/web/targets",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json["message"],
+        "registered [TargetSpec { address: 10.0.1.12, port: Some(8080), weight: Some(3), \
+         zone: Some(\"b\") }] in web"
+    );
+
+    // An IPv6 target in the path, percent-encoded as the CLI sends it.
+    let path = format!(
+        "/v1/target-groups/web/targets/{}/weight",
+        super::client::target("[2001:db8::11]:8080".parse().unwrap())
+    );
+    assert_eq!(
+        path,
+        "/v1/target-groups/web/targets/%5B2001:db8::11%5D:8080/weight"
+    );
+    let (status, json) = call(&ops, Method::PUT, &path, Some(r#"{"weight":5}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["message"], "web: [2001:db8::11]:8080 weight 5");
+
+    let (status, json) = call(
+        &ops,
+        Method::PATCH,
+        "/v1/listeners/web",
+        Some(r#"{"deletion_protection":false}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json["message"],
+        "web: ListenerAttributes { deletion_protection: Some(false) }"
+    );
+
+    // Each route was evaluated against its own action and resource.
+    assert_eq!(
+        *f.authz.asked.lock().unwrap(),
+        [
+            ("lb:DescribeTargetHealth", "target-group/web"),
+            ("lb:DescribeFlows", "*"),
+            ("lb:RegisterTargets", "target-group/web"),
+            ("lb:ModifyTargetWeight", "target-group/web"),
+            ("lb:ModifyListenerAttributes", "listener/web"),
+        ]
+        .map(|(a, r)| (a.to_owned(), r.to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn control_errors_map_to_http_statuses() {
+    let f = Fixture::start("errors").await;
+    let ops = f.tcp(Some("ops-secret"));
+    let cases = [
+        (
+            Method::GET,
+            "/v1/target-groups/api/targets",
+            StatusCode::NOT_FOUND,
+            error("NotFound", "target group api not found"),
+        ),
+        (
+            Method::POST,
+            "/v1/reload",
+            StatusCode::BAD_REQUEST,
+            error("ValidationError", "listener[0].port: 0 is out of range"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/target-groups/web",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            error("InternalFailure", "map update failed"),
+        ),
+    ];
+    for (method, path, want_status, want_body) in cases {
+        let (status, body) = call(&ops, method, path, None).await;
+        assert_eq!((status, body), (want_status, want_body), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn deletion_protection_conflict_is_409() {
+    let f = Fixture::start("409").await;
+    // Root on the socket, or a token allowed to delete: ops is denied, so
+    // use a principal the fake allows everything.
+    let authz = fake_authz();
+    let mut all = FakeAuthz {
+        tokens: authz.tokens.clone(),
+        decisions: HashMap::new(),
+        asked: Mutex::new(Vec::new()),
+    };
+    all.decisions
+        .insert(("ops", "lb:DeleteListener"), Decision::Allow);
+    f.server.set_authorizer(Arc::new(all));
+    let (status, body) = call(
+        &f.tcp(Some("ops-secret")),
+        Method::DELETE,
+        "/v1/listeners/web",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body,
+        error("Conflict", "listener web has deletion protection on")
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_with_the_reason() {
+    let f = Fixture::start("400").await;
+    let ops = f.tcp(Some("ops-secret"));
+    let reader = f.tcp(Some("reader-secret"));
+    let register = "/v1/target-groups/web/targets";
+    let weight = "/v1/target-groups/web/targets/10.0.1.10:80/weight";
+    let cases: [(&Client, Method, &str, Option<&str>, &str); 9] = [
+        (
+            &ops,
+            Method::POST,
+            register,
+            Some("{"),
+            "invalid JSON request body: EOF while parsing an object at line 1 column 1",
+        ),
+        (
+            &ops,
+            Method::POST,
+            register,
+            Some(r#"{"targets":[{"address":"10.0.1.12","wieght":2}]}"#),
+            "invalid JSON request body: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone` at line 1 column 43",
+        ),
+        (
+            &ops,
+            Method::POST,
+            register,
+            Some(r#"{"targets":[{"address":"ten"}]}"#),
+            "invalid JSON request body: invalid IP address syntax at line 1 column 28",
+        ),
+        (
+            &ops,
+            Method::POST,
+            register,
+            None,
+            "a JSON request body is required",
+        ),
+        (
+            &ops,
+            Method::POST,
+            register,
+            Some(r#"{"targets":[]}"#),
+            "targets: at least one target is required",
+        ),
+        (
+            &ops,
+            Method::PUT,
+            weight,
+            Some(r#"{"weight":-1}"#),
+            "invalid JSON request body: invalid value: integer `-1`, expected u32 at line 1 column 12",
+        ),
+        (
+            &ops,
+            Method::PUT,
+            "/v1/target-groups/web/targets/10.0.1.10/weight",
+            Some(r#"{"weight":1}"#),
+            "target \"10.0.1.10\" is not address:port (IPv6 as [addr]:port)",
+        ),
+        (
+            &reader,
+            Method::GET,
+            "/v1/flows?limit=many",
+            None,
+            "Failed to deserialize query string: limit: invalid digit found in string",
+        ),
+        (
+            &reader,
+            Method::GET,
+            "/v1/flows?limit=10001",
+            None,
+            "limit: 10001 is above the maximum of 10000",
+        ),
+    ];
+    for (client, method, path, body, message) in cases {
+        let (status, json) = call(client, method, path, body).await;
+        assert_eq!(
+            (status, json),
+            (StatusCode::BAD_REQUEST, error("ValidationError", message)),
+            "{path} {body:?}"
+        );
+    }
+    // Over the body limit: 413, still a JSON error.
+    let big = format!(
+        r#"{{"targets":[{}]}}"#,
+        "0".repeat(super::body::MAX_BODY_BYTES)
+    );
+    let (status, json) = call(&ops, Method::POST, register, Some(&big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        json,
+        error("PayloadTooLarge", "request body exceeds 262144 bytes")
+    );
+    // Unknown routes and methods: JSON too.
+    let (status, json) = call(&ops, Method::GET, "/v1/nope", None).await;
+    assert_eq!(
+        (status, json),
+        (
+            StatusCode::NOT_FOUND,
+            error("UnknownOperation", "no such route")
+        )
+    );
+    let (status, _) = call(&ops, Method::DELETE, "/v1/status", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn the_socket_is_0660_a_stale_one_is_replaced_and_shutdown_removes_it() {
+    let dir = TempDir::new("socket");
+    let socket = dir.0.join("api.sock");
+    let endpoints = Endpoints {
+        socket: socket.clone(),
+        listen: None,
+    };
+    // A stale socket: bound, then its listener closed.
+    std::fs::create_dir_all(&dir.0).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let server = serve(&endpoints, fake_control(), fake_authz())
+        .await
+        .unwrap();
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+    // A second server on the same socket is refused.
+    let err = serve(&endpoints, fake_control(), fake_authz())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ServeError::SocketInUse { .. }), "{err}");
+    server.shutdown().await;
+    assert!(!socket.exists());
+    // Not a socket: left alone.
+    std::fs::write(&socket, "data").unwrap();
+    let err = serve(&endpoints, fake_control(), fake_authz())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ServeError::NotASocket { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "data");
+}
+
+#[test]
+fn bearer_tokens_and_unix_peers() {
+    use super::access::{Peer, principal};
+    let authz = fake_authz();
+    let headers = |v: &str| {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+        h
+    };
+    let none = http::HeaderMap::new();
+    let root = Peer::Unix { uid: Some(0) };
+    let user = Peer::Unix { uid: Some(1000) };
+    let unknown = Peer::Unix { uid: None };
+    assert_eq!(principal(root, &none, authz.as_ref()), Ok(Principal::Root));
+    assert_eq!(
+        principal(user, &none, authz.as_ref()),
+        Err(AuthError::Missing)
+    );
+    assert_eq!(
+        principal(unknown, &none, authz.as_ref()),
+        Err(AuthError::Missing)
+    );
+    assert_eq!(
+        principal(user, &headers("bearer reader-secret"), authz.as_ref()),
+        Ok(Principal::Token("reader".into()))
+    );
+    assert_eq!(
+        principal(user, &headers("Basic cmVhZGVy"), authz.as_ref()),
+        Err(AuthError::Missing)
+    );
+    assert_eq!(
+        principal(user, &headers("Bearer "), authz.as_ref()),
+        Err(AuthError::Missing)
+    );
+}
+
+#[test]
+fn targets_table_shows_state_and_reason() {
+    assert_eq!(
+        cli::targets_table(&targets()),
+        "\
+TARGET               ZONE  WEIGHT  EFFECTIVE  STATE      REASON                     DESCRIPTION
+10.0.1.10:80         a     1       1          healthy    -                          
+[2001:db8::11]:8080  -     10      0          unhealthy  Target.FailedHealthChecks  Health checks failed
+"
+    );
+}
+
+/// The route table as docs/openapi.yaml lists it: (METHOD, path, action,
+/// resource) for every operation under `paths:`. The file is read by
+/// indentation (paths at 2 spaces, methods at 4, their keys at 6), which is
+/// how it is written; a mis-indented edit fails this test loudly.
+fn openapi_routes() -> BTreeSet<(String, String, String, String)> {
+    let text = include_str!("../../../docs/openapi.yaml");
+    let mut routes = BTreeSet::new();
+    let (mut in_paths, mut path, mut op) = (
+        false,
+        String::new(),
+        None::<(String, Option<String>, Option<String>)>,
+    );
+    let mut flush = |path: &str, op: Option<(String, Option<String>, Option<String>)>| {
+        if let Some((method, action, resource)) = op {
+            let action = action.unwrap_or_else(|| panic!("{method} {path}: no x-iam-action"));
+            let resource = resource.unwrap_or_else(|| panic!("{method} {path}: no x-iam-resource"));
+            assert!(routes.insert((method, path.to_owned(), action, resource)));
+        }
+    };
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let line = line.trim();
+        if indent == 0 && !line.is_empty() {
+            in_paths = line == "paths:";
+            continue;
+        }
+        if !in_paths || line.is_empty() {
+            continue;
+        }
+        let value = |key: &str| {
+            line.strip_prefix(key)
+                .map(|v| v.trim().trim_matches('"').to_owned())
+        };
+        match indent {
+            2 => {
+                flush(&path, op.take());
+                path = line.trim_end_matches(':').to_owned();
+            }
+            4 if ["get:", "put:", "post:", "patch:", "delete:"].contains(&line) => {
+                flush(&path, op.take());
+                op = Some((line.trim_end_matches(':').to_uppercase(), None, None));
+            }
+            6 => {
+                if let Some(o) = op.as_mut() {
+                    if let Some(a) = value("x-iam-action:") {
+                        o.1 = Some(a);
+                    }
+                    if let Some(r) = value("x-iam-resource:") {
+                        o.2 = Some(r);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    flush(&path, op.take());
+    routes
+}
+
+#[test]
+fn openapi_file_describes_exactly_the_served_routes() {
+    let served: BTreeSet<_> = ROUTES
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.path.to_owned(),
+                r.action.to_owned(),
+                r.resource.to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(served.len(), ROUTES.len(), "a route is listed twice");
+    assert_eq!(openapi_routes(), served);
+}
