@@ -93,7 +93,7 @@ pub enum ApiCommand {
     },
     /// Deregister targets: no new flows, existing ones drain for the
     /// group's deregistration delay.
-    #[command(alias = "drain")]
+    #[command(visible_alias = "drain")]
     Deregister {
         group: String,
         #[arg(required = true, value_name = "ADDR:PORT")]
@@ -317,20 +317,10 @@ pub fn dispatch(cmd: &ApiCommand) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| std::env::var("LB_TOKEN").ok().filter(|t| !t.is_empty()));
     let client = Client::new(endpoint, token);
-    let call = cmd.call();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(client.call_raw(call.method, &call.path, call.body));
-    let output = result.and_then(|bytes| {
-        if conn.json {
-            let value: serde_json::Value = decode(&bytes)?;
-            Ok(format!("{value:#}\n"))
-        } else {
-            (call.render)(&bytes)
-        }
-    });
-    match output {
+    match runtime.block_on(run(cmd, &client)) {
         Ok(text) => {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
@@ -339,6 +329,19 @@ pub fn dispatch(cmd: &ApiCommand) -> anyhow::Result<ExitCode> {
             eprintln!("error: {}", crate::daemon::ErrorChain(&e));
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Sends the command's request through `client` and returns what to print:
+/// a table, a message, or the JSON with `--json`.
+pub async fn run(cmd: &ApiCommand, client: &Client) -> Result<String, ClientError> {
+    let call = cmd.call();
+    let bytes = client.call_raw(call.method, &call.path, call.body).await?;
+    if cmd.connection().json {
+        let value: serde_json::Value = decode(&bytes)?;
+        Ok(format!("{value:#}\n"))
+    } else {
+        (call.render)(&bytes)
     }
 }
 

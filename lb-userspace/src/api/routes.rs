@@ -83,93 +83,22 @@ const LISTENER: &str = "listener/{name}";
 const GROUP: &str = "target-group/{name}";
 
 /// Every route the API serves.
+#[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
-    route(
-        Method::GET,
-        "/v1/status",
-        "lb:DescribeStatus",
-        "*",
-        Op::Status,
-    ),
-    route(
-        Method::GET,
-        "/v1/listeners",
-        "lb:DescribeListeners",
-        "listener/*",
-        Op::Listeners,
-    ),
-    route(
-        Method::PATCH,
-        "/v1/listeners/{name}",
-        "lb:ModifyListenerAttributes",
-        LISTENER,
-        Op::ModifyListener,
-    ),
-    route(
-        Method::DELETE,
-        "/v1/listeners/{name}",
-        "lb:DeleteListener",
-        LISTENER,
-        Op::DeleteListener,
-    ),
-    route(
-        Method::GET,
-        "/v1/target-groups",
-        "lb:DescribeTargetGroups",
-        "target-group/*",
-        Op::TargetGroups,
-    ),
-    route(
-        Method::PATCH,
-        "/v1/target-groups/{name}",
-        "lb:ModifyTargetGroupAttributes",
-        GROUP,
-        Op::ModifyTargetGroup,
-    ),
-    route(
-        Method::DELETE,
-        "/v1/target-groups/{name}",
-        "lb:DeleteTargetGroup",
-        GROUP,
-        Op::DeleteTargetGroup,
-    ),
-    route(
-        Method::GET,
-        "/v1/target-groups/{name}/targets",
-        "lb:DescribeTargetHealth",
-        GROUP,
-        Op::TargetHealth,
-    ),
-    route(
-        Method::POST,
-        "/v1/target-groups/{name}/targets",
-        "lb:RegisterTargets",
-        GROUP,
-        Op::Register,
-    ),
-    route(
-        Method::POST,
-        "/v1/target-groups/{name}/targets/deregister",
-        "lb:DeregisterTargets",
-        GROUP,
-        Op::Deregister,
-    ),
-    route(
-        Method::PUT,
-        "/v1/target-groups/{name}/targets/{target}/weight",
-        "lb:ModifyTargetWeight",
-        GROUP,
-        Op::SetWeight,
-    ),
-    route(Method::GET, "/v1/flows", "lb:DescribeFlows", "*", Op::Flows),
-    route(Method::GET, "/v1/stats", "lb:DescribeStats", "*", Op::Stats),
-    route(
-        Method::POST,
-        "/v1/reload",
-        "lb:ReloadConfig",
-        "*",
-        Op::Reload,
-    ),
+    route(Method::GET,    "/v1/status",                       "lb:DescribeStatus",            "*",              Op::Status),
+    route(Method::GET,    "/v1/listeners",                    "lb:DescribeListeners",         "listener/*",     Op::Listeners),
+    route(Method::PATCH,  "/v1/listeners/{name}",             "lb:ModifyListenerAttributes",  LISTENER,         Op::ModifyListener),
+    route(Method::DELETE, "/v1/listeners/{name}",             "lb:DeleteListener",            LISTENER,         Op::DeleteListener),
+    route(Method::GET,    "/v1/target-groups",                "lb:DescribeTargetGroups",      "target-group/*", Op::TargetGroups),
+    route(Method::PATCH,  "/v1/target-groups/{name}",         "lb:ModifyTargetGroupAttributes", GROUP,          Op::ModifyTargetGroup),
+    route(Method::DELETE, "/v1/target-groups/{name}",         "lb:DeleteTargetGroup",         GROUP,            Op::DeleteTargetGroup),
+    route(Method::GET,    "/v1/target-groups/{name}/targets", "lb:DescribeTargetHealth",      GROUP,            Op::TargetHealth),
+    route(Method::POST,   "/v1/target-groups/{name}/targets", "lb:RegisterTargets",           GROUP,            Op::Register),
+    route(Method::POST,   "/v1/target-groups/{name}/targets/deregister",      "lb:DeregisterTargets",  GROUP,   Op::Deregister),
+    route(Method::PUT,    "/v1/target-groups/{name}/targets/{target}/weight", "lb:ModifyTargetWeight", GROUP,   Op::SetWeight),
+    route(Method::GET,    "/v1/flows",                        "lb:DescribeFlows",             "*",              Op::Flows),
+    route(Method::GET,    "/v1/stats",                        "lb:DescribeStats",             "*",              Op::Stats),
+    route(Method::POST,   "/v1/reload",                       "lb:ReloadConfig",              "*",              Op::Reload),
 ];
 
 /// What every handler and the access check share.

@@ -767,3 +767,94 @@ fn openapi_file_describes_exactly_the_served_routes() {
     assert_eq!(served.len(), ROUTES.len(), "a route is listed twice");
     assert_eq!(openapi_routes(), served);
 }
+
+/// Parses an `lb` command line and runs it against the fixture over TCP.
+async fn lb(f: &Fixture, args: &[&str]) -> Result<String, String> {
+    use clap::Parser;
+    let cli = crate::cli::Cli::try_parse_from(std::iter::once("lb").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    let crate::cli::Command::Api(cmd) = cli.command else {
+        panic!("{args:?} is not an API subcommand");
+    };
+    let client = f.tcp(None);
+    let client = Client::new(client.endpoint, Some("ops-secret".into()));
+    cli::run(&cmd, &client).await.map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn cli_subcommands_print_tables_messages_and_errors() {
+    let f = Fixture::start("cli").await;
+    assert_eq!(
+        lb(&f, &["targets", "web"]).await.unwrap(),
+        cli::targets_table(&targets())
+    );
+    assert_eq!(
+        lb(&f, &["set-weight", "web", "10.0.1.10:80", "7"])
+            .await
+            .unwrap(),
+        "web: 10.0.1.10:80 weight 7\n"
+    );
+    assert_eq!(
+        lb(
+            &f,
+            &[
+                "register",
+                "web",
+                "10.0.1.12",
+                "[2001:db8::12]:81",
+                "--weight",
+                "2"
+            ]
+        )
+        .await
+        .unwrap(),
+        "registered [TargetSpec { address: 10.0.1.12, port: None, weight: Some(2), zone: None }, \
+         TargetSpec { address: 2001:db8::12, port: Some(81), weight: Some(2), zone: None }] in web\n"
+    );
+    assert_eq!(
+        lb(
+            &f,
+            &["modify-listener", "web", "--deletion-protection", "off"]
+        )
+        .await
+        .unwrap(),
+        "web: ListenerAttributes { deletion_protection: Some(false) }\n"
+    );
+    let json = lb(&f, &["targets", "web", "--json"]).await.unwrap();
+    let parsed: TargetHealthResponse = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed.targets, targets());
+    // Server errors come back with the server's message and status.
+    assert_eq!(
+        lb(&f, &["delete-listener", "web"]).await.unwrap_err(),
+        "User: token/ops is not authorized to perform: lb:DeleteListener on resource: \
+         listener/web with an explicit deny in policy no-deletes (403 Forbidden, AccessDenied)"
+    );
+    assert_eq!(
+        lb(&f, &["targets", "api"]).await.unwrap_err(),
+        "target group api not found (404 Not Found, NotFound)"
+    );
+    assert!(
+        lb(&f, &["drain", "web"])
+            .await
+            .unwrap_err()
+            .contains("required")
+    );
+}
+
+#[test]
+fn endpoints_parse() {
+    assert_eq!(
+        "unix:/run/lb/api.sock".parse(),
+        Ok(Endpoint::Unix("/run/lb/api.sock".into()))
+    );
+    assert_eq!(
+        "/tmp/a.sock".parse(),
+        Ok(Endpoint::Unix("/tmp/a.sock".into()))
+    );
+    assert_eq!(
+        "http://127.0.0.1:9000/".parse(),
+        Ok(Endpoint::Tcp("127.0.0.1:9000".into()))
+    );
+    assert!("https://x:1".parse::<Endpoint>().is_err());
+    assert!("http://x:1/v1".parse::<Endpoint>().is_err());
+}
