@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, UnixListener};
 use super::{
     authorize::{AuthError, Authorize, Principal},
     error::ApiError,
+    listener::Capped,
     routes::{ApiState, Route},
 };
 
@@ -32,15 +33,15 @@ pub enum Peer {
     Tcp(SocketAddr),
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let uid = stream.io().peer_cred().ok().map(|c| c.uid());
+impl Connected<IncomingStream<'_, Capped<UnixListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Capped<UnixListener>>) -> Self {
+        let uid = stream.io().io.peer_cred().ok().map(|c| c.uid());
         Peer::Unix { uid }
     }
 }
 
-impl Connected<IncomingStream<'_, TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+impl Connected<IncomingStream<'_, Capped<TcpListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Capped<TcpListener>>) -> Self {
         Peer::Tcp(*stream.remote_addr())
     }
 }

@@ -8,6 +8,7 @@
 //! - [`authorize`]: the seam to the authorizer (tokens, policies).
 //! - [`error`]: the JSON error bodies and their HTTP statuses.
 //! - [`body`]: the JSON request-body extractor (size-bounded, 400 on junk).
+//! - [`listener`]: the cap on concurrent connections.
 //! - [`server`]: binding the socket and the TCP listener, shutdown.
 //! - [`client`]: the HTTP client the `lb` subcommands use.
 //! - [`cli`]: those subcommands and their tables.
@@ -17,6 +18,7 @@ pub mod body;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod listener;
 pub mod routes;
 pub mod server;
 

@@ -26,6 +26,7 @@ use tokio::{
 use super::{
     access::Peer,
     authorize::Authorize,
+    listener::{Capped, MAX_CONNECTIONS},
     routes::{ApiState, router},
 };
 use crate::control::ControlHandle;
@@ -141,13 +142,13 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mut tasks = vec![tokio::spawn(
-        axum::serve(unix, app.clone())
+        axum::serve(Capped::new(unix, MAX_CONNECTIONS), app.clone())
             .with_graceful_shutdown(until(stopped.clone()))
             .into_future(),
     )];
     if let Some(tcp) = tcp {
         tasks.push(tokio::spawn(
-            axum::serve(tcp, app)
+            axum::serve(Capped::new(tcp, MAX_CONNECTIONS), app)
                 .with_graceful_shutdown(until(stopped))
                 .into_future(),
         ));
