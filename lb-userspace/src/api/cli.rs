@@ -345,17 +345,34 @@ pub async fn run(cmd: &ApiCommand, client: &Client) -> Result<String, ClientErro
     }
 }
 
-/// The API socket of the daemon run with `config`, or the default socket.
+/// The API socket of the daemon run with `config` (its `api.socket`), or
+/// the default socket. Only that key is read: the daemon validates the rest,
+/// and a client should not refuse to talk because of an unrelated problem.
 fn default_endpoint(config: Option<&Path>) -> anyhow::Result<Endpoint> {
     let Some(path) = config else {
         return Ok(Endpoint::Unix(DEFAULT_SOCKET.into()));
     };
-    // Only the file's API section matters here, but a config the daemon
-    // would refuse is worth knowing about before asking it.
-    let _config = crate::config::Config::load(path)
-        .map_err(|e| anyhow::anyhow!("{}", crate::daemon::ErrorChain(&e)))
-        .with_context(|| format!("finding the API socket in {}", path.display()))?;
-    Ok(Endpoint::Unix(DEFAULT_SOCKET.into()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read config {}", path.display()))?;
+    let socket = api_socket(&text)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("failed to parse config {}", path.display()))?;
+    Ok(Endpoint::Unix(
+        socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+    ))
+}
+
+/// `api.socket` from a config's text, if set.
+pub fn api_socket(config: &str) -> Result<Option<PathBuf>, String> {
+    let table: toml::Table = config.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    match table.get("api").and_then(|api| api.get("socket")) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.into())),
+        Some(other) => Err(format!(
+            "api.socket: expected a path, found {}",
+            other.type_str()
+        )),
+    }
 }
 
 fn render_status(bytes: &[u8]) -> Result<String, ClientError> {

@@ -858,3 +858,67 @@ fn endpoints_parse() {
     assert!("https://x:1".parse::<Endpoint>().is_err());
     assert!("http://x:1/v1".parse::<Endpoint>().is_err());
 }
+
+#[test]
+fn the_cli_finds_the_socket_in_the_config() {
+    assert_eq!(
+        cli::api_socket("[daemon]\ninterfaces = [\"eth0\"]\n"),
+        Ok(None)
+    );
+    assert_eq!(
+        cli::api_socket("[api]\nsocket = \"/run/lb-test/api.sock\"\n"),
+        Ok(Some("/run/lb-test/api.sock".into()))
+    );
+    assert_eq!(
+        cli::api_socket("[api]\nsocket = 1\n"),
+        Err("api.socket: expected a path, found integer".into())
+    );
+}
+
+/// Runs curl (a real, independent client) with `args`; returns the status
+/// code and body.
+async fn curl(args: &[&str]) -> (u16, serde_json::Value) {
+    let out = tokio::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--write-out", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl must be installed (apt-get install curl)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test]
+async fn curl_can_use_the_api() {
+    let f = Fixture::start("curl").await;
+    let base = format!("http://{}", f.server.tcp_addr().unwrap());
+    // `-d` sends a form content type; the body is JSON all the same.
+    let (code, body) = curl(&[
+        "-H",
+        "Authorization: Bearer ops-secret",
+        "-d",
+        r#"{"targets":[{"address":"10.0.1.12"}]}"#,
+        &format!("{base}/v1/target-groups/web/targets"),
+    ])
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = curl(&[&format!("{base}/v1/stats")]).await;
+    assert_eq!(code, 401, "{body}");
+    let socket = f.server.endpoints().socket.to_str().unwrap().to_owned();
+    let (code, body) = curl(&[
+        "--unix-socket",
+        &socket,
+        "-H",
+        "Authorization: Bearer reader-secret",
+        "http://localhost/v1/target-groups/web/targets",
+    ])
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["targets"][1]["reason"], "Target.FailedHealthChecks");
+}
