@@ -4,7 +4,8 @@
 //! A uid-0 peer on the Unix socket is root (the kernel vouches for the uid
 //! through SO_PEERCRED; file permissions already limit who can connect).
 //! Everyone else — other local users and every TCP client — presents
-//! `Authorization: Bearer <token>`, and the token's policies decide.
+//! `Authorization: Bearer <token>`, and the token's policies decide. A token
+//! sent by root counts too: it is how root tries out a restricted token.
 use std::net::SocketAddr;
 
 use axum::{
@@ -46,18 +47,19 @@ impl Connected<IncomingStream<'_, Capped<TcpListener>>> for Peer {
     }
 }
 
-/// The principal behind a request: root for uid 0 on the Unix socket,
-/// otherwise whoever the bearer token belongs to.
+/// The principal behind a request: the bearer token's if one is sent (so
+/// root can try out a restricted token), else root for a uid-0 peer on the
+/// Unix socket; anyone else without a token is unauthenticated.
 pub fn principal(
     peer: Peer,
     headers: &HeaderMap,
     authz: &dyn Authorize,
 ) -> Result<Principal, AuthError> {
-    if peer == (Peer::Unix { uid: Some(0) }) {
-        return Ok(Principal::Root);
+    match bearer(headers) {
+        Some(token) => authz.authenticate(token),
+        None if peer == (Peer::Unix { uid: Some(0) }) => Ok(Principal::Root),
+        None => Err(AuthError::Missing),
     }
-    let bearer = bearer(headers).ok_or(AuthError::Missing)?;
-    authz.authenticate(bearer)
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if any.

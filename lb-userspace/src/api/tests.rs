@@ -670,6 +670,15 @@ fn bearer_tokens_and_unix_peers() {
         principal(user, &headers("bearer reader-secret"), authz.as_ref()),
         Ok(Principal::Token("reader".into()))
     );
+    // A token sent by root is evaluated as that token.
+    assert_eq!(
+        principal(root, &headers("Bearer reader-secret"), authz.as_ref()),
+        Ok(Principal::Token("reader".into()))
+    );
+    assert_eq!(
+        principal(root, &headers("Bearer guess"), authz.as_ref()),
+        Err(AuthError::Unknown)
+    );
     assert_eq!(
         principal(user, &headers("Basic cmVhZGVy"), authz.as_ref()),
         Err(AuthError::Missing)
