@@ -247,6 +247,15 @@ impl ApiServer {
     }
 }
 
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("endpoints", &self.endpoints)
+            .field("tcp_addr", &self.tcp_addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for ApiServer {
     fn drop(&mut self) {
         self.stop.send_replace(true);
