@@ -9,6 +9,7 @@
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
 //! - [`cli`]: the subcommands behind the `lb` binary.
+//! - [`health`]: health checks (TCP, HTTP, HTTPS probes) and their verdicts.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
 //!   `DataPlane` over its maps (`bpf::kernel_maps`).
@@ -18,6 +19,7 @@ pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod instance;
 pub mod maglev;
 pub mod net;

@@ -12,6 +12,7 @@
 //! docs/config.md describes every key for operators; keep the two in step.
 
 mod daemon;
+mod health_check;
 mod listener;
 mod target_group;
 mod validate;
@@ -27,6 +28,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use daemon::{Daemon, XdpMode};
+pub use health_check::{
+    CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck, Matcher,
+};
 pub use listener::{Listener, Protocol};
 pub use target_group::{Forwarding, Stickiness, Target, TargetGroup};
 pub use validate::{ValidationError, ValidationErrors};
