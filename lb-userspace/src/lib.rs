@@ -9,12 +9,14 @@
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
 //! - [`cli`]: the subcommands behind the `lb` binary.
+//! - [`api`]: the management API (access control so far).
 //! - [`health`]: health checks (TCP, HTTP, HTTPS probes) and their verdicts.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
 //!   `DataPlane` over its maps (`bpf::kernel_maps`).
 //! - [`daemon`]: `lb run` / `down` / `stats` around those.
 //! - [`instance`]: one `lb run` per pin directory.
+pub mod api;
 pub mod bpf;
 pub mod cli;
 pub mod config;

@@ -95,6 +95,7 @@ impl Config {
             check_target_group(self, i, group, &mut errs);
         }
         check_totals(self, &mut errs);
+        super::api::check_api(&self.api, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
