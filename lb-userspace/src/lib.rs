@@ -9,7 +9,9 @@
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
 //! - [`cli`]: the subcommands behind the `lb` binary.
-//! - [`api`]: the management API (server, client, its `lb` subcommands).
+//! - [`api`]: the management API (server, access control, client, its `lb`
+//!   subcommands).
+//! - [`health`]: health checks (TCP, HTTP, HTTPS probes) and their verdicts.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
 //!   `DataPlane` over its maps (`bpf::kernel_maps`).
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod health;
 pub mod instance;
 pub mod maglev;
 pub mod net;

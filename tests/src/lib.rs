@@ -12,5 +12,6 @@ pub mod fixture;
 pub mod packet;
 
 // Benchmarks (lb-bench).
+pub mod bench_control;
 pub mod bench_e2e;
 pub mod bench_xdp;

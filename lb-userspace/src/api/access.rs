@@ -18,7 +18,7 @@ use http::{HeaderMap, header::AUTHORIZATION};
 use tokio::net::{TcpListener, UnixListener};
 
 use super::{
-    authorize::{AuthError, Authorize, Principal},
+    auth::{AuthError, Authorizer, Principal, bearer_token},
     error::ApiError,
     listener::Capped,
     routes::{ApiState, Route},
@@ -53,21 +53,16 @@ impl Connected<IncomingStream<'_, Capped<TcpListener>>> for Peer {
 pub fn principal(
     peer: Peer,
     headers: &HeaderMap,
-    authz: &dyn Authorize,
+    authz: &Authorizer,
 ) -> Result<Principal, AuthError> {
-    match bearer(headers) {
-        Some(token) => authz.authenticate(token),
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    match bearer {
         None if peer == (Peer::Unix { uid: Some(0) }) => Ok(Principal::Root),
-        None => Err(AuthError::Missing),
+        bearer => authz.authenticate(bearer),
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The route's resource with its `{params}` filled from the request path.
@@ -93,27 +88,24 @@ pub async fn check(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let principal = match principal(peer, req.headers(), authz.as_ref()) {
+    let principal = match principal(peer, req.headers(), &authz) {
         Ok(p) => p,
         Err(e) => {
-            tracing::info!(?peer, action = route.action, %resource, "API request refused: {e}");
-            return ApiError::unauthenticated(&e).into_response();
+            tracing::info!(?peer, action = %route.action, %resource, "API request refused: {e}");
+            return ApiError::from(e.refusal()).into_response();
         }
     };
-    let decision = match principal {
-        Principal::Root => super::authorize::Decision::Allow,
-        _ => authz.authorize(&principal, route.action, &resource),
-    };
-    if let Some(denied) = ApiError::denied(&principal, route.action, &resource, &decision) {
-        tracing::info!(%principal, action = route.action, %resource, ?decision, "API request denied");
-        return denied.into_response();
+    let decision = authz.authorize(&principal, route.action, &resource);
+    if let Some(refusal) = decision.refusal(&principal, route.action, &resource) {
+        tracing::info!(%principal, action = %route.action, %resource, ?decision, "API request denied");
+        return ApiError::from(refusal).into_response();
     }
     let write = route.method != http::Method::GET;
     let response = next.run(req).await;
     if write {
         // Changes are logged with who made them.
         tracing::info!(
-            %principal, action = route.action, %resource,
+            %principal, action = %route.action, %resource,
             status = response.status().as_u16(), "API change"
         );
     }

@@ -7,10 +7,10 @@ use axum::{
     Json,
     response::{IntoResponse, Response},
 };
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, header::WWW_AUTHENTICATE};
 use serde::{Deserialize, Serialize};
 
-use super::authorize::{AuthError, Decision, Principal};
+use super::auth::Refusal;
 use crate::control::ControlError;
 
 /// An error response.
@@ -46,40 +46,6 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "ValidationError", message)
     }
 
-    /// 401: no credentials, or credentials we do not know.
-    pub fn unauthenticated(e: &AuthError) -> Self {
-        let code = match e {
-            AuthError::Missing => "MissingAuthenticationToken",
-            AuthError::Unknown => "UnrecognizedClient",
-        };
-        let hint = "send `Authorization: Bearer <token>` with a token from [api] in the config, \
-                    or connect to the Unix socket as root";
-        Self::new(StatusCode::UNAUTHORIZED, code, format!("{e}; {hint}"))
-    }
-
-    /// 403 in IAM's words; `None` when the decision allows.
-    pub fn denied(
-        principal: &Principal,
-        action: &str,
-        resource: &str,
-        decision: &Decision,
-    ) -> Option<Self> {
-        let why = match decision {
-            Decision::Allow => return None,
-            Decision::ImplicitDeny => format!("because no policy allows the {action} action"),
-            Decision::ExplicitDeny { policy } => {
-                format!("with an explicit deny in policy {policy}")
-            }
-        };
-        Some(Self::new(
-            StatusCode::FORBIDDEN,
-            "AccessDenied",
-            format!(
-                "User: {principal} is not authorized to perform: {action} on resource: {resource} {why}"
-            ),
-        ))
-    }
-
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {
@@ -87,6 +53,13 @@ impl ApiError {
                 message: self.message.clone(),
             },
         }
+    }
+}
+
+/// 401 and 403 from the authorizer, with its codes and AWS's messages.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        Self::new(r.status, r.code, r.message)
     }
 }
 
@@ -104,6 +77,13 @@ impl From<ControlError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme it wants.
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! - [`routes`]: the route table (method, path, IAM action, resource) that
 //!   both the router and the OpenAPI test read, and the handlers.
-//! - [`access`]: who is asking (Unix peer uid or bearer token) and whether
-//!   the policies allow the route's action on its resource.
-//! - [`authorize`]: the seam to the authorizer (tokens, policies).
+//! - [`auth`]: IAM-style access control: tokens, policies, decisions and
+//!   the 401/403 bodies.
+//! - [`access`]: the check in front of every route: who is asking (Unix
+//!   peer uid or bearer token) and whether [`auth`] allows it.
 //! - [`error`]: the JSON error bodies and their HTTP statuses.
 //! - [`body`]: the JSON request-body extractor (size-bounded, 400 on junk).
 //! - [`listener`]: the cap on concurrent connections.
@@ -13,7 +14,7 @@
 //! - [`client`]: the HTTP client the `lb` subcommands use.
 //! - [`cli`]: those subcommands and their tables.
 pub mod access;
-pub mod authorize;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod client;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     access,
-    authorize::Authorize,
+    auth::{Action, Authorizer},
     body::{JsonBody, MAX_BODY_BYTES},
     error::ApiError,
 };
@@ -39,7 +39,7 @@ pub struct Route {
     pub method: Method,
     /// axum and OpenAPI share the `{param}` syntax.
     pub path: &'static str,
-    pub action: &'static str,
+    pub action: Action,
     pub resource: &'static str,
     op: Op,
 }
@@ -66,7 +66,7 @@ enum Op {
 const fn route(
     method: Method,
     path: &'static str,
-    action: &'static str,
+    action: Action,
     resource: &'static str,
     op: Op,
 ) -> Route {
@@ -85,20 +85,20 @@ const GROUP: &str = "target-group/{name}";
 /// Every route the API serves.
 #[rustfmt::skip]
 pub static ROUTES: &[Route] = &[
-    route(Method::GET,    "/v1/status",                       "lb:DescribeStatus",            "*",              Op::Status),
-    route(Method::GET,    "/v1/listeners",                    "lb:DescribeListeners",         "listener/*",     Op::Listeners),
-    route(Method::PATCH,  "/v1/listeners/{name}",             "lb:ModifyListenerAttributes",  LISTENER,         Op::ModifyListener),
-    route(Method::DELETE, "/v1/listeners/{name}",             "lb:DeleteListener",            LISTENER,         Op::DeleteListener),
-    route(Method::GET,    "/v1/target-groups",                "lb:DescribeTargetGroups",      "target-group/*", Op::TargetGroups),
-    route(Method::PATCH,  "/v1/target-groups/{name}",         "lb:ModifyTargetGroupAttributes", GROUP,          Op::ModifyTargetGroup),
-    route(Method::DELETE, "/v1/target-groups/{name}",         "lb:DeleteTargetGroup",         GROUP,            Op::DeleteTargetGroup),
-    route(Method::GET,    "/v1/target-groups/{name}/targets", "lb:DescribeTargetHealth",      GROUP,            Op::TargetHealth),
-    route(Method::POST,   "/v1/target-groups/{name}/targets", "lb:RegisterTargets",           GROUP,            Op::Register),
-    route(Method::POST,   "/v1/target-groups/{name}/targets/deregister",      "lb:DeregisterTargets",  GROUP,   Op::Deregister),
-    route(Method::PUT,    "/v1/target-groups/{name}/targets/{target}/weight", "lb:ModifyTargetWeight", GROUP,   Op::SetWeight),
-    route(Method::GET,    "/v1/flows",                        "lb:DescribeFlows",             "*",              Op::Flows),
-    route(Method::GET,    "/v1/stats",                        "lb:DescribeStats",             "*",              Op::Stats),
-    route(Method::POST,   "/v1/reload",                       "lb:ReloadConfig",              "*",              Op::Reload),
+    route(Method::GET,    "/v1/status",                                       Action::DescribeStatus,              "*",              Op::Status),
+    route(Method::GET,    "/v1/listeners",                                    Action::DescribeListeners,           "listener/*",     Op::Listeners),
+    route(Method::PATCH,  "/v1/listeners/{name}",                             Action::ModifyListenerAttributes,    LISTENER,         Op::ModifyListener),
+    route(Method::DELETE, "/v1/listeners/{name}",                             Action::DeleteListener,              LISTENER,         Op::DeleteListener),
+    route(Method::GET,    "/v1/target-groups",                                Action::DescribeTargetGroups,        "target-group/*", Op::TargetGroups),
+    route(Method::PATCH,  "/v1/target-groups/{name}",                         Action::ModifyTargetGroupAttributes, GROUP,            Op::ModifyTargetGroup),
+    route(Method::DELETE, "/v1/target-groups/{name}",                         Action::DeleteTargetGroup,           GROUP,            Op::DeleteTargetGroup),
+    route(Method::GET,    "/v1/target-groups/{name}/targets",                 Action::DescribeTargetHealth,        GROUP,            Op::TargetHealth),
+    route(Method::POST,   "/v1/target-groups/{name}/targets",                 Action::RegisterTargets,             GROUP,            Op::Register),
+    route(Method::POST,   "/v1/target-groups/{name}/targets/deregister",      Action::DeregisterTargets,           GROUP,            Op::Deregister),
+    route(Method::PUT,    "/v1/target-groups/{name}/targets/{target}/weight", Action::ModifyTargetWeight,          GROUP,            Op::SetWeight),
+    route(Method::GET,    "/v1/flows",                                        Action::DescribeFlows,               "*",              Op::Flows),
+    route(Method::GET,    "/v1/stats",                                        Action::DescribeStats,               "*",              Op::Stats),
+    route(Method::POST,   "/v1/reload",                                       Action::ReloadConfig,                "*",              Op::Reload),
 ];
 
 /// What every handler and the access check share.
@@ -106,7 +106,7 @@ pub static ROUTES: &[Route] = &[
 pub struct ApiState {
     pub control: ControlHandle,
     /// Swapped on reload when tokens or policies change.
-    pub authz: Arc<RwLock<Arc<dyn Authorize>>>,
+    pub authz: Arc<RwLock<Arc<Authorizer>>>,
 }
 
 /// The router serving [`ROUTES`], each behind the access check.

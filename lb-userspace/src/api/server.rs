@@ -25,14 +25,14 @@ use tokio::{
 
 use super::{
     access::Peer,
-    authorize::Authorize,
+    auth::Authorizer,
     listener::{Capped, MAX_CONNECTIONS},
     routes::{ApiState, router},
 };
 use crate::control::ControlHandle;
 
 /// Where the API listens when the config says nothing.
-pub const DEFAULT_SOCKET: &str = "/run/lb/api.sock";
+pub const DEFAULT_SOCKET: &str = crate::config::DEFAULT_API_SOCKET;
 /// Owner and group may connect; the group is how non-root operators get
 /// access to the socket (they still need a token).
 const SOCKET_MODE: u32 = 0o660;
@@ -53,6 +53,16 @@ impl Default for Endpoints {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET),
             listen: None,
+        }
+    }
+}
+
+/// `api.socket` and `api.listen`.
+impl From<&crate::config::Api> for Endpoints {
+    fn from(api: &crate::config::Api) -> Self {
+        Self {
+            socket: api.socket.clone(),
+            listen: api.listen,
         }
     }
 }
@@ -104,7 +114,7 @@ pub struct ApiServer {
     /// (device, inode) of the socket we bound, so we never remove a socket
     /// that a newer server has bound at the same path.
     socket_id: (u64, u64),
-    authz: Arc<RwLock<Arc<dyn Authorize>>>,
+    authz: Arc<RwLock<Arc<Authorizer>>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -115,7 +125,7 @@ pub struct ApiServer {
 pub async fn serve(
     endpoints: &Endpoints,
     control: ControlHandle,
-    authz: Arc<dyn Authorize>,
+    authz: Arc<Authorizer>,
 ) -> Result<ApiServer, ServeError> {
     let unix = bind_unix(&endpoints.socket)?;
     let socket_id = std::fs::metadata(&endpoints.socket)
@@ -214,7 +224,7 @@ impl ApiServer {
     }
 
     /// Replaces the tokens and policies; the next request uses them.
-    pub fn set_authorizer(&self, authz: Arc<dyn Authorize>) {
+    pub fn set_authorizer(&self, authz: Arc<Authorizer>) {
         *self.authz.write().unwrap_or_else(|e| e.into_inner()) = authz;
     }
 

@@ -11,7 +11,9 @@
 //!
 //! docs/config.md describes every key for operators; keep the two in step.
 
+mod api;
 mod daemon;
+mod health_check;
 mod listener;
 mod target_group;
 mod validate;
@@ -26,7 +28,11 @@ use lb_common::limits;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use api::{Api, DEFAULT_API_SOCKET, Effect, Policy, Statement, Token};
 pub use daemon::{Daemon, XdpMode};
+pub use health_check::{
+    CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck, Matcher,
+};
 pub use listener::{Listener, Protocol};
 pub use target_group::{Forwarding, Stickiness, Target, TargetGroup};
 pub use validate::{ValidationError, ValidationErrors};
@@ -99,6 +105,9 @@ pub struct Config {
     /// `[[target_group]]` tables.
     #[serde(default, rename = "target_group")]
     pub target_groups: Vec<TargetGroup>,
+    /// `[api]`: management API sockets and access policies.
+    #[serde(default)]
+    pub api: Api,
 }
 
 /// Counts printed by `lb check`.

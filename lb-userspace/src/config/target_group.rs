@@ -3,7 +3,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
-use super::{DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol};
+use super::{
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, HealthCheckConfig, Protocol,
+};
 
 /// `[[target_group]]`: targets and how flows are spread and kept on them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -27,6 +29,9 @@ pub struct TargetGroup {
     /// Seconds a UDP flow may be idle before it is rebalanced.
     #[serde(default = "default_udp_idle_timeout")]
     pub udp_idle_timeout: u32,
+    /// `[target_group.health_check]`: how targets are checked (on by default).
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,

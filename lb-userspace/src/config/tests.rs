@@ -143,7 +143,7 @@ fn unknown_keys_are_rejected_with_their_location() {
     );
     assert_eq!(
         parse_error(&format!("{BASE}\n[extra]\n")),
-        "TOML parse error at line 21, column 2\n   |\n21 | [extra]\n   |  ^^^^^\nunknown field `extra`, expected one of `daemon`, `listener`, `target_group`\n"
+        "TOML parse error at line 21, column 2\n   |\n21 | [extra]\n   |  ^^^^^\nunknown field `extra`, expected one of `daemon`, `listener`, `target_group`, `api`\n"
     );
 }
 

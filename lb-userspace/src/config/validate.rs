@@ -48,14 +48,14 @@ impl ValidationErrors {
         self.0.is_empty()
     }
 
-    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.0.push(ValidationError {
             path: path.into(),
             reason: reason.into(),
         });
     }
 
-    fn range<T: PartialOrd + fmt::Display>(
+    pub(super) fn range<T: PartialOrd + fmt::Display>(
         &mut self,
         path: impl Into<String>,
         value: T,
@@ -95,6 +95,7 @@ impl Config {
             check_target_group(self, i, group, &mut errs);
         }
         check_totals(self, &mut errs);
+        super::api::check_api(&self.api, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
@@ -269,6 +270,7 @@ fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut Validati
         g.udp_idle_timeout,
         &UDP_IDLE_TIMEOUT,
     );
+    super::health_check::check_health_check(&path, g, errs);
 
     // Only the first group of a name is reachable from listeners.
     let is_first = c.target_group(&g.name).is_some_and(|f| std::ptr::eq(f, g));

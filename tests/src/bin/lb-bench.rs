@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use lb_tests::bench_control;
 use lb_tests::bench_e2e;
 use lb_tests::bench_xdp::{self, Opts, Row};
 
@@ -60,6 +61,21 @@ enum What {
         /// else target/bench/e2e.json).
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Health checking N targets at a 1 s interval against local listeners:
+    /// checker CPU, and the delay from a listener closing to Unhealthy.
+    Health {
+        #[arg(long, default_value_t = 10_000)]
+        targets: usize,
+        /// Seconds of steady state over which CPU is measured.
+        #[arg(long, default_value_t = 20.0)]
+        measure: f64,
+        /// Listeners closed to measure the detection delay.
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        /// Worker threads of the checker's runtime.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
 }
 
@@ -180,6 +196,24 @@ fn main() {
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
             bench_e2e::verify(&report);
+        }
+        What::Health {
+            targets,
+            measure,
+            kills,
+            workers,
+        } => {
+            let opts = bench_control::HealthBenchOpts {
+                targets,
+                measure: Duration::from_secs_f64(measure),
+                kills,
+                workers,
+                ..Default::default()
+            };
+            match bench_control::health_bench(opts) {
+                Ok(report) => report.print(),
+                Err(e) => panic!("health benchmark failed: {e:#}"),
+            }
         }
     }
 }
