@@ -35,6 +35,9 @@ pub enum Command {
     Down(ConfigArgs),
     /// Print the per-VIP, per-target and global counters from the pinned maps.
     Stats(ConfigArgs),
+    /// Subcommands on the running daemon's management API.
+    #[command(flatten)]
+    Api(crate::api::cli::ApiCommand),
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +82,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print_stats(&snap, &mut io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Api(cmd) => crate::api::cli::dispatch(&cmd),
     }
 }
 

@@ -13,16 +13,21 @@
 //! - [`proxy`]: the daemon's own listeners (tls, and tcp without XDP).
 //! - [`tls`]: rustls server and client configs from the config's PEM files.
 //! - [`cli`]: the subcommands behind the `lb` binary.
+//! - [`api`]: the management API (server, access control, client, its `lb`
+//!   subcommands).
+//! - [`health`]: health checks (TCP, HTTP, HTTPS probes) and their verdicts.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
 //!   `DataPlane` over its maps (`bpf::kernel_maps`).
 //! - [`daemon`]: `lb run` / `down` / `stats` around those.
 //! - [`instance`]: one `lb run` per pin directory.
+pub mod api;
 pub mod bpf;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod health;
 pub mod http;
 pub mod instance;
 pub mod maglev;

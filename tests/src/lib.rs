@@ -14,6 +14,7 @@ pub mod packet;
 
 // Benchmarks (lb-bench).
 pub mod bench_apply;
+pub mod bench_control;
 pub mod bench_e2e;
 pub mod bench_http;
 pub mod bench_xdp;

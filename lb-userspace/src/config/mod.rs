@@ -11,7 +11,9 @@
 //!
 //! docs/config.md describes every key for operators; keep the two in step.
 
+mod api;
 mod daemon;
+mod health_check;
 pub mod http;
 mod listener;
 mod target_group;
@@ -28,7 +30,11 @@ use lb_common::limits;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub use api::{Api, DEFAULT_API_SOCKET, Effect, Policy, Statement, Token};
 pub use daemon::{Daemon, Dataplane, XdpMode};
+pub use health_check::{
+    CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck, Matcher,
+};
 pub use listener::{Listener, Protocol};
 pub use target_group::{Forwarding, Stickiness, Target, TargetGroup};
 pub use tls::{Certificate, ListenerTls, SecurityPolicy, TargetGroupTls};
@@ -107,6 +113,9 @@ pub struct Config {
     /// `[[target_group]]` tables.
     #[serde(default, rename = "target_group")]
     pub target_groups: Vec<TargetGroup>,
+    /// `[api]`: management API sockets and access policies.
+    #[serde(default)]
+    pub api: Api,
 }
 
 /// Counts printed by `lb check`.

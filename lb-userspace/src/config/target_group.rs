@@ -4,8 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use super::{
-    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, Protocol, TargetGroupTls,
-    http::Algorithm,
+    DEFAULT_TCP_IDLE_TIMEOUT, DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_WEIGHT, HealthCheckConfig,
+    Protocol, TargetGroupTls, http::Algorithm,
 };
 
 /// `[[target_group]]`: targets and how flows are spread and kept on them.
@@ -68,6 +68,9 @@ pub struct TargetGroup {
     /// `protocol = "tls"`.
     #[serde(default)]
     pub tls: Option<TargetGroupTls>,
+    /// `[target_group.health_check]`: how targets are checked (on by default).
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
     pub targets: Vec<Target>,

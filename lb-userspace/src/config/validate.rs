@@ -97,6 +97,7 @@ impl Config {
         check_totals(self, &mut errs);
         super::http::check(self, &mut errs);
         super::tls::check(self, &mut errs);
+        super::api::check_api(&self.api, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
@@ -295,6 +296,7 @@ fn check_target_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut Validati
         &DEREGISTRATION_DELAY,
     );
     errs.range(format!("{path}.slow_start"), g.slow_start, &SLOW_START);
+    super::health_check::check_health_check(&path, g, errs);
 
     // Only the first group of a name is reachable from listeners.
     let is_first = c.target_group(&g.name).is_some_and(|f| std::ptr::eq(f, g));

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lb_tests::bench_xdp::{self, Opts, Row};
-use lb_tests::{bench_apply, bench_e2e, bench_http};
+use lb_tests::{bench_apply, bench_control, bench_e2e, bench_http};
 
 #[derive(Parser)]
 #[command(about = "xdp-lb benchmarks (run through `cargo xtask bench`)")]
@@ -91,6 +91,21 @@ enum What {
         /// Where to write the JSON results (default $LB_BENCH_DIR/http.json).
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Health checking N targets at a 1 s interval against local listeners:
+    /// checker CPU, and the delay from a listener closing to Unhealthy.
+    Health {
+        #[arg(long, default_value_t = 10_000)]
+        targets: usize,
+        /// Seconds of steady state over which CPU is measured.
+        #[arg(long, default_value_t = 20.0)]
+        measure: f64,
+        /// Listeners closed to measure the detection delay.
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        /// Worker threads of the checker's runtime.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
 }
 
@@ -188,6 +203,11 @@ fn control(vips: u32, targets: u32, ring_size: u32) {
         ms(r.one_target) / ((ms(r.maglev_build_only) + ms(r.ring_write_only)) / vips as f64)
     );
     println!("  {}", r.summary);
+    println!();
+    match bench_control::health_bench(bench_control::HealthBenchOpts::default()) {
+        Ok(report) => report.print(),
+        Err(e) => panic!("health benchmark failed: {e:#}"),
+    }
 }
 
 fn main() {
@@ -289,6 +309,24 @@ fn main() {
             std::fs::write(&path, bench_http::json(&report))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
+        }
+        What::Health {
+            targets,
+            measure,
+            kills,
+            workers,
+        } => {
+            let opts = bench_control::HealthBenchOpts {
+                targets,
+                measure: Duration::from_secs_f64(measure),
+                kills,
+                workers,
+                ..Default::default()
+            };
+            match bench_control::health_bench(opts) {
+                Ok(report) => report.print(),
+                Err(e) => panic!("health benchmark failed: {e:#}"),
+            }
         }
     }
 }

@@ -1,0 +1,113 @@
+//! Who is asking and whether they may: the check every route runs before
+//! its handler.
+//!
+//! A uid-0 peer on the Unix socket is root (the kernel vouches for the uid
+//! through SO_PEERCRED; file permissions already limit who can connect).
+//! Everyone else — other local users and every TCP client — presents
+//! `Authorization: Bearer <token>`, and the token's policies decide. A token
+//! sent by root counts too: it is how root tries out a restricted token.
+use std::net::SocketAddr;
+
+use axum::{
+    extract::{ConnectInfo, RawPathParams, Request, State, connect_info::Connected},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    serve::IncomingStream,
+};
+use http::{HeaderMap, header::AUTHORIZATION};
+use tokio::net::{TcpListener, UnixListener};
+
+use super::{
+    auth::{AuthError, Authorizer, Principal, bearer_token},
+    error::ApiError,
+    listener::Capped,
+    routes::{ApiState, Route},
+};
+
+/// The other end of a connection, recorded when it is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// A Unix-socket peer; `uid` is `None` if SO_PEERCRED failed.
+    Unix {
+        uid: Option<u32>,
+    },
+    Tcp(SocketAddr),
+}
+
+impl Connected<IncomingStream<'_, Capped<UnixListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Capped<UnixListener>>) -> Self {
+        let uid = stream.io().io.peer_cred().ok().map(|c| c.uid());
+        Peer::Unix { uid }
+    }
+}
+
+impl Connected<IncomingStream<'_, Capped<TcpListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Capped<TcpListener>>) -> Self {
+        Peer::Tcp(*stream.remote_addr())
+    }
+}
+
+/// The principal behind a request: the bearer token's if one is sent (so
+/// root can try out a restricted token), else root for a uid-0 peer on the
+/// Unix socket; anyone else without a token is unauthenticated.
+pub fn principal(
+    peer: Peer,
+    headers: &HeaderMap,
+    authz: &Authorizer,
+) -> Result<Principal, AuthError> {
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    match bearer {
+        None if peer == (Peer::Unix { uid: Some(0) }) => Ok(Principal::Root),
+        bearer => authz.authenticate(bearer),
+    }
+}
+
+/// The route's resource with its `{params}` filled from the request path.
+pub fn resource(route: &Route, params: &RawPathParams) -> String {
+    params.iter().fold(route.resource.to_owned(), |r, (k, v)| {
+        r.replace(&format!("{{{k}}}"), v)
+    })
+}
+
+/// The middleware in front of every route: 401 without a known principal,
+/// 403 unless its policies allow the route's action on the resource.
+pub async fn check(
+    State((state, route)): State<(ApiState, &'static Route)>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    params: RawPathParams,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resource = resource(route, &params);
+    // Clone the Arc out so the lock is not held across the handler.
+    let authz = state
+        .authz
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let principal = match principal(peer, req.headers(), &authz) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(?peer, action = %route.action, %resource, "API request refused: {e}");
+            return ApiError::from(e.refusal()).into_response();
+        }
+    };
+    let decision = authz.authorize(&principal, route.action, &resource);
+    if let Some(refusal) = decision.refusal(&principal, route.action, &resource) {
+        tracing::info!(%principal, action = %route.action, %resource, ?decision, "API request denied");
+        return ApiError::from(refusal).into_response();
+    }
+    let write = route.method != http::Method::GET;
+    let response = next.run(req).await;
+    if write {
+        // Changes are logged with who made them.
+        tracing::info!(
+            %principal, action = %route.action, %resource,
+            status = response.status().as_u16(), "API change"
+        );
+    }
+    response
+}

@@ -1,0 +1,29 @@
+//! The management API: HTTP + JSON on a Unix socket (and optionally TCP),
+//! in ELB vocabulary, with IAM-style access control.
+//!
+//! - [`routes`]: the route table (method, path, IAM action, resource) that
+//!   both the router and the OpenAPI test read, and the handlers.
+//! - [`auth`]: IAM-style access control: tokens, policies, decisions and
+//!   the 401/403 bodies.
+//! - [`access`]: the check in front of every route: who is asking (Unix
+//!   peer uid or bearer token) and whether [`auth`] allows it.
+//! - [`error`]: the JSON error bodies and their HTTP statuses.
+//! - [`body`]: the JSON request-body extractor (size-bounded, 400 on junk).
+//! - [`listener`]: the cap on concurrent connections.
+//! - [`server`]: binding the socket and the TCP listener, shutdown.
+//! - [`client`]: the HTTP client the `lb` subcommands use.
+//! - [`cli`]: those subcommands and their tables.
+pub mod access;
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod listener;
+pub mod routes;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+pub use server::{ApiServer, Endpoints, serve};

@@ -1,0 +1,323 @@
+//! The API's routes. [`ROUTES`] is the one list of (method, path, IAM
+//! action, IAM resource); the router is built from it and a test checks
+//! docs/openapi.yaml against it, so the reference cannot drift.
+//!
+//! Resources are written as in the policies: `listener/{name}`,
+//! `target-group/{name}`, with `{name}` filled from the path; routes that
+//! concern the whole load balancer use `*`.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path, Query, State, rejection::QueryRejection},
+    middleware,
+    routing::{MethodFilter, MethodRouter, on},
+};
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    access,
+    auth::{Action, Authorizer},
+    body::{JsonBody, MAX_BODY_BYTES},
+    error::ApiError,
+};
+use crate::control::{
+    ControlHandle,
+    command::{
+        ChangeReport, FlowsReport, ListenerAttributes, ListenerReport, StatsReport, StatusReport,
+        TargetGroupAttributes, TargetGroupReport, TargetHealthReport, TargetSpec,
+    },
+};
+
+/// One route: what it is, and what a policy must allow to call it.
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    /// axum and OpenAPI share the `{param}` syntax.
+    pub path: &'static str,
+    pub action: Action,
+    pub resource: &'static str,
+    op: Op,
+}
+
+/// Which handler serves a route; `router` maps each to its function.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Status,
+    Listeners,
+    ModifyListener,
+    DeleteListener,
+    TargetGroups,
+    ModifyTargetGroup,
+    DeleteTargetGroup,
+    TargetHealth,
+    Register,
+    Deregister,
+    SetWeight,
+    Flows,
+    Stats,
+    Reload,
+}
+
+const fn route(
+    method: Method,
+    path: &'static str,
+    action: Action,
+    resource: &'static str,
+    op: Op,
+) -> Route {
+    Route {
+        method,
+        path,
+        action,
+        resource,
+        op,
+    }
+}
+
+const LISTENER: &str = "listener/{name}";
+const GROUP: &str = "target-group/{name}";
+
+/// Every route the API serves.
+#[rustfmt::skip]
+pub static ROUTES: &[Route] = &[
+    route(Method::GET,    "/v1/status",                                       Action::DescribeStatus,              "*",              Op::Status),
+    route(Method::GET,    "/v1/listeners",                                    Action::DescribeListeners,           "listener/*",     Op::Listeners),
+    route(Method::PATCH,  "/v1/listeners/{name}",                             Action::ModifyListenerAttributes,    LISTENER,         Op::ModifyListener),
+    route(Method::DELETE, "/v1/listeners/{name}",                             Action::DeleteListener,              LISTENER,         Op::DeleteListener),
+    route(Method::GET,    "/v1/target-groups",                                Action::DescribeTargetGroups,        "target-group/*", Op::TargetGroups),
+    route(Method::PATCH,  "/v1/target-groups/{name}",                         Action::ModifyTargetGroupAttributes, GROUP,            Op::ModifyTargetGroup),
+    route(Method::DELETE, "/v1/target-groups/{name}",                         Action::DeleteTargetGroup,           GROUP,            Op::DeleteTargetGroup),
+    route(Method::GET,    "/v1/target-groups/{name}/targets",                 Action::DescribeTargetHealth,        GROUP,            Op::TargetHealth),
+    route(Method::POST,   "/v1/target-groups/{name}/targets",                 Action::RegisterTargets,             GROUP,            Op::Register),
+    route(Method::POST,   "/v1/target-groups/{name}/targets/deregister",      Action::DeregisterTargets,           GROUP,            Op::Deregister),
+    route(Method::PUT,    "/v1/target-groups/{name}/targets/{target}/weight", Action::ModifyTargetWeight,          GROUP,            Op::SetWeight),
+    route(Method::GET,    "/v1/flows",                                        Action::DescribeFlows,               "*",              Op::Flows),
+    route(Method::GET,    "/v1/stats",                                        Action::DescribeStats,               "*",              Op::Stats),
+    route(Method::POST,   "/v1/reload",                                       Action::ReloadConfig,                "*",              Op::Reload),
+];
+
+/// What every handler and the access check share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub control: ControlHandle,
+    /// Swapped on reload when tokens or policies change.
+    pub authz: Arc<RwLock<Arc<Authorizer>>>,
+}
+
+/// The router serving [`ROUTES`], each behind the access check.
+pub fn router(state: ApiState) -> Router {
+    let mut router = Router::new();
+    for route in ROUTES {
+        let check = middleware::from_fn_with_state((state.clone(), route), access::check);
+        router = router.route(route.path, handler(route).route_layer(check));
+    }
+    router
+        .fallback(|| async {
+            ApiError::new(
+                http::StatusCode::NOT_FOUND,
+                "UnknownOperation",
+                "no such route",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "UnknownOperation",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn handler(route: &Route) -> MethodRouter<ApiState> {
+    let m = MethodFilter::try_from(route.method.clone()).expect("ROUTES use standard methods");
+    match route.op {
+        Op::Status => on(m, status),
+        Op::Listeners => on(m, listeners),
+        Op::ModifyListener => on(m, modify_listener),
+        Op::DeleteListener => on(m, delete_listener),
+        Op::TargetGroups => on(m, target_groups),
+        Op::ModifyTargetGroup => on(m, modify_target_group),
+        Op::DeleteTargetGroup => on(m, delete_target_group),
+        Op::TargetHealth => on(m, target_health),
+        Op::Register => on(m, register),
+        Op::Deregister => on(m, deregister),
+        Op::SetWeight => on(m, set_weight),
+        Op::Flows => on(m, flows),
+        Op::Stats => on(m, stats),
+        Op::Reload => on(m, reload),
+    }
+}
+
+// Request and response bodies, shared with the client.
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenersResponse {
+    pub listeners: Vec<ListenerReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroupsResponse {
+    pub target_groups: Vec<TargetGroupReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealthResponse {
+    pub targets: Vec<TargetHealthReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeregisterRequest {
+    pub targets: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightRequest {
+    pub weight: u32,
+}
+
+/// `GET /v1/flows?limit=N`: the sample size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsQuery {
+    #[serde(default = "default_flow_limit")]
+    pub limit: usize,
+}
+
+pub const DEFAULT_FLOW_LIMIT: usize = 20;
+/// The sample is copied out of the connection table under the control
+/// loop; keep it bounded.
+pub const MAX_FLOW_LIMIT: usize = 10_000;
+
+fn default_flow_limit() -> usize {
+    DEFAULT_FLOW_LIMIT
+}
+
+type Reply<T> = Result<Json<T>, ApiError>;
+
+async fn status(State(s): State<ApiState>) -> Reply<StatusReport> {
+    Ok(Json(s.control.status().await?))
+}
+
+async fn listeners(State(s): State<ApiState>) -> Reply<ListenersResponse> {
+    let listeners = s.control.listeners().await?;
+    Ok(Json(ListenersResponse { listeners }))
+}
+
+async fn modify_listener(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    JsonBody(attributes): JsonBody<ListenerAttributes>,
+) -> Reply<ChangeReport> {
+    Ok(Json(s.control.modify_listener(name, attributes).await?))
+}
+
+async fn delete_listener(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Reply<ChangeReport> {
+    Ok(Json(s.control.delete_listener(name).await?))
+}
+
+async fn target_groups(State(s): State<ApiState>) -> Reply<TargetGroupsResponse> {
+    let target_groups = s.control.target_groups().await?;
+    Ok(Json(TargetGroupsResponse { target_groups }))
+}
+
+async fn modify_target_group(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    JsonBody(attributes): JsonBody<TargetGroupAttributes>,
+) -> Reply<ChangeReport> {
+    Ok(Json(s.control.modify_target_group(name, attributes).await?))
+}
+
+async fn delete_target_group(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Reply<ChangeReport> {
+    Ok(Json(s.control.delete_target_group(name).await?))
+}
+
+async fn target_health(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Reply<TargetHealthResponse> {
+    let targets = s.control.target_health(name).await?;
+    Ok(Json(TargetHealthResponse { targets }))
+}
+
+async fn register(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Reply<ChangeReport> {
+    if req.targets.is_empty() {
+        return Err(ApiError::bad_request(
+            "targets: at least one target is required",
+        ));
+    }
+    Ok(Json(s.control.register(name, req.targets).await?))
+}
+
+async fn deregister(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<DeregisterRequest>,
+) -> Reply<ChangeReport> {
+    if req.targets.is_empty() {
+        return Err(ApiError::bad_request(
+            "targets: at least one target is required",
+        ));
+    }
+    Ok(Json(s.control.deregister(name, req.targets).await?))
+}
+
+async fn set_weight(
+    State(s): State<ApiState>,
+    Path((name, target)): Path<(String, String)>,
+    JsonBody(req): JsonBody<WeightRequest>,
+) -> Reply<ChangeReport> {
+    let target: SocketAddr = target.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "target {target:?} is not address:port (IPv6 as [addr]:port)"
+        ))
+    })?;
+    Ok(Json(s.control.set_weight(name, target, req.weight).await?))
+}
+
+async fn flows(
+    State(s): State<ApiState>,
+    query: Result<Query<FlowsQuery>, QueryRejection>,
+) -> Reply<FlowsReport> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if query.limit > MAX_FLOW_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit: {} is above the maximum of {MAX_FLOW_LIMIT}",
+            query.limit
+        )));
+    }
+    Ok(Json(s.control.flows(query.limit).await?))
+}
+
+async fn stats(State(s): State<ApiState>) -> Reply<StatsReport> {
+    Ok(Json(s.control.stats().await?))
+}
+
+async fn reload(State(s): State<ApiState>) -> Reply<ChangeReport> {
+    Ok(Json(s.control.reload().await?))
+}

@@ -1,0 +1,274 @@
+//! Binding and running the API: the same router on the Unix socket and, if
+//! configured, on a TCP address.
+//!
+//! Reload: the addresses are fixed for the life of an [`ApiServer`]. When a
+//! reload changes them, the daemon shuts the running server down and calls
+//! [`serve`] again (in that order: the old server removes its socket file on
+//! the way out). When only tokens or policies change it calls
+//! [`ApiServer::set_authorizer`]; connections stay up and the next request
+//! is checked against the new policies.
+use std::{
+    future::IntoFuture,
+    io,
+    net::SocketAddr,
+    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::watch,
+    task::JoinHandle,
+};
+
+use super::{
+    access::Peer,
+    auth::Authorizer,
+    listener::{Capped, MAX_CONNECTIONS},
+    routes::{ApiState, router},
+};
+use crate::control::ControlHandle;
+
+/// Where the API listens when the config says nothing.
+pub const DEFAULT_SOCKET: &str = crate::config::DEFAULT_API_SOCKET;
+/// Owner and group may connect; the group is how non-root operators get
+/// access to the socket (they still need a token).
+const SOCKET_MODE: u32 = 0o660;
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The addresses the API is served on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The Unix socket (`api.socket`).
+    pub socket: PathBuf,
+    /// An optional TCP address (`api.listen`); every TCP client needs a token.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            listen: None,
+        }
+    }
+}
+
+/// `api.socket` and `api.listen`.
+impl From<&crate::config::Api> for Endpoints {
+    fn from(api: &crate::config::Api) -> Self {
+        Self {
+            socket: api.socket.clone(),
+            listen: api.listen,
+        }
+    }
+}
+
+/// Why the API could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to create the directory of the API socket {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("API socket {path} is in use by a running process")]
+    SocketInUse { path: PathBuf },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("failed to remove the stale API socket {path}")]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to bind the API socket {path}")]
+    BindUnix {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to set the mode of the API socket {path}")]
+    Chmod {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to listen for the API on {addr}")]
+    BindTcp {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A running API. Dropping it stops accepting and removes the socket file;
+/// [`ApiServer::shutdown`] also waits for in-flight requests.
+pub struct ApiServer {
+    endpoints: Endpoints,
+    tcp_addr: Option<SocketAddr>,
+    /// (device, inode) of the socket we bound, so we never remove a socket
+    /// that a newer server has bound at the same path.
+    socket_id: (u64, u64),
+    authz: Arc<RwLock<Arc<Authorizer>>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<io::Result<()>>>,
+}
+
+/// Binds the Unix socket and the optional TCP address and serves the API on
+/// both, answering through `control` and checking every request with
+/// `authz`.
+pub async fn serve(
+    endpoints: &Endpoints,
+    control: ControlHandle,
+    authz: Arc<Authorizer>,
+) -> Result<ApiServer, ServeError> {
+    let unix = bind_unix(&endpoints.socket)?;
+    let socket_id = std::fs::metadata(&endpoints.socket)
+        .map(|m| (m.dev(), m.ino()))
+        .unwrap_or_default();
+    let tcp = match endpoints.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::BindTcp { addr, source })?,
+        ),
+        None => None,
+    };
+    let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+    let authz = Arc::new(RwLock::new(authz));
+    let app = router(ApiState {
+        control,
+        authz: authz.clone(),
+    })
+    .into_make_service_with_connect_info::<Peer>();
+    let (stop, stopped) = watch::channel(false);
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        // An error means the sender is gone: stop as well.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut tasks = vec![tokio::spawn(
+        axum::serve(Capped::new(unix, MAX_CONNECTIONS), app.clone())
+            .with_graceful_shutdown(until(stopped.clone()))
+            .into_future(),
+    )];
+    if let Some(tcp) = tcp {
+        tasks.push(tokio::spawn(
+            axum::serve(Capped::new(tcp, MAX_CONNECTIONS), app)
+                .with_graceful_shutdown(until(stopped))
+                .into_future(),
+        ));
+    }
+    tracing::info!(socket = %endpoints.socket.display(), tcp = ?tcp_addr, "management API listening");
+    Ok(ApiServer {
+        endpoints: endpoints.clone(),
+        tcp_addr,
+        socket_id,
+        authz,
+        stop,
+        tasks,
+    })
+}
+
+/// Binds the socket: parent directory created, a stale socket (no process
+/// behind it) replaced, mode 0660.
+fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ServeError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServeError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::SocketInUse {
+                path: path.to_owned(),
+            });
+        }
+        std::fs::remove_file(path).map_err(|source| ServeError::RemoveStale {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ServeError::BindUnix {
+        path: path.to_owned(),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+        |source| ServeError::Chmod {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
+    Ok(listener)
+}
+
+impl ApiServer {
+    /// The addresses this server was started with.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// The TCP address actually bound (useful with port 0).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// Replaces the tokens and policies; the next request uses them.
+    pub fn set_authorizer(&self, authz: Arc<Authorizer>) {
+        *self.authz.write().unwrap_or_else(|e| e.into_inner()) = authz;
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to a few
+    /// seconds), and removes the socket file.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!("management API stopped with an error: {e}"),
+                Ok(Err(e)) if e.is_cancelled() => {}
+                Ok(Err(e)) => tracing::warn!("management API task failed: {e}"),
+                Err(_) => abort.abort(),
+            }
+        }
+    }
+
+    fn remove_socket(&self) {
+        let path = &self.endpoints.socket;
+        let ours =
+            std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.socket_id);
+        if !ours {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!("failed to remove the API socket {}: {e}", path.display());
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("endpoints", &self.endpoints)
+            .field("tcp_addr", &self.tcp_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        self.remove_socket();
+    }
+}
