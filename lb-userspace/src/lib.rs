@@ -10,6 +10,8 @@
 //!   every data path.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //! - [`api`]: the management API (access control so far).
+//! - [`metrics`]: the Prometheus registry and `/metrics` text.
+//! - [`sd_notify`]: readiness and reload notifications to systemd.
 //! - [`health`]: health checks (TCP, HTTP, HTTPS probes) and their verdicts.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
@@ -24,6 +26,8 @@ pub mod daemon;
 pub mod health;
 pub mod instance;
 pub mod maglev;
+pub mod metrics;
 pub mod net;
 pub mod routable;
+pub mod sd_notify;
 pub mod state;
