@@ -15,6 +15,8 @@
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //! - [`api`]: the management API (server, access control, client, its `lb`
 //!   subcommands).
+//! - [`metrics`]: the Prometheus registry and `/metrics` text.
+//! - [`sd_notify`]: readiness and reload notifications to systemd.
 //! - [`health`]: health checks (TCP, HTTP, HTTPS probes) and their verdicts.
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
@@ -31,8 +33,10 @@ pub mod health;
 pub mod http;
 pub mod instance;
 pub mod maglev;
+pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod routable;
+pub mod sd_notify;
 pub mod state;
 pub mod tls;

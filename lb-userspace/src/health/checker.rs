@@ -105,7 +105,8 @@ pub struct Checker {
 impl Checker {
     /// A checker with no jobs, and the receiver of its crossings. The
     /// channel is unbounded so a slow consumer never delays probes; there is
-    /// at most one event per job per `threshold * interval`.
+    /// at most one event per job per `threshold * interval`. Dropping the
+    /// receiver stops each job at its next crossing.
     pub fn new(
         metrics: HealthMetrics,
     ) -> Result<(Checker, mpsc::UnboundedReceiver<HealthEvent>), HealthError> {

@@ -1,0 +1,199 @@
+//! Data-path metrics, built at scrape time from a `bpf::stats::Snapshot`
+//! (the per-CPU map counters summed) and named after ELB's CloudWatch
+//! metrics: `ActiveFlowCount`, `NewFlowCount`, `ProcessedBytes`,
+//! `ProcessedPackets`, per listener and per target.
+use std::sync::{Arc, Mutex};
+
+use lb_common::{Counters, Stat};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+
+use crate::{bpf::stats::Snapshot, config::Config, net};
+
+/// Names this collector emits (families; counters get `_total` appended).
+pub const NAMES: [&str; 10] = [
+    "lb_active_flow_count",
+    "lb_new_flow_count",
+    "lb_processed_bytes",
+    "lb_processed_packets",
+    "lb_target_processed_bytes",
+    "lb_target_processed_packets",
+    "lb_target_new_flow_count",
+    "lb_dropped_packets",
+    "lb_passed_packets",
+    "lb_data_path_packets",
+];
+
+/// One scrape's numbers, labels resolved.
+#[derive(Debug, Default)]
+pub(super) struct View {
+    active_flows: u64,
+    /// By listener name (the VIP's `address:port/proto` when no listener of
+    /// the config has it: a stale VIP).
+    listeners: Vec<(String, Counters)>,
+    /// By target endpoint `address:port`.
+    targets: Vec<(String, Counters)>,
+    drops: Vec<(&'static str, u64)>,
+    passes: Vec<(&'static str, u64)>,
+    /// Every other stat (`forwarded`, `returned`, ...).
+    others: Vec<(&'static str, u64)>,
+}
+
+impl View {
+    pub(super) fn new(s: &Snapshot, config: &Config) -> Self {
+        let listener_name = |key| {
+            config
+                .listeners
+                .iter()
+                .filter(|l| l.protocol.in_kernel())
+                .find(|l| net::vip_key(l.address, l.port, l.protocol.ip_proto()) == key)
+                .map(|l| l.name.clone())
+                .unwrap_or_else(|| net::display_vip(&key))
+        };
+        let mut view = View {
+            active_flows: s.active_flows,
+            listeners: s
+                .vips
+                .iter()
+                .map(|(key, _, c)| (listener_name(*key), *c))
+                .collect(),
+            targets: s
+                .targets
+                .iter()
+                .map(|(id, t, c)| {
+                    let name = net::target_endpoint(t)
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| format!("id{id}"));
+                    (name, *c)
+                })
+                .collect(),
+            ..View::default()
+        };
+        for &(stat, n) in &s.stats {
+            let name = stat.name();
+            if let Some(reason) = name.strip_prefix("drop_") {
+                view.drops.push((reason, n));
+            } else if let Some(reason) = name.strip_prefix("pass_") {
+                view.passes.push((reason, n));
+            } else if stat != Stat::_Count {
+                view.others.push((name, n));
+            }
+        }
+        view
+    }
+}
+
+/// Sum of both directions, as ELB counts `ProcessedBytes`.
+fn bytes(c: &Counters) -> u64 {
+    c.bytes_in + c.bytes_out
+}
+fn packets(c: &Counters) -> u64 {
+    c.packets_in + c.packets_out
+}
+
+/// Emits the [`View`] set for the scrape in progress (none: nothing).
+#[derive(Debug, Default)]
+pub(super) struct DataPathCollector {
+    pub(super) view: Arc<Mutex<Option<View>>>,
+}
+
+/// One counter family with one label.
+fn counters<V: AsRef<str>>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl IntoIterator<Item = (V, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in rows {
+        let labels = [(label, value.as_ref())];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for DataPathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let guard = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(v) = guard.as_ref() else {
+            return Ok(());
+        };
+        let active = ConstGauge::new(i64::try_from(v.active_flows).unwrap_or(i64::MAX));
+        active.encode(encoder.encode_descriptor(
+            "lb_active_flow_count",
+            "Flows in the connection table not idle past their timeout",
+            None,
+            active.metric_type(),
+        )?)?;
+        let by = |rows: &[(String, Counters)], f: fn(&Counters) -> u64| -> Vec<(String, u64)> {
+            rows.iter().map(|(k, c)| (k.clone(), f(c))).collect()
+        };
+        let lists = [
+            (
+                "lb_new_flow_count",
+                "New flows by listener",
+                "listener",
+                by(&v.listeners, |c| c.new_flows),
+            ),
+            (
+                "lb_processed_bytes",
+                "Bytes forwarded in both directions by listener",
+                "listener",
+                by(&v.listeners, bytes),
+            ),
+            (
+                "lb_processed_packets",
+                "Packets forwarded in both directions by listener",
+                "listener",
+                by(&v.listeners, packets),
+            ),
+            (
+                "lb_target_processed_bytes",
+                "Bytes forwarded in both directions by target",
+                "target",
+                by(&v.targets, bytes),
+            ),
+            (
+                "lb_target_processed_packets",
+                "Packets forwarded in both directions by target",
+                "target",
+                by(&v.targets, packets),
+            ),
+            (
+                "lb_target_new_flow_count",
+                "New flows by target",
+                "target",
+                by(&v.targets, |c| c.new_flows),
+            ),
+        ];
+        for (name, help, label, rows) in lists {
+            counters(&mut encoder, name, help, label, rows)?;
+        }
+        counters(
+            &mut encoder,
+            "lb_dropped_packets",
+            "Packets the data path dropped, by reason",
+            "reason",
+            v.drops.clone(),
+        )?;
+        counters(
+            &mut encoder,
+            "lb_passed_packets",
+            "Packets handed to the kernel's stack, by reason",
+            "reason",
+            v.passes.clone(),
+        )?;
+        counters(
+            &mut encoder,
+            "lb_data_path_packets",
+            "Other data path actions (forwarded, returned, icmp_translated, too_big_sent)",
+            "action",
+            v.others.clone(),
+        )?;
+        Ok(())
+    }
+}
