@@ -35,9 +35,20 @@ pub enum Command {
     Down(ConfigArgs),
     /// Print the per-VIP, per-target and global counters from the pinned maps.
     Stats(ConfigArgs),
+    /// API tokens: make a new secret, or the digest a config stores.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Subcommands on the running daemon's management API.
     #[command(flatten)]
     Api(crate::api::cli::ApiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random secret and its SHA-256 for `[[api.token]] sha256`.
+    Generate,
+    /// Print the SHA-256 of a secret read from standard input (one line).
+    Hash,
 }
 
 #[derive(Debug, Args)]
@@ -50,6 +61,22 @@ pub struct ConfigArgs {
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Token(TokenCommand::Generate) => {
+            let secret = crate::api::auth::generate_token()?;
+            println!("secret: {secret}");
+            println!("sha256: {}", crate::api::auth::token_digest(&secret));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Hash) => {
+            let mut line = String::new();
+            io::stdin().read_line(&mut line)?;
+            let secret = line.trim_end_matches(['\r', '\n']);
+            if secret.is_empty() {
+                return Err(anyhow!("no secret on standard input"));
+            }
+            println!("{}", crate::api::auth::token_digest(secret));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check(args) => {
             let ok = check(&args.config, &mut io::stdout(), &mut io::stderr())?;
             Ok(if ok {

@@ -11,18 +11,19 @@
 //! `lb run` takes over.
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
 use tokio::{
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
     time::sleep_until,
 };
-use tracing::{info, warn};
-
-use prometheus_client::registry::Registry;
+use tracing::{error, info, warn};
 
 use crate::{
+    api::{self, ApiServer, Endpoints as ApiEndpoints, auth::Authorizer, server::ServeError},
     bpf::{
         forwarding,
         loader::{self, LoadError},
@@ -31,12 +32,18 @@ use crate::{
     config::{Config, ConfigError, Dataplane},
     control::{
         Command, ControlHandle, Controller,
+        controller::Parts,
         lifecycle::Lifecycle,
         xdp::{XdpError, XdpPath},
     },
+    health::{Checker, HealthError, HealthEvent},
     instance::{self, InstanceError},
+    metrics::{
+        Metrics,
+        endpoint::{self, MetricsServer},
+    },
     proxy::{Proxies, ProxyError, ProxyMetrics},
-    routable,
+    routable, sd_notify,
     state::Plan,
 };
 
@@ -58,6 +65,15 @@ pub enum DaemonError {
     Instance(#[from] InstanceError),
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    #[error(transparent)]
+    Health(#[from] HealthError),
+    #[error("starting the management API: {0}")]
+    Api(#[from] ServeError),
+    #[error("binding the metrics endpoint {addr}: {source}")]
+    MetricsBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 fn check_forwarding(config: &Config) -> Result<(), DaemonError> {
@@ -93,37 +109,146 @@ fn start_xdp(config: &Config, plan: &Plan) -> Result<Option<XdpPath>, DaemonErro
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
     let _lock = instance::acquire(&config.daemon.pin_dir)?;
+    let metrics = Arc::new(Metrics::new());
     let mut lifecycle = Lifecycle::new();
     lifecycle.sync(&config, Instant::now());
     let (plan, first) = Controller::initial_plan(&config, &lifecycle);
     let xdp = start_xdp(&config, &plan)?;
-    let (routable_tx, routable_rx) = routable::channel(first);
-    let mut registry = Registry::default();
-    let mut proxies = Proxies::new(routable_rx, ProxyMetrics::register(&mut registry));
+    let (routable, routable_rx) = routable::channel(first);
+    let mut proxies = Proxies::new(routable_rx, metrics.register(ProxyMetrics::register));
     proxies.apply(&config, xdp.is_none()).await?;
-    let mut controller = Controller::new(
-        path.to_owned(),
-        config,
-        lifecycle,
+    let (checker, health) = Checker::new(metrics.health())?;
+    let parts = Parts {
         xdp,
         proxies,
-        routable_tx,
-    );
-    let (_handle, commands) = ControlHandle::channel(64);
+        routable,
+        checker,
+        metrics: Arc::clone(&metrics),
+    };
+    let mut controller = Controller::new(path.to_owned(), config, lifecycle, parts);
+    let (handle, commands) = ControlHandle::channel(64);
+    let mut endpoints = Endpoints::start(&controller, handle, metrics).await?;
     info!(
         config = %path.display(),
         pin_dir = %controller.config().daemon.pin_dir.display(),
+        api = %controller.config().api.socket.display(),
         "lb running"
     );
-    control_loop(&mut controller, commands).await?;
-    warn!("stopping: the program stays attached and keeps forwarding; `lb down` detaches it");
+    notify(sd_notify::ready());
+    let result = control_loop(&mut controller, commands, health, &mut endpoints).await;
+    notify(sd_notify::stopping());
+    endpoints.stop().await;
+    result?;
+    if controller.has_xdp() {
+        warn!("stopping: the program stays attached and keeps forwarding; `lb down` detaches it");
+    }
     Ok(())
 }
 
-/// Serves signals, commands and timers until SIGTERM or SIGINT.
+/// systemd notifications are best effort: a failure is logged.
+fn notify(result: std::io::Result<bool>) {
+    if let Err(e) = result {
+        warn!(error = %e, "notifying systemd");
+    }
+}
+
+/// The management API and the metrics endpoint, re-bound when `[api]`
+/// changes.
+struct Endpoints {
+    api: Option<ApiServer>,
+    metrics_server: Option<MetricsServer>,
+    /// The `[api]` they were started from.
+    config: crate::config::Api,
+    handle: ControlHandle,
+    metrics: Arc<Metrics>,
+}
+
+impl Endpoints {
+    async fn start(
+        controller: &Controller,
+        handle: ControlHandle,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, DaemonError> {
+        let config = controller.config().api.clone();
+        let authz = Arc::new(Authorizer::new(&config));
+        let api = api::serve(&ApiEndpoints::from(&config), handle.clone(), authz).await?;
+        let metrics_server = match config.metrics_listen {
+            Some(addr) => Some(
+                endpoint::serve(
+                    addr,
+                    Arc::clone(&metrics),
+                    controller.config_watch(),
+                    controller.has_xdp(),
+                )
+                .await
+                .map_err(|source| DaemonError::MetricsBind { addr, source })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            api: Some(api),
+            metrics_server,
+            config,
+            handle,
+            metrics,
+        })
+    }
+
+    /// Follows a changed `[api]`: new policies and tokens take effect at
+    /// once; a changed socket or address is re-bound (a failure is logged and
+    /// the old endpoint is gone: the config said so).
+    async fn sync(&mut self, controller: &Controller) {
+        let new = &controller.config().api;
+        if *new == self.config {
+            return;
+        }
+        let authz = Arc::new(Authorizer::new(new));
+        let rebind = new.socket != self.config.socket || new.listen != self.config.listen;
+        if rebind {
+            if let Some(old) = self.api.take() {
+                old.shutdown().await;
+            }
+            match api::serve(&ApiEndpoints::from(new), self.handle.clone(), authz).await {
+                Ok(server) => self.api = Some(server),
+                Err(e) => error!(error = %ErrorChain(&e), "re-binding the management API failed"),
+            }
+        } else if let Some(api) = &self.api {
+            api.set_authorizer(authz);
+        }
+        if new.metrics_listen != self.config.metrics_listen {
+            self.metrics_server = None;
+            if let Some(addr) = new.metrics_listen {
+                match endpoint::serve(
+                    addr,
+                    Arc::clone(&self.metrics),
+                    controller.config_watch(),
+                    controller.has_xdp(),
+                )
+                .await
+                {
+                    Ok(server) => self.metrics_server = Some(server),
+                    Err(e) => error!(%addr, error = %e, "binding the metrics endpoint failed"),
+                }
+            }
+        }
+        self.config = new.clone();
+    }
+
+    async fn stop(mut self) {
+        self.metrics_server = None;
+        if let Some(api) = self.api.take() {
+            api.shutdown().await;
+        }
+    }
+}
+
+/// Serves signals, commands, health verdicts and timers until SIGTERM or
+/// SIGINT.
 async fn control_loop(
     controller: &mut Controller,
-    mut commands: tokio::sync::mpsc::Receiver<Command>,
+    mut commands: mpsc::Receiver<Command>,
+    mut health: mpsc::UnboundedReceiver<HealthEvent>,
+    endpoints: &mut Endpoints,
 ) -> Result<(), DaemonError> {
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
@@ -134,10 +259,17 @@ async fn control_loop(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
+                notify(sd_notify::reloading());
                 // Errors are logged and kept for `lb status`.
                 let _ = controller.reload().await;
+                endpoints.sync(controller).await;
+                notify(sd_notify::ready());
             }
-            Some(cmd) = commands.recv() => controller.handle(cmd).await,
+            Some(cmd) = commands.recv() => {
+                controller.handle(cmd).await;
+                endpoints.sync(controller).await;
+            }
+            Some(event) = health.recv() => controller.on_health_event(event),
             _ = sleep_until(wakeup.unwrap_or_else(Instant::now).into()), if wakeup.is_some() => {
                 controller.on_timer();
             }

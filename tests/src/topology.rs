@@ -239,7 +239,15 @@ impl Topology {
     /// The standard service spec (TCP and UDP on both VIPs) with `targets`
     /// (1-based indices) registered, weight 1.
     pub fn config_spec(&self, targets: &[usize]) -> ConfigSpec {
-        ConfigSpec::standard(self.lb_interfaces(), &self.pin_dir(), targets)
+        let mut spec = ConfigSpec::standard(self.lb_interfaces(), &self.pin_dir(), targets);
+        spec.api_socket = Some(self.api_socket());
+        spec
+    }
+
+    /// The management API socket of generated configs: one per topology, so
+    /// daemons of parallel tests never share one.
+    pub fn api_socket(&self) -> PathBuf {
+        self.run_dir().join("api.sock")
     }
 
     /// Renders `spec` to [`Self::config_path`] and returns the path.
@@ -459,6 +467,10 @@ pub struct ConfigSpec {
     pub target_groups: Vec<TargetGroupSpec>,
     /// More `key = value` lines of `[daemon]`.
     pub daemon_extra: Vec<String>,
+    /// `api.socket`; `None` leaves the default.
+    pub api_socket: Option<PathBuf>,
+    /// More lines of the `[api]` table (`listen`, `[[api.token]]`, ...).
+    pub api_extra: Vec<String>,
     /// TOML appended at the end (e.g. an `[api]` table).
     pub tail: String,
 }
@@ -510,6 +522,8 @@ impl ConfigSpec {
             listeners,
             target_groups: groups,
             daemon_extra: Vec::new(),
+            api_socket: None,
+            api_extra: Vec::new(),
             tail: String::new(),
         }
     }
@@ -557,6 +571,13 @@ impl ConfigSpec {
                     out.push(format!("  zone = {zone:?}"));
                 }
             }
+        }
+        if self.api_socket.is_some() || !self.api_extra.is_empty() {
+            out.extend([String::new(), "[api]".to_owned()]);
+            if let Some(socket) = &self.api_socket {
+                out.push(format!("socket = {:?}", socket.display().to_string()));
+            }
+            out.extend(self.api_extra.iter().cloned());
         }
         out.push(String::new());
         out.push(self.tail.clone());

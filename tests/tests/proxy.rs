@@ -55,8 +55,9 @@ fn lab(name: &str, targets: usize) -> Topology {
 /// `[daemon]` for the userspace path, then `body`.
 fn write_config(topo: &Topology, body: &str) -> PathBuf {
     let text = format!(
-        "[daemon]\ndataplane = \"userspace\"\npin_dir = {:?}\n\n{body}",
-        topo.pin_dir().display().to_string()
+        "[daemon]\ndataplane = \"userspace\"\npin_dir = {:?}\n\n[api]\nsocket = {:?}\n\n{body}",
+        topo.pin_dir().display().to_string(),
+        topo.api_socket().display().to_string()
     );
     let path = topo.config_path();
     std::fs::write(&path, text).expect("write config");
@@ -135,9 +136,10 @@ fn tcp_listener_served_in_userspace_both_ways_with_half_close() {
 fn auto_falls_back_to_userspace_without_bpf_privileges() {
     let topo = lab("autofb", 1);
     let text = format!(
-        "[daemon]\ndataplane = \"auto\"\ninterfaces = {:?}\npin_dir = {:?}\n\n{}{}",
+        "[daemon]\ndataplane = \"auto\"\ninterfaces = {:?}\npin_dir = {:?}\n\n[api]\nsocket = {:?}\n\n{}{}",
         topo.lb_interfaces(),
         topo.pin_dir().display().to_string(),
+        topo.api_socket().display().to_string(),
         tcp_listener("web", 80, "web"),
         tcp_group("web", TARGET_TCP_PORT, &[1], "")
     );

@@ -30,7 +30,7 @@ pub struct Api {
     pub listen: Option<SocketAddr>,
     /// TCP address of the Prometheus `/metrics` endpoint (no token needed);
     /// none by default, so several daemons on one host never compete for a
-    /// port. `/metrics` is also served on the API with `lb:DescribeStats`.
+    /// port.
     pub metrics_listen: Option<SocketAddr>,
     /// `[[api.policy]]` tables.
     #[serde(default, rename = "policy")]

@@ -6,7 +6,7 @@
 //! protected, bring the lifecycle in step, compute the plan, apply it to the
 //! XDP maps and publish it to the userspace listeners. The running config
 //! only changes when all of that succeeded.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -20,6 +20,8 @@ use crate::{
     bpf::stats,
     config::{Config, ConfigError, Listener, Target, TargetGroup},
     daemon::ErrorChain,
+    health::{self, Checker, HealthEvent},
+    metrics::Metrics,
     net,
     proxy::Proxies,
     routable::Routable,
@@ -30,8 +32,7 @@ struct ConfiguredChecks;
 
 impl Checks for ConfiguredChecks {
     fn enabled(&self, group: &TargetGroup) -> bool {
-        let _ = group;
-        true
+        group.health_check.enabled
     }
 }
 
@@ -43,31 +44,83 @@ pub struct Controller {
     xdp: Option<XdpPath>,
     proxies: Proxies,
     routable: watch::Sender<Arc<Routable>>,
+    checker: Checker,
+    metrics: Arc<Metrics>,
+    /// The running config for readers outside the loop (`/metrics`).
+    published: watch::Sender<Arc<Config>>,
+    /// (group, target) pairs whose state gauge is set, to remove stale ones.
+    gauged: BTreeSet<(String, SocketAddr)>,
     started: Instant,
     last_reload: Option<String>,
+}
+
+/// What the control loop drives besides the lifecycle.
+pub struct Parts {
+    pub xdp: Option<XdpPath>,
+    pub proxies: Proxies,
+    pub routable: watch::Sender<Arc<Routable>>,
+    pub checker: Checker,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Controller {
     /// `lifecycle` must have been synced with `config` (that is what the
     /// initial plan was computed from).
-    pub fn new(
-        path: PathBuf,
-        config: Config,
-        lifecycle: Lifecycle,
-        xdp: Option<XdpPath>,
-        proxies: Proxies,
-        routable: watch::Sender<Arc<Routable>>,
-    ) -> Self {
-        Self {
+    pub fn new(path: PathBuf, config: Config, lifecycle: Lifecycle, parts: Parts) -> Self {
+        let (published, _) = watch::channel(Arc::new(config.clone()));
+        let mut c = Self {
             path,
             config,
             lifecycle,
-            xdp,
-            proxies,
-            routable,
+            xdp: parts.xdp,
+            proxies: parts.proxies,
+            routable: parts.routable,
+            checker: parts.checker,
+            metrics: parts.metrics,
+            published,
+            gauged: BTreeSet::new(),
             started: Instant::now(),
             last_reload: None,
+        };
+        let summary = c.checker.apply(health::jobs_from_config(&c.config));
+        info!(checks = summary.started, "health checks started");
+        c.publish_gauges();
+        c
+    }
+
+    /// The running config as it changes, for readers outside the loop.
+    pub fn config_watch(&self) -> watch::Receiver<Arc<Config>> {
+        self.published.subscribe()
+    }
+
+    /// Whether the XDP data path runs (else everything is in userspace).
+    pub fn has_xdp(&self) -> bool {
+        self.xdp.is_some()
+    }
+
+    /// Host counts and target states as gauges.
+    fn publish_gauges(&mut self) {
+        let now = Instant::now();
+        let control = self.metrics.control();
+        let mut seen = BTreeSet::new();
+        for g in &self.config.target_groups {
+            let (healthy, unhealthy, _) = self.lifecycle.counts(&g.name);
+            control.set_host_counts(&g.name, healthy as u64, unhealthy as u64);
+            for r in self
+                .lifecycle
+                .reports(&self.config, g, &ConfiguredChecks, now)
+            {
+                control.set_target_state(&g.name, r.target, r.state.as_str());
+                seen.insert((g.name.clone(), r.target));
+            }
         }
+        for (group, target) in self.gauged.difference(&seen) {
+            control.remove_target(group, *target);
+            if self.config.target_group(group).is_none() {
+                control.remove_group(group);
+            }
+        }
+        self.gauged = seen;
     }
 
     pub fn config(&self) -> &Config {
@@ -135,6 +188,9 @@ impl Controller {
             Ok(summary) => {
                 info!(change = why, %summary, "config applied");
                 self.config = new;
+                self.checker.apply(health::jobs_from_config(&self.config));
+                self.published.send_replace(Arc::new(self.config.clone()));
+                self.publish_gauges();
                 Ok(ChangeReport {
                     message: format!("{why}: {summary}"),
                 })
@@ -160,6 +216,7 @@ impl Controller {
             }
             Err(e) => Err(ControlError::Invalid(ErrorChain(&e).to_string())),
         };
+        self.metrics.control().record_reload(result.is_ok());
         match &result {
             Ok(r) => {
                 info!(summary = %r.message, "config reloaded");
@@ -173,7 +230,22 @@ impl Controller {
         result
     }
 
-    /// A health verdict from the checker.
+    /// A threshold crossing from the health checker.
+    pub fn on_health_event(&mut self, ev: HealthEvent) {
+        let health = match ev.health {
+            health::Health::Healthy => Health::Healthy,
+            health::Health::Unhealthy => Health::Unhealthy {
+                reason: ev
+                    .reason
+                    .map_or("Target.FailedHealthChecks", |r| r.as_str())
+                    .to_owned(),
+                description: ev.description,
+            },
+        };
+        self.on_health(&ev.group, ev.endpoint, health);
+    }
+
+    /// A health verdict.
     pub fn on_health(&mut self, group: &str, target: SocketAddr, health: Health) {
         let label = match &health {
             Health::Healthy => "healthy".to_string(),
@@ -191,6 +263,7 @@ impl Controller {
         if let Err(e) = self.apply(&config, &[]) {
             error!(error = %e, "applying a health change failed");
         }
+        self.publish_gauges();
     }
 
     /// When [`on_timer`](Self::on_timer) should run next.
@@ -208,6 +281,7 @@ impl Controller {
         if let Err(e) = self.apply(&config, &released) {
             error!(error = %e, "applying a timed change failed");
         }
+        self.publish_gauges();
     }
 
     /// Answers one command.

@@ -5,8 +5,10 @@
 //! what weight, and which keep or lose their existing flows.
 //!
 //! The rules, as in ELB:
-//! * a target is `initial` until its first health check decides; initial
-//!   targets get no new flows while the group has a healthy target;
+//! * a target is `initial` until its first health check decides; targets
+//!   the daemon started with get new flows meanwhile (a restart must not
+//!   move traffic), targets registered later get none while the group has a
+//!   healthy target;
 //! * when no target of a group is healthy, the group fails open: every
 //!   registered target with a weight gets new flows;
 //! * with `cross_zone = false` and `daemon.zone` set, new flows go to healthy
@@ -241,8 +243,12 @@ impl Lifecycle {
             .map(|((_, ep), r)| (*ep, r))
     }
 
+    /// Whether the target may get new flows as far as health goes. Targets
+    /// the daemon started with count as healthy until their first checks
+    /// say otherwise, so a daemon restart never pulls traffic off them;
+    /// targets registered later wait for their first successful check.
     fn is_healthy(r: &Record, checks_on: bool) -> bool {
-        !checks_on || r.health == Health::Healthy
+        !checks_on || r.health == Health::Healthy || (r.health == Health::Initial && !r.late)
     }
 
     /// Targets that get new flows, before weights.

@@ -234,6 +234,18 @@ struct Job {
 
 impl Job {
     async fn run(mut self) {
+        // The first probe comes within a second (spread the same way), so a
+        // new target — or every target when the daemon starts — is decided
+        // quickly; later probes keep their place in the interval.
+        let first = phase(
+            &self.group,
+            self.endpoint,
+            self.check.interval.min(Duration::from_secs(1)),
+        );
+        tokio::time::sleep(first).await;
+        if !self.probe().await {
+            return;
+        }
         let start = Instant::now() + phase(&self.group, self.endpoint, self.check.interval);
         let mut ticks = tokio::time::interval_at(start, self.check.interval);
         // A probe never outlasts the interval (timeout <= interval), but a
@@ -241,15 +253,20 @@ impl Job {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let started = Instant::now();
-            let outcome = self.shared.prober.probe(&self.check, self.endpoint).await;
-            self.shared
-                .metrics
-                .observe(&self.group, outcome.result_label(), started.elapsed());
-            if !self.record(outcome) {
+            if !self.probe().await {
                 return;
             }
         }
+    }
+
+    /// One probe, recorded; false when nobody listens any more.
+    async fn probe(&mut self) -> bool {
+        let started = Instant::now();
+        let outcome = self.shared.prober.probe(&self.check, self.endpoint).await;
+        self.shared
+            .metrics
+            .observe(&self.group, outcome.result_label(), started.elapsed());
+        self.record(outcome)
     }
 
     /// Counts the outcome; on a crossing logs and reports it. False when

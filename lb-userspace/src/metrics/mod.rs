@@ -15,6 +15,7 @@
 //! dashboard in deploy/grafana uses these names; a test keeps it true.
 mod control;
 pub mod data_path;
+pub mod endpoint;
 
 use std::sync::{Arc, Mutex};
 
@@ -85,8 +86,9 @@ impl Metrics {
 
     /// Lets another module add its metrics, e.g.
     /// `metrics.register(|r| r.register("lb_http_requests", "...", family.clone()))`.
-    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
-        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()));
+    /// Returns what `f` returns (e.g. the module's metric handles).
+    pub fn register<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Everything, in OpenMetrics text (`# EOF` last). Data-path metrics

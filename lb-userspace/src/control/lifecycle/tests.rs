@@ -94,7 +94,7 @@ fn started(c: &Config) -> (Lifecycle, Instant) {
 }
 
 #[test]
-fn initial_targets_fail_open_until_one_is_healthy() {
+fn initial_targets_at_start_take_flows_late_ones_wait_for_a_check() {
     let c = config("", THREE);
     let (mut l, now) = started(&c);
     use TargetState::*;
@@ -102,12 +102,21 @@ fn initial_targets_fail_open_until_one_is_healthy() {
         web_plan(&l, &c, now),
         [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
     );
+    // A daemon (re)start moves no traffic: the others stay in while initial.
     l.set_health("web", ep(1), Health::Healthy, now);
-    // Initial targets keep their flows but get no new ones.
     assert_eq!(
         web_plan(&l, &c, now),
-        [(1, Active, 100), (2, Active, 0), (3, Active, 0)]
+        [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
     );
+    // A target registered later gets nothing until its first good check.
+    let four = config(
+        "",
+        &format!("{THREE}  [[target_group.target]]\n  address = \"10.1.0.4\"\n"),
+    );
+    l.sync(&four, now);
+    assert_eq!(web_plan(&l, &four, now)[3], (4, Active, 0));
+    l.set_health("web", ep(4), Health::Healthy, now);
+    assert_eq!(web_plan(&l, &four, now)[3], (4, Active, 100));
 }
 
 #[test]
