@@ -155,6 +155,74 @@ impl Lab {
         )
     }
 
+    /// `lb <args> --config <config>` in the load-balancer namespace (the
+    /// API subcommands find the daemon's socket through the config);
+    /// returns (success, stdout, stderr).
+    pub fn lb(&self, args: &[&str]) -> (bool, String, String) {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        all.extend([std::ffi::OsStr::new("--config"), self.config.as_os_str()]);
+        let out = proc::lb_cmd(&self.lb, self.topo.lb.name(), &all);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `lb targets <group> --json`: (target, state, reason, effective
+    /// weight) of every target.
+    pub fn target_health(&self, group: &str) -> Vec<TargetHealth> {
+        let (ok, out, err) = self.lb(&["targets", group, "--json"]);
+        assert!(
+            ok,
+            "lb targets {group} failed: {err}\n{}",
+            self.diagnostics()
+        );
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("lb targets --json printed {out:?}: {e}"));
+        let list = v
+            .get("targets")
+            .unwrap_or(&v)
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        list.iter()
+            .map(|t| TargetHealth {
+                target: t["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse()
+                    .expect("target address"),
+                state: t["state"].as_str().unwrap_or_default().to_owned(),
+                reason: t["reason"].as_str().map(str::to_owned),
+                effective_weight: t["effective_weight"].as_u64().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Polls `lb targets <group>` until `done` holds (at most `within`).
+    pub fn wait_health(
+        &self,
+        group: &str,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[TargetHealth]) -> bool,
+    ) -> Vec<TargetHealth> {
+        let deadline = Instant::now() + within;
+        loop {
+            let h = self.target_health(group);
+            if done(&h) {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{group}: not {what} within {within:?}: {h:?}\n{}",
+                self.diagnostics()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn connect(&self, vip: SocketAddr) -> EchoConn {
         EchoConn::connect_in(self.topo.client.name(), vip, IO_TIMEOUT).unwrap_or_else(|e| {
             panic!(
@@ -163,6 +231,15 @@ impl Lab {
             )
         })
     }
+}
+
+/// One row of `lb targets --json`.
+#[derive(Debug, Clone)]
+pub struct TargetHealth {
+    pub target: SocketAddr,
+    pub state: String,
+    pub reason: Option<String>,
+    pub effective_weight: u64,
 }
 
 /// Checks that `flows` spread over exactly `targets` (1-based), each within

@@ -6,11 +6,43 @@
 //! never skips. Each test builds its own topology, so they run in parallel.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lb_tests::client::count_by_target;
-use lb_tests::lab::{Lab, Pinger, target_index, vip4};
-use lb_tests::topology::{ConfigSpec, VIP_TCP_PORT};
+use lb_tests::client::{EchoConn, UdpConn, count_by_target};
+use lb_tests::lab::{IO_TIMEOUT, Lab, Pinger, TargetHealth, server_bin, target_index, vip4};
+use lb_tests::topology::{
+    ConfigSpec, TARGET_TCP_PORT, VIP_TCP_PORT, VIP_UDP_PORT, target_name, target4,
+};
+
+/// Checks every second, two failures / successes to change state; UDP
+/// groups are checked over TCP on the servers' TCP port.
+fn fast_checks(spec: &mut ConfigSpec) {
+    for g in &mut spec.target_groups {
+        let port = if g.protocol == "udp" {
+            format!(", port = {TARGET_TCP_PORT}")
+        } else {
+            String::new()
+        };
+        g.extra.push(format!(
+            "health_check = {{ interval = 1, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 2{port} }}"
+        ));
+    }
+}
+
+fn t4(i: usize, port: u16) -> SocketAddr {
+    SocketAddr::new(target4(i).into(), port)
+}
+
+fn all_healthy(h: &[TargetHealth]) -> bool {
+    !h.is_empty() && h.iter().all(|t| t.state == "healthy")
+}
+
+fn state_of<'a>(h: &'a [TargetHealth], target: SocketAddr) -> &'a str {
+    h.iter()
+        .find(|t| t.target == target)
+        .map_or("absent", |t| t.state.as_str())
+}
 
 /// Sets `lines` on every target group.
 fn group_attrs(spec: &mut ConfigSpec, lines: &[&str]) {
@@ -62,4 +94,170 @@ fn deregistered_target_drains_then_its_connections_end() {
         lasted >= Duration::from_secs(delay - 1),
         "the connection ended after {lasted:?}, before the {delay} s delay: {err}"
     );
+}
+
+/// A target whose server dies turns unhealthy after the threshold (with
+/// ELB's reason, shown by the CLI), gets no new connections, and its
+/// established UDP flow moves to another target; restarted, it turns
+/// healthy and gets traffic again.
+#[test]
+fn dead_target_turns_unhealthy_its_flows_move_and_it_recovers() {
+    let mut lab = Lab::with("health", 3, &[1, 2, 3], fast_checks);
+    lab.wait_health("udp4", Duration::from_secs(15), "all healthy", all_healthy);
+    lab.wait_health("tcp4", Duration::from_secs(15), "all healthy", all_healthy);
+    let mut flow = UdpConn::connect_in(lab.topo.client.name(), vip4(VIP_UDP_PORT), IO_TIMEOUT)
+        .expect("udp flow");
+    let victim = target_index(&flow.ask("one").expect("first datagram"));
+    assert_eq!(
+        target_index(&flow.ask("two").expect("second datagram")),
+        victim
+    );
+
+    lab.topo.stop_server(victim);
+    let ep = t4(victim, TARGET_TCP_PORT);
+    let h = lab.wait_health("tcp4", Duration::from_secs(15), "victim unhealthy", |h| {
+        state_of(h, ep) == "unhealthy"
+    });
+    let row = h.iter().find(|t| t.target == ep).expect("victim row");
+    assert_eq!(
+        row.reason.as_deref(),
+        Some("Target.FailedHealthChecks"),
+        "{h:?}"
+    );
+    assert_eq!(row.effective_weight, 0);
+    lab.wait_health("udp4", Duration::from_secs(15), "victim unhealthy", |h| {
+        state_of(h, t4(victim, lb_tests::topology::TARGET_UDP_PORT)) == "unhealthy"
+    });
+    // The CLI's table shows the state and the reason.
+    let (ok, table, err) = lab.lb(&["targets", "tcp4"]);
+    assert!(ok, "{err}");
+    let line = table
+        .lines()
+        .find(|l| l.contains(&ep.to_string()))
+        .unwrap_or_else(|| panic!("no row for {ep}:\n{table}"));
+    assert!(
+        line.contains("unhealthy") && line.contains("Target.FailedHealthChecks"),
+        "{table}"
+    );
+
+    // The established UDP flow continues on another target.
+    let moved = target_index(&flow.ask("three").expect("datagram after the failure"));
+    assert_ne!(moved, victim, "the flow stayed on the dead target");
+    assert_eq!(target_index(&flow.ask("four").expect("datagram")), moved);
+    // New connections never reach it.
+    let others: BTreeSet<usize> = [1, 2, 3].into_iter().filter(|&i| i != victim).collect();
+    assert_eq!(targets_reached(&lab, 60), others);
+
+    lab.topo.start_server(&server_bin(), victim);
+    lab.wait_health(
+        "tcp4",
+        Duration::from_secs(15),
+        "all healthy again",
+        all_healthy,
+    );
+    assert_eq!(targets_reached(&lab, 120), BTreeSet::from([1, 2, 3]));
+}
+
+/// With every target down the group fails open: connections are still
+/// forwarded (and refused by the targets' kernels) instead of dropped; the
+/// first target back takes all new connections.
+#[test]
+fn every_target_down_fails_open() {
+    let mut lab = Lab::with("failopen", 2, &[1, 2], fast_checks);
+    lab.wait_health("tcp4", Duration::from_secs(15), "all healthy", all_healthy);
+    lab.topo.stop_server(1);
+    lab.topo.stop_server(2);
+    let h = lab.wait_health("tcp4", Duration::from_secs(15), "all unhealthy", |h| {
+        h.iter().all(|t| t.state == "unhealthy")
+    });
+    assert!(
+        h.iter().all(|t| t.effective_weight > 0),
+        "not failing open: {h:?}"
+    );
+    let err = EchoConn::connect_in(lab.topo.client.name(), vip4(VIP_TCP_PORT), IO_TIMEOUT)
+        .err()
+        .expect("no server listens");
+    assert!(
+        format!("{err:#}").contains("refused"),
+        "expected a reset from a target (forwarded), got: {err:#}"
+    );
+    lab.topo.start_server(&server_bin(), 2);
+    lab.wait_health("tcp4", Duration::from_secs(15), "t2 healthy", |h| {
+        state_of(h, t4(2, TARGET_TCP_PORT)) == "healthy"
+    });
+    assert_eq!(targets_reached(&lab, 40), BTreeSet::from([2]));
+}
+
+/// `cross_zone = false`: new flows stay in the host's zone while it has a
+/// healthy target, and fail over to the other zone when it has none.
+#[test]
+fn zonal_preference_and_fail_over() {
+    let mut lab = Lab::with("zones", 3, &[1, 2, 3], |spec| {
+        fast_checks(spec);
+        spec.daemon_extra.push("zone = \"a\"".into());
+        for g in &mut spec.target_groups {
+            for (i, t) in g.targets.iter_mut().enumerate() {
+                t.zone = Some(if i == 0 { "a" } else { "b" }.into());
+            }
+        }
+    });
+    lab.wait_health("tcp4", Duration::from_secs(15), "all healthy", all_healthy);
+    assert_eq!(targets_reached(&lab, 40), BTreeSet::from([1]));
+    lab.topo.stop_server(1);
+    lab.wait_health("tcp4", Duration::from_secs(15), "t1 unhealthy", |h| {
+        state_of(h, t4(1, TARGET_TCP_PORT)) == "unhealthy"
+    });
+    assert_eq!(targets_reached(&lab, 60), BTreeSet::from([2, 3]));
+}
+
+/// Slow start: a target registered by reload ramps its share of new flows
+/// over `slow_start` seconds (effective weight and the flows it gets both
+/// rise), then gets its full share.
+#[test]
+fn slow_start_ramps_a_new_targets_share() {
+    let ramp = 12;
+    let mut lab = Lab::with("slowstart", 3, &[1, 2], move |spec| {
+        fast_checks(spec);
+        for g in &mut spec.target_groups {
+            g.extra.push(format!("slow_start = {ramp}"));
+        }
+    });
+    lab.wait_health("tcp4", Duration::from_secs(15), "all healthy", all_healthy);
+    lab.reconfigure(&[1, 2, 3]);
+    lab.daemon.as_mut().expect("daemon").reload();
+    let new = t4(3, TARGET_TCP_PORT);
+    lab.wait_health("tcp4", Duration::from_secs(15), "t3 healthy", |h| {
+        state_of(h, new) == "healthy"
+    });
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        let weight = lab
+            .target_health("tcp4")
+            .iter()
+            .find(|t| t.target == new)
+            .map_or(0, |t| t.effective_weight);
+        let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), 200);
+        let share = count_by_target(&flows)
+            .get(&target_name(3))
+            .copied()
+            .unwrap_or(0) as f64
+            / flows.len() as f64;
+        samples.push((weight, share));
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let (w, s): (Vec<u64>, Vec<f64>) = samples.iter().copied().unzip();
+    assert!(
+        w[0] < w[1] && w[1] < w[2] && w[2] < 100,
+        "effective weight did not ramp: {samples:?}"
+    );
+    assert!(s[0] < s[2] && s[0] < 0.2, "share did not rise: {samples:?}");
+    lab.wait_health("tcp4", Duration::from_secs(ramp + 5), "ramp over", |h| {
+        h.iter().all(|t| t.effective_weight == 100)
+    });
+    let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), 300);
+    let n = count_by_target(&flows)
+        .get(&target_name(3))
+        .copied()
+        .unwrap_or(0);
+    assert!((70..=130).contains(&n), "after the ramp t3 got {n} of 300");
 }
