@@ -261,3 +261,159 @@ fn slow_start_ramps_a_new_targets_share() {
         .unwrap_or(0);
     assert!((70..=130).contains(&n), "after the ramp t3 got {n} of 300");
 }
+
+/// `curl` in the load-balancer namespace: (status, body).
+fn curl(
+    lab: &Lab,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut cmd: Vec<String> = [
+        "curl",
+        "-sS",
+        "-m",
+        "5",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(t) = token {
+        cmd.extend(["-H".into(), format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        cmd.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "-d".into(),
+            b.into(),
+        ]);
+    }
+    cmd.push(url.into());
+    let out = lb_tests::netns::exec_in_stdout(lab.topo.lb.name(), &cmd);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (
+        code.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {url}: {out:?}")),
+        body.to_owned(),
+    )
+}
+
+const API: &str = "http://127.0.0.1:9180";
+const READER: &str = "reader-secret-0123456789";
+const OPS: &str = "ops-secret-0123456789";
+
+/// The management API on a real daemon: tokens and IAM-style policies
+/// (401 without a token, 403 without the action, an explicit deny beating
+/// an allow), registration of a new target that then takes traffic,
+/// deletion protection, root over the Unix socket through the CLI, and the
+/// Prometheus endpoint.
+#[test]
+fn api_access_control_registration_and_deletion_protection() {
+    let lab = Lab::with("api", 3, &[1, 2], |spec| {
+        fast_checks(spec);
+        let digest = lb::api::auth::token_digest;
+        spec.api_extra.extend([
+            "listen = \"127.0.0.1:9180\"".to_string(),
+            "metrics_listen = \"127.0.0.1:9181\"".to_string(),
+            "[[api.policy]]".into(),
+            "name = \"read\"".into(),
+            "statement = [{ effect = \"Allow\", action = [\"lb:Describe*\"], resource = [\"*\", \"listener/*\", \"target-group/*\"] }]".into(),
+            "[[api.policy]]".into(),
+            "name = \"ops\"".into(),
+            "statement = [{ effect = \"Allow\", action = [\"lb:*\"], resource = [\"*\", \"listener/*\", \"target-group/*\"] }, { sid = \"NoDelete\", effect = \"Deny\", action = [\"lb:Delete*\"], resource = [\"target-group/*\"] }]".into(),
+            "[[api.token]]".into(),
+            "name = \"reader\"".into(),
+            format!("sha256 = \"{}\"", digest(READER)),
+            "policies = [\"read\"]".into(),
+            "[[api.token]]".into(),
+            "name = \"ops\"".into(),
+            format!("sha256 = \"{}\"", digest(OPS)),
+            "policies = [\"ops\"]".into(),
+        ]);
+    });
+    lab.wait_health("tcp4", Duration::from_secs(15), "all healthy", all_healthy);
+    let targets = format!("{API}/v1/target-groups/tcp4/targets");
+
+    let (code, body) = curl(&lab, "GET", &targets, None, None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("MissingAuthenticationToken"), "{body}");
+    let (code, _) = curl(&lab, "GET", &targets, Some("wrong"), None);
+    assert_eq!(code, 401);
+    let (code, body) = curl(&lab, "GET", &targets, Some(READER), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"healthy\""), "{body}");
+
+    let t3 = format!("{{\"targets\": [{{\"address\": \"{}\"}}]}}", target4(3));
+    let (code, body) = curl(&lab, "POST", &targets, Some(READER), Some(&t3));
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("AccessDenied") && body.contains("lb:RegisterTargets"),
+        "{body}"
+    );
+    let (code, body) = curl(
+        &lab,
+        "DELETE",
+        &format!("{API}/v1/target-groups/udp6"),
+        Some(OPS),
+        None,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("explicit deny"), "{body}");
+
+    // Registration through the API: initial, then healthy, then traffic.
+    let (code, body) = curl(&lab, "POST", &targets, Some(OPS), Some(&t3));
+    assert_eq!(code, 200, "{body}");
+    let new = t4(3, TARGET_TCP_PORT);
+    let h = lab.target_health("tcp4");
+    assert!(
+        ["initial", "healthy"].contains(&state_of(&h, new)),
+        "registered target: {h:?}"
+    );
+    lab.wait_health("tcp4", Duration::from_secs(15), "t3 healthy", |h| {
+        state_of(h, new) == "healthy"
+    });
+    assert_eq!(targets_reached(&lab, 90), BTreeSet::from([1, 2, 3]));
+
+    // Deletion protection, as root over the Unix socket (no token).
+    let (ok, _, err) = lab.lb(&["modify-listener", "tcp6", "--deletion-protection", "on"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = lab.lb(&["delete-listener", "tcp6"]);
+    assert!(!ok, "a protected listener was deleted");
+    assert!(err.contains("deletion protection"), "{err}");
+    let (ok, _, err) = lab.lb(&["modify-listener", "tcp6", "--deletion-protection", "off"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = lab.lb(&["delete-listener", "tcp6"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = lab.lb(&["listeners"]);
+    assert!(ok, "{err}");
+    assert!(!out.contains("tcp6"), "{out}");
+    assert!(out.contains("tcp4"), "{out}");
+
+    // `lb reload` re-reads the file, which still has tcp6 and not t3: the
+    // listener comes back, t3 drains.
+    let (ok, out, err) = lab.lb(&["reload"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reload"), "{out}");
+    let (_, out, _) = lab.lb(&["listeners"]);
+    assert!(out.contains("tcp6"), "{out}");
+    assert_eq!(state_of(&lab.target_health("tcp4"), new), "draining");
+
+    // Prometheus, no token.
+    let (code, metrics) = curl(&lab, "GET", "http://127.0.0.1:9181/metrics", None, None);
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("lb_healthy_host_count{target_group=\"tcp4\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lb_new_flow_count_total{listener=\"tcp4\"}"),
+        "{metrics}"
+    );
+}
