@@ -408,8 +408,16 @@ fn api_access_control_registration_and_deletion_protection() {
     // Prometheus, no token.
     let (code, metrics) = curl(&lab, "GET", "http://127.0.0.1:9181/metrics", None, None);
     assert_eq!(code, 200);
+    // t3 drains: not a healthy host any more.
     assert!(
-        metrics.contains("lb_healthy_host_count{target_group=\"tcp4\"} 3"),
+        metrics.contains("lb_healthy_host_count{target_group=\"tcp4\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with("lb_target_state")
+            && l.contains(&new.to_string())
+            && l.contains("state=\"draining\"")
+            && l.ends_with(" 1")),
         "{metrics}"
     );
     assert!(
