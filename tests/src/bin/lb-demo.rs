@@ -217,18 +217,22 @@ fn demo(cli: &Cli) -> Result<()> {
     }
     check_interrupt()?;
 
-    println!("\n$ lb stats --config {}", config.path.display());
-    let stats = proc::lb_cmd(
-        &lb,
-        topo.lb.name(),
-        &[
-            "stats".as_ref(),
-            "--config".as_ref(),
-            config.path.as_os_str(),
-        ],
-    );
-    print!("{}", String::from_utf8_lossy(&stats.stdout));
-    eprint!("{}", String::from_utf8_lossy(&stats.stderr));
+    // Counters from the pins, then the daemon's view through its API.
+    for args in [
+        vec!["stats"],
+        vec!["status"],
+        vec!["listeners"],
+        vec!["targets", "web"],
+        vec!["targets", "dns"],
+        vec!["flows", "--limit", "5"],
+    ] {
+        println!("\n$ lb {} --config {}", args.join(" "), config.path.display());
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        all.extend(["--config".as_ref(), config.path.as_os_str()]);
+        let out = proc::lb_cmd(&lb, topo.lb.name(), &all);
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
 
     print_bpftool(&config.pin_dir);
 
