@@ -198,6 +198,8 @@ fn demo(cli: &Cli) -> Result<()> {
     println!("Starting: lb run --config {}", config.path.display());
     let daemon = LbDaemon::start_with(&lb, topo.lb.name(), &config.path);
     check_interrupt()?;
+    wait_for_first_checks(&lb, topo.lb.name(), &config.path);
+    check_interrupt()?;
 
     let mut vips = vec![("tcp", SocketAddr::new(VIP4.into(), VIP_TCP_PORT))];
     vips.push(("udp", SocketAddr::new(VIP4.into(), VIP_UDP_PORT)));
@@ -226,7 +228,11 @@ fn demo(cli: &Cli) -> Result<()> {
         vec!["targets", "dns"],
         vec!["flows", "--limit", "5"],
     ] {
-        println!("\n$ lb {} --config {}", args.join(" "), config.path.display());
+        println!(
+            "\n$ lb {} --config {}",
+            args.join(" "),
+            config.path.display()
+        );
         let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
         all.extend(["--config".as_ref(), config.path.as_os_str()]);
         let out = proc::lb_cmd(&lb, topo.lb.name(), &all);
@@ -311,6 +317,33 @@ fn print_table(proto: &str, vip: SocketAddr, flows: &[FlowReport]) {
             }
         );
     }
+}
+
+/// Waits (at most 10 s) until the first health checks have decided every
+/// target, so the tables below show healthy targets rather than `initial`.
+fn wait_for_first_checks(lb: &Path, ns: &str, config: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let pending = ["web", "dns"].iter().any(|group| {
+            let out = proc::lb_cmd(
+                lb,
+                ns,
+                &[
+                    "targets".as_ref(),
+                    group.as_ref(),
+                    "--config".as_ref(),
+                    config.as_os_str(),
+                ],
+            );
+            !out.status.success() || String::from_utf8_lossy(&out.stdout).contains("initial")
+        });
+        if !pending {
+            println!("Health checks: every target decided.");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("Health checks: some targets are still initial after 10 s.");
 }
 
 fn print_bpftool(pin_dir: &Path) {
