@@ -34,6 +34,7 @@ use crate::{
         lifecycle::Lifecycle,
         xdp::{XdpError, XdpPath},
     },
+    http::HttpMetrics,
     instance::{self, InstanceError},
     proxy::{Proxies, ProxyError, ProxyMetrics},
     routable,
@@ -99,7 +100,11 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let xdp = start_xdp(&config, &plan)?;
     let (routable_tx, routable_rx) = routable::channel(first);
     let mut registry = Registry::default();
-    let mut proxies = Proxies::new(routable_rx, ProxyMetrics::register(&mut registry));
+    let mut proxies = Proxies::new(
+        routable_rx,
+        ProxyMetrics::register(&mut registry),
+        HttpMetrics::register(&mut registry),
+    );
     proxies.apply(&config, xdp.is_none()).await?;
     let mut controller = Controller::new(
         path.to_owned(),

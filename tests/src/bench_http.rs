@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::netns::{self, Netns, TempDir};
-use crate::proc::{NsChild, wait_tcp_port};
+use crate::proc::{self, NsChild, wait_tcp_port};
 
 const VIP: &str = "10.78.0.1";
 const TARGET: &str = "10.78.0.2";
@@ -124,7 +124,8 @@ struct Lab {
 fn our_config(dir: &Path) -> PathBuf {
     let text = format!(
         r#"[daemon]
-interfaces = ["lo"]
+dataplane = "userspace"
+pin_dir = "{dir}/pin"
 
 [[listener]]
 name = "http"
@@ -206,15 +207,19 @@ fn start(opts: &Opts) -> Lab {
     );
     target.wait_for_line("ready", Duration::from_secs(10));
     let config = our_config(dir.path());
-    let threads = opts.threads.to_string();
+    // `lb run` as deployed; tokio takes its worker count from the
+    // environment, so both proxies get `threads`.
+    let threads = format!("TOKIO_WORKER_THREADS={}", opts.threads);
+    let lb = proc::lb_bin();
     let args = [
+        threads.as_str(),
+        &lb.display().to_string(),
+        "run",
         "--config",
         &config.display().to_string(),
-        "--threads",
-        &threads,
     ];
-    let mut ours = NsChild::spawn("lb", ns.name(), &bin("lb-http-listener"), &args, false);
-    ours.wait_for_line("ready", Duration::from_secs(10));
+    let mut ours = NsChild::spawn("lb", ns.name(), Path::new("/usr/bin/env"), &args, false);
+    ours.wait_for_line(proc::LB_READY_PATTERN, Duration::from_secs(10));
     let hcfg = haproxy_config(dir.path(), &pem, opts.threads);
     let haproxy = NsChild::spawn(
         "haproxy",

@@ -2,10 +2,10 @@
 //! sockets) through the layer-7 proxy to `lb-http-target` processes, all in
 //! one fresh network namespace per test (addresses on its loopback).
 //!
-//! Needs root (namespaces), curl and h2load; panics otherwise, never skips.
-//! The proxy runs as `lb-http-listener`, which serves a config's http/https
-//! listeners through `lb::http::serve`. `LB_TEST_VERBOSE=1` echoes the
-//! processes' output.
+//! Needs root (namespaces), `LB_BIN`, curl and h2load; panics otherwise,
+//! never skips. The proxy is `lb run` with `dataplane = "userspace"` (no XDP
+//! program: the VIPs are local addresses the daemon binds).
+//! `LB_TEST_VERBOSE=1` echoes the processes' output.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::netns::{self, Netns, TempDir};
-use lb_tests::proc::{self, NsChild};
+use lb_tests::proc::{self, LbDaemon, NsChild};
 use serde_json::Value;
 
 const VIP: &str = "10.77.0.1";
@@ -43,10 +43,6 @@ fn target_bin() -> PathBuf {
     bin("lb-http-target", env!("CARGO_BIN_EXE_lb-http-target"))
 }
 
-fn listener_bin() -> PathBuf {
-    bin("lb-http-listener", env!("CARGO_BIN_EXE_lb-http-listener"))
-}
-
 fn require_tool(tool: &str) {
     let found = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -61,7 +57,7 @@ fn require_tool(tool: &str) {
 /// One namespace with the proxy and targets running. Fields drop in
 /// order: processes first, then the files, then the namespace.
 struct Lab {
-    proxy: NsChild,
+    proxy: LbDaemon,
     _targets: Vec<NsChild>,
     dir: TempDir,
     ns: Netns,
@@ -109,22 +105,33 @@ impl Lab {
         if spec.tls {
             self_signed(dir.path());
         }
-        let config = dir.path().join("lb.toml");
-        let text = format!(
-            "[daemon]\ninterfaces = [\"lo\"]\n\n{}",
-            spec.config
-                .replace("@DIR@", &dir.path().display().to_string())
-        );
-        std::fs::write(&config, text).expect("write config");
-        let args = vec!["--config".to_owned(), config.display().to_string()];
-        let mut proxy = NsChild::spawn("lb", ns.name(), &listener_bin(), &args, proc::verbose());
-        proxy.wait_for_line("ready", START_TIMEOUT);
+        let config = write_config(dir.path(), spec.config);
+        let proxy = LbDaemon::start(ns.name(), &config);
         Lab {
             proxy,
             _targets: targets,
             dir,
             ns,
         }
+    }
+
+    /// Replaces the config with `config` (as in [`LabSpec`]) and reloads
+    /// the daemon with SIGHUP.
+    fn reload(&mut self, config: &str) {
+        write_config(self.dir.path(), config);
+        self.proxy.reload();
+    }
+
+    /// A new TCP connection to the VIP, made in the namespace.
+    fn connect(&self, port: u16) -> TcpStream {
+        let addr: SocketAddr = format!("{VIP}:{port}").parse().expect("addr");
+        let s = self
+            .ns
+            .run(move || TcpStream::connect(addr))
+            .expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
     }
 
     /// Runs `cmd` in the namespace; the output whatever the exit status.
@@ -198,6 +205,42 @@ impl Lab {
             String::from_utf8_lossy(&out).into_owned()
         })
     }
+}
+
+/// Writes `<dir>/lb.toml`: the userspace `[daemon]` table, then `config`
+/// with `@DIR@` replaced by `dir`.
+fn write_config(dir: &std::path::Path, config: &str) -> PathBuf {
+    let d = dir.display().to_string();
+    let text = format!(
+        "[daemon]\ndataplane = \"userspace\"\npin_dir = \"{d}/pin\"\n\n{}",
+        config.replace("@DIR@", &d)
+    );
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `s`:
+/// (head, body).
+fn read_response(s: &mut TcpStream) -> (String, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("read head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().expect("content-length"))
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("read body");
+    (head, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A self-signed certificate for `lb.test` and the VIP, written as PEM.
@@ -771,4 +814,83 @@ fn https_with_h2_by_alpn_and_access_log() {
     assert!(first[16].starts_with("TLS_AES_"), "{first:?}");
     assert_eq!(first[17], "TLSv1.3");
     assert!(lines.lines().nth(1).expect("h2 line").starts_with("h2 "));
+}
+
+// --- reload and client idle timeout ----------------------------------------
+
+/// ONE_GROUP with a rule answering `/r` with `body`.
+fn with_rule(body: &str) -> String {
+    ONE_GROUP.replace(
+        "target_group = \"a\"\n",
+        &format!(
+            "target_group = \"a\"\n  [[listener.rule]]\n  priority = 1\n  \
+             conditions.path_pattern = [\"/r\"]\n  \
+             action = {{ type = \"fixed_response\", status = 200, body = \"{body}\" }}\n"
+        ),
+    )
+}
+
+#[test]
+fn reload_changes_a_rule_under_an_open_keep_alive_connection() {
+    let mut lab = Lab::start(LabSpec {
+        config: &with_rule("before"),
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    let mut conn = lab.connect(80);
+    let request = b"GET /r HTTP/1.1\r\nHost: h\r\n\r\n";
+    conn.write_all(request).expect("write");
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "before");
+
+    lab.reload(&with_rule("after"));
+    // The same connection, still open, gets the new rule.
+    conn.write_all(request).expect("write after reload");
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "after");
+    // And other paths still reach the target through it.
+    conn.write_all(b"GET /other HTTP/1.1\r\nHost: h\r\n\r\n")
+        .expect("write");
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains(r#""name":"t1""#), "{body}");
+}
+
+#[test]
+fn idle_client_connection_is_closed_after_idle_timeout() {
+    let config = ONE_GROUP.replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
+    let lab = Lab::start(LabSpec {
+        config: &config,
+        targets: &[("t1", T1)],
+        tls: false,
+    });
+    // A connection that never sends a byte.
+    let mut idle = lab.connect(80);
+    let opened = Instant::now();
+    let mut buf = Vec::new();
+    let n = idle.read_to_end(&mut buf).expect("closed by the proxy");
+    let after = opened.elapsed();
+    assert_eq!(n, 0, "{buf:?}");
+    // Behaviour, not performance: closed around the 2 s timeout.
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
+    // A connection that made one request is closed after the same idle
+    // time that follows it.
+    let mut used = lab.connect(80);
+    used.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .expect("write");
+    let (head, _) = read_response(&mut used);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answered = Instant::now();
+    let n = used.read_to_end(&mut buf).expect("closed by the proxy");
+    assert_eq!(n, 0);
+    let after = answered.elapsed();
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
 }

@@ -1,6 +1,7 @@
 //! One `http`/`https` listener, compiled from the config: its rules, its
-//! default action, the back-end pools of the groups it forwards to, its
-//! access log and metrics.
+//! default action, its TLS side, the back-end pools of the groups it
+//! forwards to, its access log and metrics. Rebuilt on every reload and
+//! swapped under running connections (`super::server::Settings`).
 use std::{
     collections::HashMap,
     io,
@@ -13,10 +14,16 @@ use std::{
     time::Duration,
 };
 
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
+};
 use prometheus_client::metrics::counter::Counter;
+use tokio_rustls::TlsAcceptor;
 
 use super::{
     access_log::AccessLog,
+    limits::READ_BUFFER,
     metrics::{HttpMetrics, ListenerLabels},
     pool::{GroupPool, PoolSettings},
     rules::Rules,
@@ -27,7 +34,12 @@ use crate::{
         http::{Action, WeightedGroup},
     },
     routable::RoutableWatch,
+    tls::{self, TlsError},
 };
+
+/// ALB allows up to 128 concurrent streams per HTTP/2 connection; we take
+/// twice that.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpListenerError {
@@ -38,6 +50,14 @@ pub enum HttpListenerError {
     },
     #[error("listener {listener:?} has no default action")]
     NoDefaultAction { listener: String },
+    #[error("listener {listener:?} is https without a [listener.tls] table")]
+    NoTls { listener: String },
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: TlsError,
+    },
     #[error("listener {listener:?}: cannot open access log {path}")]
     AccessLog {
         listener: String,
@@ -53,6 +73,10 @@ pub struct HttpListener {
     pub address: IpAddr,
     pub port: u16,
     pub idle_timeout: Duration,
+    /// `https`: the server side of the client's handshake.
+    pub tls: Option<TlsAcceptor>,
+    /// HTTP/1.1 and HTTP/2 toward clients, with this listener's timeouts.
+    pub builder: auto::Builder<TokioExecutor>,
     pub rules: Rules,
     pub default_action: Action,
     pub pools: HashMap<String, Arc<GroupPool>>,
@@ -104,6 +128,21 @@ impl HttpListener {
                 })
             })
             .transpose()?;
+        let tls = match (l.protocol, &l.tls) {
+            (Protocol::Https, Some(t)) => Some(TlsAcceptor::from(
+                tls::https_server_config(t).map_err(|source| HttpListenerError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })?,
+            )),
+            (Protocol::Https, None) => {
+                return Err(HttpListenerError::NoTls {
+                    listener: l.name.clone(),
+                });
+            }
+            _ => None,
+        };
+        let idle_timeout = Duration::from_secs(l.http_idle_timeout().into());
         let requests = metrics
             .requests
             .get_or_create(&ListenerLabels {
@@ -116,7 +155,9 @@ impl HttpListener {
             protocol: l.protocol,
             address: l.address,
             port: l.port,
-            idle_timeout: Duration::from_secs(l.http_idle_timeout().into()),
+            idle_timeout,
+            tls,
+            builder: builder(idle_timeout),
             rules: Rules::compile(&l.rules),
             default_action,
             pools,
@@ -149,4 +190,17 @@ impl HttpListener {
             (slot < acc).then_some(g.name.as_str())
         })
     }
+}
+
+fn builder(idle_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(READ_BUFFER)
+        .header_read_timeout(idle_timeout);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    b
 }
