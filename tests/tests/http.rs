@@ -9,13 +9,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::netns::{self, Netns, TempDir};
 use lb_tests::proc::{self, LbDaemon, NsChild};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
 
 const VIP: &str = "10.77.0.1";
@@ -73,6 +74,9 @@ struct LabSpec<'a> {
     /// Write a fresh self-signed certificate as @DIR@/cert.pem and
     /// @DIR@/key.pem (for `[listener.tls]`).
     tls: bool,
+    /// Targets serve TLS only, with a certificate for their address from
+    /// the CA in @DIR@/ca.pem; @DIR@/other-ca.pem signed nothing.
+    target_tls: bool,
 }
 
 impl Lab {
@@ -85,19 +89,29 @@ impl Lab {
         for addr in [VIP, T1, T2, DEAD] {
             ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
         }
+        let ca = spec.target_tls.then(|| {
+            Ca::new("other").write(dir.path(), "other-ca");
+            let ca = Ca::new("targets");
+            ca.write(dir.path(), "ca");
+            ca
+        });
         let targets = spec
             .targets
             .iter()
             .map(|(name, addr)| {
                 let listen = format!("{addr}:{TARGET_PORT}");
                 let control = format!("{addr}:{CONTROL_PORT}");
-                let mut t = NsChild::spawn(
-                    name,
-                    ns.name(),
-                    &target_bin(),
-                    &["--name", name, "--listen", &listen, "--control", &control],
-                    proc::verbose(),
-                );
+                let mut args: Vec<String> = ["--name", name, "--listen", &listen]
+                    .into_iter()
+                    .chain(["--control", &control])
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(ca) = &ca {
+                    let (c, k) = ca.leaf(dir.path(), name, addr);
+                    args.extend(["--tls-cert".to_owned(), c.display().to_string()]);
+                    args.extend(["--tls-key".to_owned(), k.display().to_string()]);
+                }
+                let mut t = NsChild::spawn(name, ns.name(), &target_bin(), &args, proc::verbose());
                 t.wait_for_line("ready", START_TIMEOUT);
                 t
             })
@@ -243,6 +257,46 @@ fn read_response(s: &mut TcpStream) -> (String, String) {
     (head, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A CA for the targets' certificates.
+struct Ca {
+    key: KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl Ca {
+    fn new(cn: &str) -> Self {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.self_signed(&key).expect("CA");
+        Self { key, cert }
+    }
+
+    /// Writes `<dir>/<tag>.pem`.
+    fn write(&self, dir: &Path, tag: &str) {
+        std::fs::write(dir.join(format!("{tag}.pem")), self.cert.pem()).expect("write CA");
+    }
+
+    /// A certificate for IP address `addr`, as `<tag>-cert.pem` and
+    /// `<tag>-key.pem`; returns their paths.
+    fn leaf(&self, dir: &Path, tag: &str, addr: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec![addr.to_owned()]).expect("params");
+        p.distinguished_name.push(DnType::CommonName, addr);
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.cert, &self.key).expect("sign");
+        let (c, k) = (
+            dir.join(format!("{tag}-cert.pem")),
+            dir.join(format!("{tag}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+}
+
 /// A self-signed certificate for `lb.test` and the VIP, written as PEM.
 fn self_signed(dir: &std::path::Path) {
     let names = vec!["lb.test".to_owned(), VIP.to_owned()];
@@ -280,6 +334,7 @@ fn forwarded_headers_and_hop_by_hop() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let v = lab.echo(
         &url("/p?q=1"),
@@ -325,6 +380,7 @@ fn header_limits_answer_each_with_its_status() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     // Request line over 16 KiB: 414.
     let long_path = format!("/{}", "a".repeat(16 * 1024));
@@ -353,6 +409,7 @@ fn pipelined_requests_are_answered_in_order() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let mut req = Vec::new();
     for i in 1..=5 {
@@ -384,6 +441,7 @@ fn websocket_is_proxied() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
     let (head, echoed) = lab.ns.run(move || {
@@ -427,6 +485,7 @@ fn http2_cleartext_with_curl_and_h2load() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let v = lab.echo(&url("/h2"), &["--http2-prior-knowledge"]);
     // HTTP/2 toward the client, HTTP/1.1 toward the target, Host from
@@ -519,6 +578,7 @@ fn every_condition_and_action() {
         config: RULES,
         targets: &[("t1", T1), ("t2", T2)],
         tls: false,
+        target_tls: false,
     });
     // Default action.
     assert_eq!(lab.echo(&url("/x"), &[])["name"], "t1");
@@ -607,6 +667,7 @@ fn keep_alive_reuses_few_target_connections() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     lab.reset_target(T1);
     let codes = load(&lab, 10, 100, "/ka");
@@ -625,6 +686,7 @@ fn keep_alive_timeout_zero_opens_one_connection_per_request() {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     lab.reset_target(T1);
     let codes = load(&lab, 2, 25, "/nka");
@@ -641,6 +703,7 @@ fn connection_close_from_target_is_honoured() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     lab.reset_target(T1);
     // Each answer carries Connection: close: the next request needs a new
@@ -663,6 +726,7 @@ fn warm_connections_are_opened_ahead() {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     // Without a single request the target sees the three connections.
@@ -724,6 +788,7 @@ fn target_failures_answer_502_503_504() {
         config: FAILURES,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     // Refused connection.
     assert_eq!(lab.get(&url("/x"), &[]).0, 502);
@@ -766,6 +831,7 @@ fn https_with_h2_by_alpn_and_access_log() {
         config: HTTPS,
         targets: &[("t1", T1)],
         tls: true,
+        target_tls: false,
     });
     let https = format!("https://{VIP}/s?x=1");
     let out = lab.curl(&["-k", "--http1.1", "-w", "\n%{http_version}", &https]);
@@ -836,6 +902,7 @@ fn reload_changes_a_rule_under_an_open_keep_alive_connection() {
         config: &with_rule("before"),
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let mut conn = lab.connect(80);
     let request = b"GET /r HTTP/1.1\r\nHost: h\r\n\r\n";
@@ -865,6 +932,7 @@ fn idle_client_connection_is_closed_after_idle_timeout() {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     // A connection that never sends a byte.
     let mut idle = lab.connect(80);
@@ -893,4 +961,59 @@ fn idle_client_connection_is_closed_after_idle_timeout() {
         (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
         "closed after {after:?}"
     );
+}
+
+// --- TLS toward targets ------------------------------------------------------
+
+/// An http listener forwarding to an `https` group whose targets serve TLS
+/// only; `tls` is its `[target_group.tls]` body.
+fn https_group(tls: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "web"
+protocol = "http"
+address = "10.77.0.1"
+port = 80
+target_group = "a"
+
+[[target_group]]
+name = "a"
+protocol = "https"
+port = 8080
+  [target_group.tls]
+  {tls}
+  [[target_group.target]]
+  address = "10.77.0.2"
+"#
+    )
+}
+
+#[test]
+fn https_group_speaks_tls_to_targets_over_kept_connections() {
+    let mut lab = Lab::start(LabSpec {
+        config: &https_group(r#"ca_file = "@DIR@/ca.pem""#),
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: true,
+    });
+    lab.reset_target(T1);
+    // The target speaks nothing but TLS: an answer proves the proxy's
+    // handshake, verified against the CA with the target's address.
+    let v = lab.echo(&url("/secure"), &[]);
+    assert_eq!(v["name"], "t1");
+    assert_eq!(v["path"], "/secure");
+    // Handshakes happen per pooled connection, not per request.
+    let codes = load(&lab, 4, 25, "/many");
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+    let (conns, requests) = lab.target_stats(T1);
+    assert_eq!(requests, 101);
+    assert!(conns <= 5, "101 requests used {conns} target connections");
+
+    // A CA that did not sign the target's certificate: refused, 502.
+    lab.reload(&https_group(r#"ca_file = "@DIR@/other-ca.pem""#));
+    assert_eq!(lab.get(&url("/refused"), &[]).0, 502);
+    // verify = false: encrypted, not authenticated (what ELB does).
+    lab.reload(&https_group("verify = false"));
+    assert_eq!(lab.echo(&url("/unverified"), &[])["name"], "t1");
 }

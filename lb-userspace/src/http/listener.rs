@@ -19,7 +19,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use prometheus_client::metrics::counter::Counter;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{
     access_log::AccessLog,
@@ -30,9 +30,10 @@ use super::{
 };
 use crate::{
     config::{
-        Config, Listener, Protocol,
+        Config, Listener, Protocol, TargetGroup,
         http::{Action, WeightedGroup},
     },
+    proxy::TargetTls,
     routable::RoutableWatch,
     tls::{self, TlsError},
 };
@@ -109,15 +110,19 @@ impl HttpListener {
                 .ok_or_else(|| HttpListenerError::NoDefaultAction {
                     listener: l.name.clone(),
                 })?;
-        let pools = l
+        let mut pools = HashMap::new();
+        for g in l
             .referenced_groups()
             .into_iter()
             .filter_map(|name| config.target_group(name))
-            .map(|g| {
-                let pool = GroupPool::start(PoolSettings::from_group(g), routable.clone());
-                (g.name.clone(), pool)
-            })
-            .collect();
+        {
+            let tls = target_tls(g).map_err(|source| HttpListenerError::Tls {
+                listener: l.name.clone(),
+                source,
+            })?;
+            let pool = GroupPool::start(PoolSettings::from_group(g), tls, routable.clone());
+            pools.insert(g.name.clone(), pool);
+        }
         let access_log = l
             .http_access_log()
             .map(|path| {
@@ -189,6 +194,18 @@ impl HttpListener {
             acc += u64::from(g.weight);
             (slot < acc).then_some(g.name.as_str())
         })
+    }
+}
+
+/// TLS toward the targets of an `https` group (validation requires its
+/// `[target_group.tls]`).
+fn target_tls(g: &TargetGroup) -> Result<Option<TargetTls>, TlsError> {
+    match (&g.tls, g.protocol) {
+        (Some(t), Protocol::Https) => Ok(Some(TargetTls {
+            connector: TlsConnector::from(tls::client_config(t)?),
+            settings: t.clone(),
+        })),
+        _ => Ok(None),
     }
 }
 

@@ -26,7 +26,7 @@ use tracing::{error, info};
 
 pub use connection::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_ATTEMPTS};
 pub use metrics::ProxyMetrics;
-pub use route::{L4Route, Route};
+pub use route::{L4Route, Route, TargetTls};
 
 use crate::{
     config::{Config, Listener, Protocol},
