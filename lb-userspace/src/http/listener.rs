@@ -24,7 +24,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use super::{
     access_log::AccessLog,
     limits::READ_BUFFER,
-    metrics::{HttpMetrics, ListenerLabels},
+    metrics::{ElbSeries, GroupSeries, HttpMetrics, ListenerLabels},
     pool::{GroupPool, PoolSettings},
     rules::Rules,
 };
@@ -86,6 +86,9 @@ pub struct HttpListener {
     pub metrics: HttpMetrics,
     /// This listener's `RequestCount` series, looked up once.
     pub requests: Counter,
+    /// Its target series per group and its own error series, likewise.
+    pub group_series: HashMap<String, GroupSeries>,
+    pub elb_series: ElbSeries,
     /// Picks of weighted forwards so far.
     weighted_next: AtomicUsize,
 }
@@ -111,6 +114,7 @@ impl HttpListener {
                     listener: l.name.clone(),
                 })?;
         let mut pools = HashMap::new();
+        let mut group_series = HashMap::new();
         for g in l
             .referenced_groups()
             .into_iter()
@@ -122,6 +126,7 @@ impl HttpListener {
             })?;
             let pool = GroupPool::start(PoolSettings::from_group(g), tls, routable.clone());
             pools.insert(g.name.clone(), pool);
+            group_series.insert(g.name.clone(), GroupSeries::new(&metrics, &l.name, &g.name));
         }
         let access_log = l
             .http_access_log()
@@ -156,6 +161,8 @@ impl HttpListener {
             .clone();
         Ok(Self {
             requests,
+            group_series,
+            elb_series: ElbSeries::new(&metrics, &l.name),
             name: l.name.clone(),
             protocol: l.protocol,
             address: l.address,

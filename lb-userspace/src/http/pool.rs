@@ -18,7 +18,7 @@ use std::{
     io,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, Weak,
+        Arc, Mutex, RwLock, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -215,7 +215,9 @@ pub struct GroupPool {
     pub settings: PoolSettings,
     /// `https` groups: the client side of TLS toward targets.
     tls: Option<TargetTls>,
-    targets: Mutex<HashMap<SocketAddr, Arc<TargetConns>>>,
+    /// Read on every request, written only when a target appears or goes:
+    /// a read lock keeps the request path from serialising on it.
+    targets: RwLock<HashMap<SocketAddr, Arc<TargetConns>>>,
     balancer: Balancer,
 }
 
@@ -237,14 +239,17 @@ impl GroupPool {
             balancer: Balancer::new(settings.algorithm),
             settings,
             tls,
-            targets: Mutex::new(HashMap::new()),
+            targets: RwLock::new(HashMap::new()),
         });
         tokio::spawn(maintain(Arc::downgrade(&pool), routable));
         pool
     }
 
     fn target(&self, addr: SocketAddr) -> Arc<TargetConns> {
-        let mut targets = self.targets.lock().expect("pool lock");
+        if let Some(t) = self.targets.read().expect("pool lock").get(&addr) {
+            return Arc::clone(t);
+        }
+        let mut targets = self.targets.write().expect("pool lock");
         Arc::clone(
             targets
                 .entry(addr)
@@ -296,7 +301,7 @@ impl GroupPool {
 
     /// Open connections per target, for tests and metrics.
     pub fn open_connections(&self) -> Vec<(SocketAddr, usize)> {
-        let targets = self.targets.lock().expect("pool lock");
+        let targets = self.targets.read().expect("pool lock");
         targets
             .values()
             .map(|t| (t.addr, t.open.load(Ordering::Relaxed)))
@@ -308,7 +313,7 @@ impl GroupPool {
     async fn tick(&self, routable: &[RoutableTarget]) {
         let live: Vec<SocketAddr> = routable.iter().map(|t| t.endpoint).collect();
         let current: Vec<Arc<TargetConns>> = {
-            let mut targets = self.targets.lock().expect("pool lock");
+            let mut targets = self.targets.write().expect("pool lock");
             targets.retain(|addr, t| {
                 let keep = live.contains(addr) || t.outstanding() > 0;
                 if !keep {
