@@ -37,6 +37,7 @@ use crate::{
         xdp::{XdpError, XdpPath},
     },
     health::{Checker, HealthError, HealthEvent},
+    http::HttpMetrics,
     instance::{self, InstanceError},
     metrics::{
         Metrics,
@@ -115,7 +116,11 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (plan, first) = Controller::initial_plan(&config, &lifecycle);
     let xdp = start_xdp(&config, &plan)?;
     let (routable, routable_rx) = routable::channel(first);
-    let mut proxies = Proxies::new(routable_rx, metrics.register(ProxyMetrics::register));
+    let mut proxies = Proxies::new(
+        routable_rx,
+        metrics.register(ProxyMetrics::register),
+        metrics.register(HttpMetrics::register),
+    );
     proxies.apply(&config, xdp.is_none()).await?;
     let (checker, health) = Checker::new(metrics.health())?;
     let parts = Parts {

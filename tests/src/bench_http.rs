@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::netns::{self, Netns, TempDir};
-use crate::proc::{NsChild, wait_tcp_port};
+use crate::proc::{self, NsChild, wait_tcp_port};
 
 const VIP: &str = "10.78.0.1";
 const TARGET: &str = "10.78.0.2";
@@ -60,6 +60,10 @@ pub struct Sample {
     pub per_second: f64,
     /// Milliseconds; 0 where not measured (handshakes).
     pub p99_ms: f64,
+    /// CPU time the proxy process used per request (or handshake), in
+    /// microseconds, warm-up included: the measure a machine shared with
+    /// other work distorts least.
+    pub cpu_us: f64,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +96,7 @@ impl Report {
         Sample {
             per_second: median(samples.iter().map(|s| s.per_second).collect()),
             p99_ms: median(samples.iter().map(|s| s.p99_ms).collect()),
+            cpu_us: median(samples.iter().map(|s| s.cpu_us).collect()),
         }
     }
 }
@@ -115,7 +120,34 @@ fn require(tool: &str) {
     );
 }
 
+/// User plus system CPU time of process `pid` (all its threads), in
+/// seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the parenthesised command: state is field 3, utime 14.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Measures `f` (which returns a sample with its rate over `seconds`) and
+/// adds the CPU time `pid` spent per request.
+fn with_cpu(pid: u32, seconds: u32, f: impl FnOnce() -> Sample) -> Sample {
+    let before = cpu_seconds(pid);
+    let mut s = f();
+    let used = cpu_seconds(pid) - before;
+    let requests = s.per_second * f64::from(seconds);
+    if requests > 0.0 {
+        s.cpu_us = used * 1e6 / requests;
+    }
+    s
+}
+
 struct Lab {
+    /// The process ids of our proxy and HAProxy.
+    pids: (u32, u32),
     _procs: Vec<NsChild>,
     dir: TempDir,
     ns: Netns,
@@ -124,7 +156,8 @@ struct Lab {
 fn our_config(dir: &Path) -> PathBuf {
     let text = format!(
         r#"[daemon]
-interfaces = ["lo"]
+dataplane = "userspace"
+pin_dir = "{dir}/pin"
 
 [[listener]]
 name = "http"
@@ -206,15 +239,19 @@ fn start(opts: &Opts) -> Lab {
     );
     target.wait_for_line("ready", Duration::from_secs(10));
     let config = our_config(dir.path());
-    let threads = opts.threads.to_string();
+    // `lb run` as deployed; tokio takes its worker count from the
+    // environment, so both proxies get `threads`.
+    let threads = format!("TOKIO_WORKER_THREADS={}", opts.threads);
+    let lb = proc::lb_bin();
     let args = [
+        threads.as_str(),
+        &lb.display().to_string(),
+        "run",
         "--config",
         &config.display().to_string(),
-        "--threads",
-        &threads,
     ];
-    let mut ours = NsChild::spawn("lb", ns.name(), &bin("lb-http-listener"), &args, false);
-    ours.wait_for_line("ready", Duration::from_secs(10));
+    let mut ours = NsChild::spawn("lb", ns.name(), Path::new("/usr/bin/env"), &args, false);
+    ours.wait_for_line(proc::LB_READY_PATTERN, Duration::from_secs(10));
     let hcfg = haproxy_config(dir.path(), &pem, opts.threads);
     let haproxy = NsChild::spawn(
         "haproxy",
@@ -229,6 +266,7 @@ fn start(opts: &Opts) -> Lab {
         Duration::from_secs(10),
     );
     Lab {
+        pids: (ours.pid(), haproxy.pid()),
         _procs: vec![target, ours, haproxy],
         dir,
         ns,
@@ -284,6 +322,7 @@ impl Lab {
         Sample {
             per_second: rate,
             p99_ms: p99 / 1000.0,
+            cpu_us: 0.0,
         }
     }
 
@@ -311,6 +350,7 @@ impl Lab {
         Sample {
             per_second: n / secs,
             p99_ms: 0.0,
+            cpu_us: 0.0,
         }
     }
 }
@@ -325,11 +365,19 @@ pub fn run(opts: &Opts) -> Report {
         for proxy in [Proxy::Lb, Proxy::Haproxy] {
             let (http, https) = proxy.ports();
             eprintln!("round {}/{}: {}", round + 1, opts.rounds, proxy.name());
-            let s = lab.h2load(&format!("http://{VIP}:{http}/"), opts, &log);
+            let pid = match proxy {
+                Proxy::Lb => lab.pids.0,
+                Proxy::Haproxy => lab.pids.1,
+            };
+            let s = with_cpu(pid, opts.seconds, || {
+                lab.h2load(&format!("http://{VIP}:{http}/"), opts, &log)
+            });
             report.push(CASES[0], proxy, s);
-            let s = lab.h2load(&format!("https://{VIP}:{https}/"), opts, &log);
+            let s = with_cpu(pid, opts.seconds, || {
+                lab.h2load(&format!("https://{VIP}:{https}/"), opts, &log)
+            });
             report.push(CASES[1], proxy, s);
-            let s = lab.handshakes(https, opts);
+            let s = with_cpu(pid, opts.seconds, || lab.handshakes(https, opts));
             report.push(CASES[2], proxy, s);
         }
     }
@@ -342,8 +390,17 @@ pub fn print(report: &Report, opts: &Opts) {
         opts.connections, opts.seconds, opts.rounds, opts.threads
     );
     println!(
-        "{:<18} {:>12} {:>9} {:>12} {:>9} {:>10} {:>10}",
-        "case", "lb /s", "lb p99", "haproxy /s", "hap p99", "rate ratio", "p99 ratio"
+        "{:<18} {:>10} {:>9} {:>8} {:>12} {:>9} {:>8} {:>10} {:>9} {:>9}",
+        "case",
+        "lb /s",
+        "lb p99",
+        "lb cpu",
+        "haproxy /s",
+        "hap p99",
+        "hap cpu",
+        "rate ratio",
+        "p99 ratio",
+        "cpu ratio"
     );
     for case in CASES {
         let (l, h) = (
@@ -357,22 +414,28 @@ pub fn print(report: &Report, opts: &Opts) {
                 "-".into()
             }
         };
-        let p99_ratio = if h.p99_ms > 0.0 {
-            format!("{:.2}x", l.p99_ms / h.p99_ms)
-        } else {
-            "-".into()
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}x", a / b)
+            } else {
+                "-".into()
+            }
         };
         println!(
-            "{:<18} {:>12.0} {:>9} {:>12.0} {:>9} {:>9.2}x {:>10}",
+            "{:<18} {:>10.0} {:>9} {:>6.1}us {:>12.0} {:>9} {:>6.1}us {:>10} {:>9} {:>9}",
             case,
             l.per_second,
             p99(l),
+            l.cpu_us,
             h.per_second,
             p99(h),
-            l.per_second / h.per_second,
-            p99_ratio
+            h.cpu_us,
+            ratio(l.per_second, h.per_second),
+            ratio(l.p99_ms, h.p99_ms),
+            ratio(l.cpu_us, h.cpu_us),
         );
     }
+    println!("(cpu: the proxy's CPU time per request or handshake; lower is better)");
 }
 
 pub fn json(report: &Report) -> String {
@@ -382,10 +445,11 @@ pub fn json(report: &Report) -> String {
             [Proxy::Lb, Proxy::Haproxy].map(|p| {
                 let s = report.median(case, p);
                 format!(
-                    "    {{\"case\": \"{case}\", \"proxy\": \"{}\", \"per_second\": {:.1}, \"p99_ms\": {:.3}}}",
+                    "    {{\"case\": \"{case}\", \"proxy\": \"{}\", \"per_second\": {:.1}, \"p99_ms\": {:.3}, \"cpu_us\": {:.2}}}",
                     p.name(),
                     s.per_second,
-                    s.p99_ms
+                    s.p99_ms,
+                    s.cpu_us
                 )
             })
         })

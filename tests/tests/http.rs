@@ -2,20 +2,21 @@
 //! sockets) through the layer-7 proxy to `lb-http-target` processes, all in
 //! one fresh network namespace per test (addresses on its loopback).
 //!
-//! Needs root (namespaces), curl and h2load; panics otherwise, never skips.
-//! The proxy runs as `lb-http-listener`, which serves a config's http/https
-//! listeners through `lb::http::serve`. `LB_TEST_VERBOSE=1` echoes the
-//! processes' output.
+//! Needs root (namespaces), `LB_BIN`, curl and h2load; panics otherwise,
+//! never skips. The proxy is `lb run` with `dataplane = "userspace"` (no XDP
+//! program: the VIPs are local addresses the daemon binds).
+//! `LB_TEST_VERBOSE=1` echoes the processes' output.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::netns::{self, Netns, TempDir};
-use lb_tests::proc::{self, NsChild};
+use lb_tests::proc::{self, LbDaemon, NsChild};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
 
 const VIP: &str = "10.77.0.1";
@@ -43,10 +44,6 @@ fn target_bin() -> PathBuf {
     bin("lb-http-target", env!("CARGO_BIN_EXE_lb-http-target"))
 }
 
-fn listener_bin() -> PathBuf {
-    bin("lb-http-listener", env!("CARGO_BIN_EXE_lb-http-listener"))
-}
-
 fn require_tool(tool: &str) {
     let found = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
@@ -61,7 +58,7 @@ fn require_tool(tool: &str) {
 /// One namespace with the proxy and targets running. Fields drop in
 /// order: processes first, then the files, then the namespace.
 struct Lab {
-    proxy: NsChild,
+    proxy: LbDaemon,
     _targets: Vec<NsChild>,
     dir: TempDir,
     ns: Netns,
@@ -77,6 +74,9 @@ struct LabSpec<'a> {
     /// Write a fresh self-signed certificate as @DIR@/cert.pem and
     /// @DIR@/key.pem (for `[listener.tls]`).
     tls: bool,
+    /// Targets serve TLS only, with a certificate for their address from
+    /// the CA in @DIR@/ca.pem; @DIR@/other-ca.pem signed nothing.
+    target_tls: bool,
 }
 
 impl Lab {
@@ -89,19 +89,29 @@ impl Lab {
         for addr in [VIP, T1, T2, DEAD] {
             ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
         }
+        let ca = spec.target_tls.then(|| {
+            Ca::new("other").write(dir.path(), "other-ca");
+            let ca = Ca::new("targets");
+            ca.write(dir.path(), "ca");
+            ca
+        });
         let targets = spec
             .targets
             .iter()
             .map(|(name, addr)| {
                 let listen = format!("{addr}:{TARGET_PORT}");
                 let control = format!("{addr}:{CONTROL_PORT}");
-                let mut t = NsChild::spawn(
-                    name,
-                    ns.name(),
-                    &target_bin(),
-                    &["--name", name, "--listen", &listen, "--control", &control],
-                    proc::verbose(),
-                );
+                let mut args: Vec<String> = ["--name", name, "--listen", &listen]
+                    .into_iter()
+                    .chain(["--control", &control])
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(ca) = &ca {
+                    let (c, k) = ca.leaf(dir.path(), name, addr);
+                    args.extend(["--tls-cert".to_owned(), c.display().to_string()]);
+                    args.extend(["--tls-key".to_owned(), k.display().to_string()]);
+                }
+                let mut t = NsChild::spawn(name, ns.name(), &target_bin(), &args, proc::verbose());
                 t.wait_for_line("ready", START_TIMEOUT);
                 t
             })
@@ -109,22 +119,33 @@ impl Lab {
         if spec.tls {
             self_signed(dir.path());
         }
-        let config = dir.path().join("lb.toml");
-        let text = format!(
-            "[daemon]\ninterfaces = [\"lo\"]\n\n{}",
-            spec.config
-                .replace("@DIR@", &dir.path().display().to_string())
-        );
-        std::fs::write(&config, text).expect("write config");
-        let args = vec!["--config".to_owned(), config.display().to_string()];
-        let mut proxy = NsChild::spawn("lb", ns.name(), &listener_bin(), &args, proc::verbose());
-        proxy.wait_for_line("ready", START_TIMEOUT);
+        let config = write_config(dir.path(), spec.config);
+        let proxy = LbDaemon::start(ns.name(), &config);
         Lab {
             proxy,
             _targets: targets,
             dir,
             ns,
         }
+    }
+
+    /// Replaces the config with `config` (as in [`LabSpec`]) and reloads
+    /// the daemon with SIGHUP.
+    fn reload(&mut self, config: &str) {
+        write_config(self.dir.path(), config);
+        self.proxy.reload();
+    }
+
+    /// A new TCP connection to the VIP, made in the namespace.
+    fn connect(&self, port: u16) -> TcpStream {
+        let addr: SocketAddr = format!("{VIP}:{port}").parse().expect("addr");
+        let s = self
+            .ns
+            .run(move || TcpStream::connect(addr))
+            .expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s
     }
 
     /// Runs `cmd` in the namespace; the output whatever the exit status.
@@ -200,6 +221,82 @@ impl Lab {
     }
 }
 
+/// Writes `<dir>/lb.toml`: the userspace `[daemon]` table, then `config`
+/// with `@DIR@` replaced by `dir`.
+fn write_config(dir: &std::path::Path, config: &str) -> PathBuf {
+    let d = dir.display().to_string();
+    let text = format!(
+        "[daemon]\ndataplane = \"userspace\"\npin_dir = \"{d}/pin\"\n\n{}",
+        config.replace("@DIR@", &d)
+    );
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `s`:
+/// (head, body).
+fn read_response(s: &mut TcpStream) -> (String, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("read head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().expect("content-length"))
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("read body");
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A CA for the targets' certificates.
+struct Ca {
+    key: KeyPair,
+    cert: rcgen::Certificate,
+}
+
+impl Ca {
+    fn new(cn: &str) -> Self {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let cert = p.self_signed(&key).expect("CA");
+        Self { key, cert }
+    }
+
+    /// Writes `<dir>/<tag>.pem`.
+    fn write(&self, dir: &Path, tag: &str) {
+        std::fs::write(dir.join(format!("{tag}.pem")), self.cert.pem()).expect("write CA");
+    }
+
+    /// A certificate for IP address `addr`, as `<tag>-cert.pem` and
+    /// `<tag>-key.pem`; returns their paths.
+    fn leaf(&self, dir: &Path, tag: &str, addr: &str) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec![addr.to_owned()]).expect("params");
+        p.distinguished_name.push(DnType::CommonName, addr);
+        p.use_authority_key_identifier_extension = true;
+        let cert = p.signed_by(&key, &self.cert, &self.key).expect("sign");
+        let (c, k) = (
+            dir.join(format!("{tag}-cert.pem")),
+            dir.join(format!("{tag}-key.pem")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+}
+
 /// A self-signed certificate for `lb.test` and the VIP, written as PEM.
 fn self_signed(dir: &std::path::Path) {
     let names = vec!["lb.test".to_owned(), VIP.to_owned()];
@@ -237,6 +334,7 @@ fn forwarded_headers_and_hop_by_hop() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let v = lab.echo(
         &url("/p?q=1"),
@@ -282,6 +380,7 @@ fn header_limits_answer_each_with_its_status() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     // Request line over 16 KiB: 414.
     let long_path = format!("/{}", "a".repeat(16 * 1024));
@@ -310,6 +409,7 @@ fn pipelined_requests_are_answered_in_order() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let mut req = Vec::new();
     for i in 1..=5 {
@@ -341,6 +441,7 @@ fn websocket_is_proxied() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
     let (head, echoed) = lab.ns.run(move || {
@@ -384,6 +485,7 @@ fn http2_cleartext_with_curl_and_h2load() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let v = lab.echo(&url("/h2"), &["--http2-prior-knowledge"]);
     // HTTP/2 toward the client, HTTP/1.1 toward the target, Host from
@@ -476,6 +578,7 @@ fn every_condition_and_action() {
         config: RULES,
         targets: &[("t1", T1), ("t2", T2)],
         tls: false,
+        target_tls: false,
     });
     // Default action.
     assert_eq!(lab.echo(&url("/x"), &[])["name"], "t1");
@@ -564,6 +667,7 @@ fn keep_alive_reuses_few_target_connections() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     lab.reset_target(T1);
     let codes = load(&lab, 10, 100, "/ka");
@@ -582,6 +686,7 @@ fn keep_alive_timeout_zero_opens_one_connection_per_request() {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     lab.reset_target(T1);
     let codes = load(&lab, 2, 25, "/nka");
@@ -598,6 +703,7 @@ fn connection_close_from_target_is_honoured() {
         config: ONE_GROUP,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     lab.reset_target(T1);
     // Each answer carries Connection: close: the next request needs a new
@@ -620,6 +726,7 @@ fn warm_connections_are_opened_ahead() {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     // Without a single request the target sees the three connections.
@@ -681,6 +788,7 @@ fn target_failures_answer_502_503_504() {
         config: FAILURES,
         targets: &[("t1", T1)],
         tls: false,
+        target_tls: false,
     });
     // Refused connection.
     assert_eq!(lab.get(&url("/x"), &[]).0, 502);
@@ -723,6 +831,7 @@ fn https_with_h2_by_alpn_and_access_log() {
         config: HTTPS,
         targets: &[("t1", T1)],
         tls: true,
+        target_tls: false,
     });
     let https = format!("https://{VIP}/s?x=1");
     let out = lab.curl(&["-k", "--http1.1", "-w", "\n%{http_version}", &https]);
@@ -771,4 +880,140 @@ fn https_with_h2_by_alpn_and_access_log() {
     assert!(first[16].starts_with("TLS_AES_"), "{first:?}");
     assert_eq!(first[17], "TLSv1.3");
     assert!(lines.lines().nth(1).expect("h2 line").starts_with("h2 "));
+}
+
+// --- reload and client idle timeout ----------------------------------------
+
+/// ONE_GROUP with a rule answering `/r` with `body`.
+fn with_rule(body: &str) -> String {
+    ONE_GROUP.replace(
+        "target_group = \"a\"\n",
+        &format!(
+            "target_group = \"a\"\n  [[listener.rule]]\n  priority = 1\n  \
+             conditions.path_pattern = [\"/r\"]\n  \
+             action = {{ type = \"fixed_response\", status = 200, body = \"{body}\" }}\n"
+        ),
+    )
+}
+
+#[test]
+fn reload_changes_a_rule_under_an_open_keep_alive_connection() {
+    let mut lab = Lab::start(LabSpec {
+        config: &with_rule("before"),
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: false,
+    });
+    let mut conn = lab.connect(80);
+    let request = b"GET /r HTTP/1.1\r\nHost: h\r\n\r\n";
+    conn.write_all(request).expect("write");
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "before");
+
+    lab.reload(&with_rule("after"));
+    // The same connection, still open, gets the new rule.
+    conn.write_all(request).expect("write after reload");
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "after");
+    // And other paths still reach the target through it.
+    conn.write_all(b"GET /other HTTP/1.1\r\nHost: h\r\n\r\n")
+        .expect("write");
+    let (head, body) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains(r#""name":"t1""#), "{body}");
+}
+
+#[test]
+fn idle_client_connection_is_closed_after_idle_timeout() {
+    let config = ONE_GROUP.replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
+    let lab = Lab::start(LabSpec {
+        config: &config,
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: false,
+    });
+    // A connection that never sends a byte.
+    let mut idle = lab.connect(80);
+    let opened = Instant::now();
+    let mut buf = Vec::new();
+    let n = idle.read_to_end(&mut buf).expect("closed by the proxy");
+    let after = opened.elapsed();
+    assert_eq!(n, 0, "{buf:?}");
+    // Behaviour, not performance: closed around the 2 s timeout.
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
+    // A connection that made one request is closed after the same idle
+    // time that follows it.
+    let mut used = lab.connect(80);
+    used.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .expect("write");
+    let (head, _) = read_response(&mut used);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answered = Instant::now();
+    let n = used.read_to_end(&mut buf).expect("closed by the proxy");
+    assert_eq!(n, 0);
+    let after = answered.elapsed();
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
+}
+
+// --- TLS toward targets ------------------------------------------------------
+
+/// An http listener forwarding to an `https` group whose targets serve TLS
+/// only; `tls` is its `[target_group.tls]` body.
+fn https_group(tls: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "web"
+protocol = "http"
+address = "10.77.0.1"
+port = 80
+target_group = "a"
+
+[[target_group]]
+name = "a"
+protocol = "https"
+port = 8080
+  [target_group.tls]
+  {tls}
+  [[target_group.target]]
+  address = "10.77.0.2"
+"#
+    )
+}
+
+#[test]
+fn https_group_speaks_tls_to_targets_over_kept_connections() {
+    let mut lab = Lab::start(LabSpec {
+        config: &https_group(r#"ca_file = "@DIR@/ca.pem""#),
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: true,
+    });
+    lab.reset_target(T1);
+    // The target speaks nothing but TLS: an answer proves the proxy's
+    // handshake, verified against the CA with the target's address.
+    let v = lab.echo(&url("/secure"), &[]);
+    assert_eq!(v["name"], "t1");
+    assert_eq!(v["path"], "/secure");
+    // Handshakes happen per pooled connection, not per request.
+    let codes = load(&lab, 4, 25, "/many");
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+    let (conns, requests) = lab.target_stats(T1);
+    assert_eq!(requests, 101);
+    assert!(conns <= 5, "101 requests used {conns} target connections");
+
+    // A CA that did not sign the target's certificate: refused, 502.
+    lab.reload(&https_group(r#"ca_file = "@DIR@/other-ca.pem""#));
+    assert_eq!(lab.get(&url("/refused"), &[]).0, 502);
+    // verify = false: encrypted, not authenticated (what ELB does).
+    lab.reload(&https_group("verify = false"));
+    assert_eq!(lab.echo(&url("/unverified"), &[])["name"], "t1");
 }

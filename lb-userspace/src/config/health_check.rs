@@ -433,8 +433,8 @@ mod tests {
         } else {
             format!("  [target_group.health_check]\n{table}\n")
         };
-        // tls groups must say how targets are verified.
-        let tls = if protocol == "tls" {
+        // tls and https groups must say how targets are verified.
+        let tls = if protocol == "tls" || protocol == "https" {
             "  [target_group.tls]\n  verify = false\n"
         } else {
             ""

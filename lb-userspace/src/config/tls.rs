@@ -187,15 +187,19 @@ fn check_listener_tls(path: &str, t: &ListenerTls, errs: &mut ValidationErrors) 
 
 fn check_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut ValidationErrors) {
     let path = format!("target_group[{i}]");
+    // tls and https groups connect to their targets with TLS; how targets
+    // are verified must be said (no silent default), as for tls groups.
     match (&g.tls, g.protocol) {
-        (None, Protocol::Tls) => errs.push(
+        (None, p @ (Protocol::Tls | Protocol::Https)) => errs.push(
             format!("{path}.tls"),
-            "a tls target group needs a [target_group.tls] table (ca_file, or verify = false)",
+            format!(
+                "a {p} target group needs a [target_group.tls] table (ca_file, or verify = false)"
+            ),
         ),
-        (Some(_), Protocol::Tls) | (None, _) => {}
+        (Some(_), Protocol::Tls | Protocol::Https) | (None, _) => {}
         (Some(_), p) => errs.push(
             format!("{path}.tls"),
-            format!("only tls target groups connect with TLS; this one is {p}"),
+            format!("only tls and https target groups connect with TLS; this one is {p}"),
         ),
     }
     if let Some(t) = &g.tls {
@@ -302,6 +306,29 @@ port = 8443
                 "  [target_group.tls]\n  verify = false\n"
             )),
             ["listener[0].tls: a tcp listener does not terminate TLS"]
+        );
+    }
+
+    #[test]
+    fn https_groups_need_their_tls_table_and_http_groups_refuse_it() {
+        let text = |protocol: &str, tls: &str| {
+            format!(
+                "[daemon]\ninterfaces = [\"eth0\"]\n\n[[listener]]\nname = \"l\"\nprotocol = \"http\"\naddress = \"10.0.0.1\"\nport = 80\ntarget_group = \"web\"\n\n[[target_group]]\nname = \"web\"\nprotocol = \"{protocol}\"\nport = 8443\n{tls}"
+            )
+        };
+        assert_eq!(
+            errors(&text("https", "")),
+            [
+                "target_group[0].tls: a https target group needs a [target_group.tls] table (ca_file, or verify = false)"
+            ]
+        );
+        let unverified = "  [target_group.tls]\n  verify = false\n";
+        assert!(errors(&text("https", unverified)).is_empty());
+        assert_eq!(
+            errors(&text("http", unverified)),
+            [
+                "target_group[0].tls: only tls and https target groups connect with TLS; this one is http"
+            ]
         );
     }
 

@@ -5,7 +5,7 @@ use std::{
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use crate::{config::http::Algorithm, routable::RoutableTarget};
+use crate::{config::http::Algorithm, proxy::balance::gcd, routable::RoutableTarget};
 
 pub struct Balancer {
     algorithm: Algorithm,
@@ -54,16 +54,22 @@ impl Balancer {
 
 /// The `n`th pick of a weighted rotation: within each cycle of
 /// `sum(weights)` picks, every target gets exactly `weight` of them, in
-/// config order (3:1 gives A A A B).
+/// config order (3:1 gives A A A B). Weights are reduced by their common
+/// divisor first, so equal weights alternate at any scale.
 fn round_robin(targets: &[RoutableTarget], n: usize) -> Option<SocketAddr> {
-    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    let divisor = targets
+        .iter()
+        .map(|t| u64::from(t.weight))
+        .fold(0, gcd)
+        .max(1);
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight) / divisor).sum();
     if total == 0 {
         return None;
     }
     let slot = (n as u64) % total;
     let mut acc = 0;
     for t in targets {
-        acc += u64::from(t.weight);
+        acc += u64::from(t.weight) / divisor;
         if slot < acc {
             return Some(t.endpoint);
         }
@@ -89,6 +95,11 @@ mod tests {
         let picks: Vec<u16> = (0..8).map(|_| b.pick(&ts, |_| 0).unwrap().port()).collect();
         assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 6);
         assert_eq!(b.pick(&[], |_| 0), None);
+        // Equal weights alternate whatever their scale.
+        let b = Balancer::new(Algorithm::RoundRobin);
+        let ts = [t(1, 100), t(2, 100)];
+        let picks: Vec<u16> = (0..4).map(|_| b.pick(&ts, |_| 0).unwrap().port()).collect();
+        assert_eq!(picks, [1, 2, 1, 2]);
     }
 
     #[test]

@@ -19,7 +19,6 @@ use super::{
     body::ProxyBody,
     headers::{connection_has, set_forwarded, strip_hop_by_hop},
     listener::HttpListener,
-    metrics::{CodeLabels, TargetLabels, class},
     pool::{GroupPool, Lease, Outstanding},
 };
 
@@ -152,21 +151,9 @@ async fn send(
 }
 
 fn record(l: &HttpListener, group: &str, status: u16, seconds: f64) {
-    l.metrics
-        .target_codes
-        .get_or_create(&CodeLabels {
-            listener: l.name.clone(),
-            target_group: group.to_owned(),
-            class: class(status),
-        })
-        .inc();
-    l.metrics
-        .target_response_time
-        .get_or_create(&TargetLabels {
-            listener: l.name.clone(),
-            target_group: group.to_owned(),
-        })
-        .observe(seconds);
+    if let Some(series) = l.group_series.get(group) {
+        series.record(status, seconds);
+    }
 }
 
 /// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` protocol.

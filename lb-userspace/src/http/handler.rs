@@ -17,7 +17,6 @@ use super::{
     forward::{Exchange, forward},
     limits,
     listener::HttpListener,
-    metrics::{ElbCodeLabels, class},
     rules::RequestView,
 };
 use crate::config::http::Action;
@@ -38,32 +37,28 @@ pub async fn handle<G: Send + Sync + 'static>(
     in_flight: G,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let mut entry = start_entry(&l, &conn, &req);
+    // The log line's strings are only built for a listener that logs.
+    let mut entry = match l.access_log {
+        Some(_) => start_entry(&l, &conn, &req),
+        None => Entry::default(),
+    };
     l.requests.inc();
     let mut exchange = Exchange::default();
     let mut resp = route(&l, &conn, req, started, &mut entry, &mut exchange).await;
     entry.elb_status = resp.status().as_u16();
     if entry.target_status.is_none() && entry.elb_status >= 400 {
-        l.metrics
-            .elb_codes
-            .get_or_create(&ElbCodeLabels {
-                listener: l.name.clone(),
-                class: class(entry.elb_status),
-            })
-            .inc();
+        l.elb_series.record(entry.elb_status);
     }
-    let head_at = Instant::now();
-    let log = l.access_log.clone();
-    let name = l.name.clone();
+    let head_at = l.access_log.as_ref().map(|_| Instant::now());
     resp.body_mut().on_finish(Box::new(move |sent, complete| {
         // Held until here: the request counts as in flight (client idle
         // timeout) and outstanding (least outstanding requests).
         exchange.finish(complete);
         drop(in_flight);
-        if let Some(log) = log {
+        if let (Some(log), Some(head_at)) = (&l.access_log, head_at) {
             entry.sent_bytes = sent;
             entry.response_processing = Some(head_at.elapsed());
-            log.write(entry.line(&name));
+            log.write(entry.line(&l.name));
         }
     }));
     Ok(resp)

@@ -1,6 +1,7 @@
 //! One `http`/`https` listener, compiled from the config: its rules, its
-//! default action, the back-end pools of the groups it forwards to, its
-//! access log and metrics.
+//! default action, its TLS side, the back-end pools of the groups it
+//! forwards to, its access log and metrics. Rebuilt on every reload and
+//! swapped under running connections (`super::server::Settings`).
 use std::{
     collections::HashMap,
     io,
@@ -13,21 +14,33 @@ use std::{
     time::Duration,
 };
 
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
+};
 use prometheus_client::metrics::counter::Counter;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::{
     access_log::AccessLog,
-    metrics::{HttpMetrics, ListenerLabels},
+    limits::READ_BUFFER,
+    metrics::{ElbSeries, GroupSeries, HttpMetrics, ListenerLabels},
     pool::{GroupPool, PoolSettings},
     rules::Rules,
 };
 use crate::{
     config::{
-        Config, Listener, Protocol,
+        Config, Listener, Protocol, TargetGroup,
         http::{Action, WeightedGroup},
     },
+    proxy::TargetTls,
     routable::RoutableWatch,
+    tls::{self, TlsError},
 };
+
+/// ALB allows up to 128 concurrent streams per HTTP/2 connection; we take
+/// twice that.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpListenerError {
@@ -38,6 +51,14 @@ pub enum HttpListenerError {
     },
     #[error("listener {listener:?} has no default action")]
     NoDefaultAction { listener: String },
+    #[error("listener {listener:?} is https without a [listener.tls] table")]
+    NoTls { listener: String },
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: TlsError,
+    },
     #[error("listener {listener:?}: cannot open access log {path}")]
     AccessLog {
         listener: String,
@@ -53,6 +74,10 @@ pub struct HttpListener {
     pub address: IpAddr,
     pub port: u16,
     pub idle_timeout: Duration,
+    /// `https`: the server side of the client's handshake.
+    pub tls: Option<TlsAcceptor>,
+    /// HTTP/1.1 and HTTP/2 toward clients, with this listener's timeouts.
+    pub builder: auto::Builder<TokioExecutor>,
     pub rules: Rules,
     pub default_action: Action,
     pub pools: HashMap<String, Arc<GroupPool>>,
@@ -61,6 +86,9 @@ pub struct HttpListener {
     pub metrics: HttpMetrics,
     /// This listener's `RequestCount` series, looked up once.
     pub requests: Counter,
+    /// Its target series per group and its own error series, likewise.
+    pub group_series: HashMap<String, GroupSeries>,
+    pub elb_series: ElbSeries,
     /// Picks of weighted forwards so far.
     weighted_next: AtomicUsize,
 }
@@ -85,15 +113,21 @@ impl HttpListener {
                 .ok_or_else(|| HttpListenerError::NoDefaultAction {
                     listener: l.name.clone(),
                 })?;
-        let pools = l
+        let mut pools = HashMap::new();
+        let mut group_series = HashMap::new();
+        for g in l
             .referenced_groups()
             .into_iter()
             .filter_map(|name| config.target_group(name))
-            .map(|g| {
-                let pool = GroupPool::start(PoolSettings::from_group(g), routable.clone());
-                (g.name.clone(), pool)
-            })
-            .collect();
+        {
+            let tls = target_tls(g).map_err(|source| HttpListenerError::Tls {
+                listener: l.name.clone(),
+                source,
+            })?;
+            let pool = GroupPool::start(PoolSettings::from_group(g), tls, routable.clone());
+            pools.insert(g.name.clone(), pool);
+            group_series.insert(g.name.clone(), GroupSeries::new(&metrics, &l.name, &g.name));
+        }
         let access_log = l
             .http_access_log()
             .map(|path| {
@@ -104,6 +138,21 @@ impl HttpListener {
                 })
             })
             .transpose()?;
+        let tls = match (l.protocol, &l.tls) {
+            (Protocol::Https, Some(t)) => Some(TlsAcceptor::from(
+                tls::https_server_config(t).map_err(|source| HttpListenerError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                })?,
+            )),
+            (Protocol::Https, None) => {
+                return Err(HttpListenerError::NoTls {
+                    listener: l.name.clone(),
+                });
+            }
+            _ => None,
+        };
+        let idle_timeout = Duration::from_secs(l.http_idle_timeout().into());
         let requests = metrics
             .requests
             .get_or_create(&ListenerLabels {
@@ -112,11 +161,15 @@ impl HttpListener {
             .clone();
         Ok(Self {
             requests,
+            group_series,
+            elb_series: ElbSeries::new(&metrics, &l.name),
             name: l.name.clone(),
             protocol: l.protocol,
             address: l.address,
             port: l.port,
-            idle_timeout: Duration::from_secs(l.http_idle_timeout().into()),
+            idle_timeout,
+            tls,
+            builder: builder(idle_timeout),
             rules: Rules::compile(&l.rules),
             default_action,
             pools,
@@ -149,4 +202,29 @@ impl HttpListener {
             (slot < acc).then_some(g.name.as_str())
         })
     }
+}
+
+/// TLS toward the targets of an `https` group (validation requires its
+/// `[target_group.tls]`).
+fn target_tls(g: &TargetGroup) -> Result<Option<TargetTls>, TlsError> {
+    match (&g.tls, g.protocol) {
+        (Some(t), Protocol::Https) => Ok(Some(TargetTls {
+            connector: TlsConnector::from(tls::client_config(t)?),
+            settings: t.clone(),
+        })),
+        _ => Ok(None),
+    }
+}
+
+fn builder(idle_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(READ_BUFFER)
+        .header_read_timeout(idle_timeout);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    b
 }

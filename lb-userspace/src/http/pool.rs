@@ -11,12 +11,14 @@
 //! * `keep_alive_timeout = 0` sends `Connection: close` and never keeps one.
 //! * A target answering `Connection: close` gets its connection closed by
 //!   hyper after the response; we never hand it out again.
+//! * `https` groups speak TLS to their targets (`[target_group.tls]`): one
+//!   handshake per pooled connection, not per request.
 use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, Weak,
+        Arc, Mutex, RwLock, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -24,13 +26,18 @@ use std::{
 
 use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 use tracing::{debug, warn};
 
 use super::balance::Balancer;
 use crate::{
     config::{TargetGroup, http::Algorithm},
+    proxy::TargetTls,
     routable::{RoutableTarget, RoutableWatch},
+    tls,
 };
 
 /// ALB gives up connecting to a target after 10 s.
@@ -132,15 +139,36 @@ impl TargetConns {
         self.idle.lock().expect("pool lock").clear();
     }
 
-    /// Opens a connection; hyper's half runs in its own task (with upgrades,
-    /// for WebSocket), which keeps `open` counted while it lives.
-    async fn connect(&self) -> io::Result<Sender> {
+    /// Opens a connection, with TLS when `tls` (both within the connect
+    /// timeout).
+    async fn connect(&self, tls: Option<&TargetTls>) -> io::Result<Sender> {
+        let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(timed_out)??;
         stream.set_nodelay(true)?;
+        match tls {
+            None => self.handshake(stream).await,
+            Some(t) => {
+                let name = tls::server_name(&t.settings, self.addr.ip());
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, t.connector.connect(name, stream))
+                        .await
+                        .map_err(timed_out)??;
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    /// HTTP/1.1 on an open connection; hyper's half runs in its own task
+    /// (with upgrades, for WebSocket), which keeps `open` counted while it
+    /// lives.
+    async fn handshake<IO>(&self, io: IO) -> io::Result<Sender>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(io::Error::other)?;
         let open = Arc::clone(&self.open);
@@ -185,13 +213,21 @@ pub struct Lease {
 /// The pool of one target group.
 pub struct GroupPool {
     pub settings: PoolSettings,
-    targets: Mutex<HashMap<SocketAddr, Arc<TargetConns>>>,
+    /// `https` groups: the client side of TLS toward targets.
+    tls: Option<TargetTls>,
+    /// Read on every request, written only when a target appears or goes:
+    /// a read lock keeps the request path from serialising on it.
+    targets: RwLock<HashMap<SocketAddr, Arc<TargetConns>>>,
     balancer: Balancer,
 }
 
 impl GroupPool {
     /// A pool, and its maintenance task which lives as long as the pool.
-    pub fn start(settings: PoolSettings, routable: RoutableWatch) -> Arc<Self> {
+    pub fn start(
+        settings: PoolSettings,
+        tls: Option<TargetTls>,
+        routable: RoutableWatch,
+    ) -> Arc<Self> {
         if !settings.pooling() {
             warn!(
                 target_group = %settings.group,
@@ -202,14 +238,18 @@ impl GroupPool {
         let pool = Arc::new(Self {
             balancer: Balancer::new(settings.algorithm),
             settings,
-            targets: Mutex::new(HashMap::new()),
+            tls,
+            targets: RwLock::new(HashMap::new()),
         });
         tokio::spawn(maintain(Arc::downgrade(&pool), routable));
         pool
     }
 
     fn target(&self, addr: SocketAddr) -> Arc<TargetConns> {
-        let mut targets = self.targets.lock().expect("pool lock");
+        if let Some(t) = self.targets.read().expect("pool lock").get(&addr) {
+            return Arc::clone(t);
+        }
+        let mut targets = self.targets.write().expect("pool lock");
         Arc::clone(
             targets
                 .entry(addr)
@@ -243,7 +283,7 @@ impl GroupPool {
     /// Always a new connection (the retry after a reused one failed).
     pub async fn fresh(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
         Ok(Lease {
-            sender: t.connect().await?,
+            sender: t.connect(self.tls.as_ref()).await?,
             reused: false,
             target: Arc::clone(t),
         })
@@ -261,7 +301,7 @@ impl GroupPool {
 
     /// Open connections per target, for tests and metrics.
     pub fn open_connections(&self) -> Vec<(SocketAddr, usize)> {
-        let targets = self.targets.lock().expect("pool lock");
+        let targets = self.targets.read().expect("pool lock");
         targets
             .values()
             .map(|t| (t.addr, t.open.load(Ordering::Relaxed)))
@@ -273,7 +313,7 @@ impl GroupPool {
     async fn tick(&self, routable: &[RoutableTarget]) {
         let live: Vec<SocketAddr> = routable.iter().map(|t| t.endpoint).collect();
         let current: Vec<Arc<TargetConns>> = {
-            let mut targets = self.targets.lock().expect("pool lock");
+            let mut targets = self.targets.write().expect("pool lock");
             targets.retain(|addr, t| {
                 let keep = live.contains(addr) || t.outstanding() > 0;
                 if !keep {
@@ -292,7 +332,7 @@ impl GroupPool {
         for addr in live {
             let t = self.target(addr);
             while t.open.load(Ordering::Relaxed) < self.settings.warm {
-                match t.connect().await {
+                match t.connect(self.tls.as_ref()).await {
                     Ok(sender) => t.put_idle(sender),
                     Err(e) => {
                         debug!(target = %addr, "warm connection failed: {e}");

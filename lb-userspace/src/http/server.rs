@@ -1,7 +1,9 @@
 //! The accept loop of an `http`/`https` listener and the life of each client
 //! connection: TLS (with ALPN offering h2), HTTP/1.1 with keep-alive and
 //! pipelining or HTTP/2 (hyper-util's auto builder, which also takes h2c
-//! with prior knowledge), upgrades, and the client idle timeout.
+//! with prior knowledge), upgrades, and the client idle timeout. The
+//! listener's socket and stop signal come from `crate::proxy`, which runs
+//! it like the other userspace listeners.
 use std::{
     pin::Pin,
     sync::{
@@ -13,95 +15,84 @@ use std::{
 };
 
 use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::watch,
 };
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::{
     handler::{ConnInfo, handle},
-    limits::READ_BUFFER,
     listener::HttpListener,
 };
 
-/// ALB allows up to 128 concurrent streams per HTTP/2 connection; we take
-/// twice that.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// A client must finish its TLS handshake within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (out of file descriptors, ...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `listener` until the returned future is dropped (cancelled). With
-/// `tls` (`crate::tls::https_server_config`), connections are TLS; an empty
-/// ALPN list becomes `h2, http/1.1`.
-pub async fn serve(
-    listener: TcpListener,
-    settings: Arc<HttpListener>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) {
-    let tls = tls.map(|cfg| {
-        if cfg.alpn_protocols.is_empty() {
-            let mut cfg = (*cfg).clone();
-            cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            TlsAcceptor::from(Arc::new(cfg))
-        } else {
-            TlsAcceptor::from(cfg)
-        }
-    });
-    let builder = Arc::new(builder(&settings));
+/// What a listener serves right now. A reload sends new settings: new
+/// connections take them, and so does every later request of the open
+/// ones, which stay open.
+pub type Settings = watch::Receiver<Arc<HttpListener>>;
+
+/// Serves `listener` until `stop` becomes `true` (or its sender is gone),
+/// then closes every connection it accepted.
+pub async fn serve(listener: TcpListener, settings: Settings, stop: watch::Receiver<bool>) {
     loop {
-        let (stream, client) = match listener.accept().await {
+        let accepted = {
+            let mut stop = stop.clone();
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                r = listener.accept() => r,
+            }
+        };
+        let (stream, client) = match accepted {
             Ok(s) => s,
             Err(e) => {
-                warn!(listener = %settings.name, "accept: {e}");
+                warn!(listener = %settings.borrow().name, "accept: {e}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let settings = Arc::clone(&settings);
-        let builder = Arc::clone(&builder);
-        let tls = tls.clone();
+        let settings = settings.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            match tls {
-                None => {
-                    let conn = ConnInfo { client, tls: None };
-                    serve_connection(stream, conn, settings, &builder).await;
-                }
-                Some(acceptor) => {
-                    serve_tls(stream, acceptor, client, settings, &builder).await;
-                }
+            tokio::select! {
+                () = connection(stream, client, settings) => {}
+                () = stopped(&mut stop) => {}
             }
         });
     }
 }
 
-fn builder(l: &HttpListener) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size(READ_BUFFER)
-        .header_read_timeout(l.idle_timeout);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
-    b
+/// Completes when the stop signal is raised or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is dropped: stop as well.
+    let _gone = stop.wait_for(|s| *s).await;
+}
+
+/// One client connection, TLS first on `https` listeners.
+async fn connection(stream: TcpStream, client: std::net::SocketAddr, settings: Settings) {
+    let acceptor = settings.borrow().tls.clone();
+    match acceptor {
+        None => {
+            let conn = ConnInfo { client, tls: None };
+            serve_connection(stream, conn, settings).await;
+        }
+        Some(acceptor) => serve_tls(stream, acceptor, client, settings).await,
+    }
 }
 
 async fn serve_tls(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     client: std::net::SocketAddr,
-    settings: Arc<HttpListener>,
-    builder: &auto::Builder<TokioExecutor>,
+    settings: Settings,
 ) {
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
@@ -125,7 +116,7 @@ async fn serve_tls(
         )),
         _ => None,
     };
-    serve_connection(stream, ConnInfo { client, tls }, settings, builder).await;
+    serve_connection(stream, ConnInfo { client, tls }, settings).await;
 }
 
 /// Requests being answered on one connection; the idle timeout waits for 0.
@@ -152,34 +143,37 @@ impl Drop for InFlightGuard {
     }
 }
 
-async fn serve_connection<IO>(
-    io: IO,
-    conn: ConnInfo,
-    settings: Arc<HttpListener>,
-    builder: &auto::Builder<TokioExecutor>,
-) where
+async fn serve_connection<IO>(io: IO, conn: ConnInfo, settings: Settings)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = Activity::new(io);
     let last = Arc::clone(&io.last);
     let in_flight = InFlight::default();
     let conn = Arc::new(conn);
-    let idle_timeout = settings.idle_timeout;
+    // The protocol settings of the connection are those it started with;
+    // each request takes the rules and targets current when it arrives.
+    let at_start = Arc::clone(&settings.borrow());
     let svc = {
         let in_flight = in_flight.clone();
+        let settings = settings.clone();
         service_fn(move |req| {
             handle(
-                Arc::clone(&settings),
+                Arc::clone(&settings.borrow()),
                 Arc::clone(&conn),
                 req,
                 in_flight.enter(),
             )
         })
     };
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let served = at_start
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(served);
     let mut closing = false;
     loop {
+        // A reload may change the timeout of connections already open.
+        let idle_timeout = settings.borrow().idle_timeout;
         let check = idle_timeout
             .saturating_sub(since(&last))
             .max(Duration::from_millis(50));

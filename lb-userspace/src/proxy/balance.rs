@@ -1,7 +1,9 @@
 //! Which target a new connection tries first: weighted round robin. The
 //! n-th connection of a listener takes slot `n mod total_weight`, and each
-//! target owns as many consecutive slots as its weight. On a failed connect
-//! the next targets in list order are tried.
+//! target owns as many consecutive slots as its weight, after dividing the
+//! weights by their greatest common divisor (equal weights of 100 must
+//! alternate, not send 100 connections in a row to one target). On a
+//! failed connect the next targets in list order are tried.
 use std::net::SocketAddr;
 
 use crate::routable::RoutableTarget;
@@ -9,7 +11,12 @@ use crate::routable::RoutableTarget;
 /// Targets to try for the `n`-th connection, first choice first, each
 /// once, at most `max` of them.
 pub fn order(targets: &[RoutableTarget], n: u64, max: usize) -> Vec<SocketAddr> {
-    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    let divisor = targets
+        .iter()
+        .map(|t| u64::from(t.weight))
+        .fold(0, gcd)
+        .max(1);
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight) / divisor).sum();
     if total == 0 {
         return Vec::new();
     }
@@ -17,7 +24,7 @@ pub fn order(targets: &[RoutableTarget], n: u64, max: usize) -> Vec<SocketAddr> 
     let first = targets
         .iter()
         .position(|t| {
-            let w = u64::from(t.weight);
+            let w = u64::from(t.weight) / divisor;
             if slot < w {
                 true
             } else {
@@ -30,6 +37,11 @@ pub fn order(targets: &[RoutableTarget], n: u64, max: usize) -> Vec<SocketAddr> 
         .map(|i| targets[(first + i) % targets.len()].endpoint)
         .take(max)
         .collect()
+}
+
+/// Greatest common divisor, to reduce weights before they become slots.
+pub(crate) fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 #[cfg(test)]
@@ -48,6 +60,16 @@ mod tests {
         let ts = [t(1, 3), t(2, 1)];
         let firsts: Vec<u16> = (0..8).map(|n| order(&ts, n, 3)[0].port()).collect();
         assert_eq!(firsts, [1, 1, 1, 2, 1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn equal_weights_alternate_whatever_their_scale() {
+        let ts = [t(1, 100), t(2, 100)];
+        let firsts: Vec<u16> = (0..4).map(|n| order(&ts, n, 3)[0].port()).collect();
+        assert_eq!(firsts, [1, 2, 1, 2]);
+        let ts = [t(1, 300), t(2, 100)];
+        let firsts: Vec<u16> = (0..4).map(|n| order(&ts, n, 3)[0].port()).collect();
+        assert_eq!(firsts, [1, 1, 1, 2]);
     }
 
     #[test]

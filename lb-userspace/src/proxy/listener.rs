@@ -1,5 +1,5 @@
-//! A running userspace listener: its socket's accept loop, the route it
-//! currently serves (swapped on reload without touching the socket) and
+//! A running userspace listener: its socket's accept loop (ours for L4,
+//! [`http::serve`] for http/https), the route it currently serves (swapped on reload without touching the socket) and
 //! the stop signal that ends the loop and every connection it accepted.
 use std::{
     net::SocketAddr,
@@ -14,8 +14,16 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use super::{connection, metrics::ProxyMetrics, route::Route};
-use crate::{config::Protocol, routable::RoutableWatch};
+use super::{
+    connection,
+    metrics::ProxyMetrics,
+    route::{L4Route, Route},
+};
+use crate::{
+    config::Protocol,
+    http::{self, HttpListener},
+    routable::RoutableWatch,
+};
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 1024;
@@ -52,11 +60,18 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// Where a running listener takes its route from; one kind per listener
+/// (a protocol change rebinds).
+enum RouteTx {
+    L4(watch::Sender<Arc<L4Route>>),
+    Http(watch::Sender<Arc<HttpListener>>),
+}
+
 /// Handle of a running listener; dropping it stops the listener.
 pub struct Running {
     pub addr: SocketAddr,
     pub protocol: Protocol,
-    pub route: watch::Sender<Route>,
+    route: RouteTx,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -74,21 +89,46 @@ impl Running {
         let addr = socket
             .local_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (route_tx, route_rx) = watch::channel(route);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let ctx = Arc::new(ListenerCtx {
-            routable,
-            metrics,
-            next: AtomicU64::new(0),
-            stop: stop_rx,
-        });
-        let task = tokio::spawn(accept_loop(name.to_owned(), socket, route_rx, ctx));
+        let (route_tx, task) = match route {
+            Route::L4(r) => {
+                let (tx, rx) = watch::channel(r);
+                let ctx = Arc::new(ListenerCtx {
+                    routable,
+                    metrics,
+                    next: AtomicU64::new(0),
+                    stop: stop_rx,
+                });
+                let task = tokio::spawn(accept_loop(name.to_owned(), socket, rx, ctx));
+                (RouteTx::L4(tx), task)
+            }
+            Route::Http(h) => {
+                let (tx, rx) = watch::channel(h);
+                let task = tokio::spawn(http::serve(socket, rx, stop_rx));
+                (RouteTx::Http(tx), task)
+            }
+        };
         Self {
             addr,
             protocol,
             route: route_tx,
             stop: stop_tx,
             task: Some(task),
+        }
+    }
+
+    /// Hands `route` to the listener: its next connections (and, for
+    /// http, the next requests of open ones) use it.
+    pub fn update(&self, name: &str, route: Route) {
+        match (&self.route, route) {
+            (RouteTx::L4(tx), Route::L4(r)) => {
+                tx.send_replace(r);
+            }
+            (RouteTx::Http(tx), Route::Http(h)) => {
+                tx.send_replace(h);
+            }
+            // `Proxies::apply` rebinds a listener whose protocol changed.
+            _ => warn!(listener = %name, "route of another kind ignored"),
         }
     }
 
@@ -114,7 +154,7 @@ impl Drop for Running {
 async fn accept_loop(
     name: String,
     socket: TcpListener,
-    route: watch::Receiver<Route>,
+    route: watch::Receiver<Arc<L4Route>>,
     ctx: Arc<ListenerCtx>,
 ) {
     let mut stop = ctx.stop.clone();
@@ -125,7 +165,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Route::L4(r) = route.borrow().clone();
+                let r = Arc::clone(&route.borrow());
                 tokio::spawn(connection::serve(stream, peer, r, Arc::clone(&ctx)));
             }
             Err(e) => {

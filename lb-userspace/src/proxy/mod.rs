@@ -1,6 +1,6 @@
-//! The daemon's own listeners: `tls` listeners always, `tcp` listeners
-//! when the XDP path is not there (`dataplane = "userspace"`, or `auto`
-//! after a failed attach), and (to come) `http`/`https`.
+//! The daemon's own listeners: `tls`, `http` and `https` listeners always,
+//! `tcp` listeners when the XDP path is not there (`dataplane =
+//! "userspace"`, or `auto` after a failed attach).
 //!
 //! [`Proxies::apply`] brings the running listeners to a config, on start
 //! and on every reload: it binds new ones, stops removed ones (closing
@@ -11,7 +11,7 @@
 //!
 //! Targets are chosen by weighted round robin over the
 //! [`crate::routable`] view ([`balance`]).
-mod balance;
+pub(crate) mod balance;
 mod connection;
 mod counted;
 mod listener;
@@ -26,10 +26,11 @@ use tracing::{error, info};
 
 pub use connection::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_ATTEMPTS};
 pub use metrics::ProxyMetrics;
-pub use route::{L4Route, Route};
+pub use route::{L4Route, Route, TargetTls};
 
 use crate::{
     config::{Config, Listener, Protocol},
+    http::{HttpListener, HttpListenerError, HttpMetrics},
     routable::RoutableWatch,
     tls::TlsError,
 };
@@ -38,11 +39,10 @@ use crate::{
 pub enum ProxyError {
     #[error("listener {listener}: {source}")]
     Tls { listener: String, source: TlsError },
-    #[error("listener {listener}: {protocol} listeners are not built yet")]
-    NotBuilt {
-        listener: String,
-        protocol: Protocol,
-    },
+    #[error(transparent)]
+    Http(#[from] Box<HttpListenerError>),
+    #[error("listener {listener}: udp listeners are never served in userspace")]
+    Udp { listener: String },
     #[error(
         "listener {listener}: binding {addr}: {source} (a userspace listener's address must be local to this host)"
     )]
@@ -81,14 +81,20 @@ pub struct Proxies {
     running: BTreeMap<String, listener::Running>,
     routable: RoutableWatch,
     metrics: Arc<ProxyMetrics>,
+    http_metrics: HttpMetrics,
 }
 
 impl Proxies {
-    pub fn new(routable: RoutableWatch, metrics: Arc<ProxyMetrics>) -> Self {
+    pub fn new(
+        routable: RoutableWatch,
+        metrics: Arc<ProxyMetrics>,
+        http_metrics: HttpMetrics,
+    ) -> Self {
         Self {
             running: BTreeMap::new(),
             routable,
             metrics,
+            http_metrics,
         }
     }
 
@@ -116,7 +122,7 @@ impl Proxies {
                 Protocol::Udp if serve_l4 => report.unserved.push(l.name.clone()),
                 Protocol::Tcp | Protocol::Udp if !serve_l4 => {}
                 _ => {
-                    wanted.insert(l.name.clone(), (l, build_route(config, l)?));
+                    wanted.insert(l.name.clone(), (l, self.build_route(config, l)?));
                 }
             }
         }
@@ -161,7 +167,7 @@ impl Proxies {
         // 3. Bind the rest, start the new ones, update the kept ones.
         for (name, (l, route)) in wanted {
             if let Some(r) = self.running.get(&name) {
-                r.route.send_replace(route);
+                r.update(&name, route);
                 report.kept.push(name);
                 continue;
             }
@@ -189,18 +195,25 @@ fn addr(l: &Listener) -> SocketAddr {
     SocketAddr::new(l.address, l.port)
 }
 
-fn build_route(config: &Config, l: &Listener) -> Result<Route, ProxyError> {
-    match l.protocol {
-        Protocol::Tcp | Protocol::Tls => L4Route::build(config, l)
-            .map(|r| Route::L4(Arc::new(r)))
-            .map_err(|source| ProxyError::Tls {
+impl Proxies {
+    fn build_route(&self, config: &Config, l: &Listener) -> Result<Route, ProxyError> {
+        match l.protocol {
+            Protocol::Tcp | Protocol::Tls => L4Route::build(config, l)
+                .map(|r| Route::L4(Arc::new(r)))
+                .map_err(|source| ProxyError::Tls {
+                    listener: l.name.clone(),
+                    source,
+                }),
+            Protocol::Http | Protocol::Https => {
+                let h =
+                    HttpListener::new(config, l, self.routable.clone(), self.http_metrics.clone())
+                        .map_err(Box::new)?;
+                Ok(Route::Http(Arc::new(h)))
+            }
+            Protocol::Udp => Err(ProxyError::Udp {
                 listener: l.name.clone(),
-                source,
             }),
-        Protocol::Http | Protocol::Https | Protocol::Udp => Err(ProxyError::NotBuilt {
-            listener: l.name.clone(),
-            protocol: l.protocol,
-        }),
+        }
     }
 }
 

@@ -1,13 +1,15 @@
-//! What a userspace L4 listener does with a connection, built from the
-//! config: terminate TLS or not, which group, PROXY header, TLS toward
-//! targets. Rebuilt on every reload (so certificate files are re-read) and
-//! handed to the running listener without touching its socket.
+//! What a userspace listener does with a connection, built from the
+//! config. L4: terminate TLS or not, which group, PROXY header, TLS toward
+//! targets; http/https: a compiled [`HttpListener`]. Rebuilt on every
+//! reload (so certificate files are re-read) and handed to the running
+//! listener without touching its socket.
 use std::{sync::Arc, time::Duration};
 
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::{
     config::{Config, Listener, Protocol, TargetGroupTls},
+    http::HttpListener,
     tls::{self, TlsError},
 };
 
@@ -63,8 +65,10 @@ impl L4Route {
     }
 }
 
-/// What a running listener serves; the http listeners add their variant.
+/// What a running listener serves: a byte relay (tcp, tls) or the layer-7
+/// engine (http, https).
 #[derive(Clone)]
 pub enum Route {
     L4(Arc<L4Route>),
+    Http(Arc<HttpListener>),
 }

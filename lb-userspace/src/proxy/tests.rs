@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     config::{Certificate, Config, ListenerTls, SecurityPolicy, TargetGroupTls},
+    http::HttpMetrics,
     routable::{self, Routable},
     tls,
 };
@@ -103,7 +104,7 @@ port = {target_port}
     let config = Config::parse(&text).expect("parse");
     let metrics = ProxyMetrics::register(&mut Registry::default());
     let (_tx, watch) = routable::channel(Routable::from_config(&config));
-    let mut proxies = Proxies::new(watch, Arc::clone(&metrics));
+    let mut proxies = Proxies::new(watch, Arc::clone(&metrics), HttpMetrics::default());
     proxies.apply(&config, true).await.expect("apply");
 
     // The client's own handshake succeeds; the connection then closes.
