@@ -38,7 +38,7 @@ fn all_healthy(h: &[TargetHealth]) -> bool {
     !h.is_empty() && h.iter().all(|t| t.state == "healthy")
 }
 
-fn state_of<'a>(h: &'a [TargetHealth], target: SocketAddr) -> &'a str {
+fn state_of(h: &[TargetHealth], target: SocketAddr) -> &str {
     h.iter()
         .find(|t| t.target == target)
         .map_or("absent", |t| t.state.as_str())
