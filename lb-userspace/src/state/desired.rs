@@ -70,8 +70,9 @@ pub(super) struct DesiredVip {
 pub(super) struct Desired {
     /// Every target of a group some listener uses, weight 0 included (so
     /// that its existing flows continue), with the state to program.
-    /// (A hash map: large configs list 100,000s of targets.)
-    pub targets: HashMap<SocketAddr, TargetState>,
+    /// (A hash map with a cheap hasher: large configs list 100,000s of
+    /// targets, and SipHash over a `SocketAddr` was most of an apply.)
+    pub targets: HashMap<SocketAddr, TargetState, FastHash>,
     /// In listener order, so VIP ids are handed out in file order.
     pub vips: Vec<DesiredVip>,
     pub vip_addrs: BTreeMap<(u8, Addr), VipAddrKey>,
@@ -85,7 +86,7 @@ impl Desired {
     /// skipped, and so are listeners the XDP program does not serve.
     pub fn from_config(config: &Config, plan: &Plan) -> Self {
         let mut d = Desired {
-            targets: HashMap::new(),
+            targets: HashMap::default(),
             vips: Vec::new(),
             vip_addrs: BTreeMap::new(),
             ports: BTreeMap::new(),
@@ -97,6 +98,7 @@ impl Desired {
             .rev() // the first group of a name wins, as in Config::target_group
             .map(|g| (g.name.as_str(), g))
             .collect();
+        let mut members_of: HashMap<&str, Vec<(SocketAddr, u32)>> = HashMap::new();
         for listener in config.listeners.iter().filter(|l| l.protocol.in_kernel()) {
             let Some(&group) = listener.target_group.as_deref().and_then(|g| groups.get(g)) else {
                 continue;
@@ -110,21 +112,15 @@ impl Desired {
             d.vip_addrs.insert(addr_ord(&addr_key), addr_key);
             *d.ports.entry(listener.port).or_default() |= port_flags::VIP;
 
-            let planned = plan
-                .get(&group.name)
-                .cloned()
-                .unwrap_or_else(|| configured(group));
-            let mut members = Vec::new();
-            for t in planned {
-                let ep = t.endpoint;
-                let state = d.targets.get(&ep).map_or(t.state, |&s| merge(s, t.state));
-                d.targets.insert(ep, state);
-                *d.ports.entry(ep.port()).or_default() |= port_flags::TARGET;
-                if t.weight > 0 && t.state == TargetState::Active {
-                    members.push((ep, t.weight));
+            // A group serving several listeners is walked once.
+            let members = match members_of.get(group.name.as_str()) {
+                Some(m) => Vec::clone(m),
+                None => {
+                    let m = d.add_group(group, plan);
+                    members_of.insert(group.name.as_str(), m.clone());
+                    m
                 }
-            }
-            members.sort();
+            };
             let flags = match group.stickiness {
                 Stickiness::None => 0,
                 Stickiness::SourceIp => vip_flags::STICKY_SOURCE_IP,
@@ -145,6 +141,75 @@ impl Desired {
 pub(super) fn addr_ord(k: &VipAddrKey) -> (u8, Addr) {
     (k.family, k.addr)
 }
+
+impl Desired {
+    /// Registers the targets of `group` (as `plan` or the config says) and
+    /// returns its table members, sorted. Large configs walk 100,000s of
+    /// targets here, so it avoids copies and repeated lookups.
+    fn add_group(&mut self, group: &TargetGroup, plan: &Plan) -> Vec<(SocketAddr, u32)> {
+        let configured_targets;
+        let planned: &[PlannedTarget] = match plan.get(&group.name) {
+            Some(p) => p,
+            None => {
+                configured_targets = configured(group);
+                &configured_targets
+            }
+        };
+        let mut members = Vec::with_capacity(planned.len());
+        let mut last_port = None;
+        for t in planned {
+            self.targets
+                .entry(t.endpoint)
+                .and_modify(|s| *s = merge(*s, t.state))
+                .or_insert(t.state);
+            let port = t.endpoint.port();
+            if last_port != Some(port) {
+                *self.ports.entry(port).or_default() |= port_flags::TARGET;
+                last_port = Some(port);
+            }
+            if t.weight > 0 && t.state == TargetState::Active {
+                members.push((t.endpoint, t.weight));
+            }
+        }
+        members.sort_unstable();
+        members
+    }
+}
+
+/// FxHash (rustc's): a multiply and a rotate per word. Keys are our own
+/// endpoints, not attacker-chosen, so flooding resistance is not needed.
+#[derive(Default, Clone, Copy)]
+pub(super) struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(super) type FastHash = std::hash::BuildHasherDefault<FxHasher>;
 
 /// Sort key of a `VIPS` key.
 pub(super) type VipOrd = (u8, Addr, u16, u8);

@@ -27,6 +27,9 @@ enum What {
         /// Slots per Maglev table (prime).
         #[arg(long, default_value_t = 65537)]
         ring_size: u32,
+        /// Only the apply part (no health-check benchmark).
+        #[arg(long)]
+        apply_only: bool,
     },
     /// ns per packet of lb_xdp through BPF_PROG_TEST_RUN, next to trivial programs.
     Xdp {
@@ -161,7 +164,7 @@ fn json(rows: &[Row], cost: &bench_xdp::FlowCost, opts: &Opts) -> String {
     )
 }
 
-fn control(vips: u32, targets: u32, ring_size: u32) {
+fn control(vips: u32, targets: u32, ring_size: u32, apply_only: bool) {
     let r = bench_apply::run(&bench_apply::ApplyOpts {
         vips,
         targets,
@@ -203,6 +206,9 @@ fn control(vips: u32, targets: u32, ring_size: u32) {
         ms(r.one_target) / ((ms(r.maglev_build_only) + ms(r.ring_write_only)) / vips as f64)
     );
     println!("  {}", r.summary);
+    if apply_only {
+        return;
+    }
     println!();
     match bench_control::health_bench(bench_control::HealthBenchOpts::default()) {
         Ok(report) => report.print(),
@@ -216,7 +222,8 @@ fn main() {
             vips,
             targets,
             ring_size,
-        } => control(vips, targets, ring_size),
+            apply_only,
+        } => control(vips, targets, ring_size, apply_only),
         What::Xdp {
             rounds,
             repeat,
