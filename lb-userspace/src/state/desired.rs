@@ -7,8 +7,9 @@ use std::{
 
 use lb_common::{Addr, TargetState, VipAddrKey, VipKey, maps::port_flags, vip::vip_flags};
 
+use super::group_cache::{GroupCache, Members};
 use crate::{
-    config::{Config, Stickiness, TargetGroup},
+    config::{Config, Listener, Stickiness, TargetGroup},
     net,
 };
 
@@ -29,28 +30,12 @@ pub struct PlannedTarget {
 pub type Plan = BTreeMap<String, Vec<PlannedTarget>>;
 
 /// A group's targets straight from the config.
-fn configured(group: &TargetGroup) -> Vec<PlannedTarget> {
-    group
-        .targets
-        .iter()
-        .map(|t| PlannedTarget {
-            endpoint: group.endpoint(t),
-            state: TargetState::Active,
-            weight: t.weight,
-        })
-        .collect()
-}
-
-/// One `TARGETS` entry serves every group listing the endpoint, so the most
-/// permissive plan wins: Active over Draining over Down.
-fn merge(a: TargetState, b: TargetState) -> TargetState {
-    let rank = |s| match s {
-        TargetState::Active => 3,
-        TargetState::Draining => 2,
-        TargetState::Down => 1,
-        TargetState::Unused => 0,
-    };
-    if rank(b) > rank(a) { b } else { a }
+pub(super) fn configured(group: &TargetGroup) -> impl ExactSizeIterator<Item = PlannedTarget> + '_ {
+    group.targets.iter().map(|t| PlannedTarget {
+        endpoint: group.endpoint(t),
+        state: TargetState::Active,
+        weight: t.weight,
+    })
 }
 
 /// One listener's VIP.
@@ -62,8 +47,9 @@ pub(super) struct DesiredVip {
     /// `vip_flags::*`.
     pub flags: u32,
     pub idle_timeout_s: u32,
-    /// Targets that get new flows, with their weights (> 0), sorted.
-    pub members: Vec<(SocketAddr, u32)>,
+    /// Targets that get new flows, with their weights (> 0), sorted; shared
+    /// by the listeners of one group and kept between applies.
+    pub members: Members,
 }
 
 #[derive(Debug)]
@@ -83,26 +69,40 @@ pub(super) struct Desired {
 
 impl Desired {
     /// Expects a validated config: listeners whose group does not exist are
-    /// skipped, and so are listeners the XDP program does not serve.
-    pub fn from_config(config: &Config, plan: &Plan) -> Self {
-        let mut d = Desired {
-            targets: HashMap::default(),
-            vips: Vec::new(),
-            vip_addrs: BTreeMap::new(),
-            ports: BTreeMap::new(),
-            ring_size: config.daemon.maglev_table_size,
-        };
+    /// skipped, and so are listeners the XDP program does not serve. `cache`
+    /// keeps what each group gives between calls (only changed groups are
+    /// walked).
+    pub fn from_config(config: &Config, plan: &Plan, cache: &mut GroupCache) -> Self {
         let groups: HashMap<&str, &TargetGroup> = config
             .target_groups
             .iter()
             .rev() // the first group of a name wins, as in Config::target_group
             .map(|g| (g.name.as_str(), g))
             .collect();
-        let mut members_of: HashMap<&str, Vec<(SocketAddr, u32)>> = HashMap::new();
-        for listener in config.listeners.iter().filter(|l| l.protocol.in_kernel()) {
-            let Some(&group) = listener.target_group.as_deref().and_then(|g| groups.get(g)) else {
-                continue;
-            };
+        let served: Vec<(&Listener, &TargetGroup)> = config
+            .listeners
+            .iter()
+            .filter(|l| l.protocol.in_kernel())
+            .filter_map(|l| Some((l, *groups.get(l.target_group.as_deref()?)?)))
+            .collect();
+        let mut used: Vec<&TargetGroup> = Vec::new();
+        for (_, g) in &served {
+            if !used.iter().any(|u| u.name == g.name) {
+                used.push(g);
+            }
+        }
+        cache.update(&used, plan);
+        let mut d = Desired {
+            targets: cache.targets(),
+            vips: Vec::new(),
+            vip_addrs: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            ring_size: config.daemon.maglev_table_size,
+        };
+        for port in cache.target_ports() {
+            *d.ports.entry(port).or_default() |= port_flags::TARGET;
+        }
+        for (listener, group) in served {
             let key = net::vip_key(
                 listener.address,
                 listener.port,
@@ -111,16 +111,6 @@ impl Desired {
             let addr_key = net::vip_addr_key(listener.address);
             d.vip_addrs.insert(addr_ord(&addr_key), addr_key);
             *d.ports.entry(listener.port).or_default() |= port_flags::VIP;
-
-            // A group serving several listeners is walked once.
-            let members = match members_of.get(group.name.as_str()) {
-                Some(m) => Vec::clone(m),
-                None => {
-                    let m = d.add_group(group, plan);
-                    members_of.insert(group.name.as_str(), m.clone());
-                    m
-                }
-            };
             let flags = match group.stickiness {
                 Stickiness::None => 0,
                 Stickiness::SourceIp => vip_flags::STICKY_SOURCE_IP,
@@ -130,7 +120,7 @@ impl Desired {
                 key,
                 flags,
                 idle_timeout_s: group.idle_timeout(listener.protocol),
-                members,
+                members: cache.members(&group.name),
             });
         }
         d
@@ -140,40 +130,6 @@ impl Desired {
 /// Sort key of a `VIP_ADDRS` key (the lb-common types are not `Ord`).
 pub(super) fn addr_ord(k: &VipAddrKey) -> (u8, Addr) {
     (k.family, k.addr)
-}
-
-impl Desired {
-    /// Registers the targets of `group` (as `plan` or the config says) and
-    /// returns its table members, sorted. Large configs walk 100,000s of
-    /// targets here, so it avoids copies and repeated lookups.
-    fn add_group(&mut self, group: &TargetGroup, plan: &Plan) -> Vec<(SocketAddr, u32)> {
-        let configured_targets;
-        let planned: &[PlannedTarget] = match plan.get(&group.name) {
-            Some(p) => p,
-            None => {
-                configured_targets = configured(group);
-                &configured_targets
-            }
-        };
-        let mut members = Vec::with_capacity(planned.len());
-        let mut last_port = None;
-        for t in planned {
-            self.targets
-                .entry(t.endpoint)
-                .and_modify(|s| *s = merge(*s, t.state))
-                .or_insert(t.state);
-            let port = t.endpoint.port();
-            if last_port != Some(port) {
-                *self.ports.entry(port).or_default() |= port_flags::TARGET;
-                last_port = Some(port);
-            }
-            if t.weight > 0 && t.state == TargetState::Active {
-                members.push((t.endpoint, t.weight));
-            }
-        }
-        members.sort_unstable();
-        members
-    }
 }
 
 /// FxHash (rustc's): a multiply and a rotate per word. Keys are our own

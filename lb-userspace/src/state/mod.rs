@@ -72,6 +72,7 @@
 //! for the new values).
 
 mod desired;
+mod group_cache;
 mod memory;
 mod plane;
 
@@ -79,6 +80,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
     net::SocketAddr,
+    sync::Arc,
 };
 
 use lb_common::{Addr, Target, TargetState, VipAddrKey, VipKey, VipMeta, limits::MAX_TARGETS};
@@ -206,13 +208,13 @@ struct VipEntry {
     ring: Option<RingInput>,
     /// The desired members `ring` was made from (before ids): equal members
     /// and settings mean nothing to do, without looking up any id.
-    members: Vec<(SocketAddr, u32)>,
+    members: group_cache::Members,
 }
 
 impl VipEntry {
     fn unchanged(&self, dv: &DesiredVip, ring_size: u32) -> bool {
         self.ring.as_ref().is_some_and(|r| r.size == ring_size)
-            && self.members == dv.members
+            && (Arc::ptr_eq(&self.members, &dv.members) || self.members == dv.members)
             && self.meta.flags == dv.flags
             && self.meta.idle_timeout_s == dv.idle_timeout_s
     }
@@ -266,6 +268,9 @@ pub struct Reconciler {
     vip_addrs: BTreeMap<(u8, Addr), VipAddrKey>,
     /// Host-order port -> flags; no zero entries.
     ports: BTreeMap<u16, u32>,
+    /// What each group gave the last apply (a pure function of config and
+    /// plan, so it never disagrees with the maps).
+    groups: group_cache::GroupCache,
 }
 
 impl Reconciler {
@@ -300,7 +305,7 @@ impl Reconciler {
                     key,
                     meta,
                     ring: None,
-                    members: Vec::new(),
+                    members: Default::default(),
                 },
             );
         }
@@ -334,7 +339,7 @@ impl Reconciler {
         config: &Config,
         plan: &Plan,
     ) -> Result<Changes, ApplyError> {
-        let desired = Desired::from_config(config, plan);
+        let desired = Desired::from_config(config, plan, &mut self.groups);
         let max_vips = config.daemon.max_vips;
         let mut changes = Changes::default();
         self.add_filters(plane, &desired)?;
@@ -396,32 +401,37 @@ impl Reconciler {
         d: &Desired,
         changes: &mut Changes,
     ) -> Result<(), ApplyError> {
-        // Ascending free ids; ids held by targets about to leave stay taken
-        // until step 5, so they are never reused within this apply.
+        let mut fresh: Vec<(SocketAddr, TargetState)> = Vec::new();
+        for (&ep, &state) in &d.targets {
+            let Some(&id) = self.target_ids.get(&ep) else {
+                fresh.push((ep, state));
+                continue;
+            };
+            let cur = self.targets[&id].entry;
+            if cur.state != state as u8 {
+                let entry = net::target_entry(ep, state, cur.generation);
+                ctx(plane.set_target(id, &entry), || {
+                    format!("set target {id} ({ep}) {state:?}")
+                })?;
+                self.targets.insert(
+                    id,
+                    TargetEntry {
+                        endpoint: Some(ep),
+                        entry,
+                    },
+                );
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        // Ascending free ids, handed out in endpoint order (not hash order);
+        // ids held by targets about to leave stay taken until step 5, so they
+        // are never reused within this apply.
+        fresh.sort_unstable_by_key(|(ep, _)| *ep);
         let held: BTreeSet<u32> = self.targets.keys().copied().collect();
         let mut free = (0..MAX_TARGETS).filter(move |id| !held.contains(id));
-        // In endpoint order, so fresh ids do not depend on hashing.
-        let mut desired: Vec<(SocketAddr, TargetState)> =
-            d.targets.iter().map(|(ep, s)| (*ep, *s)).collect();
-        desired.sort_unstable_by_key(|(ep, _)| *ep);
-        for (ep, state) in desired {
-            if let Some(&id) = self.target_ids.get(&ep) {
-                let cur = self.targets[&id].entry;
-                if cur.state != state as u8 {
-                    let entry = net::target_entry(ep, state, cur.generation);
-                    ctx(plane.set_target(id, &entry), || {
-                        format!("set target {id} ({ep}) {state:?}")
-                    })?;
-                    self.targets.insert(
-                        id,
-                        TargetEntry {
-                            endpoint: Some(ep),
-                            entry,
-                        },
-                    );
-                }
-                continue;
-            }
+        for (ep, state) in fresh {
             let id = free.next().ok_or(ApplyError::TargetIdsExhausted)?;
             let generation = self
                 .generations
@@ -583,7 +593,7 @@ impl Reconciler {
                 key: dv.key,
                 meta,
                 ring: Some(input),
-                members: dv.members.clone(),
+                members: Arc::clone(&dv.members),
             },
         );
         Ok(())
@@ -665,7 +675,7 @@ impl Reconciler {
             changes.tables_switched += 1;
         }
         v.meta = meta;
-        v.members = dv.members.clone();
+        v.members = Arc::clone(&dv.members);
         self.vips.insert(vip_ord(&dv.key), v);
         Ok(())
     }
