@@ -97,9 +97,6 @@ impl KernelMaps {
             .filter_map(Result::ok)
             .filter(|k| doomed(&vip_of(k)))
             .collect();
-        for k in &keys {
-            let _gone = self.flows.remove(k).is_ok();
-        }
         let replies: Vec<NatKey> = self
             .nat
             .iter()
@@ -114,9 +111,7 @@ impl KernelMaps {
             })
             .map(|(reply, _)| reply)
             .collect();
-        for k in &replies {
-            let _gone = self.nat.remove(k).is_ok();
-        }
+        self.delete_flows(&keys, &replies);
         Ok(keys.len())
     }
 
@@ -133,9 +128,6 @@ impl KernelMaps {
             .filter(|(_, v)| ids.contains(&v.target_id))
             .map(|(k, _)| k)
             .collect();
-        for k in &keys {
-            let _gone = self.flows.remove(k).is_ok();
-        }
         let replies: Vec<NatKey> = self
             .nat
             .iter()
@@ -143,10 +135,19 @@ impl KernelMaps {
             .filter(|(_, nat)| ids.contains(&nat.target_id))
             .map(|(reply, _)| reply)
             .collect();
-        for k in &replies {
+        self.delete_flows(&keys, &replies);
+        Ok(keys.len())
+    }
+
+    /// Deletes client flows and reply entries; entries the program evicted
+    /// meanwhile are simply not found.
+    fn delete_flows(&mut self, keys: &[FlowKey], replies: &[NatKey]) {
+        for k in keys {
+            let _gone = self.flows.remove(k).is_ok();
+        }
+        for k in replies {
             let _gone = self.nat.remove(k).is_ok();
         }
-        Ok(keys.len())
     }
 
     /// Up to `limit` client flows with their values, and the table's size.

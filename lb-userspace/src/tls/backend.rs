@@ -32,6 +32,19 @@ pub fn client_config(tls: &TargetGroupTls) -> Result<Arc<ClientConfig>, TlsError
     Ok(Arc::new(config))
 }
 
+/// A client config that accepts any certificate (handshake signatures still
+/// checked): `verify = false` groups, and HTTPS health checks (which, as in
+/// ELB, do not verify targets' certificates).
+pub fn unverified_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(ring::default_provider());
+    let config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The name sent as SNI and verified: `server_name`, else the target's
 /// address.
 pub fn server_name(tls: &TargetGroupTls, target: IpAddr) -> ServerName<'static> {

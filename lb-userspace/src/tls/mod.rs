@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 
-pub use backend::{client_config, server_name};
+pub use backend::{client_config, server_name, unverified_client_config};
 pub use pem::{PemError, load_certified_key, load_roots};
 pub use policy::provider;
 pub use sni::SniResolver;
