@@ -159,6 +159,9 @@ fn our_config(dir: &Path) -> PathBuf {
 dataplane = "userspace"
 pin_dir = "{dir}/pin"
 
+[api]
+socket = "{dir}/api.sock"
+
 [[listener]]
 name = "http"
 protocol = "http"

@@ -17,7 +17,8 @@ use lb_tests::lab::{
 use lb_tests::netns;
 use lb_tests::proc;
 use lb_tests::topology::{
-    CLIENT4, CLIENT6, ConfigSpec, LB_CLIENT_IF, ListenerSpec, VIP_TCP_PORT, VIP_UDP_PORT,
+    CLIENT4, CLIENT6, ConfigSpec, LB_CLIENT_IF, ListenerSpec, TARGET_TCP_PORT, VIP_TCP_PORT,
+    VIP_UDP_PORT, target4,
 };
 
 fn spread(name: &str, proto: &str, vip: SocketAddr, client: IpAddr) {
@@ -122,6 +123,16 @@ fn targets_change(name: &str, apply: Apply) {
         }
     }
 
+    // A target registered by the change gets new flows once its first
+    // health check passed (ELB's `initial`); the removed one drains.
+    lab.wait_health("tcp4", Duration::from_secs(15), "new set healthy", |h| {
+        new_set.iter().all(|&i| {
+            h.iter().any(|t| {
+                t.target == SocketAddr::new(target4(i).into(), TARGET_TCP_PORT)
+                    && t.state == "healthy"
+            })
+        })
+    });
     // New flows follow the new target set.
     let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), SPREAD_FLOWS);
     pinger.expect_progress(5, "while new connections were made");

@@ -226,7 +226,7 @@ impl Lab {
 fn write_config(dir: &std::path::Path, config: &str) -> PathBuf {
     let d = dir.display().to_string();
     let text = format!(
-        "[daemon]\ndataplane = \"userspace\"\npin_dir = \"{d}/pin\"\n\n{}",
+        "[daemon]\ndataplane = \"userspace\"\npin_dir = \"{d}/pin\"\n\n[api]\nsocket = \"{d}/api.sock\"\n\n{}",
         config.replace("@DIR@", &d)
     );
     let path = dir.join("lb.toml");
