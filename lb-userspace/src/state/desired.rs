@@ -85,12 +85,12 @@ impl Desired {
             .filter(|l| l.protocol.in_kernel())
             .filter_map(|l| Some((l, *groups.get(l.target_group.as_deref()?)?)))
             .collect();
-        let mut used: Vec<&TargetGroup> = Vec::new();
-        for (_, g) in &served {
-            if !used.iter().any(|u| u.name == g.name) {
-                used.push(g);
-            }
-        }
+        let mut seen = std::collections::HashSet::new();
+        let used: Vec<&TargetGroup> = served
+            .iter()
+            .map(|(_, g)| *g)
+            .filter(|g| seen.insert(g.name.as_str()))
+            .collect();
         cache.update(&used, plan);
         let mut d = Desired {
             targets: cache.targets(),

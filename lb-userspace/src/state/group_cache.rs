@@ -5,7 +5,7 @@
 //! one-target change re-deriving the other 999 groups.)
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
+    hash::{BuildHasher, Hasher},
     net::SocketAddr,
     sync::Arc,
 };
@@ -36,12 +36,23 @@ pub(super) struct GroupCache {
 }
 
 fn fingerprint(planned: impl ExactSizeIterator<Item = PlannedTarget>) -> u64 {
+    // Whole words rather than `SocketAddr`'s field-by-field `Hash`: this runs
+    // over every target of every group on each apply.
     let mut h = FastHash::default().build_hasher();
-    planned.len().hash(&mut h);
+    h.write_usize(planned.len());
     for t in planned {
-        t.endpoint.hash(&mut h);
-        (t.state as u8).hash(&mut h);
-        t.weight.hash(&mut h);
+        match t.endpoint {
+            SocketAddr::V4(a) => {
+                h.write_u64(u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port()))
+            }
+            SocketAddr::V6(a) => {
+                let ip = u128::from(*a.ip());
+                h.write_u64(ip as u64);
+                h.write_u64((ip >> 64) as u64);
+                h.write_u64(u64::from(a.port()) | 1 << 63);
+            }
+        }
+        h.write_u64(u64::from(t.state as u8) << 32 | u64::from(t.weight));
     }
     h.finish()
 }
@@ -78,10 +89,12 @@ impl GroupCache {
             let cached = self.derive(planned, fp);
             self.groups.insert(g.name.clone(), cached);
         }
+        let used_names: std::collections::HashSet<&str> =
+            used.iter().map(|g| g.name.as_str()).collect();
         let gone: Vec<String> = self
             .groups
             .keys()
-            .filter(|name| !used.iter().any(|g| &g.name == *name))
+            .filter(|name| !used_names.contains(name.as_str()))
             .cloned()
             .collect();
         for name in gone {
