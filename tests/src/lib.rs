@@ -1,6 +1,7 @@
 //! test support
 
 // End-to-end support: namespaces, topology, child processes, traffic clients.
+pub mod certs;
 pub mod client;
 pub mod lab;
 pub mod netns;

@@ -9,14 +9,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lb_tests::certs::TestCa as Ca;
 use lb_tests::netns::{self, Netns, TempDir};
 use lb_tests::proc::{self, LbDaemon, NsChild};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
 
 const VIP: &str = "10.77.0.1";
@@ -107,7 +107,7 @@ impl Lab {
                     .map(str::to_owned)
                     .collect();
                 if let Some(ca) = &ca {
-                    let (c, k) = ca.leaf(dir.path(), name, addr);
+                    let (c, k) = ca.leaf(dir.path(), name, addr, &[addr]);
                     args.extend(["--tls-cert".to_owned(), c.display().to_string()]);
                     args.extend(["--tls-key".to_owned(), k.display().to_string()]);
                 }
@@ -255,46 +255,6 @@ fn read_response(s: &mut TcpStream) -> (String, String) {
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).expect("read body");
     (head, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// A CA for the targets' certificates.
-struct Ca {
-    key: KeyPair,
-    cert: rcgen::Certificate,
-}
-
-impl Ca {
-    fn new(cn: &str) -> Self {
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let cert = p.self_signed(&key).expect("CA");
-        Self { key, cert }
-    }
-
-    /// Writes `<dir>/<tag>.pem`.
-    fn write(&self, dir: &Path, tag: &str) {
-        std::fs::write(dir.join(format!("{tag}.pem")), self.cert.pem()).expect("write CA");
-    }
-
-    /// A certificate for IP address `addr`, as `<tag>-cert.pem` and
-    /// `<tag>-key.pem`; returns their paths.
-    fn leaf(&self, dir: &Path, tag: &str, addr: &str) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(vec![addr.to_owned()]).expect("params");
-        p.distinguished_name.push(DnType::CommonName, addr);
-        p.use_authority_key_identifier_extension = true;
-        let cert = p.signed_by(&key, &self.cert, &self.key).expect("sign");
-        let (c, k) = (
-            dir.join(format!("{tag}-cert.pem")),
-            dir.join(format!("{tag}-key.pem")),
-        );
-        std::fs::write(&c, cert.pem()).expect("write cert");
-        std::fs::write(&k, key.serialize_pem()).expect("write key");
-        (c, k)
-    }
 }
 
 /// A self-signed certificate for `lb.test` and the VIP, written as PEM.

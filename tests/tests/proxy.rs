@@ -12,11 +12,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lb_tests::certs::TestCa as Ca;
 use lb_tests::client::EchoConn;
 use lb_tests::netns;
 use lb_tests::proc::{self, LbDaemon, NsChild};
 use lb_tests::topology::{CLIENT4, TARGET_TCP_PORT, Topology, TopologyOpts, VIP4, target4};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -206,49 +206,6 @@ fn reload_adds_and_removes_listeners_while_connections_on_others_survive() {
 }
 
 // --- TLS ------------------------------------------------------------------
-
-/// A CA and the PEM of its certificate.
-struct Ca {
-    key: KeyPair,
-    cert: rcgen::Certificate,
-}
-
-impl Ca {
-    fn new(cn: &str) -> Self {
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let cert = p.self_signed(&key).expect("CA");
-        Self { key, cert }
-    }
-
-    /// Writes `<tag>.pem`.
-    fn write(&self, dir: &Path, tag: &str) -> PathBuf {
-        let path = dir.join(format!("{tag}.pem"));
-        std::fs::write(&path, self.cert.pem()).expect("write CA");
-        path
-    }
-
-    /// A leaf for `names` with common name `cn`, written as `<tag>.pem` and
-    /// `<tag>.key`; returns the cert and key paths.
-    fn leaf(&self, dir: &Path, tag: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut p = CertificateParams::new(names).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.use_authority_key_identifier_extension = true;
-        let cert = p.signed_by(&key, &self.cert, &self.key).expect("sign");
-        let (c, k) = (
-            dir.join(format!("{tag}.pem")),
-            dir.join(format!("{tag}.key")),
-        );
-        std::fs::write(&c, cert.pem()).expect("write cert");
-        std::fs::write(&k, key.serialize_pem()).expect("write key");
-        (c, k)
-    }
-}
 
 fn cert_entry(cert: &Path, key: &Path, default: bool) -> String {
     format!(

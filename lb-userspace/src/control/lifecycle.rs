@@ -220,13 +220,7 @@ impl Lifecycle {
         let mut plan = Plan::new();
         let mut routable = Routable::default();
         for g in &config.target_groups {
-            let (planned, mut pool) = self.plan_group(config, g, checks, now);
-            // Userspace balancers count weights per connection: 100:100
-            // must act as 1:1.
-            let gcd = pool.iter().fold(0, |acc, t| gcd(acc, t.weight));
-            if gcd > 1 {
-                pool.iter_mut().for_each(|t| t.weight /= gcd);
-            }
+            let (planned, pool) = self.plan_group(config, g, checks, now);
             plan.insert(g.name.clone(), planned);
             routable.groups.insert(g.name.clone(), pool);
         }
@@ -383,10 +377,6 @@ impl Lifecycle {
         }
         c
     }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn describe(

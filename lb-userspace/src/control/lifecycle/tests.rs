@@ -75,12 +75,10 @@ fn web_plan(l: &Lifecycle, c: &Config, now: Instant) -> Vec<(u8, TargetState, u3
         .filter(|p| p.weight > 0)
         .map(|p| (p.endpoint, p.weight))
         .collect();
-    // The same, in lowest terms (userspace balancers count per connection).
-    let gcd = in_tables.iter().fold(0, |a, &(_, w)| gcd(a, w));
     let userspace: Vec<_> = routable
         .targets("web")
         .iter()
-        .map(|t| (t.endpoint, t.weight * gcd))
+        .map(|t| (t.endpoint, t.weight))
         .collect();
     assert_eq!(in_tables, userspace);
     rows
