@@ -6,8 +6,13 @@
 //! The control plane publishes a new [`Routable`] through a
 //! `tokio::sync::watch` channel whenever any of those changes; the userspace
 //! listeners read the latest value for each new connection or request. The
-//! XDP path gets the same decision through its Maglev tables.
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+//! XDP path gets the same decision through its Maglev tables and target
+//! states.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use crate::config::Config;
 
@@ -24,12 +29,27 @@ pub struct RoutableTarget {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routable {
     pub groups: BTreeMap<String, Vec<RoutableTarget>>,
+    /// Per target group: the targets whose established flows stay on them
+    /// (the XDP path's `Active` and `Draining` states): every target of
+    /// `groups`, plus draining ones and those that get no new flows for
+    /// now (weight 0, another zone). A flow whose target is missing here
+    /// (`Down`, or drained and removed) moves on its next packet. Only the
+    /// UDP relay needs it: a TCP connection cannot move.
+    pub keep_flows: BTreeMap<String, BTreeSet<SocketAddr>>,
 }
 
 impl Routable {
     /// Every target with a weight above 0, as the config lists it: the view
-    /// before any health check has run.
+    /// before any health check has run. Every target keeps its flows.
     pub fn from_config(config: &Config) -> Self {
+        let keep_flows = config
+            .target_groups
+            .iter()
+            .map(|g| {
+                let all = g.targets.iter().map(|t| g.endpoint(t)).collect();
+                (g.name.clone(), all)
+            })
+            .collect();
         let groups = config
             .target_groups
             .iter()
@@ -46,12 +66,18 @@ impl Routable {
                 (g.name.clone(), targets)
             })
             .collect();
-        Routable { groups }
+        Routable { groups, keep_flows }
     }
 
     /// The targets of `group` that may get new work (empty when unknown).
     pub fn targets(&self, group: &str) -> &[RoutableTarget] {
         self.groups.get(group).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The targets of `group` whose established flows stay; `None` for a
+    /// group this view does not know.
+    pub fn keeps_flows(&self, group: &str) -> Option<&BTreeSet<SocketAddr>> {
+        self.keep_flows.get(group)
     }
 }
 

@@ -221,8 +221,14 @@ impl Lifecycle {
         let mut routable = Routable::default();
         for g in &config.target_groups {
             let (planned, pool) = self.plan_group(config, g, checks, now);
+            let keep = planned
+                .iter()
+                .filter(|p| p.state != TargetState::Down)
+                .map(|p| p.endpoint)
+                .collect();
             plan.insert(g.name.clone(), planned);
             routable.groups.insert(g.name.clone(), pool);
+            routable.keep_flows.insert(g.name.clone(), keep);
         }
         (plan, routable)
     }

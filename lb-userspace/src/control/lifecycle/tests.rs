@@ -81,6 +81,17 @@ fn web_plan(l: &Lifecycle, c: &Config, now: Instant) -> Vec<(u8, TargetState, u3
         .map(|t| (t.endpoint, t.weight))
         .collect();
     assert_eq!(in_tables, userspace);
+    // Established flows stay on every target the kernel does not mark Down.
+    let kept: Vec<_> = plan["web"]
+        .iter()
+        .filter(|p| p.state != TargetState::Down)
+        .map(|p| p.endpoint)
+        .collect();
+    let keep_flows: Vec<_> = routable
+        .keeps_flows("web")
+        .map(|k| k.iter().copied().collect())
+        .unwrap_or_default();
+    assert_eq!(kept, keep_flows);
     rows
 }
 
