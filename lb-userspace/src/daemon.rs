@@ -83,8 +83,8 @@ fn check_forwarding(config: &Config) -> Result<(), DaemonError> {
     Ok(forwarding::check(&config.daemon.interfaces, v4, v6)?)
 }
 
-/// Per `daemon.dataplane`: the XDP path, or `None` when tcp listeners are
-/// served in userspace (`auto` falls back with a warning).
+/// Per `daemon.dataplane`: the XDP path, or `None` when tcp and udp
+/// listeners are served in userspace (`auto` falls back with a warning).
 fn start_xdp(config: &Config, plan: &Plan) -> Result<Option<XdpPath>, DaemonError> {
     let start = || -> Result<XdpPath, DaemonError> {
         check_forwarding(config)?;
@@ -98,7 +98,7 @@ fn start_xdp(config: &Config, plan: &Plan) -> Result<Option<XdpPath>, DaemonErro
             Err(e) => {
                 warn!(
                     reason = %ErrorChain(&e),
-                    "XDP data path unavailable; tcp listeners are served by the userspace proxy"
+                    "XDP data path unavailable; tcp and udp listeners are served by the userspace proxy and relay"
                 );
                 Ok(None)
             }

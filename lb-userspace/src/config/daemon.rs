@@ -15,7 +15,7 @@ pub struct Daemon {
     /// `dataplane = "userspace"`.
     #[serde(default)]
     pub interfaces: Vec<String>,
-    /// Which path serves `tcp` listeners (and `udp` ones under XDP).
+    /// Which path serves `tcp` and `udp` listeners.
     #[serde(default)]
     pub dataplane: Dataplane,
     /// How the program is attached.
@@ -76,9 +76,10 @@ pub enum Dataplane {
     #[default]
     Xdp,
     /// No XDP program at all: a TCP proxy in the daemon serves `tcp`
-    /// listeners, whose addresses must then be local to the host.
+    /// listeners and a UDP relay `udp` ones, whose addresses must then be
+    /// local to the host.
     Userspace,
-    /// XDP, else (no privileges, unsupported device) the userspace proxy,
-    /// with a warning giving the reason.
+    /// XDP, else (no privileges, unsupported device) the userspace proxy
+    /// and relay, with a warning giving the reason.
     Auto,
 }

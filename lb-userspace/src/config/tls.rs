@@ -121,14 +121,14 @@ fn default_verify() -> bool {
 /// The checks of this file; called from `Config::validate`.
 pub(super) fn check(c: &Config, errs: &mut ValidationErrors) {
     for (i, l) in c.listeners.iter().enumerate() {
-        check_listener(c, i, l, errs);
+        check_listener(i, l, errs);
     }
     for (i, g) in c.target_groups.iter().enumerate() {
         check_group(c, i, g, errs);
     }
 }
 
-fn check_listener(c: &Config, i: usize, l: &Listener, errs: &mut ValidationErrors) {
+fn check_listener(i: usize, l: &Listener, errs: &mut ValidationErrors) {
     let path = format!("listener[{i}].tls");
     let wants_tls = matches!(l.protocol, Protocol::Tls | Protocol::Https);
     match (&l.tls, wants_tls) {
@@ -142,12 +142,6 @@ fn check_listener(c: &Config, i: usize, l: &Listener, errs: &mut ValidationError
         ),
         (Some(t), true) => check_listener_tls(&path, t, errs),
         (None, false) => {}
-    }
-    if l.protocol == Protocol::Udp && c.daemon.dataplane == Dataplane::Userspace {
-        errs.push(
-            format!("listener[{i}].protocol"),
-            "udp listeners need the XDP data path; dataplane = \"userspace\" serves tcp, tls, http and https only",
-        );
     }
 }
 
@@ -213,15 +207,22 @@ fn check_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut ValidationError
             .iter()
             .filter(|l| l.target_group.as_deref() == Some(g.name.as_str()));
         for l in users {
-            if l.protocol == Protocol::Udp || (l.protocol == Protocol::Tcp && in_kernel) {
-                errs.push(
-                    format!("{path}.proxy_protocol_v2"),
-                    format!(
-                        "{} listener {:?} is served by the XDP path, which cannot send PROXY headers (only tls listeners, or tcp ones with dataplane = \"userspace\")",
-                        l.protocol, l.name
-                    ),
-                );
-            }
+            let why = match l.protocol {
+                Protocol::Udp => {
+                    "cannot send PROXY headers: neither the XDP path nor the UDP relay does"
+                }
+                Protocol::Tcp if in_kernel => {
+                    "is served by the XDP path, which cannot send PROXY headers"
+                }
+                _ => continue,
+            };
+            errs.push(
+                format!("{path}.proxy_protocol_v2"),
+                format!(
+                    "{} listener {:?} {why} (only tls listeners, or tcp ones with dataplane = \"userspace\")",
+                    l.protocol, l.name
+                ),
+            );
         }
     }
 }
@@ -400,7 +401,7 @@ port = 8443
     }
 
     #[test]
-    fn proxy_v2_and_udp_need_the_right_data_path() {
+    fn proxy_v2_needs_a_daemon_served_stream_and_udp_is_served_on_either_path() {
         let l = listener("tcp", "plain", "");
         let pp = config("xdp", &l, "  [target_group.tls]\n  verify = false\n")
             .replace("port = 8080\n", "port = 8080\nproxy_protocol_v2 = true\n");
@@ -414,15 +415,24 @@ port = 8443
             errors(&pp.replace("\"xdp\"", "\"userspace\"")),
             Vec::<String>::new()
         );
+        // udp listeners are served on either path (the UDP relay in
+        // userspace), neither with PROXY headers.
         let udp = config(
             "userspace",
             &listener("udp", "plain", ""),
             "  [target_group.tls]\n  verify = false\n",
+        )
+        .replace(
+            "name = \"plain\"\nprotocol = \"tcp\"",
+            "name = \"plain\"\nprotocol = \"udp\"",
         );
-        assert!(
-            errors(&udp).contains(&"listener[0].protocol: udp listeners need the XDP data path; dataplane = \"userspace\" serves tcp, tls, http and https only".to_owned()),
-            "{:?}",
-            errors(&udp)
+        assert_eq!(errors(&udp), Vec::<String>::new());
+        let udp_pp = udp.replace("port = 8080\n", "port = 8080\nproxy_protocol_v2 = true\n");
+        assert_eq!(
+            errors(&udp_pp),
+            [
+                "target_group[0].proxy_protocol_v2: udp listener \"l\" cannot send PROXY headers: neither the XDP path nor the UDP relay does (only tls listeners, or tcp ones with dataplane = \"userspace\")"
+            ]
         );
     }
 

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, copy_bidirectional},
     net::TcpStream,
@@ -22,7 +21,7 @@ use super::{
     balance,
     counted::{Activity, Counted},
     listener::{ListenerCtx, stopped},
-    metrics::{ByteLabels, Direction, ErrorReason, ListenerLabels, TargetLabels},
+    metrics::{ByteLabels, Direction, ErrorReason, ListenerLabels, Open, TargetLabels},
     proxy_v2,
     route::L4Route,
 };
@@ -38,22 +37,6 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// A byte stream of either side, plain or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
-
-/// Decrements a gauge when the connection ends, however it ends.
-struct Open(Gauge);
-
-impl Open {
-    fn new(g: Gauge) -> Self {
-        g.inc();
-        Self(g)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
 
 /// What the TLS handshake with the client gave, for the log line.
 #[derive(Default)]

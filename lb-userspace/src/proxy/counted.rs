@@ -1,6 +1,7 @@
 //! A stream wrapper that counts the bytes read from it into a counter as
 //! they flow (long connections show up in the metrics before they end) and
-//! stamps the time of the last byte, for the idle timeout.
+//! stamps the time of the last byte, for the idle timeout; the UDP relay
+//! stamps its flows' [`Activity`] the same way.
 use std::{
     io,
     pin::Pin,
@@ -34,11 +35,18 @@ impl Activity {
     }
 
     fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.touch_at(Instant::now());
     }
 
-    fn last(&self) -> Instant {
+    /// Records activity at `now` (no earlier than the last one stamped:
+    /// the relay's two directions stamp from different threads).
+    pub fn touch_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.start).as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// When something last moved.
+    pub fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 

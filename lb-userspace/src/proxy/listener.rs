@@ -1,6 +1,8 @@
-//! A running userspace listener: its socket's accept loop (ours for L4,
-//! [`http::serve`] for http/https), the route it currently serves (swapped on reload without touching the socket) and
-//! the stop signal that ends the loop and every connection it accepted.
+//! A running userspace listener: its socket's accept loop (ours for tcp
+//! and tls, [`http::serve`] for http/https) or the UDP relay
+//! ([`udp::serve`]), the route it currently serves (swapped on reload
+//! without touching the socket) and the stop signal that ends the loop and
+//! every connection or flow it holds.
 use std::{
     net::SocketAddr,
     sync::{Arc, atomic::AtomicU64},
@@ -8,16 +10,17 @@ use std::{
 };
 
 use tokio::{
-    net::{TcpListener, TcpSocket},
+    net::{TcpListener, TcpSocket, UdpSocket},
     sync::watch,
     task::JoinHandle,
 };
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{
     connection,
     metrics::ProxyMetrics,
     route::{L4Route, Route},
+    udp::{self, UdpRoute},
 };
 use crate::{
     config::Protocol,
@@ -47,6 +50,30 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _gone = stop.wait_for(|s| *s).await;
 }
 
+/// A listener's bound socket.
+pub enum Socket {
+    /// tcp, tls, http, https: listening.
+    Stream(TcpListener),
+    Datagram(UdpSocket),
+}
+
+impl Socket {
+    /// The socket `protocol` needs, bound to `addr`.
+    pub fn bind(addr: SocketAddr, protocol: Protocol) -> std::io::Result<Self> {
+        match protocol {
+            Protocol::Udp => udp::bind(addr).map(Socket::Datagram),
+            _ => bind(addr).map(Socket::Stream),
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Socket::Stream(s) => s.local_addr(),
+            Socket::Datagram(s) => s.local_addr(),
+        }
+    }
+}
+
 /// A bound TCP socket, listening.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
@@ -65,6 +92,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 enum RouteTx {
     L4(watch::Sender<Arc<L4Route>>),
     Http(watch::Sender<Arc<HttpListener>>),
+    Udp(watch::Sender<Arc<UdpRoute>>),
+    /// Nothing runs (a route and a socket of different kinds: a bug).
+    None,
 }
 
 /// Handle of a running listener; dropping it stops the listener.
@@ -77,11 +107,11 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts accepting on `socket`.
+    /// Starts serving `socket`.
     pub fn start(
         name: &str,
         protocol: Protocol,
-        socket: TcpListener,
+        socket: Socket,
         route: Route,
         routable: RoutableWatch,
         metrics: Arc<ProxyMetrics>,
@@ -90,22 +120,35 @@ impl Running {
             .local_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (route_tx, task) = match route {
-            Route::L4(r) => {
+        let ctx = |stop| {
+            Arc::new(ListenerCtx {
+                routable,
+                metrics,
+                next: AtomicU64::new(0),
+                stop,
+            })
+        };
+        let (route_tx, task) = match (route, socket) {
+            (Route::L4(r), Socket::Stream(socket)) => {
                 let (tx, rx) = watch::channel(r);
-                let ctx = Arc::new(ListenerCtx {
-                    routable,
-                    metrics,
-                    next: AtomicU64::new(0),
-                    stop: stop_rx,
-                });
-                let task = tokio::spawn(accept_loop(name.to_owned(), socket, rx, ctx));
-                (RouteTx::L4(tx), task)
+                let task = tokio::spawn(accept_loop(name.to_owned(), socket, rx, ctx(stop_rx)));
+                (RouteTx::L4(tx), Some(task))
             }
-            Route::Http(h) => {
+            (Route::Http(h), Socket::Stream(socket)) => {
                 let (tx, rx) = watch::channel(h);
                 let task = tokio::spawn(http::serve(socket, rx, stop_rx));
-                (RouteTx::Http(tx), task)
+                (RouteTx::Http(tx), Some(task))
+            }
+            (Route::Udp(u), Socket::Datagram(socket)) => {
+                let (tx, rx) = watch::channel(u);
+                let task = tokio::spawn(udp::serve(socket, rx, ctx(stop_rx)));
+                (RouteTx::Udp(tx), Some(task))
+            }
+            _ => {
+                // `Proxies::apply` binds by the listener's protocol and
+                // builds its route by the same protocol.
+                error!(listener = %name, %protocol, "route and socket of different kinds; listener not served");
+                (RouteTx::None, None)
             }
         };
         Self {
@@ -113,12 +156,12 @@ impl Running {
             protocol,
             route: route_tx,
             stop: stop_tx,
-            task: Some(task),
+            task,
         }
     }
 
     /// Hands `route` to the listener: its next connections (and, for
-    /// http, the next requests of open ones) use it.
+    /// http, the next requests of open ones; for udp, its flows) use it.
     pub fn update(&self, name: &str, route: Route) {
         match (&self.route, route) {
             (RouteTx::L4(tx), Route::L4(r)) => {
@@ -127,13 +170,17 @@ impl Running {
             (RouteTx::Http(tx), Route::Http(h)) => {
                 tx.send_replace(h);
             }
+            (RouteTx::Udp(tx), Route::Udp(u)) => {
+                tx.send_replace(u);
+            }
             // `Proxies::apply` rebinds a listener whose protocol changed.
             _ => warn!(listener = %name, "route of another kind ignored"),
         }
     }
 
-    /// Stops accepting, closes the listener's connections and waits until
-    /// the socket is closed (so its address can be bound again).
+    /// Stops accepting, closes the listener's connections (or flows) and
+    /// waits until the socket is closed (so its address can be bound
+    /// again).
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
         if let Some(task) = self.task.take() {

@@ -1,9 +1,10 @@
-//! Counters of the userspace listeners, per listener and per target, in
-//! prometheus-client types so the metrics endpoint can serve them.
-use std::sync::Arc;
+//! Counters of the userspace L4 listeners (the TCP/TLS proxy and the UDP
+//! relay), per listener and per target, in prometheus-client types so the
+//! metrics endpoint can serve them.
+use std::{fmt::Write, sync::Arc};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, EncodeLabelValue},
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
@@ -27,7 +28,7 @@ pub struct ByteLabels {
     pub direction: Direction,
 }
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
     /// Bytes read from the client and written to the target.
     ToTarget,
@@ -42,7 +43,7 @@ pub struct ErrorLabels {
 }
 
 /// Why a client connection ended without reaching a target.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ErrorReason {
     /// The group had no routable target.
     NoTarget,
@@ -52,6 +53,65 @@ pub enum ErrorReason {
     TlsHandshake,
     /// The TLS handshake with the target failed (e.g. verification).
     TargetTls,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub listener: String,
+    pub reason: DropReason,
+}
+
+/// Why the UDP relay dropped a datagram.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DropReason {
+    /// A new flow, but the group had no routable target.
+    NoTarget,
+    /// A new flow, but the listener's flow table was full.
+    FlowTableFull,
+    /// A new flow, but its socket toward the target could not be opened
+    /// (e.g. out of file descriptors, no route).
+    FlowSocket,
+    /// Sending to the target failed (after one retry).
+    Send,
+    /// Sending a target's reply to the client failed.
+    Reply,
+}
+
+/// Label values in snake_case, as every other metric of the daemon
+/// (`direction="to_target"`, `reason="no_target"`).
+macro_rules! snake_case_labels {
+    ($($ty:ty { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+        impl $ty {
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+snake_case_labels! {
+    Direction { ToTarget => "to_target", ToClient => "to_client" }
+    ErrorReason {
+        NoTarget => "no_target",
+        Connect => "connect",
+        TlsHandshake => "tls_handshake",
+        TargetTls => "target_tls",
+    }
+    DropReason {
+        NoTarget => "no_target",
+        FlowTableFull => "flow_table_full",
+        FlowSocket => "flow_socket",
+        Send => "send",
+        Reply => "reply",
+    }
 }
 
 /// Every counter of the userspace L4 listeners.
@@ -71,6 +131,22 @@ pub struct ProxyMetrics {
     pub bytes: Family<ByteLabels, Counter>,
     /// Client connections that ended without reaching a target.
     pub errors: Family<ErrorLabels, Counter>,
+    /// UDP flows created (a client address's first datagram, or the next
+    /// one after its flow expired or its target left).
+    pub udp_flows: Family<ListenerLabels, Counter>,
+    /// UDP flows in a relay's table now.
+    pub udp_active_flows: Family<ListenerLabels, Gauge>,
+    /// UDP flows created toward each target.
+    pub udp_target_flows: Family<TargetLabels, Counter>,
+    /// UDP flows toward each target now.
+    pub udp_target_active_flows: Family<TargetLabels, Gauge>,
+    /// Datagrams relayed, by direction (their bytes go to `bytes`).
+    pub udp_packets: Family<ByteLabels, Counter>,
+    /// Datagrams the UDP relay dropped, by reason.
+    pub udp_dropped: Family<DropLabels, Counter>,
+    /// Errors a target's flow socket reported: ICMP errors such as port or
+    /// host unreachable (`ECONNREFUSED`, `EHOSTUNREACH`), failed sends.
+    pub udp_target_errors: Family<TargetLabels, Counter>,
 }
 
 impl ProxyMetrics {
@@ -109,7 +185,71 @@ impl ProxyMetrics {
             "Client connections that ended without reaching a target, by reason",
             m.errors.clone(),
         );
+        let u = r.sub_registry_with_prefix("udp");
+        u.register(
+            "flows",
+            "UDP flows created by userspace listeners",
+            m.udp_flows.clone(),
+        );
+        u.register(
+            "active_flows",
+            "UDP flows in the relay's table",
+            m.udp_active_flows.clone(),
+        );
+        u.register(
+            "target_flows",
+            "UDP flows created toward targets",
+            m.udp_target_flows.clone(),
+        );
+        u.register(
+            "target_active_flows",
+            "UDP flows toward targets now",
+            m.udp_target_active_flows.clone(),
+        );
+        u.register(
+            "packets",
+            "Datagrams relayed, by direction",
+            m.udp_packets.clone(),
+        );
+        u.register(
+            "dropped_packets",
+            "Datagrams dropped by the UDP relay, by reason",
+            m.udp_dropped.clone(),
+        );
+        u.register(
+            "target_errors",
+            "Errors reported by the sockets toward targets (ICMP unreachable, failed sends)",
+            m.udp_target_errors.clone(),
+        );
         m
+    }
+
+    /// Names of the metric families above (counters without `_total`), for
+    /// the documentation test.
+    pub const NAMES: [&'static str; 14] = [
+        "lb_proxy_connections",
+        "lb_proxy_active_connections",
+        "lb_proxy_target_connections",
+        "lb_proxy_target_active_connections",
+        "lb_proxy_target_connect_errors",
+        "lb_proxy_bytes",
+        "lb_proxy_errors",
+        "lb_proxy_udp_flows",
+        "lb_proxy_udp_active_flows",
+        "lb_proxy_udp_target_flows",
+        "lb_proxy_udp_target_active_flows",
+        "lb_proxy_udp_packets",
+        "lb_proxy_udp_dropped_packets",
+        "lb_proxy_udp_target_errors",
+    ];
+
+    pub fn dropped(&self, listener: &str, reason: DropReason) {
+        self.udp_dropped
+            .get_or_create(&DropLabels {
+                listener: listener.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn error(&self, listener: &str, reason: ErrorReason) {
@@ -119,5 +259,99 @@ impl ProxyMetrics {
                 reason,
             })
             .inc();
+    }
+}
+
+/// Counts one open connection or flow in a gauge: incremented now,
+/// decremented when dropped, however the connection or flow ends.
+#[derive(Debug)]
+pub struct Open(Gauge);
+
+impl Open {
+    pub fn new(g: Gauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    /// Family names from the `# TYPE` lines of a scrape where every family
+    /// has a series.
+    fn registered() -> (Vec<String>, String) {
+        let mut registry = Registry::default();
+        let m = ProxyMetrics::register(&mut registry);
+        let l = ListenerLabels {
+            listener: "l".into(),
+        };
+        let t = TargetLabels {
+            listener: "l".into(),
+            target: "10.0.0.1:53".into(),
+        };
+        let b = ByteLabels {
+            listener: "l".into(),
+            target: "10.0.0.1:53".into(),
+            direction: Direction::ToTarget,
+        };
+        m.connections.get_or_create(&l).inc();
+        m.active.get_or_create(&l).inc();
+        m.target_connections.get_or_create(&t).inc();
+        m.target_active.get_or_create(&t).inc();
+        m.target_connect_errors.get_or_create(&t).inc();
+        m.bytes.get_or_create(&b).inc();
+        m.error("l", ErrorReason::NoTarget);
+        m.udp_flows.get_or_create(&l).inc();
+        m.udp_active_flows.get_or_create(&l).inc();
+        m.udp_target_flows.get_or_create(&t).inc();
+        m.udp_target_active_flows.get_or_create(&t).inc();
+        m.udp_packets.get_or_create(&b).inc();
+        m.dropped("l", DropReason::FlowTableFull);
+        m.udp_target_errors.get_or_create(&t).inc();
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        let families = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect();
+        (families, text)
+    }
+
+    #[test]
+    fn names_are_the_registered_families_and_documented() {
+        let mut declared: Vec<String> = ProxyMetrics::NAMES.map(String::from).to_vec();
+        declared.sort();
+        let (mut families, text) = registered();
+        families.sort();
+        assert_eq!(declared, families);
+        for series in [
+            "lb_proxy_udp_dropped_packets_total{listener=\"l\",reason=\"flow_table_full\"} 1",
+            "lb_proxy_udp_packets_total{listener=\"l\",target=\"10.0.0.1:53\",direction=\"to_target\"} 1",
+            "lb_proxy_errors_total{listener=\"l\",reason=\"no_target\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} not in\n{text}");
+        }
+        let docs = include_str!("../../../docs/metrics.md");
+        for name in ProxyMetrics::NAMES {
+            assert!(
+                docs.contains(&format!("`{name}")),
+                "docs/metrics.md lacks {name}"
+            );
+        }
+        assert!(
+            docs.contains("`flow_table_full`"),
+            "drop reasons documented"
+        );
     }
 }

@@ -1,12 +1,13 @@
 //! The daemon's own listeners: `tls`, `http` and `https` listeners always,
-//! `tcp` listeners when the XDP path is not there (`dataplane =
-//! "userspace"`, or `auto` after a failed attach).
+//! `tcp` and `udp` listeners when the XDP path is not there (`dataplane =
+//! "userspace"`, or `auto` after a failed attach): a TCP proxy and a UDP
+//! relay ([`udp`]).
 //!
 //! [`Proxies::apply`] brings the running listeners to a config, on start
 //! and on every reload: it binds new ones, stops removed ones (closing
 //! their connections, as the XDP path purges a removed VIP's flows) and
 //! hands changed settings to kept ones without touching their socket, so
-//! their connections carry on. A listener whose address or protocol
+//! their connections and flows carry on. A listener whose address or protocol
 //! changed is rebound.
 //!
 //! Targets are chosen by weighted round robin over the
@@ -18,15 +19,16 @@ mod listener;
 pub mod metrics;
 pub mod proxy_v2;
 mod route;
+pub mod udp;
 
 use std::{collections::BTreeMap, fmt, io, net::SocketAddr, sync::Arc};
 
-use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::info;
 
 pub use connection::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_ATTEMPTS};
 pub use metrics::ProxyMetrics;
 pub use route::{L4Route, Route, TargetTls};
+pub use udp::UdpRoute;
 
 use crate::{
     config::{Config, Listener, Protocol},
@@ -41,8 +43,6 @@ pub enum ProxyError {
     Tls { listener: String, source: TlsError },
     #[error(transparent)]
     Http(#[from] Box<HttpListenerError>),
-    #[error("listener {listener}: udp listeners are never served in userspace")]
-    Udp { listener: String },
     #[error(
         "listener {listener}: binding {addr}: {source} (a userspace listener's address must be local to this host)"
     )]
@@ -60,8 +60,6 @@ pub struct ProxyReport {
     pub stopped: Vec<String>,
     /// Kept their socket; got the new settings.
     pub kept: Vec<String>,
-    /// udp listeners nobody serves (userspace data path: no UDP relay).
-    pub unserved: Vec<String>,
 }
 
 impl fmt::Display for ProxyReport {
@@ -106,8 +104,8 @@ impl Proxies {
             .collect()
     }
 
-    /// Brings the listeners to `config`. `serve_l4`: tcp listeners are
-    /// ours (no XDP path). Settings are built and new sockets bound before
+    /// Brings the listeners to `config`. `serve_l4`: tcp and udp
+    /// listeners are ours (no XDP path). Settings are built and new sockets bound before
     /// anything stops, so a failure there changes nothing; only a listener
     /// moving onto an address another one frees is bound after the stop.
     pub async fn apply(
@@ -118,19 +116,10 @@ impl Proxies {
         let mut report = ProxyReport::default();
         let mut wanted = BTreeMap::new();
         for l in &config.listeners {
-            match l.protocol {
-                Protocol::Udp if serve_l4 => report.unserved.push(l.name.clone()),
-                Protocol::Tcp | Protocol::Udp if !serve_l4 => {}
-                _ => {
-                    wanted.insert(l.name.clone(), (l, self.build_route(config, l)?));
-                }
+            if l.protocol.in_kernel() && !serve_l4 {
+                continue;
             }
-        }
-        if !report.unserved.is_empty() {
-            error!(
-                listeners = ?report.unserved,
-                "udp listeners are NOT SERVED: the userspace data path has no UDP relay"
-            );
+            wanted.insert(l.name.clone(), (l, self.build_route(config, l)?));
         }
         let keeps = |name: &str, l: &Listener| {
             self.running
@@ -142,12 +131,17 @@ impl Proxies {
             .filter(|(n, (l, _))| !keeps(n, l))
             .map(|(n, _)| n.clone())
             .collect();
-        // 1. Bind what does not collide with a running listener.
-        let held: Vec<SocketAddr> = self.running.values().map(|r| r.addr).collect();
+        // 1. Bind what does not collide with a running listener (TCP and
+        //    UDP ports are separate spaces).
+        let held: Vec<(SocketAddr, bool)> = self
+            .running
+            .values()
+            .map(|r| (r.addr, r.protocol == Protocol::Udp))
+            .collect();
         let mut sockets = BTreeMap::new();
         for name in &to_bind {
             let l = wanted[name].0;
-            if !held.contains(&addr(l)) {
+            if !held.contains(&(addr(l), l.protocol == Protocol::Udp)) {
                 sockets.insert(name.clone(), bind(l)?);
             }
         }
@@ -210,15 +204,13 @@ impl Proxies {
                         .map_err(Box::new)?;
                 Ok(Route::Http(Arc::new(h)))
             }
-            Protocol::Udp => Err(ProxyError::Udp {
-                listener: l.name.clone(),
-            }),
+            Protocol::Udp => Ok(Route::Udp(Arc::new(UdpRoute::build(config, l)))),
         }
     }
 }
 
-fn bind(l: &Listener) -> Result<TcpListener, ProxyError> {
-    listener::bind(addr(l)).map_err(|source| ProxyError::Bind {
+fn bind(l: &Listener) -> Result<listener::Socket, ProxyError> {
+    listener::Socket::bind(addr(l), l.protocol).map_err(|source| ProxyError::Bind {
         listener: l.name.clone(),
         addr: addr(l),
         source,

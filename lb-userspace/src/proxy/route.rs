@@ -1,12 +1,13 @@
 //! What a userspace listener does with a connection, built from the
 //! config. L4: terminate TLS or not, which group, PROXY header, TLS toward
-//! targets; http/https: a compiled [`HttpListener`]. Rebuilt on every
+//! targets; http/https: a compiled [`HttpListener`]; udp: a [`UdpRoute`]. Rebuilt on every
 //! reload (so certificate files are re-read) and handed to the running
 //! listener without touching its socket.
 use std::{sync::Arc, time::Duration};
 
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::udp::UdpRoute;
 use crate::{
     config::{Config, Listener, Protocol, TargetGroupTls},
     http::HttpListener,
@@ -65,10 +66,11 @@ impl L4Route {
     }
 }
 
-/// What a running listener serves: a byte relay (tcp, tls) or the layer-7
-/// engine (http, https).
+/// What a running listener serves: a byte relay (tcp, tls), the layer-7
+/// engine (http, https) or a datagram relay (udp).
 #[derive(Clone)]
 pub enum Route {
     L4(Arc<L4Route>),
     Http(Arc<HttpListener>),
+    Udp(Arc<UdpRoute>),
 }
