@@ -79,6 +79,33 @@ impl Lab {
         registered: &[usize],
         edit: impl Fn(&mut ConfigSpec) + Send + 'static,
     ) -> Self {
+        Self::build(name, targets, registered, false, edit)
+    }
+
+    /// [`Lab::with`] on the userspace data path: `dataplane = "userspace"`
+    /// and both VIPs on the load balancer's loopback, so the daemon's own
+    /// sockets (TCP proxy, UDP relay) can bind them.
+    pub fn userspace(
+        name: &str,
+        targets: usize,
+        registered: &[usize],
+        edit: impl Fn(&mut ConfigSpec) + Send + 'static,
+    ) -> Self {
+        let edit = move |spec: &mut ConfigSpec| {
+            spec.daemon_extra
+                .push("dataplane = \"userspace\"".to_owned());
+            edit(spec);
+        };
+        Self::build(name, targets, registered, true, edit)
+    }
+
+    fn build(
+        name: &str,
+        targets: usize,
+        registered: &[usize],
+        local_vips: bool,
+        edit: impl Fn(&mut ConfigSpec) + Send + 'static,
+    ) -> Self {
         netns::require_root();
         let lb = proc::lb_bin();
         let server = server_bin();
@@ -90,6 +117,12 @@ impl Lab {
             },
         );
         topo.start_servers(&server);
+        if local_vips {
+            topo.lb
+                .ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+            topo.lb
+                .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
+        }
         let mut spec = topo.config_spec(registered);
         edit(&mut spec);
         let config = topo.write_config(&spec);
