@@ -86,6 +86,19 @@ fn metric(lab: &Lab, series: &str) -> f64 {
         })
 }
 
+/// `lb flows --json`: (entries, active, sample).
+fn lb_flows(lab: &Lab) -> (u64, u64, Vec<serde_json::Value>) {
+    let (ok, out, err) = lab.lb(&["flows", "--limit", "100", "--json"]);
+    assert!(ok, "lb flows: {err}\n{}", lab.diagnostics());
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("lb flows printed {out:?}: {e}"));
+    (
+        v["entries"].as_u64().expect("entries"),
+        v["active"].as_u64().expect("active"),
+        v["sample"].as_array().cloned().unwrap_or_default(),
+    )
+}
+
 fn udp4(name: &str) -> String {
     format!("{name}{{listener=\"udp4\"}}")
 }
@@ -251,9 +264,16 @@ fn idle_udp_flows_expire() {
         }
     });
     let mut one = flow(&lab);
-    ask(&lab, &mut one, "hello");
+    let target = ask(&lab, &mut one, "hello");
     let sent = Instant::now();
     assert_eq!(metric(&lab, &udp4("lb_proxy_udp_active_flows")), 1.0);
+    // `lb flows` lists the relay's flow: the client, the VIP, its target.
+    let (entries, active, sample) = lb_flows(&lab);
+    assert_eq!((entries, active, sample.len()), (1, 1, 1), "{sample:?}");
+    assert_eq!(sample[0]["client"], one.local.to_string());
+    assert_eq!(sample[0]["vip"], vip4(VIP_UDP_PORT).to_string());
+    assert_eq!(sample[0]["protocol"], "udp");
+    assert_eq!(sample[0]["target"], t4(target).to_string());
     loop {
         let active = metric(&lab, &udp4("lb_proxy_udp_active_flows"));
         if active == 0.0 {
@@ -267,6 +287,7 @@ fn idle_udp_flows_expire() {
         std::thread::sleep(Duration::from_millis(250));
     }
     let expired_after = sent.elapsed();
+    assert_eq!(lb_flows(&lab).0, 0, "lb flows after the expiry");
     assert!(
         expired_after >= Duration::from_secs(idle - 1),
         "the flow expired after {expired_after:?}, before the {idle} s timeout"

@@ -174,7 +174,8 @@ pub struct FlowReport {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowsReport {
-    /// Entries in the connection table.
+    /// Entries in the connection table (XDP), or in the UDP relays' flow
+    /// tables (userspace data path; TCP connections are not listed).
     pub entries: u64,
     /// Of those, within their idle timeout.
     pub active: u64,

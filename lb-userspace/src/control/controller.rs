@@ -300,7 +300,7 @@ impl Controller {
                 let _ = reply.send(self.target_health(&group));
             }
             Command::Flows { limit, reply } => {
-                let _ = reply.send(self.flows(limit));
+                let _ = reply.send(self.flows(limit).await);
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
@@ -443,14 +443,33 @@ impl Controller {
             .reports(&self.config, g, &ConfiguredChecks, Instant::now()))
     }
 
-    fn flows(&self, limit: usize) -> Result<FlowsReport, ControlError> {
-        match &self.xdp {
-            Some(xdp) => Ok(xdp.flows(limit)),
-            None => Err(ControlError::NotFound(
-                "no XDP data path: the connection table exists only with dataplane = \"xdp\""
-                    .into(),
-            )),
+    /// The XDP connection table, or without XDP the UDP relays' flow
+    /// tables (TCP connections of the userspace proxy are in no table; the
+    /// metrics count them).
+    async fn flows(&self, limit: usize) -> Result<FlowsReport, ControlError> {
+        if let Some(xdp) = &self.xdp {
+            return Ok(xdp.flows(limit));
         }
+        let mut report = FlowsReport {
+            entries: 0,
+            active: 0,
+            sample: Vec::new(),
+        };
+        for (vip, snapshot) in self.proxies.udp_flows(limit).await {
+            report.entries += snapshot.entries as u64;
+            report.active += snapshot.active as u64;
+            let room = limit.saturating_sub(report.sample.len());
+            report
+                .sample
+                .extend(snapshot.sample.into_iter().take(room).map(|f| FlowReport {
+                    client: f.client,
+                    vip,
+                    protocol: "udp".into(),
+                    target: Some(f.target),
+                    idle_s: f.idle.as_secs(),
+                }));
+        }
+        Ok(report)
     }
 
     fn stats(&self) -> Result<StatsReport, ControlError> {

@@ -11,7 +11,7 @@ use std::{
 
 use tokio::{
     net::{TcpListener, TcpSocket, UdpSocket},
-    sync::watch,
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 use tracing::{debug, error, warn};
@@ -20,7 +20,7 @@ use super::{
     connection,
     metrics::ProxyMetrics,
     route::{L4Route, Route},
-    udp::{self, UdpRoute},
+    udp::{self, FlowsQuery, FlowsSnapshot, UdpRoute},
 };
 use crate::{
     config::Protocol,
@@ -30,6 +30,9 @@ use crate::{
 
 /// Pending connections the kernel queues per listener.
 const BACKLOG: u32 = 1024;
+/// How long `lb flows` waits for a relay's answer (it answers between two
+/// datagrams, so this is only reached if the relay is stuck).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -102,6 +105,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     route: RouteTx,
+    /// udp: where `lb flows` asks the relay for its flows.
+    queries: Option<mpsc::Sender<FlowsQuery>>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -128,6 +133,7 @@ impl Running {
                 stop,
             })
         };
+        let mut queries = None;
         let (route_tx, task) = match (route, socket) {
             (Route::L4(r), Socket::Stream(socket)) => {
                 let (tx, rx) = watch::channel(r);
@@ -141,7 +147,9 @@ impl Running {
             }
             (Route::Udp(u), Socket::Datagram(socket)) => {
                 let (tx, rx) = watch::channel(u);
-                let task = tokio::spawn(udp::serve(socket, rx, ctx(stop_rx)));
+                let (query_tx, query_rx) = udp::query_channel();
+                queries = Some(query_tx);
+                let task = tokio::spawn(udp::serve(socket, rx, query_rx, ctx(stop_rx)));
                 (RouteTx::Udp(tx), Some(task))
             }
             _ => {
@@ -155,9 +163,23 @@ impl Running {
             addr,
             protocol,
             route: route_tx,
+            queries,
             stop: stop_tx,
             task,
         }
+    }
+
+    /// A udp listener's flows (`limit` of them in the sample); `None` for
+    /// other listeners, or a relay that did not answer in time.
+    pub async fn udp_flows(&self, limit: usize) -> Option<FlowsSnapshot> {
+        let queries = self.queries.as_ref()?;
+        let (tx, rx) = oneshot::channel();
+        let asked = tokio::time::timeout(QUERY_TIMEOUT, async {
+            queries.send((limit, tx)).await.ok()?;
+            rx.await.ok()
+        })
+        .await;
+        asked.ok().flatten()
     }
 
     /// Hands `route` to the listener: its next connections (and, for

@@ -23,12 +23,12 @@ pub mod udp;
 
 use std::{collections::BTreeMap, fmt, io, net::SocketAddr, sync::Arc};
 
-use tracing::info;
+use tracing::{info, warn};
 
 pub use connection::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_ATTEMPTS};
 pub use metrics::ProxyMetrics;
 pub use route::{L4Route, Route, TargetTls};
-pub use udp::UdpRoute;
+pub use udp::{FlowInfo, FlowsSnapshot, UdpRoute};
 
 use crate::{
     config::{Config, Listener, Protocol},
@@ -94,6 +94,24 @@ impl Proxies {
             metrics,
             http_metrics,
         }
+    }
+
+    /// The flows of every running udp listener, by its address (the VIP
+    /// and port), with at most `limit` of each in its sample. A relay that
+    /// does not answer within a second is left out (and logged).
+    pub async fn udp_flows(&self, limit: usize) -> Vec<(SocketAddr, FlowsSnapshot)> {
+        let mut out = Vec::new();
+        let udp = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.protocol == Protocol::Udp);
+        for (name, r) in udp {
+            match r.udp_flows(limit).await {
+                Some(s) => out.push((r.addr, s)),
+                None => warn!(listener = %name, "the udp relay did not report its flows"),
+            }
+        }
+        out
     }
 
     /// Addresses the running listeners are bound to, by name.

@@ -128,6 +128,24 @@ impl<F> FlowTable<F> {
         before - self.flows.len()
     }
 
+    /// Flows in the table, the number of them within `idle` at `now`, and
+    /// `limit` of them (in no particular order) as (client, flow).
+    pub fn sample(
+        &self,
+        now: Instant,
+        idle: Duration,
+        limit: usize,
+    ) -> (usize, usize, Vec<(SocketAddr, &Flow<F>)>) {
+        let active = self.flows.values().filter(|f| !f.idle(now, idle)).count();
+        let sample = self
+            .flows
+            .iter()
+            .take(limit)
+            .map(|(c, f)| (*c, f))
+            .collect();
+        (self.flows.len(), active, sample)
+    }
+
     /// Empties the table, handing out what the flows held.
     pub fn drain(&mut self) -> impl Iterator<Item = Flow<F>> + '_ {
         self.flows.drain().map(|(_, f)| f)
@@ -216,6 +234,27 @@ mod tests {
         );
         assert_eq!(freed.load(Ordering::Relaxed), 3);
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_sample_counts_every_flow_and_the_active_ones() {
+        let freed = Arc::new(AtomicUsize::new(0));
+        let mut table = FlowTable::new(8);
+        for port in 1..=3 {
+            table
+                .insert(client(port), flow(target(1), &freed))
+                .map_err(|_| "full")
+                .expect("room");
+        }
+        let start = Instant::now();
+        assert!(
+            table
+                .live(client(2), start + IDLE / 2, IDLE, |_| true)
+                .is_some()
+        );
+        let (entries, active, sample) = table.sample(start + IDLE, IDLE, 2);
+        assert_eq!((entries, active, sample.len()), (3, 1, 2));
+        assert!(sample.iter().all(|(_, f)| f.target == target(1)));
     }
 
     #[test]

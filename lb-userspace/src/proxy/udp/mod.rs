@@ -31,7 +31,10 @@ mod tests;
 
 use std::{io, net::SocketAddr, time::Duration};
 
-use tokio::net::UdpSocket;
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, oneshot},
+};
 
 pub use relay::serve;
 
@@ -73,6 +76,38 @@ impl UdpRoute {
             max_flows: MAX_FLOWS,
         }
     }
+}
+
+/// One flow, for `lb flows`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub client: SocketAddr,
+    pub target: SocketAddr,
+    /// Since the flow's last datagram either way.
+    pub idle: Duration,
+}
+
+/// A relay's answer to a [`FlowsQuery`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowsSnapshot {
+    /// Flows in the table.
+    pub entries: usize,
+    /// Of those, within the idle timeout (the rest go at the next sweep).
+    pub active: usize,
+    /// At most the asked number of flows.
+    pub sample: Vec<FlowInfo>,
+}
+
+/// Asks a running relay for its flows: (sample size, where to answer).
+pub type FlowsQuery = (usize, oneshot::Sender<FlowsSnapshot>);
+
+/// Flows queries a relay holds before the asker has to wait.
+pub const QUERY_QUEUE: usize = 4;
+
+/// The sending half of a relay's query channel, and the receiving half it
+/// serves.
+pub fn query_channel() -> (mpsc::Sender<FlowsQuery>, mpsc::Receiver<FlowsQuery>) {
+    mpsc::channel(QUERY_QUEUE)
 }
 
 /// A UDP socket bound to `addr`. No `SO_REUSEADDR`: UDP has no TIME_WAIT

@@ -12,13 +12,13 @@ use std::{
 
 use tokio::{
     net::UdpSocket,
-    sync::watch,
+    sync::{mpsc, watch},
     time::{Instant, MissedTickBehavior},
 };
 use tracing::{debug, warn};
 
 use super::{
-    MAX_DATAGRAM, UdpRoute,
+    FlowInfo, FlowsQuery, FlowsSnapshot, MAX_DATAGRAM, UdpRoute,
     flows::{Flow, FlowTable},
     target::{FlowIo, ReplyPath},
 };
@@ -42,13 +42,15 @@ const RECV_BACKOFF: Duration = Duration::from_millis(10);
 /// reason (the counters say how many).
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves `socket` until the listener's stop signal.
+/// Serves `socket` until the listener's stop signal, answering flows
+/// queries from `queries` meanwhile.
 pub async fn serve(
     socket: UdpSocket,
     route: watch::Receiver<Arc<UdpRoute>>,
+    queries: mpsc::Receiver<FlowsQuery>,
     ctx: Arc<ListenerCtx>,
 ) {
-    let mut relay = Relay::new(Arc::new(socket), route, ctx);
+    let mut relay = Relay::new(Arc::new(socket), route, queries, ctx);
     relay.run().await;
     relay.shutdown().await;
 }
@@ -77,6 +79,7 @@ enum Event {
     Routable { open: bool },
     Route { open: bool },
     Sweep,
+    Query(Option<FlowsQuery>),
     Datagram(io::Result<(usize, SocketAddr)>),
 }
 
@@ -85,6 +88,7 @@ struct Relay {
     route_rx: watch::Receiver<Arc<UdpRoute>>,
     route: Arc<UdpRoute>,
     routable: RoutableWatch,
+    queries: mpsc::Receiver<FlowsQuery>,
     ctx: Arc<ListenerCtx>,
     view: View,
     table: FlowTable<FlowIo>,
@@ -103,6 +107,7 @@ impl Relay {
     fn new(
         socket: Arc<UdpSocket>,
         mut route_rx: watch::Receiver<Arc<UdpRoute>>,
+        queries: mpsc::Receiver<FlowsQuery>,
         ctx: Arc<ListenerCtx>,
     ) -> Self {
         let route = Arc::clone(&route_rx.borrow_and_update());
@@ -114,6 +119,7 @@ impl Relay {
             table: FlowTable::new(route.max_flows),
             route,
             routable,
+            queries,
             ctx,
             view,
             warned: HashMap::new(),
@@ -127,13 +133,14 @@ impl Relay {
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // A watch whose sender is gone stays "changed" forever: stop
         // polling it (the listener's stop signal ends the loop).
-        let (mut routable_open, mut route_open) = (true, true);
+        let (mut routable_open, mut route_open, mut queries_open) = (true, true, true);
         loop {
             let event = tokio::select! {
                 () = stopped(&mut stop) => Event::Stop,
                 r = self.routable.changed(), if routable_open => Event::Routable { open: r.is_ok() },
                 r = self.route_rx.changed(), if route_open => Event::Route { open: r.is_ok() },
                 _ = sweep.tick() => Event::Sweep,
+                q = self.queries.recv(), if queries_open => Event::Query(q),
                 r = self.socket.recv_from(&mut buf) => Event::Datagram(r),
             };
             match event {
@@ -143,6 +150,11 @@ impl Relay {
                 Event::Routable { open: true } => self.refresh(),
                 Event::Route { open: true } => self.new_route(),
                 Event::Sweep => self.expire(),
+                Event::Query(None) => queries_open = false,
+                Event::Query(Some((limit, reply))) => {
+                    // The asker may have given up: nothing to do then.
+                    let _gone = reply.send(self.snapshot(limit));
+                }
                 Event::Datagram(Ok((n, client))) => self.forward(&buf[..n], client).await,
                 Event::Datagram(Err(e)) => {
                     if self.due(Warning::Receive, Instant::now()) {
@@ -184,6 +196,23 @@ impl Relay {
         if expired > 0 {
             let left = self.table.len();
             debug!(listener = %self.route.listener, expired, left, "idle udp flows removed");
+        }
+    }
+
+    fn snapshot(&self, limit: usize) -> FlowsSnapshot {
+        let now = Instant::now();
+        let (entries, active, sample) = self.table.sample(now, self.route.idle_timeout, limit);
+        FlowsSnapshot {
+            entries,
+            active,
+            sample: sample
+                .into_iter()
+                .map(|(client, f)| FlowInfo {
+                    client,
+                    target: f.target,
+                    idle: now.saturating_duration_since(f.activity.last()),
+                })
+                .collect(),
         }
     }
 
@@ -282,7 +311,9 @@ impl Relay {
             Ok(flow) => Some(flow),
             // Not while there was room; counted all the same.
             Err(_) => {
-                self.ctx.metrics.dropped(listener, DropReason::FlowTableFull);
+                self.ctx
+                    .metrics
+                    .dropped(listener, DropReason::FlowTableFull);
                 None
             }
         }

@@ -184,7 +184,7 @@ async fn replies_come_from_the_listener_flows_follow_weights_and_stick() {
     let (t1, t2) = (Target::start("t1").await, Target::start("t2").await);
     let port = free_port();
     let config = config(port, &[(t1.addr, 2), (t2.addr, 1)], "");
-    let (_proxies, metrics, _tx) = serve(&config).await;
+    let (proxies, metrics, _tx) = serve(&config).await;
     let vip = listener_addr(port);
 
     // Six clients: round robin by weight, two to one.
@@ -208,6 +208,26 @@ async fn replies_come_from_the_listener_flows_follow_weights_and_stick() {
     }
     assert_eq!(active(&metrics), 6);
     assert_eq!(metrics.udp_flows.get_or_create(&labels()).get(), 6);
+    // What `lb flows` shows: every client with its target.
+    let flows = proxies.udp_flows(100).await;
+    assert_eq!(flows.len(), 1);
+    let (at, snapshot) = &flows[0];
+    assert_eq!(*at, vip);
+    assert_eq!((snapshot.entries, snapshot.active), (6, 6));
+    let mut listed: Vec<(SocketAddr, SocketAddr)> = snapshot
+        .sample
+        .iter()
+        .map(|f| (f.client, f.target))
+        .collect();
+    listed.sort();
+    let mut expected = Vec::new();
+    for (c, name) in &clients {
+        let target = if name == "t1" { t1.addr } else { t2.addr };
+        expected.push((c.socket.local_addr().expect("addr"), target));
+    }
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(proxies.udp_flows(2).await[0].1.sample.len(), 2);
     let t1_flows = metrics
         .udp_target_active_flows
         .get_or_create(&target_labels(t1.addr))
