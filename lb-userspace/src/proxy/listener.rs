@@ -23,6 +23,7 @@ use crate::{
     config::Protocol,
     http::{self, HttpListener},
     routable::RoutableWatch,
+    workers::Workers,
 };
 
 /// Pending connections the kernel queues per listener.
@@ -85,6 +86,7 @@ impl Running {
         route: Route,
         routable: RoutableWatch,
         metrics: Arc<ProxyMetrics>,
+        workers: Arc<Workers>,
     ) -> Self {
         let addr = socket
             .local_addr()
@@ -99,12 +101,12 @@ impl Running {
                     next: AtomicU64::new(0),
                     stop: stop_rx,
                 });
-                let task = tokio::spawn(accept_loop(name.to_owned(), socket, rx, ctx));
+                let task = tokio::spawn(accept_loop(name.to_owned(), socket, rx, ctx, workers));
                 (RouteTx::L4(tx), task)
             }
             Route::Http(h) => {
                 let (tx, rx) = watch::channel(h);
-                let task = tokio::spawn(http::serve(socket, rx, stop_rx));
+                let task = tokio::spawn(http::serve(socket, rx, stop_rx, workers));
                 (RouteTx::Http(tx), task)
             }
         };
@@ -156,6 +158,7 @@ async fn accept_loop(
     socket: TcpListener,
     route: watch::Receiver<Arc<L4Route>>,
     ctx: Arc<ListenerCtx>,
+    workers: Arc<Workers>,
 ) {
     let mut stop = ctx.stop.clone();
     loop {
@@ -166,7 +169,8 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let r = Arc::clone(&route.borrow());
-                tokio::spawn(connection::serve(stream, peer, r, Arc::clone(&ctx)));
+                let ctx = Arc::clone(&ctx);
+                workers.serve(stream, move |s| connection::serve(s, peer, r, ctx));
             }
             Err(e) => {
                 warn!(listener = %name, error = %e, "accept failed");

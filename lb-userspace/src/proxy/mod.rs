@@ -33,6 +33,7 @@ use crate::{
     http::{HttpListener, HttpListenerError, HttpMetrics},
     routable::RoutableWatch,
     tls::TlsError,
+    workers::Workers,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,8 @@ pub struct Proxies {
     routable: RoutableWatch,
     metrics: Arc<ProxyMetrics>,
     http_metrics: HttpMetrics,
+    /// Where every accepted connection runs.
+    workers: Arc<Workers>,
 }
 
 impl Proxies {
@@ -89,12 +92,14 @@ impl Proxies {
         routable: RoutableWatch,
         metrics: Arc<ProxyMetrics>,
         http_metrics: HttpMetrics,
+        workers: Arc<Workers>,
     ) -> Self {
         Self {
             running: BTreeMap::new(),
             routable,
             metrics,
             http_metrics,
+            workers,
         }
     }
 
@@ -182,6 +187,7 @@ impl Proxies {
                 route,
                 self.routable.clone(),
                 Arc::clone(&self.metrics),
+                Arc::clone(&self.workers),
             );
             self.running.insert(name.clone(), r);
             report.started.push(name);
@@ -205,9 +211,14 @@ impl Proxies {
                     source,
                 }),
             Protocol::Http | Protocol::Https => {
-                let h =
-                    HttpListener::new(config, l, self.routable.clone(), self.http_metrics.clone())
-                        .map_err(Box::new)?;
+                let h = HttpListener::new(
+                    config,
+                    l,
+                    self.routable.clone(),
+                    self.http_metrics.clone(),
+                    &self.workers,
+                )
+                .map_err(Box::new)?;
                 Ok(Route::Http(Arc::new(h)))
             }
             Protocol::Udp => Err(ProxyError::Udp {
