@@ -46,6 +46,7 @@ use crate::{
     proxy::{Proxies, ProxyError, ProxyMetrics},
     routable, sd_notify,
     state::Plan,
+    workers::Workers,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,8 @@ pub enum DaemonError {
     Health(#[from] HealthError),
     #[error("starting the management API: {0}")]
     Api(#[from] ServeError),
+    #[error("starting the worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("binding the metrics endpoint {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -106,6 +109,17 @@ fn start_xdp(config: &Config, plan: &Plan) -> Result<Option<XdpPath>, DaemonErro
     }
 }
 
+/// The threads of the userspace listeners, per `daemon.worker_threads`.
+fn start_workers(config: &Config) -> Result<Arc<Workers>, DaemonError> {
+    let workers = match config.daemon.worker_threads {
+        0 => Workers::per_cpu(),
+        n => Workers::start(n as usize),
+    }
+    .map_err(DaemonError::Workers)?;
+    info!(threads = workers.count(), "worker threads started");
+    Ok(workers)
+}
+
 /// `lb run`.
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let config = Config::load(path)?;
@@ -120,6 +134,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         routable_rx,
         metrics.register(ProxyMetrics::register),
         metrics.register(HttpMetrics::register),
+        start_workers(&config)?,
     );
     proxies.apply(&config, xdp.is_none()).await?;
     let (checker, health) = Checker::new(metrics.health())?;

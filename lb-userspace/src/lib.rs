@@ -12,6 +12,8 @@
 //!   every data path.
 //! - [`proxy`]: the daemon's own listeners (tls, and tcp without XDP).
 //! - [`tls`]: rustls server and client configs from the config's PEM files.
+//! - [`workers`]: the threads, one event loop each, that serve userspace
+//!   connections.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //! - [`api`]: the management API (server, access control, client, its `lb`
 //!   subcommands).
@@ -40,3 +42,4 @@ pub mod routable;
 pub mod sd_notify;
 pub mod state;
 pub mod tls;
+pub mod workers;

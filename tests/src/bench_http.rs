@@ -153,11 +153,12 @@ struct Lab {
     ns: Netns,
 }
 
-fn our_config(dir: &Path) -> PathBuf {
+fn our_config(dir: &Path, threads: usize) -> PathBuf {
     let text = format!(
         r#"[daemon]
 dataplane = "userspace"
 pin_dir = "{dir}/pin"
+worker_threads = {threads}
 
 [api]
 socket = "{dir}/api.sock"
@@ -241,19 +242,10 @@ fn start(opts: &Opts) -> Lab {
         false,
     );
     target.wait_for_line("ready", Duration::from_secs(10));
-    let config = our_config(dir.path());
-    // `lb run` as deployed; tokio takes its worker count from the
-    // environment, so both proxies get `threads`.
-    let threads = format!("TOKIO_WORKER_THREADS={}", opts.threads);
-    let lb = proc::lb_bin();
-    let args = [
-        threads.as_str(),
-        &lb.display().to_string(),
-        "run",
-        "--config",
-        &config.display().to_string(),
-    ];
-    let mut ours = NsChild::spawn("lb", ns.name(), Path::new("/usr/bin/env"), &args, false);
+    // `lb run` as deployed, with as many worker threads as HAProxy.
+    let config = our_config(dir.path(), opts.threads);
+    let args = ["run", "--config", &config.display().to_string()];
+    let mut ours = NsChild::spawn("lb", ns.name(), &proc::lb_bin(), &args, false);
     ours.wait_for_line(proc::LB_READY_PATTERN, Duration::from_secs(10));
     let hcfg = haproxy_config(dir.path(), &pem, opts.threads);
     let haproxy = NsChild::spawn(

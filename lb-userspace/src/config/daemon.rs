@@ -39,6 +39,10 @@ pub struct Daemon {
     /// `cross_zone = false` prefer targets of this zone.
     #[serde(default)]
     pub zone: Option<String>,
+    /// Threads serving the userspace listeners' connections
+    /// ([`crate::workers`]); 0: one per CPU.
+    #[serde(default)]
+    pub worker_threads: u32,
 }
 
 fn default_pin_dir() -> PathBuf {

@@ -67,6 +67,8 @@ pub const DEREGISTRATION_DELAY: RangeInclusive<u32> = 0..=3600;
 pub const SLOW_START: RangeInclusive<u32> = 0..=900;
 /// Bounds of `daemon.max_vips`: the compiled `VIPS` map size is the ceiling.
 pub const MAX_VIPS: RangeInclusive<u32> = 1..=limits::MAX_VIPS;
+/// Bounds of `daemon.worker_threads` (0: one per CPU).
+pub const WORKER_THREADS: RangeInclusive<u32> = 0..=1024;
 /// Bounds of `tcp_idle_timeout`, seconds: NLB's configurable range.
 pub const TCP_IDLE_TIMEOUT: RangeInclusive<u32> = 60..=6000;
 /// Bounds of `udp_idle_timeout`, seconds. NLB fixes 120 s; short-lived

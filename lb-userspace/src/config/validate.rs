@@ -14,6 +14,7 @@ use lb_common::limits;
 use super::{
     Config, DEREGISTRATION_DELAY, Daemon, Dataplane, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE,
     MAX_VIPS, PORT, Protocol, SLOW_START, TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
+    WORKER_THREADS,
 };
 use crate::maglev;
 
@@ -177,6 +178,7 @@ fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
     }
     errs.range("daemon.flow_capacity", d.flow_capacity, &FLOW_CAPACITY);
     errs.range("daemon.max_vips", d.max_vips, &MAX_VIPS);
+    errs.range("daemon.worker_threads", d.worker_threads, &WORKER_THREADS);
 }
 
 fn check_listeners(c: &Config, errs: &mut ValidationErrors) {

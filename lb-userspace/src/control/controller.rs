@@ -711,6 +711,8 @@ pub fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("max_vips")
     } else if a.xdp_mode != b.xdp_mode {
         Some("xdp_mode")
+    } else if a.worker_threads != b.worker_threads {
+        Some("worker_threads")
     } else {
         None
     }

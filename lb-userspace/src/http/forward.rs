@@ -6,7 +6,7 @@
 //! Failures answer at once, never hang: no routable target → 503; connect
 //! refused or the target broke the exchange → 502; no response head within
 //! `response_timeout` → 504.
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use ::http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
@@ -17,7 +17,8 @@ use super::{
     access_log::Entry,
     actions,
     body::ProxyBody,
-    headers::{connection_has, set_forwarded, strip_hop_by_hop},
+    handler::ConnInfo,
+    headers::{connection_has, strip_hop_by_hop},
     listener::HttpListener,
     pool::{GroupPool, Lease, Outstanding},
 };
@@ -59,7 +60,7 @@ impl std::fmt::Display for SendError {
 pub async fn forward(
     l: &HttpListener,
     group: &str,
-    client: SocketAddr,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
     started: Instant,
     entry: &mut Entry,
@@ -76,7 +77,7 @@ pub async fn forward(
     entry.target = Some(target.addr);
 
     let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-    let req = prepare(l, pool, client, req, upgrade.is_some());
+    let req = prepare(l, pool, conn, req, upgrade.is_some());
 
     let sent_at = Instant::now();
     entry.request_processing = Some(sent_at - started);
@@ -169,7 +170,7 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
 fn prepare(
     l: &HttpListener,
     pool: &GroupPool,
-    client: SocketAddr,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     upgrade: bool,
 ) -> Request<Incoming> {
@@ -186,7 +187,7 @@ fn prepare(
         }
     }
     strip_hop_by_hop(&mut parts.headers);
-    set_forwarded(&mut parts.headers, client.ip(), l.scheme(), l.port);
+    conn.forwarded.set(&mut parts.headers);
     match (upgrade, upgrade_proto) {
         (true, Some(proto)) => {
             parts.headers.insert(header::UPGRADE, proto);

@@ -15,6 +15,7 @@ use super::{
     actions::{self, Origin},
     body::ProxyBody,
     forward::{Exchange, forward},
+    headers::Forwarded,
     limits,
     listener::HttpListener,
     rules::RequestView,
@@ -28,6 +29,18 @@ pub struct ConnInfo {
     /// Negotiated cipher suite and protocol version (https only), as
     /// OpenSSL names them in ELB's logs.
     pub tls: Option<(String, String)>,
+    /// The `X-Forwarded-*` values its requests get.
+    pub forwarded: Forwarded,
+}
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, tls: Option<(String, String)>, l: &HttpListener) -> Self {
+        Self {
+            client,
+            tls,
+            forwarded: Forwarded::new(client.ip(), l.scheme(), l.port),
+        }
+    }
 }
 
 pub async fn handle<G: Send + Sync + 'static>(
@@ -80,22 +93,19 @@ async fn route(
         // HTTP/1.1 requires Host (RFC 9112 section 3.2); ALB answers 400.
         return closing(actions::error(StatusCode::BAD_REQUEST));
     };
-    let host = host.to_owned();
-    let action = {
-        let view = RequestView {
-            parts: &parts,
-            host: strip_port(&host),
-            client: conn.client.ip(),
-        };
-        l.rules.find(&view).map_or(&l.default_action, |r| &r.action)
+    let view = RequestView {
+        parts: &parts,
+        host: strip_port(host),
+        client: conn.client.ip(),
     };
+    let action = l.rules.find(&view).map_or(&l.default_action, |r| &r.action);
     match action {
         Action::FixedResponse(f) => actions::fixed(f),
         Action::Redirect(r) => {
             let path = parts.uri.path();
             let origin = Origin {
                 protocol: l.scheme(),
-                host: strip_port(&host),
+                host: view.host,
                 port: l.port,
                 path: path.strip_prefix('/').unwrap_or(path),
                 query: parts.uri.query().unwrap_or(""),
@@ -114,7 +124,7 @@ async fn route(
                 return actions::error(StatusCode::SERVICE_UNAVAILABLE);
             };
             let req = Request::from_parts(parts, body);
-            forward(l, group, conn.client, req, started, entry, exchange).await
+            forward(l, group, conn, req, started, entry, exchange).await
         }
     }
 }

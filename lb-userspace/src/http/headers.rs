@@ -30,8 +30,13 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes hop-by-hop fields and those `Connection` lists.
+/// Removes hop-by-hop fields and those `Connection` lists. Most messages
+/// carry none: one pass over the names finds them before anything is
+/// removed (each removal hashes its name).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -44,24 +49,47 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` (one field, comma-separated, as
-/// ALB's `append` mode) and sets `X-Forwarded-Proto` and `-Port`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, port: u16) {
-    let prior: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = if prior.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", prior.join(", "))
-    };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
+/// The `X-Forwarded-*` values of one client connection, built once for all
+/// its requests.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    client: IpAddr,
+    /// `X-Forwarded-For` of a request that had none: the client alone.
+    client_only: HeaderValue,
+    proto: HeaderValue,
+    port: HeaderValue,
+}
+
+impl Forwarded {
+    pub fn new(client: IpAddr, proto: &'static str, port: u16) -> Self {
+        Self {
+            client,
+            client_only: HeaderValue::try_from(client.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            proto: HeaderValue::from_static(proto),
+            port: HeaderValue::from(port),
+        }
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(&X_FORWARDED_PORT, HeaderValue::from(port));
+
+    /// Appends the client to `X-Forwarded-For` (one field, comma-separated,
+    /// as ALB's `append` mode) and sets `X-Forwarded-Proto` and `-Port`.
+    pub fn set(&self, headers: &mut HeaderMap) {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let xff = if prior.is_empty() {
+            Some(self.client_only.clone())
+        } else {
+            HeaderValue::try_from(format!("{}, {}", prior.join(", "), self.client)).ok()
+        };
+        if let Some(v) = xff {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+        headers.insert(&X_FORWARDED_PROTO, self.proto.clone());
+        headers.insert(&X_FORWARDED_PORT, self.port.clone());
+    }
 }
 
 #[cfg(test)]
@@ -90,9 +118,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
-        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "https", 443);
+        Forwarded::new("10.0.0.9".parse().unwrap(), "https", 443).set(&mut h);
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_PORT], "443");
+        let mut h = HeaderMap::new();
+        Forwarded::new("2001:db8::1".parse().unwrap(), "http", 80).set(&mut h);
+        assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_PORT], "80");
     }
 }

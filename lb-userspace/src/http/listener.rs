@@ -36,6 +36,7 @@ use crate::{
     proxy::TargetTls,
     routable::RoutableWatch,
     tls::{self, TlsError},
+    workers::Workers,
 };
 
 /// ALB allows up to 128 concurrent streams per HTTP/2 connection; we take
@@ -101,6 +102,7 @@ impl HttpListener {
         l: &Listener,
         routable: RoutableWatch,
         metrics: HttpMetrics,
+        workers: &Arc<Workers>,
     ) -> Result<Self, HttpListenerError> {
         if !matches!(l.protocol, Protocol::Http | Protocol::Https) {
             return Err(HttpListenerError::NotHttp {
@@ -124,7 +126,12 @@ impl HttpListener {
                 listener: l.name.clone(),
                 source,
             })?;
-            let pool = GroupPool::start(PoolSettings::from_group(g), tls, routable.clone());
+            let pool = GroupPool::start(
+                PoolSettings::from_group(g),
+                tls,
+                routable.clone(),
+                Arc::clone(workers),
+            );
             pools.insert(g.name.clone(), pool);
             group_series.insert(g.name.clone(), GroupSeries::new(&metrics, &l.name, &g.name));
         }

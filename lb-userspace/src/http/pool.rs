@@ -38,6 +38,7 @@ use crate::{
     proxy::TargetTls,
     routable::{RoutableTarget, RoutableWatch},
     tls,
+    workers::{self, Workers},
 };
 
 /// ALB gives up connecting to a target after 10 s.
@@ -83,10 +84,24 @@ struct Idle {
     since: Instant,
 }
 
+/// One worker's idle connections, on a cache line of its own so workers
+/// taking their own do not slow each other.
+#[repr(align(128))]
+#[derive(Default)]
+struct Slot(Mutex<Vec<Idle>>);
+
 /// The connections of one target.
+///
+/// Idle connections are kept per worker thread ([`workers`]): hyper drives
+/// each connection in a task on the worker that opened it (its home), so a
+/// request served there wakes no other thread. A worker with none idle of
+/// its own borrows another's before opening one, and the borrowed one goes
+/// back to its home.
 pub struct TargetConns {
     pub addr: SocketAddr,
-    idle: Mutex<Vec<Idle>>,
+    /// One list per worker, and a last one for connections opened off the
+    /// workers.
+    idle: Box<[Slot]>,
     /// Requests sent and not yet answered to their end.
     outstanding: AtomicUsize,
     /// Open connections, idle or busy.
@@ -94,10 +109,10 @@ pub struct TargetConns {
 }
 
 impl TargetConns {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(addr: SocketAddr, workers: usize) -> Self {
         Self {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..=workers).map(|_| Slot::default()).collect(),
             outstanding: AtomicUsize::new(0),
             open: Arc::new(AtomicUsize::new(0)),
         }
@@ -107,20 +122,30 @@ impl TargetConns {
         self.outstanding.load(Ordering::Relaxed)
     }
 
-    /// A usable idle connection, newest first; stale ones are dropped
-    /// (which closes them).
-    fn take_idle(&self, keep_alive: Duration) -> Option<Sender> {
-        let mut idle = self.idle.lock().expect("pool lock");
-        while let Some(c) = idle.pop() {
-            if c.since.elapsed() < keep_alive && !c.sender.is_closed() {
-                return Some(c.sender);
-            }
-        }
-        None
+    /// The idle list of the caller's thread.
+    fn own_slot(&self) -> usize {
+        let off_workers = self.idle.len() - 1;
+        workers::current().map_or(off_workers, |w| w.min(off_workers))
     }
 
-    fn put_idle(&self, sender: Sender) {
-        let mut idle = self.idle.lock().expect("pool lock");
+    /// A usable idle connection and its home, newest first, the caller's
+    /// own first; stale ones are dropped (which closes them).
+    fn take_idle(&self, keep_alive: Duration) -> Option<(Sender, usize)> {
+        let own = self.own_slot();
+        let n = self.idle.len();
+        (0..n).map(|i| (own + i) % n).find_map(|home| {
+            let mut idle = self.idle[home].0.lock().expect("pool lock");
+            while let Some(c) = idle.pop() {
+                if c.since.elapsed() < keep_alive && !c.sender.is_closed() {
+                    return Some((c.sender, home));
+                }
+            }
+            None
+        })
+    }
+
+    fn put_idle(&self, sender: Sender, home: usize) {
+        let mut idle = self.idle[home].0.lock().expect("pool lock");
         if idle.len() < MAX_IDLE_PER_TARGET {
             idle.push(Idle {
                 sender,
@@ -131,33 +156,38 @@ impl TargetConns {
 
     /// Closes connections idle for `keep_alive` or closed by the target.
     fn expire(&self, keep_alive: Duration) {
-        let mut idle = self.idle.lock().expect("pool lock");
-        idle.retain(|c| c.since.elapsed() < keep_alive && !c.sender.is_closed());
+        for slot in &self.idle {
+            let mut idle = slot.0.lock().expect("pool lock");
+            idle.retain(|c| c.since.elapsed() < keep_alive && !c.sender.is_closed());
+        }
     }
 
     fn close_idle(&self) {
-        self.idle.lock().expect("pool lock").clear();
+        for slot in &self.idle {
+            slot.0.lock().expect("pool lock").clear();
+        }
     }
 
     /// Opens a connection, with TLS when `tls` (both within the connect
-    /// timeout).
-    async fn connect(&self, tls: Option<&TargetTls>) -> io::Result<Sender> {
+    /// timeout). Its home is the caller's worker.
+    async fn connect(&self, tls: Option<&TargetTls>) -> io::Result<(Sender, usize)> {
         let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
             .map_err(timed_out)??;
         stream.set_nodelay(true)?;
-        match tls {
-            None => self.handshake(stream).await,
+        let sender = match tls {
+            None => self.handshake(stream).await?,
             Some(t) => {
                 let name = tls::server_name(&t.settings, self.addr.ip());
                 let stream =
                     tokio::time::timeout(CONNECT_TIMEOUT, t.connector.connect(name, stream))
                         .await
                         .map_err(timed_out)??;
-                self.handshake(stream).await
+                self.handshake(stream).await?
             }
-        }
+        };
+        Ok((sender, self.own_slot()))
     }
 
     /// HTTP/1.1 on an open connection; hyper's half runs in its own task
@@ -204,6 +234,8 @@ impl Drop for Outstanding {
 /// A connection lent to one request.
 pub struct Lease {
     pub sender: Sender,
+    /// The idle list it goes back to.
+    home: usize,
     /// Whether it served requests before (a failure to send on it may be a
     /// close by the target that crossed our request: worth one retry).
     pub reused: bool,
@@ -214,7 +246,9 @@ pub struct Lease {
 pub struct GroupPool {
     pub settings: PoolSettings,
     /// `https` groups: the client side of TLS toward targets.
-    tls: Option<TargetTls>,
+    tls: Option<Arc<TargetTls>>,
+    /// Where connections live; warm ones are opened on each in turn.
+    workers: Arc<Workers>,
     /// Read on every request, written only when a target appears or goes:
     /// a read lock keeps the request path from serialising on it.
     targets: RwLock<HashMap<SocketAddr, Arc<TargetConns>>>,
@@ -227,6 +261,7 @@ impl GroupPool {
         settings: PoolSettings,
         tls: Option<TargetTls>,
         routable: RoutableWatch,
+        workers: Arc<Workers>,
     ) -> Arc<Self> {
         if !settings.pooling() {
             warn!(
@@ -238,7 +273,8 @@ impl GroupPool {
         let pool = Arc::new(Self {
             balancer: Balancer::new(settings.algorithm),
             settings,
-            tls,
+            tls: tls.map(Arc::new),
+            workers,
             targets: RwLock::new(HashMap::new()),
         });
         tokio::spawn(maintain(Arc::downgrade(&pool), routable));
@@ -253,7 +289,7 @@ impl GroupPool {
         Arc::clone(
             targets
                 .entry(addr)
-                .or_insert_with(|| Arc::new(TargetConns::new(addr))),
+                .or_insert_with(|| Arc::new(TargetConns::new(addr, self.workers.count()))),
         )
     }
 
@@ -269,10 +305,11 @@ impl GroupPool {
     /// An idle connection to `t`, else a new one.
     pub async fn lease(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
         if self.settings.pooling()
-            && let Some(sender) = t.take_idle(self.settings.keep_alive)
+            && let Some((sender, home)) = t.take_idle(self.settings.keep_alive)
         {
             return Ok(Lease {
                 sender,
+                home,
                 reused: true,
                 target: Arc::clone(t),
             });
@@ -282,8 +319,10 @@ impl GroupPool {
 
     /// Always a new connection (the retry after a reused one failed).
     pub async fn fresh(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
+        let (sender, home) = t.connect(self.tls.as_deref()).await?;
         Ok(Lease {
-            sender: t.connect(self.tls.as_ref()).await?,
+            sender,
+            home,
             reused: false,
             target: Arc::clone(t),
         })
@@ -295,7 +334,7 @@ impl GroupPool {
     /// waits for that (`ready`) rather than opening another.
     pub fn release(&self, lease: Lease) {
         if self.settings.pooling() && !lease.sender.is_closed() {
-            lease.target.put_idle(lease.sender);
+            lease.target.put_idle(lease.sender, lease.home);
         }
     }
 
@@ -331,13 +370,27 @@ impl GroupPool {
         }
         for addr in live {
             let t = self.target(addr);
+            let mut worker = 0;
             while t.open.load(Ordering::Relaxed) < self.settings.warm {
-                match t.connect(self.tls.as_ref()).await {
-                    Ok(sender) => t.put_idle(sender),
-                    Err(e) => {
+                // Opened on the workers in turn, so each has some at home.
+                let (t2, tls) = (Arc::clone(&t), self.tls.clone());
+                let opened = self
+                    .workers
+                    .spawn_on(worker, async move {
+                        let (sender, home) = t2.connect(tls.as_deref()).await?;
+                        t2.put_idle(sender, home);
+                        io::Result::Ok(())
+                    })
+                    .await;
+                worker += 1;
+                match opened {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
                         debug!(target = %addr, "warm connection failed: {e}");
                         break;
                     }
+                    // The worker is gone: the daemon is stopping.
+                    Err(_) => break,
                 }
             }
         }

@@ -7,11 +7,11 @@
 use std::{
     pin::Pin,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hyper::service::service_fn;
@@ -28,6 +28,7 @@ use super::{
     handler::{ConnInfo, handle},
     listener::HttpListener,
 };
+use crate::workers::Workers;
 
 /// A client must finish its TLS handshake within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,8 +41,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub type Settings = watch::Receiver<Arc<HttpListener>>;
 
 /// Serves `listener` until `stop` becomes `true` (or its sender is gone),
-/// then closes every connection it accepted.
-pub async fn serve(listener: TcpListener, settings: Settings, stop: watch::Receiver<bool>) {
+/// then closes every connection it accepted. Connections run on `workers`.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    stop: watch::Receiver<bool>,
+    workers: Arc<Workers>,
+) {
     loop {
         let accepted = {
             let mut stop = stop.clone();
@@ -61,7 +67,7 @@ pub async fn serve(listener: TcpListener, settings: Settings, stop: watch::Recei
         let _ = stream.set_nodelay(true);
         let settings = settings.clone();
         let mut stop = stop.clone();
-        tokio::spawn(async move {
+        workers.serve(stream, move |stream| async move {
             tokio::select! {
                 () = connection(stream, client, settings) => {}
                 () = stopped(&mut stop) => {}
@@ -81,7 +87,7 @@ async fn connection(stream: TcpStream, client: std::net::SocketAddr, settings: S
     let acceptor = settings.borrow().tls.clone();
     match acceptor {
         None => {
-            let conn = ConnInfo { client, tls: None };
+            let conn = ConnInfo::new(client, None, &settings.borrow());
             serve_connection(stream, conn, settings).await;
         }
         Some(acceptor) => serve_tls(stream, acceptor, client, settings).await,
@@ -116,7 +122,8 @@ async fn serve_tls(
         )),
         _ => None,
     };
-    serve_connection(stream, ConnInfo { client, tls }, settings).await;
+    let conn = ConnInfo::new(client, tls, &settings.borrow());
+    serve_connection(stream, conn, settings).await;
 }
 
 /// Requests being answered on one connection; the idle timeout waits for 0.
@@ -195,11 +202,18 @@ where
     }
 }
 
-/// Milliseconds since a process-wide origin: a clock cheap to store in an
-/// atomic.
+/// Milliseconds of the coarse monotonic clock: cheap enough to read on
+/// every read and write (the idle timeout needs no finer resolution than
+/// the kernel tick).
 fn now_ms() -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC_COARSE
+    // exists on every Linux this runs on (since 2.6.32).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 fn since(last: &AtomicU64) -> Duration {

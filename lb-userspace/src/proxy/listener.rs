@@ -26,6 +26,7 @@ use crate::{
     config::Protocol,
     http::{self, HttpListener},
     routable::RoutableWatch,
+    workers::Workers,
 };
 
 /// Pending connections the kernel queues per listener.
@@ -120,6 +121,7 @@ impl Running {
         route: Route,
         routable: RoutableWatch,
         metrics: Arc<ProxyMetrics>,
+        workers: Arc<Workers>,
     ) -> Self {
         let addr = socket
             .local_addr()
@@ -137,12 +139,18 @@ impl Running {
         let (route_tx, task) = match (route, socket) {
             (Route::L4(r), Socket::Stream(socket)) => {
                 let (tx, rx) = watch::channel(r);
-                let task = tokio::spawn(accept_loop(name.to_owned(), socket, rx, ctx(stop_rx)));
+                let task = tokio::spawn(accept_loop(
+                    name.to_owned(),
+                    socket,
+                    rx,
+                    ctx(stop_rx),
+                    Arc::clone(&workers),
+                ));
                 (RouteTx::L4(tx), Some(task))
             }
             (Route::Http(h), Socket::Stream(socket)) => {
                 let (tx, rx) = watch::channel(h);
-                let task = tokio::spawn(http::serve(socket, rx, stop_rx));
+                let task = tokio::spawn(http::serve(socket, rx, stop_rx, Arc::clone(&workers)));
                 (RouteTx::Http(tx), Some(task))
             }
             (Route::Udp(u), Socket::Datagram(socket)) => {
@@ -225,6 +233,7 @@ async fn accept_loop(
     socket: TcpListener,
     route: watch::Receiver<Arc<L4Route>>,
     ctx: Arc<ListenerCtx>,
+    workers: Arc<Workers>,
 ) {
     let mut stop = ctx.stop.clone();
     loop {
@@ -235,7 +244,8 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let r = Arc::clone(&route.borrow());
-                tokio::spawn(connection::serve(stream, peer, r, Arc::clone(&ctx)));
+                let ctx = Arc::clone(&ctx);
+                workers.serve(stream, move |s| connection::serve(s, peer, r, ctx));
             }
             Err(e) => {
                 warn!(listener = %name, error = %e, "accept failed");

@@ -35,6 +35,7 @@ use crate::{
     http::{HttpListener, HttpListenerError, HttpMetrics},
     routable::RoutableWatch,
     tls::TlsError,
+    workers::Workers,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,8 @@ pub struct Proxies {
     routable: RoutableWatch,
     metrics: Arc<ProxyMetrics>,
     http_metrics: HttpMetrics,
+    /// Where every accepted connection runs.
+    workers: Arc<Workers>,
 }
 
 impl Proxies {
@@ -87,12 +90,14 @@ impl Proxies {
         routable: RoutableWatch,
         metrics: Arc<ProxyMetrics>,
         http_metrics: HttpMetrics,
+        workers: Arc<Workers>,
     ) -> Self {
         Self {
             running: BTreeMap::new(),
             routable,
             metrics,
             http_metrics,
+            workers,
         }
     }
 
@@ -194,6 +199,7 @@ impl Proxies {
                 route,
                 self.routable.clone(),
                 Arc::clone(&self.metrics),
+                Arc::clone(&self.workers),
             );
             self.running.insert(name.clone(), r);
             report.started.push(name);
@@ -217,9 +223,14 @@ impl Proxies {
                     source,
                 }),
             Protocol::Http | Protocol::Https => {
-                let h =
-                    HttpListener::new(config, l, self.routable.clone(), self.http_metrics.clone())
-                        .map_err(Box::new)?;
+                let h = HttpListener::new(
+                    config,
+                    l,
+                    self.routable.clone(),
+                    self.http_metrics.clone(),
+                    &self.workers,
+                )
+                .map_err(Box::new)?;
                 Ok(Route::Http(Arc::new(h)))
             }
             Protocol::Udp => Ok(Route::Udp(Arc::new(UdpRoute::build(config, l)))),

@@ -104,7 +104,8 @@ port = {target_port}
     let config = Config::parse(&text).expect("parse");
     let metrics = ProxyMetrics::register(&mut Registry::default());
     let (_tx, watch) = routable::channel(Routable::from_config(&config));
-    let mut proxies = Proxies::new(watch, Arc::clone(&metrics), HttpMetrics::default());
+    let workers = crate::workers::Workers::start(2).expect("workers");
+    let mut proxies = Proxies::new(watch, Arc::clone(&metrics), HttpMetrics::default(), workers);
     proxies.apply(&config, true).await.expect("apply");
 
     // The client's own handshake succeeds; the connection then closes.
