@@ -173,7 +173,8 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 async fn serve(config: &Config) -> (Proxies, Arc<ProxyMetrics>, watch::Sender<Arc<Routable>>) {
     let metrics = ProxyMetrics::register(&mut Registry::default());
     let (tx, rx) = routable::channel(Routable::from_config(config));
-    let mut proxies = Proxies::new(rx, Arc::clone(&metrics), HttpMetrics::default());
+    let workers = crate::workers::Workers::start(1).expect("workers");
+    let mut proxies = Proxies::new(rx, Arc::clone(&metrics), HttpMetrics::default(), workers);
     let report = proxies.apply(config, true).await.expect("apply");
     assert_eq!(report.started, ["u"]);
     (proxies, metrics, tx)
@@ -398,6 +399,7 @@ async fn a_full_flow_table_drops_new_clients_and_serves_known_ones() {
         Route::Udp(Arc::new(route)),
         rx,
         Arc::clone(&metrics),
+        crate::workers::Workers::start(1).expect("workers"),
     );
     let (a, b, c) = (
         Client::new().await,
