@@ -275,6 +275,18 @@ pub struct TargetHealth {
     pub effective_weight: u64,
 }
 
+/// Whether every target reported is healthy (and there is one).
+pub fn all_healthy(h: &[TargetHealth]) -> bool {
+    !h.is_empty() && h.iter().all(|t| t.state == "healthy")
+}
+
+/// The state of `target`, or "absent" when it is not reported.
+pub fn state_of(h: &[TargetHealth], target: SocketAddr) -> &str {
+    h.iter()
+        .find(|t| t.target == target)
+        .map_or("absent", |t| t.state.as_str())
+}
+
 /// Checks that `flows` spread over exactly `targets` (1-based), each within
 /// ±25% of an even share, and that every target saw the client's own
 /// address and port.

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lb_tests::client::{EchoConn, UdpConn, count_by_target};
-use lb_tests::lab::{IO_TIMEOUT, Lab, Pinger, TargetHealth, server_bin, target_index, vip4};
+use lb_tests::lab::{
+    IO_TIMEOUT, Lab, Pinger, all_healthy, server_bin, state_of, target_index, vip4,
+};
 use lb_tests::topology::{
     ConfigSpec, TARGET_TCP_PORT, VIP_TCP_PORT, VIP_UDP_PORT, target_name, target4,
 };
@@ -32,16 +34,6 @@ fn fast_checks(spec: &mut ConfigSpec) {
 
 fn t4(i: usize, port: u16) -> SocketAddr {
     SocketAddr::new(target4(i).into(), port)
-}
-
-fn all_healthy(h: &[TargetHealth]) -> bool {
-    !h.is_empty() && h.iter().all(|t| t.state == "healthy")
-}
-
-fn state_of(h: &[TargetHealth], target: SocketAddr) -> &str {
-    h.iter()
-        .find(|t| t.target == target)
-        .map_or("absent", |t| t.state.as_str())
 }
 
 /// Sets `lines` on every target group.

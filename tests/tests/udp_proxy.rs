@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lb_tests::client::{UdpConn, count_by_target};
-use lb_tests::lab::{IO_TIMEOUT, Lab, TargetHealth, server_bin, target_index, vip4, vip6};
+use lb_tests::lab::{IO_TIMEOUT, Lab, all_healthy, server_bin, state_of, target_index, vip4, vip6};
 use lb_tests::netns;
 use lb_tests::topology::{
     ConfigSpec, TARGET_TCP_PORT, TARGET_UDP_PORT, VIP_UDP_PORT, target_name, target4,
@@ -39,16 +39,6 @@ fn fast_checks(spec: &mut ConfigSpec) {
 
 fn t4(i: usize) -> SocketAddr {
     SocketAddr::new(target4(i).into(), TARGET_UDP_PORT)
-}
-
-fn all_healthy(h: &[TargetHealth]) -> bool {
-    !h.is_empty() && h.iter().all(|t| t.state == "healthy")
-}
-
-fn state_of(h: &[TargetHealth], target: SocketAddr) -> &str {
-    h.iter()
-        .find(|t| t.target == target)
-        .map_or("absent", |t| t.state.as_str())
 }
 
 fn flow(lab: &Lab) -> UdpConn {
