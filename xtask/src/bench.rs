@@ -35,6 +35,8 @@ impl Bench {
 
 pub fn bench(what: Bench, args: &[String]) -> Result<()> {
     let artifacts = build::build(Profile::Release)?;
+    // Measure the binary operators deploy, not the test build.
+    let lb = build::build_dist(&artifacts)?;
     let out = project::target_dir().join("bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let bin = artifacts.bin_dir.join("lb-bench");
@@ -50,6 +52,7 @@ pub fn bench(what: Bench, args: &[String]) -> Result<()> {
         .args(args)
         .dir(project::root())
         .envs(artifacts.env())
+        .env("LB_BIN", &lb)
         .env("LB_BENCH_DIR", &out)
         .exec())
 }

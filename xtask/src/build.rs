@@ -78,6 +78,34 @@ pub fn ebpf_env(tc: &Toolchain) -> [(&'static str, OsString); 1] {
     )]
 }
 
+/// Builds `target/dist/lb`, the load balancer to deploy, with the `dist`
+/// profile (fat LTO, one codegen unit), embedding the release eBPF object
+/// of `artifacts`. Minutes from scratch, which is why tests use release.
+pub fn build_dist(artifacts: &Artifacts) -> Result<PathBuf> {
+    let start = Instant::now();
+    Cmd::new("cargo")
+        .args([
+            "build",
+            "--profile",
+            "dist",
+            "-p",
+            "lb-userspace",
+            "--bin",
+            "lb",
+        ])
+        .dir(project::root())
+        .envs(artifacts.env())
+        .run()
+        .context("building the dist profile of lb")?;
+    let lb = project::target_dir().join("dist").join("lb");
+    eprintln!(
+        "build: dist done ({:.1?})\n  lb (dist):   {}",
+        start.elapsed(),
+        lb.display()
+    );
+    Ok(lb)
+}
+
 /// Runs setup, then builds.
 pub fn build(profile: Profile) -> Result<Artifacts> {
     let tc = crate::setup::setup()?;

@@ -32,8 +32,13 @@ enum Command {
     /// Set up, then build the eBPF object and the user-space binaries.
     Build {
         /// Debug profile (target/debug) instead of release.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dist")]
         debug: bool,
+        /// Also build target/dist/lb, the binary to deploy: release plus
+        /// fat LTO and one codegen unit (about a tenth less CPU per proxied
+        /// request; several minutes to build).
+        #[arg(long)]
+        dist: bool,
     },
     /// rustfmt check and clippy (-D warnings) on all crates, eBPF included.
     Lint,
@@ -89,13 +94,17 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<()> {
     match command {
         Command::Setup => setup::setup().map(drop),
-        Command::Build { debug } => {
+        Command::Build { debug, dist } => {
             let profile = if debug {
                 build::Profile::Debug
             } else {
                 build::Profile::Release
             };
-            build::build(profile).map(drop)
+            let artifacts = build::build(profile)?;
+            if dist {
+                build::build_dist(&artifacts)?;
+            }
+            Ok(())
         }
         Command::Lint => test::lint(&setup::setup()?),
         Command::Test { no_lint, args } => test::test(!no_lint, &args),
