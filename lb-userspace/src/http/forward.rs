@@ -69,7 +69,7 @@ pub async fn forward(
     let Some(pool) = l.pools.get(group) else {
         return actions::error(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    let routable = Arc::clone(&l.routable.borrow());
+    let routable = conn.routable.get();
     let Some((target, outstanding)) = pool.pick(routable.targets(group)) else {
         return actions::error(StatusCode::SERVICE_UNAVAILABLE);
     };
@@ -130,25 +130,32 @@ async fn send(
 ) -> Result<(Lease, Response<Incoming>), SendError> {
     let mut lease = pool.lease(target).await.map_err(SendError::Connect)?;
     if lease.sender.ready().await.is_err() {
-        lease = pool.fresh(target).await.map_err(SendError::Connect)?;
-        lease.sender.ready().await.map_err(SendError::Target)?;
+        return Box::pin(send_fresh(pool, target, req)).await;
     }
     match lease.sender.try_send_request(req).await {
         Ok(resp) => Ok((lease, resp)),
         Err(mut e) => match (lease.reused, e.take_message()) {
-            (true, Some(req)) => {
-                let mut lease = pool.fresh(target).await.map_err(SendError::Connect)?;
-                lease.sender.ready().await.map_err(SendError::Target)?;
-                let resp = lease
-                    .sender
-                    .send_request(req)
-                    .await
-                    .map_err(SendError::Target)?;
-                Ok((lease, resp))
-            }
+            (true, Some(req)) => Box::pin(send_fresh(pool, target, req)).await,
             _ => Err(SendError::Target(e.into_error())),
         },
     }
+}
+
+/// The retry on a new connection. Boxed by its callers: it is the rare
+/// path, and inline it would double the size of every request's future.
+async fn send_fresh(
+    pool: &GroupPool,
+    target: &Arc<super::pool::TargetConns>,
+    req: Request<Incoming>,
+) -> Result<(Lease, Response<Incoming>), SendError> {
+    let mut lease = pool.fresh(target).await.map_err(SendError::Connect)?;
+    lease.sender.ready().await.map_err(SendError::Target)?;
+    let resp = lease
+        .sender
+        .send_request(req)
+        .await
+        .map_err(SendError::Target)?;
+    Ok((lease, resp))
 }
 
 fn record(l: &HttpListener, group: &str, status: u16, seconds: f64) {

@@ -319,7 +319,10 @@ impl GroupPool {
 
     /// Always a new connection (the retry after a reused one failed).
     pub async fn fresh(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
-        let (sender, home) = t.connect(self.tls.as_deref()).await?;
+        // Boxed: connecting (with TLS) is the rare path, and its future
+        // would otherwise make every request's future kilobytes larger,
+        // all of them copied whenever hyper moves one.
+        let (sender, home) = Box::pin(t.connect(self.tls.as_deref())).await?;
         Ok(Lease {
             sender,
             home,
