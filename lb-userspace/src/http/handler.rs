@@ -20,10 +20,9 @@ use super::{
     listener::HttpListener,
     rules::RequestView,
 };
-use crate::config::http::Action;
+use crate::{config::http::Action, latest::Latest, routable::Routable};
 
 /// What the connection knows about itself.
-#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     /// Negotiated cipher suite and protocol version (https only), as
@@ -31,6 +30,8 @@ pub struct ConnInfo {
     pub tls: Option<(String, String)>,
     /// The `X-Forwarded-*` values its requests get.
     pub forwarded: Forwarded,
+    /// The targets its requests may go to.
+    pub routable: Latest<Arc<Routable>>,
 }
 
 impl ConnInfo {
@@ -39,6 +40,7 @@ impl ConnInfo {
             client,
             tls,
             forwarded: Forwarded::new(client.ip(), l.scheme(), l.port),
+            routable: Latest::new(l.routable.clone()),
         }
     }
 }

@@ -28,7 +28,11 @@ use super::{
     handler::{ConnInfo, handle},
     listener::HttpListener,
 };
-use crate::workers::Workers;
+use crate::{
+    latest::Latest,
+    stop::{stopped, until_stopped},
+    workers::Workers,
+};
 
 /// A client must finish its TLS handshake within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,20 +70,11 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let settings = settings.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
         workers.serve(stream, move |stream| async move {
-            tokio::select! {
-                () = connection(stream, client, settings) => {}
-                () = stopped(&mut stop) => {}
-            }
+            until_stopped(connection(stream, client, settings), stop).await;
         });
     }
-}
-
-/// Completes when the stop signal is raised or its sender is gone.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is dropped: stop as well.
-    let _gone = stop.wait_for(|s| *s).await;
 }
 
 /// One client connection, TLS first on `https` listeners.
@@ -163,15 +158,8 @@ where
     let at_start = Arc::clone(&settings.borrow());
     let svc = {
         let in_flight = in_flight.clone();
-        let settings = settings.clone();
-        service_fn(move |req| {
-            handle(
-                Arc::clone(&settings.borrow()),
-                Arc::clone(&conn),
-                req,
-                in_flight.enter(),
-            )
-        })
+        let current = Latest::new(settings.clone());
+        service_fn(move |req| handle(current.get(), Arc::clone(&conn), req, in_flight.enter()))
     };
     let served = at_start
         .builder

@@ -20,12 +20,12 @@ use tracing::{debug, info, warn};
 use super::{
     balance,
     counted::{Activity, Counted},
-    listener::{ListenerCtx, stopped},
+    listener::ListenerCtx,
     metrics::{ByteLabels, Direction, ErrorReason, ListenerLabels, Open, TargetLabels},
     proxy_v2,
     route::L4Route,
 };
-use crate::tls;
+use crate::{stop::until_stopped, tls};
 
 /// How long a target may take to accept a connection (NLB's 10 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,12 +221,15 @@ async fn relay(
     let activity = Activity::new();
     let mut c = Counted::new(client, counter(Direction::ToTarget), Arc::clone(&activity));
     let mut t = Counted::new(target, counter(Direction::ToClient), Arc::clone(&activity));
-    let mut stop = ctx.stop.clone();
-    let end = tokio::select! {
-        r = copy_bidirectional(&mut c, &mut t) => if r.is_ok() { "closed" } else { "reset" },
-        () = activity.idle(route.idle_timeout) => "idle timeout",
-        () = stopped(&mut stop) => "listener removed",
+    let copied = async {
+        tokio::select! {
+            r = copy_bidirectional(&mut c, &mut t) => if r.is_ok() { "closed" } else { "reset" },
+            () = activity.idle(route.idle_timeout) => "idle timeout",
+        }
     };
+    let end = until_stopped(copied, ctx.stop.clone())
+        .await
+        .unwrap_or("listener removed");
     Outcome {
         to_target: c.total(),
         to_client: t.total(),

@@ -26,6 +26,7 @@ use crate::{
     config::Protocol,
     http::{self, HttpListener},
     routable::RoutableWatch,
+    stop::stopped,
     workers::Workers,
 };
 
@@ -46,12 +47,6 @@ pub struct ListenerCtx {
     pub next: AtomicU64,
     /// Becomes `true` (or closes) when the listener is removed.
     pub stop: watch::Receiver<bool>,
-}
-
-/// Completes when the stop signal is raised or its sender is gone.
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is dropped: stop as well.
-    let _gone = stop.wait_for(|s| *s).await;
 }
 
 /// A listener's bound socket.

@@ -26,10 +26,11 @@ use crate::{
     proxy::{
         balance,
         counted::Activity,
-        listener::{ListenerCtx, stopped},
+        listener::ListenerCtx,
         metrics::{DropReason, ListenerLabels, TargetLabels},
     },
     routable::{Routable, RoutableTarget, RoutableWatch},
+    stop::stopped,
 };
 
 /// How often idle flows are looked for (a datagram of an idle flow finds
