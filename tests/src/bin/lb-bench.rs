@@ -216,8 +216,20 @@ fn control(vips: u32, targets: u32, ring_size: u32, apply_only: bool) {
     }
 }
 
+/// What `cargo xtask bench` sets: the binaries under test and their tools.
+const REQUIRED_ENV: [&str; 3] = ["LB_BIN", "LB_EBPF_OBJECT", "LB_TEST_BIN_DIR"];
+
 fn main() {
-    match Cli::parse().what {
+    let cli = Cli::parse();
+    if let Some(missing) = REQUIRED_ENV.iter().find(|v| std::env::var_os(v).is_none()) {
+        eprintln!(
+            "lb-bench: {missing} is not set; run the benchmarks through `cargo xtask bench <what>`, \
+             which builds what they measure and sets {}",
+            REQUIRED_ENV.join(", ")
+        );
+        std::process::exit(2);
+    }
+    match cli.what {
         What::Control {
             vips,
             targets,
