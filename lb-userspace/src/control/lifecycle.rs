@@ -182,8 +182,12 @@ impl Lifecycle {
     }
 
     /// The earliest time [`plan`](Self::plan) would answer differently
-    /// without any new event: the end of a drain, or the next 1% step of a
-    /// slow-start ramp (checked every second).
+    /// without any new event: the end of a drain, or the next whole second
+    /// of a slow-start ramp (counted from its start). Always an absolute
+    /// time: the daemon asks again after every event, and an answer such as
+    /// "a second from now" would let a steady flow of health results and
+    /// API calls push a ramp's steps back indefinitely, leaving the maps
+    /// behind the weights the API reports.
     pub fn next_change(&self, config: &Config, now: Instant) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
@@ -191,8 +195,9 @@ impl Lifecycle {
             if let Some(t) = r.draining_until {
                 consider(t);
             }
-            if self.ramp(config, group, r, now).is_some() {
-                consider(now + Duration::from_secs(1));
+            if let (Some(_), Some(from)) = (self.ramp(config, group, r, now), r.ramp_from) {
+                let elapsed = now.saturating_duration_since(from);
+                consider(from + Duration::from_secs(elapsed.as_secs() + 1));
             }
         }
         next

@@ -278,6 +278,12 @@ fn slow_start_ramps_late_and_recovering_targets() {
     assert_eq!(weight_of_3(&l, now + Duration::from_secs(5)), 50);
     assert_eq!(weight_of_3(&l, now + Duration::from_secs(10)), 100);
     assert_eq!(l.next_change(&c, now), Some(now + Duration::from_secs(1)));
+    // Asking again later in the same second (after any event) gives the
+    // same step: events must not keep pushing it back.
+    let later = now + Duration::from_millis(700);
+    assert_eq!(l.next_change(&c, later), Some(now + Duration::from_secs(1)));
+    let later = now + Duration::from_millis(4300);
+    assert_eq!(l.next_change(&c, later), Some(now + Duration::from_secs(5)));
     assert_eq!(l.next_change(&c, now + Duration::from_secs(10)), None);
     // A late registration ramps from its first healthy verdict.
     let four = config(
