@@ -79,13 +79,15 @@ pub async fn serve(
 
 /// One client connection, TLS first on `https` listeners.
 async fn connection(stream: TcpStream, client: std::net::SocketAddr, settings: Settings) {
-    let acceptor = settings.borrow().tls.clone();
-    match acceptor {
+    // The connection's own view of the settings, read from here on.
+    let current = Arc::new(Latest::new(settings));
+    let at_start = current.get();
+    match &at_start.tls {
         None => {
-            let conn = ConnInfo::new(client, None, &settings.borrow());
-            serve_connection(stream, conn, settings).await;
+            let conn = ConnInfo::new(client, None, &at_start);
+            serve_connection(stream, conn, current).await;
         }
-        Some(acceptor) => serve_tls(stream, acceptor, client, settings).await,
+        Some(acceptor) => serve_tls(stream, acceptor.clone(), client, current).await,
     }
 }
 
@@ -93,7 +95,7 @@ async fn serve_tls(
     stream: TcpStream,
     acceptor: TlsAcceptor,
     client: std::net::SocketAddr,
-    settings: Settings,
+    current: Arc<Latest<Arc<HttpListener>>>,
 ) {
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
@@ -117,8 +119,8 @@ async fn serve_tls(
         )),
         _ => None,
     };
-    let conn = ConnInfo::new(client, tls, &settings.borrow());
-    serve_connection(stream, conn, settings).await;
+    let conn = ConnInfo::new(client, tls, &current.get());
+    serve_connection(stream, conn, current).await;
 }
 
 /// Requests being answered on one connection; the idle timeout waits for 0.
@@ -145,7 +147,7 @@ impl Drop for InFlightGuard {
     }
 }
 
-async fn serve_connection<IO>(io: IO, conn: ConnInfo, settings: Settings)
+async fn serve_connection<IO>(io: IO, conn: ConnInfo, current: Arc<Latest<Arc<HttpListener>>>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -155,10 +157,10 @@ where
     let conn = Arc::new(conn);
     // The protocol settings of the connection are those it started with;
     // each request takes the rules and targets current when it arrives.
-    let at_start = Arc::clone(&settings.borrow());
+    let at_start = current.get();
     let svc = {
         let in_flight = in_flight.clone();
-        let current = Latest::new(settings.clone());
+        let current = Arc::clone(&current);
         service_fn(move |req| handle(current.get(), Arc::clone(&conn), req, in_flight.enter()))
     };
     let served = at_start
@@ -168,7 +170,7 @@ where
     let mut closing = false;
     loop {
         // A reload may change the timeout of connections already open.
-        let idle_timeout = settings.borrow().idle_timeout;
+        let idle_timeout = current.get().idle_timeout;
         let check = idle_timeout
             .saturating_sub(since(&last))
             .max(Duration::from_millis(50));
