@@ -31,12 +31,23 @@ impl Bench {
             Bench::Http => "http",
         }
     }
+
+    /// Whether it runs the `lb` binary (the others measure the eBPF
+    /// program or the library linked into lb-bench).
+    fn runs_lb(self) -> bool {
+        matches!(self, Bench::E2e | Bench::Http)
+    }
 }
 
 pub fn bench(what: Bench, args: &[String]) -> Result<()> {
     let artifacts = build::build(Profile::Release)?;
-    // Measure the binary operators deploy, not the test build.
-    let lb = build::build_dist(&artifacts)?;
+    // Measure the binary operators deploy, not the test build; it takes
+    // minutes to build, so only for the benchmarks that run it.
+    let lb = if what.runs_lb() {
+        build::build_dist(&artifacts)?
+    } else {
+        artifacts.lb.clone()
+    };
     let out = project::target_dir().join("bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let bin = artifacts.bin_dir.join("lb-bench");
