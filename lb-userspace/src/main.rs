@@ -5,6 +5,9 @@ use clap::Parser;
 use lb::cli::{self, Cli};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     // Logs go to stderr so `lb stats`/`lb check` output stays clean on stdout.
