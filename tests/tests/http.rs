@@ -923,6 +923,58 @@ fn idle_client_connection_is_closed_after_idle_timeout() {
     );
 }
 
+#[test]
+fn a_request_head_trickled_byte_by_byte_is_cut_at_the_idle_timeout() {
+    let config = ONE_GROUP.replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
+    let lab = Lab::start(LabSpec {
+        config: &config,
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: false,
+    });
+    let mut conn = lab.connect(80);
+    // First a whole request: the rule applies to each head, not only the
+    // connection's first.
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .expect("write");
+    let (head, _) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Then a head that never ends, one byte every 200 ms: bytes keep
+    // moving, so only the head rule can close it.
+    let mut writer = conn.try_clone().expect("clone");
+    let started = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ";
+        let mut sent = 0usize;
+        for &b in head.iter().chain(std::iter::repeat(&b'a')) {
+            if writer.write_all(&[b]).is_err() || started.elapsed() > Duration::from_secs(8) {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sent
+    });
+    let mut buf = Vec::new();
+    // Closed: end of stream, or a reset for the bytes it never read.
+    let read = conn.read_to_end(&mut buf);
+    let after = started.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?} {buf:?}"
+    );
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
+    // The client was still sending when it was cut.
+    let sent = trickle.join().expect("trickle");
+    assert!(sent >= 8, "only {sent} bytes sent");
+}
+
 // --- TLS toward targets ------------------------------------------------------
 
 /// An http listener forwarding to an `https` group whose targets serve TLS

@@ -19,7 +19,7 @@ use super::{
     body::ProxyBody,
     handler::ConnInfo,
     headers::{connection_has, strip_hop_by_hop},
-    listener::HttpListener,
+    listener::{HttpListener, ListenerGroup},
     pool::{GroupPool, Lease, Outstanding},
 };
 
@@ -66,7 +66,7 @@ pub async fn forward(
     entry: &mut Entry,
     exchange: &mut Exchange,
 ) -> Response<ProxyBody> {
-    let Some(pool) = l.pools.get(group) else {
+    let Some(ListenerGroup { pool, series }) = l.groups.get(group) else {
         return actions::error(StatusCode::INTERNAL_SERVER_ERROR);
     };
     let routable = conn.routable.get();
@@ -81,23 +81,26 @@ pub async fn forward(
 
     let sent_at = Instant::now();
     entry.request_processing = Some(sent_at - started);
-    let sent = tokio::time::timeout(pool.settings.response_timeout, send(pool, &target, req)).await;
+    let sent = conn
+        .deadlines
+        .within(pool.settings.response_timeout, send(pool, &target, req))
+        .await;
     let (lease, mut resp) = match sent {
-        Err(_elapsed) => {
+        None => {
             debug!(target = %target.addr, "no response within {:?}", pool.settings.response_timeout);
             return actions::error(StatusCode::GATEWAY_TIMEOUT);
         }
-        Ok(Err(e)) => {
+        Some(Err(e)) => {
             debug!(target = %target.addr, "{e}");
             return actions::error(StatusCode::BAD_GATEWAY);
         }
-        Ok(Ok(r)) => r,
+        Some(Ok(r)) => r,
     };
     let took = sent_at.elapsed();
     entry.target_processing = Some(took);
     let status = resp.status();
     entry.target_status = Some(status.as_u16());
-    record(l, group, status.as_u16(), took.as_secs_f64());
+    series.record(status.as_u16(), took.as_secs_f64());
 
     let switched = status == StatusCode::SWITCHING_PROTOCOLS;
     if !switched && !connection_has(resp.headers(), "close") {
@@ -156,12 +159,6 @@ async fn send_fresh(
         .await
         .map_err(SendError::Target)?;
     Ok((lease, resp))
-}
-
-fn record(l: &HttpListener, group: &str, status: u16, seconds: f64) {
-    if let Some(series) = l.group_series.get(group) {
-        series.record(status, seconds);
-    }
 }
 
 /// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` protocol.

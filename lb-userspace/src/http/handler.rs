@@ -14,6 +14,7 @@ use super::{
     access_log::Entry,
     actions::{self, Origin},
     body::ProxyBody,
+    deadline::Deadlines,
     forward::{Exchange, forward},
     headers::Forwarded,
     limits,
@@ -32,6 +33,8 @@ pub struct ConnInfo {
     pub forwarded: Forwarded,
     /// The targets its requests may go to.
     pub routable: Latest<Arc<Routable>>,
+    /// Its requests' response timeouts.
+    pub deadlines: Deadlines,
 }
 
 impl ConnInfo {
@@ -41,6 +44,7 @@ impl ConnInfo {
             tls,
             forwarded: Forwarded::new(client.ip(), l.scheme(), l.port),
             routable: Latest::new(l.routable.clone()),
+            deadlines: Deadlines::default(),
         }
     }
 }

@@ -3,7 +3,10 @@
 //! `X-Forwarded-*` fields tell the target about the client.
 use std::net::IpAddr;
 
-use ::http::{HeaderMap, HeaderName, HeaderValue, header};
+use ::http::{
+    HeaderMap, HeaderName, HeaderValue,
+    header::{self, Entry},
+};
 
 /// Fields that only concern one connection.
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -74,18 +77,27 @@ impl Forwarded {
     /// Appends the client to `X-Forwarded-For` (one field, comma-separated,
     /// as ALB's `append` mode) and sets `X-Forwarded-Proto` and `-Port`.
     pub fn set(&self, headers: &mut HeaderMap) {
-        let prior: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let xff = if prior.is_empty() {
-            Some(self.client_only.clone())
-        } else {
-            HeaderValue::try_from(format!("{}, {}", prior.join(", "), self.client)).ok()
-        };
-        if let Some(v) = xff {
-            headers.insert(&X_FORWARDED_FOR, v);
+        // Room for the three fields up front: one growth of the map at
+        // most, not one per field.
+        headers.reserve(3);
+        match headers.entry(&X_FORWARDED_FOR) {
+            Entry::Vacant(v) => {
+                v.insert(self.client_only.clone());
+            }
+            Entry::Occupied(mut o) => {
+                let prior: Vec<&str> = o.iter().filter_map(|v| v.to_str().ok()).collect();
+                let joined = format!("{}, {}", prior.join(", "), self.client);
+                match HeaderValue::try_from(joined) {
+                    Ok(v) => {
+                        o.insert(v);
+                    }
+                    // Not a valid field value: the client's field is
+                    // dropped, the client alone is sent.
+                    Err(_) => {
+                        o.insert(self.client_only.clone());
+                    }
+                }
+            }
         }
         headers.insert(&X_FORWARDED_PROTO, self.proto.clone());
         headers.insert(&X_FORWARDED_PORT, self.port.clone());

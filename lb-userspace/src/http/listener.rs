@@ -69,6 +69,14 @@ pub enum HttpListenerError {
     },
 }
 
+/// A target group as one listener uses it: found with one lookup per
+/// request.
+pub struct ListenerGroup {
+    pub pool: Arc<GroupPool>,
+    /// The listener's target series for the group, looked up once.
+    pub series: GroupSeries,
+}
+
 pub struct HttpListener {
     pub name: String,
     pub protocol: Protocol,
@@ -81,14 +89,14 @@ pub struct HttpListener {
     pub builder: auto::Builder<TokioExecutor>,
     pub rules: Rules,
     pub default_action: Action,
-    pub pools: HashMap<String, Arc<GroupPool>>,
+    /// What each target group it forwards to needs, by name.
+    pub groups: HashMap<String, ListenerGroup>,
     pub routable: RoutableWatch,
     pub access_log: Option<AccessLog>,
     pub metrics: HttpMetrics,
     /// This listener's `RequestCount` series, looked up once.
     pub requests: Counter,
-    /// Its target series per group and its own error series, likewise.
-    pub group_series: HashMap<String, GroupSeries>,
+    /// Its own error series, likewise.
     pub elb_series: ElbSeries,
     /// Picks of weighted forwards so far.
     weighted_next: AtomicUsize,
@@ -115,8 +123,7 @@ impl HttpListener {
                 .ok_or_else(|| HttpListenerError::NoDefaultAction {
                     listener: l.name.clone(),
                 })?;
-        let mut pools = HashMap::new();
-        let mut group_series = HashMap::new();
+        let mut groups = HashMap::new();
         for g in l
             .referenced_groups()
             .into_iter()
@@ -132,8 +139,8 @@ impl HttpListener {
                 routable.clone(),
                 Arc::clone(workers),
             );
-            pools.insert(g.name.clone(), pool);
-            group_series.insert(g.name.clone(), GroupSeries::new(&metrics, &l.name, &g.name));
+            let series = GroupSeries::new(&metrics, &l.name, &g.name);
+            groups.insert(g.name.clone(), ListenerGroup { pool, series });
         }
         let access_log = l
             .http_access_log()
@@ -168,7 +175,6 @@ impl HttpListener {
             .clone();
         Ok(Self {
             requests,
-            group_series,
             elb_series: ElbSeries::new(&metrics, &l.name),
             name: l.name.clone(),
             protocol: l.protocol,
@@ -176,10 +182,10 @@ impl HttpListener {
             port: l.port,
             idle_timeout,
             tls,
-            builder: builder(idle_timeout),
+            builder: builder(),
             rules: Rules::compile(&l.rules),
             default_action,
-            pools,
+            groups,
             routable,
             access_log,
             metrics,
@@ -223,13 +229,15 @@ fn target_tls(g: &TargetGroup) -> Result<Option<TargetTls>, TlsError> {
     }
 }
 
-fn builder(idle_timeout: Duration) -> auto::Builder<TokioExecutor> {
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
         .max_buf_size(READ_BUFFER)
-        .header_read_timeout(idle_timeout);
+        // `idle` times heads at a fraction of the cost of hyper's timer,
+        // which is new for every request.
+        .header_read_timeout(None);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);

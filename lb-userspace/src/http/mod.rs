@@ -1,10 +1,11 @@
 //! `http` and `https` listeners: ALB's layer-7 behaviour in the daemon.
 //!
-//! - [`server`]: accept loop, TLS, HTTP/1.1 and HTTP/2 toward clients, the
-//!   client idle timeout; [`serve`] is the entry point.
+//! - [`server`]: accept loop, TLS, HTTP/1.1 and HTTP/2 toward clients;
+//!   [`serve`] is the entry point. [`idle`]: the client idle timeout.
 //! - [`handler`]: one request: [`limits`], [`rules`] (with [`wildcard`]
 //!   patterns), then an action: [`forward`] or one of [`actions`].
-//! - [`forward`] with [`headers`]: proxy semantics; [`pool`] with
+//! - [`forward`] with [`headers`]: proxy semantics, and [`deadline`]: the
+//!   response timeout; [`pool`] with
 //!   [`balance`]: keep-alive connections to targets and target choice.
 //! - [`body`]: the response body that counts bytes and closes the request's
 //!   books; [`access_log`] and [`metrics`]: what it writes.
@@ -13,9 +14,11 @@ pub mod access_log;
 pub mod actions;
 pub mod balance;
 pub mod body;
+pub mod deadline;
 pub mod forward;
 pub mod handler;
 pub mod headers;
+pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -1,0 +1,272 @@
+//! The client idle timeout of one connection (ALB's `idle_timeout`), which
+//! has two rules:
+//!
+//! - **idle**: no byte moved either way for the timeout and no request is
+//!   in progress: the connection is closed (HTTP/2: GOAWAY first);
+//! - **slow head**: the first bytes of an HTTP/1 request head arrived the
+//!   timeout ago and the head is still not complete: the connection is cut.
+//!   A client trickling a head byte by byte keeps bytes moving, so the idle
+//!   rule alone would let it hold the connection forever.
+//!
+//! hyper can time head reads itself, but it allocates and registers a new
+//! timer for every request (a twentieth of the proxy's user-space work per
+//! request, measured). Here every read and write updates a few atomics of
+//! the connection's [`Activity`], and one timer per connection checks them
+//! now and then ([`Activity::check`]).
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// `head_since` when no head is being received.
+const NO_HEAD: u64 = u64::MAX;
+/// The shortest wait between two checks.
+const MIN_CHECK: Duration = Duration::from_millis(50);
+
+/// What the timeout watches on one connection. Only the connection's own
+/// tasks touch it, so the atomics are never contended.
+pub struct Activity {
+    /// Coarse milliseconds when a byte last moved either way.
+    last: AtomicU64,
+    /// When the first byte of a head not yet complete arrived, or
+    /// [`NO_HEAD`].
+    head_since: AtomicU64,
+    /// Requests whose response is not finished.
+    in_flight: AtomicUsize,
+    /// HTTP/2: streams, not heads; only the idle rule applies.
+    h2: AtomicBool,
+}
+
+/// What [`Activity::check`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Nothing to do; check again after this long.
+    Open(Duration),
+    /// The idle rule: close gracefully.
+    Idle,
+    /// The slow-head rule: cut the connection.
+    SlowHead,
+}
+
+impl Activity {
+    /// `h2`: the connection negotiated HTTP/2 (ALPN).
+    pub fn new(h2: bool) -> Arc<Self> {
+        Arc::new(Self {
+            last: AtomicU64::new(now_ms()),
+            head_since: AtomicU64::new(NO_HEAD),
+            in_flight: AtomicUsize::new(0),
+            h2: AtomicBool::new(h2),
+        })
+    }
+
+    /// Bytes arrived from the client. Between requests, they start a head.
+    fn received(&self) {
+        let now = now_ms();
+        self.last.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.h2.load(Ordering::Relaxed)
+            && self.head_since.load(Ordering::Relaxed) == NO_HEAD
+        {
+            self.head_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn sent(&self) {
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A request head is complete; the request counts as in progress until
+    /// the returned guard is dropped (its response finished).
+    pub fn request(self: &Arc<Self>, h2: bool) -> InFlight {
+        self.head_since.store(NO_HEAD, Ordering::Relaxed);
+        if h2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Applies both rules for `timeout`.
+    pub fn check(&self, timeout: Duration) -> Check {
+        let now = now_ms();
+        let idle_for = elapsed(now, self.last.load(Ordering::Relaxed));
+        if idle_for >= timeout && self.in_flight.load(Ordering::Relaxed) == 0 {
+            return Check::Idle;
+        }
+        let mut next = timeout.saturating_sub(idle_for);
+        let head_since = self.head_since.load(Ordering::Relaxed);
+        if head_since != NO_HEAD {
+            let head_for = elapsed(now, head_since);
+            if head_for >= timeout {
+                return Check::SlowHead;
+            }
+            next = next.min(timeout.saturating_sub(head_for));
+        }
+        Check::Open(next.max(MIN_CHECK))
+    }
+}
+
+fn elapsed(now: u64, since: u64) -> Duration {
+    Duration::from_millis(now.saturating_sub(since))
+}
+
+/// One request's share of [`Activity::in_flight`].
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds of the coarse monotonic clock: cheap enough to read on
+/// every read and write (the timeout needs no finer resolution than the
+/// kernel tick).
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC_COARSE
+    // exists on every Linux this runs on (since 2.6.32).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+/// A client stream that reports to its connection's [`Activity`].
+pub struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Watched<T> {
+    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.received();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.sent();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.sent();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(60);
+
+    /// Moves a recorded time `by` into the past.
+    fn age(field: &AtomicU64, by: Duration) {
+        let v = field.load(Ordering::Relaxed);
+        field.store(v - by.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_fresh_connection_waits_the_whole_timeout() {
+        let a = Activity::new(false);
+        assert!(matches!(a.check(T), Check::Open(d) if d > T - Duration::from_secs(1)));
+        age(&a.last, T);
+        assert_eq!(a.check(T), Check::Idle);
+    }
+
+    #[test]
+    fn a_request_in_progress_is_never_idle() {
+        let a = Activity::new(false);
+        let r = a.request(false);
+        age(&a.last, T * 2);
+        assert!(matches!(a.check(T), Check::Open(_)));
+        drop(r);
+        assert_eq!(a.check(T), Check::Idle);
+    }
+
+    #[test]
+    fn a_head_must_complete_within_the_timeout_while_bytes_move() {
+        let a = Activity::new(false);
+        a.received();
+        age(&a.head_since, T - Duration::from_secs(10));
+        // Bytes keep coming: not idle, and the next check is when the head
+        // runs out of time.
+        a.received();
+        assert!(
+            matches!(a.check(T), Check::Open(d) if d <= Duration::from_secs(10)),
+            "{:?}",
+            a.check(T)
+        );
+        age(&a.head_since, Duration::from_secs(10));
+        a.received();
+        assert_eq!(a.check(T), Check::SlowHead);
+        // A completed head clears it.
+        let _r = a.request(false);
+        assert!(matches!(a.check(T), Check::Open(_)));
+    }
+
+    #[test]
+    fn body_bytes_and_http2_frames_start_no_head() {
+        let a = Activity::new(false);
+        a.received();
+        let r = a.request(false);
+        // The request's body.
+        a.received();
+        assert_eq!(a.head_since.load(Ordering::Relaxed), NO_HEAD);
+        drop(r);
+        let h2 = Activity::new(true);
+        h2.received();
+        assert_eq!(h2.head_since.load(Ordering::Relaxed), NO_HEAD);
+    }
+}
