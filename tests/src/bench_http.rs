@@ -5,7 +5,11 @@
 //!   request latencies from its `--log-file`);
 //! - the same with HTTPS termination (TLS 1.3, keep-alive);
 //! - new TLS handshakes/s (`openssl s_time -new`: a full handshake per
-//!   connection, no resumption).
+//!   connection, no resumption);
+//! - user-space instructions per HTTP/1.1 keep-alive request, counted by
+//!   valgrind's callgrind in a second pair of proxies: the one figure the
+//!   shared VM's noise cannot move (it has no hardware counters, and rates
+//!   and CPU times move by 15% between runs of the same binary).
 //!
 //! HAProxy gets the equivalent config: `nbthread` equal to our worker
 //! threads, `option http-keep-alive`, `http-reuse always`, the same
@@ -22,6 +26,13 @@ const OUR_HTTP: u16 = 80;
 const OUR_HTTPS: u16 = 443;
 const HAPROXY_HTTP: u16 = 81;
 const HAPROXY_HTTPS: u16 = 444;
+/// The copies run under callgrind.
+const OUR_COUNTED: u16 = 82;
+const HAPROXY_COUNTED: u16 = 83;
+/// Requests counted (after as many again to warm up).
+const COUNTED_REQUESTS: u32 = 10_000;
+/// Valgrind slows start-up down many times.
+const COUNTED_START: Duration = Duration::from_secs(90);
 
 pub struct Opts {
     pub seconds: u32,
@@ -70,6 +81,8 @@ pub struct Sample {
 pub struct Report {
     /// (case, proxy) -> samples of every round.
     pub rows: Vec<(&'static str, Proxy, Vec<Sample>)>,
+    /// User-space instructions per request: ours, HAProxy's.
+    pub instructions: (f64, f64),
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -153,32 +166,41 @@ struct Lab {
     ns: Netns,
 }
 
-fn our_config(dir: &Path, threads: usize) -> PathBuf {
+/// Our config, `tag` naming its files; the https listener only with
+/// `https`.
+fn our_config(dir: &Path, threads: usize, tag: &str, http: u16, https: Option<u16>) -> PathBuf {
+    let https = https.map_or(String::new(), |port| {
+        format!(
+            r#"
+[[listener]]
+name = "https"
+protocol = "https"
+address = "{VIP}"
+port = {port}
+target_group = "t"
+  [[listener.tls.certificate]]
+  cert = "{dir}/cert.pem"
+  key = "{dir}/key.pem"
+"#,
+            dir = dir.display()
+        )
+    });
     let text = format!(
         r#"[daemon]
 dataplane = "userspace"
-pin_dir = "{dir}/pin"
+pin_dir = "{dir}/pin-{tag}"
 worker_threads = {threads}
 
 [api]
-socket = "{dir}/api.sock"
+socket = "{dir}/api-{tag}.sock"
 
 [[listener]]
 name = "http"
 protocol = "http"
 address = "{VIP}"
-port = {OUR_HTTP}
+port = {http}
 target_group = "t"
-
-[[listener]]
-name = "https"
-protocol = "https"
-address = "{VIP}"
-port = {OUR_HTTPS}
-target_group = "t"
-  [[listener.tls.certificate]]
-  cert = "{dir}/cert.pem"
-  key = "{dir}/key.pem"
+{https}
 
 [[target_group]]
 name = "t"
@@ -189,29 +211,45 @@ port = 8080
 "#,
         dir = dir.display()
     );
-    let p = dir.join("lb.toml");
+    let p = dir.join(format!("lb-{tag}.toml"));
     std::fs::write(&p, text).expect("write config");
     p
 }
 
-fn haproxy_config(dir: &Path, pem: &Path, threads: usize) -> PathBuf {
+/// HAProxy's equivalent of [`our_config`].
+fn haproxy_config(
+    dir: &Path,
+    pem: &Path,
+    threads: usize,
+    tag: &str,
+    http: u16,
+    https: Option<u16>,
+) -> PathBuf {
+    let https = https.map_or(String::new(), |port| {
+        format!("  bind {VIP}:{port} ssl crt {}\n", pem.display())
+    });
     let text = format!(
         "global\n  nbthread {threads}\n  maxconn 4096\n\
          defaults\n  mode http\n  option http-keep-alive\n  http-reuse always\n  \
          timeout connect 10s\n  timeout client 60s\n  timeout server 60s\n\
-         frontend fe\n  bind {VIP}:{HAPROXY_HTTP}\n  bind {VIP}:{HAPROXY_HTTPS} ssl crt {pem}\n  \
+         frontend fe\n  bind {VIP}:{http}\n{https}  \
          option forwardfor\n  default_backend be\n\
-         backend be\n  server t {TARGET}:8080\n",
-        pem = pem.display()
+         backend be\n  server t {TARGET}:8080\n"
     );
-    let p = dir.join("haproxy.cfg");
+    let p = dir.join(format!("haproxy-{tag}.cfg"));
     std::fs::write(&p, text).expect("write haproxy config");
     p
 }
 
 fn start(opts: &Opts) -> Lab {
     netns::require_root();
-    for tool in ["h2load", "haproxy", "openssl"] {
+    for tool in [
+        "h2load",
+        "haproxy",
+        "openssl",
+        "valgrind",
+        "callgrind_control",
+    ] {
         require(tool);
     }
     let id = netns::unique_id();
@@ -243,11 +281,18 @@ fn start(opts: &Opts) -> Lab {
     );
     target.wait_for_line("ready", Duration::from_secs(10));
     // `lb run` as deployed, with as many worker threads as HAProxy.
-    let config = our_config(dir.path(), opts.threads);
+    let config = our_config(dir.path(), opts.threads, "bench", OUR_HTTP, Some(OUR_HTTPS));
     let args = ["run", "--config", &config.display().to_string()];
     let mut ours = NsChild::spawn("lb", ns.name(), &proc::lb_bin(), &args, false);
     ours.wait_for_line(proc::LB_READY_PATTERN, Duration::from_secs(10));
-    let hcfg = haproxy_config(dir.path(), &pem, opts.threads);
+    let hcfg = haproxy_config(
+        dir.path(),
+        &pem,
+        opts.threads,
+        "bench",
+        HAPROXY_HTTP,
+        Some(HAPROXY_HTTPS),
+    );
     let haproxy = NsChild::spawn(
         "haproxy",
         ns.name(),
@@ -350,6 +395,114 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// User-space instructions per HTTP/1.1 keep-alive request of a copy of
+    /// `proxy` (plain HTTP only) run under callgrind with counting off until
+    /// a warm-up is over.
+    fn instructions(&self, proxy: Proxy, opts: &Opts) -> f64 {
+        let dir = self.dir.path();
+        let out = dir.join(format!("{}.callgrind", proxy.name()));
+        let (port, program, args) = match proxy {
+            Proxy::Lb => {
+                let config = our_config(dir, opts.threads, "counted", OUR_COUNTED, None);
+                let lb = proc::lb_bin().display().to_string();
+                (
+                    OUR_COUNTED,
+                    lb,
+                    vec![
+                        "run".to_owned(),
+                        "--config".to_owned(),
+                        config.display().to_string(),
+                    ],
+                )
+            }
+            Proxy::Haproxy => {
+                let pem = dir.join("haproxy.pem");
+                let config =
+                    haproxy_config(dir, &pem, opts.threads, "counted", HAPROXY_COUNTED, None);
+                (
+                    HAPROXY_COUNTED,
+                    "/usr/sbin/haproxy".to_owned(),
+                    vec![
+                        "-db".to_owned(),
+                        "-f".to_owned(),
+                        config.display().to_string(),
+                    ],
+                )
+            }
+        };
+        let mut vg_args = vec![
+            "--tool=callgrind".to_owned(),
+            "--instr-atstart=no".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+            program,
+        ];
+        vg_args.extend(args);
+        let child = NsChild::spawn(
+            &format!("{}-callgrind", proxy.name()),
+            self.ns.name(),
+            Path::new("valgrind"),
+            &vg_args,
+            false,
+        );
+        let addr = format!("{VIP}:{port}");
+        wait_tcp_port(self.ns.name(), addr.parse().expect("addr"), COUNTED_START);
+        let url = format!("http://{addr}/");
+        let load = |n: u32| {
+            let out = self.run(&[
+                "h2load",
+                "--h1",
+                "-n",
+                &n.to_string(),
+                "-c",
+                &opts.connections.to_string(),
+                "-t",
+                "1",
+                &url,
+            ]);
+            assert!(
+                out.contains(" 0 failed, 0 errored"),
+                "h2load saw failures:\n{out}"
+            );
+        };
+        load(COUNTED_REQUESTS);
+        let pid = child.pid().to_string();
+        callgrind_control(&["-i", "on", &pid]);
+        load(COUNTED_REQUESTS);
+        callgrind_control(&["-i", "off", &pid]);
+        callgrind_control(&["-d", &pid]);
+        let total = dumped_total(&out.with_extension("callgrind.1"));
+        total / f64::from(COUNTED_REQUESTS)
+    }
+}
+
+fn callgrind_control(args: &[&str]) {
+    let out = std::process::Command::new("callgrind_control")
+        .args(args)
+        .output()
+        .expect("run callgrind_control");
+    assert!(out.status.success(), "callgrind_control {args:?}: {out:?}");
+}
+
+/// The `totals:` of a callgrind dump, once valgrind has written it.
+fn dumped_total(path: &Path) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let total = std::fs::read_to_string(path).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("totals: "))
+                .and_then(|t| t.trim().parse::<f64>().ok())
+        });
+        match total {
+            Some(t) => return t,
+            None if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            None => panic!("no callgrind dump at {}", path.display()),
+        }
+    }
+}
+
 pub const CASES: [&str; 3] = ["http keep-alive", "https keep-alive", "tls handshakes"];
 
 pub fn run(opts: &Opts) -> Report {
@@ -376,6 +529,11 @@ pub fn run(opts: &Opts) -> Report {
             report.push(CASES[2], proxy, s);
         }
     }
+    eprintln!("counting instructions under callgrind");
+    report.instructions = (
+        lab.instructions(Proxy::Lb, opts),
+        lab.instructions(Proxy::Haproxy, opts),
+    );
     report
 }
 
@@ -431,6 +589,12 @@ pub fn print(report: &Report, opts: &Opts) {
         );
     }
     println!("(cpu: the proxy's CPU time per request or handshake; lower is better)");
+    let (ours, theirs) = report.instructions;
+    println!(
+        "user-space instructions per http keep-alive request (callgrind, {COUNTED_REQUESTS} requests): \
+         lb {ours:.0}, haproxy {theirs:.0}, ratio {:.2}x",
+        ours / theirs
+    );
 }
 
 pub fn json(report: &Report) -> String {
@@ -449,5 +613,9 @@ pub fn json(report: &Report) -> String {
             })
         })
         .collect();
-    format!("{{\n  \"cases\": [\n{}\n  ]\n}}\n", items.join(",\n"))
+    let (ours, theirs) = report.instructions;
+    format!(
+        "{{\n  \"cases\": [\n{}\n  ],\n  \"instructions_per_request\": {{\"lb\": {ours:.0}, \"haproxy\": {theirs:.0}}}\n}}\n",
+        items.join(",\n")
+    )
 }
