@@ -885,15 +885,20 @@ fn reload_changes_a_rule_under_an_open_keep_alive_connection() {
     assert!(body.contains(r#""name":"t1""#), "{body}");
 }
 
-#[test]
-fn idle_client_connection_is_closed_after_idle_timeout() {
+/// ONE_GROUP with `idle_timeout = 2` on its listener.
+fn two_second_idle_timeout() -> Lab {
     let config = ONE_GROUP.replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
-    let lab = Lab::start(LabSpec {
+    Lab::start(LabSpec {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
         target_tls: false,
-    });
+    })
+}
+
+#[test]
+fn idle_client_connection_is_closed_after_idle_timeout() {
+    let lab = two_second_idle_timeout();
     // A connection that never sends a byte.
     let mut idle = lab.connect(80);
     let opened = Instant::now();
@@ -925,13 +930,7 @@ fn idle_client_connection_is_closed_after_idle_timeout() {
 
 #[test]
 fn a_request_head_trickled_byte_by_byte_is_cut_at_the_idle_timeout() {
-    let config = ONE_GROUP.replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
-    let lab = Lab::start(LabSpec {
-        config: &config,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = two_second_idle_timeout();
     let mut conn = lab.connect(80);
     // First a whole request: the rule applies to each head, not only the
     // connection's first.
