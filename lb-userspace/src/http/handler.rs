@@ -68,13 +68,18 @@ pub async fn handle<G: Send + Sync + 'static>(
     if entry.target_status.is_none() && entry.elb_status >= 400 {
         l.elb_series.record(entry.elb_status);
     }
-    let head_at = l.access_log.as_ref().map(|_| Instant::now());
+    // Only a listener that logs keeps the entry (boxed) past this point:
+    // the callback of every other request stays small to move.
+    let logged = l
+        .access_log
+        .as_ref()
+        .map(|_| (Box::new(entry), Instant::now()));
     resp.body_mut().on_finish(Box::new(move |sent, complete| {
         // Held until here: the request counts as in flight (client idle
         // timeout) and outstanding (least outstanding requests).
         exchange.finish(complete);
         drop(in_flight);
-        if let (Some(log), Some(head_at)) = (&l.access_log, head_at) {
+        if let (Some(log), Some((mut entry, head_at))) = (&l.access_log, logged) {
             entry.sent_bytes = sent;
             entry.response_processing = Some(head_at.elapsed());
             log.write(entry.line(&l.name));

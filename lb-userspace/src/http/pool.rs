@@ -302,27 +302,28 @@ impl GroupPool {
         Some((Arc::clone(&t), Outstanding::new(t)))
     }
 
-    /// An idle connection to `t`, else a new one.
-    pub async fn lease(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
-        if self.settings.pooling()
-            && let Some((sender, home)) = t.take_idle(self.settings.keep_alive)
-        {
-            return Ok(Lease {
-                sender,
-                home,
-                reused: true,
-                target: Arc::clone(t),
-            });
+    /// An idle connection to `t`, if the group keeps them and one is
+    /// there. Not `async`: the common case then adds no state of its own to
+    /// the request's future; the caller connects ([`Self::fresh`]) when
+    /// this is `None`.
+    pub fn idle(&self, t: &Arc<TargetConns>) -> Option<Lease> {
+        if !self.settings.pooling() {
+            return None;
         }
-        self.fresh(t).await
+        let (sender, home) = t.take_idle(self.settings.keep_alive)?;
+        Some(Lease {
+            sender,
+            home,
+            reused: true,
+            target: Arc::clone(t),
+        })
     }
 
-    /// Always a new connection (the retry after a reused one failed).
+    /// A new connection. Callers box this future: connecting (with TLS) is
+    /// the rare path, and inline it would make every request's future
+    /// kilobytes larger, all of them copied whenever hyper moves one.
     pub async fn fresh(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
-        // Boxed: connecting (with TLS) is the rare path, and its future
-        // would otherwise make every request's future kilobytes larger,
-        // all of them copied whenever hyper moves one.
-        let (sender, home) = Box::pin(t.connect(self.tls.as_deref())).await?;
+        let (sender, home) = t.connect(self.tls.as_deref()).await?;
         Ok(Lease {
             sender,
             home,
