@@ -57,6 +57,39 @@ impl Proxy {
         }
     }
 
+    /// Its config, `tag` naming the files: plain HTTP on `http` and, given
+    /// `https`, HTTPS with the lab's certificate.
+    fn config(
+        self,
+        dir: &Path,
+        threads: usize,
+        tag: &str,
+        http: u16,
+        https: Option<u16>,
+    ) -> PathBuf {
+        match self {
+            Proxy::Lb => our_config(dir, threads, tag, http, https),
+            Proxy::Haproxy => {
+                haproxy_config(dir, &dir.join("haproxy.pem"), threads, tag, http, https)
+            }
+        }
+    }
+
+    /// The program and arguments that run it with `config`.
+    fn command(self, config: &Path) -> (PathBuf, Vec<String>) {
+        let config = config.display().to_string();
+        match self {
+            Proxy::Lb => (
+                proc::lb_bin(),
+                vec!["run".into(), "--config".into(), config],
+            ),
+            Proxy::Haproxy => (
+                PathBuf::from("/usr/sbin/haproxy"),
+                vec!["-db".into(), "-f".into(), config],
+            ),
+        }
+    }
+
     fn ports(self) -> (u16, u16) {
         match self {
             Proxy::Lb => (OUR_HTTP, OUR_HTTPS),
@@ -281,25 +314,14 @@ fn start(opts: &Opts) -> Lab {
     );
     target.wait_for_line("ready", Duration::from_secs(10));
     // `lb run` as deployed, with as many worker threads as HAProxy.
-    let config = our_config(dir.path(), opts.threads, "bench", OUR_HTTP, Some(OUR_HTTPS));
-    let args = ["run", "--config", &config.display().to_string()];
-    let mut ours = NsChild::spawn("lb", ns.name(), &proc::lb_bin(), &args, false);
+    let spawn = |proxy: Proxy, http, https| {
+        let config = proxy.config(dir.path(), opts.threads, "bench", http, Some(https));
+        let (program, args) = proxy.command(&config);
+        NsChild::spawn(proxy.name(), ns.name(), &program, &args, false)
+    };
+    let mut ours = spawn(Proxy::Lb, OUR_HTTP, OUR_HTTPS);
     ours.wait_for_line(proc::LB_READY_PATTERN, Duration::from_secs(10));
-    let hcfg = haproxy_config(
-        dir.path(),
-        &pem,
-        opts.threads,
-        "bench",
-        HAPROXY_HTTP,
-        Some(HAPROXY_HTTPS),
-    );
-    let haproxy = NsChild::spawn(
-        "haproxy",
-        ns.name(),
-        Path::new("/usr/sbin/haproxy"),
-        &["-db", "-f", &hcfg.display().to_string()],
-        false,
-    );
+    let haproxy = spawn(Proxy::Haproxy, HAPROXY_HTTP, HAPROXY_HTTPS);
     wait_tcp_port(
         ns.name(),
         format!("{VIP}:{HAPROXY_HTTPS}").parse().expect("addr"),
@@ -402,40 +424,17 @@ impl Lab {
     fn instructions(&self, proxy: Proxy, opts: &Opts) -> f64 {
         let dir = self.dir.path();
         let out = dir.join(format!("{}.callgrind", proxy.name()));
-        let (port, program, args) = match proxy {
-            Proxy::Lb => {
-                let config = our_config(dir, opts.threads, "counted", OUR_COUNTED, None);
-                let lb = proc::lb_bin().display().to_string();
-                (
-                    OUR_COUNTED,
-                    lb,
-                    vec![
-                        "run".to_owned(),
-                        "--config".to_owned(),
-                        config.display().to_string(),
-                    ],
-                )
-            }
-            Proxy::Haproxy => {
-                let pem = dir.join("haproxy.pem");
-                let config =
-                    haproxy_config(dir, &pem, opts.threads, "counted", HAPROXY_COUNTED, None);
-                (
-                    HAPROXY_COUNTED,
-                    "/usr/sbin/haproxy".to_owned(),
-                    vec![
-                        "-db".to_owned(),
-                        "-f".to_owned(),
-                        config.display().to_string(),
-                    ],
-                )
-            }
+        let port = match proxy {
+            Proxy::Lb => OUR_COUNTED,
+            Proxy::Haproxy => HAPROXY_COUNTED,
         };
+        let config = proxy.config(dir, opts.threads, "counted", port, None);
+        let (program, args) = proxy.command(&config);
         let mut vg_args = vec![
             "--tool=callgrind".to_owned(),
             "--instr-atstart=no".to_owned(),
             format!("--callgrind-out-file={}", out.display()),
-            program,
+            program.display().to_string(),
         ];
         vg_args.extend(args);
         let child = NsChild::spawn(
