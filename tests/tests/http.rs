@@ -621,6 +621,151 @@ fn load(lab: &Lab, clients: usize, per_client: usize, path: &str) -> Vec<String>
     })
 }
 
+/// Byte `i` of the target's `?chunked=N` answers.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn bodies_stream_both_ways_and_the_connection_is_kept() {
+    let lab = Lab::start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: false,
+    });
+    lab.reset_target(T1);
+    let dir = lab.dir.path();
+    // 1 MiB and a bit, not a multiple of any buffer size.
+    let sent = dir.join("sent");
+    let upload: Vec<u8> = (0..1_048_583u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&sent, &upload).expect("write upload");
+    let got = dir.join("got");
+    let data = format!("@{}", sent.display());
+    let out = got.display().to_string();
+    let echoed = |extra: &[&str], what: &str| {
+        let _ = std::fs::remove_file(&got);
+        let mut args = vec!["--data-binary", &data, "-o", &out];
+        args.extend_from_slice(extra);
+        args.push("http://10.77.0.1/up?echo=1");
+        lab.curl(&args);
+        let back = std::fs::read(&got).expect("read echo");
+        assert!(
+            back == upload,
+            "{what}: {} bytes came back of {}",
+            back.len(),
+            upload.len()
+        );
+    };
+    // With its length, chunked (the target gets it chunked too), over
+    // HTTP/2: the target gets every byte and echoes it back.
+    echoed(&[], "content-length");
+    echoed(&["-H", "Transfer-Encoding: chunked"], "chunked");
+    echoed(&["--http2-prior-knowledge"], "http/2");
+
+    // A streamed answer of unannounced length reaches HTTP/1.1 and HTTP/2
+    // clients whole.
+    for extra in [&[][..], &["--http2-prior-knowledge"][..]] {
+        let _ = std::fs::remove_file(&got);
+        let mut args = vec!["-o", &out];
+        args.extend_from_slice(extra);
+        args.push("http://10.77.0.1/down?chunked=1048583");
+        lab.curl(&args);
+        let down = std::fs::read(&got).expect("read download");
+        assert!(
+            down == pattern(1_048_583),
+            "{extra:?}: {} bytes",
+            down.len()
+        );
+    }
+
+    // HEAD: the length is announced, no body follows, nothing hangs.
+    let head = lab.curl(&["-sSI", &url("/head")]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+
+    // One request at a time, each read to its end: one target connection
+    // carried all of them.
+    assert_eq!(lab.target_stats(T1), (1, 6));
+}
+
+/// A target that answers each request on a new connection with the
+/// canned bytes its path names, then closes: what no well-behaved server
+/// would send. Runs on `addr` in the lab's namespace until the test ends.
+fn raw_target(lab: &Lab, addr: &str) {
+    let addr: SocketAddr = addr.parse().expect("addr");
+    let listener = lab
+        .ns
+        .run(move || std::net::TcpListener::bind(addr))
+        .expect("bind raw target");
+    thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).is_ok() {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let path = head.split(' ').nth(1).unwrap_or("");
+            let big = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(70_000));
+            let answer: &[u8] = match path {
+                "/garbage" => b"HTTP/1.1 2x0 nope\r\n\r\n",
+                "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+                "/huge-head" => big.as_bytes(),
+                "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+                "/truncated" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+                "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-sum: 1\r\n\r\n",
+                "/bad-chunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+                _ => b"",
+            };
+            let _ = s.write_all(answer);
+        }
+    });
+}
+
+#[test]
+fn odd_target_answers_are_relayed_or_refused_with_502() {
+    let config = ONE_GROUP.replace("address = \"10.77.0.2\"", "address = \"10.77.0.3\"");
+    let lab = Lab::start(LabSpec {
+        config: &config,
+        targets: &[],
+        tls: false,
+        target_tls: false,
+    });
+    raw_target(&lab, &format!("{T2}:{TARGET_PORT}"));
+    // A head we cannot trust is a bad gateway, never relayed.
+    for path in ["/garbage", "/conflict", "/huge-head", "/nothing"] {
+        let (code, _) = lab.get(&url(path), &[]);
+        assert_eq!(code, 502, "{path}");
+    }
+    // Bodies that end at the close, after interim answers, chunked with
+    // trailers: the client gets the body.
+    assert_eq!(
+        lab.get(&url("/until-close"), &[]),
+        (200, "until close".to_owned())
+    );
+    assert_eq!(lab.get(&url("/interim"), &[]), (200, "ok".to_owned()));
+    assert_eq!(
+        lab.get(&url("/trailers"), &[]),
+        (200, "hello world".to_owned())
+    );
+    // A body cut short or miscoded after the head went out: the client's
+    // transfer fails rather than looking complete.
+    for path in ["/truncated", "/bad-chunk"] {
+        let out = lab.run(&["curl", "-sS", "--max-time", "10", &url(path)]);
+        assert!(!out.status.success(), "{path}: {out:?}");
+    }
+    // And the proxy is none the worse for it.
+    assert_eq!(
+        lab.get(&url("/until-close"), &[]),
+        (200, "until close".to_owned())
+    );
+}
+
 #[test]
 fn keep_alive_reuses_few_target_connections() {
     let lab = Lab::start(LabSpec {

@@ -8,11 +8,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
-/// Called with the number of body bytes sent and whether the body reached
-/// its end (false: abandoned, e.g. the client went away).
-pub type Finish = Box<dyn FnOnce(u64, bool) + Send + Sync>;
+use super::upstream::TargetBody;
+
+/// Called with the number of body bytes sent, once the body ended or was
+/// abandoned (e.g. the client went away).
+pub type Finish = Box<dyn FnOnce(u64) + Send + Sync>;
 
 pub struct ProxyBody {
     inner: Inner,
@@ -22,7 +24,7 @@ pub struct ProxyBody {
 
 enum Inner {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(TargetBody),
 }
 
 impl ProxyBody {
@@ -35,7 +37,7 @@ impl ProxyBody {
         Self::new(Inner::Full(None))
     }
 
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn target(body: TargetBody) -> Self {
         Self::new(Inner::Upstream(body))
     }
 
@@ -52,9 +54,9 @@ impl ProxyBody {
         self.finish = Some(finish);
     }
 
-    fn done(&mut self, complete: bool) {
+    fn done(&mut self) {
         if let Some(f) = self.finish.take() {
-            f(self.sent, complete);
+            f(self.sent);
         }
     }
 }
@@ -62,19 +64,18 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         // hyper may never poll a body that is empty from the start.
-        let complete = self.is_end_stream();
-        self.done(complete);
+        self.done();
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let polled = match &mut self.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
@@ -85,8 +86,7 @@ impl Body for ProxyBody {
                     self.sent += data.len() as u64;
                 }
             }
-            Poll::Ready(None) => self.done(true),
-            Poll::Ready(Some(Err(_))) => self.done(false),
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.done(),
             Poll::Pending => {}
         }
         polled

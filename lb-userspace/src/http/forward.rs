@@ -8,9 +8,12 @@
 //! `response_timeout` → 504.
 use std::{sync::Arc, time::Instant};
 
-use ::http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery};
+use ::http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery,
+};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use super::{
@@ -20,7 +23,8 @@ use super::{
     handler::ConnInfo,
     headers::{connection_has, strip_hop_by_hop},
     listener::{HttpListener, ListenerGroup},
-    pool::{GroupPool, Lease, Outstanding},
+    pool::{GroupPool, Lease, Outstanding, TargetConns},
+    upstream::{self, BodySender, ExchangeError, Head, TargetBody, TargetConn},
 };
 
 /// What the caller keeps until the response body is done.
@@ -28,33 +32,14 @@ use super::{
 pub struct Exchange {
     /// Counts the request as outstanding on its target.
     pub outstanding: Option<Outstanding>,
-    /// The connection, to give back when the body ends; `None` when it
-    /// must not be reused.
-    pub lease: Option<(Arc<GroupPool>, Lease)>,
 }
 
-impl Exchange {
-    /// Ends the exchange: a connection whose response was read to its end
-    /// goes back to the pool, any other is closed.
-    pub fn finish(self, complete: bool) {
-        if let (true, Some((pool, lease))) = (complete, self.lease) {
-            pool.release(lease);
-        }
-    }
-}
-
+#[derive(Debug, thiserror::Error)]
 enum SendError {
+    #[error("connect: {0}")]
     Connect(std::io::Error),
-    Target(hyper::Error),
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Target(e) => write!(f, "exchange: {e}"),
-        }
-    }
+    #[error("exchange: {0}")]
+    Target(ExchangeError),
 }
 
 pub async fn forward(
@@ -85,7 +70,7 @@ pub async fn forward(
         .deadlines
         .within(pool.settings.response_timeout, send(pool, &target, req))
         .await;
-    let (lease, mut resp) = match sent {
+    let (lease, head, sending) = match sent {
         None => {
             debug!(target = %target.addr, "no response within {:?}", pool.settings.response_timeout);
             return actions::error(StatusCode::GATEWAY_TIMEOUT);
@@ -98,72 +83,81 @@ pub async fn forward(
     };
     let took = sent_at.elapsed();
     entry.target_processing = Some(took);
-    let status = resp.status();
+    let status = head.parts.status;
     entry.target_status = Some(status.as_u16());
     series.record(status.as_u16(), took.as_secs_f64());
 
-    let switched = status == StatusCode::SWITCHING_PROTOCOLS;
-    if !switched && !connection_has(resp.headers(), "close") {
-        exchange.lease = Some((Arc::clone(pool), lease));
-    }
-    if switched {
-        match upgrade {
-            Some(client_side) => {
-                let target_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(splice(client_side, target_side));
-                entry.kind = if l.scheme() == "https" { "wss" } else { "ws" };
-                let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, ProxyBody::empty());
-            }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_side) = upgrade else {
             // A 101 nobody asked for cannot be relayed.
-            None => return actions::error(StatusCode::BAD_GATEWAY),
-        }
+            return actions::error(StatusCode::BAD_GATEWAY);
+        };
+        tokio::spawn(splice(client_side, lease.conn));
+        entry.kind = if l.scheme() == "https" { "wss" } else { "ws" };
+        return Response::from_parts(head.parts, ProxyBody::empty());
     }
-    strip_hop_by_hop(resp.headers_mut());
-    resp.map(ProxyBody::upstream)
+    let body = TargetBody::new(Arc::clone(pool), lease, &head, sending);
+    let mut parts = head.parts;
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::target(body))
 }
 
-/// Sends on a leased connection; a request a reused connection could not
-/// even take (the target closed it while idle) is retried once on a fresh
-/// one. Returns the lease for release.
+/// What a request brings back: the connection (for its body to hand
+/// back), the response head, and whatever of the request body the target
+/// did not take before answering.
+type Sent = (Lease, Head, Option<Box<BodySender>>);
+
+/// Sends on a leased connection. An idempotent request that a reused
+/// connection lost before any answer (the target closed it while idle,
+/// crossing our request) is sent once more on a fresh one.
 async fn send(
     pool: &GroupPool,
-    target: &Arc<super::pool::TargetConns>,
+    target: &Arc<TargetConns>,
     req: Request<Incoming>,
-) -> Result<(Lease, Response<Incoming>), SendError> {
+) -> Result<Sent, SendError> {
+    let head_request = req.method() == Method::HEAD;
+    let idempotent = upstream::is_idempotent(req.method());
+    let (mut parts, body) = req.into_parts();
+    let mut body = upstream::frame(&mut parts.headers, body);
     let mut lease = match pool.idle(target) {
         Some(lease) => lease,
         None => Box::pin(pool.fresh(target))
             .await
             .map_err(SendError::Connect)?,
     };
-    if lease.sender.ready().await.is_err() {
-        return Box::pin(send_fresh(pool, target, req)).await;
-    }
-    match lease.sender.try_send_request(req).await {
-        Ok(resp) => Ok((lease, resp)),
-        Err(mut e) => match (lease.reused, e.take_message()) {
-            (true, Some(req)) => Box::pin(send_fresh(pool, target, req)).await,
-            _ => Err(SendError::Target(e.into_error())),
-        },
+    upstream::encode_head(&parts, &mut lease.conn.head);
+    drop(parts);
+    match lease.conn.exchange(&mut body, head_request).await {
+        Ok(head) => Ok((lease, head, body)),
+        Err(ExchangeError::Closed(e))
+            if lease.reused && idempotent && body.as_ref().is_none_or(|b| !b.started()) =>
+        {
+            debug!(target = %target.addr, "reused connection lost ({e}): sending again");
+            Box::pin(resend(pool, target, lease.conn, body, head_request)).await
+        }
+        Err(e) => Err(SendError::Target(e)),
     }
 }
 
-/// The retry on a new connection. Boxed by its callers: it is the rare
-/// path, and inline it would double the size of every request's future.
-async fn send_fresh(
+/// The retry on a new connection, with the head already written out.
+/// Boxed by its caller: it is the rare path, and inline it would double the
+/// size of every request's future.
+async fn resend(
     pool: &GroupPool,
-    target: &Arc<super::pool::TargetConns>,
-    req: Request<Incoming>,
-) -> Result<(Lease, Response<Incoming>), SendError> {
+    target: &Arc<TargetConns>,
+    mut lost: Box<TargetConn>,
+    mut body: Option<Box<BodySender>>,
+    head_request: bool,
+) -> Result<Sent, SendError> {
     let mut lease = pool.fresh(target).await.map_err(SendError::Connect)?;
-    lease.sender.ready().await.map_err(SendError::Target)?;
-    let resp = lease
-        .sender
-        .send_request(req)
+    std::mem::swap(&mut lease.conn.head, &mut lost.head);
+    drop(lost);
+    let head = lease
+        .conn
+        .exchange(&mut body, head_request)
         .await
         .map_err(SendError::Target)?;
-    Ok((lease, resp))
+    Ok((lease, head, body))
 }
 
 /// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` protocol.
@@ -218,7 +212,6 @@ fn prepare(
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
     }
-    *req.version_mut() = Version::HTTP_11;
 }
 
 fn bracketed(ip: std::net::IpAddr) -> String {
@@ -229,18 +222,23 @@ fn bracketed(ip: std::net::IpAddr) -> String {
 }
 
 /// Copies bytes both ways between the upgraded client and target
-/// connections until either side closes.
-async fn splice(client: OnUpgrade, target: OnUpgrade) {
-    let (client, target) = match tokio::try_join!(client, target) {
-        Ok(pair) => pair,
+/// connections until either side closes; what the target sent right after
+/// its 101 goes first.
+async fn splice(client: OnUpgrade, target: Box<TargetConn>) {
+    let client = match client.await {
+        Ok(c) => c,
         Err(e) => {
             debug!("upgrade failed: {e}");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut target = TokioIo::new(target);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut target).await {
+    let (mut target, early) = (*target).into_upgraded();
+    let copied = async {
+        client.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut target).await
+    };
+    if let Err(e) = copied.await {
         debug!("upgraded connection ended: {e}");
     }
 }

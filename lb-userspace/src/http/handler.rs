@@ -74,10 +74,10 @@ pub async fn handle<G: Send + Sync + 'static>(
         .access_log
         .as_ref()
         .map(|_| (Box::new(entry), Instant::now()));
-    resp.body_mut().on_finish(Box::new(move |sent, complete| {
+    resp.body_mut().on_finish(Box::new(move |sent| {
         // Held until here: the request counts as in flight (client idle
         // timeout) and outstanding (least outstanding requests).
-        exchange.finish(complete);
+        drop(exchange);
         drop(in_flight);
         if let (Some(log), Some((mut entry, head_at))) = (&l.access_log, logged) {
             entry.sent_bytes = sent;

@@ -5,8 +5,9 @@
 //! - [`handler`]: one request: [`limits`], [`rules`] (with [`wildcard`]
 //!   patterns), then an action: [`forward`] or one of [`actions`].
 //! - [`forward`] with [`headers`]: proxy semantics, and [`deadline`]: the
-//!   response timeout; [`pool`] with
-//!   [`balance`]: keep-alive connections to targets and target choice.
+//!   response timeout; [`pool`] with [`balance`]: keep-alive connections to
+//!   targets and target choice; [`upstream`]: HTTP/1.1 on those
+//!   connections.
 //! - [`body`]: the response body that counts bytes and closes the request's
 //!   books; [`access_log`] and [`metrics`]: what it writes.
 //! - [`listener`]: a listener compiled from the config.
@@ -26,6 +27,7 @@ pub mod pool;
 pub mod rules;
 pub mod server;
 mod tls_names;
+mod upstream;
 pub mod wildcard;
 
 pub use listener::{HttpListener, HttpListenerError};

@@ -9,8 +9,12 @@
 //!   the surplus ages out after `keep_alive_timeout`; a maintenance task
 //!   closes those and opens `warm_connections` per target ahead of traffic.
 //! * `keep_alive_timeout = 0` sends `Connection: close` and never keeps one.
-//! * A target answering `Connection: close` gets its connection closed by
-//!   hyper after the response; we never hand it out again.
+//! * A target answering `Connection: close` gets its connection closed
+//!   after the response; we never hand it out again. An idle connection
+//!   the target closed, or that received bytes nobody asked for, is
+//!   dropped when next taken.
+//! * Connections speak HTTP/1.1 through [`super::upstream`], driven by the
+//!   request holding them.
 //! * `https` groups speak TLS to their targets (`[target_group.tls]`): one
 //!   handshake per pooled connection, not per request.
 use std::{
@@ -24,15 +28,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hyper::{body::Incoming, client::conn::http1};
-use hyper_util::rt::TokioIo;
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::balance::Balancer;
+use super::{
+    balance::Balancer,
+    upstream::{Stream, TargetConn},
+};
 use crate::{
     config::{TargetGroup, http::Algorithm},
     proxy::TargetTls,
@@ -75,12 +77,8 @@ impl PoolSettings {
     }
 }
 
-/// The sending half of a back-end connection (hyper drives the other half
-/// in a task of its own).
-pub type Sender = http1::SendRequest<Incoming>;
-
 struct Idle {
-    sender: Sender,
+    conn: Box<TargetConn>,
     since: Instant,
 }
 
@@ -92,11 +90,11 @@ struct Slot(Mutex<Vec<Idle>>);
 
 /// The connections of one target.
 ///
-/// Idle connections are kept per worker thread ([`workers`]): hyper drives
-/// each connection in a task on the worker that opened it (its home), so a
-/// request served there wakes no other thread. A worker with none idle of
-/// its own borrows another's before opening one, and the borrowed one goes
-/// back to its home.
+/// Idle connections are kept per worker thread ([`workers`]): a connection's
+/// socket is registered with the runtime of the worker that opened it (its
+/// home), so a request served there wakes no other thread. A worker with
+/// none idle of its own borrows another's before opening one, and the
+/// borrowed one goes back to its home.
 pub struct TargetConns {
     pub addr: SocketAddr,
     /// One list per worker, and a last one for connections opened off the
@@ -130,25 +128,25 @@ impl TargetConns {
 
     /// A usable idle connection and its home, newest first, the caller's
     /// own first; stale ones are dropped (which closes them).
-    fn take_idle(&self, keep_alive: Duration) -> Option<(Sender, usize)> {
+    fn take_idle(&self, keep_alive: Duration) -> Option<(Box<TargetConn>, usize)> {
         let own = self.own_slot();
         let n = self.idle.len();
         (0..n).map(|i| (own + i) % n).find_map(|home| {
             let mut idle = self.idle[home].0.lock().expect("pool lock");
-            while let Some(c) = idle.pop() {
-                if c.since.elapsed() < keep_alive && !c.sender.is_closed() {
-                    return Some((c.sender, home));
+            while let Some(mut c) = idle.pop() {
+                if c.since.elapsed() < keep_alive && c.conn.is_usable() {
+                    return Some((c.conn, home));
                 }
             }
             None
         })
     }
 
-    fn put_idle(&self, sender: Sender, home: usize) {
+    fn put_idle(&self, conn: Box<TargetConn>, home: usize) {
         let mut idle = self.idle[home].0.lock().expect("pool lock");
         if idle.len() < MAX_IDLE_PER_TARGET {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -158,7 +156,7 @@ impl TargetConns {
     fn expire(&self, keep_alive: Duration) {
         for slot in &self.idle {
             let mut idle = slot.0.lock().expect("pool lock");
-            idle.retain(|c| c.since.elapsed() < keep_alive && !c.sender.is_closed());
+            idle.retain_mut(|c| c.since.elapsed() < keep_alive && c.conn.is_usable());
         }
     }
 
@@ -170,47 +168,27 @@ impl TargetConns {
 
     /// Opens a connection, with TLS when `tls` (both within the connect
     /// timeout). Its home is the caller's worker.
-    async fn connect(&self, tls: Option<&TargetTls>) -> io::Result<(Sender, usize)> {
+    async fn connect(&self, tls: Option<&TargetTls>) -> io::Result<(Box<TargetConn>, usize)> {
         let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
             .await
             .map_err(timed_out)??;
         stream.set_nodelay(true)?;
-        let sender = match tls {
-            None => self.handshake(stream).await?,
+        let stream = match tls {
+            None => Stream::Plain(stream),
             Some(t) => {
                 let name = tls::server_name(&t.settings, self.addr.ip());
                 let stream =
                     tokio::time::timeout(CONNECT_TIMEOUT, t.connector.connect(name, stream))
                         .await
                         .map_err(timed_out)??;
-                self.handshake(stream).await?
+                Stream::Tls(Box::new(stream))
             }
         };
-        Ok((sender, self.own_slot()))
-    }
-
-    /// HTTP/1.1 on an open connection; hyper's half runs in its own task
-    /// (with upgrades, for WebSocket), which keeps `open` counted while it
-    /// lives.
-    async fn handshake<IO>(&self, io: IO) -> io::Result<Sender>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(io::Error::other)?;
-        let open = Arc::clone(&self.open);
-        open.fetch_add(1, Ordering::Relaxed);
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                debug!(target = %addr, "back-end connection ended: {e}");
-            }
-            open.fetch_sub(1, Ordering::Relaxed);
-        });
-        Ok(sender)
+        Ok((
+            Box::new(TargetConn::new(stream, &self.open)),
+            self.own_slot(),
+        ))
     }
 }
 
@@ -233,7 +211,8 @@ impl Drop for Outstanding {
 
 /// A connection lent to one request.
 pub struct Lease {
-    pub sender: Sender,
+    /// Boxed: a lease moves with the request's state, several times.
+    pub conn: Box<TargetConn>,
     /// The idle list it goes back to.
     home: usize,
     /// Whether it served requests before (a failure to send on it may be a
@@ -310,9 +289,9 @@ impl GroupPool {
         if !self.settings.pooling() {
             return None;
         }
-        let (sender, home) = t.take_idle(self.settings.keep_alive)?;
+        let (conn, home) = t.take_idle(self.settings.keep_alive)?;
         Some(Lease {
-            sender,
+            conn,
             home,
             reused: true,
             target: Arc::clone(t),
@@ -323,9 +302,9 @@ impl GroupPool {
     /// the rare path, and inline it would make every request's future
     /// kilobytes larger, all of them copied whenever hyper moves one.
     pub async fn fresh(&self, t: &Arc<TargetConns>) -> io::Result<Lease> {
-        let (sender, home) = t.connect(self.tls.as_deref()).await?;
+        let (conn, home) = t.connect(self.tls.as_deref()).await?;
         Ok(Lease {
-            sender,
+            conn,
             home,
             reused: false,
             target: Arc::clone(t),
@@ -333,12 +312,10 @@ impl GroupPool {
     }
 
     /// Gives a connection back at the end of its exchange: the response
-    /// body was read to its end, and neither side asked to close. hyper
-    /// needs a moment to turn the connection around; whoever takes it next
-    /// waits for that (`ready`) rather than opening another.
+    /// body was read to its end, and neither side asked to close.
     pub fn release(&self, lease: Lease) {
-        if self.settings.pooling() && !lease.sender.is_closed() {
-            lease.target.put_idle(lease.sender, lease.home);
+        if self.settings.pooling() {
+            lease.target.put_idle(lease.conn, lease.home);
         }
     }
 
@@ -381,8 +358,8 @@ impl GroupPool {
                 let opened = self
                     .workers
                     .spawn_on(worker, async move {
-                        let (sender, home) = t2.connect(tls.as_deref()).await?;
-                        t2.put_idle(sender, home);
+                        let (conn, home) = t2.connect(tls.as_deref()).await?;
+                        t2.put_idle(conn, home);
                         io::Result::Ok(())
                     })
                     .await;

@@ -11,6 +11,9 @@
 //!   since start or the last reset) and `POST /__stats/reset` zeroes them.
 //! - `?sleep_ms=N`: answer after N ms. `?close=1`: answer with
 //!   `Connection: close` (and close). `?status=N`: answer with that status.
+//! - `?echo=1`: answer with the request's body, read whole.
+//!   `?chunked=N`: answer with N bytes of a fixed pattern (byte i is
+//!   `i % 251`), streamed in pieces of unknown total length (chunked).
 //! - `Upgrade: websocket`: 101, then every frame is echoed back.
 //! - `--plain`: answer `ok\n` as text/plain instead of JSON (benchmarks).
 use std::{
@@ -28,8 +31,11 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Parser;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    service::service_fn,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
@@ -187,7 +193,7 @@ where
             if counted {
                 answer(target, peer, req).await
             } else {
-                Ok(control(&target, &req))
+                Ok(control(&target, &req).map(BodyExt::boxed))
             }
         }
     });
@@ -223,26 +229,43 @@ fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|(k, v)| (k == key).then_some(v))
 }
 
+type AnyBody = BoxBody<Bytes, Infallible>;
+
 async fn answer(
     target: Arc<Target>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<AnyBody>, Infallible> {
     let stats = &target.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     if target.plain {
-        return Ok(Response::new(Full::new(Bytes::from_static(b"ok\n"))));
+        return Ok(Response::new(
+            Full::new(Bytes::from_static(b"ok\n")).boxed(),
+        ));
     }
     let query = req.uri().query().unwrap_or("").to_owned();
     if let Some(ms) = param(&query, "sleep_ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if param(&query, "echo") == Some("1") {
+        let body = match req.into_body().collect().await {
+            Ok(b) => Full::new(b.to_bytes()),
+            Err(e) => {
+                let error = json!({"error": e.to_string()});
+                return Ok(json_response(StatusCode::BAD_REQUEST, &error).map(BodyExt::boxed));
+            }
+        };
+        return Ok(Response::new(body.boxed()));
+    }
+    if let Some(n) = param(&query, "chunked").and_then(|v| v.parse().ok()) {
+        return Ok(Response::new(Pattern { at: 0, len: n }.boxed()));
     }
     if req
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
     {
-        return Ok(websocket(&mut req));
+        return Ok(websocket(&mut req).map(BodyExt::boxed));
     }
     let mut headers = Map::new();
     for (name, value) in req.headers() {
@@ -274,7 +297,36 @@ async fn answer(
             header::HeaderValue::from_static("close"),
         );
     }
-    Ok(resp)
+    Ok(resp.map(BodyExt::boxed))
+}
+
+/// `?chunked=N`: N pattern bytes in 8 KiB frames, length not announced.
+struct Pattern {
+    at: u64,
+    len: u64,
+}
+
+impl Body for Pattern {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let n = (self.len - self.at).min(8192);
+        if n == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let frame: Vec<u8> = (self.at..self.at + n).map(|i| (i % 251) as u8).collect();
+        self.at += n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Unknown on purpose: hyper then sends it chunked.
+        SizeHint::default()
+    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

@@ -1,0 +1,151 @@
+//! A target's response body, streamed to the client as it arrives. It
+//! holds the connection: at its end the connection goes back to the pool
+//! (when both sides allow it), on any failure it is closed. A request body
+//! the target answered before taking whole goes on being sent meanwhile.
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::{
+    chunked::Step,
+    request::BodySender,
+    response::{Framing, Head},
+};
+use crate::http::pool::{GroupPool, Lease};
+
+pub struct TargetBody {
+    /// Until the body ends (then back to the pool) or fails (then closed).
+    lease: Option<(Arc<GroupPool>, Lease)>,
+    framing: Framing,
+    /// The rest of the request body, if the target answered before it.
+    sending: Option<Box<BodySender>>,
+    keep_alive: bool,
+}
+
+impl TargetBody {
+    pub fn new(
+        pool: Arc<GroupPool>,
+        lease: Lease,
+        head: &Head,
+        sending: Option<Box<BodySender>>,
+    ) -> Self {
+        Self {
+            lease: Some((pool, lease)),
+            framing: head.framing,
+            sending,
+            keep_alive: head.keep_alive,
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.framing == Framing::Length(0)
+    }
+
+    /// The end: the connection goes back for the next request if the
+    /// target keeps it open, our request is all sent, and nothing
+    /// unasked-for follows the response.
+    fn finish(&mut self) {
+        if let Some((pool, lease)) = self.lease.take()
+            && self.keep_alive
+            && self.sending.is_none()
+            && lease.conn.rbuf.is_empty()
+        {
+            pool.release(lease);
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.lease = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Drop for TargetBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it ended; an unfinished
+        // one (the client went away) closes the connection.
+        if self.complete() {
+            self.finish();
+        }
+    }
+}
+
+impl Body for TargetBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let Some((_, lease)) = &mut this.lease else {
+            return Poll::Ready(None);
+        };
+        let conn = &mut lease.conn;
+        if let Some(sending) = &mut this.sending {
+            match sending.poll_send(&mut conn.io, cx) {
+                Poll::Ready(Ok(())) => this.sending = None,
+                Poll::Ready(Err(_)) => {
+                    this.sending = None;
+                    this.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            let data = match &mut this.framing {
+                Framing::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(conn.rbuf.len());
+                    *left -= n as u64;
+                    (n > 0).then(|| conn.rbuf.split_to(n).freeze())
+                }
+                Framing::Chunked(chunked) => match chunked.step(&mut conn.rbuf) {
+                    Ok(Step::Data(d)) => Some(d),
+                    Ok(Step::More) => None,
+                    Ok(Step::End) => {
+                        this.framing = Framing::Length(0);
+                        continue;
+                    }
+                    Err(e) => return this.fail(io::Error::other(e)),
+                },
+                Framing::UntilClose => (!conn.rbuf.is_empty()).then(|| conn.rbuf.split().freeze()),
+            };
+            if let Some(data) = data {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.framing == Framing::UntilClose => {
+                    this.framing = Framing::Length(0);
+                    this.keep_alive = false;
+                }
+                Ok(0) => return this.fail(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.complete()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! One HTTP/1.1 connection to a target, driven by the request that holds
+//! it: no task of its own and no channel between the request and the
+//! socket.
+use std::{
+    future::poll_fn,
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Waker, ready},
+};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
+use tokio_util::io::poll_read_buf;
+
+use super::{
+    request::BodySender,
+    response::{self, BadHead, Head},
+    stream::Stream,
+};
+
+/// Bytes read from a target at a time.
+const READ_SIZE: usize = 16 * 1024;
+
+pub struct TargetConn {
+    pub(super) io: Stream,
+    /// Read and not yet taken: the start of a head, or body bytes.
+    pub(super) rbuf: BytesMut,
+    /// The encoded head of the request in flight; kept so a request a
+    /// reused connection failed can be sent again as it was.
+    pub head: Vec<u8>,
+    _open: OpenCount,
+}
+
+/// Counts a connection open until it is dropped.
+struct OpenCount(Arc<AtomicUsize>);
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The target closed or reset the connection before a byte of the
+    /// response came.
+    #[error("connection closed before the response: {0}")]
+    Closed(io::Error),
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("{0}")]
+    Head(#[from] BadHead),
+}
+
+impl TargetConn {
+    pub fn new(io: Stream, open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self {
+            io,
+            rbuf: BytesMut::with_capacity(READ_SIZE),
+            head: Vec::new(),
+            _open: OpenCount(Arc::clone(open)),
+        }
+    }
+
+    /// Whether an idle connection can take a request: the target has not
+    /// closed it, and sent nothing unasked (a late byte would be taken for
+    /// the next response). Costs no system call unless the socket has
+    /// signalled something since it was last read.
+    pub fn is_usable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(self.poll_fill(&mut cx), Poll::Pending)
+    }
+
+    /// Reads more into `rbuf`; `Ok(0)` at the end of the stream.
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_SIZE / 4 {
+            self.rbuf.reserve(READ_SIZE);
+        }
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    /// Sends the request (`self.head`, then `body` as far as the target
+    /// takes it before answering) and reads the response head. Interim
+    /// (1xx) responses other than 101 are dropped.
+    pub async fn exchange(
+        &mut self,
+        body: &mut Option<Box<BodySender>>,
+        head_request: bool,
+    ) -> Result<Head, ExchangeError> {
+        let mut written = 0;
+        let mut answered = false;
+        poll_fn(|cx| self.poll_exchange(cx, &mut written, body, &mut answered, head_request)).await
+    }
+
+    fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: &mut usize,
+        body: &mut Option<Box<BodySender>>,
+        answered: &mut bool,
+        head_request: bool,
+    ) -> Poll<Result<Head, ExchangeError>> {
+        while *written < self.head.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.head[*written..]))
+                .map_err(ExchangeError::Closed)?;
+            if n == 0 {
+                return Poll::Ready(Err(ExchangeError::Closed(io::ErrorKind::WriteZero.into())));
+            }
+            *written += n;
+        }
+        if let Some(sender) = body {
+            match sender.poll_send(&mut self.io, cx) {
+                Poll::Ready(Ok(())) => *body = None,
+                // The target may have answered (e.g. 413) and stopped
+                // reading: its answer, if any, is what counts.
+                Poll::Ready(Err(_)) => {
+                    *body = None;
+                    *answered = true;
+                }
+                Poll::Pending => {}
+            }
+        } else {
+            ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(ExchangeError::Io)?;
+        }
+        loop {
+            if !self.rbuf.is_empty() {
+                *answered = true;
+                if let Some(head) = response::parse(&mut self.rbuf, head_request)? {
+                    let interim = head.parts.status.is_informational()
+                        && head.parts.status != ::http::StatusCode::SWITCHING_PROTOCOLS;
+                    if !interim {
+                        return Poll::Ready(Ok(head));
+                    }
+                    continue;
+                }
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if *answered => {
+                    return Poll::Ready(Err(ExchangeError::Io(
+                        io::ErrorKind::UnexpectedEof.into(),
+                    )));
+                }
+                Ok(0) => {
+                    return Poll::Ready(Err(ExchangeError::Closed(
+                        io::ErrorKind::UnexpectedEof.into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if *answered => return Poll::Ready(Err(ExchangeError::Io(e))),
+                Err(e) => return Poll::Ready(Err(ExchangeError::Closed(e))),
+            }
+        }
+    }
+
+    /// The stream and the bytes read past the response head, for a
+    /// connection switched to another protocol.
+    pub fn into_upgraded(self) -> (Stream, BytesMut) {
+        (self.io, self.rbuf)
+    }
+}
