@@ -692,9 +692,12 @@ fn bodies_stream_both_ways_and_the_connection_is_kept() {
     assert_eq!(lab.target_stats(T1), (1, 6));
 }
 
-/// A target that answers each request on a new connection with the
-/// canned bytes its path names, then closes: what no well-behaved server
-/// would send. Runs on `addr` in the lab's namespace until the test ends.
+/// A target that answers with the canned bytes each path names, then
+/// closes: what no well-behaved server would send. `/once` is answered on
+/// a connection's first request only (a later one closes the connection
+/// unanswered), `/then-close` is answered as if the connection stayed
+/// open, then closed. Runs on `addr` in the lab's namespace until the test
+/// ends, one connection at a time.
 fn raw_target(lab: &Lab, addr: &str) {
     let addr: SocketAddr = addr.parse().expect("addr");
     let listener = lab
@@ -703,28 +706,44 @@ fn raw_target(lab: &Lab, addr: &str) {
         .expect("bind raw target");
     thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).is_ok() {
-                head.push(byte[0]);
+            for nth in 0.. {
+                let Some(path) = read_request_path(&mut s) else {
+                    break;
+                };
+                let big = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(70_000));
+                let answer: &[u8] = match path.as_str() {
+                    "/once" if nth == 0 => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce",
+                    "/then-close" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye",
+                    "/garbage" => b"HTTP/1.1 2x0 nope\r\n\r\n",
+                    "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+                    "/huge-head" => big.as_bytes(),
+                    "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+                    "/truncated" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+                    "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-sum: 1\r\n\r\n",
+                    "/bad-chunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+                    _ => b"",
+                };
+                let _ = s.write_all(answer);
+                if path != "/once" || nth > 0 {
+                    break;
+                }
             }
-            let head = String::from_utf8_lossy(&head);
-            let path = head.split(' ').nth(1).unwrap_or("");
-            let big = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(70_000));
-            let answer: &[u8] = match path {
-                "/garbage" => b"HTTP/1.1 2x0 nope\r\n\r\n",
-                "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-                "/huge-head" => big.as_bytes(),
-                "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nuntil close",
-                "/truncated" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
-                "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-sum: 1\r\n\r\n",
-                "/bad-chunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
-                _ => b"",
-            };
-            let _ = s.write_all(answer);
         }
     });
+}
+
+/// The path of the next request head on `s` (bodies are not expected);
+/// `None` at the end of the stream.
+fn read_request_path(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).ok()?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    Some(head.split(' ').nth(1).unwrap_or("").to_owned())
 }
 
 #[test]
@@ -764,6 +783,18 @@ fn odd_target_answers_are_relayed_or_refused_with_502() {
         lab.get(&url("/until-close"), &[]),
         (200, "until close".to_owned())
     );
+
+    // A kept connection the target closed while idle is noticed when next
+    // taken: even a POST, which is never sent twice, gets through.
+    assert_eq!(lab.get(&url("/then-close"), &[]), (200, "bye".to_owned()));
+    thread::sleep(Duration::from_millis(200));
+    let post = lab.get(&url("/then-close"), &["-X", "POST"]);
+    assert_eq!(post, (200, "bye".to_owned()));
+    // A kept connection lost with the request on it (closed unanswered):
+    // a GET is sent again on a new connection, a POST is not.
+    assert_eq!(lab.get(&url("/once"), &[]), (200, "once".to_owned()));
+    assert_eq!(lab.get(&url("/once"), &[]), (200, "once".to_owned()));
+    assert_eq!(lab.get(&url("/once"), &["-X", "POST"]).0, 502);
 }
 
 #[test]
