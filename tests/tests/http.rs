@@ -129,6 +129,16 @@ impl Lab {
         }
     }
 
+    /// ONE_GROUP with its target `t1` on T1.
+    fn one_target() -> Lab {
+        Lab::start(LabSpec {
+            config: ONE_GROUP,
+            targets: &[("t1", T1)],
+            tls: false,
+            target_tls: false,
+        })
+    }
+
     /// Replaces the config with `config` (as in [`LabSpec`]) and reloads
     /// the daemon with SIGHUP.
     fn reload(&mut self, config: &str) {
@@ -290,12 +300,7 @@ port = 8080
 
 #[test]
 fn forwarded_headers_and_hop_by_hop() {
-    let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = Lab::one_target();
     let v = lab.echo(
         &url("/p?q=1"),
         &[
@@ -336,12 +341,7 @@ fn forwarded_headers_and_hop_by_hop() {
 
 #[test]
 fn header_limits_answer_each_with_its_status() {
-    let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = Lab::one_target();
     // Request line over 16 KiB: 414.
     let long_path = format!("/{}", "a".repeat(16 * 1024));
     assert_eq!(lab.get(&url(&long_path), &[]).0, 414);
@@ -365,12 +365,7 @@ fn header_limits_answer_each_with_its_status() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = Lab::one_target();
     let mut req = Vec::new();
     for i in 1..=5 {
         // Later requests finish sooner at the target; answers must still
@@ -397,12 +392,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn websocket_is_proxied() {
-    let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = Lab::one_target();
     let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
     let (head, echoed) = lab.ns.run(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
@@ -441,12 +431,7 @@ fn websocket_is_proxied() {
 #[test]
 fn http2_cleartext_with_curl_and_h2load() {
     require_tool("h2load");
-    let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = Lab::one_target();
     let v = lab.echo(&url("/h2"), &["--http2-prior-knowledge"]);
     // HTTP/2 toward the client, HTTP/1.1 toward the target, Host from
     // :authority.
@@ -628,12 +613,7 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn bodies_stream_both_ways_and_the_connection_is_kept() {
-    let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = Lab::one_target();
     lab.reset_target(T1);
     let dir = lab.dir.path();
     // 1 MiB and a bit, not a multiple of any buffer size.
@@ -696,14 +676,16 @@ fn bodies_stream_both_ways_and_the_connection_is_kept() {
 /// closes: what no well-behaved server would send. `/once` is answered on
 /// a connection's first request only (a later one closes the connection
 /// unanswered), `/then-close` is answered as if the connection stayed
-/// open, then closed. Runs on `addr` in the lab's namespace until the test
-/// ends, one connection at a time.
-fn raw_target(lab: &Lab, addr: &str) {
+/// open, then closed. `/early` is answered at once, then the request body
+/// is read to the connection's end and its size returned. Runs on `addr` in
+/// the lab's namespace until the test ends, one connection at a time.
+fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
     let addr: SocketAddr = addr.parse().expect("addr");
     let listener = lab
         .ns
         .run(move || std::net::TcpListener::bind(addr))
         .expect("bind raw target");
+    let (drained, early_bodies) = std::sync::mpsc::channel();
     thread::spawn(move || {
         for mut s in listener.incoming().flatten() {
             for nth in 0.. {
@@ -722,15 +704,21 @@ fn raw_target(lab: &Lab, addr: &str) {
                     "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                     "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-sum: 1\r\n\r\n",
                     "/bad-chunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+                    "/early" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly",
                     _ => b"",
                 };
                 let _ = s.write_all(answer);
+                if path == "/early" {
+                    let body = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
+                    let _ = drained.send(body);
+                }
                 if path != "/once" || nth > 0 {
                     break;
                 }
             }
         }
     });
+    early_bodies
 }
 
 /// The path of the next request head on `s` (bodies are not expected);
@@ -755,7 +743,7 @@ fn odd_target_answers_are_relayed_or_refused_with_502() {
         tls: false,
         target_tls: false,
     });
-    raw_target(&lab, &format!("{T2}:{TARGET_PORT}"));
+    let _early_bodies = raw_target(&lab, &format!("{T2}:{TARGET_PORT}"));
     // A head we cannot trust is a bad gateway, never relayed.
     for path in ["/garbage", "/conflict", "/huge-head", "/nothing"] {
         let (code, _) = lab.get(&url(path), &[]);
@@ -798,13 +786,71 @@ fn odd_target_answers_are_relayed_or_refused_with_502() {
 }
 
 #[test]
-fn keep_alive_reuses_few_target_connections() {
+fn uploads_cut_short_or_answered_early_leave_no_stale_connection() {
+    let config = format!(
+        "{ONE_GROUP}
+[[listener]]
+name = \"raw\"
+protocol = \"http\"
+address = \"10.77.0.1\"
+port = 81
+target_group = \"raw\"
+
+[[target_group]]
+name = \"raw\"
+protocol = \"http\"
+port = 8080
+  [[target_group.target]]
+  address = \"10.77.0.3\"
+"
+    );
     let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
+        config: &config,
         targets: &[("t1", T1)],
         tls: false,
         target_tls: false,
     });
+    let early_bodies = raw_target(&lab, &format!("{T2}:{TARGET_PORT}"));
+    lab.reset_target(T1);
+
+    // The client promises 1000 bytes, sends 10 and stops: 400 at once
+    // (the target, waiting for the rest, would otherwise hold the request
+    // until the response timeout).
+    let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
+    let answer = lab.ns.run(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(
+            b"POST /up?echo=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789",
+        )
+        .expect("write");
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).expect("read until close");
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // The connection that carried the cut request is not used again.
+    assert_eq!(lab.echo(&url("/after"), &[])["path"], "/after");
+    assert_eq!(lab.target_stats(T1).0, 2);
+
+    // A target that answers before reading the body still gets all of it,
+    // after its answer reached the client.
+    let sent = lab.dir.path().join("sent");
+    std::fs::write(&sent, pattern(1_048_583)).expect("write upload");
+    let data = format!("@{}", sent.display());
+    let out = lab.curl(&["--data-binary", &data, "http://10.77.0.1:81/early"]);
+    assert_eq!(out, "early");
+    let drained = early_bodies
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the target saw its connection end");
+    assert_eq!(drained, 1_048_583);
+}
+
+#[test]
+fn keep_alive_reuses_few_target_connections() {
+    let lab = Lab::one_target();
     lab.reset_target(T1);
     let codes = load(&lab, 10, 100, "/ka");
     assert_eq!(codes.len(), 1000);
@@ -835,12 +881,7 @@ fn keep_alive_timeout_zero_opens_one_connection_per_request() {
 
 #[test]
 fn connection_close_from_target_is_honoured() {
-    let lab = Lab::start(LabSpec {
-        config: ONE_GROUP,
-        targets: &[("t1", T1)],
-        tls: false,
-        target_tls: false,
-    });
+    let lab = Lab::one_target();
     lab.reset_target(T1);
     // Each answer carries Connection: close: the next request needs a new
     // connection.

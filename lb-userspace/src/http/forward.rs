@@ -5,7 +5,8 @@
 //!
 //! Failures answer at once, never hang: no routable target → 503; connect
 //! refused or the target broke the exchange → 502; no response head within
-//! `response_timeout` → 504.
+//! `response_timeout` → 504; the client's own body failed → 400. CONNECT
+//! is refused (405): the listener does not tunnel.
 use std::{sync::Arc, time::Instant};
 
 use ::http::{
@@ -51,6 +52,9 @@ pub async fn forward(
     entry: &mut Entry,
     exchange: &mut Exchange,
 ) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return actions::error(StatusCode::METHOD_NOT_ALLOWED);
+    }
     let Some(ListenerGroup { pool, series }) = l.groups.get(group) else {
         return actions::error(StatusCode::INTERNAL_SERVER_ERROR);
     };
@@ -70,10 +74,14 @@ pub async fn forward(
         .deadlines
         .within(pool.settings.response_timeout, send(pool, &target, req))
         .await;
-    let (lease, head, sending) = match sent {
+    let (mut lease, head, rest) = match sent {
         None => {
             debug!(target = %target.addr, "no response within {:?}", pool.settings.response_timeout);
             return actions::error(StatusCode::GATEWAY_TIMEOUT);
+        }
+        Some(Err(SendError::Target(ExchangeError::ClientBody(e)))) => {
+            debug!("request body from the client: {e}");
+            return actions::error(StatusCode::BAD_REQUEST);
         }
         Some(Err(e)) => {
             debug!(target = %target.addr, "{e}");
@@ -96,7 +104,10 @@ pub async fn forward(
         entry.kind = if l.scheme() == "https" { "wss" } else { "ws" };
         return Response::from_parts(head.parts, ProxyBody::empty());
     }
-    let body = TargetBody::new(Arc::clone(pool), lease, &head, sending);
+    if let Some(rest) = rest {
+        lease.conn = Box::new((*lease.conn).upload_apart(rest));
+    }
+    let body = TargetBody::new(Arc::clone(pool), lease, &head);
     let mut parts = head.parts;
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, ProxyBody::target(body))
@@ -119,6 +130,7 @@ async fn send(
     let idempotent = upstream::is_idempotent(req.method());
     let (mut parts, body) = req.into_parts();
     let mut body = upstream::frame(&mut parts.headers, body);
+    let had_body = body.is_some();
     let mut lease = match pool.idle(target) {
         Some(lease) => lease,
         None => Box::pin(pool.fresh(target))
@@ -129,8 +141,9 @@ async fn send(
     drop(parts);
     match lease.conn.exchange(&mut body, head_request).await {
         Ok(head) => Ok((lease, head, body)),
+        // Unless a byte of its body left (`None` now: none, or all sent).
         Err(ExchangeError::Closed(e))
-            if lease.reused && idempotent && body.as_ref().is_none_or(|b| !b.started()) =>
+            if lease.reused && idempotent && body.as_ref().map_or(!had_body, |b| b.untouched()) =>
         {
             debug!(target = %target.addr, "reused connection lost ({e}): sending again");
             Box::pin(resend(pool, target, lease.conn, body, head_request)).await
@@ -233,7 +246,8 @@ async fn splice(client: OnUpgrade, target: Box<TargetConn>) {
         }
     };
     let mut client = TokioIo::new(client);
-    let (mut target, early) = (*target).into_upgraded();
+    // `_open` keeps the tunnel counted among the target's connections.
+    let (mut target, early, _open) = (*target).into_upgraded();
     let copied = async {
         client.write_all(&early).await?;
         tokio::io::copy_bidirectional(&mut client, &mut target).await

@@ -1,7 +1,6 @@
 //! A target's response body, streamed to the client as it arrives. It
 //! holds the connection: at its end the connection goes back to the pool
-//! (when both sides allow it), on any failure it is closed. A request body
-//! the target answered before taking whole goes on being sent meanwhile.
+//! (when both sides allow it), on any failure it is closed.
 use std::{
     io,
     pin::Pin,
@@ -14,7 +13,6 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::{
     chunked::Step,
-    request::BodySender,
     response::{Framing, Head},
 };
 use crate::http::pool::{GroupPool, Lease};
@@ -23,22 +21,14 @@ pub struct TargetBody {
     /// Until the body ends (then back to the pool) or fails (then closed).
     lease: Option<(Arc<GroupPool>, Lease)>,
     framing: Framing,
-    /// The rest of the request body, if the target answered before it.
-    sending: Option<Box<BodySender>>,
     keep_alive: bool,
 }
 
 impl TargetBody {
-    pub fn new(
-        pool: Arc<GroupPool>,
-        lease: Lease,
-        head: &Head,
-        sending: Option<Box<BodySender>>,
-    ) -> Self {
+    pub fn new(pool: Arc<GroupPool>, lease: Lease, head: &Head) -> Self {
         Self {
             lease: Some((pool, lease)),
             framing: head.framing,
-            sending,
             keep_alive: head.keep_alive,
         }
     }
@@ -48,12 +38,12 @@ impl TargetBody {
     }
 
     /// The end: the connection goes back for the next request if the
-    /// target keeps it open, our request is all sent, and nothing
+    /// target keeps it open, our request went whole, and nothing
     /// unasked-for follows the response.
     fn finish(&mut self) {
         if let Some((pool, lease)) = self.lease.take()
             && self.keep_alive
-            && self.sending.is_none()
+            && lease.conn.reusable
             && lease.conn.rbuf.is_empty()
         {
             pool.release(lease);
@@ -89,16 +79,6 @@ impl Body for TargetBody {
             return Poll::Ready(None);
         };
         let conn = &mut lease.conn;
-        if let Some(sending) = &mut this.sending {
-            match sending.poll_send(&mut conn.io, cx) {
-                Poll::Ready(Ok(())) => this.sending = None,
-                Poll::Ready(Err(_)) => {
-                    this.sending = None;
-                    this.keep_alive = false;
-                }
-                Poll::Pending => {}
-            }
-        }
         loop {
             let data = match &mut this.framing {
                 Framing::Length(0) => {

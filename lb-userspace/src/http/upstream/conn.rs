@@ -15,9 +15,10 @@ use std::{
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 use tokio_util::io::poll_read_buf;
+use tracing::debug;
 
 use super::{
-    request::BodySender,
+    request::{BodyError, BodySender},
     response::{self, BadHead, Head},
     stream::Stream,
 };
@@ -32,11 +33,15 @@ pub struct TargetConn {
     /// The encoded head of the request in flight; kept so a request a
     /// reused connection failed can be sent again as it was.
     pub head: Vec<u8>,
-    _open: OpenCount,
+    /// False once the request on it was cut short (the target stopped
+    /// taking its body, or the rest went on apart): the target may still
+    /// be waiting for the rest.
+    pub(super) reusable: bool,
+    open: OpenCount,
 }
 
 /// Counts a connection open until it is dropped.
-struct OpenCount(Arc<AtomicUsize>);
+pub struct OpenCount(Arc<AtomicUsize>);
 
 impl Drop for OpenCount {
     fn drop(&mut self) {
@@ -55,6 +60,9 @@ pub enum ExchangeError {
     Io(io::Error),
     #[error("{0}")]
     Head(#[from] BadHead),
+    /// The client's request body failed (malformed, or the client went).
+    #[error("client request body: {0}")]
+    ClientBody(io::Error),
 }
 
 impl TargetConn {
@@ -64,7 +72,8 @@ impl TargetConn {
             io,
             rbuf: BytesMut::with_capacity(READ_SIZE),
             head: Vec::new(),
-            _open: OpenCount(Arc::clone(open)),
+            reusable: true,
+            open: OpenCount(Arc::clone(open)),
         }
     }
 
@@ -97,8 +106,10 @@ impl TargetConn {
         head_request: bool,
     ) -> Result<Head, ExchangeError> {
         let mut written = 0;
-        let mut answered = false;
-        poll_fn(|cx| self.poll_exchange(cx, &mut written, body, &mut answered, head_request)).await
+        // Past this, a failure is not a connection lost while idle: the
+        // request must not be sent again.
+        let mut committed = false;
+        poll_fn(|cx| self.poll_exchange(cx, &mut written, body, &mut committed, head_request)).await
     }
 
     fn poll_exchange(
@@ -106,7 +117,7 @@ impl TargetConn {
         cx: &mut Context<'_>,
         written: &mut usize,
         body: &mut Option<Box<BodySender>>,
-        answered: &mut bool,
+        committed: &mut bool,
         head_request: bool,
     ) -> Poll<Result<Head, ExchangeError>> {
         while *written < self.head.len() {
@@ -120,20 +131,27 @@ impl TargetConn {
         if let Some(sender) = body {
             match sender.poll_send(&mut self.io, cx) {
                 Poll::Ready(Ok(())) => *body = None,
-                // The target may have answered (e.g. 413) and stopped
-                // reading: its answer, if any, is what counts.
-                Poll::Ready(Err(_)) => {
+                // The target stopped reading, maybe having answered (e.g.
+                // 413): its answer, if any, is what counts, and the
+                // connection ends with it.
+                Poll::Ready(Err(BodyError::Target(e))) => {
+                    debug!("request body toward the target: {e}");
                     *body = None;
-                    *answered = true;
+                    *committed = true;
+                    self.reusable = false;
+                }
+                // The target waits for bytes that will never come.
+                Poll::Ready(Err(BodyError::Client(e))) => {
+                    return Poll::Ready(Err(ExchangeError::ClientBody(e)));
                 }
                 Poll::Pending => {}
             }
         } else {
-            ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(ExchangeError::Io)?;
+            ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(ExchangeError::Closed)?;
         }
         loop {
             if !self.rbuf.is_empty() {
-                *answered = true;
+                *committed = true;
                 if let Some(head) = response::parse(&mut self.rbuf, head_request)? {
                     let interim = head.parts.status.is_informational()
                         && head.parts.status != ::http::StatusCode::SWITCHING_PROTOCOLS;
@@ -144,7 +162,7 @@ impl TargetConn {
                 }
             }
             match ready!(self.poll_fill(cx)) {
-                Ok(0) if *answered => {
+                Ok(0) if *committed => {
                     return Poll::Ready(Err(ExchangeError::Io(
                         io::ErrorKind::UnexpectedEof.into(),
                     )));
@@ -155,15 +173,44 @@ impl TargetConn {
                     )));
                 }
                 Ok(_) => {}
-                Err(e) if *answered => return Poll::Ready(Err(ExchangeError::Io(e))),
+                Err(e) if *committed => return Poll::Ready(Err(ExchangeError::Io(e))),
                 Err(e) => return Poll::Ready(Err(ExchangeError::Closed(e))),
             }
         }
     }
 
-    /// The stream and the bytes read past the response head, for a
-    /// connection switched to another protocol.
-    pub fn into_upgraded(self) -> (Stream, BytesMut) {
-        (self.io, self.rbuf)
+    /// The stream, the bytes read past the response head, and the count
+    /// that keeps it open, for a connection switched to another protocol.
+    pub fn into_upgraded(self) -> (Stream, BytesMut, OpenCount) {
+        (self.io, self.rbuf, self.open)
+    }
+
+    /// A request body the target answered before taking whole: the rest
+    /// goes on in a task of its own through the connection's writing half,
+    /// so it moves whether or not the client reads the response meanwhile
+    /// (a client that sends all before reading, and a target that answers
+    /// while reading, would otherwise wait on each other for ever). The
+    /// connection is not reused after that.
+    pub fn upload_apart(self, mut rest: Box<BodySender>) -> Self {
+        let TargetConn {
+            io,
+            rbuf,
+            head,
+            open,
+            ..
+        } = self;
+        let (reader, mut writer) = tokio::io::split(Box::new(io));
+        tokio::spawn(async move {
+            if let Err(e) = poll_fn(|cx| rest.poll_send(&mut writer, cx)).await {
+                debug!("rest of the request body: {e}");
+            }
+        });
+        TargetConn {
+            io: Stream::Reading(reader),
+            rbuf,
+            head,
+            reusable: false,
+            open,
+        }
     }
 }

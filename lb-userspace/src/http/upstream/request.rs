@@ -13,8 +13,6 @@ use bytes::{Buf, Bytes};
 use hyper::body::{Body, Incoming};
 use tokio::io::AsyncWrite;
 
-use super::stream::Stream;
-
 /// How the body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -57,16 +55,14 @@ pub fn frame(headers: &mut HeaderMap, body: Incoming) -> Option<Box<BodySender>>
     }))
 }
 
-/// Writes `parts` as an HTTP/1.1 request head into `out` (emptied first).
-/// Every piece was validated by `http` (no CR or LF can get in).
+/// Writes `parts` as an HTTP/1.1 request head into `out` (emptied first),
+/// in origin form. Every piece was validated by `http` (no CR or LF can get
+/// in).
 pub fn encode_head(parts: &Parts, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    let target = match (&parts.method, parts.uri.authority()) {
-        (&Method::CONNECT, Some(a)) => a.as_str(),
-        _ => parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
@@ -112,7 +108,11 @@ impl Out {
         self.suffix = &self.suffix[n.min(self.suffix.len())..];
     }
 
-    fn poll_write(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         while !self.is_empty() {
             let slices = [
                 IoSlice::new(&self.prefix[self.prefix_at..]),
@@ -141,6 +141,17 @@ impl Out {
     }
 }
 
+/// Why a request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Reading it from the client failed, or it did not match its length.
+    #[error("from the client: {0}")]
+    Client(io::Error),
+    /// Writing it to the target failed.
+    #[error("toward the target: {0}")]
+    Target(io::Error),
+}
+
 /// A request body on its way to the target, written as the client sends
 /// it (never buffered whole) and as the target takes it.
 pub struct BodySender {
@@ -155,26 +166,32 @@ pub struct BodySender {
 }
 
 impl BodySender {
-    pub fn started(&self) -> bool {
-        self.started
+    /// Nothing of it was taken from the client or written: the request can
+    /// be sent again whole.
+    pub fn untouched(&self) -> bool {
+        !self.started && !self.ended
     }
 
     /// Moves the body on as far as the client and the target allow now;
     /// ready once all of it is written.
-    pub fn poll_send(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub fn poll_send<W: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BodyError>> {
         loop {
-            ready!(self.out.poll_write(io, cx))?;
+            ready!(self.out.poll_write(io, cx)).map_err(BodyError::Target)?;
             if self.ended {
                 return Poll::Ready(Ok(()));
             }
             match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                None => self.end()?,
-                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                None => self.end().map_err(BodyError::Client)?,
+                Some(Err(e)) => return Poll::Ready(Err(BodyError::Client(io::Error::other(e)))),
                 Some(Ok(frame)) => {
                     self.started = true;
                     // Trailers are not forwarded (ALB drops them too).
                     if let Ok(data) = frame.into_data() {
-                        self.take(data)?;
+                        self.take(data).map_err(BodyError::Client)?;
                     }
                 }
             }

@@ -42,6 +42,10 @@ pub enum BadHead {
     Field,
     #[error("invalid or conflicting Content-Length in the response")]
     Length,
+    /// A transfer coding other than `chunked` alone: nothing could tell
+    /// the client the body is still coded once the field is dropped.
+    #[error("unsupported Transfer-Encoding in the response")]
+    Coding,
 }
 
 /// Parses the head at the front of `buf` and takes it out, `None` while it
@@ -94,6 +98,11 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Bad
         headers.append(name, value);
     }
     let (framing, keep_alive) = framing(status, version, &headers, head_request)?;
+    if !matches!(framing, Framing::Length(_)) {
+        // A length beside a coding is not the body's (RFC 9112 section
+        // 6.3): it must not reach the client.
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let mut parts = Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
@@ -121,13 +130,13 @@ fn framing(
         return Ok((Framing::Length(0), keep_alive));
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version != Version::HTTP_11 || !only_chunked(headers) {
+            return Err(BadHead::Coding);
+        }
         // With Content-Length too, the message is suspect: the coding
         // wins and the connection ends after it.
         keep_alive &= !headers.contains_key(header::CONTENT_LENGTH);
-        if version == Version::HTTP_11 && ends_chunked(headers) {
-            return Ok((Framing::Chunked(Chunked::Size), keep_alive));
-        }
-        return Ok((Framing::UntilClose, false));
+        return Ok((Framing::Chunked(Chunked::Size), keep_alive));
     }
     match content_length(headers)? {
         Some(n) => Ok((Framing::Length(n), keep_alive)),
@@ -135,15 +144,18 @@ fn framing(
     }
 }
 
-/// Whether the last transfer coding is `chunked`.
-fn ends_chunked(headers: &HeaderMap) -> bool {
-    headers
+/// Whether `chunked` is the one transfer coding.
+fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    codings
+        .next()
+        .is_some_and(|c| c.eq_ignore_ascii_case("chunked"))
+        && codings.next().is_none()
 }
 
 /// The Content-Length, which every occurrence must agree on.
@@ -208,18 +220,23 @@ mod tests {
 
     #[test]
     fn framing_follows_rfc_9112() {
-        let chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        let chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(chunked.framing, Framing::Chunked(Chunked::Size));
         assert!(chunked.keep_alive);
         let both =
             head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(both.framing, Framing::Chunked(Chunked::Size));
         assert!(!both.keep_alive);
-        let gzip_only = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
-        assert_eq!(
-            (gzip_only.framing, gzip_only.keep_alive),
-            (Framing::UntilClose, false)
-        );
+        // The length beside the coding is not passed on.
+        assert!(!both.parts.headers.contains_key(header::CONTENT_LENGTH));
+        for coded in [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(parsed(coded, false).err(), Some(BadHead::Coding), "{coded}");
+        }
         let neither = head("HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!(
             (neither.framing, neither.keep_alive),

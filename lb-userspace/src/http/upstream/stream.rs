@@ -7,7 +7,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf},
     net::TcpStream,
 };
 use tokio_rustls::client::TlsStream;
@@ -16,6 +16,13 @@ pub enum Stream {
     Plain(TcpStream),
     /// Boxed: the TLS state is kilobytes, and plain streams are the rule.
     Tls(Box<TlsStream<TcpStream>>),
+    /// The reading half of either, once the writing half went to a task
+    /// finishing an upload ([`super::TargetConn::upload_apart`]).
+    Reading(ReadHalf<Box<Stream>>),
+}
+
+fn detached() -> io::Error {
+    io::Error::other("the writing half of this connection is finishing an upload")
 }
 
 impl AsyncRead for Stream {
@@ -27,6 +34,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Reading(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -40,6 +48,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Reading(_) => Poll::Ready(Err(detached())),
         }
     }
 
@@ -51,6 +60,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Reading(_) => Poll::Ready(Err(detached())),
         }
     }
 
@@ -58,6 +68,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
+            Stream::Reading(_) => false,
         }
     }
 
@@ -65,6 +76,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Reading(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -72,6 +84,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Reading(_) => Poll::Ready(Ok(())),
         }
     }
 }
