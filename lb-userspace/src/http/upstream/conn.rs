@@ -13,7 +13,7 @@ use std::{
 };
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 use tracing::debug;
 
@@ -70,7 +70,8 @@ impl TargetConn {
         open.fetch_add(1, Ordering::Relaxed);
         Self {
             io,
-            rbuf: BytesMut::with_capacity(READ_SIZE),
+            // Allocated by the first read: warm connections may wait long.
+            rbuf: BytesMut::new(),
             head: Vec::new(),
             reusable: true,
             open: OpenCount(Arc::clone(open)),
@@ -86,7 +87,13 @@ impl TargetConn {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.poll_fill(&mut cx), Poll::Pending)
+        // Any byte makes it unusable: one is enough to look for.
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
     }
 
     /// Reads more into `rbuf`; `Ok(0)` at the end of the stream.
