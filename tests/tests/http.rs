@@ -677,7 +677,8 @@ fn bodies_stream_both_ways_and_the_connection_is_kept() {
 /// a connection's first request only (a later one closes the connection
 /// unanswered), `/then-close` is answered as if the connection stayed
 /// open, then closed. `/early` is answered at once, then the request body
-/// is read to the connection's end and its size returned. Runs on `addr` in
+/// is read to the connection's end and its size returned; `/endless-line`
+/// sends a status line that never ends and keeps the connection open. Runs on `addr` in
 /// the lab's namespace until the test ends, one connection at a time.
 fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
     let addr: SocketAddr = addr.parse().expect("addr");
@@ -693,12 +694,14 @@ fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
                     break;
                 };
                 let big = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(70_000));
+                let endless = format!("HTTP/1.1 200 {}", "a".repeat(70_000));
                 let answer: &[u8] = match path.as_str() {
                     "/once" if nth == 0 => b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce",
                     "/then-close" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye",
                     "/garbage" => b"HTTP/1.1 2x0 nope\r\n\r\n",
                     "/conflict" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
                     "/huge-head" => big.as_bytes(),
+                    "/endless-line" => endless.as_bytes(),
                     "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nuntil close",
                     "/truncated" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
                     "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -708,7 +711,7 @@ fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
                     _ => b"",
                 };
                 let _ = s.write_all(answer);
-                if path == "/early" {
+                if path == "/early" || path == "/endless-line" {
                     let body = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
                     let _ = drained.send(body);
                 }
@@ -745,7 +748,13 @@ fn odd_target_answers_are_relayed_or_refused_with_502() {
     });
     let _early_bodies = raw_target(&lab, &format!("{T2}:{TARGET_PORT}"));
     // A head we cannot trust is a bad gateway, never relayed.
-    for path in ["/garbage", "/conflict", "/huge-head", "/nothing"] {
+    for path in [
+        "/garbage",
+        "/conflict",
+        "/huge-head",
+        "/endless-line",
+        "/nothing",
+    ] {
         let (code, _) = lab.get(&url(path), &[]);
         assert_eq!(code, 502, "{path}");
     }

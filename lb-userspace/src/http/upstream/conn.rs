@@ -49,6 +49,18 @@ impl Drop for OpenCount {
     }
 }
 
+/// How far an exchange got.
+#[derive(Default)]
+struct Progress {
+    /// Bytes of the head written.
+    written: usize,
+    /// Past this, a failure is not a connection lost while idle: the
+    /// request must not be sent again.
+    committed: bool,
+    /// `rbuf` holds no complete head before this.
+    unparsed_from: usize,
+}
+
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -112,21 +124,22 @@ impl TargetConn {
         body: &mut Option<Box<BodySender>>,
         head_request: bool,
     ) -> Result<Head, ExchangeError> {
-        let mut written = 0;
-        // Past this, a failure is not a connection lost while idle: the
-        // request must not be sent again.
-        let mut committed = false;
-        poll_fn(|cx| self.poll_exchange(cx, &mut written, body, &mut committed, head_request)).await
+        let mut at = Progress::default();
+        poll_fn(|cx| self.poll_exchange(cx, &mut at, body, head_request)).await
     }
 
     fn poll_exchange(
         &mut self,
         cx: &mut Context<'_>,
-        written: &mut usize,
+        at: &mut Progress,
         body: &mut Option<Box<BodySender>>,
-        committed: &mut bool,
         head_request: bool,
     ) -> Poll<Result<Head, ExchangeError>> {
+        let Progress {
+            written,
+            committed,
+            unparsed_from,
+        } = at;
         while *written < self.head.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.head[*written..]))
                 .map_err(ExchangeError::Closed)?;
@@ -159,13 +172,23 @@ impl TargetConn {
         loop {
             if !self.rbuf.is_empty() {
                 *committed = true;
-                if let Some(head) = response::parse(&mut self.rbuf, head_request)? {
-                    let interim = head.parts.status.is_informational()
-                        && head.parts.status != ::http::StatusCode::SWITCHING_PROTOCOLS;
-                    if !interim {
-                        return Poll::Ready(Ok(head));
+            }
+            // Parsed again only once a new line came (a head trickled in
+            // byte by byte costs one parse a line, not one a byte), or
+            // the head grew too large (for the parser to refuse it).
+            if self.rbuf[*unparsed_from..].contains(&b'\n') || self.rbuf.len() >= response::MAX_HEAD
+            {
+                match response::parse(&mut self.rbuf, head_request)? {
+                    None => *unparsed_from = self.rbuf.len(),
+                    Some(head) => {
+                        *unparsed_from = 0;
+                        let interim = head.parts.status.is_informational()
+                            && head.parts.status != ::http::StatusCode::SWITCHING_PROTOCOLS;
+                        if !interim {
+                            return Poll::Ready(Ok(head));
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
             match ready!(self.poll_fill(cx)) {

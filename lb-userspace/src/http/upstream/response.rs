@@ -62,7 +62,8 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Bad
         buf,
         &mut fields,
     ) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => return Err(BadHead::TooLarge),
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
         Ok(httparse::Status::Partial) => return Err(BadHead::TooLarge),
         Err(e) => return Err(BadHead::Malformed(e)),
@@ -212,6 +213,8 @@ mod tests {
         );
         let huge = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD));
         assert_eq!(parsed(&huge, false).err(), Some(BadHead::TooLarge));
+        let whole = format!("{huge}\r\n\r\n");
+        assert_eq!(parsed(&whole, false).err(), Some(BadHead::TooLarge));
         assert!(matches!(
             parsed("HTTP/1.1 2x0 OK\r\n\r\n", false),
             Err(BadHead::Malformed(_))
