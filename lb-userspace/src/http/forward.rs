@@ -9,9 +9,7 @@
 //! is refused (405): the listener does not tunnel.
 use std::{sync::Arc, time::Instant};
 
-use ::http::{
-    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header, uri::PathAndQuery,
-};
+use ::http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
@@ -180,9 +178,10 @@ fn wants_upgrade(req: &Request<Incoming>) -> bool {
         && connection_has(req.headers(), "upgrade")
 }
 
-/// Makes the request what the target sees: HTTP/1.1, origin-form, a
-/// `Host`, no hop-by-hop fields, `X-Forwarded-*` set; `Connection: close`
-/// when the group keeps no connections; the upgrade fields when upgrading.
+/// Makes the request's fields what the target sees: a `Host`, no
+/// hop-by-hop fields, `X-Forwarded-*` set; `Connection: close` when the
+/// group keeps no connections; the upgrade fields when upgrading.
+/// (`upstream::encode_head` writes it as HTTP/1.1 in origin form.)
 /// In place: the request is a few hundred bytes, and moving it in and out
 /// showed in the profile as copies.
 fn prepare(
@@ -215,15 +214,6 @@ fn prepare(
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}
-    }
-    // Origin-form; a request already in it keeps its `Uri` untouched.
-    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(pq);
     }
 }
 

@@ -21,15 +21,14 @@ pub struct TargetBody {
     /// Until the body ends (then back to the pool) or fails (then closed).
     lease: Option<(Arc<GroupPool>, Lease)>,
     framing: Framing,
-    keep_alive: bool,
 }
 
 impl TargetBody {
-    pub fn new(pool: Arc<GroupPool>, lease: Lease, head: &Head) -> Self {
+    pub fn new(pool: Arc<GroupPool>, mut lease: Lease, head: &Head) -> Self {
+        lease.conn.reusable &= head.keep_alive;
         Self {
             lease: Some((pool, lease)),
             framing: head.framing,
-            keep_alive: head.keep_alive,
         }
     }
 
@@ -42,7 +41,6 @@ impl TargetBody {
     /// unasked-for follows the response.
     fn finish(&mut self) {
         if let Some((pool, lease)) = self.lease.take()
-            && self.keep_alive
             && lease.conn.reusable
             && lease.conn.rbuf.is_empty()
         {
@@ -107,10 +105,8 @@ impl Body for TargetBody {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
             match ready!(conn.poll_fill(cx)) {
-                Ok(0) if this.framing == Framing::UntilClose => {
-                    this.framing = Framing::Length(0);
-                    this.keep_alive = false;
-                }
+                // Never kept: the close is the end.
+                Ok(0) if this.framing == Framing::UntilClose => this.framing = Framing::Length(0),
                 Ok(0) => return this.fail(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => {}
                 Err(e) => return this.fail(e),

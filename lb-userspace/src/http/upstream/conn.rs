@@ -191,21 +191,16 @@ impl TargetConn {
                     }
                 }
             }
-            match ready!(self.poll_fill(cx)) {
-                Ok(0) if *committed => {
-                    return Poll::Ready(Err(ExchangeError::Io(
-                        io::ErrorKind::UnexpectedEof.into(),
-                    )));
-                }
-                Ok(0) => {
-                    return Poll::Ready(Err(ExchangeError::Closed(
-                        io::ErrorKind::UnexpectedEof.into(),
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) if *committed => return Poll::Ready(Err(ExchangeError::Io(e))),
-                Err(e) => return Poll::Ready(Err(ExchangeError::Closed(e))),
-            }
+            let lost = match ready!(self.poll_fill(cx)) {
+                Ok(0) => io::ErrorKind::UnexpectedEof.into(),
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            return Poll::Ready(Err(if *committed {
+                ExchangeError::Io(lost)
+            } else {
+                ExchangeError::Closed(lost)
+            }));
         }
     }
 

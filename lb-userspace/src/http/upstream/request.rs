@@ -3,7 +3,7 @@
 //! framing fields, which are not trusted across a proxy: RFC 9112 section
 //! 6.3 and request smuggling).
 use std::{
-    io::{self, IoSlice},
+    io::{self, IoSlice, Write},
     pin::Pin,
     task::{Context, Poll, ready},
 };
@@ -128,16 +128,21 @@ impl Out {
         Pin::new(io).poll_flush(cx)
     }
 
-    fn set(&mut self, framing: Framing, data: Bytes) {
+    /// `data` as it is.
+    fn raw(&mut self, data: Bytes) {
         self.prefix.clear();
         self.prefix_at = 0;
-        self.suffix = b"";
-        if framing == Framing::Chunked {
-            self.prefix
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            self.suffix = b"\r\n";
-        }
         self.data = data;
+        self.suffix = b"";
+    }
+
+    /// `data` as one chunk of the chunked coding.
+    fn chunk(&mut self, data: Bytes) {
+        self.raw(Bytes::new());
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.prefix, "{:x}\r\n", data.len());
+        self.data = data;
+        self.suffix = b"\r\n";
     }
 }
 
@@ -202,12 +207,15 @@ impl BodySender {
         if data.is_empty() {
             return Ok(());
         }
-        if let Framing::Length(left) = &mut self.framing {
-            *left = left
-                .checked_sub(data.len() as u64)
-                .ok_or_else(|| io::Error::other("request body longer than its length"))?;
+        match &mut self.framing {
+            Framing::Length(left) => {
+                *left = left
+                    .checked_sub(data.len() as u64)
+                    .ok_or_else(|| io::Error::other("request body longer than its length"))?;
+                self.out.raw(data);
+            }
+            Framing::Chunked => self.out.chunk(data),
         }
-        self.out.set(self.framing, data);
         Ok(())
     }
 
@@ -219,8 +227,7 @@ impl BodySender {
             }
             Framing::Chunked => {
                 // The last chunk, no trailers.
-                self.out
-                    .set(Framing::Length(0), Bytes::from_static(b"0\r\n\r\n"));
+                self.out.raw(Bytes::from_static(b"0\r\n\r\n"));
             }
         }
         self.ended = true;
@@ -254,7 +261,7 @@ mod tests {
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut out = Out::default();
-        out.set(Framing::Chunked, Bytes::from_static(b"hello"));
+        out.chunk(Bytes::from_static(b"hello"));
         let mut written = Vec::new();
         for n in [1, 3, 4, 2] {
             let all = [&out.prefix[out.prefix_at..], &out.data[..], out.suffix].concat();
