@@ -707,7 +707,9 @@ fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
                     "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                     "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-sum: 1\r\n\r\n",
                     "/bad-chunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
-                    "/early" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly",
+                    "/early" => {
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly"
+                    }
                     _ => b"",
                 };
                 let _ = s.write_all(answer);
@@ -845,11 +847,19 @@ port = 8080
     assert_eq!(lab.target_stats(T1).0, 2);
 
     // A target that answers before reading the body still gets all of it,
-    // after its answer reached the client.
+    // after its answer reached the client. The upload is paced (about a
+    // quarter of a second) so the answer comes while it goes on: unpaced,
+    // socket buffers could take it whole before the target answered.
     let sent = lab.dir.path().join("sent");
     std::fs::write(&sent, pattern(1_048_583)).expect("write upload");
     let data = format!("@{}", sent.display());
-    let out = lab.curl(&["--data-binary", &data, "http://10.77.0.1:81/early"]);
+    let out = lab.curl(&[
+        "--limit-rate",
+        "4M",
+        "--data-binary",
+        &data,
+        "http://10.77.0.1:81/early",
+    ]);
     assert_eq!(out, "early");
     let drained = early_bodies
         .recv_timeout(Duration::from_secs(10))
