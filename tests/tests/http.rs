@@ -393,39 +393,43 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn websocket_is_proxied() {
     let lab = Lab::one_target();
-    let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
-    let (head, echoed) = lab.ns.run(move || {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        s.write_all(
-            b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .expect("write");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            s.read_exact(&mut byte).expect("read head");
-            head.push(byte[0]);
-        }
-        // One masked text frame "hello", then the server's unmasked echo.
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x81, 0x80 | 5];
-        frame.extend_from_slice(&mask);
-        frame.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        s.write_all(&frame).expect("write frame");
-        let mut reply = [0u8; 7];
-        s.read_exact(&mut reply).expect("read echo");
-        (String::from_utf8_lossy(&head).into_owned(), reply)
-    });
+    let (mut s, head) = open_websocket(&lab);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{head}"
     );
-    assert_eq!(&echoed, b"\x81\x05hello");
+    assert_eq!(&websocket_echo(&mut s), b"\x81\x05hello");
+}
+
+/// A WebSocket upgrade through the proxy: the stream and the response head.
+fn open_websocket(lab: &Lab) -> (TcpStream, String) {
+    let mut s = lab.connect(80);
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("read head");
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Sends one masked text frame "hello"; returns the server's unmasked echo.
+fn websocket_echo(s: &mut TcpStream) -> [u8; 7] {
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 5];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).expect("write frame");
+    let mut reply = [0u8; 7];
+    s.read_exact(&mut reply).expect("read echo");
+    reply
 }
 
 #[test]
@@ -707,13 +711,17 @@ fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
                     "/interim" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                     "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-sum: 1\r\n\r\n",
                     "/bad-chunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+                    "/stall" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
                     "/early" => {
                         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly"
                     }
                     _ => b"",
                 };
                 let _ = s.write_all(answer);
-                if path == "/early" || path == "/endless-line" {
+                if path == "/flood" {
+                    let _ = drained.send(flood(&mut s));
+                }
+                if ["/early", "/endless-line", "/stall"].contains(&path.as_str()) {
                     let body = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
                     let _ = drained.send(body);
                 }
@@ -724,6 +732,24 @@ fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
         }
     });
     early_bodies
+}
+
+/// Bytes of a `/flood` body: more than any client here reads.
+const FLOOD: u64 = 1 << 30;
+
+/// Answers with a FLOOD-byte body, written until it is done or the
+/// connection fails; returns the bytes written.
+fn flood(s: &mut TcpStream) -> u64 {
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {FLOOD}\r\n\r\n");
+    if s.write_all(head.as_bytes()).is_err() {
+        return 0;
+    }
+    let block = [b'f'; 64 * 1024];
+    let mut sent = 0;
+    while sent < FLOOD && s.write_all(&block).is_ok() {
+        sent += block.len() as u64;
+    }
+    sent
 }
 
 /// The path of the next request head on `s` (bodies are not expected);
@@ -1208,6 +1234,87 @@ fn a_request_head_trickled_byte_by_byte_is_cut_at_the_idle_timeout() {
     // The client was still sending when it was cut.
     let sent = trickle.join().expect("trickle");
     assert!(sent >= 8, "only {sent} bytes sent");
+}
+
+/// A read that ended because the proxy closed: end of stream, or a reset.
+fn closed(read: &std::io::Result<usize>) -> bool {
+    read.is_ok()
+        || read
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+#[test]
+fn responses_that_stop_moving_are_cut_at_the_idle_timeout() {
+    let config = ONE_GROUP
+        .replace("address = \"10.77.0.2\"", "address = \"10.77.0.3\"")
+        .replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
+    let lab = Lab::start(LabSpec {
+        config: &config,
+        targets: &[],
+        tls: false,
+        target_tls: false,
+    });
+    let ended = raw_target(&lab, &format!("{T2}:{TARGET_PORT}"));
+
+    // A target that stops sending mid-body: the client's connection is cut
+    // at the timeout, and so is the target's.
+    let mut conn = lab.connect(80);
+    conn.write_all(b"GET /stall HTTP/1.1\r\nHost: h\r\n\r\n")
+        .expect("write");
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read = conn.read_to_end(&mut got);
+    let after = started.elapsed();
+    let got = String::from_utf8_lossy(&got);
+    assert!(closed(&read), "{read:?} {got}");
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\nshort"),
+        "{got}"
+    );
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
+    ended
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the target's connection is closed too");
+
+    // A client that stops reading a large body: the proxy stops taking it
+    // from the target, nothing moves, and both connections are cut.
+    let mut conn = lab.connect(80);
+    conn.write_all(b"GET /flood HTTP/1.1\r\nHost: h\r\n\r\n")
+        .expect("write");
+    let written = ended
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the target's writes fail once the proxy cuts");
+    assert!(written < FLOOD, "{written}");
+    let mut got = Vec::new();
+    let read = conn.read_to_end(&mut got);
+    assert!(closed(&read), "{read:?}");
+    assert!((got.len() as u64) < FLOOD, "{}", got.len());
+}
+
+#[test]
+fn a_websocket_tunnel_is_closed_after_the_idle_timeout() {
+    let lab = two_second_idle_timeout();
+    let (mut s, head) = open_websocket(&lab);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Frames for twice the timeout keep it open: tunnel bytes are activity,
+    // and no request head.
+    for _ in 0..6 {
+        assert_eq!(&websocket_echo(&mut s), b"\x81\x05hello");
+        thread::sleep(Duration::from_millis(700));
+    }
+    let quiet = Instant::now();
+    let mut buf = Vec::new();
+    let read = s.read_to_end(&mut buf);
+    let after = quiet.elapsed();
+    assert!(closed(&read), "{read:?} {buf:?}");
+    assert!(
+        (Duration::from_millis(800)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
 }
 
 // --- TLS toward targets ------------------------------------------------------

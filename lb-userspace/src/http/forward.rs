@@ -7,7 +7,10 @@
 //! refused or the target broke the exchange → 502; no response head within
 //! `response_timeout` → 504; the client's own body failed → 400. CONNECT
 //! is refused (405): the listener does not tunnel.
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use ::http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
@@ -21,6 +24,7 @@ use super::{
     body::ProxyBody,
     handler::ConnInfo,
     headers::{connection_has, strip_hop_by_hop},
+    idle::Activity,
     listener::{HttpListener, ListenerGroup},
     pool::{GroupPool, Lease, Outstanding, TargetConns},
     upstream::{self, BodySender, ExchangeError, Head, TargetBody, TargetConn},
@@ -98,7 +102,8 @@ pub async fn forward(
             // A 101 nobody asked for cannot be relayed.
             return actions::error(StatusCode::BAD_GATEWAY);
         };
-        tokio::spawn(splice(client_side, lease.conn));
+        let idle = (Arc::clone(&conn.activity), l.idle_timeout);
+        tokio::spawn(splice(client_side, lease.conn, idle));
         entry.kind = if l.scheme() == "https" { "wss" } else { "ws" };
         return Response::from_parts(head.parts, ProxyBody::empty());
     }
@@ -227,7 +232,9 @@ fn bracketed(ip: std::net::IpAddr) -> String {
 /// Copies bytes both ways between the upgraded client and target
 /// connections until either side closes; what the target sent right after
 /// its 101 goes first.
-async fn splice(client: OnUpgrade, target: Box<TargetConn>) {
+/// `idle`: the client connection's activity and idle timeout, which also
+/// close a tunnel where no byte moved either way for that long (ALB's).
+async fn splice(client: OnUpgrade, target: Box<TargetConn>, idle: (Arc<Activity>, Duration)) {
     let client = match client.await {
         Ok(c) => c,
         Err(e) => {
@@ -235,6 +242,8 @@ async fn splice(client: OnUpgrade, target: Box<TargetConn>) {
             return;
         }
     };
+    let (activity, timeout) = idle;
+    activity.tunnel();
     let mut client = TokioIo::new(client);
     // `_open` keeps the tunnel counted among the target's connections.
     let (mut target, early, _open) = (*target).into_upgraded();
@@ -242,7 +251,10 @@ async fn splice(client: OnUpgrade, target: Box<TargetConn>) {
         client.write_all(&early).await?;
         tokio::io::copy_bidirectional(&mut client, &mut target).await
     };
-    if let Err(e) = copied.await {
-        debug!("upgraded connection ended: {e}");
+    tokio::select! {
+        r = copied => if let Err(e) = r {
+            debug!("upgraded connection ended: {e}");
+        },
+        () = activity.expired(timeout) => debug!("upgraded connection idle for {timeout:?}: closed"),
     }
 }

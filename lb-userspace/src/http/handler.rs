@@ -17,6 +17,7 @@ use super::{
     deadline::Deadlines,
     forward::{Exchange, forward},
     headers::Forwarded,
+    idle::{Activity, InFlight},
     limits,
     listener::HttpListener,
     rules::RequestView,
@@ -35,25 +36,34 @@ pub struct ConnInfo {
     pub routable: Latest<Arc<Routable>>,
     /// Its requests' response timeouts.
     pub deadlines: Deadlines,
+    /// What its client idle timeout watches.
+    pub activity: Arc<Activity>,
 }
 
 impl ConnInfo {
-    pub fn new(client: SocketAddr, tls: Option<(String, String)>, l: &HttpListener) -> Self {
+    /// `h2`: HTTP/2 was negotiated by ALPN.
+    pub fn new(
+        client: SocketAddr,
+        tls: Option<(String, String)>,
+        l: &HttpListener,
+        h2: bool,
+    ) -> Self {
         Self {
             client,
             tls,
             forwarded: Forwarded::new(client.ip(), l.scheme(), l.port),
             routable: Latest::new(l.routable.clone()),
             deadlines: Deadlines::default(),
+            activity: Activity::new(h2),
         }
     }
 }
 
-pub async fn handle<G: Send + Sync + 'static>(
+pub async fn handle(
     l: Arc<HttpListener>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-    in_flight: G,
+    mut in_flight: InFlight,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     // The log line's strings are only built for a listener that logs.
@@ -64,6 +74,7 @@ pub async fn handle<G: Send + Sync + 'static>(
     l.requests.inc();
     let mut exchange = Exchange::default();
     let mut resp = route(&l, &conn, req, started, &mut entry, &mut exchange).await;
+    in_flight.answered();
     entry.elb_status = resp.status().as_u16();
     if entry.target_status.is_none() && entry.elb_status >= 400 {
         l.elb_series.record(entry.elb_status);

@@ -1,8 +1,14 @@
 //! The client idle timeout of one connection (ALB's `idle_timeout`), which
-//! has two rules:
+//! has three rules:
 //!
 //! - **idle**: no byte moved either way for the timeout and no request is
 //!   in progress: the connection is closed (HTTP/2: GOAWAY first);
+//! - **stalled**: no byte moved either way for the timeout while responses
+//!   are in progress, none of them still waiting for its target's head (that
+//!   wait is the group's `response_timeout`): a target that stopped sending
+//!   mid-body, or a client that stopped reading, would otherwise hold the
+//!   connection and its target connection forever. The connection is cut.
+//!   Upgraded connections (WebSocket) are watched the same way;
 //! - **slow head**: the first bytes of an HTTP/1 request head arrived the
 //!   timeout ago and the head is still not complete: the connection is cut.
 //!   A client trickling a head byte by byte keeps bytes moving, so the idle
@@ -40,8 +46,11 @@ pub struct Activity {
     head_since: AtomicU64,
     /// Requests whose response is not finished.
     in_flight: AtomicUsize,
-    /// HTTP/2: streams, not heads; only the idle rule applies.
-    h2: AtomicBool,
+    /// Those of them still waiting for their response head.
+    awaiting: AtomicUsize,
+    /// HTTP/2 or an upgraded tunnel: no HTTP/1 heads come, so the slow-head
+    /// rule does not apply.
+    headless: AtomicBool,
 }
 
 /// What [`Activity::check`] found.
@@ -51,6 +60,8 @@ pub enum Check {
     Open(Duration),
     /// The idle rule: close gracefully.
     Idle,
+    /// The stalled rule: cut the connection.
+    Stalled,
     /// The slow-head rule: cut the connection.
     SlowHead,
 }
@@ -62,7 +73,8 @@ impl Activity {
             last: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(NO_HEAD),
             in_flight: AtomicUsize::new(0),
-            h2: AtomicBool::new(h2),
+            awaiting: AtomicUsize::new(0),
+            headless: AtomicBool::new(h2),
         })
     }
 
@@ -71,7 +83,7 @@ impl Activity {
         let now = now_ms();
         self.last.store(now, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0
-            && !self.h2.load(Ordering::Relaxed)
+            && !self.headless.load(Ordering::Relaxed)
             && self.head_since.load(Ordering::Relaxed) == NO_HEAD
         {
             self.head_since.store(now, Ordering::Relaxed);
@@ -83,24 +95,44 @@ impl Activity {
     }
 
     /// A request head is complete; the request counts as in progress until
-    /// the returned guard is dropped (its response finished).
+    /// the returned guard is dropped (its response finished), and as
+    /// awaiting its response head until [`InFlight::answered`].
     pub fn request(self: &Arc<Self>, h2: bool) -> InFlight {
         self.head_since.store(NO_HEAD, Ordering::Relaxed);
         if h2 {
-            self.h2.store(true, Ordering::Relaxed);
+            self.headless.store(true, Ordering::Relaxed);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        self.awaiting.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            activity: Arc::clone(self),
+            awaiting: true,
+        }
     }
 
-    /// Applies both rules for `timeout`.
+    /// The connection was upgraded (WebSocket): what follows is a tunnel's
+    /// bytes, not request heads.
+    pub fn tunnel(&self) {
+        self.headless.store(true, Ordering::Relaxed);
+        self.head_since.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    /// Applies the rules for `timeout`.
     pub fn check(&self, timeout: Duration) -> Check {
         let now = now_ms();
         let idle_for = elapsed(now, self.last.load(Ordering::Relaxed));
-        if idle_for >= timeout && self.in_flight.load(Ordering::Relaxed) == 0 {
-            return Check::Idle;
+        if idle_for >= timeout && self.awaiting.load(Ordering::Relaxed) == 0 {
+            return match self.in_flight.load(Ordering::Relaxed) {
+                0 => Check::Idle,
+                _ => Check::Stalled,
+            };
         }
-        let mut next = timeout.saturating_sub(idle_for);
+        // While a response head is awaited, its own timeout runs; the
+        // answer counts as activity, so the next look is a timeout later.
+        let mut next = match timeout.checked_sub(idle_for) {
+            Some(left) if !left.is_zero() => left,
+            _ => timeout,
+        };
         let head_since = self.head_since.load(Ordering::Relaxed);
         if head_since != NO_HEAD {
             let head_for = elapsed(now, head_since);
@@ -111,18 +143,52 @@ impl Activity {
         }
         Check::Open(next.max(MIN_CHECK))
     }
+
+    /// Waits until the connection breaks the idle or stalled rule: for a
+    /// tunnel, which has no requests and no heads.
+    pub async fn expired(&self, timeout: Duration) {
+        while let Check::Open(next) = self.check(timeout) {
+            tokio::time::sleep(next).await;
+        }
+    }
 }
 
 fn elapsed(now: u64, since: u64) -> Duration {
     Duration::from_millis(now.saturating_sub(since))
 }
 
-/// One request's share of [`Activity::in_flight`].
-pub struct InFlight(Arc<Activity>);
+/// One request's share of [`Activity::in_flight`] (and, until answered, of
+/// [`Activity::awaiting`]).
+pub struct InFlight {
+    activity: Arc<Activity>,
+    awaiting: bool,
+}
+
+impl InFlight {
+    /// The response head is ready: from here on the response either moves
+    /// bytes or stalls. The answer itself counts as activity, so a head
+    /// that took long to come is not taken for a stall.
+    pub fn answered(&mut self) {
+        if self.stop_awaiting() {
+            self.activity.sent();
+        }
+    }
+
+    /// Leaves [`Activity::awaiting`]; false if it already had.
+    fn stop_awaiting(&mut self) -> bool {
+        let was = std::mem::take(&mut self.awaiting);
+        if was {
+            self.activity.awaiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        was
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // A request abandoned unanswered moved no byte.
+        self.stop_awaiting();
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -226,12 +292,43 @@ mod tests {
     }
 
     #[test]
-    fn a_request_in_progress_is_never_idle() {
+    fn a_request_waiting_for_its_head_is_never_idle() {
         let a = Activity::new(false);
         let r = a.request(false);
         age(&a.last, T * 2);
-        assert!(matches!(a.check(T), Check::Open(_)));
+        // The response timeout runs; the next look is a whole timeout on.
+        assert_eq!(a.check(T), Check::Open(T));
         drop(r);
+        assert_eq!(a.check(T), Check::Idle);
+    }
+
+    #[test]
+    fn an_answered_response_that_moves_nothing_is_stalled() {
+        let a = Activity::new(false);
+        let mut r = a.request(false);
+        age(&a.last, T * 2);
+        // A head that came late is activity, not a stall.
+        r.answered();
+        assert!(matches!(a.check(T), Check::Open(d) if d > T - Duration::from_secs(1)));
+        age(&a.last, T);
+        assert_eq!(a.check(T), Check::Stalled);
+        // Another request still waiting for its head (HTTP/2) defers it.
+        let waiting = a.request(true);
+        assert!(matches!(a.check(T), Check::Open(_)));
+        drop(waiting);
+        assert_eq!(a.check(T), Check::Stalled);
+        drop(r);
+        assert_eq!(a.check(T), Check::Idle);
+    }
+
+    #[test]
+    fn a_tunnel_has_no_heads_but_goes_idle() {
+        let a = Activity::new(false);
+        a.received();
+        a.tunnel();
+        a.received();
+        assert_eq!(a.head_since.load(Ordering::Relaxed), NO_HEAD);
+        age(&a.last, T);
         assert_eq!(a.check(T), Check::Idle);
     }
 

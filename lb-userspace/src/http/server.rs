@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use super::{
     handler::{ConnInfo, handle},
-    idle::{Activity, Check, Watched},
+    idle::{Check, Watched},
     listener::HttpListener,
 };
 use crate::{
@@ -78,8 +78,8 @@ async fn connection(stream: TcpStream, client: std::net::SocketAddr, settings: S
     let at_start = current.get();
     match &at_start.tls {
         None => {
-            let conn = ConnInfo::new(client, None, &at_start);
-            serve_connection(stream, conn, current, false).await;
+            let conn = ConnInfo::new(client, None, &at_start, false);
+            serve_connection(stream, conn, current).await;
         }
         Some(acceptor) => serve_tls(stream, acceptor.clone(), client, current).await,
     }
@@ -114,20 +114,15 @@ async fn serve_tls(
         _ => None,
     };
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let conn = ConnInfo::new(client, tls, &current.get());
-    serve_connection(stream, conn, current, h2).await;
+    let conn = ConnInfo::new(client, tls, &current.get(), h2);
+    serve_connection(stream, conn, current).await;
 }
 
-/// `h2`: HTTP/2 was negotiated by ALPN.
-async fn serve_connection<IO>(
-    io: IO,
-    conn: ConnInfo,
-    current: Arc<Latest<Arc<HttpListener>>>,
-    h2: bool,
-) where
+async fn serve_connection<IO>(io: IO, conn: ConnInfo, current: Arc<Latest<Arc<HttpListener>>>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Activity::new(h2);
+    let activity = Arc::clone(&conn.activity);
     let io = Watched::new(io, Arc::clone(&activity));
     let conn = Arc::new(conn);
     // The protocol settings of the connection are those it started with;
@@ -166,6 +161,12 @@ async fn serve_connection<IO>(
                     }
                     Check::SlowHead => {
                         debug!("request head not complete within the idle timeout");
+                        return;
+                    }
+                    // Dropping the connection drops its responses, and with
+                    // them their target connections.
+                    Check::Stalled => {
+                        debug!("response stalled for the idle timeout");
                         return;
                     }
                 }
