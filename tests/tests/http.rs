@@ -1147,6 +1147,43 @@ fn reload_changes_a_rule_under_an_open_keep_alive_connection() {
     assert!(body.contains(r#""name":"t1""#), "{body}");
 }
 
+/// with_rule(`body`) and a second listener, on port 81, forwarding to the
+/// same group; `group_extra` is added to the group's table.
+fn two_listeners(body: &str, group_extra: &str) -> String {
+    let second = "[[listener]]\nname = \"web2\"\nprotocol = \"http\"\naddress = \"10.77.0.1\"\n\
+                  port = 81\ntarget_group = \"a\"\n\n[[target_group]]";
+    with_rule(body)
+        .replacen("[[target_group]]", second, 1)
+        .replace("port = 8080\n", &format!("port = 8080\n{group_extra}"))
+}
+
+#[test]
+fn target_connections_are_shared_by_listeners_and_kept_across_reloads() {
+    let mut lab = Lab::start(LabSpec {
+        config: &two_listeners("before", ""),
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: false,
+    });
+    let port81 = format!("http://{VIP}:81/p");
+    lab.reset_target(T1);
+    assert_eq!(lab.get(&url("/p"), &[]).0, 200);
+    // The other listener's request takes the same kept connection.
+    assert_eq!(lab.get(&port81, &[]).0, 200);
+    assert_eq!(lab.target_stats(T1), (1, 2));
+    // A reload that leaves the group alone keeps its connections.
+    lab.reload(&two_listeners("after", ""));
+    assert_eq!(lab.get(&url("/r"), &[]), (200, "after".to_owned()));
+    assert_eq!(lab.get(&url("/p"), &[]).0, 200);
+    assert_eq!(lab.get(&port81, &[]).0, 200);
+    assert_eq!(lab.target_stats(T1), (1, 4));
+    // One that changes the group's pool settings starts a new pool.
+    lab.reload(&two_listeners("after", "keep_alive_timeout = 30\n"));
+    assert_eq!(lab.get(&url("/p"), &[]).0, 200);
+    assert_eq!(lab.get(&port81, &[]).0, 200);
+    assert_eq!(lab.target_stats(T1), (2, 6));
+}
+
 /// ONE_GROUP with `idle_timeout = 2` on its listener.
 fn two_second_idle_timeout() -> Lab {
     let config = ONE_GROUP.replace("port = 80\n", "port = 80\nidle_timeout = 2\n");

@@ -1,7 +1,8 @@
 //! One `http`/`https` listener, compiled from the config: its rules, its
 //! default action, its TLS side, the back-end pools of the groups it
-//! forwards to, its access log and metrics. Rebuilt on every reload and
-//! swapped under running connections (`super::server::Settings`).
+//! forwards to (from [`Pools`], which keeps them across reloads), its access
+//! log and metrics. Rebuilt on every reload and swapped under running
+//! connections (`super::server::Settings`).
 use std::{
     collections::HashMap,
     io,
@@ -19,24 +20,23 @@ use hyper_util::{
     server::conn::auto,
 };
 use prometheus_client::metrics::counter::Counter;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 
 use super::{
     access_log::AccessLog,
     limits::READ_BUFFER,
     metrics::{ElbSeries, GroupSeries, HttpMetrics, ListenerLabels},
-    pool::{GroupPool, PoolSettings},
+    pool::GroupPool,
+    pools::Pools,
     rules::Rules,
 };
 use crate::{
     config::{
-        Config, Listener, Protocol, TargetGroup,
+        Config, Listener, Protocol,
         http::{Action, WeightedGroup},
     },
-    proxy::TargetTls,
     routable::RoutableWatch,
     tls::{self, TlsError},
-    workers::Workers,
 };
 
 /// ALB allows up to 128 concurrent streams per HTTP/2 connection; we take
@@ -104,13 +104,13 @@ pub struct HttpListener {
 
 impl HttpListener {
     /// Builds listener `l` of a validated `config`. Must run inside a tokio
-    /// runtime: every pool starts its maintenance task.
+    /// runtime: a new pool starts its maintenance task.
     pub fn new(
         config: &Config,
         l: &Listener,
         routable: RoutableWatch,
         metrics: HttpMetrics,
-        workers: &Arc<Workers>,
+        pools: &Pools,
     ) -> Result<Self, HttpListenerError> {
         if !matches!(l.protocol, Protocol::Http | Protocol::Https) {
             return Err(HttpListenerError::NotHttp {
@@ -129,16 +129,10 @@ impl HttpListener {
             .into_iter()
             .filter_map(|name| config.target_group(name))
         {
-            let tls = target_tls(g).map_err(|source| HttpListenerError::Tls {
+            let pool = pools.get(g).map_err(|source| HttpListenerError::Tls {
                 listener: l.name.clone(),
                 source,
             })?;
-            let pool = GroupPool::start(
-                PoolSettings::from_group(g),
-                tls,
-                routable.clone(),
-                Arc::clone(workers),
-            );
             let series = GroupSeries::new(&metrics, &l.name, &g.name);
             groups.insert(g.name.clone(), ListenerGroup { pool, series });
         }
@@ -214,18 +208,6 @@ impl HttpListener {
             acc += u64::from(g.weight);
             (slot < acc).then_some(g.name.as_str())
         })
-    }
-}
-
-/// TLS toward the targets of an `https` group (validation requires its
-/// `[target_group.tls]`).
-fn target_tls(g: &TargetGroup) -> Result<Option<TargetTls>, TlsError> {
-    match (&g.tls, g.protocol) {
-        (Some(t), Protocol::Https) => Ok(Some(TargetTls {
-            connector: TlsConnector::from(tls::client_config(t)?),
-            settings: t.clone(),
-        })),
-        _ => Ok(None),
     }
 }
 

@@ -6,7 +6,8 @@
 //!   patterns), then an action: [`forward`] or one of [`actions`].
 //! - [`forward`] with [`headers`]: proxy semantics, and [`deadline`]: the
 //!   response timeout; [`pool`] with [`balance`]: keep-alive connections to
-//!   targets and target choice; [`upstream`]: HTTP/1.1 on those
+//!   targets and target choice, one pool per group kept across reloads by
+//!   [`pools`]; [`upstream`]: HTTP/1.1 on those
 //!   connections.
 //! - [`body`]: the response body that counts bytes and closes the request's
 //!   books; [`access_log`] and [`metrics`]: what it writes.
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
+pub mod pools;
 pub mod rules;
 pub mod server;
 mod tls_names;
@@ -32,4 +34,5 @@ pub mod wildcard;
 
 pub use listener::{HttpListener, HttpListenerError};
 pub use metrics::HttpMetrics;
+pub use pools::Pools;
 pub use server::serve;

@@ -51,7 +51,7 @@ const MAX_IDLE_PER_TARGET: usize = 1024;
 const MAINTENANCE_PERIOD: Duration = Duration::from_millis(500);
 
 /// The pool's settings, from the target group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolSettings {
     pub group: String,
     /// Zero: no connection is kept.

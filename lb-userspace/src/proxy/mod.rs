@@ -32,7 +32,7 @@ pub use udp::{FlowInfo, FlowsSnapshot, UdpRoute};
 
 use crate::{
     config::{Config, Listener, Protocol},
-    http::{HttpListener, HttpListenerError, HttpMetrics},
+    http::{HttpListener, HttpListenerError, HttpMetrics, Pools},
     routable::RoutableWatch,
     tls::TlsError,
     workers::Workers,
@@ -83,6 +83,8 @@ pub struct Proxies {
     http_metrics: HttpMetrics,
     /// Where every accepted connection runs.
     workers: Arc<Workers>,
+    /// The target groups' connection pools of `http`/`https` listeners.
+    pools: Pools,
 }
 
 impl Proxies {
@@ -94,6 +96,7 @@ impl Proxies {
     ) -> Self {
         Self {
             running: BTreeMap::new(),
+            pools: Pools::new(routable.clone(), Arc::clone(&workers)),
             routable,
             metrics,
             http_metrics,
@@ -228,7 +231,7 @@ impl Proxies {
                     l,
                     self.routable.clone(),
                     self.http_metrics.clone(),
-                    &self.workers,
+                    &self.pools,
                 )
                 .map_err(Box::new)?;
                 Ok(Route::Http(Arc::new(h)))
