@@ -280,6 +280,9 @@ fn url(path: &str) -> String {
     format!("http://{VIP}{path}")
 }
 
+/// One listener, one group of one target. No health checks: their
+/// probes would land among the requests and connections that tests count
+/// on the target (the first comes up to a second after the daemon starts).
 const ONE_GROUP: &str = r#"
 [[listener]]
 name = "web"
@@ -294,6 +297,8 @@ protocol = "http"
 port = 8080
   [[target_group.target]]
   address = "10.77.0.2"
+  [target_group.health_check]
+  enabled = false
 "#;
 
 // --- proxy semantics ------------------------------------------------------
