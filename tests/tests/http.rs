@@ -726,7 +726,7 @@ fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
                 if path == "/flood" {
                     let _ = drained.send(flood(&mut s));
                 }
-                if ["/early", "/endless-line", "/stall"].contains(&path.as_str()) {
+                if ["/early", "/endless-line", "/stall", "/sink"].contains(&path.as_str()) {
                     let body = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
                     let _ = drained.send(body);
                 }
@@ -1027,6 +1027,16 @@ fn target_failures_answer_502_503_504() {
     assert!(started.elapsed() < Duration::from_secs(4));
     // A fast answer from the same group is fine.
     assert_eq!(lab.get(&url("/slow"), &[]).0, 200);
+    // An upload that takes longer than the timeout is no slow target: the
+    // timeout counts from the body's end (1 MB at 400 kB/s: 2.5 s).
+    let upload = lab.dir.path().join("upload");
+    std::fs::write(&upload, vec![b'u'; 1_000_000]).expect("write upload");
+    let data = format!("@{}", upload.display());
+    let (code, echoed) = lab.get(
+        &url("/slow?echo=1"),
+        &["--data-binary", &data, "--limit-rate", "400K"],
+    );
+    assert_eq!((code, echoed.len()), (200, 1_000_000));
 }
 
 // --- HTTPS ----------------------------------------------------------------
@@ -1321,6 +1331,26 @@ fn responses_that_stop_moving_are_cut_at_the_idle_timeout() {
     ended
         .recv_timeout(Duration::from_secs(5))
         .expect("the target's connection is closed too");
+
+    // A client that stops sending its request body: cut at the timeout,
+    // the target's connection too (the target reads the head, then waits).
+    let mut conn = lab.connect(80);
+    conn.write_all(b"POST /sink HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .expect("write");
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read = conn.read_to_end(&mut got);
+    let after = started.elapsed();
+    assert!(closed(&read), "{read:?} {got:?}");
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&after),
+        "closed after {after:?}"
+    );
+    assert_eq!(
+        ended.recv_timeout(Duration::from_secs(5)),
+        Ok(10),
+        "the target got the 10 body bytes, then its connection was closed"
+    );
 
     // A client that stops reading a large body: the proxy stops taking it
     // from the target, nothing moves, and both connections are cut.

@@ -24,17 +24,28 @@ use super::{
     body::ProxyBody,
     handler::ConnInfo,
     headers::{connection_has, strip_hop_by_hop},
-    idle::Activity,
+    idle::{Activity, InFlight},
     listener::{HttpListener, ListenerGroup},
     pool::{GroupPool, Lease, Outstanding, TargetConns},
     upstream::{self, BodySender, ExchangeError, Head, TargetBody, TargetConn},
 };
 
 /// What the caller keeps until the response body is done.
-#[derive(Default)]
 pub struct Exchange {
+    /// Counts the request as in progress on its client connection, and
+    /// tells how far it got (client idle timeout, response timeout).
+    pub in_flight: InFlight,
     /// Counts the request as outstanding on its target.
     pub outstanding: Option<Outstanding>,
+}
+
+impl Exchange {
+    pub fn new(in_flight: InFlight) -> Self {
+        Self {
+            in_flight,
+            outstanding: None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +83,14 @@ pub async fn forward(
 
     let sent_at = Instant::now();
     entry.request_processing = Some(sent_at - started);
+    let in_flight = &exchange.in_flight;
     let sent = conn
         .deadlines
-        .within(pool.settings.response_timeout, send(pool, &target, req))
+        .within(
+            pool.settings.response_timeout,
+            in_flight,
+            send(pool, &target, req, in_flight),
+        )
         .await;
     let (mut lease, head, rest) = match sent {
         None => {
@@ -128,6 +144,7 @@ async fn send(
     pool: &GroupPool,
     target: &Arc<TargetConns>,
     req: Request<Incoming>,
+    progress: &InFlight,
 ) -> Result<Sent, SendError> {
     let head_request = req.method() == Method::HEAD;
     let idempotent = upstream::is_idempotent(req.method());
@@ -142,14 +159,22 @@ async fn send(
     };
     upstream::encode_head(&parts, &mut lease.conn.head);
     drop(parts);
-    match lease.conn.exchange(&mut body, head_request).await {
+    match lease.conn.exchange(&mut body, head_request, progress).await {
         Ok(head) => Ok((lease, head, body)),
         // Unless a byte of its body left (`None` now: none, or all sent).
         Err(ExchangeError::Closed(e))
             if lease.reused && idempotent && body.as_ref().map_or(!had_body, |b| b.untouched()) =>
         {
             debug!(target = %target.addr, "reused connection lost ({e}): sending again");
-            Box::pin(resend(pool, target, lease.conn, body, head_request)).await
+            Box::pin(resend(
+                pool,
+                target,
+                lease.conn,
+                body,
+                head_request,
+                progress,
+            ))
+            .await
         }
         Err(e) => Err(SendError::Target(e)),
     }
@@ -164,13 +189,14 @@ async fn resend(
     mut lost: Box<TargetConn>,
     mut body: Option<Box<BodySender>>,
     head_request: bool,
+    progress: &InFlight,
 ) -> Result<Sent, SendError> {
     let mut lease = pool.fresh(target).await.map_err(SendError::Connect)?;
     std::mem::swap(&mut lease.conn.head, &mut lost.head);
     drop(lost);
     let head = lease
         .conn
-        .exchange(&mut body, head_request)
+        .exchange(&mut body, head_request, progress)
         .await
         .map_err(SendError::Target)?;
     Ok((lease, head, body))

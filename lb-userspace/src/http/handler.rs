@@ -63,7 +63,7 @@ pub async fn handle(
     l: Arc<HttpListener>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-    mut in_flight: InFlight,
+    in_flight: InFlight,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     // The log line's strings are only built for a listener that logs.
@@ -72,9 +72,9 @@ pub async fn handle(
         None => Entry::default(),
     };
     l.requests.inc();
-    let mut exchange = Exchange::default();
+    let mut exchange = Exchange::new(in_flight);
     let mut resp = route(&l, &conn, req, started, &mut entry, &mut exchange).await;
-    in_flight.answered();
+    exchange.in_flight.answered();
     entry.elb_status = resp.status().as_u16();
     if entry.target_status.is_none() && entry.elb_status >= 400 {
         l.elb_series.record(entry.elb_status);
@@ -89,7 +89,6 @@ pub async fn handle(
         // Held until here: the request counts as in flight (client idle
         // timeout) and outstanding (least outstanding requests).
         drop(exchange);
-        drop(in_flight);
         if let (Some(log), Some((mut entry, head_at))) = (&l.access_log, logged) {
             entry.sent_bytes = sent;
             entry.response_processing = Some(head_at.elapsed());

@@ -3,12 +3,14 @@
 //!
 //! - **idle**: no byte moved either way for the timeout and no request is
 //!   in progress: the connection is closed (HTTP/2: GOAWAY first);
-//! - **stalled**: no byte moved either way for the timeout while responses
-//!   are in progress, none of them still waiting for its target's head (that
-//!   wait is the group's `response_timeout`): a target that stopped sending
-//!   mid-body, or a client that stopped reading, would otherwise hold the
-//!   connection and its target connection forever. The connection is cut.
-//!   Upgraded connections (WebSocket) are watched the same way;
+//! - **stalled**: no byte moved either way for the timeout while requests
+//!   are in progress, none of them waiting on its target (connecting, or
+//!   for the response head once the whole request went out: the group's
+//!   `response_timeout` bounds that): a request body or a response body
+//!   that stopped moving, because a client stopped sending or reading or a
+//!   target stopped reading or sending, would otherwise hold the connection
+//!   and its target connection forever. The connection is cut. Upgraded
+//!   connections (WebSocket) are watched the same way;
 //! - **slow head**: the first bytes of an HTTP/1 request head arrived the
 //!   timeout ago and the head is still not complete: the connection is cut.
 //!   A client trickling a head byte by byte keeps bytes moving, so the idle
@@ -22,14 +24,19 @@
 use std::{
     pin::Pin,
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Instant,
+};
+
+use super::upstream::BodyProgress;
 
 /// `head_since` when no head is being received.
 const NO_HEAD: u64 = u64::MAX;
@@ -46,7 +53,7 @@ pub struct Activity {
     head_since: AtomicU64,
     /// Requests whose response is not finished.
     in_flight: AtomicUsize,
-    /// Those of them still waiting for their response head.
+    /// Those of them waiting on their target ([`WAITING`]).
     awaiting: AtomicUsize,
     /// HTTP/2 or an upgraded tunnel: no HTTP/1 heads come, so the slow-head
     /// rule does not apply.
@@ -95,8 +102,7 @@ impl Activity {
     }
 
     /// A request head is complete; the request counts as in progress until
-    /// the returned guard is dropped (its response finished), and as
-    /// awaiting its response head until [`InFlight::answered`].
+    /// the returned guard is dropped (its response finished).
     pub fn request(self: &Arc<Self>, h2: bool) -> InFlight {
         self.head_since.store(NO_HEAD, Ordering::Relaxed);
         if h2 {
@@ -106,7 +112,8 @@ impl Activity {
         self.awaiting.fetch_add(1, Ordering::Relaxed);
         InFlight {
             activity: Arc::clone(self),
-            awaiting: true,
+            stage: AtomicU8::new(WAITING),
+            uploaded: OnceLock::new(),
         }
     }
 
@@ -157,37 +164,87 @@ fn elapsed(now: u64, since: u64) -> Duration {
     Duration::from_millis(now.saturating_sub(since))
 }
 
-/// One request's share of [`Activity::in_flight`] (and, until answered, of
-/// [`Activity::awaiting`]).
+/// [`InFlight`] stages. Waiting on the target (being routed, connecting,
+/// or awaiting the response head after the whole request went out) is
+/// bounded by the group's timeouts; in the other two, bytes must move.
+const WAITING: u8 = 0;
+/// Its body is going out to the target.
+const UPLOADING: u8 = 1;
+/// Its response is going out to the client.
+const ANSWERED: u8 = 2;
+
+/// One request's share of [`Activity::in_flight`] (and, while [`WAITING`],
+/// of [`Activity::awaiting`]), and how far its body went: a response
+/// timeout counts from the body's end ([`super::deadline`]).
 pub struct InFlight {
     activity: Arc<Activity>,
-    awaiting: bool,
+    /// [`WAITING`], [`UPLOADING`] or [`ANSWERED`]. Atomic only because the
+    /// request's future holds it by reference: one task touches it.
+    stage: AtomicU8,
+    /// When its body finished going out, if it had one.
+    uploaded: OnceLock<Instant>,
+}
+
+/// How far a request's body went, for its response deadline.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// No body (yet): the deadline counts from the request's start.
+    None,
+    Ongoing,
+    Ended(Instant),
 }
 
 impl InFlight {
     /// The response head is ready: from here on the response either moves
     /// bytes or stalls. The answer itself counts as activity, so a head
     /// that took long to come is not taken for a stall.
-    pub fn answered(&mut self) {
-        if self.stop_awaiting() {
+    pub fn answered(&self) {
+        if self.enter(ANSWERED) != ANSWERED {
             self.activity.sent();
         }
     }
 
-    /// Leaves [`Activity::awaiting`]; false if it already had.
-    fn stop_awaiting(&mut self) -> bool {
-        let was = std::mem::take(&mut self.awaiting);
-        if was {
-            self.activity.awaiting.fetch_sub(1, Ordering::Relaxed);
+    pub fn upload(&self) -> Upload {
+        match (self.stage.load(Ordering::Relaxed), self.uploaded.get()) {
+            (UPLOADING, _) => Upload::Ongoing,
+            (_, Some(&at)) => Upload::Ended(at),
+            _ => Upload::None,
+        }
+    }
+
+    /// Moves to `stage`, keeping [`Activity::awaiting`] in step; returns
+    /// the stage it left.
+    fn enter(&self, stage: u8) -> u8 {
+        let was = self.stage.swap(stage, Ordering::Relaxed);
+        let awaiting = &self.activity.awaiting;
+        match (was == WAITING, stage == WAITING) {
+            (true, false) => _ = awaiting.fetch_sub(1, Ordering::Relaxed),
+            (false, true) => _ = awaiting.fetch_add(1, Ordering::Relaxed),
+            _ => {}
         }
         was
     }
 }
 
+impl BodyProgress for InFlight {
+    fn body_started(&self) {
+        if self.stage.load(Ordering::Relaxed) == WAITING {
+            self.enter(UPLOADING);
+        }
+    }
+
+    fn body_sent(&self) {
+        self.uploaded.get_or_init(Instant::now);
+        if self.stage.load(Ordering::Relaxed) == UPLOADING {
+            self.enter(WAITING);
+        }
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // A request abandoned unanswered moved no byte.
-        self.stop_awaiting();
+        // A request abandoned unanswered moved no byte: no `answered`.
+        self.enter(ANSWERED);
         self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -305,7 +362,7 @@ mod tests {
     #[test]
     fn an_answered_response_that_moves_nothing_is_stalled() {
         let a = Activity::new(false);
-        let mut r = a.request(false);
+        let r = a.request(false);
         age(&a.last, T * 2);
         // A head that came late is activity, not a stall.
         r.answered();
@@ -319,6 +376,23 @@ mod tests {
         assert_eq!(a.check(T), Check::Stalled);
         drop(r);
         assert_eq!(a.check(T), Check::Idle);
+    }
+
+    #[test]
+    fn a_request_body_that_moves_nothing_is_stalled_until_it_ends() {
+        let a = Activity::new(false);
+        let r = a.request(false);
+        r.body_started();
+        assert_eq!(r.upload(), Upload::Ongoing);
+        age(&a.last, T);
+        assert_eq!(a.check(T), Check::Stalled);
+        // Once the whole body went out, the target's answer is awaited.
+        r.body_sent();
+        assert!(matches!(r.upload(), Upload::Ended(_)));
+        assert!(matches!(a.check(T), Check::Open(_)));
+        r.answered();
+        age(&a.last, T);
+        assert_eq!(a.check(T), Check::Stalled);
     }
 
     #[test]

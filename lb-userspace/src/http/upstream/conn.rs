@@ -49,6 +49,15 @@ impl Drop for OpenCount {
     }
 }
 
+/// Told when a request body starts and finishes going out: the client
+/// idle timeout and the response timeout treat a request whose body is
+/// moving differently from one that waits on its target.
+pub trait BodyProgress {
+    fn body_started(&self);
+    /// The whole body went out, or the target stopped taking it.
+    fn body_sent(&self);
+}
+
 /// How far an exchange got.
 #[derive(Default)]
 struct Progress {
@@ -123,9 +132,13 @@ impl TargetConn {
         &mut self,
         body: &mut Option<Box<BodySender>>,
         head_request: bool,
+        progress: &(dyn BodyProgress + Sync),
     ) -> Result<Head, ExchangeError> {
         let mut at = Progress::default();
-        poll_fn(|cx| self.poll_exchange(cx, &mut at, body, head_request)).await
+        if body.is_some() {
+            progress.body_started();
+        }
+        poll_fn(|cx| self.poll_exchange(cx, &mut at, body, head_request, progress)).await
     }
 
     fn poll_exchange(
@@ -134,6 +147,7 @@ impl TargetConn {
         at: &mut Progress,
         body: &mut Option<Box<BodySender>>,
         head_request: bool,
+        progress: &(dyn BodyProgress + Sync),
     ) -> Poll<Result<Head, ExchangeError>> {
         let Progress {
             written,
@@ -150,13 +164,17 @@ impl TargetConn {
         }
         if let Some(sender) = body {
             match sender.poll_send(&mut self.io, cx) {
-                Poll::Ready(Ok(())) => *body = None,
+                Poll::Ready(Ok(())) => {
+                    *body = None;
+                    progress.body_sent();
+                }
                 // The target stopped reading, maybe having answered (e.g.
                 // 413): its answer, if any, is what counts, and the
                 // connection ends with it.
                 Poll::Ready(Err(BodyError::Target(e))) => {
                     debug!("request body toward the target: {e}");
                     *body = None;
+                    progress.body_sent();
                     *committed = true;
                     self.reusable = false;
                 }

@@ -21,7 +21,7 @@ mod response;
 mod stream;
 
 pub use body::TargetBody;
-pub use conn::{ExchangeError, TargetConn};
+pub use conn::{BodyProgress, ExchangeError, TargetConn};
 pub use request::{BodySender, encode_head, frame, is_idempotent};
 pub use response::Head;
 pub use stream::Stream;
