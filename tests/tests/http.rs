@@ -1392,7 +1392,8 @@ fn a_websocket_tunnel_is_closed_after_the_idle_timeout() {
 // --- TLS toward targets ------------------------------------------------------
 
 /// An http listener forwarding to an `https` group whose targets serve TLS
-/// only; `tls` is its `[target_group.tls]` body.
+/// only; `tls` is its `[target_group.tls]` body. No health checks, as in
+/// ONE_GROUP: the target's counts are asserted.
 fn https_group(tls: &str) -> String {
     format!(
         r#"
@@ -1411,6 +1412,8 @@ port = 8080
   {tls}
   [[target_group.target]]
   address = "10.77.0.2"
+  [target_group.health_check]
+  enabled = false
 "#
     )
 }
