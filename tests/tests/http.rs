@@ -1037,6 +1037,20 @@ fn target_failures_answer_502_503_504() {
         &["--data-binary", &data, "--limit-rate", "400K"],
     );
     assert_eq!((code, echoed.len()), (200, 1_000_000));
+    // One that stops moving gets its 504 the timeout after its last move.
+    let mut conn = lab.connect(80);
+    conn.write_all(
+        b"POST /slow?echo=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n0123456789",
+    )
+    .expect("write");
+    let started = Instant::now();
+    let (head, _) = read_response(&mut conn);
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 // --- HTTPS ----------------------------------------------------------------

@@ -1,11 +1,11 @@
 //! The response timeout of a client connection's requests, with one timer
 //! per connection instead of one per request.
 //!
-//! It counts from the end of the request's body, or from the request's start
-//! when it has none: a large upload over a slow link is not a slow target.
-//! (A body that stops moving is the client idle timeout's, [`super::idle`].)
-//! The timer is set for the start; when it fires while the body is still
-//! going out, or ended less than the limit ago, it is set again.
+//! It counts from the last move of the request's body (its end, once it
+//! went out whole), or from the request's start while none of it moved: a
+//! large upload over a slow link is not a slow target, and one that stops
+//! moving gets its 504 the limit later. The timer is set for the start; when
+//! it fires and the body moved less than the limit ago, it is set again.
 //!
 //! A new `tokio::time::timeout` per request registers a timer in the
 //! runtime's wheel and removes it again, about 3% of the proxy's user-space
@@ -25,7 +25,7 @@ use std::{
 
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use super::idle::{InFlight, Upload};
+use super::idle::InFlight;
 
 #[derive(Default)]
 pub struct Deadlines {
@@ -34,8 +34,8 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
-    /// `fut`'s output, or `None` when `limit` passed first since the start
-    /// or since the end of `request`'s body.
+    /// `fut`'s output, or `None` when `limit` passed first since the start,
+    /// or since `request`'s body last moved.
     #[inline]
     pub fn within<'a, F: Future>(
         &'a self,
@@ -98,10 +98,8 @@ impl<F: Future> Future for Within<'_, F> {
                 if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let later = match this.request.upload() {
-                    Upload::None => break None,
-                    Upload::Ongoing => Instant::now() + *this.limit,
-                    Upload::Ended(at) => at + *this.limit,
+                let Some(later) = this.request.body_at().map(|at| at + *this.limit) else {
+                    break None;
                 };
                 if later <= Instant::now() {
                     break None;
@@ -157,30 +155,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_limit_counts_from_the_end_of_the_request_body() {
+    async fn the_limit_counts_from_the_last_move_of_the_request_body() {
         let d = Deadlines::default();
         let r = request();
         let limit = Duration::from_secs(5);
         let started = Instant::now();
-        // A body going out for 12 s, then an answer 4 s later: in time.
+        // A body moving every 3 s for 12 s, then an answer 4 s later: in
+        // time.
         let upload_then_answer = async {
-            r.body_started();
-            tokio::time::sleep(Duration::from_secs(12)).await;
+            for _ in 0..4 {
+                r.body_moved();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
             r.body_sent();
             tokio::time::sleep(Duration::from_secs(4)).await;
         };
         assert_eq!(d.within(limit, &r, upload_then_answer).await, Some(()));
         assert_eq!(started.elapsed(), Duration::from_secs(16));
-        // No answer: 504 the limit after the body's end.
+        // A body that stops moving after 2 s: 504 the limit later.
         let r = request();
         let started = Instant::now();
-        let upload_then_nothing = async {
-            r.body_started();
-            tokio::time::sleep(Duration::from_secs(7)).await;
-            r.body_sent();
+        let stalled_upload = async {
+            r.body_moved();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            r.body_moved();
             std::future::pending::<()>().await;
         };
-        assert_eq!(d.within(limit, &r, upload_then_nothing).await, None);
-        assert_eq!(started.elapsed(), Duration::from_secs(12));
+        assert_eq!(d.within(limit, &r, stalled_upload).await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
     }
 }

@@ -24,7 +24,7 @@
 use std::{
     pin::Pin,
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -113,7 +113,7 @@ impl Activity {
         InFlight {
             activity: Arc::clone(self),
             stage: AtomicU8::new(WAITING),
-            uploaded: OnceLock::new(),
+            body_at: Mutex::new(None),
         }
     }
 
@@ -174,24 +174,17 @@ const UPLOADING: u8 = 1;
 const ANSWERED: u8 = 2;
 
 /// One request's share of [`Activity::in_flight`] (and, while [`WAITING`],
-/// of [`Activity::awaiting`]), and how far its body went: a response
-/// timeout counts from the body's end ([`super::deadline`]).
+/// of [`Activity::awaiting`]), and when its body last moved: a response
+/// timeout counts from then ([`super::deadline`]).
 pub struct InFlight {
     activity: Arc<Activity>,
     /// [`WAITING`], [`UPLOADING`] or [`ANSWERED`]. Atomic only because the
     /// request's future holds it by reference: one task touches it.
     stage: AtomicU8,
-    /// When its body finished going out, if it had one.
-    uploaded: OnceLock<Instant>,
-}
-
-/// How far a request's body went, for its response deadline.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Upload {
-    /// No body (yet): the deadline counts from the request's start.
-    None,
-    Ongoing,
-    Ended(Instant),
+    /// When its body last moved or finished going out; `None` while no
+    /// part of it moved (or it has none). Only requests with a body lock
+    /// it, once a frame.
+    body_at: Mutex<Option<Instant>>,
 }
 
 impl InFlight {
@@ -204,12 +197,14 @@ impl InFlight {
         }
     }
 
-    pub fn upload(&self) -> Upload {
-        match (self.stage.load(Ordering::Relaxed), self.uploaded.get()) {
-            (UPLOADING, _) => Upload::Ongoing,
-            (_, Some(&at)) => Upload::Ended(at),
-            _ => Upload::None,
-        }
+    /// When its body last moved or went out whole: the response timeout
+    /// counts from there; `None`: from the request's start.
+    pub fn body_at(&self) -> Option<Instant> {
+        *self.body_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark_body(&self) {
+        *self.body_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     /// Moves to `stage`, keeping [`Activity::awaiting`] in step; returns
@@ -226,15 +221,20 @@ impl InFlight {
     }
 }
 
+/// Uploading begins with the first part of the body that moves, not when
+/// the exchange starts: until then the request may still be connecting (or
+/// reconnecting, to send again a request that a kept connection lost),
+/// which is waiting on the target.
 impl BodyProgress for InFlight {
-    fn body_started(&self) {
+    fn body_moved(&self) {
+        self.mark_body();
         if self.stage.load(Ordering::Relaxed) == WAITING {
             self.enter(UPLOADING);
         }
     }
 
     fn body_sent(&self) {
-        self.uploaded.get_or_init(Instant::now);
+        self.mark_body();
         if self.stage.load(Ordering::Relaxed) == UPLOADING {
             self.enter(WAITING);
         }
@@ -382,13 +382,15 @@ mod tests {
     fn a_request_body_that_moves_nothing_is_stalled_until_it_ends() {
         let a = Activity::new(false);
         let r = a.request(false);
-        r.body_started();
-        assert_eq!(r.upload(), Upload::Ongoing);
+        assert_eq!(r.body_at(), None);
+        // Connecting: nothing moved yet, the request waits on its target.
         age(&a.last, T);
+        assert!(matches!(a.check(T), Check::Open(_)));
+        r.body_moved();
+        assert!(r.body_at().is_some());
         assert_eq!(a.check(T), Check::Stalled);
         // Once the whole body went out, the target's answer is awaited.
         r.body_sent();
-        assert!(matches!(r.upload(), Upload::Ended(_)));
         assert!(matches!(a.check(T), Check::Open(_)));
         r.answered();
         age(&a.last, T);

@@ -27,9 +27,15 @@ use crate::{
 pub struct Pools {
     routable: RoutableWatch,
     workers: Arc<Workers>,
-    /// Weak: a pool lives as long as a listener (or a request) uses it.
-    by_group: Mutex<HashMap<String, (PoolKey, Weak<GroupPool>)>>,
+    /// Every live pool of each group. Weak: a pool lives as long as a
+    /// listener (or a request) uses it. More than one while requests of an
+    /// older config finish, or after a reload failed half-way: the running
+    /// listeners' pool must stay findable then.
+    by_group: Mutex<HashMap<String, Vec<LivePool>>>,
 }
+
+/// A pool and what it was built from.
+type LivePool = (PoolKey, Weak<GroupPool>);
 
 /// Everything a pool is built from: pools of equal keys are
 /// interchangeable.
@@ -72,10 +78,15 @@ impl Pools {
     pub fn get(&self, g: &TargetGroup) -> Result<Arc<GroupPool>, TlsError> {
         let key = PoolKey::of(g);
         let mut by_group = self.by_group.lock().expect("pools lock");
-        by_group.retain(|_, (_, pool)| pool.strong_count() > 0);
-        if let Some((k, pool)) = by_group.get(&g.name)
-            && *k == key
-            && let Some(pool) = pool.upgrade()
+        by_group.retain(|_, pools| {
+            pools.retain(|(_, pool)| pool.strong_count() > 0);
+            !pools.is_empty()
+        });
+        let pools = by_group.entry(g.name.clone()).or_default();
+        if let Some(pool) = pools
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, pool)| pool.upgrade())
         {
             return Ok(pool);
         }
@@ -85,7 +96,7 @@ impl Pools {
             self.routable.clone(),
             Arc::clone(&self.workers),
         );
-        by_group.insert(g.name.clone(), (key, Arc::downgrade(&pool)));
+        pools.push((key, Arc::downgrade(&pool)));
         Ok(pool)
     }
 }

@@ -49,11 +49,13 @@ impl Drop for OpenCount {
     }
 }
 
-/// Told when a request body starts and finishes going out: the client
-/// idle timeout and the response timeout treat a request whose body is
-/// moving differently from one that waits on its target.
+/// Told when a request body moves and when it finished going out: the
+/// client idle timeout and the response timeout treat a request whose body
+/// is moving differently from one that waits on its target.
 pub trait BodyProgress {
-    fn body_started(&self);
+    /// A part of the body was taken from the client (the part before it
+    /// having been written to the target).
+    fn body_moved(&self);
     /// The whole body went out, or the target stopped taking it.
     fn body_sent(&self);
 }
@@ -135,9 +137,6 @@ impl TargetConn {
         progress: &(dyn BodyProgress + Sync),
     ) -> Result<Head, ExchangeError> {
         let mut at = Progress::default();
-        if body.is_some() {
-            progress.body_started();
-        }
         poll_fn(|cx| self.poll_exchange(cx, &mut at, body, head_request, progress)).await
     }
 
@@ -163,7 +162,12 @@ impl TargetConn {
             *written += n;
         }
         if let Some(sender) = body {
-            match sender.poll_send(&mut self.io, cx) {
+            let frames = sender.frames();
+            let sent = sender.poll_send(&mut self.io, cx);
+            if sender.frames() != frames {
+                progress.body_moved();
+            }
+            match sent {
                 Poll::Ready(Ok(())) => {
                     *body = None;
                     progress.body_sent();

@@ -51,6 +51,7 @@ pub fn frame(headers: &mut HeaderMap, body: Incoming) -> Option<Box<BodySender>>
         framing,
         out: Out::default(),
         started: false,
+        frames: 0,
         ended: false,
     }))
 }
@@ -166,6 +167,9 @@ pub struct BodySender {
     /// A frame was taken from the client: the request can no longer be
     /// sent again.
     started: bool,
+    /// Frames taken from the client so far (each once the one before it
+    /// was written to the target): how the body's progress is seen.
+    frames: u64,
     /// The end was reached and written.
     ended: bool,
 }
@@ -175,6 +179,11 @@ impl BodySender {
     /// be sent again whole.
     pub fn untouched(&self) -> bool {
         !self.started && !self.ended
+    }
+
+    /// Frames taken from the client so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
     }
 
     /// Moves the body on as far as the client and the target allow now;
@@ -194,6 +203,7 @@ impl BodySender {
                 Some(Err(e)) => return Poll::Ready(Err(BodyError::Client(io::Error::other(e)))),
                 Some(Ok(frame)) => {
                     self.started = true;
+                    self.frames += 1;
                     // Trailers are not forwarded (ALB drops them too).
                     if let Ok(data) = frame.into_data() {
                         self.take(data).map_err(BodyError::Client)?;
