@@ -3,7 +3,7 @@
 //! `lb run` loads the config, starts the XDP data path with the first plan
 //! (see [`crate::control::xdp`]) unless `daemon.dataplane` says userspace (or
 //! `auto` finds XDP unavailable), starts the userspace listeners
-//! ([`crate::proxy`]), then runs the control loop: one task that
+//! ([`crate::listeners`]), then runs the control loop: one task that
 //! owns the [`Controller`] and serves, in order, signals (SIGHUP reloads,
 //! SIGTERM/SIGINT stop), commands from the management API, health verdicts,
 //! and timers (drain ends, slow-start steps). Stopping leaves program, links
@@ -39,11 +39,12 @@ use crate::{
     health::{Checker, HealthError, HealthEvent},
     http::HttpMetrics,
     instance::{self, InstanceError},
+    l4::L4Metrics,
+    listeners::{Listeners, ListenersError},
     metrics::{
         Metrics,
         endpoint::{self, MetricsServer},
     },
-    proxy::{Proxies, ProxyError, ProxyMetrics},
     routable, sd_notify,
     state::Plan,
     workers::Workers,
@@ -66,7 +67,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Instance(#[from] InstanceError),
     #[error(transparent)]
-    Proxy(#[from] ProxyError),
+    Listeners(#[from] ListenersError),
     #[error(transparent)]
     Health(#[from] HealthError),
     #[error("starting the management API: {0}")]
@@ -130,17 +131,17 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (plan, first) = Controller::initial_plan(&config, &lifecycle);
     let xdp = start_xdp(&config, &plan)?;
     let (routable, routable_rx) = routable::channel(first);
-    let mut proxies = Proxies::new(
+    let mut userspace = Listeners::new(
         routable_rx,
-        metrics.register(ProxyMetrics::register),
+        metrics.register(L4Metrics::register),
         metrics.register(HttpMetrics::register),
         start_workers(&config)?,
     );
-    proxies.apply(&config, xdp.is_none()).await?;
+    userspace.apply(&config, xdp.is_none()).await?;
     let (checker, health) = Checker::new(metrics.health())?;
     let parts = Parts {
         xdp,
-        proxies,
+        userspace,
         routable,
         checker,
         metrics: Arc::clone(&metrics),

@@ -10,10 +10,16 @@
 //!   pools toward targets).
 //! - [`routable`]: which targets take new work, from the control plane to
 //!   every data path.
-//! - [`proxy`]: the daemon's own listeners (tls, and tcp without XDP).
+//! - [`listeners`]: the supervisor of the daemon's own listeners: what
+//!   runs, what each serves, apply on reload.
+//! - [`l4`]: the TCP proxy (tcp, tls) and the UDP relay (udp) those
+//!   listeners run where XDP does not.
+//! - [`round_robin`]: the weighted rotation every userspace path picks by.
+//! - [`wildcard`]: `*`/`?` patterns of IAM policies and ALB rules.
 //! - [`tls`]: rustls server and client configs from the config's PEM files.
 //! - [`workers`]: the threads, one event loop each, that serve userspace
 //!   connections.
+//! - [`clock`]: the coarse monotonic clock of the data path and the timeouts.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //! - [`api`]: the management API (server, access control, client, its `lb`
 //!   subcommands).
@@ -28,20 +34,24 @@
 pub mod api;
 pub mod bpf;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod health;
 pub mod http;
 pub mod instance;
+pub mod l4;
 pub mod latest;
+pub mod listeners;
 pub mod maglev;
 pub mod metrics;
 pub mod net;
-pub mod proxy;
+pub mod round_robin;
 pub mod routable;
 pub mod sd_notify;
 pub mod state;
 pub mod stop;
 pub mod tls;
+pub mod wildcard;
 pub mod workers;

@@ -11,7 +11,10 @@ use std::{
 use serde::Deserialize;
 
 use super::validate::ValidationErrors;
-use crate::api::auth::{Action, resource, wildcard};
+use crate::{
+    api::auth::{Action, resource},
+    wildcard::{self, Case},
+};
 
 /// Default of `api.socket`.
 pub const DEFAULT_API_SOCKET: &str = "/run/lb/api.sock";
@@ -207,7 +210,7 @@ fn check_policy(path: &str, p: &Policy, errs: &mut ValidationErrors) {
         for (j, a) in s.action.iter().enumerate() {
             if !Action::ALL
                 .iter()
-                .any(|known| wildcard::matches_ignore_case(a, known.as_str()))
+                .any(|known| wildcard::matches(a, known.as_str(), Case::IgnoreAscii))
             {
                 errs.push(
                     format!("{spath}.action[{j}]"),

@@ -1,13 +1,14 @@
 //! `[[listener]]`: what clients connect to.
 use std::{fmt, net::IpAddr, path::PathBuf};
 
-use lb_common::{PROTO_TCP, PROTO_UDP};
+use lb_common::{PROTO_TCP, PROTO_UDP, VipKey};
 use serde::Deserialize;
 
 use super::{
-    ListenerTls,
+    Config, ListenerTls,
     http::{Action, Rule},
 };
+use crate::net;
 
 /// Protocol of a listener or a target group. `tcp` and `udp` listeners are
 /// served by the XDP program (or by the userspace TCP proxy when there is no
@@ -100,4 +101,28 @@ pub struct Listener {
     /// `https` listeners, refused for others.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+}
+
+/// Which listeners can own a VIP found in the kernel's maps, for
+/// [`Config::vip_name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipOwners {
+    /// Only listeners the XDP program serves (`tcp`, `udp`): a `tls`
+    /// listener on the same address and port is not that VIP's.
+    InKernel,
+    /// Any listener with that address, port and IP protocol.
+    Any,
+}
+
+impl Config {
+    /// The name the VIP `key` of the maps is shown by: its listener's (one
+    /// of `owners`), or `address:port/proto` when there is none (a stale
+    /// VIP).
+    pub fn vip_name(&self, key: &VipKey, owners: VipOwners) -> String {
+        self.listeners
+            .iter()
+            .filter(|l| owners == VipOwners::Any || l.protocol.in_kernel())
+            .find(|l| net::vip_key(l.address, l.port, l.protocol.ip_proto()) == *key)
+            .map_or_else(|| net::display_vip(key), |l| l.name.clone())
+    }
 }

@@ -35,7 +35,7 @@ pub use daemon::{Daemon, Dataplane, XdpMode};
 pub use health_check::{
     CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck, Matcher,
 };
-pub use listener::{Listener, Protocol};
+pub use listener::{Listener, Protocol, VipOwners};
 pub use target_group::{Forwarding, Stickiness, Target, TargetGroup};
 pub use tls::{Certificate, ListenerTls, SecurityPolicy, TargetGroupTls};
 pub use validate::{ValidationError, ValidationErrors};

@@ -476,3 +476,32 @@ fn every_error_is_reported_at_once() {
         ]
     );
 }
+
+#[test]
+fn a_vip_is_named_by_its_listener_of_the_owners_asked_for() {
+    let config = parse(&format!(
+        "{BASE}
+[[listener]]
+name = \"secure\"
+protocol = \"tls\"
+address = \"10.0.0.100\"
+port = 443
+target_group = \"web\"
+"
+    ));
+    let web = crate::net::vip_key("10.0.0.100".parse().unwrap(), 80, lb_common::PROTO_TCP);
+    let secure = crate::net::vip_key("10.0.0.100".parse().unwrap(), 443, lb_common::PROTO_TCP);
+    assert_eq!(config.vip_name(&web, VipOwners::InKernel), "web");
+    assert_eq!(config.vip_name(&web, VipOwners::Any), "web");
+    // The tls listener's address and port: only `Any` names it.
+    assert_eq!(config.vip_name(&secure, VipOwners::Any), "secure");
+    assert_eq!(
+        config.vip_name(&secure, VipOwners::InKernel),
+        crate::net::display_vip(&secure)
+    );
+    let stale = crate::net::vip_key("10.0.0.9".parse().unwrap(), 80, lb_common::PROTO_UDP);
+    assert_eq!(
+        config.vip_name(&stale, VipOwners::Any),
+        crate::net::display_vip(&stale)
+    );
+}

@@ -18,12 +18,12 @@ use super::{
 };
 use crate::{
     bpf::stats,
-    config::{Config, ConfigError, Listener, Target, TargetGroup},
+    config::{Config, ConfigError, Listener, Target, TargetGroup, VipOwners},
     daemon::ErrorChain,
     health::{self, Checker, HealthEvent},
+    listeners::Listeners,
     metrics::Metrics,
     net,
-    proxy::Proxies,
     routable::Routable,
 };
 
@@ -42,7 +42,7 @@ pub struct Controller {
     config: Config,
     lifecycle: Lifecycle,
     xdp: Option<XdpPath>,
-    proxies: Proxies,
+    userspace: Listeners,
     routable: watch::Sender<Arc<Routable>>,
     checker: Checker,
     metrics: Arc<Metrics>,
@@ -57,7 +57,7 @@ pub struct Controller {
 /// What the control loop drives besides the lifecycle.
 pub struct Parts {
     pub xdp: Option<XdpPath>,
-    pub proxies: Proxies,
+    pub userspace: Listeners,
     pub routable: watch::Sender<Arc<Routable>>,
     pub checker: Checker,
     pub metrics: Arc<Metrics>,
@@ -73,7 +73,7 @@ impl Controller {
             config,
             lifecycle,
             xdp: parts.xdp,
-            proxies: parts.proxies,
+            userspace: parts.userspace,
             routable: parts.routable,
             checker: parts.checker,
             metrics: parts.metrics,
@@ -175,9 +175,9 @@ impl Controller {
         // Userspace listeners first: a listener that cannot bind refuses the
         // change before anything else moved.
         let serve_l4 = self.xdp.is_none();
-        if let Err(e) = self.proxies.apply(&new, serve_l4).await {
+        if let Err(e) = self.userspace.apply(&new, serve_l4).await {
             let old = self.config.clone();
-            if let Err(again) = self.proxies.apply(&old, serve_l4).await {
+            if let Err(again) = self.userspace.apply(&old, serve_l4).await {
                 error!(error = %ErrorChain(&again), "restoring the userspace listeners failed");
             }
             return Err(ControlError::Invalid(ErrorChain(&e).to_string()));
@@ -455,7 +455,7 @@ impl Controller {
             active: 0,
             sample: Vec::new(),
         };
-        for (vip, snapshot) in self.proxies.udp_flows(limit).await {
+        for (vip, snapshot) in self.userspace.udp_flows(limit).await {
             report.entries += snapshot.entries as u64;
             report.active += snapshot.active as u64;
             let room = limit.saturating_sub(report.sample.len());
@@ -733,15 +733,7 @@ fn stats_report(config: &Config, snap: &stats::Snapshot) -> StatsReport {
     let listeners = snap
         .vips
         .iter()
-        .map(|(key, _, c)| {
-            let vip = net::display_vip(key);
-            let name = config
-                .listeners
-                .iter()
-                .find(|l| net::vip_key(l.address, l.port, l.protocol.ip_proto()) == *key)
-                .map_or(vip, |l| l.name.clone());
-            counters(name, c)
-        })
+        .map(|(key, _, c)| counters(config.vip_name(key, VipOwners::Any), c))
         .collect();
     let targets = snap
         .targets

@@ -19,6 +19,7 @@ use crate::{
         loader::{self, AttachMode, LoadError, LoadSpec},
         stats,
     },
+    clock,
     config::{Config, XdpMode},
     net,
     state::{ApplyError, Changes, Plan, Reconciler},
@@ -114,7 +115,7 @@ impl XdpPath {
     /// Connection-table size and a sample with targets resolved.
     pub fn flows(&self, limit: usize) -> FlowsReport {
         let (entries, sample) = self.maps.sample_flows(usize::MAX);
-        let now = stats::monotonic_coarse_ns();
+        let now = clock::monotonic_coarse_ns();
         let active = sample
             .iter()
             .filter(|(_, v)| stats::is_active(v, now))

@@ -1,11 +1,12 @@
-//! Which target gets the next request: weighted round robin, or the fewest
+//! Which target gets the next request: weighted round robin
+//! ([`crate::round_robin`]), or the fewest
 //! requests in flight per unit of weight (ALB's least outstanding requests).
 use std::{
     net::SocketAddr,
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use crate::{config::http::Algorithm, proxy::balance::gcd, routable::RoutableTarget};
+use crate::{config::http::Algorithm, round_robin, routable::RoutableTarget};
 
 pub struct Balancer {
     algorithm: Algorithm,
@@ -34,7 +35,7 @@ impl Balancer {
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         match self.algorithm {
-            Algorithm::RoundRobin => round_robin(targets, n),
+            Algorithm::RoundRobin => round_robin::pick(targets, n as u64),
             Algorithm::LeastOutstandingRequests => {
                 let start = n % targets.len();
                 let mut best: Option<(u64, SocketAddr)> = None;
@@ -50,31 +51,6 @@ impl Balancer {
             }
         }
     }
-}
-
-/// The `n`th pick of a weighted rotation: within each cycle of
-/// `sum(weights)` picks, every target gets exactly `weight` of them, in
-/// config order (3:1 gives A A A B). Weights are reduced by their common
-/// divisor first, so equal weights alternate at any scale.
-fn round_robin(targets: &[RoutableTarget], n: usize) -> Option<SocketAddr> {
-    let divisor = targets
-        .iter()
-        .map(|t| u64::from(t.weight))
-        .fold(0, gcd)
-        .max(1);
-    let total: u64 = targets.iter().map(|t| u64::from(t.weight) / divisor).sum();
-    if total == 0 {
-        return None;
-    }
-    let slot = (n as u64) % total;
-    let mut acc = 0;
-    for t in targets {
-        acc += u64::from(t.weight) / divisor;
-        if slot < acc {
-            return Some(t.endpoint);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use tokio::{
 };
 
 use super::upstream::BodyProgress;
+use crate::clock::monotonic_coarse_ms as now_ms;
 
 /// `head_since` when no head is being received.
 const NO_HEAD: u64 = u64::MAX;
@@ -247,20 +248,6 @@ impl Drop for InFlight {
         self.enter(ANSWERED);
         self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// Milliseconds of the coarse monotonic clock: cheap enough to read on
-/// every read and write (the timeout needs no finer resolution than the
-/// kernel tick).
-fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC_COARSE
-    // exists on every Linux this runs on (since 2.6.32).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 /// A client stream that reports to its connection's [`Activity`].

@@ -2,7 +2,7 @@
 //!
 //! - [`server`]: accept loop, TLS, HTTP/1.1 and HTTP/2 toward clients;
 //!   [`serve`] is the entry point. [`idle`]: the client idle timeout.
-//! - [`handler`]: one request: [`limits`], [`rules`] (with [`wildcard`]
+//! - [`handler`]: one request: [`limits`], [`rules`] (with [`crate::wildcard`]
 //!   patterns), then an action: [`forward`] or one of [`actions`].
 //! - [`forward`] with [`headers`]: proxy semantics, and [`deadline`]: the
 //!   response timeout; [`pool`] with [`balance`]: keep-alive connections to
@@ -30,7 +30,6 @@ pub mod rules;
 pub mod server;
 mod tls_names;
 mod upstream;
-pub mod wildcard;
 
 pub use listener::{HttpListener, HttpListenerError};
 pub use metrics::HttpMetrics;

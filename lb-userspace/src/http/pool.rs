@@ -37,9 +37,8 @@ use super::{
 };
 use crate::{
     config::{TargetGroup, http::Algorithm},
-    proxy::TargetTls,
     routable::{RoutableTarget, RoutableWatch},
-    tls,
+    tls::{self, TargetTls},
     workers::{self, Workers},
 };
 

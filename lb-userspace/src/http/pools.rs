@@ -12,14 +12,11 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
-use tokio_rustls::TlsConnector;
-
 use super::pool::{GroupPool, PoolSettings};
 use crate::{
     config::{Protocol, TargetGroup, TargetGroupTls},
-    proxy::TargetTls,
     routable::RoutableWatch,
-    tls::{self, TlsError},
+    tls::{TargetTls, TlsError},
     workers::Workers,
 };
 
@@ -105,10 +102,7 @@ impl Pools {
 /// `[target_group.tls]`).
 fn target_tls(g: &TargetGroup) -> Result<Option<TargetTls>, TlsError> {
     match (&g.tls, g.protocol) {
-        (Some(t), Protocol::Https) => Ok(Some(TargetTls {
-            connector: TlsConnector::from(tls::client_config(t)?),
-            settings: t.clone(),
-        })),
+        (Some(t), Protocol::Https) => TargetTls::new(t).map(Some),
         _ => Ok(None),
     }
 }

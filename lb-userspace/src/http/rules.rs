@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use http::{HeaderName, Method, request::Parts};
 use ipnet::IpNet;
 
-use super::wildcard::Pattern;
 use crate::config::http::{Action, Conditions, Rule, parse_net};
+use crate::wildcard::{Case, Pattern};
 
 /// What a condition looks at, taken once from the request.
 pub struct RequestView<'a> {
@@ -62,20 +62,17 @@ impl Rules {
     }
 }
 
-fn patterns(values: &[String], ignore_case: bool) -> Vec<Pattern> {
-    values
-        .iter()
-        .map(|v| Pattern::new(v, ignore_case))
-        .collect()
+fn patterns(values: &[String], case: Case) -> Vec<Pattern> {
+    values.iter().map(|v| Pattern::new(v, case)).collect()
 }
 
 fn compile_conditions(c: &Conditions) -> Vec<Condition> {
     let mut out = Vec::new();
     if let Some(h) = &c.host_header {
-        out.push(Condition::Host(patterns(h, true)));
+        out.push(Condition::Host(patterns(h, Case::IgnoreUnicode)));
     }
     if let Some(p) = &c.path_pattern {
-        out.push(Condition::Path(patterns(p, false)));
+        out.push(Condition::Path(patterns(p, Case::Sensitive)));
     }
     if let Some(m) = &c.http_request_method {
         let methods = m
@@ -86,7 +83,10 @@ fn compile_conditions(c: &Conditions) -> Vec<Condition> {
     }
     for h in &c.http_header {
         if let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) {
-            out.push(Condition::Header(name, patterns(&h.values, true)));
+            out.push(Condition::Header(
+                name,
+                patterns(&h.values, Case::IgnoreUnicode),
+            ));
         }
     }
     if let Some(q) = &c.query_string {
@@ -94,8 +94,10 @@ fn compile_conditions(c: &Conditions) -> Vec<Condition> {
             .iter()
             .map(|q| {
                 (
-                    q.key.as_deref().map(|k| Pattern::new(k, true)),
-                    Pattern::new(&q.value, true),
+                    q.key
+                        .as_deref()
+                        .map(|k| Pattern::new(k, Case::IgnoreUnicode)),
+                    Pattern::new(&q.value, Case::IgnoreUnicode),
                 )
             })
             .collect();

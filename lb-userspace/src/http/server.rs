@@ -2,7 +2,7 @@
 //! connection: TLS (with ALPN offering h2), HTTP/1.1 with keep-alive and
 //! pipelining or HTTP/2 (hyper-util's auto builder, which also takes h2c
 //! with prior knowledge), upgrades, and the client idle timeout. The
-//! listener's socket and stop signal come from `crate::proxy`, which runs
+//! listener's socket and stop signal come from `crate::listeners`, which runs
 //! it like the other userspace listeners.
 use std::{sync::Arc, time::Duration};
 

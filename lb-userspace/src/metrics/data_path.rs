@@ -11,7 +11,11 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
 };
 
-use crate::{bpf::stats::Snapshot, config::Config, net};
+use crate::{
+    bpf::stats::Snapshot,
+    config::{Config, VipOwners},
+    net,
+};
 
 /// Names this collector emits (families; counters get `_total` appended).
 pub const NAMES: [&str; 10] = [
@@ -44,21 +48,12 @@ pub(super) struct View {
 
 impl View {
     pub(super) fn new(s: &Snapshot, config: &Config) -> Self {
-        let listener_name = |key| {
-            config
-                .listeners
-                .iter()
-                .filter(|l| l.protocol.in_kernel())
-                .find(|l| net::vip_key(l.address, l.port, l.protocol.ip_proto()) == key)
-                .map(|l| l.name.clone())
-                .unwrap_or_else(|| net::display_vip(&key))
-        };
         let mut view = View {
             active_flows: s.active_flows,
             listeners: s
                 .vips
                 .iter()
-                .map(|(key, _, c)| (listener_name(*key), *c))
+                .map(|(key, _, c)| (config.vip_name(key, VipOwners::InKernel), *c))
                 .collect(),
             targets: s
                 .targets

@@ -5,13 +5,15 @@
 //!   by SNI ([`sni`]), versions and suites of its security policy
 //!   ([`policy`]), its ALPN list.
 //! - [`client_config`]: a `tls` target group's `[target_group.tls]` as the
-//!   client side toward targets ([`backend`]).
+//!   client side toward targets ([`backend`]); [`TargetTls`]: that config
+//!   as a connector with its settings, for the L4 proxy and the HTTP pools.
 //! - [`load_certified_key`], [`load_roots`]: PEM files, also used by config
 //!   validation so that a bad file is refused before anything runs.
 mod backend;
 mod pem;
 mod policy;
 mod sni;
+mod target;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ pub use backend::{client_config, server_name, unverified_client_config};
 pub use pem::{PemError, load_certified_key, load_roots};
 pub use policy::provider;
 pub use sni::SniResolver;
+pub use target::TargetTls;
 
 use crate::config::ListenerTls;
 

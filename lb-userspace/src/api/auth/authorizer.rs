@@ -5,8 +5,9 @@ use std::{collections::HashMap, fmt, sync::Arc};
 
 use sha2::{Digest, Sha256};
 
-use super::{Action, wildcard};
+use super::Action;
 use crate::config::{Api, Effect, Policy};
+use crate::wildcard::{self, Case};
 
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +157,10 @@ impl Authorizer {
                 let applies = s
                     .action
                     .iter()
-                    .any(|a| wildcard::matches_ignore_case(a, action.as_str()))
-                    && s.resource.iter().any(|r| wildcard::matches(r, resource));
+                    .any(|a| wildcard::matches(a, action.as_str(), Case::IgnoreAscii))
+                    && s.resource
+                        .iter()
+                        .any(|r| wildcard::matches(r, resource, Case::Sensitive));
                 if !applies {
                     continue;
                 }

@@ -20,7 +20,6 @@ mod action;
 mod authorizer;
 pub mod resource;
 mod response;
-pub mod wildcard;
 
 pub use action::Action;
 pub use authorizer::{

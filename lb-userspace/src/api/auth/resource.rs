@@ -2,7 +2,7 @@
 //! `target-group/<name>`, and `*` for actions that concern the whole load
 //! balancer (`lb:ReloadConfig`, `lb:DescribeStats`, ...): as in IAM, only a
 //! statement whose resource matches `*` itself (i.e. `*`) grants those.
-use super::wildcard;
+use crate::wildcard;
 
 /// The resource of actions on the whole load balancer.
 pub const GLOBAL: &str = "*";

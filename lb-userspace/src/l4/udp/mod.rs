@@ -26,15 +26,10 @@
 mod flows;
 mod relay;
 mod target;
-#[cfg(test)]
-mod tests;
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use tokio::{
-    net::UdpSocket,
-    sync::{mpsc, oneshot},
-};
+use tokio::sync::{mpsc, oneshot};
 
 pub use relay::serve;
 
@@ -108,13 +103,4 @@ pub const QUERY_QUEUE: usize = 4;
 /// serves.
 pub fn query_channel() -> (mpsc::Sender<FlowsQuery>, mpsc::Receiver<FlowsQuery>) {
     mpsc::channel(QUERY_QUEUE)
-}
-
-/// A UDP socket bound to `addr`. No `SO_REUSEADDR`: UDP has no TIME_WAIT
-/// to wait out, and with it a second socket could bind the same address
-/// and take half the datagrams.
-pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
 }

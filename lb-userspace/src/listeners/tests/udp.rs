@@ -11,18 +11,15 @@ use std::{
 use prometheus_client::registry::Registry;
 use tokio::{net::UdpSocket, sync::watch, task::JoinHandle, time::timeout};
 
-use super::{MAX_DATAGRAM, UdpRoute};
 use crate::{
     config::{Config, Protocol},
     http::HttpMetrics,
-    proxy::{
-        Proxies, Route,
-        listener::{Running, Socket},
-        metrics::{
-            ByteLabels, Direction, DropLabels, DropReason, ListenerLabels, ProxyMetrics,
-            TargetLabels,
-        },
+    l4::{
+        L4Metrics,
+        metrics::{ByteLabels, Direction, DropLabels, DropReason, ListenerLabels, TargetLabels},
+        udp::{MAX_DATAGRAM, UdpRoute},
     },
+    listeners::{Listeners, Route, Running, Socket},
     routable::{self, Routable, RoutableTarget},
 };
 
@@ -139,11 +136,11 @@ fn labels() -> ListenerLabels {
     }
 }
 
-fn active(m: &ProxyMetrics) -> i64 {
+fn active(m: &L4Metrics) -> i64 {
     m.udp_active_flows.get_or_create(&labels()).get()
 }
 
-fn dropped(m: &ProxyMetrics, reason: DropReason) -> u64 {
+fn dropped(m: &L4Metrics, reason: DropReason) -> u64 {
     m.udp_dropped
         .get_or_create(&DropLabels {
             listener: "u".to_owned(),
@@ -170,11 +167,11 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 
 /// The proxies serving `config`, with the routable sender to change the
 /// view by hand.
-async fn serve(config: &Config) -> (Proxies, Arc<ProxyMetrics>, watch::Sender<Arc<Routable>>) {
-    let metrics = ProxyMetrics::register(&mut Registry::default());
+async fn serve(config: &Config) -> (Listeners, Arc<L4Metrics>, watch::Sender<Arc<Routable>>) {
+    let metrics = L4Metrics::register(&mut Registry::default());
     let (tx, rx) = routable::channel(Routable::from_config(config));
     let workers = crate::workers::Workers::start(1).expect("workers");
-    let mut proxies = Proxies::new(rx, Arc::clone(&metrics), HttpMetrics::default(), workers);
+    let mut proxies = Listeners::new(rx, Arc::clone(&metrics), HttpMetrics::default(), workers);
     let report = proxies.apply(config, true).await.expect("apply");
     assert_eq!(report.started, ["u"]);
     (proxies, metrics, tx)
@@ -382,7 +379,7 @@ async fn a_full_flow_table_drops_new_clients_and_serves_known_ones() {
     let t = Target::start("t").await;
     let port = free_port();
     let config = config(port, &[(t.addr, 1)], "");
-    let metrics = ProxyMetrics::register(&mut Registry::default());
+    let metrics = L4Metrics::register(&mut Registry::default());
     let (_tx, rx) = routable::channel(Routable::from_config(&config));
     let vip = listener_addr(port);
     let route = UdpRoute {

@@ -116,7 +116,7 @@ snake_case_labels! {
 
 /// Every counter of the userspace L4 listeners.
 #[derive(Debug, Default)]
-pub struct ProxyMetrics {
+pub struct L4Metrics {
     /// Client connections accepted.
     pub connections: Family<ListenerLabels, Counter>,
     /// Client connections open now.
@@ -149,7 +149,7 @@ pub struct ProxyMetrics {
     pub udp_target_errors: Family<TargetLabels, Counter>,
 }
 
-impl ProxyMetrics {
+impl L4Metrics {
     /// New counters registered in `registry` (names prefixed `lb_proxy_`).
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Arc::new(Self::default());
@@ -290,7 +290,7 @@ mod tests {
     /// has a series.
     fn registered() -> (Vec<String>, String) {
         let mut registry = Registry::default();
-        let m = ProxyMetrics::register(&mut registry);
+        let m = L4Metrics::register(&mut registry);
         let l = ListenerLabels {
             listener: "l".into(),
         };
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn names_are_the_registered_families_and_documented() {
-        let mut declared: Vec<String> = ProxyMetrics::NAMES.map(String::from).to_vec();
+        let mut declared: Vec<String> = L4Metrics::NAMES.map(String::from).to_vec();
         declared.sort();
         let (mut families, text) = registered();
         families.sort();
@@ -343,7 +343,7 @@ mod tests {
             assert!(text.lines().any(|l| l == series), "{series} not in\n{text}");
         }
         let docs = include_str!("../../../docs/metrics.md");
-        for name in ProxyMetrics::NAMES {
+        for name in L4Metrics::NAMES {
             assert!(
                 docs.contains(&format!("`{name}")),
                 "docs/metrics.md lacks {name}"

@@ -8,13 +8,14 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::{
-    Proxies,
-    metrics::{ErrorLabels, ErrorReason, ProxyMetrics},
-};
 use crate::{
     config::{Certificate, Config, ListenerTls, SecurityPolicy, TargetGroupTls},
     http::HttpMetrics,
+    l4::{
+        L4Metrics,
+        metrics::{ErrorLabels, ErrorReason},
+    },
+    listeners::Listeners,
     routable::{self, Routable},
     tls,
 };
@@ -102,11 +103,12 @@ port = {target_port}
     );
     // Not validated: loopback is no VIP for XDP, but fine for this check.
     let config = Config::parse(&text).expect("parse");
-    let metrics = ProxyMetrics::register(&mut Registry::default());
+    let metrics = L4Metrics::register(&mut Registry::default());
     let (_tx, watch) = routable::channel(Routable::from_config(&config));
     let workers = crate::workers::Workers::start(2).expect("workers");
-    let mut proxies = Proxies::new(watch, Arc::clone(&metrics), HttpMetrics::default(), workers);
-    proxies.apply(&config, true).await.expect("apply");
+    let mut listeners =
+        Listeners::new(watch, Arc::clone(&metrics), HttpMetrics::default(), workers);
+    listeners.apply(&config, true).await.expect("apply");
 
     // The client's own handshake succeeds; the connection then closes.
     let client = tls::client_config(&TargetGroupTls {

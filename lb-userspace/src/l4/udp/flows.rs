@@ -20,7 +20,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use crate::proxy::counted::Activity;
+use crate::l4::counted::Activity;
 
 /// One client's flow.
 #[derive(Debug)]

@@ -20,11 +20,9 @@ use tokio::{net::UdpSocket, task::JoinHandle, time::Instant};
 use tracing::debug;
 
 use super::MAX_DATAGRAM;
-use crate::proxy::{
+use crate::l4::{
     counted::Activity,
-    metrics::{
-        ByteLabels, Direction, DropReason, ListenerLabels, Open, ProxyMetrics, TargetLabels,
-    },
+    metrics::{ByteLabels, Direction, DropReason, L4Metrics, ListenerLabels, Open, TargetLabels},
 };
 
 /// Errors in a row after which the reply task pauses, in case a socket
@@ -47,7 +45,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn of(metrics: &ProxyMetrics, t: &TargetLabels, direction: Direction) -> Self {
+    fn of(metrics: &L4Metrics, t: &TargetLabels, direction: Direction) -> Self {
         let labels = ByteLabels {
             listener: t.listener.clone(),
             target: t.target.clone(),
@@ -82,7 +80,7 @@ pub struct ReplyPath {
     pub listener: Arc<UdpSocket>,
     pub client: SocketAddr,
     pub activity: Arc<Activity>,
-    pub metrics: Arc<ProxyMetrics>,
+    pub metrics: Arc<L4Metrics>,
 }
 
 impl FlowIo {

@@ -18,14 +18,13 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use super::{
-    balance,
+    context::ListenerCtx,
     counted::{Activity, Counted},
-    listener::ListenerCtx,
     metrics::{ByteLabels, Direction, ErrorReason, ListenerLabels, Open, TargetLabels},
     proxy_v2,
     route::L4Route,
 };
-use crate::{stop::until_stopped, tls};
+use crate::{round_robin, stop::until_stopped, tls};
 
 /// How long a target may take to accept a connection (NLB's 10 s).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,7 +129,7 @@ async fn connect(
     let n = ctx.next.fetch_add(1, Ordering::Relaxed);
     let order = {
         let routable = ctx.routable.borrow();
-        balance::order(routable.targets(&route.target_group), n, MAX_ATTEMPTS)
+        round_robin::order(routable.targets(&route.target_group), n, MAX_ATTEMPTS)
     };
     if order.is_empty() {
         ctx.metrics.error(&route.listener, ErrorReason::NoTarget);

@@ -23,12 +23,12 @@ use super::{
     target::{FlowIo, ReplyPath},
 };
 use crate::{
-    proxy::{
-        balance,
+    l4::{
+        context::ListenerCtx,
         counted::Activity,
-        listener::ListenerCtx,
         metrics::{DropReason, ListenerLabels, TargetLabels},
     },
+    round_robin,
     routable::{Routable, RoutableTarget, RoutableWatch},
     stop::stopped,
 };
@@ -261,7 +261,7 @@ impl Relay {
             return None;
         }
         let n = self.ctx.next.fetch_add(1, Ordering::Relaxed);
-        let Some(target) = balance::order(&self.view.targets, n, 1).first().copied() else {
+        let Some(target) = round_robin::pick(&self.view.targets, n) else {
             self.drop_warn(DropReason::NoTarget, now, client, "no routable target");
             return None;
         };

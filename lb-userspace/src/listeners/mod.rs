@@ -1,45 +1,43 @@
-//! The daemon's own listeners: `tls`, `http` and `https` listeners always,
-//! `tcp` and `udp` listeners when the XDP path is not there (`dataplane =
-//! "userspace"`, or `auto` after a failed attach): a TCP proxy and a UDP
-//! relay ([`udp`]).
+//! The supervisor of every userspace listener: `tls`, `http` and `https`
+//! listeners always, `tcp` and `udp` listeners when the XDP path is not
+//! there (`dataplane = "userspace"`, or `auto` after a failed attach). It
+//! knows what is running ([`running`]), what each listener serves
+//! ([`Route`]: the L4 proxy or UDP relay of [`crate::l4`], or the layer-7
+//! engine of [`crate::http`]) and binds their sockets ([`socket`]).
+//! Dependencies run one way: `listeners` -> {`l4`, `http`} -> `tls`.
 //!
-//! [`Proxies::apply`] brings the running listeners to a config, on start
+//! [`Listeners::apply`] brings the running listeners to a config, on start
 //! and on every reload: it binds new ones, stops removed ones (closing
 //! their connections, as the XDP path purges a removed VIP's flows) and
 //! hands changed settings to kept ones without touching their socket, so
 //! their connections and flows carry on. A listener whose address or protocol
 //! changed is rebound.
-//!
-//! Targets are chosen by weighted round robin over the
-//! [`crate::routable`] view ([`balance`]).
-pub(crate) mod balance;
-mod connection;
-mod counted;
-mod listener;
-pub mod metrics;
-pub mod proxy_v2;
 mod route;
-pub mod udp;
+mod running;
+mod socket;
 
 use std::{collections::BTreeMap, fmt, io, net::SocketAddr, sync::Arc};
 
 use tracing::{info, warn};
 
-pub use connection::{CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT, MAX_ATTEMPTS};
-pub use metrics::ProxyMetrics;
-pub use route::{L4Route, Route, TargetTls};
-pub use udp::{FlowInfo, FlowsSnapshot, UdpRoute};
+pub use route::Route;
+pub use running::Running;
+pub use socket::Socket;
 
 use crate::{
     config::{Config, Listener, Protocol},
     http::{HttpListener, HttpListenerError, HttpMetrics, Pools},
+    l4::{
+        L4Metrics, L4Route,
+        udp::{FlowsSnapshot, UdpRoute},
+    },
     routable::RoutableWatch,
     tls::TlsError,
     workers::Workers,
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub enum ListenersError {
     #[error("listener {listener}: {source}")]
     Tls { listener: String, source: TlsError },
     #[error(transparent)]
@@ -56,14 +54,14 @@ pub enum ProxyError {
 
 /// What an apply changed, for the log.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ProxyReport {
+pub struct ListenersReport {
     pub started: Vec<String>,
     pub stopped: Vec<String>,
     /// Kept their socket; got the new settings.
     pub kept: Vec<String>,
 }
 
-impl fmt::Display for ProxyReport {
+impl fmt::Display for ListenersReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -76,10 +74,10 @@ impl fmt::Display for ProxyReport {
 }
 
 /// The running userspace listeners, by listener name.
-pub struct Proxies {
-    running: BTreeMap<String, listener::Running>,
+pub struct Listeners {
+    running: BTreeMap<String, Running>,
     routable: RoutableWatch,
-    metrics: Arc<ProxyMetrics>,
+    metrics: Arc<L4Metrics>,
     http_metrics: HttpMetrics,
     /// Where every accepted connection runs.
     workers: Arc<Workers>,
@@ -87,10 +85,10 @@ pub struct Proxies {
     pools: Pools,
 }
 
-impl Proxies {
+impl Listeners {
     pub fn new(
         routable: RoutableWatch,
-        metrics: Arc<ProxyMetrics>,
+        metrics: Arc<L4Metrics>,
         http_metrics: HttpMetrics,
         workers: Arc<Workers>,
     ) -> Self {
@@ -138,8 +136,8 @@ impl Proxies {
         &mut self,
         config: &Config,
         serve_l4: bool,
-    ) -> Result<ProxyReport, ProxyError> {
-        let mut report = ProxyReport::default();
+    ) -> Result<ListenersReport, ListenersError> {
+        let mut report = ListenersReport::default();
         let mut wanted = BTreeMap::new();
         for l in &config.listeners {
             if l.protocol.in_kernel() && !serve_l4 {
@@ -195,7 +193,7 @@ impl Proxies {
                 Some(s) => s,
                 None => bind(l)?,
             };
-            let r = listener::Running::start(
+            let r = Running::start(
                 &name,
                 l.protocol,
                 socket,
@@ -216,12 +214,12 @@ fn addr(l: &Listener) -> SocketAddr {
     SocketAddr::new(l.address, l.port)
 }
 
-impl Proxies {
-    fn build_route(&self, config: &Config, l: &Listener) -> Result<Route, ProxyError> {
+impl Listeners {
+    fn build_route(&self, config: &Config, l: &Listener) -> Result<Route, ListenersError> {
         match l.protocol {
             Protocol::Tcp | Protocol::Tls => L4Route::build(config, l)
                 .map(|r| Route::L4(Arc::new(r)))
-                .map_err(|source| ProxyError::Tls {
+                .map_err(|source| ListenersError::Tls {
                     listener: l.name.clone(),
                     source,
                 }),
@@ -241,8 +239,8 @@ impl Proxies {
     }
 }
 
-fn bind(l: &Listener) -> Result<listener::Socket, ProxyError> {
-    listener::Socket::bind(addr(l), l.protocol).map_err(|source| ProxyError::Bind {
+fn bind(l: &Listener) -> Result<Socket, ListenersError> {
+    Socket::bind(addr(l), l.protocol).map_err(|source| ListenersError::Bind {
         listener: l.name.clone(),
         addr: addr(l),
         source,
