@@ -5,7 +5,7 @@
 //! channel, that lock's cache line moves between cores on each request.
 //! [`Latest::get`] only loads the channel's version (no write to shared
 //! memory) and re-reads the value after the sender changed it.
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use tokio::sync::watch;
 
@@ -24,7 +24,7 @@ impl<T: Clone> Latest<T> {
 
     /// The current value. Once the sender is gone, the last one it sent.
     pub fn get(&self) -> T {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.inner.lock();
         let (rx, value) = &mut *guard;
         // Closed (the daemon is stopping): the last value may be unseen.
         if rx.has_changed().unwrap_or(true) {

@@ -83,11 +83,7 @@ pub async fn check(
 ) -> Response {
     let resource = resource(route, &params);
     // Clone the Arc out so the lock is not held across the handler.
-    let authz = state
-        .authz
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let authz = state.authz.read().clone();
     let principal = match principal(peer, req.headers(), &authz) {
         Ok(p) => p,
         Err(e) => {

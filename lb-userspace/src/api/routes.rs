@@ -5,10 +5,7 @@
 //! Resources are written as in the policies: `listener/{name}`,
 //! `target-group/{name}`, with `{name}` filled from the path; routes that
 //! concern the whole load balancer use `*`.
-use std::{
-    net::SocketAddr,
-    sync::{Arc, RwLock},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -17,6 +14,7 @@ use axum::{
     routing::{MethodFilter, MethodRouter, on},
 };
 use http::Method;
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use super::{

@@ -13,10 +13,11 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::Duration,
 };
 
+use parking_lot::RwLock;
 use tokio::{
     net::{TcpListener, UnixListener},
     sync::watch,
@@ -225,7 +226,7 @@ impl ApiServer {
 
     /// Replaces the tokens and policies; the next request uses them.
     pub fn set_authorizer(&self, authz: Arc<Authorizer>) {
-        *self.authz.write().unwrap_or_else(|e| e.into_inner()) = authz;
+        *self.authz.write() = authz;
     }
 
     /// Stops accepting, lets in-flight requests finish (up to a few

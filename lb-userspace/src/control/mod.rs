@@ -1,6 +1,7 @@
 //! The control loop: owns the running config, the target lifecycle (health,
 //! draining, slow start, zones) and the data paths, and applies every change
 //! in one place. Other tasks talk to it through [`ControlHandle`].
+pub mod apply_guard;
 pub mod command;
 pub mod controller;
 pub mod lifecycle;

@@ -12,7 +12,10 @@ use std::{collections::HashSet, net::SocketAddr};
 use lb_common::{FlowKey, TargetState};
 use tracing::info;
 
-use super::command::{FlowReport, FlowsReport};
+use super::{
+    apply_guard::{self, GuardedApplyError},
+    command::{FlowReport, FlowsReport},
+};
 use crate::{
     bpf::{
         kernel_maps::{KernelMapError, KernelMaps},
@@ -31,8 +34,12 @@ pub enum XdpError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Maps(#[from] KernelMapError),
+    /// Reading the pinned maps back at start.
     #[error("programming the maps: {0}")]
-    Apply(#[from] ApplyError),
+    Recover(#[from] ApplyError),
+    /// Writing them (a panic inside is one of these, see [`apply_guard`]).
+    #[error("programming the maps: {0}")]
+    Apply(#[from] GuardedApplyError),
 }
 
 pub fn load_spec(cfg: &Config) -> LoadSpec {
@@ -65,7 +72,7 @@ impl XdpPath {
         let mut ebpf = loader::load(&spec)?;
         let mut maps = KernelMaps::new(&mut ebpf)?;
         let mut state = Reconciler::recover(&maps)?;
-        let report = state.apply_plan(&mut maps, config, plan)?;
+        let report = apply_guard::apply_plan(&mut state, &mut maps, config, plan)?;
         info!(%report, "maps programmed");
         let orphans = maps.purge_orphan_flows()?;
         if orphans > 0 {
@@ -91,7 +98,7 @@ impl XdpPath {
             .iter()
             .filter_map(|ep| self.state.target_id(ep).map(|id| (*ep, id)))
             .collect();
-        let changes = self.state.apply_plan(&mut self.maps, config, plan)?;
+        let changes = apply_guard::apply_plan(&mut self.state, &mut self.maps, config, plan)?;
         if changes.vips_removed > 0 {
             let purged = self.maps.purge_orphan_flows()?;
             info!(purged, "removed the flows of removed VIPs");

@@ -18,11 +18,11 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Mutex,
     task::{Context, Poll},
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep, sleep_until};
 
 use super::idle::InFlight;
@@ -61,11 +61,11 @@ impl Deadlines {
     }
 
     fn take(&self) -> Option<Pin<Box<Sleep>>> {
-        self.spare.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.spare.lock().take()
     }
 
     fn put(&self, timer: Pin<Box<Sleep>>) {
-        *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some(timer);
+        *self.spare.lock() = Some(timer);
     }
 }
 

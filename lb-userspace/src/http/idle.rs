@@ -24,13 +24,14 @@
 use std::{
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::Instant,
@@ -201,11 +202,11 @@ impl InFlight {
     /// When its body last moved or went out whole: the response timeout
     /// counts from there; `None`: from the request's start.
     pub fn body_at(&self) -> Option<Instant> {
-        *self.body_at.lock().unwrap_or_else(|e| e.into_inner())
+        *self.body_at.lock()
     }
 
     fn mark_body(&self) {
-        *self.body_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        *self.body_at.lock() = Some(Instant::now());
     }
 
     /// Moves to `stage`, keeping [`Activity::awaiting`] in step; returns

@@ -22,12 +22,13 @@ use std::{
     io,
     net::SocketAddr,
     sync::{
-        Arc, Mutex, RwLock, Weak,
+        Arc, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -131,7 +132,7 @@ impl TargetConns {
         let own = self.own_slot();
         let n = self.idle.len();
         (0..n).map(|i| (own + i) % n).find_map(|home| {
-            let mut idle = self.idle[home].0.lock().expect("pool lock");
+            let mut idle = self.idle[home].0.lock();
             while let Some(mut c) = idle.pop() {
                 if c.since.elapsed() < keep_alive && c.conn.is_usable() {
                     return Some((c.conn, home));
@@ -142,7 +143,7 @@ impl TargetConns {
     }
 
     fn put_idle(&self, conn: Box<TargetConn>, home: usize) {
-        let mut idle = self.idle[home].0.lock().expect("pool lock");
+        let mut idle = self.idle[home].0.lock();
         if idle.len() < MAX_IDLE_PER_TARGET {
             idle.push(Idle {
                 conn,
@@ -154,14 +155,14 @@ impl TargetConns {
     /// Closes connections idle for `keep_alive` or closed by the target.
     fn expire(&self, keep_alive: Duration) {
         for slot in &self.idle {
-            let mut idle = slot.0.lock().expect("pool lock");
+            let mut idle = slot.0.lock();
             idle.retain_mut(|c| c.since.elapsed() < keep_alive && c.conn.is_usable());
         }
     }
 
     fn close_idle(&self) {
         for slot in &self.idle {
-            slot.0.lock().expect("pool lock").clear();
+            slot.0.lock().clear();
         }
     }
 
@@ -260,10 +261,10 @@ impl GroupPool {
     }
 
     fn target(&self, addr: SocketAddr) -> Arc<TargetConns> {
-        if let Some(t) = self.targets.read().expect("pool lock").get(&addr) {
+        if let Some(t) = self.targets.read().get(&addr) {
             return Arc::clone(t);
         }
-        let mut targets = self.targets.write().expect("pool lock");
+        let mut targets = self.targets.write();
         Arc::clone(
             targets
                 .entry(addr)
@@ -320,7 +321,7 @@ impl GroupPool {
 
     /// Open connections per target, for tests and metrics.
     pub fn open_connections(&self) -> Vec<(SocketAddr, usize)> {
-        let targets = self.targets.read().expect("pool lock");
+        let targets = self.targets.read();
         targets
             .values()
             .map(|t| (t.addr, t.open.load(Ordering::Relaxed)))
@@ -332,7 +333,7 @@ impl GroupPool {
     async fn tick(&self, routable: &[RoutableTarget]) {
         let live: Vec<SocketAddr> = routable.iter().map(|t| t.endpoint).collect();
         let current: Vec<Arc<TargetConns>> = {
-            let mut targets = self.targets.write().expect("pool lock");
+            let mut targets = self.targets.write();
             targets.retain(|addr, t| {
                 let keep = live.contains(addr) || t.outstanding() > 0;
                 if !keep {
@@ -385,5 +386,52 @@ async fn maintain(pool: Weak<GroupPool>, routable: RoutableWatch) {
         let Some(pool) = pool.upgrade() else { return };
         let targets = routable.borrow().targets(&pool.settings.group).to_vec();
         pool.tick(&targets).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routable::{self, Routable};
+
+    /// A panic in one request while it holds a pool's lock (a bug, or an
+    /// allocation failure) must cost that request only: std's locks would
+    /// stay poisoned and every later request of the group would panic.
+    #[tokio::test]
+    async fn a_panic_holding_a_pool_lock_leaves_the_pool_serving() {
+        let settings = PoolSettings {
+            group: "web".into(),
+            keep_alive: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(60),
+            warm: 0,
+            algorithm: Algorithm::RoundRobin,
+        };
+        let (_tx, routable) = routable::channel(Routable::default());
+        let workers = Workers::start(1).expect("workers");
+        let pool = GroupPool::start(settings, None, routable, workers);
+        let target = RoutableTarget {
+            endpoint: SocketAddr::from(([127, 0, 0, 1], 9)),
+            weight: 1,
+        };
+        let (t, _outstanding) = pool.pick(&[target]).expect("first pick");
+        std::thread::scope(|s| {
+            let held = s.spawn(|| {
+                let _targets = pool.targets.write();
+                panic!("a request panics holding the targets lock");
+            });
+            assert!(held.join().is_err());
+            let held = s.spawn(|| {
+                let _idle = t.idle[0].0.lock();
+                panic!("a request panics holding an idle list");
+            });
+            assert!(held.join().is_err());
+        });
+        // The next requests pick, look for an idle connection and age the
+        // lists as before.
+        let (again, _outstanding) = pool.pick(&[target]).expect("pick after the panics");
+        assert_eq!(again.addr, target.endpoint);
+        assert!(pool.idle(&again).is_none(), "nothing idle yet");
+        again.expire(Duration::from_secs(60));
+        assert_eq!(pool.open_connections(), [(target.endpoint, 0)]);
     }
 }

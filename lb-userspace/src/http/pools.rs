@@ -9,8 +9,10 @@
 //! one ends with the last request that holds it.
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
 };
+
+use parking_lot::Mutex;
 
 use super::pool::{GroupPool, PoolSettings};
 use crate::{
@@ -74,7 +76,7 @@ impl Pools {
     /// tokio runtime: a new pool starts its maintenance task.
     pub fn get(&self, g: &TargetGroup) -> Result<Arc<GroupPool>, TlsError> {
         let key = PoolKey::of(g);
-        let mut by_group = self.by_group.lock().expect("pools lock");
+        let mut by_group = self.by_group.lock();
         by_group.retain(|_, pools| {
             pools.retain(|(_, pool)| pool.strong_count() > 0);
             !pools.is_empty()

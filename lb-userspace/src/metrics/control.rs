@@ -1,6 +1,8 @@
 //! Control-plane gauges the control loop sets: ELB's `HealthyHostCount` and
 //! `UnHealthyHostCount` per target group, each target's state, and reloads.
-use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
+use std::{collections::HashMap, net::SocketAddr};
+
+use parking_lot::Mutex;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -82,7 +84,7 @@ impl ControlPlaneMetrics {
     /// Makes `state` (ELB's spelling: `initial`, `healthy`, `unhealthy`,
     /// `draining`, `unused`, `unavailable`) the target's only state series.
     pub fn set_target_state(&self, group: &str, target: SocketAddr, state: &str) {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock();
         let key = (group.to_owned(), target);
         if let Some(old) = current.insert(key, state.to_owned()) {
             self.state.remove(&state_labels(group, target, &old));
@@ -94,7 +96,7 @@ impl ControlPlaneMetrics {
 
     /// Forgets a target (deregistered and gone).
     pub fn remove_target(&self, group: &str, target: SocketAddr) {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock();
         if let Some(old) = current.remove(&(group.to_owned(), target)) {
             self.state.remove(&state_labels(group, target, &old));
         }
@@ -107,7 +109,7 @@ impl ControlPlaneMetrics {
         };
         self.healthy.remove(&labels);
         self.unhealthy.remove(&labels);
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock();
         current.retain(|(g, target), old| {
             let keep = g != group;
             if !keep {

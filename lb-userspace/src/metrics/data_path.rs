@@ -2,7 +2,9 @@
 //! (the per-CPU map counters summed) and named after ELB's CloudWatch
 //! metrics: `ActiveFlowCount`, `NewFlowCount`, `ProcessedBytes`,
 //! `ProcessedPackets`, per listener and per target.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use lb_common::{Counters, Stat};
 use prometheus_client::{
@@ -113,7 +115,7 @@ fn counters<V: AsRef<str>>(
 
 impl Collector for DataPathCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let guard = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.view.lock();
         let Some(v) = guard.as_ref() else {
             return Ok(());
         };

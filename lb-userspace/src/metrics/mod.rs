@@ -17,7 +17,9 @@ mod control;
 pub mod data_path;
 pub mod endpoint;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use prometheus_client::registry::Registry;
 
@@ -88,7 +90,7 @@ impl Metrics {
     /// `metrics.register(|r| r.register("lb_http_requests", "...", family.clone()))`.
     /// Returns what `f` returns (e.g. the module's metric handles).
     pub fn register<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.registry.lock())
     }
 
     /// Everything, in OpenMetrics text (`# EOF` last). Data-path metrics
@@ -97,16 +99,15 @@ impl Metrics {
     pub fn encode(&self, snapshot: Option<&Snapshot>, config: &Config) -> String {
         // Holding the registry lock serialises scrapes, so the view set here
         // is the one the collector reads.
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        *self.data_path.lock().unwrap_or_else(|p| p.into_inner()) =
-            snapshot.map(|s| data_path::View::new(s, config));
+        let registry = self.registry.lock();
+        *self.data_path.lock() = snapshot.map(|s| data_path::View::new(s, config));
         let mut text = String::new();
         // Writing to a String cannot fail; an encoder error would be a bug
         // in a metric's encoding, and a partial page is better than none.
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
             tracing::error!("encoding metrics: {e}");
         }
-        *self.data_path.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.data_path.lock() = None;
         text
     }
 
