@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     bpf::stats::Snapshot,
     config::{Config, ConfigError},
-    daemon::{self, ErrorChain},
+    daemon,
+    error_chain::ErrorChain,
     net,
 };
 

@@ -36,6 +36,7 @@ use crate::{
         lifecycle::Lifecycle,
         xdp::{XdpError, XdpPath},
     },
+    error_chain::ErrorChain,
     health::{Checker, HealthError, HealthEvent},
     http::HttpMetrics,
     instance::{self, InstanceError},
@@ -317,19 +318,4 @@ pub fn stats(path: &Path) -> Result<stats::Snapshot, DaemonError> {
 /// Pin directory of a config (for commands that only need pins).
 pub fn pin_dir(path: &Path) -> Result<PathBuf, DaemonError> {
     Ok(Config::load(path)?.daemon.pin_dir)
-}
-
-/// Formats an error with its sources, one per `: `.
-pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
-    }
 }

@@ -29,6 +29,7 @@
 //!
 //! - [`bpf`]: loading, attaching and pinning the XDP program, and
 //!   `DataPlane` over its maps (`bpf::kernel_maps`).
+//! - [`error_chain`]: an error and its sources on one line.
 //! - [`daemon`]: `lb run` / `down` / `stats` around those.
 //! - [`instance`]: one `lb run` per pin directory.
 pub mod api;
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod error_chain;
 pub mod health;
 pub mod http;
 pub mod instance;

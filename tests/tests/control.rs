@@ -416,4 +416,35 @@ fn api_access_control_registration_and_deletion_protection() {
         metrics.contains("lb_new_flow_count_total{listener=\"tcp4\"}"),
         "{metrics}"
     );
+
+    // A reload the file refuses keeps every error's key path in the 400;
+    // a file that cannot be read is the daemon's fault (500), named.
+    let reload = format!("{API}/v1/reload");
+    let good = std::fs::read_to_string(&lab.config).expect("read the config");
+    let bad = good.replacen("[[target_group]]", "[[target_group]]\nslow_start = 901", 1);
+    std::fs::write(&lab.config, bad).expect("write the config");
+    let (code, body) = curl(&lab, "POST", &reload, Some(OPS), None);
+    assert_eq!(code, 400, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+    assert_eq!(json["error"]["code"], "ValidationError", "{body}");
+    assert_eq!(
+        json["error"]["errors"],
+        serde_json::json!([{"path": "target_group[0].slow_start", "reason": "901 is outside 0..=900"}]),
+        "{body}"
+    );
+    let moved = lab.config.with_extension("moved");
+    std::fs::rename(&lab.config, &moved).expect("move the config away");
+    let (code, body) = curl(&lab, "POST", &reload, Some(OPS), None);
+    std::fs::rename(&moved, &lab.config).expect("move the config back");
+    assert_eq!(code, 500, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+    assert_eq!(json["error"]["code"], "ConfigUnreadable", "{body}");
+    assert_eq!(
+        json["error"]["file"],
+        lab.config.display().to_string(),
+        "{body}"
+    );
+    // The running config stayed: tcp6 is still served.
+    let (_, out, _) = lab.lb(&["listeners"]);
+    assert!(out.contains("tcp6"), "{out}");
 }

@@ -326,7 +326,7 @@ pub fn dispatch(cmd: &ApiCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {}", crate::daemon::ErrorChain(&e));
+            eprintln!("error: {}", crate::error_chain::ErrorChain(&e));
             Ok(ExitCode::FAILURE)
         }
     }

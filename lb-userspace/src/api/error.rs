@@ -2,7 +2,8 @@
 //! `{"error":{"code":"...","message":"..."}}`, codes in ELB/IAM style
 //! (`TargetGroupNotFound`-like codes are not distinguished: the control loop
 //! reports NotFound/Invalid/Conflict/Failed, and the message names the
-//! object).
+//! object). A config that fails validation adds `errors`, each with its key
+//! path; a config file that cannot be read adds `file`.
 use axum::{
     Json,
     response::{IntoResponse, Response},
@@ -19,6 +20,10 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Validation errors of the config a change would produce.
+    pub errors: Vec<FieldError>,
+    /// The config file that could not be read.
+    pub file: Option<String>,
 }
 
 /// The JSON body of an error, shared with the client.
@@ -30,7 +35,19 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: String,
+    /// For people: every validation error on a line of its own.
     pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// One validation error: the key path (`listener[1].port`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub path: String,
+    pub reason: String,
 }
 
 impl ApiError {
@@ -39,6 +56,8 @@ impl ApiError {
             status,
             code: code.into(),
             message: message.into(),
+            errors: Vec::new(),
+            file: None,
         }
     }
 
@@ -51,6 +70,8 @@ impl ApiError {
             error: ErrorDetail {
                 code: self.code.clone(),
                 message: self.message.clone(),
+                errors: self.errors.clone(),
+                file: self.file.clone(),
             },
         }
     }
@@ -67,11 +88,30 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let (status, code) = match &e {
             ControlError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
-            ControlError::Invalid(_) => (StatusCode::BAD_REQUEST, "ValidationError"),
+            ControlError::BadRequest(_) | ControlError::Invalid(_) => {
+                (StatusCode::BAD_REQUEST, "ValidationError")
+            }
             ControlError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ControlError::Unreadable { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "ConfigUnreadable")
+            }
             ControlError::Failed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure"),
         };
-        Self::new(status, code, e.to_string())
+        let mut api = Self::new(status, code, e.to_string());
+        match e {
+            ControlError::Invalid(errors) => {
+                api.errors = errors
+                    .iter()
+                    .map(|v| FieldError {
+                        path: v.path.clone(),
+                        reason: v.reason.clone(),
+                    })
+                    .collect();
+            }
+            ControlError::Unreadable { path, .. } => api.file = Some(path.display().to_string()),
+            _ => {}
+        }
+        api
     }
 }
 

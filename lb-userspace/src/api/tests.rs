@@ -18,7 +18,7 @@ use super::{
     routes::{ROUTES, TargetHealthResponse},
     server::{Endpoints, ServeError, serve},
 };
-use crate::config::Api;
+use crate::config::{Api, ValidationError, ValidationErrors};
 use crate::control::{
     Command, ControlError, ControlHandle,
     command::{
@@ -115,8 +115,9 @@ fn targets() -> Vec<TargetHealthReport> {
 fn fake_control() -> ControlHandle {
     let (handle, mut rx) = ControlHandle::channel(8);
     tokio::spawn(async move {
+        let mut reloads = 0;
         while let Some(cmd) = rx.recv().await {
-            answer(cmd);
+            answer(cmd, &mut reloads);
         }
     });
     handle
@@ -131,7 +132,7 @@ fn send<T>(to: tokio::sync::oneshot::Sender<Result<T, ControlError>>, v: Result<
     let _ = to.send(v);
 }
 
-fn answer(cmd: Command) {
+fn answer(cmd: Command, reloads: &mut usize) {
     match cmd {
         Command::Status(r) => send(
             r,
@@ -198,12 +199,28 @@ fn answer(cmd: Command) {
         Command::DeleteTargetGroup { reply, .. } => {
             send(reply, Err(ControlError::Failed("map update failed".into())))
         }
-        Command::Reload(reply) => send(
-            reply,
-            Err(ControlError::Invalid(
-                "listener[0].port: 0 is out of range".into(),
-            )),
-        ),
+        // The first reload finds an invalid file, the next ones none.
+        Command::Reload(reply) => {
+            *reloads += 1;
+            let refused = if *reloads == 1 {
+                ControlError::Invalid(ValidationErrors::from_iter([
+                    ValidationError {
+                        path: "listener[0].port".into(),
+                        reason: "0 is out of range".into(),
+                    },
+                    ValidationError {
+                        path: "target_group[1].name".into(),
+                        reason: "\"web\" is used twice".into(),
+                    },
+                ]))
+            } else {
+                ControlError::Unreadable {
+                    path: "/etc/lb/lb.toml".into(),
+                    message: "No such file or directory (os error 2)".into(),
+                }
+            };
+            send(reply, Err(refused))
+        }
         other => panic!("the fake control loop does not expect {other:?}"),
     }
 }
@@ -452,7 +469,24 @@ async fn control_errors_map_to_http_statuses() {
             Method::POST,
             "/v1/reload",
             StatusCode::BAD_REQUEST,
-            error("ValidationError", "listener[0].port: 0 is out of range"),
+            serde_json::json!({"error": {
+                "code": "ValidationError",
+                "message": "listener[0].port: 0 is out of range\ntarget_group[1].name: \"web\" is used twice",
+                "errors": [
+                    {"path": "listener[0].port", "reason": "0 is out of range"},
+                    {"path": "target_group[1].name", "reason": "\"web\" is used twice"},
+                ],
+            }}),
+        ),
+        (
+            Method::POST,
+            "/v1/reload",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": {
+                "code": "ConfigUnreadable",
+                "message": "failed to read config /etc/lb/lb.toml: No such file or directory (os error 2)",
+                "file": "/etc/lb/lb.toml",
+            }}),
         ),
         (
             Method::DELETE,

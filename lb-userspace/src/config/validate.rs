@@ -71,6 +71,13 @@ impl ValidationErrors {
     }
 }
 
+/// Errors gathered elsewhere (tests, callers that merge lists).
+impl FromIterator<ValidationError> for ValidationErrors {
+    fn from_iter<I: IntoIterator<Item = ValidationError>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
 impl fmt::Display for ValidationErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {

@@ -11,24 +11,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-/// Why a command was refused or failed; each maps to one HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(tag = "code", content = "message")]
-pub enum ControlError {
-    /// No such listener, target group or target (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The request or the config it would produce is invalid (400); the
-    /// running config stays.
-    #[error("{0}")]
-    Invalid(String),
-    /// Refused by deletion protection or a state conflict (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// Applying failed half-way, or the loop is gone (500).
-    #[error("{0}")]
-    Failed(String),
-}
+use super::error::ControlError;
 
 /// One target to register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,23 +12,23 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::{
-    command::*,
+    command::{ChangeReport, Command},
+    error::ControlError,
     lifecycle::{Checks, Health, Lifecycle},
+    verbs,
     xdp::XdpPath,
 };
 use crate::{
-    bpf::stats,
-    config::{Config, ConfigError, Listener, Target, TargetGroup, VipOwners},
-    daemon::ErrorChain,
+    config::{Config, ConfigError, TargetGroup},
+    error_chain::ErrorChain,
     health::{self, Checker, HealthEvent},
     listeners::Listeners,
     metrics::Metrics,
-    net,
     routable::Routable,
 };
 
 /// Health checks as configured (the `health_check` table of a group).
-struct ConfiguredChecks;
+pub(super) struct ConfiguredChecks;
 
 impl Checks for ConfiguredChecks {
     fn enabled(&self, group: &TargetGroup) -> bool {
@@ -37,12 +37,13 @@ impl Checks for ConfiguredChecks {
 }
 
 /// The control loop's state.
+/// Its reports ([`super::reports`]) read these fields.
 pub struct Controller {
-    path: PathBuf,
-    config: Config,
-    lifecycle: Lifecycle,
-    xdp: Option<XdpPath>,
-    userspace: Listeners,
+    pub(super) path: PathBuf,
+    pub(super) config: Config,
+    pub(super) lifecycle: Lifecycle,
+    pub(super) xdp: Option<XdpPath>,
+    pub(super) userspace: Listeners,
     routable: watch::Sender<Arc<Routable>>,
     checker: Checker,
     metrics: Arc<Metrics>,
@@ -50,8 +51,8 @@ pub struct Controller {
     published: watch::Sender<Arc<Config>>,
     /// (group, target) pairs whose state gauge is set, to remove stale ones.
     gauged: BTreeSet<(String, SocketAddr)>,
-    started: Instant,
-    last_reload: Option<String>,
+    pub(super) started: Instant,
+    pub(super) last_reload: Option<String>,
 }
 
 /// What the control loop drives besides the lifecycle.
@@ -163,12 +164,10 @@ impl Controller {
 
     /// Makes `new` the running config, or refuses it and keeps the old one.
     async fn replace(&mut self, new: Config, why: &str) -> Result<ChangeReport, ControlError> {
-        if let Err(errors) = new.validate() {
-            return Err(ControlError::Invalid(errors.to_string()));
-        }
+        new.validate().map_err(ControlError::Invalid)?;
         protected_removals(&self.config, &new)?;
         if let Some(what) = daemon_change(&self.config, &new) {
-            return Err(ControlError::Invalid(format!(
+            return Err(ControlError::BadRequest(format!(
                 "[daemon] {what} changed; that needs a restart (`lb down` first when map sizes change)"
             )));
         }
@@ -180,7 +179,7 @@ impl Controller {
             if let Err(again) = self.userspace.apply(&old, serve_l4).await {
                 error!(error = %ErrorChain(&again), "restoring the userspace listeners failed");
             }
-            return Err(ControlError::Invalid(ErrorChain(&e).to_string()));
+            return Err(ControlError::BadRequest(ErrorChain(&e).to_string()));
         }
         let now = Instant::now();
         let released = self.lifecycle.sync(&new, now);
@@ -211,10 +210,13 @@ impl Controller {
     pub async fn reload(&mut self) -> Result<ChangeReport, ControlError> {
         let result = match Config::load(&self.path) {
             Ok(new) => self.replace(new, "reload").await,
-            Err(ConfigError::Invalid { errors, .. }) => {
-                Err(ControlError::Invalid(errors.to_string()))
-            }
-            Err(e) => Err(ControlError::Invalid(ErrorChain(&e).to_string())),
+            Err(ConfigError::Invalid { errors, .. }) => Err(ControlError::Invalid(errors)),
+            // The file, not the request, is at fault: a 500 naming it.
+            Err(ConfigError::Read { path, source }) => Err(ControlError::Unreadable {
+                path,
+                message: source.to_string(),
+            }),
+            Err(e) => Err(ControlError::BadRequest(ErrorChain(&e).to_string())),
         };
         self.metrics.control().record_reload(result.is_ok());
         match &result {
@@ -310,14 +312,18 @@ impl Controller {
                 targets,
                 reply,
             } => {
-                let _ = reply.send(self.register(&group, targets).await);
+                let why = format!("register {} target(s) in {group}", targets.len());
+                let done = self.edit(why, |c| verbs::register(c, &group, targets));
+                let _ = reply.send(done.await);
             }
             Command::Deregister {
                 group,
                 targets,
                 reply,
             } => {
-                let _ = reply.send(self.deregister(&group, &targets).await);
+                let why = format!("deregister {} target(s) from {group}", targets.len());
+                let done = self.edit(why, |c| verbs::deregister(c, &group, &targets));
+                let _ = reply.send(done.await);
             }
             Command::SetWeight {
                 group,
@@ -325,162 +331,42 @@ impl Controller {
                 weight,
                 reply,
             } => {
-                let _ = reply.send(self.set_weight(&group, target, weight).await);
+                let why = format!("set weight of {target} in {group} to {weight}");
+                let done = self.edit(why, |c| verbs::set_weight(c, &group, target, weight));
+                let _ = reply.send(done.await);
             }
             Command::ModifyListener {
                 name,
                 attributes,
                 reply,
             } => {
-                let _ = reply.send(self.modify_listener(&name, &attributes).await);
+                let why = format!("modify listener {name}");
+                let done = self.edit(why, |c| verbs::modify_listener(c, &name, &attributes));
+                let _ = reply.send(done.await);
             }
             Command::ModifyTargetGroup {
                 name,
                 attributes,
                 reply,
             } => {
-                let _ = reply.send(self.modify_target_group(&name, &attributes).await);
+                let why = format!("modify target group {name}");
+                let done = self.edit(why, |c| verbs::modify_target_group(c, &name, &attributes));
+                let _ = reply.send(done.await);
             }
             Command::DeleteListener { name, reply } => {
-                let _ = reply.send(self.delete_listener(&name).await);
+                let why = format!("delete listener {name}");
+                let done = self.edit(why, |c| verbs::delete_listener(c, &name));
+                let _ = reply.send(done.await);
             }
             Command::DeleteTargetGroup { name, reply } => {
-                let _ = reply.send(self.delete_target_group(&name).await);
+                let why = format!("delete target group {name}");
+                let done = self.edit(why, |c| verbs::delete_target_group(c, &name));
+                let _ = reply.send(done.await);
             }
             Command::Reload(reply) => {
                 let _ = reply.send(self.reload().await);
             }
         }
-    }
-
-    fn status(&self) -> StatusReport {
-        let c = &self.config;
-        let (mut healthy, mut unhealthy) = (0, 0);
-        for g in &c.target_groups {
-            let (h, u, _) = self.lifecycle.counts(&g.name);
-            healthy += h;
-            unhealthy += u;
-        }
-        StatusReport {
-            version: env!("CARGO_PKG_VERSION").into(),
-            config: self.path.display().to_string(),
-            dataplane: if self.xdp.is_some() {
-                "xdp"
-            } else {
-                "userspace"
-            }
-            .into(),
-            zone: c.daemon.zone.clone(),
-            listeners: c.listeners.len(),
-            target_groups: c.target_groups.len(),
-            targets: c.summary().targets,
-            healthy,
-            unhealthy,
-            uptime_s: self.started.elapsed().as_secs(),
-            last_reload: self.last_reload.clone(),
-        }
-    }
-
-    fn listeners(&self) -> Vec<ListenerReport> {
-        self.config
-            .listeners
-            .iter()
-            .map(|l| ListenerReport {
-                name: l.name.clone(),
-                protocol: l.protocol.to_string(),
-                address: l.address,
-                port: l.port,
-                target_groups: l
-                    .referenced_groups()
-                    .into_iter()
-                    .map(String::from)
-                    .collect(),
-                deletion_protection: l.deletion_protection,
-                served_by: if l.protocol.in_kernel() && self.xdp.is_some() {
-                    "xdp"
-                } else {
-                    "userspace"
-                }
-                .into(),
-            })
-            .collect()
-    }
-
-    fn target_groups(&self) -> Vec<TargetGroupReport> {
-        self.config
-            .target_groups
-            .iter()
-            .map(|g| {
-                let (healthy, unhealthy, draining) = self.lifecycle.counts(&g.name);
-                TargetGroupReport {
-                    name: g.name.clone(),
-                    protocol: g.protocol.to_string(),
-                    port: g.port,
-                    healthy,
-                    unhealthy,
-                    draining,
-                    targets: g.targets.len(),
-                    deletion_protection: g.deletion_protection,
-                    deregistration_delay: g.deregistration_delay,
-                    slow_start: g.slow_start,
-                    cross_zone: g.cross_zone,
-                    unhealthy_connection_termination: g.unhealthy_connection_termination,
-                }
-            })
-            .collect()
-    }
-
-    fn group(&self, name: &str) -> Result<&TargetGroup, ControlError> {
-        self.config
-            .target_group(name)
-            .ok_or_else(|| ControlError::NotFound(format!("target group {name:?} does not exist")))
-    }
-
-    fn target_health(&self, group: &str) -> Result<Vec<TargetHealthReport>, ControlError> {
-        let g = self.group(group)?;
-        Ok(self
-            .lifecycle
-            .reports(&self.config, g, &ConfiguredChecks, Instant::now()))
-    }
-
-    /// The XDP connection table, or without XDP the UDP relays' flow
-    /// tables (TCP connections of the userspace proxy are in no table; the
-    /// metrics count them).
-    async fn flows(&self, limit: usize) -> Result<FlowsReport, ControlError> {
-        if let Some(xdp) = &self.xdp {
-            return Ok(xdp.flows(limit));
-        }
-        let mut report = FlowsReport {
-            entries: 0,
-            active: 0,
-            sample: Vec::new(),
-        };
-        for (vip, snapshot) in self.userspace.udp_flows(limit).await {
-            report.entries += snapshot.entries as u64;
-            report.active += snapshot.active as u64;
-            let room = limit.saturating_sub(report.sample.len());
-            report
-                .sample
-                .extend(snapshot.sample.into_iter().take(room).map(|f| FlowReport {
-                    client: f.client,
-                    vip,
-                    protocol: "udp".into(),
-                    target: Some(f.target),
-                    idle_s: f.idle.as_secs(),
-                }));
-        }
-        Ok(report)
-    }
-
-    fn stats(&self) -> Result<StatsReport, ControlError> {
-        if self.xdp.is_none() {
-            return Err(ControlError::NotFound(
-                "no XDP data path: packet counters exist only with dataplane = \"xdp\"".into(),
-            ));
-        }
-        let snap = stats::snapshot(&self.config.daemon.pin_dir)
-            .map_err(|e| ControlError::Failed(ErrorChain(&e).to_string()))?;
-        Ok(stats_report(&self.config, &snap))
     }
 
     /// Runs `edit` on a copy of the running config and makes it the running
@@ -499,179 +385,6 @@ impl Controller {
         }
         self.replace(new, &why).await
     }
-
-    async fn register(
-        &mut self,
-        group: &str,
-        specs: Vec<TargetSpec>,
-    ) -> Result<ChangeReport, ControlError> {
-        self.group(group)?;
-        if specs.is_empty() {
-            return Err(ControlError::Invalid("no targets given".into()));
-        }
-        let why = format!("register {} target(s) in {group}", specs.len());
-        self.edit(why, |c| {
-            let g = group_mut(c, group)?;
-            for s in specs {
-                let target = Target {
-                    address: s.address,
-                    port: s.port,
-                    weight: s.weight.unwrap_or(crate::config::DEFAULT_WEIGHT),
-                    zone: s.zone,
-                };
-                let ep = g.endpoint(&target);
-                match g.targets.iter_mut().find(|t| g_endpoint(g.port, t) == ep) {
-                    // Registering a registered target updates it, as in ELB.
-                    Some(t) => *t = target,
-                    None => g.targets.push(target),
-                }
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn deregister(
-        &mut self,
-        group: &str,
-        targets: &[SocketAddr],
-    ) -> Result<ChangeReport, ControlError> {
-        let g = self.group(group)?;
-        for ep in targets {
-            if !g.targets.iter().any(|t| g.endpoint(t) == *ep) {
-                return Err(ControlError::NotFound(format!(
-                    "{ep} is not registered in target group {group:?}"
-                )));
-            }
-        }
-        let why = format!("deregister {} target(s) from {group}", targets.len());
-        self.edit(why, |c| {
-            let g = group_mut(c, group)?;
-            let port = g.port;
-            g.targets
-                .retain(|t| !targets.contains(&g_endpoint(port, t)));
-            Ok(())
-        })
-        .await
-    }
-
-    async fn set_weight(
-        &mut self,
-        group: &str,
-        target: SocketAddr,
-        weight: u32,
-    ) -> Result<ChangeReport, ControlError> {
-        let why = format!("set weight of {target} in {group} to {weight}");
-        self.group(group)?;
-        self.edit(why, |c| {
-            let g = group_mut(c, group)?;
-            let port = g.port;
-            let t = g
-                .targets
-                .iter_mut()
-                .find(|t| g_endpoint(port, t) == target)
-                .ok_or_else(|| {
-                    ControlError::NotFound(format!(
-                        "{target} is not registered in target group {group:?}"
-                    ))
-                })?;
-            t.weight = weight;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn modify_listener(
-        &mut self,
-        name: &str,
-        a: &ListenerAttributes,
-    ) -> Result<ChangeReport, ControlError> {
-        let why = format!("modify listener {name}");
-        self.edit(why, |c| {
-            let l = listener_mut(c, name)?;
-            if let Some(v) = a.deletion_protection {
-                l.deletion_protection = v;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn modify_target_group(
-        &mut self,
-        name: &str,
-        a: &TargetGroupAttributes,
-    ) -> Result<ChangeReport, ControlError> {
-        let why = format!("modify target group {name}");
-        self.edit(why, |c| {
-            let g = group_mut(c, name)?;
-            if let Some(v) = a.deletion_protection {
-                g.deletion_protection = v;
-            }
-            if let Some(v) = a.deregistration_delay {
-                g.deregistration_delay = v;
-            }
-            if let Some(v) = a.slow_start {
-                g.slow_start = v;
-            }
-            if let Some(v) = a.cross_zone {
-                g.cross_zone = v;
-            }
-            if let Some(v) = a.unhealthy_connection_termination {
-                g.unhealthy_connection_termination = v;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn delete_listener(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
-        let why = format!("delete listener {name}");
-        self.edit(why, |c| {
-            listener_mut(c, name)?;
-            c.listeners.retain(|l| l.name != name);
-            Ok(())
-        })
-        .await
-    }
-
-    async fn delete_target_group(&mut self, name: &str) -> Result<ChangeReport, ControlError> {
-        let why = format!("delete target group {name}");
-        self.edit(why, |c| {
-            group_mut(c, name)?;
-            if let Some(l) = c
-                .listeners
-                .iter()
-                .find(|l| l.referenced_groups().contains(&name))
-            {
-                return Err(ControlError::Conflict(format!(
-                    "target group {name:?} is in use by listener {:?}",
-                    l.name
-                )));
-            }
-            c.target_groups.retain(|g| g.name != name);
-            Ok(())
-        })
-        .await
-    }
-}
-
-fn g_endpoint(group_port: u16, t: &Target) -> SocketAddr {
-    SocketAddr::new(t.address, t.port.unwrap_or(group_port))
-}
-
-fn group_mut<'a>(c: &'a mut Config, name: &str) -> Result<&'a mut TargetGroup, ControlError> {
-    c.target_groups
-        .iter_mut()
-        .find(|g| g.name == name)
-        .ok_or_else(|| ControlError::NotFound(format!("target group {name:?} does not exist")))
-}
-
-fn listener_mut<'a>(c: &'a mut Config, name: &str) -> Result<&'a mut Listener, ControlError> {
-    c.listeners
-        .iter_mut()
-        .find(|l| l.name == name)
-        .ok_or_else(|| ControlError::NotFound(format!("listener {name:?} does not exist")))
 }
 
 /// Refuses a change that removes a listener or target group with deletion
@@ -715,43 +428,5 @@ pub fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("worker_threads")
     } else {
         None
-    }
-}
-
-fn counters(name: String, c: &lb_common::Counters) -> CountersReport {
-    CountersReport {
-        name,
-        packets_in: c.packets_in,
-        bytes_in: c.bytes_in,
-        packets_out: c.packets_out,
-        bytes_out: c.bytes_out,
-        new_flows: c.new_flows,
-    }
-}
-
-fn stats_report(config: &Config, snap: &stats::Snapshot) -> StatsReport {
-    let listeners = snap
-        .vips
-        .iter()
-        .map(|(key, _, c)| counters(config.vip_name(key, VipOwners::Any), c))
-        .collect();
-    let targets = snap
-        .targets
-        .iter()
-        .map(|(id, t, c)| {
-            let name =
-                net::target_endpoint(t).map_or_else(|| format!("id {id}"), |ep| ep.to_string());
-            counters(name, c)
-        })
-        .collect();
-    let datapath = snap
-        .stats
-        .iter()
-        .map(|(s, n)| (s.name().to_string(), *n))
-        .collect();
-    StatsReport {
-        listeners,
-        targets,
-        datapath,
     }
 }

@@ -4,8 +4,12 @@
 pub mod apply_guard;
 pub mod command;
 pub mod controller;
+mod error;
 pub mod lifecycle;
+mod reports;
+pub mod verbs;
 pub mod xdp;
 
-pub use command::{Command, ControlError, ControlHandle};
+pub use command::{Command, ControlHandle};
 pub use controller::Controller;
+pub use error::ControlError;

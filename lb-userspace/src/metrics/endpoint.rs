@@ -10,7 +10,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tracing::warn;
 
 use super::Metrics;
-use crate::{bpf::stats, config::Config, daemon::ErrorChain};
+use crate::{bpf::stats, config::Config, error_chain::ErrorChain};
 
 #[derive(Clone)]
 struct Scrape {
