@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use lb::{
     config::{CheckKind, CheckPort, HealthCheck},
-    health::{Checker, Health, HealthMetrics, ProbeJob},
+    health::{Checker, HealthMetrics, ProbeJob, Verdict},
 };
 use tokio::{runtime::Runtime, task::JoinHandle};
 
@@ -249,10 +249,10 @@ pub fn health_bench(opts: HealthBenchOpts) -> Result<HealthBenchReport> {
         tokio::spawn(async move {
             while let Some(e) = events.recv().await {
                 match e.health {
-                    Health::Healthy => {
+                    Verdict::Healthy => {
                         let _ = healthy_tx.send(());
                     }
-                    Health::Unhealthy => {
+                    Verdict::Unhealthy => {
                         let mut map = unhealthy_at.lock().unwrap_or_else(|p| p.into_inner());
                         map.insert(e.endpoint, Instant::now());
                     }

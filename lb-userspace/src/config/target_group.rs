@@ -73,7 +73,7 @@ pub struct TargetGroup {
     pub health_check: HealthCheckConfig,
     /// `[[target_group.target]]` tables; may be empty (flows are dropped).
     #[serde(default, rename = "target")]
-    pub targets: Vec<Target>,
+    pub targets: Vec<TargetDescription>,
 }
 
 /// ELB's default deregistration delay, seconds.
@@ -95,7 +95,7 @@ fn default_udp_idle_timeout() -> u32 {
 
 impl TargetGroup {
     /// Address and port a target receives traffic on.
-    pub fn endpoint(&self, target: &Target) -> SocketAddr {
+    pub fn endpoint(&self, target: &TargetDescription) -> SocketAddr {
         SocketAddr::new(target.address, target.port.unwrap_or(self.port))
     }
 
@@ -129,10 +129,11 @@ pub enum Stickiness {
     SourceIp,
 }
 
-/// `[[target_group.target]]`.
+/// `[[target_group.target]]`: one target registered in a group (ELB's
+/// `TargetDescription`); not the `TARGETS` map entry, `lb_common::Target`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Target {
+pub struct TargetDescription {
     /// Same family as the group's listeners (nat cannot translate v4 <-> v6).
     pub address: IpAddr,
     /// Defaults to the group's `port`.

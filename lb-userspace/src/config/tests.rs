@@ -437,8 +437,8 @@ fn more_weighted_targets_than_slots() {
 fn too_many_distinct_targets() {
     let mut c = parse(BASE);
     // The same endpoints in two groups count once.
-    let targets: Vec<Target> = (0..=limits::MAX_TARGETS)
-        .map(|i| Target {
+    let targets: Vec<TargetDescription> = (0..=limits::MAX_TARGETS)
+        .map(|i| TargetDescription {
             address: IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + i)),
             port: None,
             weight: 1,

@@ -14,7 +14,7 @@ use tracing::{error, info};
 use super::{
     command::{ChangeReport, Command},
     error::ControlError,
-    lifecycle::{Checks, Health, Lifecycle},
+    lifecycle::{Checks, Lifecycle, TargetHealth},
     verbs,
     xdp::XdpPath,
 };
@@ -235,8 +235,8 @@ impl Controller {
     /// A threshold crossing from the health checker.
     pub fn on_health_event(&mut self, ev: HealthEvent) {
         let health = match ev.health {
-            health::Health::Healthy => Health::Healthy,
-            health::Health::Unhealthy => Health::Unhealthy {
+            health::Verdict::Healthy => TargetHealth::Healthy,
+            health::Verdict::Unhealthy => TargetHealth::Unhealthy {
                 reason: ev
                     .reason
                     .map_or("Target.FailedHealthChecks", |r| r.as_str())
@@ -248,11 +248,11 @@ impl Controller {
     }
 
     /// A health verdict.
-    pub fn on_health(&mut self, group: &str, target: SocketAddr, health: Health) {
+    pub fn on_health(&mut self, group: &str, target: SocketAddr, health: TargetHealth) {
         let label = match &health {
-            Health::Healthy => "healthy".to_string(),
-            Health::Initial => "initial".to_string(),
-            Health::Unhealthy { reason, .. } => format!("unhealthy ({reason})"),
+            TargetHealth::Healthy => "healthy".to_string(),
+            TargetHealth::Initial => "initial".to_string(),
+            TargetHealth::Unhealthy { reason, .. } => format!("unhealthy ({reason})"),
         };
         if !self
             .lifecycle

@@ -42,7 +42,7 @@ pub const WEIGHT_SCALE: u32 = 100;
 
 /// A target's health as the checks last decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
+pub enum TargetHealth {
     /// No verdict yet.
     Initial,
     Healthy,
@@ -58,7 +58,7 @@ pub enum Health {
 struct Record {
     weight: u32,
     zone: Option<String>,
-    health: Health,
+    health: TargetHealth,
     /// Deregistered: draining until then.
     draining_until: Option<Instant>,
     /// Slow start began then.
@@ -108,7 +108,7 @@ impl Lifecycle {
             let r = self.records.entry(key.clone()).or_insert_with(|| Record {
                 weight: t.weight,
                 zone: None,
-                health: Health::Initial,
+                health: TargetHealth::Initial,
                 draining_until: None,
                 ramp_from: None,
                 late,
@@ -157,24 +157,24 @@ impl Lifecycle {
         &mut self,
         group: &str,
         target: SocketAddr,
-        health: Health,
+        health: TargetHealth,
         now: Instant,
     ) -> bool {
         let others_healthy = self
             .records
             .iter()
-            .any(|((g, ep), r)| g == group && *ep != target && r.health == Health::Healthy);
+            .any(|((g, ep), r)| g == group && *ep != target && r.health == TargetHealth::Healthy);
         let Some(r) = self.records.get_mut(&(group.to_owned(), target)) else {
             return false;
         };
         if r.health == health {
             return false;
         }
-        let recovering =
-            matches!(r.health, Health::Unhealthy { .. }) || (r.health == Health::Initial && r.late);
-        if health == Health::Healthy && recovering && others_healthy {
+        let recovering = matches!(r.health, TargetHealth::Unhealthy { .. })
+            || (r.health == TargetHealth::Initial && r.late);
+        if health == TargetHealth::Healthy && recovering && others_healthy {
             r.ramp_from = Some(now);
-        } else if health != Health::Healthy {
+        } else if health != TargetHealth::Healthy {
             r.ramp_from = None;
         }
         r.health = health;
@@ -253,7 +253,9 @@ impl Lifecycle {
     /// say otherwise, so a daemon restart never pulls traffic off them;
     /// targets registered later wait for their first successful check.
     fn is_healthy(r: &Record, checks_on: bool) -> bool {
-        !checks_on || r.health == Health::Healthy || (r.health == Health::Initial && !r.late)
+        !checks_on
+            || r.health == TargetHealth::Healthy
+            || (r.health == TargetHealth::Initial && !r.late)
     }
 
     /// Targets that get new flows, before weights.
@@ -316,7 +318,7 @@ impl Lifecycle {
             } else if in_pool
                 || failing_open
                 || Self::is_healthy(r, checks_on)
-                || r.health == Health::Initial
+                || r.health == TargetHealth::Initial
             {
                 TargetState::Active
             } else if g.unhealthy_connection_termination {
@@ -380,9 +382,9 @@ impl Lifecycle {
         for (_, r) in self.group_records(group) {
             if r.draining_until.is_some() {
                 c.2 += 1;
-            } else if r.health == Health::Healthy {
+            } else if r.health == TargetHealth::Healthy {
                 c.0 += 1;
-            } else if matches!(r.health, Health::Unhealthy { .. }) {
+            } else if matches!(r.health, TargetHealth::Unhealthy { .. }) {
                 c.1 += 1;
             }
         }
@@ -420,17 +422,17 @@ fn describe(
         );
     }
     match &r.health {
-        Health::Initial => (
+        TargetHealth::Initial => (
             TargetHealthState::Initial,
             s("Elb.InitialHealthChecking"),
             "Initial health checks in progress".into(),
         ),
-        Health::Healthy => (
+        TargetHealth::Healthy => (
             TargetHealthState::Healthy,
             None,
             "Health checks passed".into(),
         ),
-        Health::Unhealthy {
+        TargetHealth::Unhealthy {
             reason,
             description,
         } => (

@@ -10,7 +10,7 @@ use super::{
     command::{ListenerAttributes, TargetGroupAttributes, TargetSpec},
     error::ControlError,
 };
-use crate::config::{Config, DEFAULT_WEIGHT, Listener, Target, TargetGroup};
+use crate::config::{Config, DEFAULT_WEIGHT, Listener, TargetDescription, TargetGroup};
 
 /// Adds `specs` to `group`; registering a registered target updates it, as
 /// in ELB.
@@ -20,7 +20,7 @@ pub fn register(c: &mut Config, group: &str, specs: Vec<TargetSpec>) -> Result<(
         return Err(ControlError::BadRequest("no targets given".into()));
     }
     for s in specs {
-        let target = Target {
+        let target = TargetDescription {
             address: s.address,
             port: s.port,
             weight: s.weight.unwrap_or(DEFAULT_WEIGHT),
@@ -133,7 +133,7 @@ pub fn group<'a>(c: &'a Config, name: &str) -> Result<&'a TargetGroup, ControlEr
     c.target_group(name).ok_or_else(|| no_group(name))
 }
 
-fn endpoint(group_port: u16, t: &Target) -> SocketAddr {
+fn endpoint(group_port: u16, t: &TargetDescription) -> SocketAddr {
     SocketAddr::new(t.address, t.port.unwrap_or(group_port))
 }
 

@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use super::{
-    Health, HealthMetrics, Reason, Status,
+    HealthMetrics, Reason, Status, Verdict,
     probe::{Outcome, Prober},
     state::Tracker,
     tls,
@@ -57,7 +57,7 @@ pub fn jobs_from_config(config: &Config) -> Vec<ProbeJob> {
 pub struct HealthEvent {
     pub group: String,
     pub endpoint: SocketAddr,
-    pub health: Health,
+    pub health: Verdict,
     /// ELB's reason code; `None` for healthy targets (ELB reports none).
     pub reason: Option<Reason>,
     /// What the deciding probe found, e.g. `Health checks failed with these

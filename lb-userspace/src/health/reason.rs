@@ -6,24 +6,26 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-/// The outcome of health checking a target, as crossings report it.
+/// The checker's verdict on a target, as threshold crossings report it
+/// (the control loop keeps its own `lifecycle::TargetHealth`,
+/// which adds `Initial` and the reason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Health {
+pub enum Verdict {
     Healthy,
     Unhealthy,
 }
 
-impl Health {
+impl Verdict {
     /// ELB's spelling.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
+            Verdict::Healthy => "healthy",
+            Verdict::Unhealthy => "unhealthy",
         }
     }
 }
 
-impl fmt::Display for Health {
+impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -105,7 +107,7 @@ impl Serialize for Reason {
     }
 }
 
-impl Serialize for Health {
+impl Serialize for Verdict {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
     }

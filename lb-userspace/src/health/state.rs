@@ -1,6 +1,6 @@
 //! The per-target state machine: consecutive successes and failures against
 //! the thresholds, as ELB counts them.
-use super::Health;
+use super::Verdict;
 
 /// Where a target stands with the checker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,11 +21,11 @@ impl Status {
     }
 }
 
-impl From<Health> for Status {
-    fn from(h: Health) -> Self {
+impl From<Verdict> for Status {
+    fn from(h: Verdict) -> Self {
         match h {
-            Health::Healthy => Status::Healthy,
-            Health::Unhealthy => Status::Unhealthy,
+            Verdict::Healthy => Status::Healthy,
+            Verdict::Unhealthy => Status::Unhealthy,
         }
     }
 }
@@ -61,7 +61,7 @@ impl Tracker {
     }
 
     /// Records one probe; returns the new health when it crossed.
-    pub fn record(&mut self, success: bool) -> Option<Health> {
+    pub fn record(&mut self, success: bool) -> Option<Verdict> {
         if success {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);
@@ -76,10 +76,10 @@ impl Tracker {
                 } else {
                     self.healthy_threshold
                 };
-                (self.successes >= needed).then_some(Health::Healthy)
+                (self.successes >= needed).then_some(Verdict::Healthy)
             }
             Status::Initial | Status::Healthy if !success => {
-                (self.failures >= self.unhealthy_threshold).then_some(Health::Unhealthy)
+                (self.failures >= self.unhealthy_threshold).then_some(Verdict::Unhealthy)
             }
             _ => None,
         };
@@ -96,14 +96,14 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    fn run(t: &mut Tracker, outcomes: &[bool]) -> Vec<Option<Health>> {
+    fn run(t: &mut Tracker, outcomes: &[bool]) -> Vec<Option<Verdict>> {
         outcomes.iter().map(|&ok| t.record(ok)).collect()
     }
 
     #[test]
     fn initial_turns_healthy_on_the_first_success() {
         let mut t = Tracker::new(Status::Initial, 5, 2);
-        assert_eq!(run(&mut t, &[true]), [Some(Health::Healthy)]);
+        assert_eq!(run(&mut t, &[true]), [Some(Verdict::Healthy)]);
         assert_eq!(t.status(), Status::Healthy);
     }
 
@@ -112,7 +112,7 @@ mod tests {
         let mut t = Tracker::new(Status::Initial, 5, 3);
         assert_eq!(
             run(&mut t, &[false, false, false]),
-            [None, None, Some(Health::Unhealthy)]
+            [None, None, Some(Verdict::Unhealthy)]
         );
     }
 
@@ -122,11 +122,11 @@ mod tests {
         // An isolated failure does not cross; the success resets the count.
         assert_eq!(
             run(&mut t, &[false, true, false, false]),
-            [None, None, None, Some(Health::Unhealthy)]
+            [None, None, None, Some(Verdict::Unhealthy)]
         );
         assert_eq!(
             run(&mut t, &[true, true, false, true, true, true]),
-            [None, None, None, None, None, Some(Health::Healthy)]
+            [None, None, None, None, None, Some(Verdict::Healthy)]
         );
         // Staying where it is reports nothing.
         assert_eq!(run(&mut t, &[true, true, true]), [None, None, None]);

@@ -102,7 +102,7 @@ async fn tcp_check_crosses_after_exactly_the_thresholds() {
     checker.apply(vec![job("tcp", addr, check(CheckKind::Tcp, 3, 2))]);
 
     let e = next_event(&mut rx).await;
-    assert_eq!((e.health, e.reason), (Health::Healthy, None));
+    assert_eq!((e.health, e.reason), (Verdict::Healthy, None));
     assert_eq!(
         probes(&metrics, "tcp", "success"),
         1,
@@ -115,7 +115,7 @@ async fn tcp_check_crosses_after_exactly_the_thresholds() {
     let e = next_event(&mut rx).await;
     assert_eq!(e.group, "tcp");
     assert_eq!(e.endpoint, addr);
-    assert_eq!(e.health, Health::Unhealthy);
+    assert_eq!(e.health, Verdict::Unhealthy);
     assert_eq!(e.reason, Some(Reason::FailedHealthChecks));
     assert!(
         e.description.contains("Connection refused"),
@@ -128,7 +128,7 @@ async fn tcp_check_crosses_after_exactly_the_thresholds() {
     let successes = probes(&metrics, "tcp", "success");
     let server = tcp_server(TcpListener::bind(addr).await.unwrap()).await;
     let e = next_event(&mut rx).await;
-    assert_eq!((e.health, e.reason), (Health::Healthy, None));
+    assert_eq!((e.health, e.reason), (Verdict::Healthy, None));
     assert_eq!(probes(&metrics, "tcp", "success") - successes, 3);
     server.abort();
 }
@@ -145,7 +145,7 @@ async fn http_status_outside_the_matcher_is_a_response_code_mismatch() {
     checker.apply(vec![job("http", addr, check(kind, 2, 2))]);
 
     let e = next_event(&mut rx).await;
-    assert_eq!(e.health, Health::Unhealthy);
+    assert_eq!(e.health, Verdict::Unhealthy);
     assert_eq!(e.reason, Some(Reason::ResponseCodeMismatch));
     assert_eq!(
         e.description,
@@ -171,7 +171,7 @@ async fn http_status_inside_the_matcher_is_healthy_and_host_defaults_to_the_targ
     let kind = CheckKind::Http(http("/", "200,300-399", None));
     checker.apply(vec![job("http", addr, check(kind, 2, 2))]);
     let e = next_event(&mut rx).await;
-    assert_eq!((e.health, e.reason), (Health::Healthy, None));
+    assert_eq!((e.health, e.reason), (Verdict::Healthy, None));
     let head = heads.recv().await.unwrap().to_ascii_lowercase();
     assert!(head.contains(&format!("\r\nhost: {addr}\r\n")), "{head}");
 }
@@ -194,7 +194,7 @@ async fn a_server_that_never_answers_times_out() {
     let kind = CheckKind::Http(http("/", "200", None));
     checker.apply(vec![job("slow", addr, check(kind, 2, 2))]);
     let e = next_event(&mut rx).await;
-    assert_eq!(e.health, Health::Unhealthy);
+    assert_eq!(e.health, Verdict::Unhealthy);
     assert_eq!(e.reason, Some(Reason::Timeout));
     assert_eq!(e.description, "Request timed out");
     assert_eq!(probes(&metrics, "slow", "timeout"), 2);
@@ -237,7 +237,7 @@ async fn https_check_accepts_a_self_signed_certificate() {
     let kind = CheckKind::Https(http("/tls", "200", Some("localhost")));
     checker.apply(vec![job("https", addr, check(kind, 2, 2))]);
     let e = next_event(&mut rx).await;
-    assert_eq!((e.health, e.reason), (Health::Healthy, None), "{e:?}");
+    assert_eq!((e.health, e.reason), (Verdict::Healthy, None), "{e:?}");
     let head = heads.recv().await.unwrap();
     assert!(head.starts_with("GET /tls HTTP/1.1\r\n"), "{head}");
 }
@@ -264,8 +264,8 @@ async fn apply_keeps_unchanged_jobs_and_restarts_changed_ones() {
     );
     let mut seen = [next_event(&mut rx).await, next_event(&mut rx).await];
     seen.sort_by_key(|e| e.endpoint != a);
-    assert_eq!((seen[0].endpoint, seen[0].health), (a, Health::Healthy));
-    assert_eq!((seen[1].endpoint, seen[1].health), (b, Health::Unhealthy));
+    assert_eq!((seen[0].endpoint, seen[0].health), (a, Verdict::Healthy));
+    assert_eq!((seen[1].endpoint, seen[1].health), (b, Verdict::Unhealthy));
 
     let mut slower = tcp.clone();
     slower.interval = Duration::from_secs(2);
@@ -291,7 +291,7 @@ async fn apply_keeps_unchanged_jobs_and_restarts_changed_ones() {
     let e = next_event(&mut rx).await;
     assert_eq!(
         (e.group.as_str(), e.endpoint, e.health),
-        ("other", a, Health::Healthy)
+        ("other", a, Verdict::Healthy)
     );
 
     let summary = checker.apply(vec![]);

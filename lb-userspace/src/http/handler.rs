@@ -15,7 +15,7 @@ use super::{
     actions::{self, Origin},
     body::ProxyBody,
     deadline::Deadlines,
-    forward::{Exchange, forward},
+    exchange::{Exchange, forward},
     headers::Forwarded,
     idle::{Activity, InFlight},
     limits,

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{
     access_log::AccessLog,
     limits::READ_BUFFER,
-    metrics::{ElbSeries, GroupSeries, HttpMetrics, ListenerLabels},
+    metrics::{ElbSeries, GroupSeries, HttpListenerLabels, HttpMetrics},
     pool::GroupPool,
     pools::Pools,
     rules::Rules,
@@ -163,7 +163,7 @@ impl HttpListener {
         let idle_timeout = Duration::from_secs(l.http_idle_timeout().into());
         let requests = metrics
             .requests
-            .get_or_create(&ListenerLabels {
+            .get_or_create(&HttpListenerLabels {
                 listener: l.name.clone(),
             })
             .clone();

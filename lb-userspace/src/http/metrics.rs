@@ -8,12 +8,12 @@ use prometheus_client::{
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
+pub struct HttpListenerLabels {
     pub listener: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TargetLabels {
+pub struct HttpTargetLabels {
     pub listener: String,
     pub target_group: String,
 }
@@ -42,10 +42,10 @@ fn response_time_histogram() -> Histogram {
 /// Cheap to clone: every clone updates the same series.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    pub requests: Family<ListenerLabels, Counter>,
+    pub requests: Family<HttpListenerLabels, Counter>,
     pub target_codes: Family<CodeLabels, Counter>,
     pub elb_codes: Family<ElbCodeLabels, Counter>,
-    pub target_response_time: Family<TargetLabels, Histogram, fn() -> Histogram>,
+    pub target_response_time: Family<HttpTargetLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for HttpMetrics {
@@ -111,7 +111,7 @@ impl GroupSeries {
         });
         let response_time = m
             .target_response_time
-            .get_or_create(&TargetLabels {
+            .get_or_create(&HttpTargetLabels {
                 listener: listener.to_owned(),
                 target_group: group.to_owned(),
             })
@@ -179,7 +179,7 @@ mod tests {
         let mut registry = Registry::default();
         let m = HttpMetrics::register(&mut registry);
         m.requests
-            .get_or_create(&ListenerLabels {
+            .get_or_create(&HttpListenerLabels {
                 listener: "web".into(),
             })
             .inc();

@@ -3,8 +3,9 @@
 //! - [`server`]: accept loop, TLS, HTTP/1.1 and HTTP/2 toward clients;
 //!   [`serve`] is the entry point. [`idle`]: the client idle timeout.
 //! - [`handler`]: one request: [`limits`], [`rules`] (with [`crate::wildcard`]
-//!   patterns), then an action: [`forward`] or one of [`actions`].
-//! - [`forward`] with [`headers`]: proxy semantics, and [`deadline`]: the
+//!   patterns), then an action: forward (one exchange with a target,
+//!   [`exchange`]) or one of [`actions`].
+//! - [`exchange`] with [`headers`]: proxy semantics, and [`deadline`]: the
 //!   response timeout; [`pool`] with [`balance`]: keep-alive connections to
 //!   targets and target choice, one pool per group kept across reloads by
 //!   [`pools`]; [`upstream`]: HTTP/1.1 on those
@@ -17,7 +18,7 @@ pub mod actions;
 pub mod balance;
 pub mod body;
 pub mod deadline;
-pub mod forward;
+pub mod exchange;
 pub mod handler;
 pub mod headers;
 pub mod idle;

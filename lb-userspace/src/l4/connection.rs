@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::{
     context::ListenerCtx,
     counted::{Activity, Counted},
-    metrics::{ByteLabels, Direction, ErrorReason, ListenerLabels, Open, TargetLabels},
+    metrics::{ByteLabels, Direction, ErrorReason, L4ListenerLabels, L4TargetLabels, Open},
     proxy_v2,
     route::L4Route,
 };
@@ -52,7 +52,7 @@ pub async fn serve(
     route: Arc<L4Route>,
     ctx: Arc<ListenerCtx>,
 ) {
-    let labels = ListenerLabels {
+    let labels = L4ListenerLabels {
         listener: route.listener.clone(),
     };
     ctx.metrics.connections.get_or_create(&labels).inc();
@@ -76,7 +76,7 @@ pub async fn serve(
     let Some((target, stream)) = connect(&route, &ctx, peer, local).await else {
         return;
     };
-    let tlabels = TargetLabels {
+    let tlabels = L4TargetLabels {
         listener: route.listener.clone(),
         target: target.to_string(),
     };
@@ -140,7 +140,7 @@ async fn connect(
         match open(route, target, peer, local).await {
             Ok(tcp) => return target_tls(route, ctx, peer, target, tcp).await,
             Err(e) => {
-                let labels = TargetLabels {
+                let labels = L4TargetLabels {
                     listener: route.listener.clone(),
                     target: target.to_string(),
                 };
@@ -205,7 +205,7 @@ async fn relay(
     target: Box<dyn Stream>,
     route: &L4Route,
     ctx: &ListenerCtx,
-    tlabels: &TargetLabels,
+    tlabels: &L4TargetLabels,
 ) -> Outcome {
     let counter = |direction| {
         ctx.metrics

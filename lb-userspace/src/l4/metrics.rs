@@ -10,12 +10,12 @@ use prometheus_client::{
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ListenerLabels {
+pub struct L4ListenerLabels {
     pub listener: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TargetLabels {
+pub struct L4TargetLabels {
     pub listener: String,
     /// `address:port`.
     pub target: String,
@@ -118,35 +118,35 @@ snake_case_labels! {
 #[derive(Debug, Default)]
 pub struct L4Metrics {
     /// Client connections accepted.
-    pub connections: Family<ListenerLabels, Counter>,
+    pub connections: Family<L4ListenerLabels, Counter>,
     /// Client connections open now.
-    pub active: Family<ListenerLabels, Gauge>,
+    pub active: Family<L4ListenerLabels, Gauge>,
     /// Connections opened to each target.
-    pub target_connections: Family<TargetLabels, Counter>,
+    pub target_connections: Family<L4TargetLabels, Counter>,
     /// Connections to each target open now.
-    pub target_active: Family<TargetLabels, Gauge>,
+    pub target_active: Family<L4TargetLabels, Gauge>,
     /// Failed connection attempts to each target.
-    pub target_connect_errors: Family<TargetLabels, Counter>,
+    pub target_connect_errors: Family<L4TargetLabels, Counter>,
     /// Bytes relayed, by direction.
     pub bytes: Family<ByteLabels, Counter>,
     /// Client connections that ended without reaching a target.
     pub errors: Family<ErrorLabels, Counter>,
     /// UDP flows created (a client address's first datagram, or the next
     /// one after its flow expired or its target left).
-    pub udp_flows: Family<ListenerLabels, Counter>,
+    pub udp_flows: Family<L4ListenerLabels, Counter>,
     /// UDP flows in a relay's table now.
-    pub udp_active_flows: Family<ListenerLabels, Gauge>,
+    pub udp_active_flows: Family<L4ListenerLabels, Gauge>,
     /// UDP flows created toward each target.
-    pub udp_target_flows: Family<TargetLabels, Counter>,
+    pub udp_target_flows: Family<L4TargetLabels, Counter>,
     /// UDP flows toward each target now.
-    pub udp_target_active_flows: Family<TargetLabels, Gauge>,
+    pub udp_target_active_flows: Family<L4TargetLabels, Gauge>,
     /// Datagrams relayed, by direction (their bytes go to `bytes`).
     pub udp_packets: Family<ByteLabels, Counter>,
     /// Datagrams the UDP relay dropped, by reason.
     pub udp_dropped: Family<DropLabels, Counter>,
     /// Errors a target's flow socket reported: ICMP errors such as port or
     /// host unreachable (`ECONNREFUSED`, `EHOSTUNREACH`), failed sends.
-    pub udp_target_errors: Family<TargetLabels, Counter>,
+    pub udp_target_errors: Family<L4TargetLabels, Counter>,
 }
 
 impl L4Metrics {
@@ -291,10 +291,10 @@ mod tests {
     fn registered() -> (Vec<String>, String) {
         let mut registry = Registry::default();
         let m = L4Metrics::register(&mut registry);
-        let l = ListenerLabels {
+        let l = L4ListenerLabels {
             listener: "l".into(),
         };
-        let t = TargetLabels {
+        let t = L4TargetLabels {
             listener: "l".into(),
             target: "10.0.0.1:53".into(),
         };

@@ -52,8 +52,8 @@ fn ep(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 1, 0, i], 8080))
 }
 
-fn down(reason: &str) -> Health {
-    Health::Unhealthy {
+fn down(reason: &str) -> TargetHealth {
+    TargetHealth::Unhealthy {
         reason: reason.into(),
         description: "test".into(),
     }
@@ -112,7 +112,7 @@ fn initial_targets_at_start_take_flows_late_ones_wait_for_a_check() {
         [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
     );
     // A daemon (re)start moves no traffic: the others stay in while initial.
-    l.set_health("web", ep(1), Health::Healthy, now);
+    l.set_health("web", ep(1), TargetHealth::Healthy, now);
     assert_eq!(
         web_plan(&l, &c, now),
         [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
@@ -124,7 +124,7 @@ fn initial_targets_at_start_take_flows_late_ones_wait_for_a_check() {
     );
     l.sync(&four, now);
     assert_eq!(web_plan(&l, &four, now)[3], (4, Active, 0));
-    l.set_health("web", ep(4), Health::Healthy, now);
+    l.set_health("web", ep(4), TargetHealth::Healthy, now);
     assert_eq!(web_plan(&l, &four, now)[3], (4, Active, 100));
 }
 
@@ -137,8 +137,8 @@ fn unhealthy_targets_lose_their_flows_or_keep_them_per_attribute() {
     ] {
         let c = config(attr, THREE);
         let (mut l, now) = started(&c);
-        l.set_health("web", ep(1), Health::Healthy, now);
-        l.set_health("web", ep(2), Health::Healthy, now);
+        l.set_health("web", ep(1), TargetHealth::Healthy, now);
+        l.set_health("web", ep(2), TargetHealth::Healthy, now);
         l.set_health("web", ep(3), down("Target.Timeout"), now);
         assert_eq!(
             web_plan(&l, &c, now),
@@ -171,7 +171,7 @@ fn deregistered_targets_drain_then_go() {
     let c = config("", THREE);
     let (mut l, now) = started(&c);
     for i in 1..=3 {
-        l.set_health("web", ep(i), Health::Healthy, now);
+        l.set_health("web", ep(i), TargetHealth::Healthy, now);
     }
     let two = config(
         "",
@@ -242,7 +242,7 @@ fn without_cross_zone_the_hosts_zone_is_preferred_then_failed_over() {
     let c = config("", ZONED);
     let (mut l, now) = started(&c);
     for i in 1..=3 {
-        l.set_health("web", ep(i), Health::Healthy, now);
+        l.set_health("web", ep(i), TargetHealth::Healthy, now);
     }
     assert_eq!(
         web_plan(&l, &c, now),
@@ -254,7 +254,7 @@ fn without_cross_zone_the_hosts_zone_is_preferred_then_failed_over() {
         [(1, Down, 0), (2, Active, 100), (3, Active, 100)]
     );
     let cross = config("cross_zone = true", ZONED);
-    l.set_health("web", ep(1), Health::Healthy, now);
+    l.set_health("web", ep(1), TargetHealth::Healthy, now);
     assert_eq!(
         web_plan(&l, &cross, now),
         [(1, Active, 100), (2, Active, 100), (3, Active, 100)]
@@ -266,13 +266,13 @@ fn slow_start_ramps_late_and_recovering_targets() {
     let c = config("slow_start = 10", THREE);
     let (mut l, now) = started(&c);
     for i in 1..=3 {
-        l.set_health("web", ep(i), Health::Healthy, now);
+        l.set_health("web", ep(i), TargetHealth::Healthy, now);
     }
     // Targets there at start do not ramp.
     assert_eq!(l.next_change(&c, now), None);
     let weight_of_3 = |l: &Lifecycle, t: Instant| web_plan(l, &c, t)[2].2;
     l.set_health("web", ep(3), down("Target.Timeout"), now);
-    l.set_health("web", ep(3), Health::Healthy, now);
+    l.set_health("web", ep(3), TargetHealth::Healthy, now);
     assert_eq!(weight_of_3(&l, now), 1);
     assert_eq!(weight_of_3(&l, now + Duration::from_millis(2500)), 25);
     assert_eq!(weight_of_3(&l, now + Duration::from_secs(5)), 50);
@@ -291,6 +291,6 @@ fn slow_start_ramps_late_and_recovering_targets() {
         &format!("{THREE}  [[target_group.target]]\n  address = \"10.1.0.4\"\n  weight = 2\n"),
     );
     l.sync(&four, now);
-    l.set_health("web", ep(4), Health::Healthy, now);
+    l.set_health("web", ep(4), TargetHealth::Healthy, now);
     assert_eq!(web_plan(&l, &four, now + Duration::from_secs(5))[3].2, 100);
 }

@@ -26,7 +26,7 @@ use crate::{
     l4::{
         context::ListenerCtx,
         counted::Activity,
-        metrics::{DropReason, ListenerLabels, TargetLabels},
+        metrics::{DropReason, L4ListenerLabels, L4TargetLabels},
     },
     round_robin,
     routable::{Routable, RoutableTarget, RoutableWatch},
@@ -276,7 +276,7 @@ impl Relay {
         let io = match FlowIo::open(target, listener, back) {
             Ok(io) => io,
             Err(e) => {
-                let labels = TargetLabels {
+                let labels = L4TargetLabels {
                     listener: listener.clone(),
                     target: target.to_string(),
                 };
@@ -292,12 +292,12 @@ impl Relay {
         };
         let m = &self.ctx.metrics;
         m.udp_flows
-            .get_or_create(&ListenerLabels {
+            .get_or_create(&L4ListenerLabels {
                 listener: listener.clone(),
             })
             .inc();
         m.udp_target_flows
-            .get_or_create(&TargetLabels {
+            .get_or_create(&L4TargetLabels {
                 listener: listener.clone(),
                 target: target.to_string(),
             })

@@ -22,7 +22,9 @@ use tracing::debug;
 use super::MAX_DATAGRAM;
 use crate::l4::{
     counted::Activity,
-    metrics::{ByteLabels, Direction, DropReason, L4Metrics, ListenerLabels, Open, TargetLabels},
+    metrics::{
+        ByteLabels, Direction, DropReason, L4ListenerLabels, L4Metrics, L4TargetLabels, Open,
+    },
 };
 
 /// Errors in a row after which the reply task pauses, in case a socket
@@ -45,7 +47,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn of(metrics: &L4Metrics, t: &TargetLabels, direction: Direction) -> Self {
+    fn of(metrics: &L4Metrics, t: &L4TargetLabels, direction: Direction) -> Self {
         let labels = ByteLabels {
             listener: t.listener.clone(),
             target: t.target.clone(),
@@ -96,7 +98,7 @@ impl FlowIo {
         std_socket.connect(target)?;
         std_socket.set_nonblocking(true)?;
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
-        let labels = TargetLabels {
+        let labels = L4TargetLabels {
             listener: listener.to_owned(),
             target: target.to_string(),
         };
@@ -104,7 +106,7 @@ impl FlowIo {
         let open = [
             Open::new(
                 m.udp_active_flows
-                    .get_or_create(&ListenerLabels {
+                    .get_or_create(&L4ListenerLabels {
                         listener: listener.to_owned(),
                     })
                     .clone(),

@@ -16,7 +16,9 @@ use crate::{
     http::HttpMetrics,
     l4::{
         L4Metrics,
-        metrics::{ByteLabels, Direction, DropLabels, DropReason, ListenerLabels, TargetLabels},
+        metrics::{
+            ByteLabels, Direction, DropLabels, DropReason, L4ListenerLabels, L4TargetLabels,
+        },
         udp::{MAX_DATAGRAM, UdpRoute},
     },
     listeners::{Listeners, Route, Running, Socket},
@@ -29,12 +31,12 @@ const MAX_V4_PAYLOAD: usize = 65_507;
 
 /// A UDP server on loopback answering `"<name> <payload>"`, or the payload
 /// alone when that would not fit in a datagram.
-struct Target {
+struct UdpTarget {
     addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
-impl Target {
+impl UdpTarget {
     async fn start(name: &'static str) -> Self {
         Self::on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
@@ -59,7 +61,7 @@ impl Target {
     }
 }
 
-impl Drop for Target {
+impl Drop for UdpTarget {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -130,8 +132,8 @@ impl Client {
     }
 }
 
-fn labels() -> ListenerLabels {
-    ListenerLabels {
+fn labels() -> L4ListenerLabels {
+    L4ListenerLabels {
         listener: "u".to_owned(),
     }
 }
@@ -149,8 +151,8 @@ fn dropped(m: &L4Metrics, reason: DropReason) -> u64 {
         .get()
 }
 
-fn target_labels(t: SocketAddr) -> TargetLabels {
-    TargetLabels {
+fn target_labels(t: SocketAddr) -> L4TargetLabels {
+    L4TargetLabels {
         listener: "u".to_owned(),
         target: t.to_string(),
     }
@@ -179,7 +181,7 @@ async fn serve(config: &Config) -> (Listeners, Arc<L4Metrics>, watch::Sender<Arc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_come_from_the_listener_flows_follow_weights_and_stick() {
-    let (t1, t2) = (Target::start("t1").await, Target::start("t2").await);
+    let (t1, t2) = (UdpTarget::start("t1").await, UdpTarget::start("t2").await);
     let port = free_port();
     let config = config(port, &[(t1.addr, 2), (t2.addr, 1)], "");
     let (proxies, metrics, _tx) = serve(&config).await;
@@ -257,7 +259,7 @@ async fn replies_come_from_the_listener_flows_follow_weights_and_stick() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_keeps_flows_and_a_target_that_left_loses_them() {
-    let (t1, t2) = (Target::start("t1").await, Target::start("t2").await);
+    let (t1, t2) = (UdpTarget::start("t1").await, UdpTarget::start("t2").await);
     let port = free_port();
     let config = config(port, &[(t1.addr, 1), (t2.addr, 1)], "");
     let (_proxies, metrics, tx) = serve(&config).await;
@@ -331,7 +333,7 @@ async fn icmp_errors_from_a_target_are_counted_and_the_flow_carries_on() {
         .get_or_create(&target_labels(dead));
     eventually("target errors counted", || errors.get() >= 2).await;
     // The target comes up on that port: the same flow now gets answers.
-    let _t = Target::on("back", dead).await;
+    let _t = UdpTarget::on("back", dead).await;
     assert_eq!(c.target(vip, "hello again").await, "back");
     assert_eq!(active(&metrics), 1);
     assert_eq!(metrics.udp_flows.get_or_create(&labels()).get(), 1);
@@ -340,7 +342,7 @@ async fn icmp_errors_from_a_target_are_counted_and_the_flow_carries_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_largest_datagrams_pass_whole_both_ways() {
-    let t = Target::start("t").await;
+    let t = UdpTarget::start("t").await;
     let port = free_port();
     let config = config(port, &[(t.addr, 1)], "");
     let (_proxies, _metrics, _tx) = serve(&config).await;
@@ -358,7 +360,7 @@ async fn the_largest_datagrams_pass_whole_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_flows_expire_and_free_their_sockets() {
-    let t = Target::start("t").await;
+    let t = UdpTarget::start("t").await;
     let port = free_port();
     // Below the validated minimum: this config is only parsed.
     let config = config(port, &[(t.addr, 1)], "udp_idle_timeout = 1");
@@ -376,7 +378,7 @@ async fn idle_flows_expire_and_free_their_sockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_flow_table_drops_new_clients_and_serves_known_ones() {
-    let t = Target::start("t").await;
+    let t = UdpTarget::start("t").await;
     let port = free_port();
     let config = config(port, &[(t.addr, 1)], "");
     let metrics = L4Metrics::register(&mut Registry::default());
@@ -417,7 +419,7 @@ async fn a_full_flow_table_drops_new_clients_and_serves_known_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_flows_and_removal_frees_them_and_the_port() {
-    let (t1, t2) = (Target::start("t1").await, Target::start("t2").await);
+    let (t1, t2) = (UdpTarget::start("t1").await, UdpTarget::start("t2").await);
     let port = free_port();
     let first = config(port, &[(t1.addr, 1)], "");
     let (mut proxies, metrics, _tx) = serve(&first).await;
