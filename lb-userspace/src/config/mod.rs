@@ -17,6 +17,8 @@ mod health_check;
 pub mod http;
 mod listener;
 mod target_group;
+#[cfg(test)]
+pub(crate) mod testing;
 mod tls;
 mod validate;
 

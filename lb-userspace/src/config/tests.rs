@@ -1,31 +1,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::*;
+use super::{testing::BASE, *};
 
 const DEMO: &str = include_str!("../../../config/demo.toml");
 const EXAMPLE: &str = include_str!("../../../config/example.toml");
-
-/// A valid config: one TCP listener, one group of two targets.
-const BASE: &str = r#"
-[daemon]
-interfaces = ["eth0"]
-
-[[listener]]
-name = "web"
-protocol = "tcp"
-address = "10.0.0.100"
-port = 80
-target_group = "web"
-
-[[target_group]]
-name = "web"
-protocol = "tcp"
-port = 8080
-  [[target_group.target]]
-  address = "10.1.0.2"
-  [[target_group.target]]
-  address = "10.1.0.3"
-"#;
 
 fn parse(text: &str) -> Config {
     Config::parse(text).unwrap_or_else(|e| panic!("parse failed: {e}"))

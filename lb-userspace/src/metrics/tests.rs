@@ -3,29 +3,14 @@ use std::net::SocketAddr;
 use lb_common::{Counters, PROTO_TCP, PROTO_UDP, Stat, TargetState, VipMeta};
 
 use super::*;
-use crate::net;
+use crate::{
+    config::testing::{DAEMON, WEB, targets},
+    net,
+};
 
-const CONFIG: &str = r#"
-[daemon]
-interfaces = ["eth0"]
-
-[[listener]]
-name = "web"
-protocol = "tcp"
-address = "10.0.0.100"
-port = 80
-target_group = "web"
-
-[[target_group]]
-name = "web"
-protocol = "tcp"
-port = 8080
-  [[target_group.target]]
-  address = "10.1.0.2"
-"#;
-
+/// The one-listener config with one target.
 fn config() -> Config {
-    Config::parse(CONFIG).unwrap()
+    Config::parse(&format!("{DAEMON}{WEB}{}", targets(&["10.1.0.2"]))).unwrap()
 }
 
 fn counters(base: u64) -> Counters {

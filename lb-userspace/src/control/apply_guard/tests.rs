@@ -2,6 +2,7 @@ use lb_common::{PROTO_TCP, Target, VipAddrKey, VipKey, VipMeta};
 
 use super::*;
 use crate::{
+    config::testing::{DAEMON, WEB, targets},
     net,
     state::{InjectedFailure, MemoryPlane},
 };
@@ -69,16 +70,11 @@ impl DataPlane for PanicsOnce {
     }
 }
 
-/// One tcp listener balancing over `targets`.
-fn config(targets: &[&str]) -> Config {
-    let targets: String = targets
-        .iter()
-        .map(|t| format!("  [[target_group.target]]\n  address = \"{t}\"\n"))
-        .collect();
+/// One tcp listener balancing over `addresses`.
+fn config(addresses: &[&str]) -> Config {
     let text = format!(
-        "[daemon]\ninterfaces = [\"eth0\"]\nmaglev_table_size = 1009\n\n\
-         [[listener]]\nname = \"web\"\nprotocol = \"tcp\"\naddress = \"10.0.0.100\"\nport = 80\ntarget_group = \"web\"\n\n\
-         [[target_group]]\nname = \"web\"\nprotocol = \"tcp\"\nport = 8080\n{targets}"
+        "{DAEMON}maglev_table_size = 1009\n{WEB}{}",
+        targets(addresses)
     );
     let config = Config::parse(&text).expect("config");
     config.validate().expect("valid");

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::testing::{DAEMON, WEB};
 
 struct On;
 impl Checks for On {
@@ -13,27 +14,7 @@ fn config(extra_group: &str, targets: &str) -> Config {
     } else {
         format!("deregistration_delay = 30\n{extra_group}")
     };
-    let text = format!(
-        r#"
-[daemon]
-interfaces = ["eth0"]
-zone = "a"
-
-[[listener]]
-name = "web"
-protocol = "tcp"
-address = "10.0.0.100"
-port = 80
-target_group = "web"
-
-[[target_group]]
-name = "web"
-protocol = "tcp"
-port = 8080
-{extra_group}
-{targets}
-"#
-    );
+    let text = format!("{DAEMON}zone = \"a\"\n{WEB}{extra_group}\n{targets}\n");
     let c = Config::parse(&text).unwrap();
     c.validate().unwrap();
     c

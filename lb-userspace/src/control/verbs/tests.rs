@@ -1,39 +1,16 @@
 //! The verbs on a config alone: what each changes, what each refuses, and
 //! that a refused verb leaves the config as it was.
 use super::*;
+use crate::config::testing::{DAEMON, WEB, targets};
 
-/// One tcp listener forwarding to a group of two targets, and an unused
-/// group.
+/// One tcp listener forwarding to a group of two targets (the second on
+/// a port of its own), and an unused group.
 fn config() -> Config {
-    Config::parse(
-        r#"
-[daemon]
-interfaces = ["eth0"]
-
-[[listener]]
-name = "web"
-protocol = "tcp"
-address = "10.0.0.100"
-port = 80
-target_group = "web"
-
-[[target_group]]
-name = "web"
-protocol = "tcp"
-port = 8080
-  [[target_group.target]]
-  address = "10.1.0.2"
-  [[target_group.target]]
-  address = "10.1.0.3"
-  port = 9090
-
-[[target_group]]
-name = "spare"
-protocol = "tcp"
-port = 80
-"#,
-    )
-    .expect("config")
+    let text = format!(
+        "{DAEMON}{WEB}{}  port = 9090\n\n[[target_group]]\nname = \"spare\"\nprotocol = \"tcp\"\nport = 80\n",
+        targets(&["10.1.0.2", "10.1.0.3"])
+    );
+    Config::parse(&text).expect("config")
 }
 
 fn spec(address: &str, port: Option<u16>, weight: Option<u32>) -> TargetSpec {
