@@ -151,13 +151,6 @@ impl Report {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("LB_TEST_BIN_DIR")
-        .expect("LB_TEST_BIN_DIR (run through cargo xtask bench)");
-    let p = PathBuf::from(dir).join(name);
-    assert!(p.is_file(), "{} does not exist", p.display());
-    p
-}
 
 fn require(tool: &str) {
     let ok = std::process::Command::new("sh")
@@ -312,7 +305,7 @@ fn start(opts: &Opts) -> Lab {
     let mut target = NsChild::spawn(
         "target",
         ns.name(),
-        &bin("lb-http-target"),
+        &crate::proc::test_bin("lb-http-target"),
         &["--plain", "--listen", &target_listen],
         false,
     );

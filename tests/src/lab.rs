@@ -13,28 +13,9 @@ use crate::netns;
 use crate::proc::{self, LbDaemon};
 use crate::topology::{ConfigSpec, Topology, TopologyOpts, VIP4, VIP6, target_name};
 
-/// `lb-test-server`: from `LB_TEST_BIN_DIR` (set by `cargo xtask test`),
-/// else next to the test executable's directory (`target/<profile>/`).
+/// `lb-test-server` ([`proc::test_bin`]).
 pub fn server_bin() -> PathBuf {
-    test_bin("lb-test-server")
-}
-
-/// A binary of this crate, found as [`server_bin`] finds its own.
-pub fn test_bin(name: &str) -> PathBuf {
-    let p = match std::env::var_os("LB_TEST_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir).join(name),
-        None => {
-            let exe = std::env::current_exe().expect("current exe");
-            let deps = exe.parent().expect("exe dir");
-            deps.parent().unwrap_or(deps).join(name)
-        }
-    };
-    assert!(
-        p.is_file(),
-        "{} does not exist: run the tests through `cargo xtask test`",
-        p.display()
-    );
-    p
+    proc::test_bin("lb-test-server")
 }
 
 pub fn vip4(port: u16) -> SocketAddr {

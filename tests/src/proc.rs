@@ -387,6 +387,33 @@ pub fn lb_bin() -> PathBuf {
     path
 }
 
+/// A binary of this crate (`lb-test-server`, `lb-http-target`, ...): from
+/// `LB_TEST_BIN_DIR` (set by `cargo xtask test` and `cargo xtask bench`),
+/// else next to the running executable: beside it (`lb-bench`) or one
+/// directory up (a test in `target/<profile>/deps/`). The one way every
+/// test and benchmark finds one.
+pub fn test_bin(name: &str) -> PathBuf {
+    let candidates = match std::env::var_os("LB_TEST_BIN_DIR") {
+        Some(dir) => vec![PathBuf::from(dir).join(name)],
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            let dir = exe.parent().expect("exe dir").to_owned();
+            let up = dir.parent().map(|d| d.join(name));
+            std::iter::once(dir.join(name)).chain(up).collect()
+        }
+    };
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not in {candidates:?}: run through `cargo xtask test` (or `bench`), \
+                 which builds it and sets LB_TEST_BIN_DIR"
+            )
+        })
+}
+
 /// The line `lb run` prints (to stdout or stderr) once the program is
 /// attached and the maps are programmed. Override with `LB_READY_PATTERN`.
 pub const LB_READY_PATTERN: &str = "lb running";

@@ -29,19 +29,8 @@ const TARGET_PORT: u16 = 8080;
 const CONTROL_PORT: u16 = 8081;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn bin(name: &str, built: &str) -> PathBuf {
-    match std::env::var_os("LB_TEST_BIN_DIR") {
-        Some(dir) => {
-            let p = PathBuf::from(dir).join(name);
-            assert!(p.is_file(), "{} does not exist", p.display());
-            p
-        }
-        None => PathBuf::from(built),
-    }
-}
-
 fn target_bin() -> PathBuf {
-    bin("lb-http-target", env!("CARGO_BIN_EXE_lb-http-target"))
+    proc::test_bin("lb-http-target")
 }
 
 fn require_tool(tool: &str) {

@@ -14,22 +14,12 @@ use std::time::Duration;
 
 use lb_tests::certs::TestCa as Ca;
 use lb_tests::client::EchoConn;
+use lb_tests::lab::server_bin;
 use lb_tests::netns;
 use lb_tests::proc::{self, LbDaemon, NsChild};
 use lb_tests::topology::{CLIENT4, TARGET_TCP_PORT, Topology, TopologyOpts, VIP4, target4};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn server_bin() -> PathBuf {
-    match std::env::var_os("LB_TEST_BIN_DIR") {
-        Some(dir) => {
-            let p = PathBuf::from(dir).join("lb-test-server");
-            assert!(p.is_file(), "{} does not exist", p.display());
-            p
-        }
-        None => PathBuf::from(env!("CARGO_BIN_EXE_lb-test-server")),
-    }
-}
 
 fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP4.into(), port)
