@@ -151,7 +151,6 @@ impl Report {
     }
 }
 
-
 fn require(tool: &str) {
     let ok = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
