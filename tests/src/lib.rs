@@ -13,9 +13,6 @@ pub mod checksum;
 pub mod fixture;
 pub mod packet;
 
-// Benchmarks (lb-bench).
-pub mod bench_apply;
-pub mod bench_control;
-pub mod bench_e2e;
-pub mod bench_http;
+// The XDP benchmark's harness, which shares the fixtures' packets; the
+// benchmarks themselves are the lb-bench crate (bench/).
 pub mod bench_xdp;

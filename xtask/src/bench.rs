@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: runs the lb-bench binary (tests crate).
+//! `cargo xtask bench`: builds and runs the lb-bench binary (bench/).
 use std::fs;
 
 use anyhow::{Context, Result, bail};
@@ -50,13 +50,9 @@ pub fn bench(what: Bench, args: &[String]) -> Result<()> {
     };
     let out = project::target_dir().join("bench");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let bin = artifacts.bin_dir.join("lb-bench");
+    let bin = build::build_bench(&artifacts, Profile::Release)?;
     if !bin.is_file() {
-        bail!(
-            "{} does not exist: the benchmark binary (package lb-tests, bin `lb-bench`) \
-             has not been written yet",
-            bin.display()
-        );
+        bail!("{} does not exist after building lb-bench", bin.display());
     }
     Err(Cmd::new(&bin)
         .arg(what.name())

@@ -67,8 +67,33 @@ impl Artifacts {
 
 /// The cargo arguments shared by `build`, `lint` and `test` for the host
 /// crates. Keep these identical so `test` reuses the `build` artifacts (a
-/// different package set can change feature unification and rebuild).
-pub const HOST_PACKAGES: &[&str] = &["--workspace", "--exclude", "lb-ebpf"];
+/// different package set can change feature unification and rebuild). The
+/// benchmarks (lb-bench) are left out: a test build does not compile them;
+/// [`build_bench`] does, for `cargo xtask bench`, and `lint` checks them.
+pub const HOST_PACKAGES: &[&str] = &[
+    "--workspace",
+    "--exclude",
+    "lb-ebpf",
+    "--exclude",
+    BENCH_PACKAGE,
+];
+
+/// The benchmarks' package, binary `lb-bench`.
+pub const BENCH_PACKAGE: &str = "lb-bench";
+
+/// Builds `lb-bench` next to the other binaries of `artifacts` (built with
+/// `profile`).
+pub fn build_bench(artifacts: &Artifacts, profile: Profile) -> Result<PathBuf> {
+    Cmd::new("cargo")
+        .arg("build")
+        .args(profile.flag())
+        .args(["-p", BENCH_PACKAGE])
+        .dir(project::root())
+        .envs(artifacts.env())
+        .run()
+        .context("building the benchmarks (lb-bench)")?;
+    Ok(artifacts.bin_dir.join("lb-bench"))
+}
 
 /// Environment for cargo commands run in lb-ebpf/.
 pub fn ebpf_env(tc: &Toolchain) -> [(&'static str, OsString); 1] {

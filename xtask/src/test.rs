@@ -10,7 +10,7 @@ use crate::{
     setup::{self, Toolchain},
 };
 
-/// rustfmt, clippy on the host crates, clippy on the eBPF crate.
+/// rustfmt, clippy on the host crates, the benchmarks and the eBPF crate.
 pub fn lint(tc: &Toolchain) -> Result<()> {
     let start = Instant::now();
     // Same env as the build so build scripts and fingerprints are shared.
@@ -28,6 +28,13 @@ pub fn lint(tc: &Toolchain) -> Result<()> {
         .envs(env.iter().cloned())
         .run()
         .context("clippy (host crates)")?;
+    Cmd::new("cargo")
+        .args(["clippy", "--release", "-p", build::BENCH_PACKAGE])
+        .args(["--all-targets", "--", "-D", "warnings"])
+        .dir(project::root())
+        .envs(env.iter().cloned())
+        .run()
+        .context("clippy (benchmarks)")?;
     Cmd::new("cargo")
         .args(["+nightly", "clippy", "--release", "--", "-D", "warnings"])
         .dir(project::root().join("lb-ebpf"))

@@ -19,8 +19,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::netns::{self, Netns, TempDir};
-use crate::proc::{self, NsChild, wait_tcp_port};
+use lb_tests::netns::{self, Netns, TempDir};
+use lb_tests::proc::{self, NsChild, wait_tcp_port};
 
 const VIP: &str = "10.78.0.1";
 const TARGET: &str = "10.78.0.2";
@@ -44,7 +44,6 @@ pub struct Opts {
     pub connections: u32,
     /// Worker threads of both proxies.
     pub threads: usize,
-    pub json: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,7 +303,7 @@ fn start(opts: &Opts) -> Lab {
     let mut target = NsChild::spawn(
         "target",
         ns.name(),
-        &crate::proc::test_bin("lb-http-target"),
+        &lb_tests::proc::test_bin("lb-http-target"),
         &["--plain", "--listen", &target_listen],
         false,
     );

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lb_tests::bench_xdp::{self, Opts, Row};
-use lb_tests::{bench_apply, bench_control, bench_e2e, bench_http};
+mod apply;
+mod control;
+mod e2e;
+mod http;
 
 #[derive(Parser)]
 #[command(about = "xdp-lb benchmarks (run through `cargo xtask bench`)")]
@@ -165,7 +168,7 @@ fn json(rows: &[Row], cost: &bench_xdp::FlowCost, opts: &Opts) -> String {
 }
 
 fn control(vips: u32, targets: u32, ring_size: u32, apply_only: bool) {
-    let r = bench_apply::run(&bench_apply::ApplyOpts {
+    let r = apply::run(&apply::ApplyOpts {
         vips,
         targets,
         ring_size,
@@ -210,7 +213,7 @@ fn control(vips: u32, targets: u32, ring_size: u32, apply_only: bool) {
         return;
     }
     println!();
-    match bench_control::health_bench(bench_control::HealthBenchOpts::default()) {
+    match control::health_bench(control::HealthBenchOpts::default()) {
         Ok(report) => report.print(),
         Err(e) => panic!("health benchmark failed: {e:#}"),
     }
@@ -281,24 +284,23 @@ fn main() {
                     .unwrap_or_else(|| PathBuf::from("target/bench"))
                     .join("e2e.json")
             });
-            let opts = bench_e2e::Opts {
+            let opts = e2e::Opts {
                 window: Duration::from_secs_f64(window),
                 warmup: Duration::from_secs_f64(warmup),
                 rounds,
                 gen_cpu,
                 batch,
                 frame_len,
-                json: path.clone(),
             };
-            let report = bench_e2e::run(&opts);
-            bench_e2e::print(&report, &opts);
+            let report = e2e::run(&opts);
+            e2e::print(&report, &opts);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).expect("create bench directory");
             }
-            std::fs::write(&path, bench_e2e::json(&report, &opts))
+            std::fs::write(&path, e2e::json(&report, &opts))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
-            bench_e2e::verify(&report);
+            e2e::verify(&report);
         }
         What::Http {
             seconds,
@@ -313,19 +315,18 @@ fn main() {
                     .unwrap_or_else(|| PathBuf::from("target/bench"))
                     .join("http.json")
             });
-            let opts = bench_http::Opts {
+            let opts = http::Opts {
                 seconds,
                 rounds,
                 connections,
                 threads,
-                json: path.clone(),
             };
-            let report = bench_http::run(&opts);
-            bench_http::print(&report, &opts);
+            let report = http::run(&opts);
+            http::print(&report, &opts);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).expect("create bench directory");
             }
-            std::fs::write(&path, bench_http::json(&report))
+            std::fs::write(&path, http::json(&report))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
         }
@@ -335,14 +336,14 @@ fn main() {
             kills,
             workers,
         } => {
-            let opts = bench_control::HealthBenchOpts {
+            let opts = control::HealthBenchOpts {
                 targets,
                 measure: Duration::from_secs_f64(measure),
                 kills,
                 workers,
                 ..Default::default()
             };
-            match bench_control::health_bench(opts) {
+            match control::health_bench(opts) {
                 Ok(report) => report.print(),
                 Err(e) => panic!("health benchmark failed: {e:#}"),
             }

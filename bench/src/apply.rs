@@ -24,7 +24,7 @@ use lb::{
     state::{DataPlane, Reconciler},
 };
 
-use crate::netns::{self, Bpffs};
+use lb_tests::netns::{self, Bpffs};
 
 pub struct ApplyOpts {
     pub vips: u32,

@@ -69,11 +69,11 @@ use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, Xd
 use aya::sys::SyscallError;
 use aya::{Ebpf, EbpfLoader};
 
-use crate::fixture;
-use crate::netns::{self, Netns};
-use crate::packet::{Mac, Packet};
-use crate::proc::{self, LbDaemon};
-use crate::topology::{
+use lb_tests::fixture;
+use lb_tests::netns::{self, Netns};
+use lb_tests::packet::{Mac, Packet};
+use lb_tests::proc::{self, LbDaemon};
+use lb_tests::topology::{
     CLIENT4, LB_CLIENT_IF, PEER_IF, Topology, TopologyOpts, VIP_UDP_PORT, VIP4, lb_target_if,
     target4,
 };
@@ -92,7 +92,6 @@ pub struct Opts {
     pub batch: u32,
     /// Frame length in bytes (Ethernet header included, no FCS).
     pub frame_len: usize,
-    pub json: PathBuf,
 }
 
 /// The three forwarders.
@@ -331,7 +330,7 @@ const NFT_TABLE: &str = "lbbench";
 
 // ---------------------------------------------------------------- eBPF side
 
-use crate::bench_xdp::BenchPacket;
+use lb_tests::bench_xdp::BenchPacket;
 
 /// Mirrors `RedirectTo` in lb-bench-ebpf.
 #[repr(C)]
@@ -927,7 +926,7 @@ impl Nft {
                     "{} : {} . {}",
                     i - 1,
                     target4(i),
-                    crate::topology::TARGET_UDP_PORT
+                    lb_tests::topology::TARGET_UDP_PORT
                 )
             })
             .collect();
