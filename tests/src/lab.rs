@@ -18,6 +18,31 @@ pub fn server_bin() -> PathBuf {
     proc::test_bin("lb-test-server")
 }
 
+/// A lab's namespaces without its daemon: `targets` target namespaces
+/// with `lb-test-server` running, and with `local_vips` both VIPs on the
+/// load balancer's loopback, so the daemon's own sockets (TCP proxy, UDP
+/// relay, TLS listeners) can bind them. [`Lab`] starts `lb run` on it; a
+/// test that writes its own config and starts `lb run` itself (with other
+/// privileges, say) takes this alone.
+pub fn topology(name: &str, targets: usize, local_vips: bool) -> Topology {
+    netns::require_root();
+    let mut topo = Topology::new(
+        name,
+        TopologyOpts {
+            targets,
+            ..TopologyOpts::default()
+        },
+    );
+    topo.start_servers(&server_bin());
+    if local_vips {
+        topo.lb
+            .ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
+        topo.lb
+            .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
+    }
+    topo
+}
+
 pub fn vip4(port: u16) -> SocketAddr {
     SocketAddr::new(VIP4.into(), port)
 }
@@ -87,23 +112,9 @@ impl Lab {
         local_vips: bool,
         edit: impl Fn(&mut ConfigSpec) + Send + 'static,
     ) -> Self {
-        netns::require_root();
         let lb = proc::lb_bin();
         let server = server_bin();
-        let mut topo = Topology::new(
-            name,
-            TopologyOpts {
-                targets,
-                ..TopologyOpts::default()
-            },
-        );
-        topo.start_servers(&server);
-        if local_vips {
-            topo.lb
-                .ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
-            topo.lb
-                .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
-        }
+        let topo = topology(name, targets, local_vips);
         let mut spec = topo.config_spec(registered);
         edit(&mut spec);
         let config = topo.write_config(&spec);

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use lb_tests::certs::TestCa as Ca;
 use lb_tests::client::EchoConn;
-use lb_tests::lab::server_bin;
+use lb_tests::lab::{self as labs, server_bin};
 use lb_tests::netns;
 use lb_tests::proc::{self, LbDaemon, NsChild};
-use lb_tests::topology::{CLIENT4, TARGET_TCP_PORT, Topology, TopologyOpts, VIP4, target4};
+use lb_tests::topology::{CLIENT4, TARGET_TCP_PORT, Topology, VIP4, target4};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -25,21 +25,10 @@ fn vip(port: u16) -> SocketAddr {
     SocketAddr::new(VIP4.into(), port)
 }
 
-/// A topology with lb-test-server on every target and the VIP local to the
-/// LB namespace.
+/// The lab's topology with the VIPs local to the LB namespace; each test
+/// writes its config and starts `lb run` itself.
 fn lab(name: &str, targets: usize) -> Topology {
-    netns::require_root();
-    let mut topo = Topology::new(
-        name,
-        TopologyOpts {
-            targets,
-            ..TopologyOpts::default()
-        },
-    );
-    topo.start_servers(&server_bin());
-    topo.lb
-        .ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"]);
-    topo
+    labs::topology(name, targets, true)
 }
 
 /// `[daemon]` for the userspace path, then `body`.
