@@ -150,17 +150,6 @@ impl Report {
     }
 }
 
-fn require(tool: &str) {
-    let ok = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{tool} is not installed (cargo xtask setup installs it)"
-    );
-}
-
 /// User plus system CPU time of process `pid` (all its threads), in
 /// seconds.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -278,7 +267,7 @@ fn start(opts: &Opts) -> Lab {
         "valgrind",
         "callgrind_control",
     ] {
-        require(tool);
+        proc::require_tool(tool);
     }
     let id = netns::unique_id();
     let ns = Netns::new(&id);

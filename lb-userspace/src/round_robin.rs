@@ -54,16 +54,18 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// A target on 10.0.0.1:`port`, for the balancers' tests.
+#[cfg(test)]
+pub(crate) fn t(port: u16, weight: u32) -> RoutableTarget {
+    RoutableTarget {
+        endpoint: SocketAddr::from(([10, 0, 0, 1], port)),
+        weight,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(port: u16, weight: u32) -> RoutableTarget {
-        RoutableTarget {
-            endpoint: SocketAddr::from(([10, 0, 0, 1], port)),
-            weight,
-        }
-    }
 
     #[test]
     fn shares_follow_weights() {

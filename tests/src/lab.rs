@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use crate::client::{EchoConn, FlowReport, count_by_target};
 use crate::netns;
 use crate::proc::{self, LbDaemon};
-use crate::topology::{ConfigSpec, Topology, TopologyOpts, VIP4, VIP6, target_name};
+use crate::topology::{
+    ConfigSpec, TARGET_TCP_PORT, Topology, TopologyOpts, VIP4, VIP6, target_name,
+};
 
 /// `lb-test-server` ([`proc::test_bin`]).
 pub fn server_bin() -> PathBuf {
@@ -41,6 +43,21 @@ pub fn topology(name: &str, targets: usize, local_vips: bool) -> Topology {
             .ip(&["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"]);
     }
     topo
+}
+
+/// Health checks every second, two failures or successes to change state;
+/// UDP groups are checked over TCP on the servers' TCP port.
+pub fn fast_checks(spec: &mut ConfigSpec) {
+    for g in &mut spec.target_groups {
+        let port = if g.protocol == "udp" {
+            format!(", port = {TARGET_TCP_PORT}")
+        } else {
+            String::new()
+        };
+        g.extra.push(format!(
+            "health_check = {{ interval = 1, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 2{port} }}"
+        ));
+    }
 }
 
 pub fn vip4(port: u16) -> SocketAddr {

@@ -414,6 +414,19 @@ pub fn test_bin(name: &str) -> PathBuf {
         })
 }
 
+/// Panics unless `tool` is on PATH (`cargo xtask setup` installs what the
+/// tests and benchmarks use).
+pub fn require_tool(tool: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed (cargo xtask setup installs it)"
+    );
+}
+
 /// The line `lb run` prints (to stdout or stderr) once the program is
 /// attached and the maps are programmed. Override with `LB_READY_PATTERN`.
 pub const LB_READY_PATTERN: &str = "lb running";

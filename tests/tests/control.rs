@@ -11,26 +11,11 @@ use std::time::{Duration, Instant};
 
 use lb_tests::client::{EchoConn, UdpConn, count_by_target};
 use lb_tests::lab::{
-    IO_TIMEOUT, Lab, Pinger, all_healthy, server_bin, state_of, target_index, vip4,
+    IO_TIMEOUT, Lab, Pinger, all_healthy, fast_checks, server_bin, state_of, target_index, vip4,
 };
 use lb_tests::topology::{
     ConfigSpec, TARGET_TCP_PORT, VIP_TCP_PORT, VIP_UDP_PORT, target_name, target4,
 };
-
-/// Checks every second, two failures / successes to change state; UDP
-/// groups are checked over TCP on the servers' TCP port.
-fn fast_checks(spec: &mut ConfigSpec) {
-    for g in &mut spec.target_groups {
-        let port = if g.protocol == "udp" {
-            format!(", port = {TARGET_TCP_PORT}")
-        } else {
-            String::new()
-        };
-        g.extra.push(format!(
-            "health_check = {{ interval = 1, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 2{port} }}"
-        ));
-    }
-}
 
 fn t4(i: usize, port: u16) -> SocketAddr {
     SocketAddr::new(target4(i).into(), port)

@@ -33,17 +33,6 @@ fn target_bin() -> PathBuf {
     proc::test_bin("lb-http-target")
 }
 
-fn require_tool(tool: &str) {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is not installed (cargo xtask setup installs it)"
-    );
-}
-
 /// One namespace with the proxy and targets running. Fields drop in
 /// order: processes first, then the files, then the namespace.
 struct Lab {
@@ -71,7 +60,7 @@ struct LabSpec<'a> {
 impl Lab {
     fn start(spec: LabSpec<'_>) -> Lab {
         netns::require_root();
-        require_tool("curl");
+        proc::require_tool("curl");
         let id = netns::unique_id();
         let ns = Netns::new(&id);
         let dir = TempDir::new(format!("/run/{id}"));
@@ -428,7 +417,7 @@ fn websocket_echo(s: &mut TcpStream) -> [u8; 7] {
 
 #[test]
 fn http2_cleartext_with_curl_and_h2load() {
-    require_tool("h2load");
+    proc::require_tool("h2load");
     let lab = Lab::one_target();
     let v = lab.echo(&url("/h2"), &["--http2-prior-knowledge"]);
     // HTTP/2 toward the client, HTTP/1.1 toward the target, Host from
@@ -1066,7 +1055,7 @@ port = 8080
 
 #[test]
 fn https_with_h2_by_alpn_and_access_log() {
-    require_tool("h2load");
+    proc::require_tool("h2load");
     let lab = Lab::start(LabSpec {
         config: HTTPS,
         targets: &[("t1", T1)],

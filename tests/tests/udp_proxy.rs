@@ -12,27 +12,17 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lb_tests::client::{UdpConn, count_by_target};
-use lb_tests::lab::{IO_TIMEOUT, Lab, all_healthy, server_bin, state_of, target_index, vip4, vip6};
-use lb_tests::netns;
-use lb_tests::topology::{
-    ConfigSpec, TARGET_TCP_PORT, TARGET_UDP_PORT, VIP_UDP_PORT, target_name, target4,
+use lb_tests::lab::{
+    self, IO_TIMEOUT, Lab, all_healthy, server_bin, state_of, target_index, vip4, vip6,
 };
+use lb_tests::netns;
+use lb_tests::topology::{ConfigSpec, TARGET_UDP_PORT, VIP_UDP_PORT, target_name, target4};
 
 const METRICS: &str = "127.0.0.1:9181";
 
-/// Checks every second, two results to change state; UDP groups are
-/// checked over TCP on the servers' TCP port. Metrics on [`METRICS`].
+/// [`lab::fast_checks`], and metrics on [`METRICS`].
 fn fast_checks(spec: &mut ConfigSpec) {
-    for g in &mut spec.target_groups {
-        let port = if g.protocol == "udp" {
-            format!(", port = {TARGET_TCP_PORT}")
-        } else {
-            String::new()
-        };
-        g.extra.push(format!(
-            "health_check = {{ interval = 1, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 2{port} }}"
-        ));
-    }
+    lab::fast_checks(spec);
     spec.api_extra
         .push(format!("metrics_listen = \"{METRICS}\""));
 }

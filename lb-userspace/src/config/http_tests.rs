@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::testing::{errors, parse};
 
 /// An http listener with rules and two http groups.
 const BASE: &str = r#"
@@ -50,17 +51,6 @@ port = 8080
   [[target_group.target]]
   address = "10.1.0.3"
 "#;
-
-fn parse(text: &str) -> Config {
-    Config::parse(text).unwrap_or_else(|e| panic!("parse failed: {e}"))
-}
-
-fn errors(text: &str) -> Vec<String> {
-    match parse(text).validate() {
-        Ok(()) => vec![],
-        Err(errs) => errs.iter().map(ToString::to_string).collect(),
-    }
-}
 
 fn with(from: &str, to: &str) -> String {
     assert_eq!(BASE.matches(from).count(), 1, "{from:?} must occur once");

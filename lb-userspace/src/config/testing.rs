@@ -43,6 +43,19 @@ pub const BASE: &str = concat!(
     "  [[target_group.target]]\n  address = \"10.1.0.3\"\n",
 );
 
+/// `text` parsed, or a panic with the parser's message.
+pub fn parse(text: &str) -> super::Config {
+    super::Config::parse(text).unwrap_or_else(|e| panic!("parse failed: {e}"))
+}
+
+/// Validation errors of `text` as `lb check` prints them.
+pub fn errors(text: &str) -> Vec<String> {
+    match parse(text).validate() {
+        Ok(()) => vec![],
+        Err(errs) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
 /// `[[target_group.target]]` tables for `addresses`.
 pub fn targets(addresses: &[&str]) -> String {
     addresses

@@ -1,21 +1,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::{testing::BASE, *};
+use super::{
+    testing::{BASE, errors, parse},
+    *,
+};
 
 const DEMO: &str = include_str!("../../../config/demo.toml");
 const EXAMPLE: &str = include_str!("../../../config/example.toml");
-
-fn parse(text: &str) -> Config {
-    Config::parse(text).unwrap_or_else(|e| panic!("parse failed: {e}"))
-}
-
-/// Validation errors as `lb check` prints them.
-fn errors(text: &str) -> Vec<String> {
-    match parse(text).validate() {
-        Ok(()) => vec![],
-        Err(errs) => errs.iter().map(ToString::to_string).collect(),
-    }
-}
 
 /// `BASE` with `from` replaced by `to` (exactly once).
 fn base_with(from: &str, to: &str) -> String {

@@ -56,13 +56,7 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn t(port: u16, weight: u32) -> RoutableTarget {
-        RoutableTarget {
-            endpoint: SocketAddr::from(([10, 0, 0, 1], port)),
-            weight,
-        }
-    }
+    use crate::round_robin::t;
 
     #[test]
     fn round_robin_by_weight() {
