@@ -15,6 +15,8 @@
 //! - [`l4`]: the TCP proxy (tcp, tls) and the UDP relay (udp) those
 //!   listeners run where XDP does not.
 //! - [`round_robin`]: the weighted rotation every userspace path picks by.
+//! - [`iam`]: the actions and resources IAM-style policies name.
+//! - [`pem`]: certificate, key and CA files.
 //! - [`wildcard`]: `*`/`?` patterns of IAM policies and ALB rules.
 //! - [`tls`]: rustls server and client configs from the config's PEM files.
 //! - [`workers`]: the threads, one event loop each, that serve userspace
@@ -42,6 +44,7 @@ pub mod daemon;
 pub mod error_chain;
 pub mod health;
 pub mod http;
+pub mod iam;
 pub mod instance;
 pub mod l4;
 pub mod latest;
@@ -49,6 +52,7 @@ pub mod listeners;
 pub mod maglev;
 pub mod metrics;
 pub mod net;
+pub mod pem;
 pub mod round_robin;
 pub mod routable;
 pub mod sd_notify;

@@ -21,7 +21,7 @@ use super::{
     auth::{AuthError, Authorizer, Principal, bearer_token},
     error::ApiError,
     listener::Capped,
-    routes::{ApiState, Route},
+    table::{ApiState, Route},
 };
 
 /// The other end of a connection, recorded when it is accepted.

@@ -1,8 +1,9 @@
 //! The management API: HTTP + JSON on a Unix socket (and optionally TCP),
 //! in ELB vocabulary, with IAM-style access control.
 //!
-//! - [`routes`]: the route table (method, path, IAM action, resource) that
-//!   both the router and the OpenAPI test read, and the handlers.
+//! - [`table`]: the route table (method, path, IAM action, resource) that
+//!   the router, the access check and the OpenAPI test read.
+//! - [`routes`]: the router and the handlers.
 //! - [`auth`]: IAM-style access control: tokens, policies, decisions and
 //!   the 401/403 bodies.
 //! - [`access`]: the check in front of every route: who is asking (Unix
@@ -22,6 +23,7 @@ pub mod error;
 pub mod listener;
 pub mod routes;
 pub mod server;
+pub mod table;
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,6 @@
-//! The API's routes. [`ROUTES`] is the one list of (method, path, IAM
-//! action, IAM resource); the router is built from it and a test checks
-//! docs/openapi.yaml against it, so the reference cannot drift.
-//!
-//! Resources are written as in the policies: `listener/{name}`,
-//! `target-group/{name}`, with `{name}` filled from the path; routes that
-//! concern the whole load balancer use `*`.
-use std::{net::SocketAddr, sync::Arc};
+//! The API's router and handlers, built from the route table
+//! ([`super::table::ROUTES`]), each route behind the access check.
+use std::net::SocketAddr;
 
 use axum::{
     Json, Router,
@@ -13,99 +8,18 @@ use axum::{
     middleware,
     routing::{MethodFilter, MethodRouter, on},
 };
-use http::Method;
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use super::{
     access,
-    auth::{Action, Authorizer},
     body::{JsonBody, MAX_BODY_BYTES},
     error::ApiError,
+    table::{ApiState, Op, ROUTES, Route},
 };
-use crate::control::{
-    ControlHandle,
-    command::{
-        ChangeReport, FlowsReport, ListenerAttributes, ListenerReport, StatsReport, StatusReport,
-        TargetGroupAttributes, TargetGroupReport, TargetHealthReport, TargetSpec,
-    },
+use crate::control::command::{
+    ChangeReport, FlowsReport, ListenerAttributes, ListenerReport, StatsReport, StatusReport,
+    TargetGroupAttributes, TargetGroupReport, TargetHealthReport, TargetSpec,
 };
-
-/// One route: what it is, and what a policy must allow to call it.
-#[derive(Debug)]
-pub struct Route {
-    pub method: Method,
-    /// axum and OpenAPI share the `{param}` syntax.
-    pub path: &'static str,
-    pub action: Action,
-    pub resource: &'static str,
-    op: Op,
-}
-
-/// Which handler serves a route; `router` maps each to its function.
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Status,
-    Listeners,
-    ModifyListener,
-    DeleteListener,
-    TargetGroups,
-    ModifyTargetGroup,
-    DeleteTargetGroup,
-    TargetHealth,
-    Register,
-    Deregister,
-    SetWeight,
-    Flows,
-    Stats,
-    Reload,
-}
-
-const fn route(
-    method: Method,
-    path: &'static str,
-    action: Action,
-    resource: &'static str,
-    op: Op,
-) -> Route {
-    Route {
-        method,
-        path,
-        action,
-        resource,
-        op,
-    }
-}
-
-const LISTENER: &str = "listener/{name}";
-const GROUP: &str = "target-group/{name}";
-
-/// Every route the API serves.
-#[rustfmt::skip]
-pub static ROUTES: &[Route] = &[
-    route(Method::GET,    "/v1/status",                                       Action::DescribeStatus,              "*",              Op::Status),
-    route(Method::GET,    "/v1/listeners",                                    Action::DescribeListeners,           "listener/*",     Op::Listeners),
-    route(Method::PATCH,  "/v1/listeners/{name}",                             Action::ModifyListenerAttributes,    LISTENER,         Op::ModifyListener),
-    route(Method::DELETE, "/v1/listeners/{name}",                             Action::DeleteListener,              LISTENER,         Op::DeleteListener),
-    route(Method::GET,    "/v1/target-groups",                                Action::DescribeTargetGroups,        "target-group/*", Op::TargetGroups),
-    route(Method::PATCH,  "/v1/target-groups/{name}",                         Action::ModifyTargetGroupAttributes, GROUP,            Op::ModifyTargetGroup),
-    route(Method::DELETE, "/v1/target-groups/{name}",                         Action::DeleteTargetGroup,           GROUP,            Op::DeleteTargetGroup),
-    route(Method::GET,    "/v1/target-groups/{name}/targets",                 Action::DescribeTargetHealth,        GROUP,            Op::TargetHealth),
-    route(Method::POST,   "/v1/target-groups/{name}/targets",                 Action::RegisterTargets,             GROUP,            Op::Register),
-    route(Method::POST,   "/v1/target-groups/{name}/targets/deregister",      Action::DeregisterTargets,           GROUP,            Op::Deregister),
-    route(Method::PUT,    "/v1/target-groups/{name}/targets/{target}/weight", Action::ModifyTargetWeight,          GROUP,            Op::SetWeight),
-    route(Method::GET,    "/v1/flows",                                        Action::DescribeFlows,               "*",              Op::Flows),
-    route(Method::GET,    "/v1/stats",                                        Action::DescribeStats,               "*",              Op::Stats),
-    route(Method::POST,   "/v1/reload",                                       Action::ReloadConfig,                "*",              Op::Reload),
-];
-
-/// What every handler and the access check share.
-#[derive(Clone)]
-pub struct ApiState {
-    pub control: ControlHandle,
-    /// Swapped on reload when tokens or policies change.
-    pub authz: Arc<RwLock<Arc<Authorizer>>>,
-}
 
 /// The router serving [`ROUTES`], each behind the access check.
 pub fn router(state: ApiState) -> Router {

@@ -28,7 +28,8 @@ use super::{
     access::Peer,
     auth::Authorizer,
     listener::{Capped, MAX_CONNECTIONS},
-    routes::{ApiState, router},
+    routes::router,
+    table::ApiState,
 };
 use crate::control::ControlHandle;
 

@@ -15,8 +15,9 @@ use super::{
     auth::{Action, AuthError, Authorizer, Principal, token_digest},
     cli,
     client::{Client, Endpoint},
-    routes::{ROUTES, TargetHealthResponse},
+    routes::TargetHealthResponse,
     server::{Endpoints, ServeError, serve},
+    table::ROUTES,
 };
 use crate::config::{Api, ValidationError, ValidationErrors};
 use crate::control::{

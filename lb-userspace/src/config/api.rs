@@ -10,9 +10,9 @@ use std::{
 
 use serde::Deserialize;
 
-use super::validate::ValidationErrors;
+use super::validation_errors::ValidationErrors;
 use crate::{
-    api::auth::{Action, resource},
+    iam::{Action, resource},
     wildcard::{self, Case},
 };
 

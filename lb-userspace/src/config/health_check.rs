@@ -10,7 +10,7 @@ use std::{fmt, ops::RangeInclusive, time::Duration};
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::{PORT, Protocol, TargetGroup, validate::ValidationErrors};
+use super::{PORT, Protocol, TargetGroup, validation_errors::ValidationErrors};
 
 /// Bounds of `interval`, seconds (ELB: 5..=300).
 pub const INTERVAL: RangeInclusive<u32> = 1..=300;

@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive, path::PathBuf}
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Config, Listener, PORT, Protocol, TargetGroup, validate::ValidationErrors};
+use super::{Config, Listener, PORT, Protocol, TargetGroup, validation_errors::ValidationErrors};
 
 /// ALB's client idle timeout default, seconds.
 pub const DEFAULT_IDLE_TIMEOUT: u32 = 60;

@@ -21,6 +21,7 @@ mod target_group;
 pub(crate) mod testing;
 mod tls;
 mod validate;
+mod validation_errors;
 
 use std::{
     fmt, fs, io,
@@ -44,7 +45,7 @@ pub use listener::{Listener, Protocol, VipOwners};
 pub use target_group::TargetDescription as Target;
 pub use target_group::{Forwarding, Stickiness, TargetDescription, TargetGroup};
 pub use tls::{Certificate, ListenerTls, SecurityPolicy, TargetGroupTls};
-pub use validate::{ValidationError, ValidationErrors};
+pub use validation_errors::{ValidationError, ValidationErrors};
 
 /// Default of `daemon.pin_dir`.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";

@@ -6,7 +6,7 @@ use std::{fmt, path::PathBuf};
 use serde::Deserialize;
 
 use super::{Config, Dataplane, Listener, Protocol, TargetGroup, ValidationErrors};
-use crate::tls;
+use crate::pem;
 
 /// `[listener.tls]` of a `tls` or `https` listener.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -160,7 +160,7 @@ fn check_listener_tls(path: &str, t: &ListenerTls, errs: &mut ValidationErrors) 
         );
     }
     for (j, cert) in t.certificates.iter().enumerate() {
-        if let Err(e) = tls::load_certified_key(cert) {
+        if let Err(e) = pem::load_certified_key(&cert.cert, &cert.key) {
             errs.push(format!("{path}.certificate[{j}]"), e.to_string());
         }
     }
@@ -238,7 +238,7 @@ fn check_group_tls(path: &str, t: &TargetGroupTls, errs: &mut ValidationErrors) 
             "given with verify = false: either verify against it or drop it",
         ),
         (Some(ca), true) => {
-            if let Err(e) = tls::load_roots(ca) {
+            if let Err(e) = pem::load_roots(ca) {
                 errs.push(format!("{path}.ca_file"), e.to_string());
             }
         }

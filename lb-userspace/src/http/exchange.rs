@@ -22,7 +22,7 @@ use super::{
     access_log::Entry,
     actions,
     body::ProxyBody,
-    handler::ConnInfo,
+    conn_info::ConnInfo,
     headers::{connection_has, strip_hop_by_hop},
     idle::{Activity, InFlight},
     listener::{HttpListener, ListenerGroup},

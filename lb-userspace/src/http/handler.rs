@@ -2,7 +2,6 @@
 //! access-log line and metrics once the response body is done.
 use std::{
     convert::Infallible,
-    net::SocketAddr,
     sync::Arc,
     time::{Instant, SystemTime},
 };
@@ -14,50 +13,14 @@ use super::{
     access_log::Entry,
     actions::{self, Origin},
     body::ProxyBody,
-    deadline::Deadlines,
+    conn_info::ConnInfo,
     exchange::{Exchange, forward},
-    headers::Forwarded,
-    idle::{Activity, InFlight},
+    idle::InFlight,
     limits,
     listener::HttpListener,
     rules::RequestView,
 };
-use crate::{config::http::Action, latest::Latest, routable::Routable};
-
-/// What the connection knows about itself.
-pub struct ConnInfo {
-    pub client: SocketAddr,
-    /// Negotiated cipher suite and protocol version (https only), as
-    /// OpenSSL names them in ELB's logs.
-    pub tls: Option<(String, String)>,
-    /// The `X-Forwarded-*` values its requests get.
-    pub forwarded: Forwarded,
-    /// The targets its requests may go to.
-    pub routable: Latest<Arc<Routable>>,
-    /// Its requests' response timeouts.
-    pub deadlines: Deadlines,
-    /// What its client idle timeout watches.
-    pub activity: Arc<Activity>,
-}
-
-impl ConnInfo {
-    /// `h2`: HTTP/2 was negotiated by ALPN.
-    pub fn new(
-        client: SocketAddr,
-        tls: Option<(String, String)>,
-        l: &HttpListener,
-        h2: bool,
-    ) -> Self {
-        Self {
-            client,
-            tls,
-            forwarded: Forwarded::new(client.ip(), l.scheme(), l.port),
-            routable: Latest::new(l.routable.clone()),
-            deadlines: Deadlines::default(),
-            activity: Activity::new(h2),
-        }
-    }
-}
+use crate::config::http::Action;
 
 pub async fn handle(
     l: Arc<HttpListener>,

@@ -17,6 +17,7 @@ pub mod access_log;
 pub mod actions;
 pub mod balance;
 pub mod body;
+pub mod conn_info;
 pub mod deadline;
 pub mod exchange;
 pub mod handler;

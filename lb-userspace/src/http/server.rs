@@ -18,7 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use super::{
-    handler::{ConnInfo, handle},
+    conn_info::ConnInfo,
+    handler::handle,
     idle::{Check, Watched},
     listener::HttpListener,
 };

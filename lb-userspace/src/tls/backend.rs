@@ -9,8 +9,9 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 
-use super::{TlsError, pem::load_roots};
+use super::TlsError;
 use crate::config::TargetGroupTls;
+use crate::pem::load_roots;
 
 /// A client config for a group's `[target_group.tls]`.
 pub fn client_config(tls: &TargetGroupTls) -> Result<Arc<ClientConfig>, TlsError> {

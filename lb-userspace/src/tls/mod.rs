@@ -10,7 +10,6 @@
 //! - [`load_certified_key`], [`load_roots`]: PEM files, also used by config
 //!   validation so that a bad file is refused before anything runs.
 mod backend;
-mod pem;
 mod policy;
 mod sni;
 mod target;
@@ -19,8 +18,8 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 
+pub use crate::pem::{PemError, load_certified_key, load_roots};
 pub use backend::{client_config, server_name, unverified_client_config};
-pub use pem::{PemError, load_certified_key, load_roots};
 pub use policy::provider;
 pub use sni::SniResolver;
 pub use target::TargetTls;

@@ -11,8 +11,9 @@ use rustls::{
     sign::CertifiedKey,
 };
 
-use super::{TlsError, pem::load_certified_key};
+use super::TlsError;
 use crate::config::ListenerTls;
+use crate::pem::load_certified_key;
 
 #[derive(Debug)]
 pub struct SniResolver {
@@ -27,7 +28,7 @@ impl SniResolver {
         let certs = tls
             .certificates
             .iter()
-            .map(load_certified_key)
+            .map(|c| load_certified_key(&c.cert, &c.key))
             .collect::<Result<Vec<_>, _>>()?;
         let index = tls.certificates.iter().position(|c| c.default).unwrap_or(0);
         let default = certs.get(index).cloned().ok_or(TlsError::NoCertificate)?;

@@ -6,6 +6,13 @@ use std::{
 use super::*;
 use crate::config::{Certificate, SecurityPolicy};
 
+/// The PEM loader on a config's certificate entry.
+fn load_certified_key(
+    c: &Certificate,
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, PemError> {
+    crate::pem::load_certified_key(&c.cert, &c.key)
+}
+
 /// A directory under /tmp removed on drop.
 struct Dir(PathBuf);
 

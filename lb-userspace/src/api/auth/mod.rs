@@ -16,12 +16,10 @@
 //! Resources match case-sensitively; actions case-insensitively (IAM
 //! action names are case-insensitive). A denial becomes a 403 with AWS's
 //! message ([`Decision::refusal`]).
-mod action;
 mod authorizer;
-pub mod resource;
 mod response;
 
-pub use action::Action;
+pub use crate::iam::{Action, resource};
 pub use authorizer::{
     AuthError, Authorizer, Decision, Principal, bearer_token, generate_token, token_digest,
 };

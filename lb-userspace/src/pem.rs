@@ -1,4 +1,6 @@
-//! PEM files: certificate chains with their keys, CA bundles.
+//! PEM files: certificate chains with their keys, CA bundles. Below both
+//! the config (whose validation reads them, so a bad file is refused before
+//! anything runs) and `tls` (which builds rustls configs from them).
 use std::{
     fs::File,
     io::{self, BufReader},
@@ -12,8 +14,6 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer},
     sign::CertifiedKey,
 };
-
-use crate::config::Certificate;
 
 /// Why a PEM file cannot be used; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -78,14 +78,14 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
 
 /// A certificate chain with its signing key, checked to belong together
 /// and to parse as an end-entity certificate.
-pub fn load_certified_key(c: &Certificate) -> Result<Arc<CertifiedKey>, PemError> {
-    let chain = load_certs(&c.cert)?;
-    let key = load_key(&c.key)?;
+pub fn load_certified_key(cert: &Path, key_file: &Path) -> Result<Arc<CertifiedKey>, PemError> {
+    let chain = load_certs(cert)?;
+    let key = load_key(key_file)?;
     let signer = ring::default_provider()
         .key_provider
         .load_private_key(key)
         .map_err(|source| PemError::Key {
-            path: c.key.clone(),
+            path: key_file.to_owned(),
             source,
         })?;
     let certified = CertifiedKey::new(chain, signer);
@@ -93,12 +93,12 @@ pub fn load_certified_key(c: &Certificate) -> Result<Arc<CertifiedKey>, PemError
         Ok(()) => Ok(Arc::new(certified)),
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
             Err(PemError::Mismatch {
-                cert: c.cert.clone(),
-                key: c.key.clone(),
+                cert: cert.to_owned(),
+                key: key_file.to_owned(),
             })
         }
         Err(source) => Err(PemError::Certificate {
-            path: c.cert.clone(),
+            path: cert.to_owned(),
             source,
         }),
     }

@@ -1,0 +1,42 @@
+//! What one client connection of an http/https listener knows about
+//! itself, for every request it carries: its client, TLS, `X-Forwarded-*`
+//! values, routable view, deadlines and idle-timeout activity.
+use std::{net::SocketAddr, sync::Arc};
+
+use super::{deadline::Deadlines, headers::Forwarded, idle::Activity, listener::HttpListener};
+use crate::{latest::Latest, routable::Routable};
+
+/// What the connection knows about itself.
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    /// Negotiated cipher suite and protocol version (https only), as
+    /// OpenSSL names them in ELB's logs.
+    pub tls: Option<(String, String)>,
+    /// The `X-Forwarded-*` values its requests get.
+    pub forwarded: Forwarded,
+    /// The targets its requests may go to.
+    pub routable: Latest<Arc<Routable>>,
+    /// Its requests' response timeouts.
+    pub deadlines: Deadlines,
+    /// What its client idle timeout watches.
+    pub activity: Arc<Activity>,
+}
+
+impl ConnInfo {
+    /// `h2`: HTTP/2 was negotiated by ALPN.
+    pub fn new(
+        client: SocketAddr,
+        tls: Option<(String, String)>,
+        l: &HttpListener,
+        h2: bool,
+    ) -> Self {
+        Self {
+            client,
+            tls,
+            forwarded: Forwarded::new(client.ip(), l.scheme(), l.port),
+            routable: Latest::new(l.routable.clone()),
+            deadlines: Deadlines::default(),
+            activity: Activity::new(h2),
+        }
+    }
+}
