@@ -2,8 +2,8 @@
 //! connection: TLS (with ALPN offering h2), HTTP/1.1 with keep-alive and
 //! pipelining or HTTP/2 (hyper-util's auto builder, which also takes h2c
 //! with prior knowledge), upgrades, and the client idle timeout. The
-//! listener's socket and stop signal come from `crate::listeners`, which runs
-//! it like the other userspace listeners.
+//! listener's socket and stop signal come from the supervisor of the
+//! userspace listeners, which runs it like the others.
 use std::{sync::Arc, time::Duration};
 
 use ::http::Version;

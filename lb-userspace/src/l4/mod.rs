@@ -6,8 +6,9 @@
 //!
 //! Targets are chosen by the weighted round robin of
 //! [`crate::round_robin`] over the [`crate::routable`] view; the next ones
-//! are tried when a connect fails. [`crate::listeners`] starts, updates and
-//! stops these listeners; nothing here knows about the others.
+//! are tried when a connect fails. The supervisor of the userspace
+//! listeners starts, updates and stops these; nothing here knows about the
+//! others.
 pub mod accept;
 mod connection;
 mod context;
