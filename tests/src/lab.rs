@@ -45,6 +45,20 @@ pub fn topology(name: &str, targets: usize, local_vips: bool) -> Topology {
     topo
 }
 
+/// Writes `topo`'s config: the `[daemon]` table of the userspace data path
+/// (`dataplane = "userspace"`, the topology's pin directory and API
+/// socket), then `body`.
+pub fn userspace_config(topo: &Topology, body: &str) -> PathBuf {
+    let text = format!(
+        "[daemon]\ndataplane = \"userspace\"\npin_dir = {:?}\n\n[api]\nsocket = {:?}\n\n{body}",
+        topo.pin_dir().display().to_string(),
+        topo.api_socket().display().to_string()
+    );
+    let path = topo.config_path();
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
 /// Health checks every second, two failures or successes to change state;
 /// UDP groups are checked over TCP on the servers' TCP port.
 pub fn fast_checks(spec: &mut ConfigSpec) {
@@ -84,7 +98,7 @@ pub struct Lab {
     pub lb: PathBuf,
     pub server: PathBuf,
     pub config: PathBuf,
-    edit: Box<dyn Fn(&mut ConfigSpec) + Send>,
+    edit: Box<dyn Fn(&mut ConfigSpec) + Send + Sync>,
 }
 
 impl Lab {
@@ -100,7 +114,7 @@ impl Lab {
         name: &str,
         targets: usize,
         registered: &[usize],
-        edit: impl Fn(&mut ConfigSpec) + Send + 'static,
+        edit: impl Fn(&mut ConfigSpec) + Send + Sync + 'static,
     ) -> Self {
         Self::build(name, targets, registered, false, edit)
     }
@@ -112,7 +126,7 @@ impl Lab {
         name: &str,
         targets: usize,
         registered: &[usize],
-        edit: impl Fn(&mut ConfigSpec) + Send + 'static,
+        edit: impl Fn(&mut ConfigSpec) + Send + Sync + 'static,
     ) -> Self {
         let edit = move |spec: &mut ConfigSpec| {
             spec.daemon_extra
@@ -127,7 +141,7 @@ impl Lab {
         targets: usize,
         registered: &[usize],
         local_vips: bool,
-        edit: impl Fn(&mut ConfigSpec) + Send + 'static,
+        edit: impl Fn(&mut ConfigSpec) + Send + Sync + 'static,
     ) -> Self {
         let lb = proc::lb_bin();
         let server = server_bin();
@@ -145,6 +159,30 @@ impl Lab {
         };
         lab.start_daemon();
         lab
+    }
+
+    /// A lab without a config or a daemon yet: `targets` target namespaces
+    /// (0 allowed) with their servers, and with `local_vips` the VIPs on the
+    /// load balancer's loopback. The test writes the config whole
+    /// ([`Lab::write_userspace_config`]) and starts the daemon
+    /// ([`Lab::start_daemon`]); its own processes (targets, clients) may run
+    /// in any namespace of the lab, and [`Topology::adopt`] ends them with it.
+    pub fn bare(name: &str, targets: usize, local_vips: bool) -> Self {
+        let topo = topology(name, targets, local_vips);
+        Self {
+            daemon: None,
+            lb: proc::lb_bin(),
+            server: server_bin(),
+            config: topo.config_path(),
+            topo,
+            edit: Box::new(|_| {}),
+        }
+    }
+
+    /// Writes the lab's config: the `[daemon]` table of the userspace data
+    /// path (with the lab's pin directory and API socket), then `body`.
+    pub fn write_userspace_config(&self, body: &str) -> PathBuf {
+        userspace_config(&self.topo, body)
     }
 
     pub fn start_daemon(&mut self) {

@@ -72,7 +72,8 @@ pub fn target_name(i: usize) -> String {
 /// What to build.
 #[derive(Clone, Debug)]
 pub struct TopologyOpts {
-    /// Number of target namespaces (1..=9).
+    /// Number of target namespaces (0..=9; 0 for a lab whose targets run in
+    /// the load balancer's namespace).
     pub targets: usize,
     /// Run directory (config, bpffs); default `/run/<id>`.
     pub run_dir: Option<PathBuf>,
@@ -114,8 +115,8 @@ impl Topology {
         netns::require_root();
         netns::reap_stale();
         assert!(
-            (1..=MAX_TARGETS).contains(&opts.targets),
-            "targets must be 1..={MAX_TARGETS}"
+            opts.targets <= MAX_TARGETS,
+            "targets must be 0..={MAX_TARGETS}"
         );
         let tag: String = name
             .chars()

@@ -15,8 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::certs::TestCa as Ca;
-use lb_tests::netns::{self, Netns, TempDir};
-use lb_tests::proc::{self, LbDaemon, NsChild};
+use lb_tests::lab::Lab;
+use lb_tests::netns;
+use lb_tests::proc::{self, NsChild};
 use serde_json::Value;
 
 const VIP: &str = "10.77.0.1";
@@ -33,15 +34,9 @@ fn target_bin() -> PathBuf {
     proc::test_bin("lb-http-target")
 }
 
-/// One namespace with the proxy and targets running. Fields drop in
-/// order: processes first, then the files, then the namespace.
-struct Lab {
-    proxy: LbDaemon,
-    _targets: Vec<NsChild>,
-    dir: TempDir,
-    ns: Netns,
-}
-
+/// A lab for these tests: the load balancer's namespace of the shared lab
+/// holds everything, the VIP and targets on its loopback, the
+/// `lb-http-target` processes, the proxy and the clients.
 /// What a lab serves.
 struct LabSpec<'a> {
     /// `[[listener]]` and `[[target_group]]` tables (the `[daemon]` table is
@@ -57,78 +52,85 @@ struct LabSpec<'a> {
     target_tls: bool,
 }
 
-impl Lab {
-    fn start(spec: LabSpec<'_>) -> Lab {
-        netns::require_root();
-        proc::require_tool("curl");
-        let id = netns::unique_id();
-        let ns = Netns::new(&id);
-        let dir = TempDir::new(format!("/run/{id}"));
-        for addr in [VIP, T1, T2, DEAD] {
-            ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
-        }
-        let ca = spec.target_tls.then(|| {
-            Ca::new("other").write(dir.path(), "other-ca");
-            let ca = Ca::new("targets");
-            ca.write(dir.path(), "ca");
-            ca
-        });
-        let targets = spec
-            .targets
-            .iter()
-            .map(|(name, addr)| {
-                let listen = format!("{addr}:{TARGET_PORT}");
-                let control = format!("{addr}:{CONTROL_PORT}");
-                let mut args: Vec<String> = ["--name", name, "--listen", &listen]
-                    .into_iter()
-                    .chain(["--control", &control])
-                    .map(str::to_owned)
-                    .collect();
-                if let Some(ca) = &ca {
-                    let (c, k) = ca.leaf(dir.path(), name, addr, &[addr]);
-                    args.extend(["--tls-cert".to_owned(), c.display().to_string()]);
-                    args.extend(["--tls-key".to_owned(), k.display().to_string()]);
-                }
-                let mut t = NsChild::spawn(name, ns.name(), &target_bin(), &args, proc::verbose());
-                t.wait_for_line("ready", START_TIMEOUT);
-                t
-            })
+fn start(spec: LabSpec<'_>) -> Lab {
+    proc::require_tool("curl");
+    let mut lab = Lab::bare("http", 0, false);
+    for addr in [VIP, T1, T2, DEAD] {
+        lab.topo
+            .lb
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+    }
+    let dir = lab.topo.run_dir().to_owned();
+    let ca = spec.target_tls.then(|| {
+        Ca::new("other").write(&dir, "other-ca");
+        let ca = Ca::new("targets");
+        ca.write(&dir, "ca");
+        ca
+    });
+    for (name, addr) in spec.targets {
+        let listen = format!("{addr}:{TARGET_PORT}");
+        let control = format!("{addr}:{CONTROL_PORT}");
+        let mut args: Vec<String> = ["--name", name, "--listen", &listen]
+            .into_iter()
+            .chain(["--control", &control])
+            .map(str::to_owned)
             .collect();
-        if spec.tls {
-            self_signed(dir.path());
+        if let Some(ca) = &ca {
+            let (c, k) = ca.leaf(&dir, name, addr, &[addr]);
+            args.extend(["--tls-cert".to_owned(), c.display().to_string()]);
+            args.extend(["--tls-key".to_owned(), k.display().to_string()]);
         }
-        let config = write_config(dir.path(), spec.config);
-        let proxy = LbDaemon::start(ns.name(), &config);
-        Lab {
-            proxy,
-            _targets: targets,
-            dir,
-            ns,
-        }
+        let ns = lab.topo.lb.name().to_owned();
+        let mut t = NsChild::spawn(name, &ns, &target_bin(), &args, proc::verbose());
+        t.wait_for_line("ready", START_TIMEOUT);
+        lab.topo.adopt(t);
     }
-
-    /// ONE_GROUP with its target `t1` on T1.
-    fn one_target() -> Lab {
-        Lab::start(LabSpec {
-            config: ONE_GROUP,
-            targets: &[("t1", T1)],
-            tls: false,
-            target_tls: false,
-        })
+    if spec.tls {
+        self_signed(&dir);
     }
+    write_config(&lab, spec.config);
+    lab.start_daemon();
+    lab
+}
 
+/// ONE_GROUP with its target `t1` on T1.
+fn one_target() -> Lab {
+    start(LabSpec {
+        config: ONE_GROUP,
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: false,
+    })
+}
+
+/// What the HTTP tests do with a lab: requests through the proxy from
+/// the load balancer's namespace, and the targets' counters.
+trait HttpLab {
+    fn reload(&mut self, config: &str);
+    fn connect_to(&self, port: u16) -> TcpStream;
+    fn run(&self, cmd: &[&str]) -> Output;
+    fn curl(&self, args: &[&str]) -> String;
+    fn get(&self, url: &str, extra: &[&str]) -> (u16, String);
+    fn echo(&self, url: &str, extra: &[&str]) -> Value;
+    fn target_stats(&self, addr: &str) -> (u64, u64);
+    fn reset_target(&self, addr: &str);
+    fn raw(&self, port: u16, request: Vec<u8>) -> String;
+}
+
+impl HttpLab for Lab {
     /// Replaces the config with `config` (as in [`LabSpec`]) and reloads
     /// the daemon with SIGHUP.
     fn reload(&mut self, config: &str) {
-        write_config(self.dir.path(), config);
-        self.proxy.reload();
+        write_config(self, config);
+        self.daemon.as_mut().expect("lb run").reload();
     }
 
     /// A new TCP connection to the VIP, made in the namespace.
-    fn connect(&self, port: u16) -> TcpStream {
+    fn connect_to(&self, port: u16) -> TcpStream {
         let addr: SocketAddr = format!("{VIP}:{port}").parse().expect("addr");
         let s = self
-            .ns
+            .topo
+            .lb
             .run(move || TcpStream::connect(addr))
             .expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -138,7 +140,7 @@ impl Lab {
 
     /// Runs `cmd` in the namespace; the output whatever the exit status.
     fn run(&self, cmd: &[&str]) -> Output {
-        let mut args = vec!["netns", "exec", self.ns.name()];
+        let mut args = vec!["netns", "exec", self.topo.lb.name()];
         args.extend_from_slice(cmd);
         netns::try_run("ip", &args).expect("run ip netns exec")
     }
@@ -152,7 +154,7 @@ impl Lab {
             out.status.success(),
             "curl {args:?} failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            self.proxy.output()
+            self.diagnostics()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -197,7 +199,7 @@ impl Lab {
     /// proxy closes it.
     fn raw(&self, port: u16, request: Vec<u8>) -> String {
         let addr: SocketAddr = format!("{VIP}:{port}").parse().expect("addr");
-        self.ns.run(move || {
+        self.topo.lb.run(move || {
             let mut s = TcpStream::connect(addr).expect("connect");
             s.set_read_timeout(Some(Duration::from_secs(10)))
                 .expect("timeout");
@@ -209,17 +211,11 @@ impl Lab {
     }
 }
 
-/// Writes `<dir>/lb.toml`: the userspace `[daemon]` table, then `config`
-/// with `@DIR@` replaced by `dir`.
-fn write_config(dir: &std::path::Path, config: &str) -> PathBuf {
-    let d = dir.display().to_string();
-    let text = format!(
-        "[daemon]\ndataplane = \"userspace\"\npin_dir = \"{d}/pin\"\n\n[api]\nsocket = \"{d}/api.sock\"\n\n{}",
-        config.replace("@DIR@", &d)
-    );
-    let path = dir.join("lb.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+/// Writes the lab's config: the userspace `[daemon]` table, then `config`
+/// with `@DIR@` replaced by the lab's directory.
+fn write_config(lab: &Lab, config: &str) -> PathBuf {
+    let dir = lab.topo.run_dir().display().to_string();
+    lab.write_userspace_config(&config.replace("@DIR@", &dir))
 }
 
 /// Reads one HTTP/1.1 response with a `Content-Length` body from `s`:
@@ -283,7 +279,7 @@ port = 8080
 
 #[test]
 fn forwarded_headers_and_hop_by_hop() {
-    let lab = Lab::one_target();
+    let lab = one_target();
     let v = lab.echo(
         &url("/p?q=1"),
         &[
@@ -324,7 +320,7 @@ fn forwarded_headers_and_hop_by_hop() {
 
 #[test]
 fn header_limits_answer_each_with_its_status() {
-    let lab = Lab::one_target();
+    let lab = one_target();
     // Request line over 16 KiB: 414.
     let long_path = format!("/{}", "a".repeat(16 * 1024));
     assert_eq!(lab.get(&url(&long_path), &[]).0, 414);
@@ -348,7 +344,7 @@ fn header_limits_answer_each_with_its_status() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let lab = Lab::one_target();
+    let lab = one_target();
     let mut req = Vec::new();
     for i in 1..=5 {
         // Later requests finish sooner at the target; answers must still
@@ -375,7 +371,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn websocket_is_proxied() {
-    let lab = Lab::one_target();
+    let lab = one_target();
     let (mut s, head) = open_websocket(&lab);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
@@ -388,7 +384,7 @@ fn websocket_is_proxied() {
 
 /// A WebSocket upgrade through the proxy: the stream and the response head.
 fn open_websocket(lab: &Lab) -> (TcpStream, String) {
-    let mut s = lab.connect(80);
+    let mut s = lab.connect_to(80);
     s.write_all(
         b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -418,7 +414,7 @@ fn websocket_echo(s: &mut TcpStream) -> [u8; 7] {
 #[test]
 fn http2_cleartext_with_curl_and_h2load() {
     proc::require_tool("h2load");
-    let lab = Lab::one_target();
+    let lab = one_target();
     let v = lab.echo(&url("/h2"), &["--http2-prior-knowledge"]);
     // HTTP/2 toward the client, HTTP/1.1 toward the target, Host from
     // :authority.
@@ -506,7 +502,7 @@ port = 8080
 
 #[test]
 fn every_condition_and_action() {
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: RULES,
         targets: &[("t1", T1), ("t2", T2)],
         tls: false,
@@ -600,9 +596,9 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn bodies_stream_both_ways_and_the_connection_is_kept() {
-    let lab = Lab::one_target();
+    let lab = one_target();
     lab.reset_target(T1);
-    let dir = lab.dir.path();
+    let dir = lab.topo.run_dir();
     // 1 MiB and a bit, not a multiple of any buffer size.
     let sent = dir.join("sent");
     let upload: Vec<u8> = (0..1_048_583u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -670,7 +666,8 @@ fn bodies_stream_both_ways_and_the_connection_is_kept() {
 fn raw_target(lab: &Lab, addr: &str) -> std::sync::mpsc::Receiver<u64> {
     let addr: SocketAddr = addr.parse().expect("addr");
     let listener = lab
-        .ns
+        .topo
+        .lb
         .run(move || std::net::TcpListener::bind(addr))
         .expect("bind raw target");
     let (drained, early_bodies) = std::sync::mpsc::channel();
@@ -751,7 +748,7 @@ fn read_request_path(s: &mut TcpStream) -> Option<String> {
 #[test]
 fn odd_target_answers_are_relayed_or_refused_with_502() {
     let config = ONE_GROUP.replace("address = \"10.77.0.2\"", "address = \"10.77.0.3\"");
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: &config,
         targets: &[],
         tls: false,
@@ -824,7 +821,7 @@ port = 8080
   address = \"10.77.0.3\"
 "
     );
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
@@ -837,7 +834,7 @@ port = 8080
     // (the target, waiting for the rest, would otherwise hold the request
     // until the response timeout).
     let addr: SocketAddr = format!("{VIP}:80").parse().expect("addr");
-    let answer = lab.ns.run(move || {
+    let answer = lab.topo.lb.run(move || {
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -859,7 +856,7 @@ port = 8080
     // after its answer reached the client. The upload is paced (about a
     // quarter of a second) so the answer comes while it goes on: unpaced,
     // socket buffers could take it whole before the target answered.
-    let sent = lab.dir.path().join("sent");
+    let sent = lab.topo.run_dir().join("sent");
     std::fs::write(&sent, pattern(1_048_583)).expect("write upload");
     let data = format!("@{}", sent.display());
     let out = lab.curl(&[
@@ -878,7 +875,7 @@ port = 8080
 
 #[test]
 fn keep_alive_reuses_few_target_connections() {
-    let lab = Lab::one_target();
+    let lab = one_target();
     lab.reset_target(T1);
     let codes = load(&lab, 10, 100, "/ka");
     assert_eq!(codes.len(), 1000);
@@ -892,7 +889,7 @@ fn keep_alive_reuses_few_target_connections() {
 #[test]
 fn keep_alive_timeout_zero_opens_one_connection_per_request() {
     let config = ONE_GROUP.replace("port = 8080\n", "port = 8080\nkeep_alive_timeout = 0\n");
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
@@ -903,13 +900,13 @@ fn keep_alive_timeout_zero_opens_one_connection_per_request() {
     assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
     assert_eq!(lab.target_stats(T1), (50, 50));
     // The anti-pattern is called out.
-    let log = lab.proxy.output();
+    let log = lab.diagnostics();
     assert!(log.contains("keep_alive_timeout = 0"), "{log}");
 }
 
 #[test]
 fn connection_close_from_target_is_honoured() {
-    let lab = Lab::one_target();
+    let lab = one_target();
     lab.reset_target(T1);
     // Each answer carries Connection: close: the next request needs a new
     // connection.
@@ -927,7 +924,7 @@ fn connection_close_from_target_is_honoured() {
 #[test]
 fn warm_connections_are_opened_ahead() {
     let config = ONE_GROUP.replace("port = 8080\n", "port = 8080\nwarm_connections = 3\n");
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
@@ -989,7 +986,7 @@ response_timeout = 1
 
 #[test]
 fn target_failures_answer_502_503_504() {
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: FAILURES,
         targets: &[("t1", T1)],
         tls: false,
@@ -1007,7 +1004,7 @@ fn target_failures_answer_502_503_504() {
     assert_eq!(lab.get(&url("/slow"), &[]).0, 200);
     // An upload that takes longer than the timeout is no slow target: the
     // timeout counts from the body's end (1 MB at 400 kB/s: 2.5 s).
-    let upload = lab.dir.path().join("upload");
+    let upload = lab.topo.run_dir().join("upload");
     std::fs::write(&upload, vec![b'u'; 1_000_000]).expect("write upload");
     let data = format!("@{}", upload.display());
     let (code, echoed) = lab.get(
@@ -1016,7 +1013,7 @@ fn target_failures_answer_502_503_504() {
     );
     assert_eq!((code, echoed.len()), (200, 1_000_000));
     // One that stops moving gets its 504 the timeout after its last move.
-    let mut conn = lab.connect(80);
+    let mut conn = lab.connect_to(80);
     conn.write_all(
         b"POST /slow?echo=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n0123456789",
     )
@@ -1056,7 +1053,7 @@ port = 8080
 #[test]
 fn https_with_h2_by_alpn_and_access_log() {
     proc::require_tool("h2load");
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: HTTPS,
         targets: &[("t1", T1)],
         tls: true,
@@ -1085,7 +1082,7 @@ fn https_with_h2_by_alpn_and_access_log() {
     assert!(text.contains("Application protocol: h2"), "{text}");
 
     // The access log has one line per request, in ELB's format.
-    let log = lab.dir.path().join("access.log");
+    let log = lab.topo.run_dir().join("access.log");
     let deadline = Instant::now() + Duration::from_secs(5);
     let lines = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -1127,13 +1124,13 @@ fn with_rule(body: &str) -> String {
 
 #[test]
 fn reload_changes_a_rule_under_an_open_keep_alive_connection() {
-    let mut lab = Lab::start(LabSpec {
+    let mut lab = start(LabSpec {
         config: &with_rule("before"),
         targets: &[("t1", T1)],
         tls: false,
         target_tls: false,
     });
-    let mut conn = lab.connect(80);
+    let mut conn = lab.connect_to(80);
     let request = b"GET /r HTTP/1.1\r\nHost: h\r\n\r\n";
     conn.write_all(request).expect("write");
     let (head, body) = read_response(&mut conn);
@@ -1166,7 +1163,7 @@ fn two_listeners(body: &str, group_extra: &str) -> String {
 
 #[test]
 fn target_connections_are_shared_by_listeners_and_kept_across_reloads() {
-    let mut lab = Lab::start(LabSpec {
+    let mut lab = start(LabSpec {
         config: &two_listeners("before", ""),
         targets: &[("t1", T1)],
         tls: false,
@@ -1194,7 +1191,7 @@ fn target_connections_are_shared_by_listeners_and_kept_across_reloads() {
 /// ONE_GROUP with `idle_timeout = 2` on its listener.
 fn two_second_idle_timeout() -> Lab {
     let config = ONE_GROUP.replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
-    Lab::start(LabSpec {
+    start(LabSpec {
         config: &config,
         targets: &[("t1", T1)],
         tls: false,
@@ -1206,7 +1203,7 @@ fn two_second_idle_timeout() -> Lab {
 fn idle_client_connection_is_closed_after_idle_timeout() {
     let lab = two_second_idle_timeout();
     // A connection that never sends a byte.
-    let mut idle = lab.connect(80);
+    let mut idle = lab.connect_to(80);
     let opened = Instant::now();
     let mut buf = Vec::new();
     let n = idle.read_to_end(&mut buf).expect("closed by the proxy");
@@ -1219,7 +1216,7 @@ fn idle_client_connection_is_closed_after_idle_timeout() {
     );
     // A connection that made one request is closed after the same idle
     // time that follows it.
-    let mut used = lab.connect(80);
+    let mut used = lab.connect_to(80);
     used.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
         .expect("write");
     let (head, _) = read_response(&mut used);
@@ -1237,7 +1234,7 @@ fn idle_client_connection_is_closed_after_idle_timeout() {
 #[test]
 fn a_request_head_trickled_byte_by_byte_is_cut_at_the_idle_timeout() {
     let lab = two_second_idle_timeout();
-    let mut conn = lab.connect(80);
+    let mut conn = lab.connect_to(80);
     // First a whole request: the rule applies to each head, not only the
     // connection's first.
     conn.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -1296,7 +1293,7 @@ fn responses_that_stop_moving_are_cut_at_the_idle_timeout() {
     let config = ONE_GROUP
         .replace("address = \"10.77.0.2\"", "address = \"10.77.0.3\"")
         .replace("port = 80\n", "port = 80\nidle_timeout = 2\n");
-    let lab = Lab::start(LabSpec {
+    let lab = start(LabSpec {
         config: &config,
         targets: &[],
         tls: false,
@@ -1306,7 +1303,7 @@ fn responses_that_stop_moving_are_cut_at_the_idle_timeout() {
 
     // A target that stops sending mid-body: the client's connection is cut
     // at the timeout, and so is the target's.
-    let mut conn = lab.connect(80);
+    let mut conn = lab.connect_to(80);
     conn.write_all(b"GET /stall HTTP/1.1\r\nHost: h\r\n\r\n")
         .expect("write");
     let (got, after) = read_until_closed(&mut conn);
@@ -1325,7 +1322,7 @@ fn responses_that_stop_moving_are_cut_at_the_idle_timeout() {
 
     // A client that stops sending its request body: cut at the timeout,
     // the target's connection too (the target reads the head, then waits).
-    let mut conn = lab.connect(80);
+    let mut conn = lab.connect_to(80);
     conn.write_all(b"POST /sink HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n0123456789")
         .expect("write");
     let (_, after) = read_until_closed(&mut conn);
@@ -1341,7 +1338,7 @@ fn responses_that_stop_moving_are_cut_at_the_idle_timeout() {
 
     // A client that stops reading a large body: the proxy stops taking it
     // from the target, nothing moves, and both connections are cut.
-    let mut conn = lab.connect(80);
+    let mut conn = lab.connect_to(80);
     conn.write_all(b"GET /flood HTTP/1.1\r\nHost: h\r\n\r\n")
         .expect("write");
     let written = ended
@@ -1401,7 +1398,7 @@ port = 8080
 
 #[test]
 fn https_group_speaks_tls_to_targets_over_kept_connections() {
-    let mut lab = Lab::start(LabSpec {
+    let mut lab = start(LabSpec {
         config: &https_group(r#"ca_file = "@DIR@/ca.pem""#),
         targets: &[("t1", T1)],
         tls: false,

@@ -33,14 +33,7 @@ fn lab(name: &str, targets: usize) -> Topology {
 
 /// `[daemon]` for the userspace path, then `body`.
 fn write_config(topo: &Topology, body: &str) -> PathBuf {
-    let text = format!(
-        "[daemon]\ndataplane = \"userspace\"\npin_dir = {:?}\n\n[api]\nsocket = {:?}\n\n{body}",
-        topo.pin_dir().display().to_string(),
-        topo.api_socket().display().to_string()
-    );
-    let path = topo.config_path();
-    std::fs::write(&path, text).expect("write config");
-    path
+    labs::userspace_config(topo, body)
 }
 
 fn tcp_listener(name: &str, port: u16, group: &str) -> String {
