@@ -166,6 +166,7 @@ async fn send(
             if lease.reused && idempotent && body.as_ref().map_or(!had_body, |b| b.untouched()) =>
         {
             debug!(target = %target.addr, "reused connection lost ({e}): sending again");
+            progress.waiting_on_target();
             Box::pin(resend(
                 pool,
                 target,

@@ -2,19 +2,24 @@
 //! has three rules:
 //!
 //! - **idle**: no byte moved either way for the timeout and no request is
-//!   in progress: the connection is closed (HTTP/2: GOAWAY first);
+//!   in progress: the connection is closed (HTTP/2: GOAWAY first, and the
+//!   server loop bounds how long the client may take to go);
 //! - **stalled**: no byte moved either way for the timeout while requests
 //!   are in progress, none of them waiting on its target (connecting, or
 //!   for the response head once the whole request went out: the group's
-//!   `response_timeout` bounds that): a request body or a response body
-//!   that stopped moving, because a client stopped sending or reading or a
-//!   target stopped reading or sending, would otherwise hold the connection
-//!   and its target connection forever. The connection is cut. Upgraded
-//!   connections (WebSocket) are watched the same way;
+//!   `response_timeout` bounds that): a request body that never started or
+//!   stopped moving, or a response body that stopped, because a client
+//!   stopped sending or reading or a target stopped reading or sending,
+//!   would otherwise hold the connection and its target connection
+//!   forever. The connection is cut. Upgraded connections (WebSocket) are
+//!   watched the same way;
 //! - **slow head**: the first bytes of an HTTP/1 request head arrived the
 //!   timeout ago and the head is still not complete: the connection is cut.
 //!   A client trickling a head byte by byte keeps bytes moving, so the idle
-//!   rule alone would let it hold the connection forever.
+//!   rule alone would let it hold the connection forever; and one that
+//!   stops half-way is not idle either (HTTP/1 closes gracefully only
+//!   between requests), so this rule is looked at first. A connection that
+//!   begins with the HTTP/2 preface ([`Watched`] looks) sends no heads.
 //!
 //! hyper can time head reads itself, but it allocates and registers a new
 //! timer for every request (a twentieth of the proxy's user-space work per
@@ -126,9 +131,29 @@ impl Activity {
         self.head_since.store(NO_HEAD, Ordering::Relaxed);
     }
 
-    /// Applies the rules for `timeout`.
+    /// The connection turned out to speak HTTP/2 (its first bytes were the
+    /// client preface): no HTTP/1 heads come, and the preface began none.
+    pub fn http2(&self) {
+        self.headless.store(true, Ordering::Relaxed);
+        self.head_since.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    /// Whether a request is in progress (its response not finished).
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Applies the rules for `timeout`. The slow-head rule comes first: a
+    /// head begun and left unfinished is no idle connection to close
+    /// gracefully (HTTP/1 would wait for the rest of the head before
+    /// closing, for ever).
     pub fn check(&self, timeout: Duration) -> Check {
         let now = now_ms();
+        let head_since = self.head_since.load(Ordering::Relaxed);
+        let head_for = (head_since != NO_HEAD).then(|| elapsed(now, head_since));
+        if head_for.is_some_and(|t| t >= timeout) {
+            return Check::SlowHead;
+        }
         let idle_for = elapsed(now, self.last.load(Ordering::Relaxed));
         if idle_for >= timeout && self.awaiting.load(Ordering::Relaxed) == 0 {
             return match self.in_flight.load(Ordering::Relaxed) {
@@ -142,12 +167,7 @@ impl Activity {
             Some(left) if !left.is_zero() => left,
             _ => timeout,
         };
-        let head_since = self.head_since.load(Ordering::Relaxed);
-        if head_since != NO_HEAD {
-            let head_for = elapsed(now, head_since);
-            if head_for >= timeout {
-                return Check::SlowHead;
-            }
+        if let Some(head_for) = head_for {
             next = next.min(timeout.saturating_sub(head_for));
         }
         Check::Open(next.max(MIN_CHECK))
@@ -205,6 +225,12 @@ impl InFlight {
         *self.body_at.lock()
     }
 
+    /// The request waits on its target again (it is sent once more on a
+    /// new connection): the client's body, not started, is not late.
+    pub fn waiting_on_target(&self) {
+        self.enter(WAITING);
+    }
+
     fn mark_body(&self) {
         *self.body_at.lock() = Some(Instant::now());
     }
@@ -223,11 +249,19 @@ impl InFlight {
     }
 }
 
-/// Uploading begins with the first part of the body that moves, not when
-/// the exchange starts: until then the request may still be connecting (or
-/// reconnecting, to send again a request that a kept connection lost),
-/// which is waiting on the target.
+/// Uploading begins once the head went out to the target, or with the
+/// first part of the body that moves, not when the exchange starts: until
+/// then the request may still be connecting (or reconnecting, to send again
+/// a request that a kept connection lost), which is waiting on the target.
 impl BodyProgress for InFlight {
+    /// A body that has not started is a stalled upload as much as one that
+    /// stopped: the client idle timeout applies from here.
+    fn body_awaited(&self) {
+        if self.stage.load(Ordering::Relaxed) == WAITING {
+            self.enter(UPLOADING);
+        }
+    }
+
     fn body_moved(&self) {
         self.mark_body();
         if self.stage.load(Ordering::Relaxed) == WAITING {
@@ -251,15 +285,43 @@ impl Drop for InFlight {
     }
 }
 
+/// The HTTP/2 client connection preface (RFC 9113 section 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// A client stream that reports to its connection's [`Activity`].
 pub struct Watched<T> {
     inner: T,
     activity: Arc<Activity>,
+    /// Bytes of [`PREFACE`] the connection began with so far; `None` once
+    /// it is known whether it did.
+    preface: Option<usize>,
 }
 
 impl<T> Watched<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            preface: Some(0),
+        }
+    }
+
+    /// Follows the first bytes: a connection that begins with the HTTP/2
+    /// preface (h2c with prior knowledge, or h2 over TLS) sends no HTTP/1
+    /// heads, so its preface must not be taken for the start of one.
+    fn detect(&mut self, read: &[u8]) {
+        let Some(matched) = self.preface else {
+            return;
+        };
+        let n = read.len().min(PREFACE.len() - matched);
+        self.preface = match read[..n] == PREFACE[matched..matched + n] {
+            false => None,
+            true if matched + n == PREFACE.len() => {
+                self.activity.http2();
+                None
+            }
+            true => Some(matched + n),
+        };
     }
 }
 
@@ -273,6 +335,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.received();
+            self.detect(&buf.filled()[before..]);
         }
         r
     }
@@ -415,6 +478,57 @@ mod tests {
         // A completed head clears it.
         let _r = a.request(false);
         assert!(matches!(a.check(T), Check::Open(_)));
+    }
+
+    #[test]
+    fn a_head_begun_then_left_is_cut_not_closed_gracefully() {
+        // HTTP/1 closes gracefully only between requests: a head begun
+        // and abandoned would keep the connection for ever.
+        let a = Activity::new(false);
+        a.received();
+        age(&a.last, T);
+        age(&a.head_since, T);
+        assert_eq!(a.check(T), Check::SlowHead);
+    }
+
+    #[test]
+    fn a_body_that_never_starts_is_stalled() {
+        let a = Activity::new(false);
+        let r = a.request(false);
+        // Connecting and writing the head: waiting on the target.
+        age(&a.last, T);
+        assert!(matches!(a.check(T), Check::Open(_)));
+        // The head went out; the body is the client's to send.
+        r.body_awaited();
+        assert_eq!(r.body_at(), None);
+        assert_eq!(a.check(T), Check::Stalled);
+        // Sent again on a new connection: waiting on the target again.
+        r.waiting_on_target();
+        assert!(matches!(a.check(T), Check::Open(_)));
+        assert!(a.busy());
+        drop(r);
+        assert!(!a.busy());
+    }
+
+    #[test]
+    fn the_http2_preface_starts_no_head_in_any_pieces() {
+        let a = Activity::new(false);
+        let mut w = Watched::new((), Arc::clone(&a));
+        for piece in PREFACE.chunks(5) {
+            a.received();
+            w.detect(piece);
+        }
+        assert_eq!(a.head_since.load(Ordering::Relaxed), NO_HEAD);
+        assert!(a.headless.load(Ordering::Relaxed));
+        // A request that starts like the preface is HTTP/1.
+        let a = Activity::new(false);
+        let mut w = Watched::new((), Arc::clone(&a));
+        a.received();
+        w.detect(b"PRI");
+        w.detect(b"NT / HTTP/1.1\r\n");
+        assert_eq!(w.preface, None);
+        assert!(!a.headless.load(Ordering::Relaxed));
+        assert_ne!(a.head_since.load(Ordering::Relaxed), NO_HEAD);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::watch,
+    time::Instant,
 };
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
@@ -29,8 +30,14 @@ use crate::{
     workers::Workers,
 };
 
-/// A client must finish its TLS handshake within this.
+/// A client must finish its TLS handshake within this, or within the
+/// listener's idle timeout when that is shorter.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/2 connection closed for idleness may take to go after
+/// its GOAWAY (and PING): a client that answers the PING is closed at once,
+/// one that does not is cut this long after, once no request is in
+/// progress.
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of file descriptors, ...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -92,7 +99,8 @@ async fn serve_tls(
     client: std::net::SocketAddr,
     current: Arc<Latest<Arc<HttpListener>>>,
 ) {
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let limit = TLS_HANDSHAKE_TIMEOUT.min(current.get().idle_timeout);
+    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(%client, "TLS handshake failed: {e}");
@@ -142,7 +150,8 @@ where
         .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(served);
     let mut wait = at_start.idle_timeout;
-    let mut closing = false;
+    // When the idle rule asked the connection to close.
+    let mut closing: Option<Instant> = None;
     loop {
         tokio::select! {
             r = served.as_mut() => {
@@ -151,25 +160,43 @@ where
                 }
                 return;
             }
-            () = tokio::time::sleep(wait), if !closing => {
+            () = tokio::time::sleep(wait) => {
                 // A reload may change the timeout of open connections.
-                match activity.check(current.get().idle_timeout) {
-                    Check::Open(next) => wait = next,
-                    // h1: closes now; h2: GOAWAY, then close.
-                    Check::Idle => {
+                let check = activity.check(current.get().idle_timeout);
+                match (check, closing) {
+                    (Check::Open(next), None) => wait = next,
+                    // h1: closes now; h2: GOAWAY and a PING, then closes
+                    // once the client answered and no stream is left.
+                    (Check::Idle, None) => {
                         served.as_mut().graceful_shutdown();
-                        closing = true;
+                        closing = Some(Instant::now());
+                        wait = GOAWAY_GRACE;
                     }
-                    Check::SlowHead => {
+                    (Check::SlowHead, _) => {
                         debug!("request head not complete within the idle timeout");
                         return;
                     }
                     // Dropping the connection drops its responses, and with
                     // them their target connections.
-                    Check::Stalled => {
+                    (Check::Stalled, _) => {
                         debug!("response stalled for the idle timeout");
                         return;
                     }
+                    (check, Some(since)) => match GOAWAY_GRACE.checked_sub(since.elapsed()) {
+                        Some(left) if !left.is_zero() => wait = left,
+                        // A client that never answered the GOAWAY's PING
+                        // would hold the connection for ever.
+                        _ if !activity.busy() => {
+                            debug!("no close {GOAWAY_GRACE:?} after GOAWAY: cut");
+                            return;
+                        }
+                        _ => {
+                            wait = match check {
+                                Check::Open(next) => next,
+                                _ => GOAWAY_GRACE,
+                            }
+                        }
+                    },
                 }
             }
         }

@@ -53,6 +53,9 @@ impl Drop for OpenCount {
 /// client idle timeout and the response timeout treat a request whose body
 /// is moving differently from one that waits on its target.
 pub trait BodyProgress {
+    /// The head went out and a body is to follow: until it does, the
+    /// request waits on its client, not on its target.
+    fn body_awaited(&self);
     /// A part of the body was taken from the client (the part before it
     /// having been written to the target).
     fn body_moved(&self);
@@ -153,13 +156,20 @@ impl TargetConn {
             committed,
             unparsed_from,
         } = at;
-        while *written < self.head.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.head[*written..]))
-                .map_err(ExchangeError::Closed)?;
-            if n == 0 {
-                return Poll::Ready(Err(ExchangeError::Closed(io::ErrorKind::WriteZero.into())));
+        if *written < self.head.len() {
+            while *written < self.head.len() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.head[*written..]))
+                    .map_err(ExchangeError::Closed)?;
+                if n == 0 {
+                    return Poll::Ready(Err(ExchangeError::Closed(
+                        io::ErrorKind::WriteZero.into(),
+                    )));
+                }
+                *written += n;
             }
-            *written += n;
+            if body.is_some() {
+                progress.body_awaited();
+            }
         }
         if let Some(sender) = body {
             let frames = sender.frames();
