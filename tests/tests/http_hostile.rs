@@ -2,7 +2,9 @@
 //! through `lb run` (raw sockets, hand-written HTTP/2 frames, a TLS client
 //! that stops half-way): every way of holding a connection without using
 //! it is cut at a documented bound, and the target connections it held go
-//! with it. Issue 14, items 1 to 3.
+//! with it; HTTP/2 clients that flood cheap frames are told to calm down
+//! and closed, and one client connection holds a bounded number of target
+//! connections. Issue 14, items 1 to 3 and 6.
 //!
 //! Needs root (namespaces) and `LB_BIN`; panics otherwise, never skips.
 
@@ -300,4 +302,111 @@ fn a_request_body_that_never_starts_is_cut_with_its_target_connection() {
         seen.closed_after
     );
     assert_eq!(ended.recv_timeout(Duration::from_secs(5)), Ok(0));
+}
+
+// --- item 6: HTTP/2 frame floods and target connections per client ----------------
+
+/// `n` copies of one frame, in one buffer.
+fn repeated(frame: &[u8], n: usize) -> Vec<u8> {
+    frame.repeat(n)
+}
+
+/// Floods `frames` (in rounds) on a fresh h2c connection from one thread
+/// while reading on another; the GOAWAY's code, and whether the
+/// connection then ended.
+fn flood_h2c(lab: &Lab, opening: &[u8], frames: &[u8]) -> (Option<u32>, bool) {
+    let mut s = tls::tcp(lab, 80);
+    s.write_all(&h2::hello()).expect("write");
+    s.write_all(opening).expect("write");
+    let mut writer = s.try_clone().expect("clone");
+    let frames = frames.to_vec();
+    // Far more than any budget: 2 million frames at most.
+    let flooding = thread::spawn(move || h2::flood(&mut writer, &frames, 2000));
+    let code = h2::until_goaway(&mut s);
+    let mut rest = Vec::new();
+    let ended = match s.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    let rounds = flooding.join().expect("flood");
+    assert!(rounds < 2000, "the whole flood was taken");
+    (code, ended)
+}
+
+#[test]
+fn http2_control_frame_floods_get_goaway_enhance_your_calm() {
+    let lab = hostile_lab();
+    let window_update = h2::frame(h2::WINDOW_UPDATE, 0, 0, &1u32.to_be_bytes());
+    let ping = h2::frame(h2::PING, 0, 0, &[7; 8]);
+    let settings = h2::frame(h2::SETTINGS, 0, 0, &[]);
+    // Stream 3 depends on stream 1 (exclusive bit clear), weight 16.
+    let priority = h2::frame(h2::PRIORITY, 0, 3, &[0, 0, 0, 1, 16]);
+    let empty_data = h2::frame(h2::DATA, 0, 1, &[]);
+    let upload = h2::request(1, "POST", "/up", Some(1_000_000));
+    for (name, opening, one) in [
+        ("WINDOW_UPDATE", &[][..], &window_update),
+        ("PING", &[], &ping),
+        ("SETTINGS", &[], &settings),
+        ("PRIORITY", &[], &priority),
+        ("empty DATA", &upload[..], &empty_data),
+    ] {
+        let (code, ended) = flood_h2c(&lab, opening, &repeated(one, 1000));
+        assert_eq!(code, Some(h2::ENHANCE_YOUR_CALM), "{name}");
+        assert!(ended, "{name}: the connection stays open");
+    }
+    // Over TLS too.
+    let mut s = tls::connect(&lab, 443, &["h2"]);
+    s.write_all(&h2::hello()).expect("write");
+    let flood = repeated(&window_update, 5000);
+    let _ = s.write_all(&flood);
+    let _ = s.flush();
+    assert_eq!(h2::until_goaway(&mut s), Some(h2::ENHANCE_YOUR_CALM), "h2");
+    // A client that uses its connection is no flood: a 64 MB download
+    // (thousands of DATA frames and the client's WINDOW_UPDATEs) and 2000
+    // requests on one connection.
+    let size = 64 << 20;
+    let out = lab.curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        &url(&format!("/big?chunked={size}")),
+    ]);
+    assert_eq!(out, format!("200 {size}"));
+    let out = lab.run(&["h2load", "-n", "2000", "-c", "1", "-m", "100", &url("/")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2000 succeeded"), "{text}");
+}
+
+#[test]
+fn one_http2_connection_holds_a_bounded_number_of_target_connections() {
+    lb_tests::proc::require_tool("h2load");
+    let mut lab = hostile_lab();
+    // 100 streams at once on one connection, each answered after 300 ms:
+    // the default lets 32 of them hold a target connection at a time, the
+    // others wait their turn, and all are answered.
+    let streams = |lab: &Lab, n: &str| {
+        lab.reset_target(T1);
+        let out = lab.run(&[
+            "h2load",
+            "-n",
+            n,
+            "-c",
+            "1",
+            "-m",
+            n,
+            &url("/?sleep_ms=300"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains(&format!("{n} succeeded")), "{text}");
+        lab.target_most_at_once(T1)
+    };
+    assert_eq!(streams(&lab, "100"), 32);
+    // Configured lower, for connections opened after the reload.
+    lab.reload(&HOSTILE.replace(
+        "port = 80\nidle_timeout = 2\n",
+        "port = 80\nidle_timeout = 2\nhttp2_max_target_connections = 4\n",
+    ));
+    assert_eq!(streams(&lab, "20"), 4);
 }

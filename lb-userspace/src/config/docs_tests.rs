@@ -96,12 +96,14 @@ fn effective(c: &Config, table: &str) -> Option<String> {
     Some(match table {
         "[daemon]" => format!("{:?}", c.daemon),
         "[[listener]]" => format!(
-            "{:?} idle {}",
+            "{:?} idle {} h2 targets {}",
             super::Listener {
                 idle_timeout: None,
+                http2_max_target_connections: None,
                 ..l.clone()
             },
-            l.http_idle_timeout()
+            l.http_idle_timeout(),
+            l.http2_max_target_connections(),
         ),
         "[listener.tls]" => format!("{:?} {:?}", tls.security_policy, tls.alpn),
         "[[listener.tls.certificate]]" => format!("{:?}", tls.certificates),

@@ -16,9 +16,18 @@ pub const DEFAULT_IDLE_TIMEOUT: u32 = 60;
 pub const DEFAULT_KEEP_ALIVE_TIMEOUT: u32 = 60;
 /// Seconds a target has to start its response before the client gets 504.
 pub const DEFAULT_RESPONSE_TIMEOUT: u32 = 60;
+/// Target connections one HTTP/2 client connection may hold at once: far
+/// more than a browser's page needs in parallel, far fewer than the
+/// streams a client may open.
+pub const DEFAULT_HTTP2_MAX_TARGET_CONNECTIONS: u32 = 32;
+/// Concurrent streams an HTTP/2 client connection may open (ALB allows
+/// 128; we take twice that).
+pub const HTTP2_MAX_STREAMS: u32 = 256;
 
 /// Bounds of `listener.idle_timeout` (ALB's range), seconds.
 pub const IDLE_TIMEOUT: RangeInclusive<u32> = 1..=4000;
+/// Bounds of `listener.http2_max_target_connections`.
+pub const HTTP2_MAX_TARGET_CONNECTIONS: RangeInclusive<u32> = 1..=HTTP2_MAX_STREAMS;
 /// Bounds of `target_group.keep_alive_timeout`, seconds; 0 disables pooling.
 pub const KEEP_ALIVE_TIMEOUT: RangeInclusive<u32> = 0..=3600;
 /// Bounds of `target_group.response_timeout`, seconds.
@@ -209,6 +218,12 @@ impl Listener {
         self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
     }
 
+    /// Target connections one HTTP/2 client connection may hold at once.
+    pub fn http2_max_target_connections(&self) -> u32 {
+        self.http2_max_target_connections
+            .unwrap_or(DEFAULT_HTTP2_MAX_TARGET_CONNECTIONS)
+    }
+
     /// The default action: `default_action`, else a forward to
     /// `target_group`; `None` only in a config that fails validation.
     pub fn http_default_action(&self) -> Option<Action> {
@@ -291,6 +306,10 @@ fn check_listener(c: &Config, path: &str, l: &Listener, errs: &mut ValidationErr
             ("rule", !l.rules.is_empty()),
             ("idle_timeout", l.idle_timeout.is_some()),
             ("access_log", l.access_log.is_some()),
+            (
+                "http2_max_target_connections",
+                l.http2_max_target_connections.is_some(),
+            ),
         ];
         for (key, present) in set {
             if present {
@@ -319,6 +338,13 @@ fn check_listener(c: &Config, path: &str, l: &Listener, errs: &mut ValidationErr
     }
     if let Some(t) = l.idle_timeout {
         errs.range(format!("{path}.idle_timeout"), t, &IDLE_TIMEOUT);
+    }
+    if let Some(n) = l.http2_max_target_connections {
+        errs.range(
+            format!("{path}.http2_max_target_connections"),
+            n,
+            &HTTP2_MAX_TARGET_CONNECTIONS,
+        );
     }
     if let Some(log) = &l.access_log
         && !log.is_absolute()

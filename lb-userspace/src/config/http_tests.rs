@@ -199,6 +199,28 @@ fn conditions_and_redirects_are_checked() {
 }
 
 #[test]
+fn http2_target_connections_are_bounded() {
+    let l = &parse(BASE).listeners[0];
+    assert_eq!(l.http2_max_target_connections(), 32);
+    let port = "port = 80\n";
+    for (n, err) in [
+        (
+            0,
+            Some("listener[0].http2_max_target_connections: 0 is outside 1..=256"),
+        ),
+        (1, None),
+        (256, None),
+        (
+            257,
+            Some("listener[0].http2_max_target_connections: 257 is outside 1..=256"),
+        ),
+    ] {
+        let text = with(port, &format!("{port}http2_max_target_connections = {n}\n"));
+        assert_eq!(errors(&text), err.into_iter().collect::<Vec<_>>(), "{n}");
+    }
+}
+
+#[test]
 fn group_settings_are_checked() {
     let text = BASE
         .replace("keep_alive_timeout = 30", "keep_alive_timeout = 0")
@@ -230,6 +252,7 @@ address = "10.0.0.100"
 port = 80
 idle_timeout = 10
 access_log = "/tmp/x"
+http2_max_target_connections = 4
 
 [[listener]]
 name = "tcp2"
@@ -259,6 +282,7 @@ algorithm = "round_robin"
             "listener[2].target_group: target group \"t\" is tcp, the listener is http",
             "listener[0].idle_timeout: only http and https listeners take it, this one is tcp",
             "listener[0].access_log: only http and https listeners take it, this one is tcp",
+            "listener[0].http2_max_target_connections: only http and https listeners take it, this one is tcp",
             "target_group[0].keep_alive_timeout: only http and https target groups take it, this one is tcp",
             "target_group[0].algorithm: only http and https target groups take it, this one is tcp",
         ]

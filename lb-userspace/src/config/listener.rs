@@ -95,6 +95,9 @@ pub struct Listener {
     pub rules: Vec<Rule>,
     /// http/https: seconds a client connection may be idle.
     pub idle_timeout: Option<u32>,
+    /// http/https: target connections one HTTP/2 client connection may
+    /// hold at once (its other streams wait for one).
+    pub http2_max_target_connections: Option<u32>,
     /// http/https: file receiving one access-log line per request.
     pub access_log: Option<PathBuf>,
     /// `[listener.tls]`: certificates and policy; required for `tls` and

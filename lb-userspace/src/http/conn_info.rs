@@ -1,7 +1,14 @@
 //! What one client connection of an http/https listener knows about
 //! itself, for every request it carries: its client, TLS, `X-Forwarded-*`
-//! values, routable view, deadlines and idle-timeout activity.
-use std::{net::SocketAddr, sync::Arc};
+//! values, routable view, deadlines, idle-timeout activity and, on HTTP/2,
+//! the target connections its streams share.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+};
+
+use ::http::Version;
+use tokio::sync::Semaphore;
 
 use super::{deadline::Deadlines, headers::Forwarded, idle::Activity, listener::HttpListener};
 use crate::{latest::Latest, routable::Routable};
@@ -20,6 +27,9 @@ pub struct ConnInfo {
     pub deadlines: Deadlines,
     /// What its client idle timeout watches.
     pub activity: Arc<Activity>,
+    /// HTTP/2: the target connections its streams may hold at once (made
+    /// by the first HTTP/2 request; HTTP/1 holds one at most anyway).
+    target_slots: OnceLock<Arc<Semaphore>>,
 }
 
 impl ConnInfo {
@@ -37,6 +47,19 @@ impl ConnInfo {
             routable: Latest::new(l.routable.clone()),
             deadlines: Deadlines::default(),
             activity: Activity::new(h2),
+            target_slots: OnceLock::new(),
         }
+    }
+
+    /// HTTP/2 requests share `limit` target connections (the listener's
+    /// `http2_max_target_connections` when the first came); `None` for
+    /// HTTP/1.
+    pub fn target_slots(&self, version: Version, limit: usize) -> Option<Arc<Semaphore>> {
+        (version == Version::HTTP_2).then(|| {
+            Arc::clone(
+                self.target_slots
+                    .get_or_init(|| Arc::new(Semaphore::new(limit))),
+            )
+        })
     }
 }

@@ -15,7 +15,7 @@ use std::{
 use ::http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::{io::AsyncWriteExt, sync::OwnedSemaphorePermit};
 use tracing::debug;
 
 use super::{
@@ -37,6 +37,8 @@ pub struct Exchange {
     pub in_flight: InFlight,
     /// Counts the request as outstanding on its target.
     pub outstanding: Option<Outstanding>,
+    /// HTTP/2: its share of the client connection's target connections.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Exchange {
@@ -44,6 +46,7 @@ impl Exchange {
         Self {
             in_flight,
             outstanding: None,
+            slot: None,
         }
     }
 }
@@ -83,16 +86,21 @@ pub async fn forward(
 
     let sent_at = Instant::now();
     entry.request_processing = Some(sent_at - started);
+    let slots = conn.target_slots(req.version(), l.http2_max_target_connections);
     let in_flight = &exchange.in_flight;
     let sent = conn
         .deadlines
-        .within(
-            pool.settings.response_timeout,
-            in_flight,
-            send(pool, &target, req, in_flight),
-        )
+        .within(pool.settings.response_timeout, in_flight, async {
+            // A stream waits for one of its connection's slots within the
+            // response timeout, as for its target.
+            let slot = match slots {
+                Some(s) => s.acquire_owned().await.ok(),
+                None => None,
+            };
+            send(pool, &target, req, in_flight).await.map(|s| (slot, s))
+        })
         .await;
-    let (mut lease, head, rest) = match sent {
+    let (slot, (mut lease, head, rest)) = match sent {
         None => {
             debug!(target = %target.addr, "no response within {:?}", pool.settings.response_timeout);
             return actions::error(StatusCode::GATEWAY_TIMEOUT);
@@ -107,6 +115,7 @@ pub async fn forward(
         }
         Some(Ok(r)) => r,
     };
+    exchange.slot = slot;
     let took = sent_at.elapsed();
     entry.target_processing = Some(took);
     let status = head.parts.status;

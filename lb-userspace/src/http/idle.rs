@@ -32,17 +32,19 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::Instant,
 };
+use tracing::debug;
 
-use super::upstream::BodyProgress;
+use super::{h2_flood::FloodGuard, upstream::BodyProgress};
 use crate::clock::monotonic_coarse_ms as now_ms;
 
 /// `head_since` when no head is being received.
@@ -288,68 +290,136 @@ impl Drop for InFlight {
 /// The HTTP/2 client connection preface (RFC 9113 section 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A client stream that reports to its connection's [`Activity`].
+/// A client stream that reports to its connection's [`Activity`] and, on
+/// HTTP/2, holds its [`FloodGuard`].
 pub struct Watched<T> {
     inner: T,
     activity: Arc<Activity>,
     /// Bytes of [`PREFACE`] the connection began with so far; `None` once
     /// it is known whether it did.
     preface: Option<usize>,
+    /// HTTP/2 only (boxed: HTTP/1 connections do not pay for it).
+    guard: Option<Box<FloodGuard>>,
+    /// Counts the connections the guard closed.
+    floods: Counter,
 }
 
 impl<T> Watched<T> {
-    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
+    pub fn new(inner: T, activity: Arc<Activity>, floods: Counter) -> Self {
         Self {
             inner,
             activity,
             preface: Some(0),
+            guard: None,
+            floods,
         }
     }
 
     /// Follows the first bytes: a connection that begins with the HTTP/2
     /// preface (h2c with prior knowledge, or h2 over TLS) sends no HTTP/1
-    /// heads, so its preface must not be taken for the start of one.
-    fn detect(&mut self, read: &[u8]) {
-        let Some(matched) = self.preface else {
-            return;
-        };
+    /// heads, so its preface must not be taken for the start of one, and
+    /// its frames are watched from there. Returns where in `read` they
+    /// begin when the preface ended in it.
+    fn detect(&mut self, read: &[u8]) -> Option<usize> {
+        let matched = self.preface?;
         let n = read.len().min(PREFACE.len() - matched);
         self.preface = match read[..n] == PREFACE[matched..matched + n] {
             false => None,
             true if matched + n == PREFACE.len() => {
                 self.activity.http2();
-                None
+                self.guard = Some(Box::new(FloodGuard::new(now_ms())));
+                return Some(n);
             }
             true => Some(matched + n),
         };
+        None
+    }
+
+    /// Bytes read from the client.
+    fn received(&mut self, read: &[u8]) {
+        self.activity.received();
+        let frames = match self.detect(read) {
+            Some(from) => &read[from..],
+            None => read,
+        };
+        if let Some(guard) = &mut self.guard
+            && guard.received(frames, now_ms())
+        {
+            self.floods.inc();
+            debug!("HTTP/2 frame flood: GOAWAY ENHANCE_YOUR_CALM, then closed");
+        }
+    }
+
+    /// Bytes written to the client.
+    fn sent(&mut self, written: &[u8]) {
+        self.activity.sent();
+        if let Some(guard) = &mut self.guard {
+            guard.sent(written);
+        }
+    }
+
+    /// The guard, once it tripped.
+    fn tripped(&mut self) -> Option<&mut FloodGuard> {
+        self.guard.as_deref_mut().filter(|g| g.tripped())
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+/// What h2 gets once the guard closed the connection.
+fn flood_closed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "closed after an HTTP/2 frame flood",
+    )
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if let Some(guard) = this.guard.as_deref_mut().filter(|g| g.tripped()) {
+            // Nothing more of the client's is read. h2 finishes the frame
+            // it is writing (its flush wakes the task), then the GOAWAY
+            // goes and h2 sees the end of the stream.
+            if guard.may_write(usize::MAX) > 0 {
+                return Poll::Pending;
+            }
+            ready!(guard.poll_goaway(&mut this.inner, cx))?;
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.received();
-            self.detect(&buf.filled()[before..]);
+            this.received(&buf.filled()[before..]);
         }
         r
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.sent();
+        let this = &mut *self;
+        let mut allowed = buf.len();
+        if let Some(guard) = this.guard.as_deref_mut().filter(|g| g.tripped()) {
+            // What h2 writes after the trip goes as far as the end of the
+            // frame it is in, then the GOAWAY takes the stream.
+            allowed = guard.may_write(buf.len());
+            if allowed == 0 && !buf.is_empty() {
+                ready!(guard.poll_goaway(&mut this.inner, cx))?;
+                return Poll::Ready(Err(flood_closed()));
+            }
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, &buf[..allowed]);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.sent(&buf[..n]);
         }
         r
     }
@@ -359,9 +429,31 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.sent();
+        if self.tripped().is_some() {
+            // The rare path: one slice at a time, cut where it must be.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            this.activity.sent();
+            if let Some(guard) = &mut this.guard {
+                let mut left = n;
+                for b in bufs {
+                    let take = left.min(b.len());
+                    guard.sent(&b[..take]);
+                    left -= take;
+                    if left == 0 {
+                        break;
+                    }
+                }
+            }
         }
         r
     }
@@ -375,7 +467,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if let Some(guard) = this.guard.as_deref_mut().filter(|g| g.tripped())
+            && guard.may_write(usize::MAX) == 0
+        {
+            return guard.poll_goaway(&mut this.inner, cx);
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -513,7 +611,7 @@ mod tests {
     #[test]
     fn the_http2_preface_starts_no_head_in_any_pieces() {
         let a = Activity::new(false);
-        let mut w = Watched::new((), Arc::clone(&a));
+        let mut w = Watched::new((), Arc::clone(&a), Counter::default());
         for piece in PREFACE.chunks(5) {
             a.received();
             w.detect(piece);
@@ -522,7 +620,7 @@ mod tests {
         assert!(a.headless.load(Ordering::Relaxed));
         // A request that starts like the preface is HTTP/1.
         let a = Activity::new(false);
-        let mut w = Watched::new((), Arc::clone(&a));
+        let mut w = Watched::new((), Arc::clone(&a), Counter::default());
         a.received();
         w.detect(b"PRI");
         w.detect(b"NT / HTTP/1.1\r\n");

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{
     access_log::AccessLog,
     limits::READ_BUFFER,
-    metrics::{ElbSeries, GroupSeries, HttpListenerLabels, HttpMetrics},
+    metrics::{CutSeries, ElbSeries, GroupSeries, HttpListenerLabels, HttpMetrics},
     pool::GroupPool,
     pools::Pools,
     rules::Rules,
@@ -33,15 +33,11 @@ use super::{
 use crate::{
     config::{
         Config, Listener, Protocol,
-        http::{Action, WeightedGroup},
+        http::{Action, HTTP2_MAX_STREAMS, WeightedGroup},
     },
     routable::RoutableWatch,
     tls::{self, TlsError},
 };
-
-/// ALB allows up to 128 concurrent streams per HTTP/2 connection; we take
-/// twice that.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpListenerError {
@@ -83,6 +79,8 @@ pub struct HttpListener {
     pub address: IpAddr,
     pub port: u16,
     pub idle_timeout: Duration,
+    /// Target connections one HTTP/2 client connection may hold at once.
+    pub http2_max_target_connections: usize,
     /// `https`: the server side of the client's handshake.
     pub tls: Option<TlsAcceptor>,
     /// HTTP/1.1 and HTTP/2 toward clients, with this listener's timeouts.
@@ -98,6 +96,8 @@ pub struct HttpListener {
     pub requests: Counter,
     /// Its own error series, likewise.
     pub elb_series: ElbSeries,
+    /// The client connections it cut, by reason.
+    pub cuts: CutSeries,
     /// Picks of weighted forwards so far.
     weighted_next: AtomicUsize,
 }
@@ -170,11 +170,13 @@ impl HttpListener {
         Ok(Self {
             requests,
             elb_series: ElbSeries::new(&metrics, &l.name),
+            cuts: CutSeries::new(&metrics, &l.name),
             name: l.name.clone(),
             protocol: l.protocol,
             address: l.address,
             port: l.port,
             idle_timeout,
+            http2_max_target_connections: l.http2_max_target_connections() as usize,
             tls,
             builder: builder(),
             rules: Rules::compile(&l.rules),
@@ -222,6 +224,6 @@ fn builder() -> auto::Builder<TokioExecutor> {
         .header_read_timeout(None);
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(HTTP2_MAX_STREAMS);
     b
 }

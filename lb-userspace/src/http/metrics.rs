@@ -1,6 +1,7 @@
 //! Layer-7 metrics in CloudWatch's ALB vocabulary, for prometheus-client:
 //! `RequestCount`, `HTTPCode_Target_{2,3,4,5}XX_Count`,
-//! `HTTPCode_ELB_{4,5}XX_Count` and `TargetResponseTime`.
+//! `HTTPCode_ELB_{4,5}XX_Count` and `TargetResponseTime`; and the client
+//! connections the listener cut, by reason.
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -27,6 +28,13 @@ pub struct CodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CutLabels {
+    pub listener: String,
+    /// [`Cut::label`].
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ElbCodeLabels {
     pub listener: String,
     pub class: String,
@@ -46,6 +54,7 @@ pub struct HttpMetrics {
     pub target_codes: Family<CodeLabels, Counter>,
     pub elb_codes: Family<ElbCodeLabels, Counter>,
     pub target_response_time: Family<HttpTargetLabels, Histogram, fn() -> Histogram>,
+    pub cuts: Family<CutLabels, Counter>,
 }
 
 impl Default for HttpMetrics {
@@ -56,6 +65,7 @@ impl Default for HttpMetrics {
             target_codes: Family::default(),
             elb_codes: Family::default(),
             target_response_time: Family::new_with_constructor(response_time_histogram),
+            cuts: Family::default(),
         }
     }
 }
@@ -84,6 +94,11 @@ impl HttpMetrics {
             "target_response_time_seconds",
             "Seconds from sending a request to a target to its response head (ALB TargetResponseTime)",
             m.target_response_time.clone(),
+        );
+        r.register(
+            "client_connections_cut",
+            "Client connections the listener cut, by reason: slow_head, stalled, goaway_ignored, frame_flood",
+            m.cuts.clone(),
         );
         m
     }
@@ -155,6 +170,59 @@ impl ElbSeries {
         {
             c.inc();
         }
+    }
+}
+
+/// Why a listener cut a client connection (rather than closing it
+/// gracefully or the client closing it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A request head not complete within the idle timeout of its start.
+    SlowHead,
+    /// A request or response that stopped moving for the idle timeout.
+    Stalled,
+    /// HTTP/2: no close within the grace after the idle GOAWAY.
+    GoawayIgnored,
+    /// HTTP/2: costly frames beyond the budget (GOAWAY ENHANCE_YOUR_CALM).
+    FrameFlood,
+}
+
+impl Cut {
+    const ALL: [Cut; 4] = [
+        Cut::SlowHead,
+        Cut::Stalled,
+        Cut::GoawayIgnored,
+        Cut::FrameFlood,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Cut::SlowHead => "slow_head",
+            Cut::Stalled => "stalled",
+            Cut::GoawayIgnored => "goaway_ignored",
+            Cut::FrameFlood => "frame_flood",
+        }
+    }
+}
+
+/// One listener's cut series, looked up once.
+pub struct CutSeries([Counter; 4]);
+
+impl CutSeries {
+    pub fn new(m: &HttpMetrics, listener: &str) -> Self {
+        Self(Cut::ALL.map(|reason| {
+            m.cuts
+                .get_or_create(&CutLabels {
+                    listener: listener.to_owned(),
+                    reason: reason.label(),
+                })
+                .clone()
+        }))
+    }
+
+    /// The counter of `reason` (a clone updates the same series).
+    pub fn of(&self, reason: Cut) -> &Counter {
+        &self.0[reason as usize]
     }
 }
 

@@ -1,7 +1,8 @@
 //! `http` and `https` listeners: ALB's layer-7 behaviour in the daemon.
 //!
 //! - [`server`]: accept loop, TLS, HTTP/1.1 and HTTP/2 toward clients;
-//!   [`serve`] is the entry point. [`idle`]: the client idle timeout.
+//!   [`serve`] is the entry point. [`idle`]: the client idle timeout;
+//!   [`h2_flood`]: abusive HTTP/2 frame rates.
 //! - [`handler`]: one request: [`limits`], [`rules`] (with [`crate::wildcard`]
 //!   patterns), then an action: forward (one exchange with a target,
 //!   [`exchange`]) or one of [`actions`].
@@ -20,6 +21,7 @@ pub mod body;
 pub mod conn_info;
 pub mod deadline;
 pub mod exchange;
+pub mod h2_flood;
 pub mod handler;
 pub mod headers;
 pub mod idle;

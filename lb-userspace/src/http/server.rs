@@ -23,6 +23,7 @@ use super::{
     handler::handle,
     idle::{Check, Watched},
     listener::HttpListener,
+    metrics::Cut,
 };
 use crate::{
     latest::Latest,
@@ -132,11 +133,12 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::clone(&conn.activity);
-    let io = Watched::new(io, Arc::clone(&activity));
+    let at_start = current.get();
+    let floods = at_start.cuts.of(Cut::FrameFlood).clone();
+    let io = Watched::new(io, Arc::clone(&activity), floods);
     let conn = Arc::new(conn);
     // The protocol settings of the connection are those it started with;
     // each request takes the rules and targets current when it arrives.
-    let at_start = current.get();
     let svc = {
         let activity = Arc::clone(&activity);
         let current = Arc::clone(&current);
@@ -174,12 +176,14 @@ where
                     }
                     (Check::SlowHead, _) => {
                         debug!("request head not complete within the idle timeout");
+                        at_start.cuts.of(Cut::SlowHead).inc();
                         return;
                     }
                     // Dropping the connection drops its responses, and with
                     // them their target connections.
                     (Check::Stalled, _) => {
-                        debug!("response stalled for the idle timeout");
+                        debug!("request or response stalled for the idle timeout");
+                        at_start.cuts.of(Cut::Stalled).inc();
                         return;
                     }
                     (check, Some(since)) => match GOAWAY_GRACE.checked_sub(since.elapsed()) {
@@ -188,7 +192,8 @@ where
                         // would hold the connection for ever.
                         _ if !activity.busy() => {
                             debug!("no close {GOAWAY_GRACE:?} after GOAWAY: cut");
-                            return;
+                            at_start.cuts.of(Cut::GoawayIgnored).inc();
+                        return;
                         }
                         _ => {
                             wait = match check {

@@ -6,9 +6,10 @@
 //! `{"name":…,"method":…,"path":…,"query":…,"version":…,"headers":{name:[values]}}`.
 //!
 //! - `--control ADDR`: a second socket, not counted itself, where
-//!   `GET /__stats` answers `{"connections":N,"requests":M}` (TCP
-//!   connections accepted and requests answered on the `--listen` sockets
-//!   since start or the last reset) and `POST /__stats/reset` zeroes them.
+//!   `GET /__stats` answers `{"connections":N,"requests":M,"most_at_once":K}`
+//!   (TCP connections accepted, requests answered, and the most requests
+//!   being answered at the same time, on the `--listen` sockets since start
+//!   or the last reset) and `POST /__stats/reset` zeroes them.
 //! - `?sleep_ms=N`: answer after N ms. `?close=1`: answer with
 //!   `Connection: close` (and close). `?status=N`: answer with that status.
 //! - `?echo=1`: answer with the request's body, read whole.
@@ -74,6 +75,26 @@ struct Cli {
 struct Stats {
     connections: AtomicU64,
     requests: AtomicU64,
+    /// Requests being answered now (until their handler returns).
+    at_once: AtomicU64,
+    most_at_once: AtomicU64,
+}
+
+/// Counts a request among those being answered until dropped.
+struct Answering<'a>(&'a Stats);
+
+impl<'a> Answering<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        let now = stats.at_once.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.most_at_once.fetch_max(now, Ordering::Relaxed);
+        Self(stats)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.at_once.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Target {
@@ -210,12 +231,14 @@ fn control(target: &Target, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let body = json!({
                 "connections": stats.connections.load(Ordering::Relaxed),
                 "requests": stats.requests.load(Ordering::Relaxed),
+                "most_at_once": stats.most_at_once.load(Ordering::Relaxed),
             });
             json_response(StatusCode::OK, &body)
         }
         ("POST", "/__stats/reset") => {
             stats.connections.store(0, Ordering::Relaxed);
             stats.requests.store(0, Ordering::Relaxed);
+            stats.most_at_once.store(0, Ordering::Relaxed);
             json_response(StatusCode::OK, &json!({}))
         }
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "unknown"})),
@@ -238,6 +261,7 @@ async fn answer(
 ) -> Result<Response<AnyBody>, Infallible> {
     let stats = &target.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
+    let _answering = Answering::new(stats);
     if target.plain {
         return Ok(Response::new(
             Full::new(Bytes::from_static(b"ok\n")).boxed(),

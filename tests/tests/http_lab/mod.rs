@@ -115,6 +115,7 @@ pub trait HttpLab {
     fn get(&self, url: &str, extra: &[&str]) -> (u16, String);
     fn echo(&self, url: &str, extra: &[&str]) -> Value;
     fn target_stats(&self, addr: &str) -> (u64, u64);
+    fn target_most_at_once(&self, addr: &str) -> u64;
     fn reset_target(&self, addr: &str);
     fn raw(&self, port: u16, request: Vec<u8>) -> String;
 }
@@ -187,6 +188,15 @@ impl HttpLab for Lab {
             v["connections"].as_u64().expect("connections"),
             v["requests"].as_u64().expect("requests"),
         )
+    }
+
+    /// The most requests a target was answering at the same time since its
+    /// last reset.
+    fn target_most_at_once(&self, addr: &str) -> u64 {
+        let v: Value =
+            serde_json::from_str(&self.curl(&[&format!("http://{addr}:{CONTROL_PORT}/__stats")]))
+                .expect("stats json");
+        v["most_at_once"].as_u64().expect("most_at_once")
     }
 
     fn reset_target(&self, addr: &str) {
