@@ -96,14 +96,16 @@ fn effective(c: &Config, table: &str) -> Option<String> {
     Some(match table {
         "[daemon]" => format!("{:?}", c.daemon),
         "[[listener]]" => format!(
-            "{:?} idle {} h2 targets {}",
+            "{:?} idle {} h2 targets {} normalize {}",
             super::Listener {
                 idle_timeout: None,
                 http2_max_target_connections: None,
+                normalize_path: None,
                 ..l.clone()
             },
             l.http_idle_timeout(),
             l.http2_max_target_connections(),
+            l.http_normalize_path(),
         ),
         "[listener.tls]" => format!("{:?} {:?}", tls.security_policy, tls.alpn),
         "[[listener.tls.certificate]]" => format!("{:?}", tls.certificates),

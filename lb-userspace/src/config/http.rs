@@ -218,6 +218,11 @@ impl Listener {
         self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)
     }
 
+    /// Whether request paths are normalised (off by default, as ALB).
+    pub fn http_normalize_path(&self) -> bool {
+        self.normalize_path.unwrap_or(false)
+    }
+
     /// Target connections one HTTP/2 client connection may hold at once.
     pub fn http2_max_target_connections(&self) -> u32 {
         self.http2_max_target_connections
@@ -310,6 +315,7 @@ fn check_listener(c: &Config, path: &str, l: &Listener, errs: &mut ValidationErr
                 "http2_max_target_connections",
                 l.http2_max_target_connections.is_some(),
             ),
+            ("normalize_path", l.normalize_path.is_some()),
         ];
         for (key, present) in set {
             if present {

@@ -253,6 +253,7 @@ port = 80
 idle_timeout = 10
 access_log = "/tmp/x"
 http2_max_target_connections = 4
+normalize_path = true
 
 [[listener]]
 name = "tcp2"
@@ -283,6 +284,7 @@ algorithm = "round_robin"
             "listener[0].idle_timeout: only http and https listeners take it, this one is tcp",
             "listener[0].access_log: only http and https listeners take it, this one is tcp",
             "listener[0].http2_max_target_connections: only http and https listeners take it, this one is tcp",
+            "listener[0].normalize_path: only http and https listeners take it, this one is tcp",
             "target_group[0].keep_alive_timeout: only http and https target groups take it, this one is tcp",
             "target_group[0].algorithm: only http and https target groups take it, this one is tcp",
         ]

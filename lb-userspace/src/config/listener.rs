@@ -98,6 +98,9 @@ pub struct Listener {
     /// http/https: target connections one HTTP/2 client connection may
     /// hold at once (its other streams wait for one).
     pub http2_max_target_connections: Option<u32>,
+    /// http/https: normalise request paths before the rules see them
+    /// (and the target gets them).
+    pub normalize_path: Option<bool>,
     /// http/https: file receiving one access-log line per request.
     pub access_log: Option<PathBuf>,
     /// `[listener.tls]`: certificates and policy; required for `tls` and

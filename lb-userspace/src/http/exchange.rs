@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ::http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use ::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio::{io::AsyncWriteExt, sync::OwnedSemaphorePermit};
@@ -123,8 +123,9 @@ pub async fn forward(
     series.record(status.as_u16(), took.as_secs_f64());
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_side) = upgrade else {
-            // A 101 nobody asked for cannot be relayed.
+        // A 101 nobody asked for, or to another protocol than the
+        // WebSocket asked for, cannot be relayed.
+        let (Some(client_side), true) = (upgrade, names_websocket(&head.parts.headers)) else {
             return actions::error(StatusCode::BAD_GATEWAY);
         };
         let idle = (Arc::clone(&conn.activity), l.idle_timeout);
@@ -212,16 +213,32 @@ async fn resend(
     Ok((lease, head, body))
 }
 
-/// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` protocol.
+/// An HTTP/1.1 WebSocket upgrade (`Connection: upgrade`, `Upgrade:
+/// websocket`): the only protocol switched to, as ALB does. Any other
+/// `Upgrade` (`h2c`, ...) would make the connection a tunnel past the
+/// listener's rules and `X-Forwarded-For`: such requests go to the target
+/// without their upgrade fields (hop-by-hop), as plain requests.
 fn wants_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && names_websocket(req.headers())
         && connection_has(req.headers(), "upgrade")
 }
 
-/// Makes the request's fields what the target sees: a `Host`, no
-/// hop-by-hop fields, `X-Forwarded-*` set; `Connection: close` when the
-/// group keeps no connections; the upgrade fields when upgrading.
+/// Whether `Upgrade` lists `websocket` (any case).
+fn names_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Makes the request's fields what the target sees: a `Host` (the
+/// listener's address for an HTTP/1.0 request without one; `host::settle`
+/// set the others), no hop-by-hop fields, `X-Forwarded-*` set; `Connection:
+/// close` when the group keeps no connections; the WebSocket upgrade
+/// fields when upgrading.
 /// (`upstream::encode_head` writes it as HTTP/1.1 in origin form.)
 /// In place: the request is a few hundred bytes, and moving it in and out
 /// showed in the profile as copies.
@@ -232,13 +249,8 @@ fn prepare(
     req: &mut Request<Incoming>,
     upgrade: bool,
 ) {
-    let upgrade_proto = req.headers().get(header::UPGRADE).cloned();
     if !req.headers().contains_key(header::HOST) {
-        // HTTP/2's :authority, or for HTTP/1.0 without Host the listener.
-        let host = match req.uri().authority() {
-            Some(a) => a.as_str().to_owned(),
-            None => format!("{}:{}", bracketed(l.address), l.port),
-        };
+        let host = format!("{}:{}", bracketed(l.address), l.port);
         if let Ok(v) = HeaderValue::try_from(host) {
             req.headers_mut().insert(header::HOST, v);
         }
@@ -246,15 +258,11 @@ fn prepare(
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     conn.forwarded.set(headers);
-    match (upgrade, upgrade_proto) {
-        (true, Some(proto)) => {
-            headers.insert(header::UPGRADE, proto);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        _ if !pool.settings.pooling() => {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        _ => {}
+    if upgrade {
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if !pool.settings.pooling() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

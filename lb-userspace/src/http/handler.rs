@@ -6,18 +6,21 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use ::http::{HeaderValue, Request, Response, StatusCode, Version, header, request::Parts};
+use ::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 
 use super::{
     access_log::Entry,
     actions::{self, Origin},
     body::ProxyBody,
+    codings,
     conn_info::ConnInfo,
     exchange::{Exchange, forward},
+    host,
     idle::InFlight,
     limits,
     listener::HttpListener,
+    path,
     rules::RequestView,
 };
 use crate::config::http::Action;
@@ -69,17 +72,21 @@ async fn route(
     entry: &mut Entry,
     exchange: &mut Exchange,
 ) -> Response<ProxyBody> {
-    let (parts, body) = req.into_parts();
-    if let Some(status) = limits::check(&parts) {
+    let (mut parts, body) = req.into_parts();
+    // Refused heads close the connection: what follows them on the wire
+    // (a body of unknown framing, say) cannot be trusted to be a request.
+    if let Some(status) = limits::check(&parts).or_else(|| codings::check(&parts.headers)) {
         return closing(actions::error(status));
     }
-    let Some(host) = host_of(&parts) else {
-        // HTTP/1.1 requires Host (RFC 9112 section 3.2); ALB answers 400.
+    if host::settle(&mut parts).is_err() {
         return closing(actions::error(StatusCode::BAD_REQUEST));
-    };
+    }
+    if l.normalize_path {
+        path::apply(&mut parts.uri);
+    }
     let view = RequestView {
         parts: &parts,
-        host: strip_port(host),
+        host: host::for_rules(&parts),
         client: conn.client.ip(),
     };
     let action = l.rules.find(&view).map_or(&l.default_action, |r| &r.action);
@@ -119,29 +126,6 @@ fn closing(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
-}
-
-/// `Host`, else the HTTP/2 authority; `None` only for an HTTP/1.1 request
-/// without either. HTTP/1.0 may omit it (the listener's address is used).
-fn host_of(parts: &Parts) -> Option<&str> {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    match host {
-        Some(h) => Some(h),
-        None if parts.version == Version::HTTP_11 => None,
-        None => Some(""),
-    }
-}
-
-/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
-fn strip_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
-    }
 }
 
 fn start_entry(l: &HttpListener, conn: &ConnInfo, req: &Request<Incoming>) -> Entry {
@@ -187,18 +171,5 @@ fn start_entry(l: &HttpListener, conn: &ConnInfo, req: &Request<Incoming>) -> En
         ssl_cipher: conn.tls.as_ref().map(|t| t.0.clone()),
         ssl_protocol: conn.tls.as_ref().map(|t| t.1.clone()),
         ..Entry::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_port;
-
-    #[test]
-    fn ports_are_stripped() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[2001:db8::1]:443"), "[2001:db8::1]");
-        assert_eq!(strip_port("[2001:db8::1]"), "[2001:db8::1]");
     }
 }

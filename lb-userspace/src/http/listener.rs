@@ -81,6 +81,8 @@ pub struct HttpListener {
     pub idle_timeout: Duration,
     /// Target connections one HTTP/2 client connection may hold at once.
     pub http2_max_target_connections: usize,
+    /// Request paths are normalised before the rules (`super::path`).
+    pub normalize_path: bool,
     /// `https`: the server side of the client's handshake.
     pub tls: Option<TlsAcceptor>,
     /// HTTP/1.1 and HTTP/2 toward clients, with this listener's timeouts.
@@ -177,6 +179,7 @@ impl HttpListener {
             port: l.port,
             idle_timeout,
             http2_max_target_connections: l.http2_max_target_connections() as usize,
+            normalize_path: l.http_normalize_path(),
             tls,
             builder: builder(),
             rules: Rules::compile(&l.rules),

@@ -3,7 +3,8 @@
 //! - [`server`]: accept loop, TLS, HTTP/1.1 and HTTP/2 toward clients;
 //!   [`serve`] is the entry point. [`idle`]: the client idle timeout;
 //!   [`h2_flood`]: abusive HTTP/2 frame rates.
-//! - [`handler`]: one request: [`limits`], [`rules`] (with [`crate::wildcard`]
+//! - [`handler`]: one request: [`limits`], [`codings`], [`host`],
+//!   [`path`], [`rules`] (with [`crate::wildcard`]
 //!   patterns), then an action: forward (one exchange with a target,
 //!   [`exchange`]) or one of [`actions`].
 //! - [`exchange`] with [`headers`]: proxy semantics, and [`deadline`]: the
@@ -18,16 +19,19 @@ pub mod access_log;
 pub mod actions;
 pub mod balance;
 pub mod body;
+pub mod codings;
 pub mod conn_info;
 pub mod deadline;
 pub mod exchange;
 pub mod h2_flood;
 pub mod handler;
 pub mod headers;
+pub mod host;
 pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod path;
 pub mod pool;
 pub mod pools;
 pub mod rules;
