@@ -31,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "xdp-tools",
     "haproxy",
     "nghttp2-client",
+    "openssl",
     "valgrind",
 ];
 

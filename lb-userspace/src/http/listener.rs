@@ -36,7 +36,7 @@ use crate::{
         http::{Action, HTTP2_MAX_STREAMS, WeightedGroup},
     },
     routable::RoutableWatch,
-    tls::{self, TlsError},
+    tls::{self, HandshakeLog, Tickets, TlsError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,10 @@ pub struct HttpListener {
     pub normalize_path: bool,
     /// `https`: the server side of the client's handshake.
     pub tls: Option<TlsAcceptor>,
+    /// `https`: failed client handshakes, counted (ALB's
+    /// `ClientTLSNegotiationErrorCount`) and logged as a sample.
+    pub tls_failures: Counter,
+    pub handshake_log: HandshakeLog,
     /// HTTP/1.1 and HTTP/2 toward clients, with this listener's timeouts.
     pub builder: auto::Builder<TokioExecutor>,
     pub rules: Rules,
@@ -113,6 +117,7 @@ impl HttpListener {
         routable: RoutableWatch,
         metrics: HttpMetrics,
         pools: &Pools,
+        tickets: &Tickets,
     ) -> Result<Self, HttpListenerError> {
         if !matches!(l.protocol, Protocol::Http | Protocol::Https) {
             return Err(HttpListenerError::NotHttp {
@@ -150,10 +155,13 @@ impl HttpListener {
             .transpose()?;
         let tls = match (l.protocol, &l.tls) {
             (Protocol::Https, Some(t)) => Some(TlsAcceptor::from(
-                tls::https_server_config(t).map_err(|source| HttpListenerError::Tls {
-                    listener: l.name.clone(),
-                    source,
-                })?,
+                tickets
+                    .for_listener(&l.name)
+                    .and_then(|tickets| tls::https_server_config(t, tickets))
+                    .map_err(|source| HttpListenerError::Tls {
+                        listener: l.name.clone(),
+                        source,
+                    })?,
             )),
             (Protocol::Https, None) => {
                 return Err(HttpListenerError::NoTls {
@@ -165,6 +173,12 @@ impl HttpListener {
         let idle_timeout = Duration::from_secs(l.http_idle_timeout().into());
         let requests = metrics
             .requests
+            .get_or_create(&HttpListenerLabels {
+                listener: l.name.clone(),
+            })
+            .clone();
+        let tls_failures = metrics
+            .tls_negotiation_errors
             .get_or_create(&HttpListenerLabels {
                 listener: l.name.clone(),
             })
@@ -181,6 +195,8 @@ impl HttpListener {
             http2_max_target_connections: l.http2_max_target_connections() as usize,
             normalize_path: l.http_normalize_path(),
             tls,
+            tls_failures,
+            handshake_log: HandshakeLog::default(),
             builder: builder(),
             rules: Rules::compile(&l.rules),
             default_action,

@@ -55,6 +55,7 @@ pub struct HttpMetrics {
     pub elb_codes: Family<ElbCodeLabels, Counter>,
     pub target_response_time: Family<HttpTargetLabels, Histogram, fn() -> Histogram>,
     pub cuts: Family<CutLabels, Counter>,
+    pub tls_negotiation_errors: Family<HttpListenerLabels, Counter>,
 }
 
 impl Default for HttpMetrics {
@@ -66,6 +67,7 @@ impl Default for HttpMetrics {
             elb_codes: Family::default(),
             target_response_time: Family::new_with_constructor(response_time_histogram),
             cuts: Family::default(),
+            tls_negotiation_errors: Family::default(),
         }
     }
 }
@@ -99,6 +101,11 @@ impl HttpMetrics {
             "client_connections_cut",
             "Client connections the listener cut, by reason: slow_head, stalled, goaway_ignored, frame_flood",
             m.cuts.clone(),
+        );
+        r.register(
+            "client_tls_negotiation_errors",
+            "TLS handshakes with clients that failed or timed out (ALB ClientTLSNegotiationErrorCount)",
+            m.tls_negotiation_errors.clone(),
         );
         m
     }

@@ -101,17 +101,25 @@ async fn serve_tls(
     current: Arc<Latest<Arc<HttpListener>>>,
 ) {
     let limit = TLS_HANDSHAKE_TIMEOUT.min(current.get().idle_timeout);
-    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            debug!(%client, "TLS handshake failed: {e}");
-            return;
-        }
-        Err(_) => {
-            debug!(%client, "TLS handshake timed out");
-            return;
-        }
+    let error = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => return serve_tls_stream(s, client, current).await,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
     };
+    // Counted, and logged as a sample: a scan or a flood of bad
+    // handshakes must not write a line each.
+    let l = current.get();
+    l.tls_failures.inc();
+    debug!(%client, "TLS handshake failed: {error}");
+    l.handshake_log.failed(&l.name, client, &error);
+}
+
+/// An `https` connection with its handshake done.
+async fn serve_tls_stream(
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    client: std::net::SocketAddr,
+    current: Arc<Latest<Arc<HttpListener>>>,
+) {
     let session = stream.get_ref().1;
     let tls = match (
         session.negotiated_cipher_suite(),

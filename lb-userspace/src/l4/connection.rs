@@ -111,10 +111,13 @@ fn describe(conn: &rustls::ServerConnection) -> TlsInfo {
     }
 }
 
+/// Counted, and logged as a sample (a scan or a flood of bad handshakes
+/// must not write a line each).
 fn handshake_failed(route: &L4Route, ctx: &ListenerCtx, peer: SocketAddr, error: &str) {
     ctx.metrics
         .error(&route.listener, ErrorReason::TlsHandshake);
-    info!(listener = %route.listener, client = %peer, error, "tls handshake failed");
+    debug!(listener = %route.listener, client = %peer, error, "tls handshake failed");
+    route.handshake_log.failed(&route.listener, peer, error);
 }
 
 /// Connects to a target (trying up to [`MAX_ATTEMPTS`]), sends the PROXY

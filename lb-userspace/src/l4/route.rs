@@ -8,7 +8,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     config::{Config, DEFAULT_TCP_IDLE_TIMEOUT, Listener, Protocol},
-    tls::{self, TargetTls, TlsError},
+    tls::{self, HandshakeLog, TargetTls, Tickets, TlsError},
 };
 
 /// How one tcp or tls listener serves its connections.
@@ -21,19 +21,26 @@ pub struct L4Route {
     pub proxy_v2: bool,
     /// `tls` listeners: the server side of the client's handshake.
     pub terminate: Option<TlsAcceptor>,
+    /// `tls` listeners: the failed handshakes' log sample.
+    pub handshake_log: HandshakeLog,
     /// `tls` target groups: the client side toward the target.
     pub target_tls: Option<TargetTls>,
 }
 
 impl L4Route {
-    /// The route of `l` (a tcp or tls listener of a validated config).
-    pub fn build(config: &Config, l: &Listener) -> Result<Self, TlsError> {
+    /// The route of `l` (a tcp or tls listener of a validated config);
+    /// a `tls` listener's session tickets come from `tickets`.
+    pub fn build(config: &Config, l: &Listener, tickets: &Tickets) -> Result<Self, TlsError> {
         let group = l
             .target_group
             .as_deref()
             .and_then(|g| config.target_group(g));
         let terminate = match (&l.tls, l.protocol) {
-            (Some(t), Protocol::Tls) => Some(TlsAcceptor::from(tls::server_config(t, &[])?)),
+            (Some(t), Protocol::Tls) => Some(TlsAcceptor::from(tls::server_config(
+                t,
+                &[],
+                tickets.for_listener(&l.name)?,
+            )?)),
             _ => None,
         };
         let target_tls = match group.and_then(|g| g.tls.as_ref()) {
@@ -48,6 +55,7 @@ impl L4Route {
             )),
             proxy_v2: group.is_some_and(|g| g.proxy_protocol_v2),
             terminate,
+            handshake_log: HandshakeLog::default(),
             target_tls,
         })
     }

@@ -32,7 +32,7 @@ use crate::{
         udp::{FlowsSnapshot, UdpRoute},
     },
     routable::RoutableWatch,
-    tls::TlsError,
+    tls::{Tickets, TlsError},
     workers::Workers,
 };
 
@@ -83,6 +83,9 @@ pub struct Listeners {
     workers: Arc<Workers>,
     /// The target groups' connection pools of `http`/`https` listeners.
     pools: Pools,
+    /// The session-ticket keys of `tls`/`https` listeners, kept across
+    /// reloads.
+    tickets: Tickets,
 }
 
 impl Listeners {
@@ -95,6 +98,7 @@ impl Listeners {
         Self {
             running: BTreeMap::new(),
             pools: Pools::new(routable.clone(), Arc::clone(&workers)),
+            tickets: Tickets::default(),
             routable,
             metrics,
             http_metrics,
@@ -205,6 +209,7 @@ impl Listeners {
             self.running.insert(name.clone(), r);
             report.started.push(name);
         }
+        self.tickets.retain(|name| self.running.contains_key(name));
         info!(%report, "userspace listeners applied");
         Ok(report)
     }
@@ -217,7 +222,7 @@ fn addr(l: &Listener) -> SocketAddr {
 impl Listeners {
     fn build_route(&self, config: &Config, l: &Listener) -> Result<Route, ListenersError> {
         match l.protocol {
-            Protocol::Tcp | Protocol::Tls => L4Route::build(config, l)
+            Protocol::Tcp | Protocol::Tls => L4Route::build(config, l, &self.tickets)
                 .map(|r| Route::L4(Arc::new(r)))
                 .map_err(|source| ListenersError::Tls {
                     listener: l.name.clone(),
@@ -230,6 +235,7 @@ impl Listeners {
                     self.routable.clone(),
                     self.http_metrics.clone(),
                     &self.pools,
+                    &self.tickets,
                 )
                 .map_err(Box::new)?;
                 Ok(Route::Http(Arc::new(h)))

@@ -2,27 +2,33 @@
 //!
 //! - [`server_config`] / [`https_server_config`]: a listener's
 //!   `[listener.tls]` as an `Arc<rustls::ServerConfig>`: certificates chosen
-//!   by SNI ([`sni`]), versions and suites of its security policy
-//!   ([`policy`]), its ALPN list.
+//!   by SNI ([`sni`]), versions and suites of its security policy in the
+//!   policy's order, which the server imposes ([`policy`]), its ALPN list,
+//!   session tickets from the listener's ticketer ([`tickets`]).
+//! - [`HandshakeLog`]: failed client handshakes logged as a sample.
 //! - [`client_config`]: a `tls` target group's `[target_group.tls]` as the
 //!   client side toward targets ([`backend`]); [`TargetTls`]: that config
 //!   as a connector with its settings, for the L4 proxy and the HTTP pools.
 //! - [`load_certified_key`], [`load_roots`]: PEM files, also used by config
 //!   validation so that a bad file is refused before anything runs.
 mod backend;
+mod handshake_log;
 mod policy;
 mod sni;
 mod target;
+pub mod tickets;
 
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::{ServerConfig, server::ProducesTickets};
 
 pub use crate::pem::{PemError, load_certified_key, load_roots};
 pub use backend::{client_config, server_name, unverified_client_config};
+pub use handshake_log::HandshakeLog;
 pub use policy::provider;
 pub use sni::SniResolver;
 pub use target::TargetTls;
+pub use tickets::Tickets;
 
 use crate::config::ListenerTls;
 
@@ -43,13 +49,18 @@ pub enum TlsError {
     },
     #[error("target TLS client: {0}")]
     Client(rustls::Error),
+    #[error("session ticket keys: {0}")]
+    Tickets(rustls::Error),
 }
 
 /// The server side of a listener: certificates by SNI, its security
-/// policy, `tls.alpn` (or `default_alpn` when that is empty).
+/// policy (the server's suite order wins, as in ELB's policies),
+/// `tls.alpn` (or `default_alpn` when that is empty), session tickets from
+/// `tickets` (the listener's, kept across reloads).
 pub fn server_config(
     tls: &ListenerTls,
     default_alpn: &[&str],
+    tickets: Arc<dyn ProducesTickets>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let resolver = SniResolver::load(tls)?;
     let policy = tls.security_policy;
@@ -58,6 +69,8 @@ pub fn server_config(
         .map_err(|source| TlsError::Policy { policy, source })?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
+    config.ignore_client_order = true;
+    config.ticketer = tickets;
     config.alpn_protocols = if tls.alpn.is_empty() {
         default_alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
     } else {
@@ -68,8 +81,11 @@ pub fn server_config(
 
 /// [`server_config`] for an `https` listener: ALPN `h2` and `http/1.1`
 /// unless `tls.alpn` says otherwise.
-pub fn https_server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config(tls, &HTTPS_ALPN)
+pub fn https_server_config(
+    tls: &ListenerTls,
+    tickets: Arc<dyn ProducesTickets>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config(tls, &HTTPS_ALPN, tickets)
 }
 
 /// "TLSv1_3" and "TLS13_AES_128_GCM_SHA256" of an established connection,

@@ -22,11 +22,31 @@ pub fn versions(policy: SecurityPolicy) -> &'static [&'static SupportedProtocolV
     }
 }
 
-/// The ring provider with the cipher suites of `policy`.
+/// The ring provider with the cipher suites of `policy`, in ELB's order
+/// (the server imposes it): TLS 1.3 AES-128-GCM, AES-256-GCM,
+/// ChaCha20-Poly1305; TLS 1.2 ECDHE with AES-128-GCM, then AES-256-GCM
+/// (ECDSA before RSA), then ChaCha20-Poly1305 where the policy has it.
 pub fn provider(policy: SecurityPolicy) -> CryptoProvider {
     let mut provider = ring::default_provider();
     provider.cipher_suites.retain(|s| allowed(policy, s));
+    provider.cipher_suites.sort_by_key(|s| rank(s.suite()));
     provider
+}
+
+/// Place of `s` in ELB's order; unknown suites last.
+fn rank(s: CipherSuite) -> usize {
+    const ORDER: [CipherSuite; 9] = [
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    ORDER.iter().position(|o| *o == s).unwrap_or(ORDER.len())
 }
 
 /// Whether `policy` offers `suite` (the version filter is separate).

@@ -170,20 +170,50 @@ fn policies_offer_their_versions_and_aead_suites_only() {
 }
 
 #[test]
+fn suites_come_in_elbs_order_and_the_server_imposes_it() {
+    let names = |p| -> Vec<String> {
+        provider(p)
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect()
+    };
+    assert_eq!(
+        names(SecurityPolicy::Tls13Tls12),
+        [
+            "TLS13_AES_128_GCM_SHA256",
+            "TLS13_AES_256_GCM_SHA384",
+            "TLS13_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ]
+    );
+    let dir = Dir::new();
+    let tls = listener_tls(vec![cert(&dir.0, "a", &["a.example.com"])]);
+    let config = server_config(&tls, &[], tickets::fresh().unwrap()).expect("config");
+    assert!(config.ignore_client_order);
+    assert!(config.ticketer.enabled());
+}
+
+#[test]
 fn https_listeners_default_to_h2_and_http11() {
     let dir = Dir::new();
     let tls = listener_tls(vec![cert(&dir.0, "a", &["a.example.com"])]);
-    let config = https_server_config(&tls).expect("config");
+    let config = https_server_config(&tls, tickets::fresh().unwrap()).expect("config");
     assert_eq!(
         config.alpn_protocols,
         [b"h2".to_vec(), b"http/1.1".to_vec()]
     );
     let mut own = tls.clone();
     own.alpn = vec!["http/1.1".to_owned()];
-    let config = https_server_config(&own).expect("config");
+    let config = https_server_config(&own, tickets::fresh().unwrap()).expect("config");
     assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
     assert!(
-        server_config(&tls, &[])
+        server_config(&tls, &[], tickets::fresh().unwrap())
             .expect("config")
             .alpn_protocols
             .is_empty()

@@ -61,7 +61,9 @@ async fn a_target_certificate_from_another_ca_is_refused_and_counted() {
         security_policy: SecurityPolicy::default(),
         alpn: vec![],
     };
-    let acceptor = TlsAcceptor::from(tls::server_config(&target_tls, &[]).expect("target tls"));
+    let tickets = tls::tickets::fresh().expect("ticketer");
+    let acceptor =
+        TlsAcceptor::from(tls::server_config(&target_tls, &[], tickets).expect("target tls"));
     let target = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
