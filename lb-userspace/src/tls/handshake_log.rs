@@ -29,12 +29,14 @@ impl HandshakeLog {
         let Some(failed) = self.due() else {
             return;
         };
+        // `failed`: how many since the last such line (the client and error
+        // are the last one's).
         info!(
-            listener,
+            listener = %listener,
+            %client,
+            error,
             failed,
-            last_client = %client,
-            last_error = error,
-            "tls handshakes failed since the last such line"
+            "tls handshake failed (sampled)"
         );
     }
 
