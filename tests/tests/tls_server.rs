@@ -2,7 +2,8 @@
 //! outside through `lb run`: the server imposes its security policy's
 //! cipher order (openssl's client asks in another), failed handshakes are
 //! counted and logged as a sample rather than a line each, and sessions
-//! resume across reloads (session tickets with keys kept by the listener).
+//! resume across reloads (session tickets with keys kept by the listener,
+//! and TLS 1.2 session IDs).
 //! Issue 14, item 13.
 //!
 //! Needs root (namespaces), `LB_BIN` and openssl; panics otherwise, never
@@ -231,20 +232,25 @@ fn sessions_resume_across_reloads() {
             "{port} {name}"
         );
     }
-    // openssl, keeping its session in a file, resumes too.
+    // openssl, keeping its session in a file, resumes too: by ticket, and
+    // by session ID (TLS 1.2 without tickets).
     let sess = lab.topo.run_dir().join("openssl.sess");
-    let save = format!(
-        "printf 'GET / HTTP/1.1\\r\\nHost: h\\r\\nConnection: close\\r\\n\\r\\n' | \
-         openssl s_client -connect {VIP}:443 -servername lb.test -sess_out {} -ign_eof 2>/dev/null",
-        sess.display()
-    );
-    let out = lab.run(&["sh", "-c", &save]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("HTTP/1.1 200"),
-        "{out:?}"
-    );
+    let by_id = lab.topo.run_dir().join("openssl-id.sess");
+    for (file, args) in [(&sess, ""), (&by_id, "-tls1_2 -no_ticket")] {
+        let save = format!(
+            "printf 'GET / HTTP/1.1\\r\\nHost: h\\r\\nConnection: close\\r\\n\\r\\n' | \
+             openssl s_client -connect {VIP}:443 -servername lb.test {args} -sess_out {} \
+             -ign_eof 2>/dev/null",
+            file.display()
+        );
+        let out = lab.run(&["sh", "-c", &save]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("HTTP/1.1 200"),
+            "{args}: {out:?}"
+        );
+    }
     // A reload builds the listeners' TLS settings anew; their ticket keys
-    // stay, so sessions still resume.
+    // and sessions by ID stay, so sessions still resume.
     lab.reload(TLS_LAB);
     for (port, name, c) in &clients {
         assert_eq!(
@@ -255,4 +261,7 @@ fn sessions_resume_across_reloads() {
     }
     let out = s_client(&lab, 443, &format!("-sess_in {}", sess.display()));
     assert!(out.contains("Reused, TLSv1.3"), "{out}");
+    let args = format!("-tls1_2 -no_ticket -sess_in {}", by_id.display());
+    let out = s_client(&lab, 443, &args);
+    assert!(out.contains("Reused, TLSv1.2"), "{out}");
 }

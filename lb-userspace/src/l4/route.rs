@@ -29,7 +29,7 @@ pub struct L4Route {
 
 impl L4Route {
     /// The route of `l` (a tcp or tls listener of a validated config);
-    /// a `tls` listener's session tickets come from `tickets`.
+    /// a `tls` listener's session tickets and IDs come from `tickets`.
     pub fn build(config: &Config, l: &Listener, tickets: &Tickets) -> Result<Self, TlsError> {
         let group = l
             .target_group

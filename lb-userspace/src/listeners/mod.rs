@@ -83,8 +83,8 @@ pub struct Listeners {
     workers: Arc<Workers>,
     /// The target groups' connection pools of `http`/`https` listeners.
     pools: Pools,
-    /// The session-ticket keys of `tls`/`https` listeners, kept across
-    /// reloads.
+    /// The session-ticket keys and session-ID caches of `tls`/`https`
+    /// listeners, kept across reloads.
     tickets: Tickets,
 }
 

@@ -4,7 +4,7 @@
 //!   `[listener.tls]` as an `Arc<rustls::ServerConfig>`: certificates chosen
 //!   by SNI ([`sni`]), versions and suites of its security policy in the
 //!   policy's order, which the server imposes ([`policy`]), its ALPN list,
-//!   session tickets from the listener's ticketer ([`tickets`]).
+//!   session tickets and IDs from the listener's state ([`tickets`]).
 //! - [`HandshakeLog`]: failed client handshakes logged as a sample.
 //! - [`client_config`]: a `tls` target group's `[target_group.tls]` as the
 //!   client side toward targets ([`backend`]); [`TargetTls`]: that config
@@ -20,7 +20,7 @@ pub mod tickets;
 
 use std::sync::Arc;
 
-use rustls::{ServerConfig, server::ProducesTickets};
+use rustls::ServerConfig;
 
 pub use crate::pem::{PemError, load_certified_key, load_roots};
 pub use backend::{client_config, server_name, unverified_client_config};
@@ -55,12 +55,12 @@ pub enum TlsError {
 
 /// The server side of a listener: certificates by SNI, its security
 /// policy (the server's suite order wins, as in ELB's policies),
-/// `tls.alpn` (or `default_alpn` when that is empty), session tickets from
-/// `tickets` (the listener's, kept across reloads).
+/// `tls.alpn` (or `default_alpn` when that is empty), session tickets and
+/// session IDs from `resumption` (the listener's, kept across reloads).
 pub fn server_config(
     tls: &ListenerTls,
     default_alpn: &[&str],
-    tickets: Arc<dyn ProducesTickets>,
+    resumption: tickets::Resumption,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let resolver = SniResolver::load(tls)?;
     let policy = tls.security_policy;
@@ -70,7 +70,8 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.ignore_client_order = true;
-    config.ticketer = tickets;
+    config.ticketer = resumption.ticketer;
+    config.session_storage = resumption.sessions;
     config.alpn_protocols = if tls.alpn.is_empty() {
         default_alpn.iter().map(|p| p.as_bytes().to_vec()).collect()
     } else {
@@ -83,9 +84,9 @@ pub fn server_config(
 /// unless `tls.alpn` says otherwise.
 pub fn https_server_config(
     tls: &ListenerTls,
-    tickets: Arc<dyn ProducesTickets>,
+    resumption: tickets::Resumption,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config(tls, &HTTPS_ALPN, tickets)
+    server_config(tls, &HTTPS_ALPN, resumption)
 }
 
 /// "TLSv1_3" and "TLS13_AES_128_GCM_SHA256" of an established connection,
