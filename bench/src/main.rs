@@ -162,7 +162,7 @@ fn json(rows: &[Row], cost: &bench_xdp::FlowCost, opts: &Opts) -> String {
         opts.repeat,
         opts.rounds,
         opts.cpu,
-        cost.flows_bytes + cost.nat_bytes,
+        cost.bytes_per_flow,
         items.join(",\n")
     )
 }
@@ -256,11 +256,8 @@ fn main() {
             let (rows, cost) = bench_xdp::run(&opts);
             print_table(&rows, repeat, rounds, cpu);
             println!(
-                "tracked flow: {:.0} B of kernel memory (FLOWS {:.0} B + NAT {:.0} B per entry, memlock of tables with {} entries)",
-                cost.flows_bytes + cost.nat_bytes,
-                cost.flows_bytes,
-                cost.nat_bytes,
-                cost.capacity
+                "tracked flow: {:.0} B of kernel memory, both directions (one FLOWS entry; memlock of a table of {} entries)",
+                cost.bytes_per_flow, cost.capacity
             );
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).expect("create bench directory");

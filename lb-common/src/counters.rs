@@ -23,6 +23,36 @@ impl Counters {
     }
 }
 
+/// What happened to the flows of one VIP in the connection table (per CPU,
+/// `FLOW_STATS[vip id]`). A flood shows as `syns` or `embryonic` rising
+/// while `confirmed` does not, and as `displaced`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCounters {
+    /// TCP SYNs (without ACK) from clients.
+    pub syns: u64,
+    /// New flows entered unconfirmed (a SYN, or a first packet without one).
+    pub embryonic: u64,
+    /// Flows confirmed (handshake completed, or both ways seen).
+    pub confirmed: u64,
+    /// Unconfirmed flows displaced by newer ones before they confirmed.
+    pub displaced: u64,
+    /// New flows that found no slot (both candidate sets full of confirmed
+    /// flows): forwarded by the Maglev hash alone, not tracked.
+    pub untracked: u64,
+}
+
+impl FlowCounters {
+    /// Sum of per-CPU values.
+    pub fn add(&mut self, o: &FlowCounters) {
+        self.syns += o.syns;
+        self.embryonic += o.embryonic;
+        self.confirmed += o.confirmed;
+        self.displaced += o.displaced;
+        self.untracked += o.untracked;
+    }
+}
+
 /// Index into `STATS`: every action the program takes, by reason.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +95,12 @@ pub enum Stat {
     /// the client with ICMP fragmentation-needed / packet-too-big from the
     /// VIP, quoting the packet as the client sent it.
     TooBigSent,
-    /// Count of variants; not a stat.
+    /// From a nat target's address and port, but of no tracked flow (a
+    /// health-check reply to this host, or a connection the table does not
+    /// hold): handed to the kernel untranslated.
+    PassReplyUntracked,
+    /// Count of variants; not a stat. New stats go just above: the indices
+    /// of pinned counters stay put across upgrades.
     _Count,
 }
 
@@ -90,7 +125,21 @@ impl Stat {
         Stat::IcmpTranslated,
         Stat::PassMtu,
         Stat::TooBigSent,
+        Stat::PassReplyUntracked,
     ];
+
+    /// The stat with index `v`; an index out of range reads as
+    /// `pass_malformed` (it cannot happen: indices come from `as u32`).
+    #[inline(always)]
+    pub const fn from_u32(v: u32) -> Stat {
+        if v < STAT_COUNT {
+            // SAFETY: `Stat` is `repr(u32)` with the contiguous values
+            // 0..STAT_COUNT, and `v` is one of them.
+            unsafe { core::mem::transmute::<u32, Stat>(v) }
+        } else {
+            Stat::PassMalformed
+        }
+    }
 
     /// snake_case name used by `lb stats` and metrics.
     pub const fn name(self) -> &'static str {
@@ -105,6 +154,7 @@ impl Stat {
             Stat::PassIpv6Ext => "pass_ipv6_ext",
             Stat::PassTtlExceeded => "pass_ttl_exceeded",
             Stat::PassIcmp => "pass_icmp",
+            Stat::PassReplyUntracked => "pass_reply_untracked",
             Stat::DropMalformed => "drop_malformed",
             Stat::DropFragment => "drop_fragment",
             Stat::DropNoTarget => "drop_no_target",

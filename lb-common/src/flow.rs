@@ -1,8 +1,26 @@
-//! Connection tracking entries.
-use crate::Addr;
+//! The connection table: one 64-byte entry per flow, both directions.
+//!
+//! `FLOWS` is an array the program manages itself as a set-associative hash
+//! table (see `conntrack` in lb-ebpf and ARCHITECTURE.md): every flow has two
+//! candidate sets of [`FLOW_WAYS`] entries, chosen by a keyed hash of its
+//! [`FlowKey`]. The entry is found from either direction: client packets
+//! build the key from their own header, target replies (nat mode) from the
+//! target's `REPLIES` entry, which names the VIPs the target serves. So a
+//! flow's two directions are one entry and can never come apart.
+//!
+//! Entries that have not been confirmed (the handshake or the first reply
+//! has not been seen: a flood's spoofed packets never get further) can be
+//! displaced by newer ones; confirmed ones never are, while they live.
+use crate::{
+    Addr,
+    limits::{TCP_CLOSING_TIMEOUT_S, TCP_HANDSHAKE_TIMEOUT_S},
+};
 
-/// Key of `FLOWS`: the client's packet as received (client -> VIP).
-#[repr(C)]
+/// Entries per set; each flow has two candidate sets.
+pub const FLOW_WAYS: u32 = 4;
+
+/// A flow's identity: the client's packet as received (client -> VIP).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: Addr,
@@ -30,50 +48,213 @@ impl FlowKey {
     }
 }
 
-/// Value of `FLOWS`.
+/// Where a flow stands. Stored as `u8` in [`FlowEntry::state`].
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// The slot holds no flow.
+    Free = 0,
+    /// A TCP SYN was seen, nothing more.
+    Syn = 1,
+    /// nat: the target answered the SYN; `seq` holds the acknowledgement
+    /// number that completes the handshake.
+    SynAck = 2,
+    /// First seen without a SYN (UDP, or TCP picked up mid-stream).
+    New = 3,
+    /// nat: the target answered a `New` flow.
+    Replied = 4,
+    /// Confirmed: never displaced while it lives.
+    Established = 5,
+}
+
+impl FlowState {
+    pub const fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Syn,
+            2 => Self::SynAck,
+            3 => Self::New,
+            4 => Self::Replied,
+            5 => Self::Established,
+            _ => Self::Free,
+        }
+    }
+
+    /// Not confirmed yet: may be displaced by a newer flow.
+    pub const fn is_embryonic(self) -> bool {
+        matches!(self, Self::Syn | Self::SynAck | Self::New | Self::Replied)
+    }
+
+    /// snake_case name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Syn => "syn",
+            Self::SynAck => "syn_ack",
+            Self::New => "new",
+            Self::Replied => "replied",
+            Self::Established => "established",
+        }
+    }
+}
+
+/// One slot of `FLOWS`: a cache line (the array is memory-mappable, so its
+/// entries start on a page boundary and each fills exactly one line).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowValue {
+pub struct FlowEntry {
+    pub key: FlowKey,
+    /// Index into `TARGETS`.
+    pub target_id: u16,
+    /// Low 16 bits of `Target::generation` when the flow was pinned: an id
+    /// handed to another target no longer matches.
+    pub target_gen: u16,
+    /// Index into the per-VIP counters; the VIP the flow belongs to.
+    pub vip_id: u16,
+    /// The VIP's idle timeout when the flow began (seconds), so packets of
+    /// an established flow need no `VIPS` lookup.
+    pub idle_timeout_s: u16,
+    /// Clock ticks ([`ticks`]) of the last packet either way; refreshed at
+    /// most once per [`REFRESH_TICKS`] so that busy flows do not write the
+    /// line on every packet.
+    pub last_seen: u32,
+    /// `FlowState as u8`.
+    pub state: u8,
+    /// `entry_flags::*`.
+    pub flags: u8,
+    pub _pad: u16,
+    /// `SynAck`: the client's ACK number that completes the handshake.
+    pub seq: u32,
+    /// [`crate::hash::entry_check`] of the key's hash and the fields that
+    /// say where the flow goes. Two CPUs filling one free slot at once can
+    /// leave one flow's key beside another's target; such a slot fails the
+    /// check and is treated as free.
+    pub check: u32,
+}
+
+impl FlowEntry {
+    pub const fn state(&self) -> FlowState {
+        FlowState::from_u8(self.state)
+    }
+
+    /// How long the entry lives without packets, in ticks: the closing
+    /// timeout after a FIN, at most the handshake timeout before a TCP
+    /// handshake completed, else the VIP's idle timeout.
+    #[inline(always)]
+    pub const fn lifetime(&self) -> u32 {
+        let seconds = if self.flags & entry_flags::FIN != 0 {
+            TCP_CLOSING_TIMEOUT_S
+        } else if (self.state == FlowState::Syn as u8 || self.state == FlowState::SynAck as u8)
+            && TCP_HANDSHAKE_TIMEOUT_S < self.idle_timeout_s as u32
+        {
+            TCP_HANDSHAKE_TIMEOUT_S
+        } else {
+            self.idle_timeout_s as u32
+        };
+        timeout_ticks(seconds)
+    }
+
+    /// Holds no flow at `now` (ticks): free, or idle past its lifetime.
+    #[inline(always)]
+    pub const fn expired(&self, now: u32) -> bool {
+        self.state == FlowState::Free as u8 || now.wrapping_sub(self.last_seen) > self.lifetime()
+    }
+}
+
+pub mod entry_flags {
+    /// Forwarded by encapsulation (dsr): no replies pass this host.
+    pub const DSR: u8 = 1;
+    /// A FIN was seen: the entry lives `TCP_CLOSING_TIMEOUT_S` more. A flag
+    /// rather than a state, so a flow that never confirmed stays
+    /// displaceable.
+    pub const FIN: u8 = 2;
+}
+
+/// One clock tick is 2^20 ns (about 1.05 ms) of CLOCK_MONOTONIC_COARSE.
+pub const TICK_SHIFT: u32 = 20;
+
+/// `last_seen` is rewritten only when it is at least this old (~1.07 s).
+pub const REFRESH_TICKS: u32 = 1024;
+
+/// Ticks of a coarse-clock reading; u32 wraps every ~52 days, and ages are
+/// taken with wrapping subtraction (timeouts are at most 6000 s).
+#[inline(always)]
+pub const fn ticks(ns: u64) -> u32 {
+    (ns >> TICK_SHIFT) as u32
+}
+
+/// A timeout in seconds as ticks.
+#[inline(always)]
+pub const fn timeout_ticks(seconds: u32) -> u32 {
+    ((seconds as u64 * 1_000_000_000) >> TICK_SHIFT) as u32
+}
+
+/// Key of `REPLIES`: a target as its replies show it (source of a
+/// target -> client packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ReplyKey {
+    pub addr: Addr,
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// A VIP a nat target serves: what a reply's flow key needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipRef {
+    pub addr: Addr,
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Most nat VIPs one target (address, port, protocol) may serve: a reply
+/// is matched against each in turn.
+pub const MAX_VIPS_PER_TARGET: usize = 4;
+
+/// Value of `REPLIES`: the target's id and the nat VIPs it serves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ReplyTargets {
     pub target_id: u32,
-    /// `Target::generation` when the flow was pinned.
-    pub target_gen: u32,
-    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE) of the last packet
-    /// in either direction.
-    pub last_seen_ns: u64,
-    pub vip_id: u32,
-    /// `flow_flags::*`.
-    pub flags: u32,
-    /// The VIP's idle timeout when the flow began (seconds). Kept here so
-    /// packets of an established flow need no `VIPS` lookup.
-    pub idle_timeout_s: u32,
+    /// Entries of `vips` in use.
+    pub count: u32,
+    pub vips: [VipRef; MAX_VIPS_PER_TARGET],
+}
+
+/// Data-path settings the daemon writes once into `CONFIG[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DataPathConfig {
+    /// Seed of the connection table's set hash (random per table, kept in
+    /// the pinned map so restarts find their flows).
+    pub seed: u32,
+    /// Seed of the second candidate set.
+    pub seed2: u32,
+    /// Sets in `FLOWS` minus one (the set count is a power of two).
+    pub set_mask: u32,
     pub _pad: u32,
 }
 
-pub mod flow_flags {
-    /// A FIN was seen: the flow expires after `TCP_CLOSING_TIMEOUT_S`.
-    pub const CLOSING: u32 = 1;
-}
+impl DataPathConfig {
+    /// First slot of the first candidate set of a key whose table hash
+    /// (`hash::table_hash` with `seed`) is `hash`.
+    #[inline(always)]
+    pub const fn first_set(&self, hash: u32) -> u32 {
+        (hash & self.set_mask) * FLOW_WAYS
+    }
 
-/// Key of `NAT`: a reply as the target sends it (target -> client).
-pub type NatKey = FlowKey;
-
-/// Value of `NAT`: what to put back as the source.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct NatValue {
-    pub vip_addr: Addr,
-    /// Network byte order.
-    pub vip_port: u16,
-    pub _pad: u16,
-    pub vip_id: u32,
-    pub target_id: u32,
-    pub _pad2: u32,
-    /// When a reply last refreshed the client flow's `last_seen_ns`
-    /// (CLOCK_MONOTONIC_COARSE). Replies refresh it at most once a second,
-    /// so most of them cost no `FLOWS` lookup.
-    pub refreshed_ns: u64,
+    /// First slot of the second candidate set.
+    #[inline(always)]
+    pub fn second_set(&self, hash: u32) -> u32 {
+        (crate::hash::second_hash(hash, self.seed2) & self.set_mask) * FLOW_WAYS
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FlowValue>() == 32);
-const _: () = assert!(core::mem::size_of::<NatValue>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 64);
+const _: () = assert!(core::mem::size_of::<ReplyKey>() == 20);
+const _: () = assert!(core::mem::size_of::<ReplyTargets>() == 8 + 20 * MAX_VIPS_PER_TARGET);
+const _: () = assert!(core::mem::size_of::<DataPathConfig>() == 16);

@@ -45,6 +45,44 @@ pub fn flow_hash(k: &FlowKey) -> u32 {
     finish(h, 40)
 }
 
+/// Keyed hash of a flow key: the connection table's first candidate set.
+/// Host-local (not part of the contract between hosts): the seed is random
+/// per table, so nobody outside can aim many flows at one set. An IPv4 key
+/// mixes only the words that can be non-zero.
+#[inline(always)]
+pub fn table_hash(k: &FlowKey, seed: u32) -> u32 {
+    let mut h = seed;
+    h = mix(h, k.src[0]);
+    h = mix(h, k.dst[0]);
+    if k.family != crate::FAMILY_V4 {
+        h = mix(h, k.src[1]);
+        h = mix(h, k.src[2]);
+        h = mix(h, k.src[3]);
+        h = mix(h, k.dst[1]);
+        h = mix(h, k.dst[2]);
+        h = mix(h, k.dst[3]);
+    }
+    h = mix(h, ((k.sport as u32) << 16) | k.dport as u32);
+    h = mix(h, ((k.family as u32) << 8) | k.proto as u32);
+    finish(h, 40)
+}
+
+/// The second candidate set's hash, derived from the first.
+#[inline(always)]
+pub fn second_hash(h: u32, seed2: u32) -> u32 {
+    finish(h ^ seed2, 4)
+}
+
+/// Integrity check of a connection-table entry: ties its key (through the
+/// key's table hash) to the target and VIP written with it.
+#[inline(always)]
+pub fn entry_check(h: u32, target_id: u16, target_gen: u16, vip_id: u16) -> u32 {
+    let mut c = mix(h, ((target_gen as u32) << 16) | target_id as u32);
+    c = mix(c, vip_id as u32);
+    // Never 0, so an all-zero (never written) slot never passes.
+    finish(c, 8) | 1
+}
+
 /// Hash of the client address alone (`stickiness = "source_ip"`).
 #[inline(always)]
 pub fn source_hash(k: &FlowKey) -> u32 {
@@ -79,6 +117,38 @@ mod tests {
         let k = key([10, 200, 1, 2], 40000);
         assert_eq!(flow_hash(&k), PINNED_FLOW);
         assert_eq!(source_hash(&k), PINNED_SOURCE);
+    }
+
+    #[test]
+    fn table_hash_depends_on_seed_and_every_field() {
+        let k = key([10, 200, 1, 2], 40000);
+        let h = table_hash(&k, 1);
+        assert_ne!(h, table_hash(&k, 2));
+        let mut other = k;
+        other.proto = crate::PROTO_UDP;
+        assert_ne!(h, table_hash(&other, 1));
+        let mut other = k;
+        other.dport = 81u16.to_be();
+        assert_ne!(h, table_hash(&other, 1));
+        let mut v6 = k;
+        v6.family = crate::FAMILY_V6;
+        v6.src[3] = 7;
+        assert_ne!(table_hash(&v6, 1), {
+            let mut w = v6;
+            w.src[3] = 8;
+            table_hash(&w, 1)
+        });
+        assert_ne!(second_hash(h, 5), second_hash(h, 6));
+    }
+
+    #[test]
+    fn entry_check_binds_target_and_vip() {
+        let c = entry_check(42, 1, 7, 3);
+        assert_ne!(c, 0);
+        assert_ne!(c, entry_check(43, 1, 7, 3));
+        assert_ne!(c, entry_check(42, 2, 7, 3));
+        assert_ne!(c, entry_check(42, 1, 8, 3));
+        assert_ne!(c, entry_check(42, 1, 7, 4));
     }
 
     #[test]

@@ -18,8 +18,8 @@ mod pod;
 pub mod target;
 pub mod vip;
 
-pub use counters::{Counters, Stat};
-pub use flow::{FlowKey, FlowValue, NatKey, NatValue};
+pub use counters::{Counters, FlowCounters, Stat};
+pub use flow::{DataPathConfig, FlowEntry, FlowKey, FlowState, ReplyKey, ReplyTargets, VipRef};
 pub use nexthop::{NextHop, NextHopKey, TargetHop};
 pub use target::{Target, TargetState};
 pub use vip::{VipAddrKey, VipKey, VipMeta};

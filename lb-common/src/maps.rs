@@ -9,16 +9,22 @@ pub const VIP_ADDRS: &str = "VIP_ADDRS";
 pub const MAGLEV: &str = "MAGLEV";
 /// `u32 -> Target`: target id -> address, port, state, generation.
 pub const TARGETS: &str = "TARGETS";
-/// `FlowKey -> FlowValue` (LRU): client-to-VIP flows and their target.
+/// `u32 -> FlowEntry`: the connection table (a set-associative hash table
+/// the program manages; memory-mappable).
 pub const FLOWS: &str = "FLOWS";
-/// `NatKey -> NatValue` (LRU): target-to-client return flows and their VIP.
-pub const NAT: &str = "NAT";
+/// `ReplyKey -> ReplyTargets`: nat targets and the VIPs they serve, so a
+/// reply finds its flow's entry.
+pub const REPLIES: &str = "REPLIES";
+/// `u32 -> DataPathConfig`: one entry, the table's seeds and size.
+pub const CONFIG: &str = "CONFIG";
 /// `u32 port -> u32 PortFlags`: cheap pre-filter before the hash lookups.
 pub const PORTS: &str = "PORTS";
 /// Per-CPU `Counters` per VIP id.
 pub const VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU `Counters` per target id.
 pub const TARGET_STATS: &str = "TARGET_STATS";
+/// Per-CPU `FlowCounters` per VIP id: the connection table's view.
+pub const FLOW_STATS: &str = "FLOW_STATS";
 /// Per-CPU `u64` per `Stat`: global actions, passes and drops by reason.
 pub const STATS: &str = "STATS";
 /// `NextHopKey -> NextHop` (LRU): cached `bpf_fib_lookup` results.
@@ -27,20 +33,30 @@ pub const NEXTHOPS: &str = "NEXTHOPS";
 pub const TARGET_HOPS: &str = "TARGET_HOPS";
 
 /// Every map, in the order `lb down` removes their pins.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     VIPS,
     VIP_ADDRS,
     MAGLEV,
     TARGETS,
     FLOWS,
-    NAT,
+    REPLIES,
+    CONFIG,
     PORTS,
     VIP_STATS,
     TARGET_STATS,
+    FLOW_STATS,
     STATS,
     NEXTHOPS,
     TARGET_HOPS,
 ];
+
+/// Maps of the object that hold nothing between packets (scratch space):
+/// never pinned, a fresh one per loaded program.
+pub const UNPINNED: [&str; 1] = ["SCRATCH"];
+
+/// Pins older versions made that this one no longer has: their presence
+/// means the pinned layout is not this version's, and `lb down` removes them.
+pub const LEGACY: [&str; 1] = ["NAT"];
 
 /// The XDP program's symbol (and pin name).
 pub const PROGRAM: &str = "lb_xdp";

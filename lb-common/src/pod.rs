@@ -8,9 +8,12 @@ unsafe impl aya::Pod for VipAddrKey {}
 unsafe impl aya::Pod for VipMeta {}
 unsafe impl aya::Pod for Target {}
 unsafe impl aya::Pod for FlowKey {}
-unsafe impl aya::Pod for FlowValue {}
-unsafe impl aya::Pod for NatValue {}
+unsafe impl aya::Pod for FlowEntry {}
+unsafe impl aya::Pod for ReplyKey {}
+unsafe impl aya::Pod for ReplyTargets {}
+unsafe impl aya::Pod for DataPathConfig {}
 unsafe impl aya::Pod for Counters {}
+unsafe impl aya::Pod for FlowCounters {}
 unsafe impl aya::Pod for NextHopKey {}
 unsafe impl aya::Pod for NextHop {}
 unsafe impl aya::Pod for TargetHop {}

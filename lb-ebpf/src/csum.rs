@@ -49,6 +49,13 @@ fn fold(mut s: u64) -> u16 {
     s as u16
 }
 
+/// The checksum field for a one's-complement `sum` of 16-bit words (as
+/// `bpf_csum_diff` returns it): folded to 16 bits and complemented.
+#[inline(always)]
+pub fn finish(sum: u64) -> u16 {
+    !fold(sum)
+}
+
 /// New value of a checksum field after the changes in `d`.
 #[inline(always)]
 pub fn apply(check: u16, d: Delta) -> u16 {

@@ -1,18 +1,20 @@
 //! Wire headers with natural alignment.
 //!
-//! network-types 0.2 declares multi-byte fields as byte arrays (alignment 1),
-//! which makes LLVM's BPF backend load addresses and ports byte by byte. These
-//! structs use u16/u32 fields so each is one load; XDP guarantees the IP
-//! header at a 2-byte boundary and the kernel permits the unaligned 4-byte
-//! loads that remain (as in Katran's C). All fields are in network byte order.
+//! Our own rather than network-types': that crate declares multi-byte fields
+//! as byte arrays (alignment 1), which makes LLVM's BPF backend load
+//! addresses and ports byte by byte. These structs use u16/u32 fields so each
+//! is one load (see `frame.rs` on alignment). All fields are in network byte
+//! order.
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Vlan {
     pub tci: u16,
     pub ether_type: u16,
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Ipv4 {
     pub vihl: u8,
     pub tos: u8,
@@ -27,6 +29,7 @@ pub struct Ipv4 {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Ipv6 {
     pub vtc_flow: u32,
     pub payload_len: u16,
@@ -38,6 +41,7 @@ pub struct Ipv6 {
 
 /// Generic IPv6 extension header prefix (hop-by-hop, routing, dest opts).
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Ipv6Ext {
     pub next_hdr: u8,
     /// Length in 8-octet units, not counting the first 8.
@@ -46,12 +50,14 @@ pub struct Ipv6Ext {
 
 /// First 8 bytes of TCP and UDP: the ports, then the checksum's neighbour.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Ports {
     pub source: u16,
     pub dest: u16,
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Tcp {
     pub source: u16,
     pub dest: u16,
@@ -65,6 +71,7 @@ pub struct Tcp {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Udp {
     pub source: u16,
     pub dest: u16,
@@ -73,6 +80,7 @@ pub struct Udp {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Icmp {
     pub kind: u8,
     pub code: u8,
@@ -114,7 +122,9 @@ pub const IP_OFFSET: u16 = 0x1FFFu16.to_be();
 /// TCP flag bits within `off_flags` read as a native (little-endian) u16:
 /// the flags byte is the second byte on the wire, i.e. the high byte here.
 pub const TCP_FIN: u16 = 0x0100;
+pub const TCP_SYN: u16 = 0x0200;
 pub const TCP_RST: u16 = 0x0400;
+pub const TCP_ACK: u16 = 0x1000;
 
 /// Offsets of the checksum field inside the L4 header.
 pub const TCP_CHECK_OFF: usize = 16;

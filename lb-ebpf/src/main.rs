@@ -1,51 +1,15 @@
-//! XDP load balancer: the entry point only dispatches. What happens to each
-//! kind of packet is specified in docs/datapath.md.
+//! XDP load balancer: the entry point only dispatches (see `balancer`).
 #![no_std]
 #![no_main]
 
-mod csum;
-mod fib;
-mod flow;
-mod forward;
-mod headers;
-mod icmp;
-mod maps;
-mod parse;
-mod ptr;
-mod rewrite;
-mod stats;
-mod too_big;
+mod balancer;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::Stat;
-
-/// Outcome of handling a packet: the XDP action and the stat that explains it.
-pub struct Verdict {
-    pub action: u32,
-    pub stat: Stat,
-}
-
-impl Verdict {
-    #[inline(always)]
-    pub const fn pass(stat: Stat) -> Self {
-        Self {
-            action: xdp_action::XDP_PASS,
-            stat,
-        }
-    }
-    #[inline(always)]
-    pub const fn drop(stat: Stat) -> Self {
-        Self {
-            action: xdp_action::XDP_DROP,
-            stat,
-        }
-    }
-}
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let verdict = forward::handle(&ctx);
-    stats::count(verdict.stat);
+    let verdict = balancer::handle(&ctx);
+    balancer::count(verdict.stat);
     verdict.action
 }
 

@@ -1,12 +1,28 @@
 //! Header parsing: Ethernet (one VLAN tag), IPv4 (options, fragments), IPv6
 //! (a bounded walk over extension headers). Produces a `Packet` describing
-//! where the layers are, or the verdict for a frame we do not handle.
-use aya_ebpf::programs::XdpContext;
-use lb_common::{Addr, Stat};
+//! where the layers are, or why the frame is not one we handle.
+use lb_common::Addr;
 
-use crate::{Verdict, headers::*, ptr::ptr_at};
+use crate::{
+    frame::{Frame, load},
+    headers::*,
+};
+
+/// Why a frame was not parsed; each program counts these its own way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Headers too short or inconsistent to tell what the frame carries.
+    Malformed,
+    /// Not IPv4/IPv6 (ARP, LLDP, ...).
+    NotIp,
+    /// Two or more VLAN tags.
+    VlanStack,
+    /// IPv6 extension header chain too long or of an unsupported kind.
+    Ipv6Ext,
+}
 
 /// A parsed IP packet: offsets and the fields the balancer needs.
+#[repr(C)]
 pub struct Packet {
     /// Offset of the IP header.
     pub l3: usize,
@@ -39,40 +55,52 @@ impl Packet {
     }
 }
 
-/// Parses up to the transport header (whose presence is not checked here).
+/// Parses up to the transport header (whose presence is not checked here)
+/// into `out` (which may be map memory: see the balancer's scratch).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Verdict> {
-    let eth = ptr_at::<[u16; 7]>(ctx, 0).ok_or(Verdict::pass(Stat::PassMalformed))?;
-    let mut ether_type = unsafe { (*eth)[6] };
+pub fn parse(f: &impl Frame, out: &mut Packet) -> Result<(), ParseError> {
+    let eth = load::<[u16; 7]>(f, 0).ok_or(ParseError::Malformed)?;
+    let mut ether_type = eth[6];
     let mut l3 = ETH_LEN;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        let vlan = ptr_at::<Vlan>(ctx, ETH_LEN).ok_or(Verdict::pass(Stat::PassMalformed))?;
-        ether_type = unsafe { (*vlan).ether_type };
+        ether_type = load::<Vlan>(f, ETH_LEN)
+            .ok_or(ParseError::Malformed)?
+            .ether_type;
         if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-            return Err(Verdict::pass(Stat::PassVlanStack));
+            return Err(ParseError::VlanStack);
         }
         l3 += VLAN_LEN;
     }
-    let len = (ctx.data_end() - ctx.data()) as u64;
     if ether_type == ETH_P_IP {
-        ipv4(ctx, l3, len)
+        parse_ip(f, l3, false, out)
     } else if ether_type == ETH_P_IPV6 {
-        ipv6(ctx, l3, len)
+        parse_ip(f, l3, true, out)
     } else {
-        Err(Verdict::pass(Stat::PassNotIp))
+        Err(ParseError::NotIp)
+    }
+}
+
+/// Parses the IP packet at `l3` (after an outer header that was removed or
+/// is skipped): the same checks as [`parse`] from the IP header on.
+#[inline(always)]
+pub fn parse_ip(f: &impl Frame, l3: usize, v6: bool, out: &mut Packet) -> Result<(), ParseError> {
+    let len = f.len() as u64;
+    if v6 {
+        ipv6(f, l3, len, out)
+    } else {
+        ipv4(f, l3, len, out)
     }
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
-    let ip = ptr_at::<Ipv4>(ctx, l3).ok_or(Verdict::pass(Stat::PassMalformed))?;
-    let ip = unsafe { &*ip };
+fn ipv4(f: &impl Frame, l3: usize, len: u64, out: &mut Packet) -> Result<(), ParseError> {
+    let ip = load::<Ipv4>(f, l3).ok_or(ParseError::Malformed)?;
     let ihl = (ip.vihl & 0x0f) as usize * 4;
     let tot_len = u16::from_be(ip.tot_len) as u64;
     if ip.vihl >> 4 != 4 || ihl < IPV4_LEN || tot_len < ihl as u64 {
-        return Err(Verdict::pass(Stat::PassMalformed));
+        return Err(ParseError::Malformed);
     }
-    Ok(Packet {
+    *out = Packet {
         l3,
         l4: l3 + ihl,
         v6: false,
@@ -83,15 +111,15 @@ fn ipv4(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
         frag: ip.frag_off & (IP_MF | IP_OFFSET) != 0,
         truncated: tot_len > len - l3 as u64,
         len,
-    })
+    };
+    Ok(())
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
-    let ip = ptr_at::<Ipv6>(ctx, l3).ok_or(Verdict::pass(Stat::PassMalformed))?;
-    let ip = unsafe { &*ip };
+fn ipv6(f: &impl Frame, l3: usize, len: u64, out: &mut Packet) -> Result<(), ParseError> {
+    let ip = load::<Ipv6>(f, l3).ok_or(ParseError::Malformed)?;
     if (ip.vtc_flow & 0xf0) >> 4 != 6 {
-        return Err(Verdict::pass(Stat::PassMalformed));
+        return Err(ParseError::Malformed);
     }
     let truncated = u16::from_be(ip.payload_len) as u64 > len - (l3 + IPV6_LEN) as u64;
     let mut next = ip.next_hdr;
@@ -102,14 +130,14 @@ fn ipv6(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
     for _ in 0..lb_common::limits::MAX_IPV6_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let ext = ptr_at::<Ipv6Ext>(ctx, l4).ok_or(Verdict::pass(Stat::PassMalformed))?;
-                let ext = unsafe { &*ext };
+                let ext = load::<Ipv6Ext>(f, l4).ok_or(ParseError::Malformed)?;
                 next = ext.next_hdr;
                 l4 += (ext.len as usize + 1) * 8;
             }
             IPPROTO_FRAGMENT => {
-                let ext = ptr_at::<Ipv6Ext>(ctx, l4).ok_or(Verdict::pass(Stat::PassMalformed))?;
-                next = unsafe { (*ext).next_hdr };
+                next = load::<Ipv6Ext>(f, l4)
+                    .ok_or(ParseError::Malformed)?
+                    .next_hdr;
                 frag = true;
                 l4 += 8;
             }
@@ -120,11 +148,11 @@ fn ipv6(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_ESP
         | IPPROTO_AH | IPPROTO_NONE | IPPROTO_MOBILITY | IPPROTO_HIP | IPPROTO_SHIM6
         | IPPROTO_EXPERIMENT1 | IPPROTO_EXPERIMENT2 => {
-            return Err(Verdict::pass(Stat::PassIpv6Ext));
+            return Err(ParseError::Ipv6Ext);
         }
         _ => {}
     }
-    Ok(Packet {
+    *out = Packet {
         l3,
         l4,
         v6: true,
@@ -135,5 +163,6 @@ fn ipv6(ctx: &XdpContext, l3: usize, len: u64) -> Result<Packet, Verdict> {
         frag,
         truncated,
         len,
-    })
+    };
+    Ok(())
 }

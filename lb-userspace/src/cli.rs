@@ -187,9 +187,28 @@ pub fn print_stats(s: &Snapshot, out: &mut impl Write) -> io::Result<()> {
     }
     writeln!(
         out,
-        "flows: {} active, {} entries in the connection table",
-        s.active_flows, s.flow_entries
+        "flows: {} active ({} unconfirmed) in a connection table of {} slots",
+        s.active_flows, s.embryonic_flows, s.flow_capacity
     )?;
+    writeln!(out, "connection table by VIP")?;
+    writeln!(
+        out,
+        "  {:<28} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "vip", "syns", "embryonic", "confirmed", "displaced", "untracked"
+    )?;
+    for (key, meta, _) in &s.vips {
+        let f = s.vip_flows.get(&meta.vip_id).copied().unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<28} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            net::display_vip(key),
+            f.syns,
+            f.embryonic,
+            f.confirmed,
+            f.displaced,
+            f.untracked
+        )?;
+    }
     writeln!(out, "data path")?;
     for (stat, n) in &s.stats {
         writeln!(out, "  {:<20} {n:>12}", stat.name())?;

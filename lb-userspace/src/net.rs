@@ -48,6 +48,26 @@ pub fn vip_key(ip: IpAddr, port: u16, proto: u8) -> VipKey {
     }
 }
 
+/// `REPLIES` key of a target: its replies' source address and port.
+pub fn reply_key(endpoint: SocketAddr, proto: u8) -> lb_common::ReplyKey {
+    let (addr, family) = encode_addr(endpoint.ip());
+    lb_common::ReplyKey {
+        addr,
+        port: endpoint.port().to_be(),
+        proto,
+        family,
+    }
+}
+
+/// A VIP as a reply's flow key names it.
+pub fn vip_ref(k: &VipKey) -> lb_common::VipRef {
+    lb_common::VipRef {
+        addr: k.addr,
+        port: k.port,
+        _pad: 0,
+    }
+}
+
 /// `VIP_ADDRS` key of a VIP address.
 pub fn vip_addr_key(ip: IpAddr) -> VipAddrKey {
     let (addr, family) = encode_addr(ip);

@@ -19,7 +19,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{
-    FlowValue, NatValue, PROTO_TCP, Stat, TargetState, VipMeta, limits::DEFAULT_RING_SIZE,
+    PROTO_TCP, ReplyKey, ReplyTargets, Stat, TargetState, VipMeta, VipRef,
+    limits::DEFAULT_RING_SIZE,
 };
 
 use crate::{
@@ -142,29 +143,27 @@ fn program_maps(fx: &mut Fixture) {
             8080,
         );
         let key = fixture::flow_key(client, vip, PROTO_TCP);
-        fx.insert_flow(
-            key,
-            FlowValue {
-                target_id: ids[0],
-                target_gen: 1,
-                // Far in the future of any idle check during the run.
-                last_seen_ns: fixture::monotonic_ns() + 3_000_000_000_000,
-                vip_id: i as u32,
-                flags: 0,
-                idle_timeout_s: 3600,
-                _pad: 0,
+        // Established, seen now, with an hour's idle timeout: every
+        // iteration of the run finds it live.
+        fx.insert_flow(fixture::flow_entry(key, (ids[0], 1), i as u32, 3600));
+        let (taddr, tfamily) = fixture::addr(target.ip());
+        let mut vips = [VipRef::default(); lb_common::flow::MAX_VIPS_PER_TARGET];
+        vips[0] = VipRef {
+            addr: key.dst,
+            port: key.dport,
+            _pad: 0,
+        };
+        fx.set_replies(
+            ReplyKey {
+                addr: taddr,
+                port: port_be(target.port()),
+                proto: PROTO_TCP,
+                family: tfamily,
             },
-        );
-        fx.insert_nat(
-            fixture::flow_key(target, client, PROTO_TCP),
-            NatValue {
-                vip_addr: key.dst,
-                vip_port: port_be(vip.port()),
-                _pad: 0,
-                vip_id: i as u32,
+            ReplyTargets {
                 target_id: ids[0],
-                _pad2: 0,
-                refreshed_ns: 0,
+                count: 1,
+                vips,
             },
         );
     }
@@ -427,21 +426,18 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
     })
 }
 
-/// Bytes of kernel memory per tracked flow: the `FLOWS` and `NAT` entries,
-/// from the kernel's memlock accounting divided by capacity.
+/// Bytes of kernel memory per tracked flow (one `FLOWS` entry holds both
+/// directions), from the kernel's memlock accounting divided by capacity.
 #[derive(Clone, Debug)]
 pub struct FlowCost {
-    pub flows_bytes: f64,
-    pub nat_bytes: f64,
+    pub bytes_per_flow: f64,
     pub capacity: u32,
 }
 
 fn flow_cost(fx: &Fixture) -> FlowCost {
     let (flows, cap) = fx.map_memlock(lb_common::maps::FLOWS);
-    let (nat, _) = fx.map_memlock(lb_common::maps::NAT);
     FlowCost {
-        flows_bytes: flows as f64 / cap as f64,
-        nat_bytes: nat as f64 / cap as f64,
+        bytes_per_flow: flows as f64 / cap as f64,
         capacity: cap,
     }
 }

@@ -43,13 +43,16 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::limits::RING_EMPTY;
 use lb_common::maps::{self, port_flags};
 use lb_common::{
-    Addr, Counters, FlowKey, FlowValue, NatKey, NatValue, Stat, Target, VipAddrKey, VipKey, VipMeta,
+    Addr, Counters, DataPathConfig, FlowCounters, FlowEntry, FlowKey, FlowState, ReplyKey,
+    ReplyTargets, Stat, Target, VipAddrKey, VipKey, VipMeta,
+    flow::{FLOW_WAYS, ticks},
+    hash::{entry_check, table_hash},
 };
 
 use crate::packet::Mac;
@@ -384,6 +387,57 @@ pub fn target(addr_port: SocketAddr, state: lb_common::TargetState, generation: 
     }
 }
 
+/// Seeds the fixture's connection table uses (fixed, so that tests can
+/// construct keys that share a set).
+pub const FIXTURE_CONFIG: DataPathConfig = DataPathConfig {
+    seed: 0x5eed_0001,
+    seed2: 0x5eed_0002,
+    set_mask: 0,
+    _pad: 0,
+};
+
+trait WithEntries {
+    fn with_entries(self, entries: u32) -> Self;
+}
+
+impl WithEntries for DataPathConfig {
+    fn with_entries(self, entries: u32) -> Self {
+        DataPathConfig {
+            set_mask: entries / FLOW_WAYS - 1,
+            ..self
+        }
+    }
+}
+
+/// A connection-table entry as the program writes it for a new flow, last
+/// seen `age_s` seconds ago (`check` is filled in when it is stored).
+pub fn flow_entry(key: FlowKey, target: (u32, u32), vip_id: u32, idle_timeout_s: u32) -> FlowEntry {
+    FlowEntry {
+        key,
+        target_id: target.0 as u16,
+        target_gen: target.1 as u16,
+        vip_id: vip_id as u16,
+        idle_timeout_s: idle_timeout_s as u16,
+        last_seen: ticks(monotonic_coarse_ns()),
+        state: FlowState::Established as u8,
+        ..FlowEntry::default()
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds, the clock of
+/// `bpf_ktime_get_coarse_ns` that stamps flows.
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
+    u64::try_from(ts.tv_sec).expect("time") * 1_000_000_000
+        + u64::try_from(ts.tv_nsec).expect("time")
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -417,15 +471,25 @@ impl Fixture {
         Self::load_with(ring_size, FLOW_CAPACITY)
     }
 
-    /// [`Fixture::load`] with `FLOWS` and `NAT` of `flow_capacity` entries.
+    /// [`Fixture::load`] with a connection table for `flow_capacity` flows
+    /// (rounded up as the daemon does) and fixed seeds, so tests can tell
+    /// which keys share a set.
     pub fn load_with(ring_size: u32, flow_capacity: u32) -> Self {
         let path = object_path();
+        let entries = lb::bpf::flow_table::entries_for(flow_capacity);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::MAGLEV, RING_SLOTS * ring_size)
-            .map_max_entries(maps::FLOWS, flow_capacity)
-            .map_max_entries(maps::NAT, flow_capacity)
+            .map_max_entries(maps::FLOWS, entries)
             .load_file(&path)
             .unwrap_or_else(|e| panic!("loading {}: {e:?}", path.display()));
+        let mut config: Array<&mut MapData, DataPathConfig> = Array::try_from(
+            ebpf.map_mut(maps::CONFIG)
+                .unwrap_or_else(|| panic!("no {} map", maps::CONFIG)),
+        )
+        .expect("CONFIG: Array<DataPathConfig>");
+        config
+            .set(0, FIXTURE_CONFIG.with_entries(entries), 0)
+            .expect("CONFIG set");
         let prog: &mut Xdp = ebpf
             .program_mut(maps::PROGRAM)
             .unwrap_or_else(|| panic!("no program {} in {}", maps::PROGRAM, path.display()))
@@ -478,13 +542,42 @@ impl Fixture {
         Array::try_from(self.map_mut(maps::PORTS)).expect("PORTS: Array<u32>")
     }
 
-    fn flows_mut(&mut self) -> HashMap<&mut MapData, FlowKey, FlowValue> {
-        HashMap::try_from(self.map_mut(maps::FLOWS))
-            .expect("FLOWS: LRU HashMap<FlowKey, FlowValue>")
+    fn flows_mut(&mut self) -> Array<&mut MapData, FlowEntry> {
+        Array::try_from(self.map_mut(maps::FLOWS)).expect("FLOWS: Array<FlowEntry>")
     }
 
-    fn nat_mut(&mut self) -> HashMap<&mut MapData, NatKey, NatValue> {
-        HashMap::try_from(self.map_mut(maps::NAT)).expect("NAT: LRU HashMap<NatKey, NatValue>")
+    fn flows(&self) -> Array<&MapData, FlowEntry> {
+        Array::try_from(self.map(maps::FLOWS)).expect("FLOWS: Array<FlowEntry>")
+    }
+
+    fn replies(&mut self) -> HashMap<&mut MapData, ReplyKey, ReplyTargets> {
+        HashMap::try_from(self.map_mut(maps::REPLIES))
+            .expect("REPLIES: HashMap<ReplyKey, ReplyTargets>")
+    }
+
+    fn config(&self) -> DataPathConfig {
+        let a: Array<&MapData, DataPathConfig> =
+            Array::try_from(self.map(maps::CONFIG)).expect("CONFIG: Array<DataPathConfig>");
+        a.get(&0, 0).expect("CONFIG get")
+    }
+
+    /// The slots of `key`'s two candidate sets, first set first.
+    pub fn candidate_slots(&self, key: &FlowKey) -> Vec<u32> {
+        let cfg = self.config();
+        let h = table_hash(key, cfg.seed);
+        let (a, b) = (cfg.first_set(h), cfg.second_set(h));
+        (a..a + FLOW_WAYS).chain(b..b + FLOW_WAYS).collect()
+    }
+
+    /// Index of the first slot of `key`'s first candidate set.
+    pub fn first_set(&self, key: &FlowKey) -> u32 {
+        let cfg = self.config();
+        cfg.first_set(table_hash(key, cfg.seed))
+    }
+
+    /// Slots of the connection table.
+    pub fn flow_slots(&self) -> u32 {
+        self.flows().len()
     }
 
     fn or_port(&mut self, port: u16, bit: u32) {
@@ -548,48 +641,76 @@ impl Fixture {
         self.targets().get(&id, 0).expect("TARGETS get")
     }
 
-    pub fn insert_flow(&mut self, key: FlowKey, value: FlowValue) {
-        self.flows_mut()
-            .insert(key, value, 0)
-            .expect("FLOWS insert");
+    /// Writes `entry` (its key, target and VIP; `check` is computed) into
+    /// `slot` of the connection table, as the program would.
+    pub fn put_flow(&mut self, slot: u32, mut entry: FlowEntry) {
+        let cfg = self.config();
+        entry.check = entry_check(
+            table_hash(&entry.key, cfg.seed),
+            entry.target_id,
+            entry.target_gen,
+            entry.vip_id,
+        );
+        self.flows_mut().set(slot, entry, 0).expect("FLOWS set");
     }
 
-    pub fn insert_nat(&mut self, key: NatKey, value: NatValue) {
-        self.nat_mut().insert(key, value, 0).expect("NAT insert");
+    /// Writes `entry` into the first slot of its first candidate set.
+    pub fn insert_flow(&mut self, entry: FlowEntry) {
+        let slot = self.first_set(&entry.key);
+        self.put_flow(slot, entry);
     }
 
-    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.map(maps::FLOWS)).expect("FLOWS map");
-        match m.get(key, 0) {
-            Ok(v) => Some(v),
-            Err(MapError::KeyNotFound) => None,
-            Err(e) => panic!("FLOWS lookup: {e:?}"),
-        }
+    /// The entry and slot holding `key` in either candidate set, if any
+    /// (free slots excluded, expired ones not).
+    pub fn flow_slot(&self, key: &FlowKey) -> Option<(u32, FlowEntry)> {
+        let flows = self.flows();
+        self.candidate_slots(key).into_iter().find_map(|i| {
+            let e = flows.get(&i, 0).expect("FLOWS get");
+            (e.state() != FlowState::Free && e.key == *key).then_some((i, e))
+        })
     }
 
-    pub fn nat(&self, key: &NatKey) -> Option<NatValue> {
-        let m: HashMap<&MapData, NatKey, NatValue> =
-            HashMap::try_from(self.map(maps::NAT)).expect("NAT map");
-        match m.get(key, 0) {
-            Ok(v) => Some(v),
-            Err(MapError::KeyNotFound) => None,
-            Err(e) => panic!("NAT lookup: {e:?}"),
-        }
+    /// The entry holding `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowEntry> {
+        self.flow_slot(key).map(|(_, e)| e)
     }
 
-    /// Every key in `FLOWS`.
+    /// Every entry that is not free.
+    pub fn flow_entries(&self) -> Vec<FlowEntry> {
+        let flows = self.flows();
+        (0..flows.len())
+            .map(|i| flows.get(&i, 0).expect("FLOWS get"))
+            .filter(|e| e.state() != FlowState::Free)
+            .collect()
+    }
+
+    /// Every key in the connection table (entries that are not free).
     pub fn flow_keys(&self) -> Vec<FlowKey> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.map(maps::FLOWS)).expect("FLOWS map");
-        m.keys().map(|k| k.expect("FLOWS key")).collect()
+        self.flow_entries().into_iter().map(|e| e.key).collect()
     }
 
-    /// Every key in `NAT`.
-    pub fn nat_keys(&self) -> Vec<NatKey> {
-        let m: HashMap<&MapData, NatKey, NatValue> =
-            HashMap::try_from(self.map(maps::NAT)).expect("NAT map");
-        m.keys().map(|k| k.expect("NAT key")).collect()
+    /// Sets a nat target's `REPLIES` entry.
+    pub fn set_replies(&mut self, key: ReplyKey, targets: ReplyTargets) {
+        self.replies()
+            .insert(key, targets, 0)
+            .expect("REPLIES insert");
+    }
+
+    /// Removes a nat target's `REPLIES` entry.
+    pub fn remove_replies(&mut self, key: &ReplyKey) {
+        self.replies().remove(key).expect("REPLIES remove");
+    }
+
+    /// `FLOW_STATS[vip_id]` summed over CPUs.
+    pub fn flow_counters(&self, vip_id: u32) -> FlowCounters {
+        let m: PerCpuArray<&MapData, FlowCounters> =
+            PerCpuArray::try_from(self.map(maps::FLOW_STATS))
+                .expect("FLOW_STATS: PerCpuArray<FlowCounters>");
+        let mut total = FlowCounters::default();
+        for v in m.get(&vip_id, 0).expect("FLOW_STATS get").iter() {
+            total.add(v);
+        }
+        total
     }
 
     /// `STATS`, summed over CPUs, indexed by `Stat as usize`.
@@ -697,8 +818,11 @@ impl Fixture {
     /// capacity.
     pub fn map_memlock(&self, name: &str) -> (u64, u32) {
         use std::os::fd::{AsFd, AsRawFd};
-        let aya::maps::Map::LruHashMap(data) = self.map(name) else {
-            panic!("{name} is not an LRU hash map");
+        let (aya::maps::Map::LruHashMap(data)
+        | aya::maps::Map::HashMap(data)
+        | aya::maps::Map::Array(data)) = self.map(name)
+        else {
+            panic!("{name} is not a hash or array map");
         };
         let fd = data.fd().as_fd().as_raw_fd();
         let info = fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))

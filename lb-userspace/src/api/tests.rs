@@ -164,6 +164,7 @@ fn answer(cmd: Command, reloads: &mut usize) {
                 vip: "10.0.0.1:80".parse().unwrap(),
                 protocol: "tcp".into(),
                 target: Some("10.0.1.10:80".parse().unwrap()),
+                state: "established".into(),
                 idle_s: 3,
             };
             send(

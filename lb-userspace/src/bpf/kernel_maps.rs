@@ -1,15 +1,19 @@
 //! Typed handles on the data path's maps, owned by the running daemon.
-use super::ring_mmap::{RingMap, RingMapError};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use lb_common::{
-    Counters, FlowKey, FlowValue, NatKey, NatValue, Target, VipAddrKey, VipKey, VipMeta, maps,
+    Counters, FlowCounters, FlowEntry, ReplyKey, ReplyTargets, Target, VipAddrKey, VipKey, VipMeta,
+    maps,
 };
 
-use crate::state::DataPlane;
+use super::{
+    flow_table::{FlowTable, FlowTableError, vip_of},
+    ring_mmap::{RingMap, RingMapError},
+};
+use crate::{clock::monotonic_coarse_ns, state::DataPlane};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelMapError {
@@ -17,6 +21,8 @@ pub enum KernelMapError {
     Missing(&'static str),
     #[error(transparent)]
     Ring(#[from] RingMapError),
+    #[error(transparent)]
+    Flows(#[from] FlowTableError),
     #[error("counting possible CPUs: {0}")]
     Cpus(std::io::Error),
     #[error("map {name}: {source}")]
@@ -40,10 +46,12 @@ pub struct KernelMaps {
     pub ports: Array<MapData, u32>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub target_stats: PerCpuArray<MapData, Counters>,
-    /// Written by the program; the daemon only deletes the flows of VIPs it
-    /// removes (established flows are forwarded without a `VIPS` lookup).
-    pub flows: HashMap<MapData, FlowKey, FlowValue>,
-    pub nat: HashMap<MapData, NatKey, NatValue>,
+    pub flow_stats: PerCpuArray<MapData, FlowCounters>,
+    pub replies: HashMap<MapData, ReplyKey, ReplyTargets>,
+    /// Written by the program; the daemon only ends the flows of VIPs it
+    /// removes and of drained targets (established flows are forwarded
+    /// without a `VIPS` lookup).
+    pub flows: FlowTable,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelMapError>
@@ -67,97 +75,46 @@ impl KernelMaps {
             ports: take(ebpf, maps::PORTS)?,
             vip_stats: take(ebpf, maps::VIP_STATS)?,
             target_stats: take(ebpf, maps::TARGET_STATS)?,
-            flows: take(ebpf, maps::FLOWS)?,
-            nat: take(ebpf, maps::NAT)?,
+            flow_stats: take(ebpf, maps::FLOW_STATS)?,
+            replies: take(ebpf, maps::REPLIES)?,
+            flows: FlowTable::new(
+                ebpf.take_map(maps::FLOWS)
+                    .ok_or(KernelMapError::Missing(maps::FLOWS))?,
+            )?,
         })
     }
 }
 
-/// The VIP a client flow is addressed to.
-fn vip_of(k: &FlowKey) -> VipKey {
-    VipKey {
-        addr: k.dst,
-        port: k.dport,
-        proto: k.proto,
-        family: k.family,
-    }
-}
-
 impl KernelMaps {
-    /// Deletes the flows (both directions) whose VIP matches `doomed`.
-    /// Returns how many client flows went. Entries the program evicts while
-    /// we iterate are simply not found.
+    /// Ends the flows whose VIP matches `doomed`; returns how many.
     pub fn purge_flows(
         &mut self,
         doomed: impl Fn(&VipKey) -> bool,
     ) -> Result<usize, KernelMapError> {
-        let keys: Vec<FlowKey> = self
+        Ok(self
             .flows
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| doomed(&vip_of(k)))
-            .collect();
-        let replies: Vec<NatKey> = self
-            .nat
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(reply, nat)| {
-                doomed(&VipKey {
-                    addr: nat.vip_addr,
-                    port: nat.vip_port,
-                    proto: reply.proto,
-                    family: reply.family,
-                })
-            })
-            .map(|(reply, _)| reply)
-            .collect();
-        self.delete_flows(&keys, &replies);
-        Ok(keys.len())
+            .purge(monotonic_coarse_ns(), |e| doomed(&vip_of(&e.key))))
     }
 
-    /// Deletes the flows (both directions) pinned to any of `ids`: their
-    /// drain is over. Returns how many client flows went.
+    /// Ends the flows pinned to any of `ids`: their drain is over. Returns
+    /// how many.
     pub fn purge_target_flows(
         &mut self,
         ids: &std::collections::HashSet<u32>,
     ) -> Result<usize, KernelMapError> {
-        let keys: Vec<FlowKey> = self
-            .flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| ids.contains(&v.target_id))
-            .map(|(k, _)| k)
-            .collect();
-        let replies: Vec<NatKey> = self
-            .nat
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, nat)| ids.contains(&nat.target_id))
-            .map(|(reply, _)| reply)
-            .collect();
-        self.delete_flows(&keys, &replies);
-        Ok(keys.len())
+        Ok(self.flows.purge(monotonic_coarse_ns(), |e| {
+            ids.contains(&u32::from(e.target_id))
+        }))
     }
 
-    /// Deletes client flows and reply entries; entries the program evicted
-    /// meanwhile are simply not found.
-    fn delete_flows(&mut self, keys: &[FlowKey], replies: &[NatKey]) {
-        for k in keys {
-            let _gone = self.flows.remove(k).is_ok();
-        }
-        for k in replies {
-            let _gone = self.nat.remove(k).is_ok();
-        }
-    }
-
-    /// Up to `limit` client flows with their values, and the table's size.
-    pub fn sample_flows(&self, limit: usize) -> (u64, Vec<(FlowKey, FlowValue)>) {
+    /// Up to `limit` live flows, and how many live flows there are.
+    pub fn sample_flows(&self, limit: usize) -> (u64, Vec<FlowEntry>) {
         let mut total = 0;
         let mut sample = Vec::new();
-        for (k, v) in self.flows.iter().filter_map(Result::ok) {
+        for (_, e) in self.flows.live(monotonic_coarse_ns()) {
             total += 1;
             if sample.len() < limit {
-                sample.push((k, v));
+                sample.push(e);
             }
         }
         (total, sample)
@@ -175,9 +132,9 @@ impl KernelMaps {
     }
 }
 
-fn zeroed_per_cpu() -> Result<PerCpuValues<Counters>, KernelMapError> {
+fn zeroed_per_cpu<T: aya::Pod + Default>() -> Result<PerCpuValues<T>, KernelMapError> {
     let cpus = nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))?;
-    PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(KernelMapError::Cpus)
+    PerCpuValues::try_from(vec![T::default(); cpus]).map_err(KernelMapError::Cpus)
 }
 
 impl DataPlane for KernelMaps {
@@ -195,11 +152,10 @@ impl DataPlane for KernelMaps {
         self.vips.insert(key, meta, 0).map_err(map_err(maps::VIPS))
     }
 
+    /// The VIP's flows are ended by `purge_orphan_flows` after the apply
+    /// (one walk of the table for every VIP removed).
     fn remove_vip(&mut self, key: &VipKey) -> Result<(), KernelMapError> {
-        self.vips.remove(key).map_err(map_err(maps::VIPS))?;
-        let vip = *key;
-        self.purge_flows(|v| *v == vip)?;
-        Ok(())
+        self.vips.remove(key).map_err(map_err(maps::VIPS))
     }
 
     fn set_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), KernelMapError> {
@@ -212,6 +168,23 @@ impl DataPlane for KernelMaps {
         self.vip_addrs.remove(key).map_err(map_err(maps::VIP_ADDRS))
     }
 
+    fn set_replies(&mut self, key: &ReplyKey, value: &ReplyTargets) -> Result<(), KernelMapError> {
+        self.replies
+            .insert(key, value, 0)
+            .map_err(map_err(maps::REPLIES))
+    }
+
+    fn remove_replies(&mut self, key: &ReplyKey) -> Result<(), KernelMapError> {
+        self.replies.remove(key).map_err(map_err(maps::REPLIES))
+    }
+
+    fn replies(&self) -> Result<Vec<(ReplyKey, ReplyTargets)>, KernelMapError> {
+        self.replies
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(maps::REPLIES))
+    }
+
     fn set_port_flags(&mut self, port: u16, flags: u32) -> Result<(), KernelMapError> {
         self.ports
             .set(port as u32, flags, 0)
@@ -221,7 +194,10 @@ impl DataPlane for KernelMaps {
     fn reset_vip_counters(&mut self, vip_id: u32) -> Result<(), KernelMapError> {
         self.vip_stats
             .set(vip_id, zeroed_per_cpu()?, 0)
-            .map_err(map_err(maps::VIP_STATS))
+            .map_err(map_err(maps::VIP_STATS))?;
+        self.flow_stats
+            .set(vip_id, zeroed_per_cpu()?, 0)
+            .map_err(map_err(maps::FLOW_STATS))
     }
 
     fn reset_target_counters(&mut self, id: u32) -> Result<(), KernelMapError> {

@@ -10,17 +10,20 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::MapInfo,
+    maps::{Array, MapInfo, MapType},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         xdp::XdpLink,
     },
 };
-use lb_common::{limits::RING_SLOTS_PER_VIP, maps};
+use lb_common::{DataPathConfig, flow::FLOW_WAYS, limits::RING_SLOTS_PER_VIP, maps};
 use tracing::{info, warn};
 
-use super::bpffs::{self, BpffsError, Pins};
+use super::{
+    bpffs::{self, BpffsError, Pins},
+    flow_table,
+};
 
 /// The eBPF object built by `cargo xtask build`, embedded at compile time.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -51,6 +54,10 @@ impl LoadSpec {
     fn maglev_entries(&self) -> u32 {
         self.max_vips * RING_SLOTS_PER_VIP * self.ring_size
     }
+
+    fn flow_entries(&self) -> u32 {
+        flow_table::entries_for(self.flow_capacity)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +75,27 @@ pub enum LoadError {
         name: &'static str,
         pinned: u32,
         wanted: u32,
+    },
+    #[error(
+        "pinned map {name} was made by another version of lb (a {pinned:?} of {pinned_value}-byte values, this one needs a {wanted:?} of {wanted_value}-byte values): run `lb down` first (established flows are dropped once)"
+    )]
+    LayoutMismatch {
+        name: &'static str,
+        pinned: MapType,
+        pinned_value: u32,
+        wanted: MapType,
+        wanted_value: u32,
+    },
+    #[error(
+        "pinned map {name} belongs to an older version of lb's data path: run `lb down` first (established flows are dropped once)"
+    )]
+    Legacy { name: &'static str },
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("initialising the data-path settings in {map}: {source}")]
+    Config {
+        map: &'static str,
+        source: aya::maps::MapError,
     },
     #[error("loading the eBPF object: {0}")]
     Load(#[from] EbpfError),
@@ -95,30 +123,93 @@ pub enum LoadError {
     },
 }
 
-/// Checks that maps already pinned have the sizes this config asks for.
-fn check_pinned_sizes(pins: &Pins, spec: &LoadSpec) -> Result<(), LoadError> {
+/// Checks that maps already pinned have the layout this build uses (an
+/// older version's connection table is another kind of map) and the sizes
+/// this config asks for.
+fn check_pinned(pins: &Pins, spec: &LoadSpec) -> Result<(), LoadError> {
     let wanted = [
-        (maps::MAGLEV, spec.maglev_entries()),
-        (maps::FLOWS, spec.flow_capacity),
-        (maps::NAT, spec.flow_capacity),
+        (
+            maps::MAGLEV,
+            MapType::Array,
+            size_of::<u32>(),
+            spec.maglev_entries(),
+        ),
+        (
+            maps::FLOWS,
+            MapType::Array,
+            size_of::<lb_common::FlowEntry>(),
+            spec.flow_entries(),
+        ),
+        (maps::CONFIG, MapType::Array, size_of::<DataPathConfig>(), 1),
     ];
-    for (name, wanted) in wanted {
+    for (name, map_type, value_size, entries) in wanted {
         let path = pins.map(name);
         if !path.exists() {
             continue;
         }
-        if let Ok(info) = MapInfo::from_pin(&path) {
-            let pinned = info.max_entries();
-            if pinned != wanted {
-                return Err(LoadError::SizeMismatch {
-                    name,
-                    pinned,
-                    wanted,
-                });
-            }
+        let Ok(info) = MapInfo::from_pin(&path) else {
+            continue;
+        };
+        let pinned_type = info.map_type().unwrap_or(MapType::Unspecified);
+        if pinned_type != map_type || info.value_size() as usize != value_size {
+            return Err(LoadError::LayoutMismatch {
+                name,
+                pinned: pinned_type,
+                pinned_value: info.value_size(),
+                wanted: map_type,
+                wanted_value: value_size as u32,
+            });
+        }
+        if info.max_entries() != entries {
+            return Err(LoadError::SizeMismatch {
+                name,
+                pinned: info.max_entries(),
+                wanted: entries,
+            });
         }
     }
+    if let Some(name) = maps::LEGACY.iter().find(|m| pins.map(m).exists()) {
+        return Err(LoadError::Legacy { name });
+    }
     Ok(())
+}
+
+/// Gives a new connection table its seeds and size; a pinned one keeps its
+/// own (its flows were placed with them).
+fn init_config(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
+    let err = |source| LoadError::Config {
+        map: maps::CONFIG,
+        source,
+    };
+    let map = ebpf
+        .map_mut(maps::CONFIG)
+        .ok_or(LoadError::MissingMap(maps::CONFIG))?;
+    let mut config: Array<_, DataPathConfig> = Array::try_from(map).map_err(err)?;
+    let current = config.get(&0, 0).map_err(err)?;
+    let set_mask = spec.flow_entries() / FLOW_WAYS - 1;
+    if current.set_mask == set_mask && current.seed != 0 {
+        return Ok(());
+    }
+    let fresh = DataPathConfig {
+        seed: random_nonzero(),
+        seed2: random_nonzero(),
+        set_mask,
+        _pad: 0,
+    };
+    config.set(0, fresh, 0).map_err(err)
+}
+
+/// A random u32 that is not zero (zero marks an uninitialised table).
+fn random_nonzero() -> u32 {
+    loop {
+        let mut b = [0u8; 4];
+        // SAFETY: getrandom writes at most `b.len()` bytes into `b`.
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        let v = u32::from_ne_bytes(b);
+        if n == 4 && v != 0 {
+            return v;
+        }
+    }
 }
 
 /// Loads the object, reusing or creating the pinned maps.
@@ -128,17 +219,17 @@ pub fn load(spec: &LoadSpec) -> Result<Ebpf, LoadError> {
     }
     bpffs::prepare(&spec.pin_dir)?;
     let pins = Pins::new(&spec.pin_dir);
-    check_pinned_sizes(&pins, spec)?;
+    check_pinned(&pins, spec)?;
     let paths: Vec<(&str, PathBuf)> = maps::ALL.iter().map(|m| (*m, pins.map(m))).collect();
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::MAGLEV, spec.maglev_entries())
-        .map_max_entries(maps::FLOWS, spec.flow_capacity)
-        .map_max_entries(maps::NAT, spec.flow_capacity);
+        .map_max_entries(maps::FLOWS, spec.flow_entries());
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(OBJECT)?;
+    init_config(&mut ebpf, spec)?;
     let prog = program(&mut ebpf)?;
     prog.load().map_err(|source| LoadError::Program {
         name: maps::PROGRAM,
@@ -281,7 +372,11 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, LoadError> {
             removed.push(format!("detached from {interface}"));
         }
     }
-    for name in maps::ALL.iter().chain([&maps::PROGRAM]) {
+    for name in maps::ALL
+        .iter()
+        .chain(&maps::LEGACY)
+        .chain([&maps::PROGRAM])
+    {
         let path = pin_dir.join(name);
         if path.exists() {
             std::fs::remove_file(&path).map_err(|source| LoadError::Unpin {

@@ -2,19 +2,22 @@
 //! runs beside the daemon and needs no program of its own).
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
-use lb_common::{
-    Counters, FlowKey, FlowValue, Stat, Target, TargetState, VipKey, VipMeta, flow::flow_flags,
-    limits::TCP_CLOSING_TIMEOUT_S, maps,
+use lb_common::{Counters, FlowCounters, Stat, Target, TargetState, VipKey, VipMeta, maps};
+
+use super::{
+    bpffs::Pins,
+    flow_table::{FlowTable, FlowTableError},
 };
 
-use super::bpffs::Pins;
-
 #[derive(Debug, thiserror::Error)]
-#[error("reading pinned map {path}: {source}")]
-pub struct StatsError {
-    path: PathBuf,
-    source: MapError,
+pub enum StatsError {
+    #[error("reading pinned map {path}: {source}")]
+    Map { path: PathBuf, source: MapError },
+    #[error(transparent)]
+    Flows(#[from] FlowTableError),
 }
 
 /// A point-in-time view of the data path, summed over CPUs.
@@ -23,21 +26,25 @@ pub struct Snapshot {
     pub stats: Vec<(Stat, u64)>,
     pub vips: Vec<(VipKey, VipMeta, Counters)>,
     pub targets: Vec<(u32, Target, Counters)>,
-    /// Entries in the connection table.
-    pub flow_entries: u64,
-    /// Of those, flows not idle past their timeout (what the data path
-    /// would still follow, target permitting).
+    /// Connection-table counters by VIP id.
+    pub vip_flows: BTreeMap<u32, FlowCounters>,
+    /// Slots of the connection table.
+    pub flow_capacity: u32,
+    /// Flows in the table not idle past their timeout (what the data path
+    /// would still follow, target permitting), confirmed or not.
     pub active_flows: u64,
+    /// Of those, not confirmed yet (handshake or first reply not seen).
+    pub embryonic_flows: u64,
 }
 
 fn open(pins: &Pins, name: &str) -> Result<MapData, StatsError> {
     let path = pins.map(name);
-    MapData::from_pin(&path).map_err(|source| StatsError { path, source })
+    MapData::from_pin(&path).map_err(|source| StatsError::Map { path, source })
 }
 
 fn err(pins: &Pins, name: &str) -> impl Fn(MapError) -> StatsError {
     let path = pins.map(name);
-    move |source| StatsError {
+    move |source| StatsError::Map {
         path: path.clone(),
         source,
     }
@@ -51,28 +58,12 @@ fn sum(values: &PerCpuValues<Counters>) -> Counters {
     total
 }
 
-/// The clock the data path stamps flows with (`bpf_ktime_get_coarse_ns`).
-pub(crate) fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    if rc != 0 {
-        return 0;
+fn sum_flows(values: &PerCpuValues<FlowCounters>) -> FlowCounters {
+    let mut total = FlowCounters::default();
+    for v in values.iter() {
+        total.add(v);
     }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Mirrors the data path's idle check (lb-ebpf `flow::established`).
-pub(crate) fn is_active(flow: &FlowValue, now: u64) -> bool {
-    let timeout_s = if flow.flags & flow_flags::CLOSING != 0 {
-        TCP_CLOSING_TIMEOUT_S
-    } else {
-        flow.idle_timeout_s
-    };
-    now.saturating_sub(flow.last_seen_ns) <= u64::from(timeout_s) * 1_000_000_000
+    total
 }
 
 pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
@@ -92,6 +83,9 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
     let vip_stats: PerCpuArray<_, Counters> =
         PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::VIP_STATS)?))
             .map_err(err(&pins, maps::VIP_STATS))?;
+    let flow_stats: PerCpuArray<_, FlowCounters> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::FLOW_STATS)?))
+            .map_err(err(&pins, maps::FLOW_STATS))?;
     let vips: HashMap<_, VipKey, VipMeta> =
         HashMap::try_from(Map::HashMap(open(&pins, maps::VIPS)?))
             .map_err(err(&pins, maps::VIPS))?;
@@ -101,6 +95,10 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
             .get(&meta.vip_id, 0)
             .map_err(err(&pins, maps::VIP_STATS))?;
         snap.vips.push((key, meta, sum(&c)));
+        let f = flow_stats
+            .get(&meta.vip_id, 0)
+            .map_err(err(&pins, maps::FLOW_STATS))?;
+        snap.vip_flows.insert(meta.vip_id, sum_flows(&f));
     }
     snap.vips.sort_by_key(|(_, m, _)| m.vip_id);
 
@@ -120,45 +118,10 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
         snap.targets.push((id, t, sum(&c)));
     }
 
-    let flows: HashMap<_, FlowKey, FlowValue> =
-        HashMap::try_from(Map::LruHashMap(open(&pins, maps::FLOWS)?))
-            .map_err(err(&pins, maps::FLOWS))?;
-    let now = monotonic_coarse_ns();
-    for (_, flow) in flows.iter().filter_map(Result::ok) {
-        snap.flow_entries += 1;
-        if is_active(&flow, now) {
-            snap.active_flows += 1;
-        }
-    }
+    let flows = FlowTable::open_pinned(&pins.map(maps::FLOWS))?;
+    let occupancy = flows.occupancy(crate::clock::monotonic_coarse_ns());
+    snap.flow_capacity = occupancy.capacity;
+    snap.active_flows = occupancy.live();
+    snap.embryonic_flows = occupancy.embryonic;
     Ok(snap)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flow(last_seen_ns: u64, idle_timeout_s: u32, flags: u32) -> FlowValue {
-        FlowValue {
-            last_seen_ns,
-            idle_timeout_s,
-            flags,
-            ..FlowValue::default()
-        }
-    }
-
-    #[test]
-    fn active_means_within_the_flows_own_timeout() {
-        let now = 1_000_000_000_000;
-        assert!(is_active(&flow(now - 349_000_000_000, 350, 0), now));
-        assert!(!is_active(&flow(now - 351_000_000_000, 350, 0), now));
-        // A FIN shortens it to the closing timeout.
-        assert!(!is_active(
-            &flow(now - 11_000_000_000, 350, flow_flags::CLOSING),
-            now
-        ));
-        assert!(is_active(
-            &flow(now - 9_000_000_000, 350, flow_flags::CLOSING),
-            now
-        ));
-    }
 }

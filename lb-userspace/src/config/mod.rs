@@ -39,10 +39,6 @@ pub use health_check::{
     CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck, Matcher,
 };
 pub use listener::{Listener, Protocol, VipOwners};
-/// The old name, for `state/tests.rs` until its rewrite lands (use
-/// [`TargetDescription`]).
-#[doc(hidden)]
-pub use target_group::TargetDescription as Target;
 pub use target_group::{Forwarding, Stickiness, TargetDescription, TargetGroup};
 pub use tls::{Certificate, ListenerTls, SecurityPolicy, TargetGroupTls};
 pub use validation_errors::{ValidationError, ValidationErrors};

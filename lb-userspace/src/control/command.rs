@@ -151,16 +151,19 @@ pub struct FlowReport {
     pub vip: SocketAddr,
     pub protocol: String,
     pub target: Option<SocketAddr>,
-    /// Seconds since the flow's last packet.
+    /// Where the flow stands: `syn`, `syn_ack`, `new`, `replied` (not
+    /// confirmed yet) or `established`.
+    pub state: String,
+    /// Seconds since the flow's last packet (refreshed about once a second).
     pub idle_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowsReport {
-    /// Entries in the connection table (XDP), or in the UDP relays' flow
-    /// tables (userspace data path; TCP connections are not listed).
+    /// Slots of the connection table (XDP), or entries in the UDP relays'
+    /// flow tables (userspace data path; TCP connections are not listed).
     pub entries: u64,
-    /// Of those, within their idle timeout.
+    /// Flows within their idle timeout.
     pub active: u64,
     pub sample: Vec<FlowReport>,
 }

@@ -130,6 +130,7 @@ impl Controller {
                     vip,
                     protocol: "udp".into(),
                     target: Some(f.target),
+                    state: "established".into(),
                     idle_s: f.idle.as_secs(),
                 }));
         }

@@ -9,7 +9,10 @@
 //! and the next `lb run` takes over.
 use std::{collections::HashSet, net::SocketAddr};
 
-use lb_common::{FlowKey, TargetState};
+use lb_common::{
+    FlowKey, TargetState,
+    flow::{ticks, timeout_ticks},
+};
 use tracing::info;
 
 use super::{
@@ -20,7 +23,6 @@ use crate::{
     bpf::{
         kernel_maps::{KernelMapError, KernelMaps},
         loader::{self, AttachMode, LoadError, LoadSpec},
-        stats,
     },
     clock,
     config::{Config, XdpMode},
@@ -119,14 +121,10 @@ impl XdpPath {
         Ok(changes)
     }
 
-    /// Connection-table size and a sample with targets resolved.
+    /// Connection-table occupancy and a sample with targets resolved.
     pub fn flows(&self, limit: usize) -> FlowsReport {
-        let (entries, sample) = self.maps.sample_flows(usize::MAX);
-        let now = clock::monotonic_coarse_ns();
-        let active = sample
-            .iter()
-            .filter(|(_, v)| stats::is_active(v, now))
-            .count() as u64;
+        let (active, sample) = self.maps.sample_flows(limit);
+        let now = ticks(clock::monotonic_coarse_ns());
         let targets: std::collections::HashMap<u32, SocketAddr> = self
             .state
             .targets()
@@ -134,22 +132,23 @@ impl XdpPath {
             .collect();
         let sample = sample
             .into_iter()
-            .take(limit)
-            .filter_map(|(k, v)| {
+            .filter_map(|e| {
+                let k = &e.key;
                 Some(FlowReport {
-                    client: endpoint(&k, true)?,
-                    vip: endpoint(&k, false)?,
+                    client: endpoint(k, true)?,
+                    vip: endpoint(k, false)?,
                     protocol: match k.proto {
                         lb_common::PROTO_UDP => "udp".into(),
                         _ => "tcp".into(),
                     },
-                    target: targets.get(&v.target_id).copied(),
-                    idle_s: now.saturating_sub(v.last_seen_ns) / 1_000_000_000,
+                    target: targets.get(&u32::from(e.target_id)).copied(),
+                    state: e.state().name().into(),
+                    idle_s: u64::from(now.wrapping_sub(e.last_seen) / timeout_ticks(1).max(1)),
                 })
             })
             .collect();
         FlowsReport {
-            entries,
+            entries: u64::from(self.maps.flows.capacity()),
             active,
             sample,
         }

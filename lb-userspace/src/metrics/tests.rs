@@ -43,8 +43,10 @@ fn snapshot() -> Snapshot {
             net::target_entry(target, TargetState::Active, 1),
             counters(40),
         )],
-        flow_entries: 9,
+        vip_flows: Default::default(),
+        flow_capacity: 1024,
         active_flows: 7,
+        embryonic_flows: 2,
     }
 }
 

@@ -5,11 +5,14 @@ use std::{
     net::SocketAddr,
 };
 
-use lb_common::{Addr, TargetState, VipAddrKey, VipKey, maps::port_flags, vip::vip_flags};
+use lb_common::{
+    Addr, ReplyKey, TargetState, VipAddrKey, VipKey, VipRef, flow::MAX_VIPS_PER_TARGET,
+    maps::port_flags, vip::vip_flags,
+};
 
 use super::group_cache::{GroupCache, Members};
 use crate::{
-    config::{Config, Listener, Stickiness, TargetGroup},
+    config::{Config, Forwarding, Listener, Stickiness, TargetGroup},
     net,
 };
 
@@ -64,6 +67,9 @@ pub(super) struct Desired {
     pub vip_addrs: BTreeMap<(u8, Addr), VipAddrKey>,
     /// Host-order port -> `port_flags::*`; no zero entries.
     pub ports: BTreeMap<u16, u32>,
+    /// nat targets (as their replies show them) -> the target and the VIPs
+    /// it serves, at most `MAX_VIPS_PER_TARGET` (validation refuses more).
+    pub replies: HashMap<ReplyKey, (SocketAddr, Vec<VipRef>), FastHash>,
     pub ring_size: u32,
 }
 
@@ -97,6 +103,7 @@ impl Desired {
             vips: Vec::new(),
             vip_addrs: BTreeMap::new(),
             ports: BTreeMap::new(),
+            replies: HashMap::default(),
             ring_size: config.daemon.maglev_table_size,
         };
         for port in cache.target_ports() {
@@ -110,6 +117,9 @@ impl Desired {
             );
             let addr_key = net::vip_addr_key(listener.address);
             d.vip_addrs.insert(addr_ord(&addr_key), addr_key);
+            if group.forwarding == Forwarding::Nat {
+                d.add_replies(cache.group_targets(&group.name), &key);
+            }
             *d.ports.entry(listener.port).or_default() |= port_flags::VIP;
             let flags = match group.stickiness {
                 Stickiness::None => 0,
@@ -124,6 +134,22 @@ impl Desired {
             });
         }
         d
+    }
+}
+
+impl Desired {
+    /// Notes that replies of `targets` may belong to flows of `vip`.
+    fn add_replies(&mut self, targets: impl Iterator<Item = SocketAddr>, key: &VipKey) {
+        let vip = net::vip_ref(key);
+        for ep in targets {
+            let (_, vips) = self
+                .replies
+                .entry(net::reply_key(ep, key.proto))
+                .or_insert_with(|| (ep, Vec::new()));
+            if !vips.contains(&vip) && vips.len() < MAX_VIPS_PER_TARGET {
+                vips.push(vip);
+            }
+        }
     }
 }
 

@@ -143,6 +143,14 @@ impl GroupCache {
             .map_or_else(Members::default, |c| Arc::clone(&c.members))
     }
 
+    /// Every planned target of a cached group (empty when unknown).
+    pub fn group_targets(&self, group: &str) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flat_map(|c| c.targets.iter().map(|(ep, _)| *ep))
+    }
+
     /// Every planned target with its state; a target planned by several
     /// groups gets the most permissive one (Active over Draining over Down).
     pub fn targets(&self) -> HashMap<SocketAddr, TargetState, FastHash> {

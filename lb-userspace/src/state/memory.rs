@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use lb_common::{Target, TargetState, VipAddrKey, VipKey, VipMeta, limits::RING_EMPTY};
+use lb_common::{
+    ReplyKey, ReplyTargets, Target, TargetState, VipAddrKey, VipKey, VipMeta, limits::RING_EMPTY,
+};
 use thiserror::Error;
 
 use super::DataPlane;
@@ -12,15 +14,43 @@ use super::DataPlane;
 /// One write, as logged by [`MemoryPlane`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    SetTarget { id: u32, target: Target },
-    WriteRing { slot: u32 },
-    SetVip { key: VipKey, meta: VipMeta },
-    RemoveVip { key: VipKey },
-    SetVipAddr { key: VipAddrKey },
-    RemoveVipAddr { key: VipAddrKey },
-    SetPortFlags { port: u16, flags: u32 },
-    ResetVipCounters { vip_id: u32 },
-    ResetTargetCounters { id: u32 },
+    SetTarget {
+        id: u32,
+        target: Target,
+    },
+    WriteRing {
+        slot: u32,
+    },
+    SetVip {
+        key: VipKey,
+        meta: VipMeta,
+    },
+    RemoveVip {
+        key: VipKey,
+    },
+    SetVipAddr {
+        key: VipAddrKey,
+    },
+    RemoveVipAddr {
+        key: VipAddrKey,
+    },
+    SetReplies {
+        key: ReplyKey,
+        targets: ReplyTargets,
+    },
+    RemoveReplies {
+        key: ReplyKey,
+    },
+    SetPortFlags {
+        port: u16,
+        flags: u32,
+    },
+    ResetVipCounters {
+        vip_id: u32,
+    },
+    ResetTargetCounters {
+        id: u32,
+    },
 }
 
 /// Returned by the write chosen with [`MemoryPlane::fail_at`].
@@ -35,6 +65,7 @@ pub struct MemoryPlane {
     pub vips: HashMap<VipKey, VipMeta>,
     pub vip_addrs: HashSet<VipAddrKey>,
     pub ports: BTreeMap<u16, u32>,
+    pub replies: HashMap<ReplyKey, ReplyTargets>,
     /// Every successful write since the last [`MemoryPlane::take_ops`].
     pub ops: Vec<Op>,
     /// Fail the write that would become `ops[n]` (and leave the maps as they
@@ -118,6 +149,21 @@ impl DataPlane for MemoryPlane {
         Ok(())
     }
 
+    fn set_replies(&mut self, key: &ReplyKey, targets: &ReplyTargets) -> Result<(), Self::Error> {
+        self.log(Op::SetReplies {
+            key: *key,
+            targets: *targets,
+        })?;
+        self.replies.insert(*key, *targets);
+        Ok(())
+    }
+
+    fn remove_replies(&mut self, key: &ReplyKey) -> Result<(), Self::Error> {
+        self.log(Op::RemoveReplies { key: *key })?;
+        self.replies.remove(key);
+        Ok(())
+    }
+
     fn set_port_flags(&mut self, port: u16, flags: u32) -> Result<(), Self::Error> {
         self.log(Op::SetPortFlags { port, flags })?;
         if flags == 0 {
@@ -146,6 +192,10 @@ impl DataPlane for MemoryPlane {
 
     fn vip_addrs(&self) -> Result<Vec<VipAddrKey>, Self::Error> {
         Ok(self.vip_addrs.iter().copied().collect())
+    }
+
+    fn replies(&self) -> Result<Vec<(ReplyKey, ReplyTargets)>, Self::Error> {
+        Ok(self.replies.iter().map(|(k, v)| (*k, *v)).collect())
     }
 
     fn port_flags(&self) -> Result<Vec<(u16, u32)>, Self::Error> {

@@ -44,6 +44,12 @@
 //! id that was not freed by the same apply, and `VIP_STATS[vip_id]` is zeroed
 //! before use.
 //!
+//! **Replies.** A nat target's replies find their flow through `REPLIES`:
+//! per target (address, port, protocol) its id and the VIPs whose flows it
+//! may answer (at most `MAX_VIPS_PER_TARGET`, which validation enforces).
+//! Entries gain VIPs before those VIPs are added (step 2) and lose them, or
+//! go, only after the VIPs and targets they name did (step 6).
+//!
 //! **Filters.** `VIP_ADDRS` holds every VIP address (any port or protocol).
 //! `PORTS[port]` has `port_flags::VIP` for every VIP port and
 //! `port_flags::TARGET` for every port a target listens on; a flag is cleared
@@ -52,19 +58,20 @@
 //! **Order of one apply**, chosen so that the data path never follows a
 //! reference to something not yet (or no longer) there:
 //! 1. add missing `PORTS` flags and `VIP_ADDRS` entries;
-//! 2. register new targets (`TARGETS[id]` Active) before any table names them;
+//! 2. register new targets (`TARGETS[id]` Active) before any table names them,
+//!    and give `REPLIES` the VIPs new flows may come from;
 //! 3. delete VIPs that left the config;
 //! 4. add new VIPs (table first, then `VIPS`), switch changed tables, update
 //!    changed settings;
 //! 5. set targets that left the config `Unused`, now that no table names them;
-//! 6. clear `PORTS` flags and `VIP_ADDRS` entries nothing needs.
+//! 6. clear `PORTS` flags, `VIP_ADDRS` and `REPLIES` entries nothing needs.
 //!
 //! The userspace view is updated after every successful map update, so when a
 //! map update fails half-way the view still matches the kernel and the next
 //! apply finishes the job.
 //!
 //! **Restart.** [`Reconciler::recover`] rebuilds the view from `TARGETS`, `VIPS`,
-//! `VIP_ADDRS` and `PORTS`. Tables are not read then; the first apply reads
+//! `VIP_ADDRS`, `REPLIES` and `PORTS`. Tables are not read then; the first apply reads
 //! the live table of each kept VIP once and compares it with the table the
 //! config gives, so an unchanged config costs no writes and keeps every id.
 //! Changing `maglev_table_size` rewrites every table; changing `max_vips`
@@ -83,7 +90,10 @@ use std::{
     sync::Arc,
 };
 
-use lb_common::{Addr, Target, TargetState, VipAddrKey, VipKey, VipMeta, limits::MAX_TARGETS};
+use lb_common::{
+    Addr, ReplyKey, ReplyTargets, Target, TargetState, VipAddrKey, VipKey, VipMeta, VipRef,
+    flow::MAX_VIPS_PER_TARGET, limits::MAX_TARGETS,
+};
 use thiserror::Error;
 
 use crate::{
@@ -91,7 +101,7 @@ use crate::{
     maglev::{self, MaglevError, MaglevTarget},
     net,
 };
-use desired::{Desired, DesiredVip, VipOrd, addr_ord, vip_ord};
+use desired::{Desired, DesiredVip, FastHash, VipOrd, addr_ord, vip_ord};
 pub use desired::{Plan, PlannedTarget};
 pub use memory::{InjectedFailure, MemoryPlane, Op};
 pub use plane::DataPlane;
@@ -268,6 +278,7 @@ pub struct Reconciler {
     vip_addrs: BTreeMap<(u8, Addr), VipAddrKey>,
     /// Host-order port -> flags; no zero entries.
     ports: BTreeMap<u16, u32>,
+    replies: std::collections::HashMap<ReplyKey, ReplyTargets, FastHash>,
     /// What each group gave the last apply (a pure function of config and
     /// plan, so it never disagrees with the maps).
     groups: group_cache::GroupCache,
@@ -317,6 +328,9 @@ impl Reconciler {
                 s.ports.insert(port, flags);
             }
         }
+        for (key, targets) in ctx(plane.replies(), || "read REPLIES".into())? {
+            s.replies.insert(key, targets);
+        }
         Ok(s)
     }
 
@@ -344,10 +358,12 @@ impl Reconciler {
         let mut changes = Changes::default();
         self.add_filters(plane, &desired)?;
         self.register_targets(plane, &desired, &mut changes)?;
+        self.add_replies(plane, &desired)?;
         let freed_vip_ids = self.remove_vips(plane, &desired, &mut changes)?;
         self.upsert_vips(plane, &desired, max_vips, &freed_vip_ids, &mut changes)?;
         self.deregister_targets(plane, &desired, &mut changes)?;
         self.remove_filters(plane, &desired)?;
+        self.trim_replies(plane, &desired)?;
         Ok(changes)
     }
 
@@ -457,6 +473,71 @@ impl Reconciler {
             self.generations.remove(&id);
             changes.targets_registered += 1;
         }
+        Ok(())
+    }
+
+    /// Step 2, second half: every nat target's `REPLIES` entry names the
+    /// VIPs it will serve, besides those it still serves (until step 6).
+    fn add_replies<P: DataPlane>(&mut self, plane: &mut P, d: &Desired) -> Result<(), ApplyError> {
+        for key in sorted(d.replies.keys()) {
+            let (ep, vips) = &d.replies[&key];
+            let id = self.target_ids[ep];
+            let mut want = vips.clone();
+            if let Some(cur) = self.replies.get(&key).filter(|c| c.target_id == id) {
+                for v in vips_of(cur) {
+                    if !want.contains(v) && want.len() < MAX_VIPS_PER_TARGET {
+                        want.push(*v);
+                    }
+                }
+            }
+            self.write_replies(plane, key, *ep, id, &want)?;
+        }
+        Ok(())
+    }
+
+    /// Step 6, for `REPLIES`: exactly what the config asks, nothing more.
+    fn trim_replies<P: DataPlane>(&mut self, plane: &mut P, d: &Desired) -> Result<(), ApplyError> {
+        for key in sorted(self.replies.keys()) {
+            match d.replies.get(&key) {
+                Some((ep, vips)) => {
+                    let id = self.target_ids[ep];
+                    self.write_replies(plane, key, *ep, id, vips)?;
+                }
+                None => {
+                    ctx(plane.remove_replies(&key), || {
+                        format!("remove REPLIES entry of {}", display_reply(&key))
+                    })?;
+                    self.replies.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `REPLIES[key]` unless it already holds this.
+    fn write_replies<P: DataPlane>(
+        &mut self,
+        plane: &mut P,
+        key: ReplyKey,
+        ep: SocketAddr,
+        id: u32,
+        vips: &[VipRef],
+    ) -> Result<(), ApplyError> {
+        let mut targets = ReplyTargets {
+            target_id: id,
+            count: vips.len().min(MAX_VIPS_PER_TARGET) as u32,
+            ..ReplyTargets::default()
+        };
+        for (slot, v) in targets.vips.iter_mut().zip(vips) {
+            *slot = *v;
+        }
+        if self.replies.get(&key) == Some(&targets) {
+            return Ok(());
+        }
+        ctx(plane.set_replies(&key, &targets), || {
+            format!("set REPLIES entry of target {ep}")
+        })?;
+        self.replies.insert(key, targets);
         Ok(())
     }
 
@@ -745,6 +826,25 @@ impl Reconciler {
             self.vip_addrs.remove(&ord);
         }
         Ok(())
+    }
+}
+
+/// `REPLIES` keys in a fixed order (writes are logged and compared in tests).
+fn sorted<'a>(keys: impl Iterator<Item = &'a ReplyKey>) -> Vec<ReplyKey> {
+    let mut v: Vec<ReplyKey> = keys.copied().collect();
+    v.sort_by_key(|k| (k.family, k.addr, k.port, k.proto));
+    v
+}
+
+/// The VIPs a `REPLIES` entry names.
+fn vips_of(t: &ReplyTargets) -> &[VipRef] {
+    &t.vips[..(t.count as usize).min(MAX_VIPS_PER_TARGET)]
+}
+
+fn display_reply(k: &ReplyKey) -> String {
+    match net::decode_addr(&k.addr, k.family) {
+        Some(ip) => SocketAddr::new(ip, u16::from_be(k.port)).to_string(),
+        None => format!("<family {}>", k.family),
     }
 }
 

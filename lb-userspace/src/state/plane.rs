@@ -1,7 +1,7 @@
 //! The map operations the reconciler needs, as a trait: implemented over aya
 //! maps by the loader, and by [`MemoryPlane`](super::MemoryPlane) in tests.
 
-use lb_common::{Target, VipAddrKey, VipKey, VipMeta};
+use lb_common::{ReplyKey, ReplyTargets, Target, VipAddrKey, VipKey, VipMeta};
 
 /// Writes and reads of the data path's maps. Each write is one map update,
 /// so the data path sees every call's effect atomically; the order of calls
@@ -22,6 +22,10 @@ pub trait DataPlane {
     fn set_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), Self::Error>;
     /// Deletes `VIP_ADDRS[key]`.
     fn remove_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), Self::Error>;
+    /// `REPLIES[key] = targets` (insert or replace).
+    fn set_replies(&mut self, key: &ReplyKey, targets: &ReplyTargets) -> Result<(), Self::Error>;
+    /// Deletes `REPLIES[key]`.
+    fn remove_replies(&mut self, key: &ReplyKey) -> Result<(), Self::Error>;
     /// `PORTS[port] = flags` (`port` in host byte order; 0 clears).
     fn set_port_flags(&mut self, port: u16, flags: u32) -> Result<(), Self::Error>;
     /// Zeroes `VIP_STATS[vip_id]` on every CPU: the id has a new owner.
@@ -36,6 +40,8 @@ pub trait DataPlane {
     fn targets(&self) -> Result<Vec<(u32, Target)>, Self::Error>;
     /// Every `VIP_ADDRS` key.
     fn vip_addrs(&self) -> Result<Vec<VipAddrKey>, Self::Error>;
+    /// Every `REPLIES` entry.
+    fn replies(&self) -> Result<Vec<(ReplyKey, ReplyTargets)>, Self::Error>;
     /// Every non-zero `PORTS` entry as (port in host byte order, flags).
     fn port_flags(&self) -> Result<Vec<(u16, u32)>, Self::Error>;
     /// The `size` entries of ring slot `slot`.

@@ -77,8 +77,8 @@ fn dns() -> VipKey {
     net::vip_key("10.0.0.100".parse().unwrap(), 53, PROTO_UDP)
 }
 
-fn target(address: &str, weight: u32) -> config::Target {
-    config::Target {
+fn target(address: &str, weight: u32) -> config::TargetDescription {
+    config::TargetDescription {
         address: address.parse().unwrap(),
         port: None,
         weight,
@@ -113,6 +113,23 @@ fn expected_ring(members: &[(&str, u32, u32)]) -> Vec<u32> {
 
 fn active(endpoint: &str, generation: u32) -> Target {
     net::target_entry(ep(endpoint), TargetState::Active, generation)
+}
+
+/// The `REPLIES` entry of a nat target with id `id` serving `vips`.
+fn replies(id: u32, vips: &[VipKey]) -> ReplyTargets {
+    let mut t = ReplyTargets {
+        target_id: id,
+        count: vips.len() as u32,
+        ..ReplyTargets::default()
+    };
+    for (slot, v) in t.vips.iter_mut().zip(vips) {
+        *slot = net::vip_ref(v);
+    }
+    t
+}
+
+fn reply_key(endpoint: &str, proto: u8) -> ReplyKey {
+    net::reply_key(ep(endpoint), proto)
 }
 
 #[test]
@@ -211,10 +228,21 @@ fn fresh_apply_programs_everything() {
     for _ in 0..5 {
         want.extend(["ResetTargetCounters", "SetTarget"]);
     }
+    // Every target's replies find their VIP before the VIP exists.
+    want.extend(["SetReplies"; 5]);
     for _ in 0..2 {
         want.extend(["ResetVipCounters", "WriteRing", "SetVip"]);
     }
     assert_eq!(kinds, want);
+    assert_eq!(plane.replies.len(), 5);
+    assert_eq!(
+        plane.replies[&reply_key("10.1.0.3:8080", PROTO_TCP)],
+        replies(3, &[web()])
+    );
+    assert_eq!(
+        plane.replies[&reply_key("10.1.0.3:5353", PROTO_UDP)],
+        replies(2, &[dns()])
+    );
 }
 
 #[test]
@@ -246,6 +274,10 @@ fn adding_a_target_switches_only_that_vips_table() {
             Op::SetTarget {
                 id: 5,
                 target: active("10.1.0.5:8080", 1)
+            },
+            Op::SetReplies {
+                key: reply_key("10.1.0.5:8080", PROTO_TCP),
+                targets: replies(5, &[web()])
             },
             Op::WriteRing { slot: 1 },
             Op::SetVip { key: web(), meta },
@@ -294,6 +326,10 @@ fn removing_a_target_switches_the_table_then_frees_it() {
             Op::SetTarget {
                 id: 4,
                 target: unused
+            },
+            // Its replies stop being translated only once it is Unused.
+            Op::RemoveReplies {
+                key: reply_key("10.1.0.4:8080", PROTO_TCP)
             },
         ]
     );
@@ -489,17 +525,21 @@ fn recover_then_change_touches_only_the_difference() {
     state.apply(&mut plane, &c).unwrap();
     let ops = plane.take_ops();
     assert_eq!(
-        ops[..2],
+        ops[..3],
         [
             Op::ResetTargetCounters { id: 4 },
             Op::SetTarget {
                 id: 4,
                 target: active("10.1.0.7:8080", 2)
             },
+            Op::SetReplies {
+                key: reply_key("10.1.0.7:8080", PROTO_TCP),
+                targets: replies(4, &[web()])
+            },
         ]
     );
     // Only web's table is read-compared and switched; dns is untouched.
-    assert_eq!(ops.len(), 4, "{ops:?}");
+    assert_eq!(ops.len(), 5, "{ops:?}");
     assert_eq!(state.target_id(&ep("10.1.0.2:8080")), Some(1));
 }
 

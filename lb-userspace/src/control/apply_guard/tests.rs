@@ -1,4 +1,4 @@
-use lb_common::{PROTO_TCP, Target, VipAddrKey, VipKey, VipMeta};
+use lb_common::{PROTO_TCP, ReplyKey, ReplyTargets, Target, VipAddrKey, VipKey, VipMeta};
 
 use super::*;
 use crate::{
@@ -43,6 +43,15 @@ impl DataPlane for PanicsOnce {
     }
     fn remove_vip_addr(&mut self, key: &VipAddrKey) -> Result<(), Self::Error> {
         self.inner.remove_vip_addr(key)
+    }
+    fn set_replies(&mut self, key: &ReplyKey, targets: &ReplyTargets) -> Result<(), Self::Error> {
+        self.inner.set_replies(key, targets)
+    }
+    fn remove_replies(&mut self, key: &ReplyKey) -> Result<(), Self::Error> {
+        self.inner.remove_replies(key)
+    }
+    fn replies(&self) -> Result<Vec<(ReplyKey, ReplyTargets)>, Self::Error> {
+        self.inner.replies()
     }
     fn set_port_flags(&mut self, port: u16, flags: u32) -> Result<(), Self::Error> {
         self.inner.set_port_flags(port, flags)

@@ -8,23 +8,26 @@
 //! receivers do not verify it.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{Addr, FlowKey, PROTO_TCP, PROTO_UDP, Stat};
-
-use crate::{
-    Verdict,
+use lb_ebpf::{
     csum::{Delta, apply},
-    fib, flow,
-    forward::is_vip_addr,
+    frame::{load, update},
     headers::{ICMP_LEN, IPV4_LEN, IPV6_LEN, Icmp, Ipv4, Ipv6},
-    maps::{FLOWS, NAT},
     parse::Packet,
-    ptr::ptr_at,
 };
 
-/// The quoted packet inside an ICMP error.
+use super::{
+    Verdict, clock,
+    conntrack::{self, Sets},
+    dispatch::is_vip_addr,
+    fib,
+    scratch::icmp_key,
+};
+
+/// Where the quoted packet inside an ICMP error is; its 5-tuple, turned
+/// around, is in the scratch memory's `icmp_key` (see [`quoted`]).
 struct Quoted {
     l3: usize,
     l4: usize,
-    key: FlowKey,
 }
 
 #[inline(always)]
@@ -38,32 +41,43 @@ fn is_error(p: &Packet, kind: u8) -> bool {
     }
 }
 
-#[inline(always)]
-pub fn handle(ctx: &XdpContext, p: &mut Packet) -> Verdict {
-    let Some(icmp) = ptr_at::<Icmp>(ctx, p.l4) else {
-        return Verdict::pass(Stat::PassIcmp);
-    };
-    if !is_error(p, unsafe { (*icmp).kind }) {
-        return Verdict::pass(Stat::PassIcmp);
-    }
-    let Some(q) = quoted(ctx, p) else {
-        return Verdict::pass(Stat::PassIcmp);
-    };
-    if is_vip_addr(&p.dst, p.family()) {
-        about_reply(ctx, p, &q)
-    } else {
-        about_request(ctx, p, &q)
-    }
+/// Out of line (see `dispatch::handle`); returns a packed [`Verdict`].
+#[inline(never)]
+pub fn handle(ctx: &XdpContext, p: &mut Packet) -> u64 {
+    error(ctx, p, clock::now_ns()).pack()
 }
 
 #[inline(always)]
-fn quoted(ctx: &XdpContext, p: &Packet) -> Option<Quoted> {
+fn error(ctx: &XdpContext, p: &mut Packet, now: u64) -> Verdict {
+    let Some(icmp) = load::<Icmp>(ctx, p.l4) else {
+        return Verdict::pass(Stat::PassIcmp);
+    };
+    if !is_error(p, icmp.kind) {
+        return Verdict::pass(Stat::PassIcmp);
+    }
+    let Some(turned) = icmp_key() else {
+        return Verdict::pass(Stat::PassIcmp);
+    };
+    let Some(q) = quoted(ctx, p, turned) else {
+        return Verdict::pass(Stat::PassIcmp);
+    };
+    if is_vip_addr(&p.dst, p.family()) {
+        about_reply(ctx, p, &q, turned, now)
+    } else {
+        about_request(ctx, p, &q, turned, now)
+    }
+}
+
+/// Finds the quoted packet and writes its 5-tuple, turned around (the
+/// direction the connection table knows it by), into `turned`.
+#[inline(always)]
+fn quoted(ctx: &XdpContext, p: &Packet, turned: &mut FlowKey) -> Option<Quoted> {
     let l3 = p.l4 + ICMP_LEN;
     let (src, dst, proto, l4) = if p.v6 {
-        let ip = unsafe { &*ptr_at::<Ipv6>(ctx, l3)? };
+        let ip = load::<Ipv6>(ctx, l3)?;
         (ip.saddr, ip.daddr, ip.next_hdr, l3 + IPV6_LEN)
     } else {
-        let ip = unsafe { &*ptr_at::<Ipv4>(ctx, l3)? };
+        let ip = load::<Ipv4>(ctx, l3)?;
         if ip.vihl != 0x45 {
             return None; // quoted IPv4 options: rare, not translated
         }
@@ -79,36 +93,33 @@ fn quoted(ctx: &XdpContext, p: &Packet) -> Option<Quoted> {
     }
     // RFC 792/4443 quote at least 8 bytes of the transport header; fewer
     // means a malformed or truncated error, which is not translated.
-    let ports = unsafe { *ptr_at::<[u16; 4]>(ctx, l4)? };
-    Some(Quoted {
-        l3,
-        l4,
-        key: FlowKey {
-            src,
-            dst,
-            sport: ports[0],
-            dport: ports[1],
-            proto,
-            family: p.family(),
-            _pad: [0; 2],
-        },
-    })
+    let ports = load::<[u16; 4]>(ctx, l4)?;
+    *turned = FlowKey {
+        src: dst,
+        dst: src,
+        sport: ports[1],
+        dport: ports[0],
+        proto,
+        family: p.family(),
+        _pad: [0; 2],
+    };
+    Some(Quoted { l3, l4 })
 }
 
 /// Quoted VIP -> client: deliver to the flow's target.
 #[inline(always)]
-fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
-    // The quoted packet is our reply; its reverse is the client's flow.
-    let fwd = q.key.reversed();
-    let Some(f) = (unsafe { FLOWS.get(fwd) }).copied() else {
+fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted, fwd: &FlowKey, now: u64) -> Verdict {
+    // The quoted packet is our reply; turned around, the client's flow.
+    let sets = Sets::of(fwd);
+    let Some(slot) = conntrack::find(fwd, &sets) else {
         return Verdict::pass(Stat::PassIcmp);
     };
-    let Some(t) = flow::target(f.target_id).copied() else {
-        return Verdict::pass(Stat::PassIcmp);
-    };
-    if t.generation != f.target_gen {
+    if !conntrack::live(&slot, &sets, lb_common::flow::ticks(now)) {
         return Verdict::pass(Stat::PassIcmp);
     }
+    let Some(t) = conntrack::target_of(slot.get()).copied() else {
+        return Verdict::pass(Stat::PassIcmp);
+    };
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
@@ -121,15 +132,22 @@ fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
         &t.addr,
         t.port,
     );
-    finish(ctx, p, ok)
+    finish(ctx, p, ok, now)
 }
 
 /// Quoted client -> target: deliver to the client as if from the VIP.
 #[inline(always)]
-fn about_request(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
-    // The quoted packet is the translated request; its reverse is the reply.
-    let reply = q.key.reversed();
-    let Some(nat) = (unsafe { NAT.get(reply) }).copied() else {
+fn about_request(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    q: &Quoted,
+    reply: &FlowKey,
+    now: u64,
+) -> Verdict {
+    // The quoted packet is the translated request; turned around, a reply.
+    let conntrack::ReplyOf::Flow(_, vip) =
+        conntrack::find_by_reply(reply, lb_common::flow::ticks(now))
+    else {
         return Verdict::pass(Stat::PassIcmp);
     };
     if p.ttl <= 1 {
@@ -137,27 +155,19 @@ fn about_request(ctx: &XdpContext, p: &mut Packet, q: &Quoted) -> Verdict {
     }
     // The error's sender is the target itself or a router; only the target's
     // own address is hidden behind the VIP.
-    let outer = if p.src == q.key.dst {
-        Outer::Source(nat.vip_addr)
+    let outer = if p.src == reply.src {
+        Outer::Source(vip.addr)
     } else {
         Outer::Unchanged
     };
-    let ok = rewrite(
-        ctx,
-        p,
-        q,
-        outer,
-        Quote::Destination,
-        &nat.vip_addr,
-        nat.vip_port,
-    );
-    finish(ctx, p, ok)
+    let ok = rewrite(ctx, p, q, outer, Quote::Destination, &vip.addr, vip.port);
+    finish(ctx, p, ok, now)
 }
 
 #[inline(always)]
-fn finish(ctx: &XdpContext, p: &Packet, ok: Option<()>) -> Verdict {
+fn finish(ctx: &XdpContext, p: &Packet, ok: Option<()>, now: u64) -> Verdict {
     match ok {
-        Some(()) => fib::forward(ctx, p, Stat::IcmpTranslated, flow::now()),
+        Some(()) => fib::route(ctx, p, Stat::IcmpTranslated, now),
         None => Verdict::drop(Stat::DropMalformed),
     }
 }
@@ -187,33 +197,37 @@ fn rewrite(
 ) -> Option<()> {
     let mut icmp_delta = Delta::new();
     // Quoted packet: address, port, and (IPv4) its header checksum.
-    let ports = unsafe { &mut *ptr_at::<[u16; 2]>(ctx, q.l4)? };
     let i = match quote {
         Quote::Source => 0,
         Quote::Destination => 1,
     };
-    icmp_delta.word(ports[i & 1], port);
-    ports[i & 1] = port;
+    let old_port = update::<[u16; 2], _>(ctx, q.l4, |ports| {
+        core::mem::replace(&mut ports[i & 1], port)
+    })?;
+    icmp_delta.word(old_port, port);
     let mut quoted_addr = Delta::new();
     if p.v6 {
-        let ip = unsafe { &mut *ptr_at::<Ipv6>(ctx, q.l3)? };
-        let a = match quote {
-            Quote::Source => &mut ip.saddr,
-            Quote::Destination => &mut ip.daddr,
-        };
-        quoted_addr.addr(a, addr, true);
-        *a = *addr;
+        update::<Ipv6, _>(ctx, q.l3, |ip| {
+            let a = match quote {
+                Quote::Source => &mut ip.saddr,
+                Quote::Destination => &mut ip.daddr,
+            };
+            quoted_addr.addr(a, addr, true);
+            *a = *addr;
+        })?;
     } else {
-        let ip = unsafe { &mut *ptr_at::<Ipv4>(ctx, q.l3)? };
-        let a = match quote {
-            Quote::Source => &mut ip.saddr,
-            Quote::Destination => &mut ip.daddr,
-        };
-        quoted_addr.word32(*a, addr[0]);
-        *a = addr[0];
-        let old = ip.check;
-        ip.check = apply(old, quoted_addr);
-        icmp_delta.word(old, ip.check);
+        let (old, new) = update::<Ipv4, _>(ctx, q.l3, |ip| {
+            let a = match quote {
+                Quote::Source => &mut ip.saddr,
+                Quote::Destination => &mut ip.daddr,
+            };
+            quoted_addr.word32(*a, addr[0]);
+            *a = addr[0];
+            let old = ip.check;
+            ip.check = apply(old, quoted_addr);
+            (old, ip.check)
+        })?;
+        icmp_delta.word(old, new);
     }
     icmp_delta.merge(quoted_addr);
     // Outer header.
@@ -229,24 +243,25 @@ fn rewrite(
         }
         Outer::Unchanged => {}
     }
+    let (src, dst) = (p.src, p.dst);
     if p.v6 {
-        let ip = unsafe { &mut *ptr_at::<Ipv6>(ctx, p.l3)? };
-        ip.saddr = p.src;
-        ip.daddr = p.dst;
-        ip.hop_limit -= 1;
+        update::<Ipv6, _>(ctx, p.l3, |ip| {
+            ip.saddr = src;
+            ip.daddr = dst;
+            ip.hop_limit -= 1;
+        })?;
         // ICMPv6's checksum covers the outer addresses (pseudo-header).
         icmp_delta.merge(outer_addr);
     } else {
-        let ip = unsafe { &mut *ptr_at::<Ipv4>(ctx, p.l3)? };
-        ip.saddr = p.src[0];
-        ip.daddr = p.dst[0];
-        let before = u16::from_ne_bytes([ip.ttl, ip.proto]);
-        ip.ttl -= 1;
-        outer_addr.word(before, u16::from_ne_bytes([ip.ttl, ip.proto]));
-        ip.check = apply(ip.check, outer_addr);
+        update::<Ipv4, _>(ctx, p.l3, |ip| {
+            ip.saddr = src[0];
+            ip.daddr = dst[0];
+            let before = u16::from_ne_bytes([ip.ttl, ip.proto]);
+            ip.ttl -= 1;
+            outer_addr.word(before, u16::from_ne_bytes([ip.ttl, ip.proto]));
+            ip.check = apply(ip.check, outer_addr);
+        })?;
     }
     p.ttl -= 1;
-    let icmp = unsafe { &mut *ptr_at::<Icmp>(ctx, p.l4)? };
-    icmp.check = apply(icmp.check, icmp_delta);
-    Some(())
+    update::<Icmp, _>(ctx, p.l4, |icmp| icmp.check = apply(icmp.check, icmp_delta))
 }

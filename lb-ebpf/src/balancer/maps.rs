@@ -7,8 +7,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Counters, FlowKey, FlowValue, NatKey, NatValue, NextHop, NextHopKey, Target, TargetHop,
-    VipAddrKey, VipKey, VipMeta,
+    Counters, DataPathConfig, FlowCounters, FlowEntry, NextHop, NextHopKey, ReplyKey, ReplyTargets,
+    Target, TargetHop, VipAddrKey, VipKey, VipMeta,
     counters::STAT_COUNT,
     limits::{
         DEFAULT_FLOW_CAPACITY, DEFAULT_RING_SIZE, MAX_TARGETS, MAX_VIPS, NEXTHOP_CAPACITY,
@@ -38,27 +38,24 @@ pub static MAGLEV: Array<
 #[btf_map]
 pub static TARGETS: Array<Target, { MAX_TARGETS as usize }> = Array::new();
 
-/// Connection table: client -> VIP flows and their target. Size set at load.
-/// Per-CPU LRU lists (`BPF_F_NO_COMMON_LRU`): a new flow takes a free entry
-/// from its CPU's list without the global LRU lock, as Katran's per-CPU
-/// tables do; the table itself (lookups) is shared by all CPUs.
+/// The connection table: sets of `FLOW_WAYS` entries that `conntrack`
+/// manages (see lb_common::flow). Size set at load. Memory-mappable: the
+/// entries start on a page, so each is one cache line, and the daemon
+/// reads and purges the table without a syscall per entry.
 #[btf_map]
-pub static FLOWS: LruHashMap<
-    FlowKey,
-    FlowValue,
+pub static FLOWS: Array<
+    FlowEntry,
     { DEFAULT_FLOW_CAPACITY as usize },
-    { BPF_F_NO_COMMON_LRU as usize },
-> = LruHashMap::new();
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 
-/// Reverse NAT table: target -> client replies and their VIP. Size set at
-/// load; per-CPU LRU lists like `FLOWS`.
+/// nat targets -> the VIPs they serve: how a reply finds its flow.
 #[btf_map]
-pub static NAT: LruHashMap<
-    NatKey,
-    NatValue,
-    { DEFAULT_FLOW_CAPACITY as usize },
-    { BPF_F_NO_COMMON_LRU as usize },
-> = LruHashMap::new();
+pub static REPLIES: HashMap<ReplyKey, ReplyTargets, { MAX_TARGETS as usize }> = HashMap::new();
+
+/// The connection table's seeds and set mask, written by the daemon.
+#[btf_map]
+pub static CONFIG: Array<DataPathConfig, 1> = Array::new();
 
 /// Port pre-filter (host-order port -> port_flags), so most non-VIP packets
 /// cost an array lookup instead of hash lookups.
@@ -72,6 +69,10 @@ pub static VIP_STATS: PerCpuArray<Counters, { MAX_VIPS as usize }> = PerCpuArray
 /// Per-CPU traffic counters by target id.
 #[btf_map]
 pub static TARGET_STATS: PerCpuArray<Counters, { MAX_TARGETS as usize }> = PerCpuArray::new();
+
+/// Per-CPU connection-table counters by VIP id.
+#[btf_map]
+pub static FLOW_STATS: PerCpuArray<FlowCounters, { MAX_VIPS as usize }> = PerCpuArray::new();
 
 /// Per-CPU count of every verdict, indexed by `lb_common::Stat`.
 #[btf_map]

@@ -18,13 +18,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{FlowKey, NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
-
-use crate::{
-    Verdict,
+use lb_ebpf::{
+    frame::{Frame, load, update},
     headers::{IPV6_LEN, Ipv4, Ipv6},
-    maps::{NEXTHOPS, TARGET_HOPS},
     parse::Packet,
-    ptr::ptr_at,
+};
+
+use super::{
+    Verdict,
+    maps::{NEXTHOPS, TARGET_HOPS},
+    scratch::fib_params,
     too_big,
 };
 
@@ -41,13 +44,15 @@ pub fn to_target(
     target_id: u32,
     now: u64,
 ) -> Verdict {
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let ingress = ctx.ingress_if();
     let Some(len) = ip_len(ctx, p) else {
         return Verdict::drop(Stat::DropMalformed);
     };
     let Some(slot) = TARGET_HOPS.get_ptr_mut(target_id) else {
-        return forward(ctx, p, Stat::Forwarded, now);
+        return route(ctx, p, Stat::Forwarded, now);
     };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the run and
+    // written by no other CPU.
     let slot = unsafe { &mut *slot };
     if slot.hop.expires_ns > now
         && len <= slot.hop.max_len
@@ -74,12 +79,13 @@ pub fn to_target(
 /// `NEXTHOPS` cache. `ok` is the stat for success (returned or
 /// icmp_translated).
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+pub fn route(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
+    let ingress = ctx.ingress_if();
     let Some(len) = ip_len(ctx, p) else {
         return Verdict::drop(Stat::DropMalformed);
     };
     let key = cache_key(p, ingress);
+    // SAFETY: a value of the `NEXTHOPS` map, valid for the program's run.
     if let Some(hop) = unsafe { NEXTHOPS.get(key) }
         && hop.expires_ns > now
         && len <= hop.max_len
@@ -101,13 +107,12 @@ pub fn forward(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
 
 /// Length of the IP packet (host order), as the FIB's MTU check wants it.
 #[inline(always)]
-fn ip_len(ctx: &XdpContext, p: &Packet) -> Option<u16> {
+fn ip_len(f: &impl Frame, p: &Packet) -> Option<u16> {
     if p.v6 {
-        let ip = ptr_at::<Ipv6>(ctx, p.l3)?;
-        Some(u16::from_be(unsafe { (*ip).payload_len }).saturating_add(IPV6_LEN as u16))
+        let ip = load::<Ipv6>(f, p.l3)?;
+        Some(u16::from_be(ip.payload_len).saturating_add(IPV6_LEN as u16))
     } else {
-        let ip = ptr_at::<Ipv4>(ctx, p.l3)?;
-        Some(u16::from_be(unsafe { (*ip).tot_len }))
+        Some(u16::from_be(load::<Ipv4>(f, p.l3)?.tot_len))
     }
 }
 
@@ -123,6 +128,7 @@ fn cache_key(p: &Packet, ingress: u32) -> NextHopKey {
         ingress,
         p.family() as u32,
     ];
+    // SAFETY: NextHopKey is repr(C), 24 bytes of integers, any bits valid.
     unsafe { core::mem::transmute(words) }
 }
 
@@ -148,18 +154,20 @@ impl NoHop {
 /// The full FIB lookup.
 #[inline(always)]
 fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHop, NoHop> {
-    // Zeroed with eight volatile 8-byte stores: a plain zeroed() becomes a
-    // call to an out-of-line memset subprogram in LLVM's BPF backend.
-    #[repr(C, align(8))]
-    struct Aligned(FibParams);
+    // The 64-byte parameter block lives in the per-CPU scratch memory (see
+    // `scratch`); only its own field of it is used here.
+    let Some(params) = fib_params() else {
+        return Err(NoHop::Verdict(Verdict::drop(Stat::DropNoRoute)));
+    };
+    // Zeroed with eight 8-byte stores: a plain zeroed() becomes a call to an
+    // out-of-line memset subprogram in LLVM's BPF backend.
     const WORDS: usize = core::mem::size_of::<FibParams>() / 8;
-    let mut aligned = core::mem::MaybeUninit::<Aligned>::uninit();
-    let words = aligned.as_mut_ptr() as *mut u64;
+    let words = params as *mut FibParams as *mut u64;
     for i in 0..WORDS {
+        // SAFETY: inside the slot (FibParams is a multiple of 8 bytes and
+        // map values are 8-aligned); all-zero is a valid FibParams.
         unsafe { core::ptr::write_volatile(words.add(i), 0) };
     }
-    // SAFETY: every byte was just written; all-zero is a valid FibParams.
-    let params = unsafe { &mut (*aligned.as_mut_ptr()).0 };
     params.l4_protocol = p.proto;
     params.ifindex = ingress;
     // Host byte order: the kernel compares it with the egress MTU.
@@ -170,12 +178,14 @@ fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHo
         params.__bindgen_anon_4.ipv6_dst = p.dst;
     } else {
         params.family = AF_INET;
-        if let Some(ip) = ptr_at::<Ipv4>(ctx, p.l3) {
-            params.__bindgen_anon_2.tos = unsafe { (*ip).tos };
+        if let Some(ip) = load::<Ipv4>(ctx, p.l3) {
+            params.__bindgen_anon_2.tos = ip.tos;
         }
         params.__bindgen_anon_3.ipv4_src = p.src[0];
         params.__bindgen_anon_4.ipv4_dst = p.dst[0];
     }
+    // SAFETY: `params` is a valid, initialised parameter block of the size
+    // passed; the context pointer is this program's.
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.as_ptr(),
@@ -194,6 +204,7 @@ fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHo
             expires_ns: 0,
         }),
         BPF_FIB_LKUP_RET_NO_NEIGH => Err(NoHop::Verdict(Verdict::pass(Stat::PassNoNeighbour))),
+        // SAFETY: the helper fills `mtu_result` on FRAG_NEEDED.
         BPF_FIB_LKUP_RET_FRAG_NEEDED => {
             Err(NoHop::TooBig(unsafe { params.__bindgen_anon_1.mtu_result }))
         }
@@ -204,16 +215,18 @@ fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHo
 /// Sets the Ethernet addresses and hands the frame to its egress interface.
 #[inline(always)]
 fn send(ctx: &XdpContext, hop: &NextHop, ok: Stat) -> Verdict {
-    let Some(eth) = ptr_at::<[u8; 12]>(ctx, 0) else {
+    let written = update::<[u8; 12], _>(ctx, 0, |eth| {
+        eth[..6].copy_from_slice(&hop.dmac);
+        eth[6..].copy_from_slice(&hop.smac);
+    });
+    if written.is_none() {
         return Verdict::drop(Stat::DropMalformed);
-    };
-    let eth = unsafe { &mut *eth };
-    eth[..6].copy_from_slice(&hop.dmac);
-    eth[6..].copy_from_slice(&hop.smac);
+    }
     // Also when the egress is the ingress interface (one-armed): a redirect,
     // not XDP_TX. On veth, XDP_TX frames only wake the peer when the peer
     // runs an XDP program of its own; otherwise they wait for its next
     // packet (seen here: seconds). A redirect always kicks the receiver.
+    // SAFETY: the helper has no preconditions.
     Verdict {
         action: unsafe { bpf_redirect(hop.ifindex, 0) } as u32,
         stat: ok,

@@ -1,13 +1,11 @@
 //! Address and port translation with incremental checksum updates and the
 //! TTL / hop-limit decrement of a router.
-use aya_ebpf::programs::XdpContext;
 use lb_common::{Addr, PROTO_TCP};
-
-use crate::{
+use lb_ebpf::{
     csum::{Delta, apply},
+    frame::{Frame, update},
     headers::{Ipv4, Ipv6, Ports, TCP_CHECK_OFF, UDP_CHECK_OFF},
     parse::Packet,
-    ptr::ptr_at,
 };
 
 /// Which end of the packet is translated.
@@ -23,43 +21,36 @@ pub enum Side {
 /// and transport checksums. `None` if a header is not in the frame (the
 /// caller checked the transport header, so this is defensive).
 #[inline(always)]
-pub fn translate(
-    ctx: &XdpContext,
-    p: &mut Packet,
-    side: Side,
-    addr: &Addr,
-    port: u16,
-) -> Option<()> {
-    rewrite(ctx, p, side, addr, port, 1)
+pub fn translate(f: &impl Frame, p: &mut Packet, side: Side, addr: &Addr, port: u16) -> Option<()> {
+    rewrite(f, p, side, addr, port, 1)
 }
 
 /// [`translate`] without the TTL decrement: puts an address back (used to
 /// quote the packet as the client sent it in a generated ICMP error).
 #[inline(always)]
 pub fn untranslate(
-    ctx: &XdpContext,
+    f: &impl Frame,
     p: &mut Packet,
     side: Side,
     addr: &Addr,
     port: u16,
 ) -> Option<()> {
-    rewrite(ctx, p, side, addr, port, 0)
+    rewrite(f, p, side, addr, port, 0)
 }
 
 #[inline(always)]
 fn rewrite(
-    ctx: &XdpContext,
+    f: &impl Frame,
     p: &mut Packet,
     side: Side,
     addr: &Addr,
     port: u16,
     hops: u8,
 ) -> Option<()> {
-    let ports = unsafe { &mut *ptr_at::<Ports>(ctx, p.l4)? };
-    let old_port = match side {
+    let old_port = update::<Ports, _>(f, p.l4, |ports| match side {
         Side::Destination => core::mem::replace(&mut ports.dest, port),
         Side::Source => core::mem::replace(&mut ports.source, port),
-    };
+    })?;
     let old = match side {
         Side::Destination => &mut p.dst,
         Side::Source => &mut p.src,
@@ -70,44 +61,44 @@ fn rewrite(
     addr_delta.addr(old, addr, p.v6);
     *old = *addr;
     if p.v6 {
-        let ip = unsafe { &mut *ptr_at::<Ipv6>(ctx, p.l3)? };
-        match side {
-            Side::Destination => ip.daddr = *addr,
-            Side::Source => ip.saddr = *addr,
-        }
-        ip.hop_limit -= hops;
+        update::<Ipv6, _>(f, p.l3, |ip| {
+            match side {
+                Side::Destination => ip.daddr = *addr,
+                Side::Source => ip.saddr = *addr,
+            }
+            ip.hop_limit -= hops;
+        })?;
     } else {
-        let ip = unsafe { &mut *ptr_at::<Ipv4>(ctx, p.l3)? };
-        match side {
-            Side::Destination => ip.daddr = addr[0],
-            Side::Source => ip.saddr = addr[0],
-        }
-        let before = u16::from_ne_bytes([ip.ttl, ip.proto]);
-        ip.ttl -= hops;
-        let mut ip_delta = addr_delta;
-        ip_delta.word(before, u16::from_ne_bytes([ip.ttl, ip.proto]));
-        ip.check = apply(ip.check, ip_delta);
+        update::<Ipv4, _>(f, p.l3, |ip| {
+            match side {
+                Side::Destination => ip.daddr = addr[0],
+                Side::Source => ip.saddr = addr[0],
+            }
+            let before = u16::from_ne_bytes([ip.ttl, ip.proto]);
+            ip.ttl -= hops;
+            let mut ip_delta = addr_delta;
+            ip_delta.word(before, u16::from_ne_bytes([ip.ttl, ip.proto]));
+            ip.check = apply(ip.check, ip_delta);
+        })?;
     }
     p.ttl -= hops;
     let mut l4_delta = addr_delta;
     l4_delta.word(old_port, port);
-    l4_checksum(ctx, p, l4_delta)
+    l4_checksum(f, p, l4_delta)
 }
 
 #[inline(always)]
-fn l4_checksum(ctx: &XdpContext, p: &Packet, d: Delta) -> Option<()> {
+fn l4_checksum(f: &impl Frame, p: &Packet, d: Delta) -> Option<()> {
     if p.proto == PROTO_TCP {
-        let check = ptr_at::<u16>(ctx, p.l4 + TCP_CHECK_OFF)?;
-        unsafe { *check = apply(*check, d) };
+        update::<u16, _>(f, p.l4 + TCP_CHECK_OFF, |check| *check = apply(*check, d))
     } else {
-        let check = ptr_at::<u16>(ctx, p.l4 + UDP_CHECK_OFF)?;
-        let old = unsafe { *check };
-        // IPv4 UDP may go without a checksum; IPv6 UDP may not.
-        if old == 0 && !p.v6 {
-            return Some(());
-        }
-        let new = apply(old, d);
-        unsafe { *check = if new == 0 { 0xffff } else { new } };
+        update::<u16, _>(f, p.l4 + UDP_CHECK_OFF, |check| {
+            // IPv4 UDP may go without a checksum; IPv6 UDP may not.
+            if *check == 0 && !p.v6 {
+                return;
+            }
+            let new = apply(*check, d);
+            *check = if new == 0 { 0xffff } else { new };
+        })
     }
-    Some(())
 }

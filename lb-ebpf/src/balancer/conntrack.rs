@@ -1,0 +1,465 @@
+//! The connection table: a set-associative hash table over the `FLOWS`
+//! array (layout and states in lb_common::flow).
+//!
+//! Each flow may live in either of two sets of `FLOW_WAYS` consecutive
+//! entries, chosen by a keyed hash of its key. A lookup scans the first set,
+//! then the second, comparing whole keys. A new flow goes into the set with
+//! fewer live entries (the "power of two choices": at 75% of capacity well
+//! under 1% of new flows find both sets full), taking a free or expired
+//! slot, or else displacing the oldest unconfirmed flow of the two sets.
+//! Confirmed flows are never displaced while they live: a flood, whose
+//! spoofed packets never confirm, competes only with other unconfirmed
+//! flows. When both sets hold only confirmed flows the new flow is not
+//! tracked and is forwarded by its Maglev hash alone (counted).
+//!
+//! Concurrency: entries are plain memory shared by all CPUs. A reader that
+//! sees a half-written entry, or an entry two CPUs filled at once, finds
+//! that its `check` does not match and treats the slot as free. Single
+//! fields (state, last_seen) are written with single stores.
+use aya_ebpf::{cty::c_void, helpers::bpf_loop};
+use lb_common::{
+    DataPathConfig, FlowEntry, FlowKey, FlowState, ReplyKey, ReplyTargets, Target, TargetState,
+    VipRef,
+    flow::{FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, entry_flags},
+    hash::{entry_check, table_hash},
+};
+
+use super::{
+    TcpFlags,
+    maps::{CONFIG, FLOWS, REPLIES, TARGETS},
+    scratch::probe_key,
+};
+
+/// Where a key's flow may live.
+pub struct Sets {
+    /// The key's table hash (also bound into each entry's `check`).
+    pub hash: u32,
+    cfg: DataPathConfig,
+}
+
+impl Sets {
+    #[inline(always)]
+    pub fn of(key: &FlowKey) -> Self {
+        let cfg = config();
+        Self {
+            hash: table_hash(key, cfg.seed),
+            cfg,
+        }
+    }
+
+    /// The sets of a key whose table hash is known.
+    #[inline(always)]
+    pub fn with_hash(hash: u32) -> Self {
+        Self {
+            hash,
+            cfg: config(),
+        }
+    }
+
+    #[inline(always)]
+    fn first(&self) -> u32 {
+        self.cfg.first_set(self.hash)
+    }
+
+    #[inline(always)]
+    fn second(&self) -> u32 {
+        self.cfg.second_set(self.hash)
+    }
+}
+
+#[inline(always)]
+fn config() -> DataPathConfig {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+/// A flow's slot: its index and the entry.
+pub struct Slot {
+    pub index: u32,
+    pub entry: *mut FlowEntry,
+}
+
+impl Slot {
+    #[inline(always)]
+    fn at(index: u32) -> Option<Self> {
+        Some(Self {
+            index,
+            entry: FLOWS.get_ptr_mut(index)?,
+        })
+    }
+
+    #[inline(always)]
+    pub fn get(&self) -> &FlowEntry {
+        // SAFETY: a pointer into the `FLOWS` array returned by the map
+        // lookup, valid for the program's run; other CPUs may write the
+        // entry concurrently, which `check` guards against (module docs).
+        unsafe { &*self.entry }
+    }
+
+    #[inline(always)]
+    fn get_mut(&self) -> &mut FlowEntry {
+        // SAFETY: as in `get`; single-field stores only (module docs).
+        unsafe { &mut *self.entry }
+    }
+}
+
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    // Five 8-byte compares (FlowKey is 8-aligned and has no implicit
+    // padding; its explicit pad is always zero).
+    // SAFETY: both are 40-byte, 8-aligned `repr(C)` values.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const FlowKey as *const [u64; 5]),
+            &*(b as *const FlowKey as *const [u64; 5]),
+        )
+    };
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+}
+
+#[inline(always)]
+fn scan(key: &FlowKey, base: u32) -> Option<Slot> {
+    for way in 0..FLOW_WAYS {
+        let slot = Slot::at(base + way)?;
+        let e = slot.get();
+        if e.state != FlowState::Free as u8 && same_key(&e.key, key) {
+            return Some(slot);
+        }
+    }
+    None
+}
+
+/// The slot holding `key`, in whatever state (see [`live`]).
+#[inline(always)]
+pub fn find(key: &FlowKey, sets: &Sets) -> Option<Slot> {
+    scan(key, sets.first()).or_else(|| scan(key, sets.second()))
+}
+
+/// The entry found for `key` if it still holds a flow: intact (its check
+/// matches), not expired. Says nothing about the target.
+#[inline(always)]
+pub fn live(slot: &Slot, sets: &Sets, now: u32) -> bool {
+    let e = slot.get();
+    !e.expired(now) && e.check == entry_check(sets.hash, e.target_id, e.target_gen, e.vip_id)
+}
+
+/// The entry's target, if it still takes this flow: the id holds the same
+/// target (generation) and its state keeps flows.
+#[inline(always)]
+pub fn target_of(e: &FlowEntry) -> Option<&'static Target> {
+    let t = TARGETS.get(e.target_id as u32)?;
+    let keeps = t.state == TargetState::Active as u8 || t.state == TargetState::Draining as u8;
+    (keeps && t.generation as u16 == e.target_gen).then_some(t)
+}
+
+/// Where a new flow's entry goes.
+pub struct Vacancy {
+    pub index: u32,
+    /// The slot holds a live unconfirmed flow of this VIP, displaced now.
+    pub displaces: Option<u16>,
+}
+
+const _: () = assert!(MAX_VIPS_PER_TARGET.is_power_of_two());
+
+/// "No slot" in [`Survey`].
+const NONE: u32 = u32::MAX;
+
+/// What a new flow sees of its two candidate sets, filled one slot at a
+/// time by [`survey_slot`].
+#[repr(C)]
+struct Survey {
+    /// First slot of each set.
+    base: [u32; 2],
+    now: u32,
+    /// First free or expired slot of each set.
+    dead: [u32; 2],
+    /// Live entries of each set.
+    live: [u32; 2],
+    /// The oldest live unconfirmed entry: slot, age, VIP id.
+    oldest: u32,
+    oldest_age: u32,
+    oldest_vip: u32,
+}
+
+/// `bpf_loop` callback over the `2 * FLOW_WAYS` candidate slots. A helper
+/// loop rather than an unrolled one: the verifier checks the callback once,
+/// where eight unrolled slots with four outcomes each made it walk more
+/// than its million instructions.
+extern "C" fn survey_slot(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Survey` that `vacancy` passes to `bpf_loop`,
+    // alive on its stack for the whole loop.
+    let s = unsafe { &mut *(ctx as *mut Survey) };
+    let second = i >= FLOW_WAYS;
+    let base = if second { s.base[1] } else { s.base[0] };
+    let Some(slot) = Slot::at(base + i % FLOW_WAYS) else {
+        return 0;
+    };
+    let e = slot.get();
+    if e.expired(s.now) {
+        let dead = if second {
+            &mut s.dead[1]
+        } else {
+            &mut s.dead[0]
+        };
+        if *dead == NONE {
+            *dead = slot.index;
+        }
+        return 0;
+    }
+    if second {
+        s.live[1] += 1;
+    } else {
+        s.live[0] += 1;
+    }
+    if e.state().is_embryonic() {
+        let age = s.now.wrapping_sub(e.last_seen);
+        if s.oldest == NONE || age >= s.oldest_age {
+            s.oldest = slot.index;
+            s.oldest_age = age;
+            s.oldest_vip = e.vip_id as u32;
+        }
+    }
+    0
+}
+
+/// The best slot for a new flow: see the module docs.
+#[inline(always)]
+pub fn vacancy(sets: &Sets, now: u32) -> Option<Vacancy> {
+    let mut s = Survey {
+        base: [sets.first(), sets.second()],
+        now,
+        dead: [NONE; 2],
+        live: [0; 2],
+        oldest: NONE,
+        oldest_age: 0,
+        oldest_vip: 0,
+    };
+    // SAFETY: the callback and its context are valid for the call.
+    unsafe {
+        bpf_loop(
+            2 * FLOW_WAYS,
+            survey_slot as *mut c_void,
+            &mut s as *mut Survey as *mut c_void,
+            0,
+        )
+    };
+    let (near, far) = if s.live[0] <= s.live[1] {
+        (s.dead[0], s.dead[1])
+    } else {
+        (s.dead[1], s.dead[0])
+    };
+    let free = if near != NONE { near } else { far };
+    if free != NONE {
+        return Some(Vacancy {
+            index: free,
+            displaces: None,
+        });
+    }
+    (s.oldest != NONE).then_some(Vacancy {
+        index: s.oldest,
+        displaces: Some(s.oldest_vip as u16),
+    })
+}
+
+/// What a new entry records.
+pub struct NewFlow {
+    pub target_id: u32,
+    pub target_gen: u32,
+    pub vip_id: u32,
+    pub idle_timeout_s: u32,
+    pub state: FlowState,
+    pub flags: u8,
+}
+
+/// Writes a new flow into slot `index`.
+#[inline(always)]
+pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
+    let Some(slot) = Slot::at(index) else {
+        return;
+    };
+    let (id, generation, vip) = (f.target_id as u16, f.target_gen as u16, f.vip_id as u16);
+    let e = slot.get_mut();
+    // The state first (as Free, so nobody trusts the slot while its key
+    // and target change), the check last.
+    e.state = FlowState::Free as u8;
+    e.key = *key;
+    e.target_id = id;
+    e.target_gen = generation;
+    e.vip_id = vip;
+    e.idle_timeout_s = f.idle_timeout_s as u16;
+    e.last_seen = now;
+    e.flags = f.flags;
+    e._pad = 0;
+    e.seq = 0;
+    e.check = entry_check(sets.hash, id, generation, vip);
+    e.state = f.state as u8;
+}
+
+/// Frees a slot (TCP reset).
+#[inline(always)]
+pub fn remove(slot: &Slot) {
+    slot.get_mut().state = FlowState::Free as u8;
+}
+
+/// Notes a packet: refreshes the idle timer (at most once per
+/// `REFRESH_TICKS`, so a busy flow does not write its line every time) and
+/// marks a FIN.
+#[inline(always)]
+fn touch(e: &mut FlowEntry, tcp: &TcpFlags, now: u32) {
+    if now.wrapping_sub(e.last_seen) >= REFRESH_TICKS {
+        e.last_seen = now;
+    }
+    if tcp.fin && e.flags & entry_flags::FIN == 0 {
+        e.flags |= entry_flags::FIN;
+    }
+}
+
+/// A client packet of a tracked flow. Returns whether it confirmed the
+/// flow. A FIN on a flow that never confirmed leaves it unconfirmed (only
+/// its timeout shortens), so SYN+FIN floods cannot pin entries.
+#[inline(always)]
+pub fn client_packet(slot: &Slot, tcp: &TcpFlags, now: u32) -> bool {
+    if tcp.rst {
+        remove(slot);
+        return false;
+    }
+    let e = slot.get_mut();
+    let dsr = e.flags & entry_flags::DSR != 0;
+    let confirms = match FlowState::from_u8(e.state) {
+        // nat: the client acknowledges the target's SYN-ACK.
+        FlowState::SynAck => tcp.ack && !tcp.syn && tcp.ack_seq == e.seq,
+        // nat: the client speaks again after the target answered.
+        FlowState::Replied => true,
+        // dsr: no reply passes here; the client's second packet (its
+        // handshake ACK) is as far as this host can see.
+        FlowState::Syn | FlowState::New => dsr && !tcp.syn,
+        _ => false,
+    };
+    if confirms {
+        e.state = FlowState::Established as u8;
+    }
+    touch(e, tcp, now);
+    confirms
+}
+
+/// A target's reply (nat) of a tracked flow.
+#[inline(always)]
+pub fn target_packet(slot: &Slot, tcp: &TcpFlags, now: u32) {
+    if tcp.rst {
+        remove(slot);
+        return;
+    }
+    let e = slot.get_mut();
+    match FlowState::from_u8(e.state) {
+        FlowState::Syn if tcp.syn && tcp.ack => {
+            e.seq = tcp.seq.wrapping_add(1);
+            e.state = FlowState::SynAck as u8;
+        }
+        FlowState::New => e.state = FlowState::Replied as u8,
+        _ => {}
+    }
+    touch(e, tcp, now);
+}
+
+/// What a packet from a target's address and port is.
+pub enum ReplyOf {
+    /// The source is no nat target.
+    NotTarget,
+    /// A nat target, but no live flow of it goes to this client.
+    Untracked,
+    /// The reply of this flow, to be sent from this VIP.
+    Flow(Slot, VipRef),
+}
+
+/// The search of [`find_by_reply`], one VIP per [`reply_vip`] call.
+#[repr(C)]
+struct ReplySearch {
+    reply: *const FlowKey,
+    targets: *const ReplyTargets,
+    now: u32,
+    /// The matching VIP's position in `targets.vips` and its entry's slot,
+    /// or `NONE`.
+    found: u32,
+    slot: u32,
+}
+
+/// `bpf_loop` callback: does the flow of the reply, were it of VIP `i`,
+/// exist? A helper loop for the verifier's sake, as in `survey_slot`.
+extern "C" fn reply_vip(i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `ReplySearch` on `find_by_reply`'s stack.
+    let s = unsafe { &mut *(ctx as *mut ReplySearch) };
+    // SAFETY: a value of the `REPLIES` map, valid for the program's run.
+    let targets = unsafe { &*s.targets };
+    // SAFETY: the key `find_by_reply` was given, alive for its call.
+    let reply = unsafe { &*s.reply };
+    let Some(key) = probe_key() else {
+        return 1;
+    };
+    if i >= targets.count || i as usize >= MAX_VIPS_PER_TARGET {
+        return 1;
+    }
+    // Read through a volatile load and masked: LLVM would drop a plain mask
+    // (it knows `i` < 4 from the compare) and index with a spilled copy of
+    // `i` the verifier has no bound for.
+    // SAFETY: reading a local.
+    let idx = unsafe { core::ptr::read_volatile(&i) } as usize & (MAX_VIPS_PER_TARGET - 1);
+    let vip = targets.vips[idx];
+    *key = FlowKey {
+        src: reply.dst,
+        dst: vip.addr,
+        sport: reply.dport,
+        dport: vip.port,
+        proto: reply.proto,
+        family: reply.family,
+        _pad: [0; 2],
+    };
+    let sets = Sets::of(key);
+    if let Some(slot) = find(key, &sets)
+        && slot.get().target_id as u32 == targets.target_id
+        && live(&slot, &sets, s.now)
+    {
+        s.found = i;
+        s.slot = slot.index;
+        return 1;
+    }
+    0
+}
+
+/// The live flow a nat target's reply belongs to: `reply` is the packet's
+/// 5-tuple (target -> client). The target's `REPLIES` entry names the VIPs
+/// it serves; the flow is the one of those whose entry names this target.
+#[inline(always)]
+pub fn find_by_reply(reply: &FlowKey, now: u32) -> ReplyOf {
+    let rk = ReplyKey {
+        addr: reply.src,
+        port: reply.sport,
+        proto: reply.proto,
+        family: reply.family,
+    };
+    // SAFETY: a value of the `REPLIES` map, valid for the program's run.
+    let Some(targets) = (unsafe { REPLIES.get(rk) }) else {
+        return ReplyOf::NotTarget;
+    };
+    let mut s = ReplySearch {
+        reply,
+        targets,
+        now,
+        found: NONE,
+        slot: NONE,
+    };
+    // SAFETY: the callback and its context are valid for the call.
+    unsafe {
+        bpf_loop(
+            MAX_VIPS_PER_TARGET as u32,
+            reply_vip as *mut c_void,
+            &mut s as *mut ReplySearch as *mut c_void,
+            0,
+        )
+    };
+    let (Some(slot), Some(vip)) = (
+        Slot::at(s.slot),
+        targets.vips.get(s.found as usize).copied(),
+    ) else {
+        return ReplyOf::Untracked;
+    };
+    ReplyOf::Flow(slot, vip)
+}

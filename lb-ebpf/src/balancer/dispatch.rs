@@ -1,0 +1,346 @@
+//! Per-packet dispatch: client -> VIP, target -> client, ICMP, or not ours.
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    FlowKey, FlowState, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipKey, VipMeta,
+    flow::{entry_flags, ticks},
+    maps::port_flags,
+};
+use lb_ebpf::{
+    frame::load,
+    headers::{IPPROTO_ICMP, IPPROTO_ICMPV6, Tcp, Udp},
+    parse::{Packet, parse},
+};
+
+use super::{
+    TcpFlags, Verdict, clock,
+    conntrack::{self, NewFlow, ReplyOf, Sets, Slot},
+    fib, icmp, maglev,
+    maps::{PORTS, VIP_ADDRS, VIPS},
+    nat::{Side, translate},
+    scratch::{NO_SLOT, Scratch, scratch},
+    stats::{self, Dir},
+};
+
+/// The entry point's work. A short dispatcher over out-of-line paths
+/// (BPF-to-BPF calls): each path's locals get a frame of their own, and
+/// the kernel's 512 bytes of stack for a call chain are counted per chain,
+/// not for every path at once. The parsed packet and its flow key live in
+/// the per-CPU scratch memory that every path reads.
+#[inline(always)]
+pub fn handle(ctx: &XdpContext) -> Verdict {
+    let Some(s) = scratch() else {
+        return Verdict::pass(Stat::PassMalformed);
+    };
+    if let Err(e) = parse(ctx, &mut s.packet) {
+        return e.into();
+    }
+    let p = &s.packet;
+    if p.truncated {
+        // Same rule as a truncated transport header: ours to drop when it
+        // is addressed to a VIP, the kernel's otherwise.
+        return if is_vip_addr(&p.dst, p.family()) {
+            Verdict::drop(Stat::DropMalformed)
+        } else {
+            Verdict::pass(Stat::PassMalformed)
+        };
+    }
+    if p.frag {
+        // Only the first fragment has ports, so no fragment can be hashed
+        // to its flow consistently: refuse them for VIPs, leave the rest.
+        return if is_vip_addr(&p.dst, p.family()) {
+            Verdict::drop(Stat::DropFragment)
+        } else {
+            Verdict::pass(Stat::PassNotVip)
+        };
+    }
+    match p.proto {
+        PROTO_TCP | PROTO_UDP => match Step::unpack(l4(ctx, s)) {
+            Step::Done(v) => v,
+            Step::Untracked => {
+                let v = Verdict::unpack(untracked(ctx, s));
+                if v.stat == Stat::PassNotVip && from_target_port(&s.client.key) {
+                    Verdict::unpack(to_client(ctx, s))
+                } else {
+                    v
+                }
+            }
+            Step::Reply => Verdict::unpack(to_client(ctx, s)),
+        },
+        IPPROTO_ICMP if !p.v6 => Verdict::unpack(icmp::handle(ctx, &mut s.packet)),
+        IPPROTO_ICMPV6 if p.v6 => Verdict::unpack(icmp::handle(ctx, &mut s.packet)),
+        _ => Verdict::pass(Stat::PassNotVip),
+    }
+}
+
+/// What [`l4`] leaves to do.
+enum Step {
+    Done(Verdict),
+    /// To a VIP port without a live entry: [`untracked`].
+    Untracked,
+    /// From a target port: [`to_client`].
+    Reply,
+}
+
+impl Step {
+    const UNTRACKED: u64 = u64::MAX;
+    const REPLY: u64 = u64::MAX - 1;
+
+    /// As one register (see `Verdict::pack`).
+    #[inline(always)]
+    fn pack(self) -> u64 {
+        match self {
+            Step::Done(v) => v.pack(),
+            Step::Untracked => Self::UNTRACKED,
+            Step::Reply => Self::REPLY,
+        }
+    }
+
+    #[inline(always)]
+    fn unpack(v: u64) -> Self {
+        match v {
+            Self::UNTRACKED => Step::Untracked,
+            Self::REPLY => Step::Reply,
+            v => Step::Done(Verdict::unpack(v)),
+        }
+    }
+}
+
+#[inline(always)]
+pub fn is_vip_addr(addr: &lb_common::Addr, family: u8) -> bool {
+    // Built from words: a struct literal with a `[u8; 3]` pad makes LLVM
+    // call an out-of-line memset. On little-endian the family is the low
+    // byte of the last word, and the pad bytes are its zero high bytes.
+    let words: [u32; 5] = [addr[0], addr[1], addr[2], addr[3], family as u32];
+    // SAFETY: VipAddrKey is repr(C), 20 bytes of integers, any bits valid.
+    let key: VipAddrKey = unsafe { core::mem::transmute(words) };
+    // SAFETY: the value is only tested for presence.
+    unsafe { VIP_ADDRS.get(key) }.is_some()
+}
+
+#[inline(always)]
+fn port_flags(port: u16) -> u32 {
+    PORTS.get(u16::from_be(port) as u32).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn from_target_port(key: &FlowKey) -> bool {
+    port_flags(key.sport) & port_flags::TARGET != 0
+}
+
+/// TCP or UDP: the flow key, and a client packet of a live flow through
+/// to its target (the hot path, with no `VIPS` lookup); the rest is left
+/// to the other paths. Returns a packed [`Step`].
+#[inline(never)]
+fn l4(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+    let p = &mut s.packet;
+    // The whole header must be there: its checksum is rewritten.
+    let complete = if p.proto == PROTO_TCP {
+        load::<Tcp>(ctx, p.l4).is_some()
+    } else {
+        load::<Udp>(ctx, p.l4).is_some()
+    };
+    let Some([sport, dport]) = load::<[u16; 2]>(ctx, p.l4).filter(|_| complete) else {
+        let v = if is_vip_addr(&p.dst, p.family()) {
+            Verdict::drop(Stat::DropMalformed)
+        } else {
+            Verdict::pass(Stat::PassMalformed)
+        };
+        return Step::Done(v).pack();
+    };
+    let c = &mut s.client;
+    c.key = FlowKey {
+        src: p.src,
+        dst: p.dst,
+        sport,
+        dport,
+        proto: p.proto,
+        family: p.family(),
+        _pad: [0; 2],
+    };
+    if port_flags(dport) & port_flags::VIP == 0 {
+        return if port_flags(sport) & port_flags::TARGET != 0 {
+            Step::Reply.pack()
+        } else {
+            Step::Done(Verdict::pass(Stat::PassNotVip)).pack()
+        };
+    }
+    c.tcp = TcpFlags::of(ctx, p);
+    c.now = clock::now_ns();
+    let sets = Sets::of(&c.key);
+    c.hash = sets.hash;
+    // An established flow carries all it needs: no `VIPS` lookup.
+    let known = conntrack::find(&c.key, &sets);
+    c.known = known.as_ref().map_or(NO_SLOT, |k| k.index);
+    if p.ttl > 1
+        && let Some(slot) = &known
+        && let Some(t) = tracked(slot, &sets, &c.tcp, ticks(c.now))
+    {
+        return Step::Done(to_target(ctx, p, &c.key, slot, t, &c.tcp, c.now)).pack();
+    }
+    Step::Untracked.pack()
+}
+
+/// Client -> VIP port without a live entry: a new flow if the destination
+/// is a VIP (`pass_not_vip` otherwise, for the caller to look further).
+/// Returns a packed [`Verdict`].
+#[inline(never)]
+fn untracked(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+    let (p, c) = (&mut s.packet, &s.client);
+    let vip = VipKey {
+        addr: c.key.dst,
+        port: c.key.dport,
+        proto: c.key.proto,
+        family: c.key.family,
+    };
+    // SAFETY: a value of the `VIPS` map, valid for the program's run.
+    let Some(meta) = (unsafe { VIPS.get(vip) }) else {
+        return Verdict::pass(Stat::PassNotVip).pack();
+    };
+    let sets = Sets::with_hash(c.hash);
+    let known = (c.known != NO_SLOT).then_some(c.known);
+    new_flow(ctx, p, &c.key, &sets, known, meta, &c.tcp, c.now).pack()
+}
+
+/// The target of a tracked flow's client packet, if the entry still holds
+/// it. A SYN on a confirmed flow opens a new connection on a reused 5-tuple:
+/// that is a new flow.
+#[inline(always)]
+fn tracked(slot: &Slot, sets: &Sets, tcp: &TcpFlags, now: u32) -> Option<&'static Target> {
+    if !conntrack::live(slot, sets, now) {
+        return None;
+    }
+    let e = slot.get();
+    if tcp.opens() && e.state == FlowState::Established as u8 {
+        return None;
+    }
+    conntrack::target_of(e)
+}
+
+/// Client -> VIP of a tracked flow: note the packet, translate, send.
+#[inline(always)]
+fn to_target(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    key: &FlowKey,
+    slot: &Slot,
+    t: &Target,
+    tcp: &TcpFlags,
+    now: u64,
+) -> Verdict {
+    let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
+    if conntrack::client_packet(slot, tcp, ticks(now)) {
+        stats::flows(vip_id, |c| c.confirmed += 1);
+    }
+    send(ctx, p, key, vip_id, target_id, t, false, now)
+}
+
+/// Client -> VIP without a live entry: pick a target, record the flow as
+/// unconfirmed (in its own stale slot, a free one, or one of an older
+/// unconfirmed flow), send.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined hot path; a struct would be copied"
+)]
+#[inline(always)]
+fn new_flow(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    key: &FlowKey,
+    sets: &Sets,
+    known: Option<u32>,
+    vip: &VipMeta,
+    tcp: &TcpFlags,
+    now: u64,
+) -> Verdict {
+    if p.ttl <= 1 {
+        return Verdict::pass(Stat::PassTtlExceeded);
+    }
+    let Some((id, t)) = maglev::select(key, vip) else {
+        return Verdict::drop(Stat::DropNoTarget);
+    };
+    let tick = ticks(now);
+    let vacancy = match known {
+        Some(index) => Some(conntrack::Vacancy {
+            index,
+            displaces: None,
+        }),
+        None => conntrack::vacancy(sets, tick),
+    };
+    if tcp.opens() {
+        stats::flows(vip.vip_id, |c| c.syns += 1);
+    }
+    match vacancy {
+        Some(v) => {
+            let state = if tcp.opens() {
+                FlowState::Syn
+            } else {
+                FlowState::New
+            };
+            let entry = NewFlow {
+                target_id: id,
+                target_gen: t.generation,
+                vip_id: vip.vip_id,
+                idle_timeout_s: vip.idle_timeout_s,
+                state,
+                flags: if tcp.fin { entry_flags::FIN } else { 0 },
+            };
+            conntrack::insert(v.index, key, sets, &entry, tick);
+            if let Some(victim) = v.displaces {
+                stats::flows(victim as u32, |c| c.displaced += 1);
+            }
+            stats::flows(vip.vip_id, |c| c.embryonic += 1);
+        }
+        None => stats::flows(vip.vip_id, |c| c.untracked += 1),
+    }
+    send(ctx, p, key, vip.vip_id, id, t, true, now)
+}
+
+/// Client -> VIP, target known: translate, count, send.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "inlined hot path; a struct would be copied"
+)]
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    key: &FlowKey,
+    vip_id: u32,
+    target_id: u32,
+    t: &Target,
+    new_flow: bool,
+    now: u64,
+) -> Verdict {
+    if translate(ctx, p, Side::Destination, &t.addr, t.port).is_none() {
+        return Verdict::drop(Stat::DropMalformed);
+    }
+    stats::traffic(vip_id, target_id, Dir::In, p.len, new_flow);
+    fib::to_target(ctx, p, key, target_id, now)
+}
+
+/// Target -> client: if it is a reply of a tracked flow, put the VIP back.
+/// Returns a packed [`Verdict`].
+#[inline(never)]
+fn to_client(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+    reply_path(ctx, &mut s.packet, &s.client.key).pack()
+}
+
+#[inline(always)]
+fn reply_path(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
+    let now = clock::now_ns();
+    let (slot, vip) = match conntrack::find_by_reply(reply, ticks(now)) {
+        ReplyOf::Flow(slot, vip) => (slot, vip),
+        ReplyOf::Untracked => return Verdict::pass(Stat::PassReplyUntracked),
+        ReplyOf::NotTarget => return Verdict::pass(Stat::PassNotVip),
+    };
+    if p.ttl <= 1 {
+        return Verdict::pass(Stat::PassTtlExceeded);
+    }
+    let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
+    conntrack::target_packet(&slot, &TcpFlags::of(ctx, p), ticks(now));
+    if translate(ctx, p, Side::Source, &vip.addr, vip.port).is_none() {
+        return Verdict::drop(Stat::DropMalformed);
+    }
+    stats::traffic(vip_id, target_id, Dir::Out, p.len, false);
+    fib::route(ctx, p, Stat::Returned, now)
+}

@@ -1,0 +1,27 @@
+//! The XDP program's size as the kernel's verifier sees it: the verifier
+//! walks every path of the program and refuses one that takes more than a
+//! million instructions to check. A change that multiplies paths (an
+//! unrolled loop with branching inside, say) can push the program over that
+//! limit long before it fails to load; this keeps the walk well below it,
+//! so there is room for what comes next, and loading stays fast (the daemon
+//! verifies the program on every start).
+use lb_tests::fixture::{self, Fixture};
+
+/// Half the kernel's limit.
+const BUDGET: u32 = 500_000;
+
+#[test]
+fn the_program_verifies_well_within_the_kernels_limit() {
+    fixture::with_netns(|| {
+        let fx = Fixture::load(13);
+        let info = fx.program().info().expect("program info");
+        let walked = info
+            .verified_instruction_count()
+            .expect("the kernel reports verified instructions (5.16+)");
+        eprintln!("verifier walked {walked} instructions");
+        assert!(
+            walked <= BUDGET,
+            "the verifier walked {walked} instructions to check lb_xdp; keep it under {BUDGET}"
+        );
+    });
+}
