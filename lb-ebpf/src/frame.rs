@@ -30,7 +30,7 @@ pub trait Frame: EbpfContext {
 
     /// Frame length in bytes.
     #[inline(always)]
-    fn len(&self) -> usize {
+    fn frame_len(&self) -> usize {
         self.end() - self.start()
     }
 }

@@ -96,7 +96,7 @@ impl Slot {
     }
 
     #[inline(always)]
-    fn get_mut(&self) -> &mut FlowEntry {
+    fn get_mut(&mut self) -> &mut FlowEntry {
         // SAFETY: as in `get`; single-field stores only (module docs).
         unsafe { &mut *self.entry }
     }
@@ -273,7 +273,7 @@ pub struct NewFlow {
 /// Writes a new flow into slot `index`.
 #[inline(always)]
 pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
-    let Some(slot) = Slot::at(index) else {
+    let Some(mut slot) = Slot::at(index) else {
         return;
     };
     let (id, generation, vip) = (f.target_id as u16, f.target_gen as u16, f.vip_id as u16);
@@ -296,7 +296,7 @@ pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
 
 /// Frees a slot (TCP reset).
 #[inline(always)]
-pub fn remove(slot: &Slot) {
+pub fn remove(slot: &mut Slot) {
     slot.get_mut().state = FlowState::Free as u8;
 }
 
@@ -317,7 +317,7 @@ fn touch(e: &mut FlowEntry, tcp: &TcpFlags, now: u32) {
 /// flow. A FIN on a flow that never confirmed leaves it unconfirmed (only
 /// its timeout shortens), so SYN+FIN floods cannot pin entries.
 #[inline(always)]
-pub fn client_packet(slot: &Slot, tcp: &TcpFlags, now: u32) -> bool {
+pub fn client_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) -> bool {
     if tcp.rst {
         remove(slot);
         return false;
@@ -343,7 +343,7 @@ pub fn client_packet(slot: &Slot, tcp: &TcpFlags, now: u32) -> bool {
 
 /// A target's reply (nat) of a tracked flow.
 #[inline(always)]
-pub fn target_packet(slot: &Slot, tcp: &TcpFlags, now: u32) {
+pub fn target_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) {
     if tcp.rst {
         remove(slot);
         return;

@@ -169,10 +169,10 @@ fn l4(ctx: &XdpContext, s: &mut Scratch) -> u64 {
     let sets = Sets::of(&c.key);
     c.hash = sets.hash;
     // An established flow carries all it needs: no `VIPS` lookup.
-    let known = conntrack::find(&c.key, &sets);
+    let mut known = conntrack::find(&c.key, &sets);
     c.known = known.as_ref().map_or(NO_SLOT, |k| k.index);
     if p.ttl > 1
-        && let Some(slot) = &known
+        && let Some(slot) = &mut known
         && let Some(t) = tracked(slot, &sets, &c.tcp, ticks(c.now))
     {
         return Step::Done(to_target(ctx, p, &c.key, slot, t, &c.tcp, c.now)).pack();
@@ -222,7 +222,7 @@ fn to_target(
     ctx: &XdpContext,
     p: &mut Packet,
     key: &FlowKey,
-    slot: &Slot,
+    slot: &mut Slot,
     t: &Target,
     tcp: &TcpFlags,
     now: u64,
@@ -328,7 +328,7 @@ fn to_client(ctx: &XdpContext, s: &mut Scratch) -> u64 {
 #[inline(always)]
 fn reply_path(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
     let now = clock::now_ns();
-    let (slot, vip) = match conntrack::find_by_reply(reply, ticks(now)) {
+    let (mut slot, vip) = match conntrack::find_by_reply(reply, ticks(now)) {
         ReplyOf::Flow(slot, vip) => (slot, vip),
         ReplyOf::Untracked => return Verdict::pass(Stat::PassReplyUntracked),
         ReplyOf::NotTarget => return Verdict::pass(Stat::PassNotVip),
@@ -337,7 +337,7 @@ fn reply_path(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
     let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
-    conntrack::target_packet(&slot, &TcpFlags::of(ctx, p), ticks(now));
+    conntrack::target_packet(&mut slot, &TcpFlags::of(ctx, p), ticks(now));
     if translate(ctx, p, Side::Source, &vip.addr, vip.port).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }

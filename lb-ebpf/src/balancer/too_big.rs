@@ -101,7 +101,7 @@ fn build(ctx: &XdpContext, p: &Packet, key: &FlowKey, mtu: u16) -> Option<()> {
     let quoted = ip_len + QUOTED_L4;
     // Remember the Ethernet addresses and the VLAN tag (if any).
     let eth = load::<[u8; 18]>(ctx, 0)?;
-    let frame = ctx.len();
+    let frame = ctx.frame_len();
     let keep = l3 + quoted;
     if frame < keep {
         return None;

@@ -135,7 +135,8 @@ impl MappedArray {
     /// Writes one field, `offset` bytes into element `index`: a single
     /// store, so the program never sees it half-written.
     pub fn write_field<F>(&mut self, index: u32, offset: usize, value: F) -> Option<()> {
-        if offset + std::mem::size_of::<F>() > self.cell || offset % std::mem::align_of::<F>() != 0
+        if offset + std::mem::size_of::<F>() > self.cell
+            || !offset.is_multiple_of(std::mem::align_of::<F>())
         {
             return None;
         }
