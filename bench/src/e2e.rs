@@ -54,28 +54,21 @@
 //! counter moving ([`verify`], run after the results are written). The
 //! config has only the IPv4 UDP listener (3 targets): one VIP, one ring.
 use std::ffi::OsStr;
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::thread::JoinHandleExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::path::PathBuf;
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, Map, MapData, PerCpuArray, ProgramArray};
-use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
-use aya::sys::SyscallError;
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
+use aya::maps::{Array, PerCpuArray};
+use aya::programs::XdpMode;
 
-use lb_tests::fixture;
 use lb_tests::netns::{self, Netns};
+use lb_tests::packet::tcp_flags;
 use lb_tests::packet::{Mac, Packet};
 use lb_tests::proc::{self, LbDaemon};
 use lb_tests::topology::{
-    CLIENT4, LB_CLIENT_IF, PEER_IF, Topology, TopologyOpts, VIP_UDP_PORT, VIP4, lb_target_if,
-    target4,
+    CLIENT4, LB_CLIENT_IF, PEER_IF, TARGET_TCP_PORT, TARGET_UDP_PORT, Topology, TopologyOpts,
+    VIP_TCP_PORT, VIP_UDP_PORT, VIP4, lb_target_if, target4,
 };
 
 /// What `lb-bench e2e` was asked for.
@@ -92,6 +85,41 @@ pub struct Opts {
     pub batch: u32,
     /// Frame length in bytes (Ethernet header included, no FCS).
     pub frame_len: usize,
+    /// Distinct flows the traffic cycles through (a power of two: source
+    /// ports, and source addresses beyond 65536).
+    pub flows: u32,
+    /// UDP datagrams, or TCP ACKs (segments of established connections).
+    pub proto: Proto,
+}
+
+/// The traffic's transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
+    fn vip_port(self) -> u16 {
+        match self {
+            Proto::Udp => VIP_UDP_PORT,
+            Proto::Tcp => VIP_TCP_PORT,
+        }
+    }
+
+    fn target_port(self) -> u16 {
+        match self {
+            Proto::Udp => TARGET_UDP_PORT,
+            Proto::Tcp => TARGET_TCP_PORT,
+        }
+    }
 }
 
 /// The three forwarders.
@@ -312,25 +340,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Number of distinct flows the generator cycles through (its source port
-/// is a 16-bit sequence).
+/// Default number of distinct flows the generator cycles through.
 pub const FLOWS: u32 = 65536;
-/// Offset of the UDP source port in the frame (IPv4, no VLAN, no options).
-const SPORT_OFFSET: u32 = 14 + 20;
-/// Frames per `BPF_PROG_TEST_RUN` call of the generator. Every live-frames
-/// call sets up and tears down a page pool, which sleeps (tens of ms here),
-/// so calls must be long; the generator is interrupted with [`STOP_SIGNAL`]
-/// rather than waited for.
-const FRAMES_PER_CALL: u32 = 1 << 26;
-/// Interrupts the generator's test run (`EINTR`); a no-op handler is
-/// installed so that it does not end the process.
-const STOP_SIGNAL: libc::c_int = libc::SIGUSR1;
 /// nftables table of the `nftables` case.
 const NFT_TABLE: &str = "lbbench";
 
 // ---------------------------------------------------------------- eBPF side
 
-use lb_tests::bench_xdp::BenchPacket;
+use lb_tests::trafficgen::{
+    Generator, GeneratorSpec, Link, Vary, link, load_bench, mac_str, xdp_mut,
+};
 
 /// Mirrors `RedirectTo` in lb-bench-ebpf.
 #[repr(C)]
@@ -342,35 +361,6 @@ struct RedirectTo {
 }
 // SAFETY: repr(C), 4 + 6 + 6 bytes, no implicit padding.
 unsafe impl aya::Pod for RedirectTo {}
-
-fn bench_object() -> PathBuf {
-    let path = fixture::object_path().with_file_name("lb-bench-ebpf");
-    assert!(
-        path.is_file(),
-        "{} missing: `cargo xtask build` builds it beside the XDP program",
-        path.display()
-    );
-    path
-}
-
-fn load_bench(programs: &[&str]) -> Ebpf {
-    let mut ebpf = EbpfLoader::new()
-        .load_file(bench_object())
-        .unwrap_or_else(|e| panic!("loading lb-bench-ebpf: {e:?}"));
-    for name in programs {
-        xdp_mut(&mut ebpf, name)
-            .load()
-            .unwrap_or_else(|e| panic!("loading {name}: {e:?}"));
-    }
-    ebpf
-}
-
-fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
-    ebpf.program_mut(name)
-        .unwrap_or_else(|| panic!("no program {name}"))
-        .try_into()
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
 
 /// Runs `f` on a thread in namespace `ns` (interface names resolve there).
 fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -427,271 +417,7 @@ impl Redirect {
     }
 }
 
-// ---------------------------------------------------------------- generator
-
-/// The traffic generator: a thread in the client namespace, pinned to one
-/// CPU, sending `frame` out of the client's veth with live-frames test runs
-/// as fast as it can, the source port changing every frame. Frames sent are
-/// counted by `bench_wrap` itself (its per-CPU `SEQ`), so the count is exact
-/// at any moment. Stopped (and joined) on drop.
-struct Generator {
-    stop: Arc<AtomicBool>,
-    seq: PerCpuArray<MapData, u64>,
-    handle: Option<JoinHandle<()>>,
-}
-
-/// `struct xdp_md` as `ctx_in`: data, data_end, data_meta, ingress_ifindex,
-/// rx_queue_index, egress_ifindex.
-fn xdp_md(len: usize, ifindex: u32) -> Vec<u8> {
-    [0, len as u32, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|v: &u32| v.to_ne_bytes())
-        .collect()
-}
-
-extern "C" fn ignore_signal(_: libc::c_int) {}
-
-fn install_stop_handler() {
-    // SAFETY: installs a handler that does nothing; no SA_RESTART, so a
-    // blocked test run returns EINTR.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        let rc = libc::sigaction(STOP_SIGNAL, &sa, std::ptr::null_mut());
-        assert_eq!(rc, 0, "sigaction: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Generator {
-    fn start(ns: &Netns, frame: Vec<u8>, cpu: usize, batch: u32) -> Self {
-        install_stop_handler();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<MapData, String>>();
-        let path = PathBuf::from("/run/netns").join(ns.name());
-        let handle = {
-            let stop = stop.clone();
-            thread::Builder::new()
-                .name("e2e-generator".into())
-                .spawn(move || {
-                    if let Err(e) = generate(&path, &frame, cpu, batch, &stop, &ready_tx) {
-                        // Nobody may be listening any more; the error is also
-                        // the thread's panic message.
-                        let _ = ready_tx.send(Err(e.clone()));
-                        panic!("generator: {e}");
-                    }
-                })
-                .expect("spawn generator")
-        };
-        let seq = match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(map)) => PerCpuArray::try_from(Map::PerCpuArray(map)).expect("SEQ"),
-            Ok(Err(e)) => panic!("generator failed to start: {e}"),
-            Err(e) => panic!("generator did not start in 10 s: {e}"),
-        };
-        let mut generator = Self {
-            stop,
-            seq,
-            handle: Some(handle),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while generator.sent() == 0 {
-            if generator
-                .handle
-                .as_ref()
-                .is_some_and(JoinHandle::is_finished)
-            {
-                generator.halt();
-                panic!("generator ended before sending");
-            }
-            assert!(Instant::now() < deadline, "generator sent nothing in 10 s");
-            thread::sleep(Duration::from_millis(5));
-        }
-        generator
-    }
-
-    /// Frames generated so far.
-    fn sent(&self) -> u64 {
-        self.seq
-            .get(&0, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or_else(|e| panic!("reading SEQ: {e}"))
-    }
-
-    /// Stops and joins; returns every frame sent.
-    fn stop(mut self) -> u64 {
-        self.halt();
-        self.sent()
-    }
-
-    fn halt(&mut self) {
-        let Some(h) = self.handle.take() else {
-            return;
-        };
-        self.stop.store(true, Ordering::Relaxed);
-        // The signal may land just before the thread enters its next test
-        // run; keep sending until it has left.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !h.is_finished() && Instant::now() < deadline {
-            // SAFETY: pthread_kill on a thread that has not been joined.
-            unsafe { libc::pthread_kill(h.as_pthread_t(), STOP_SIGNAL) };
-            thread::sleep(Duration::from_millis(10));
-        }
-        if !h.is_finished() {
-            eprintln!("generator did not stop within 10 s; leaving it");
-            return;
-        }
-        if let Err(panic) = h.join()
-            && !thread::panicking()
-        {
-            std::panic::resume_unwind(panic);
-        }
-    }
-}
-
-impl Drop for Generator {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-fn generate(
-    netns_path: &Path,
-    frame: &[u8],
-    cpu: usize,
-    batch: u32,
-    stop: &AtomicBool,
-    ready: &mpsc::Sender<Result<MapData, String>>,
-) -> Result<(), String> {
-    let file = File::open(netns_path).map_err(|e| format!("open {}: {e}", netns_path.display()))?;
-    // SAFETY: plain syscall on a valid fd; only this thread changes namespace.
-    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("setns: {}", std::io::Error::last_os_error()));
-    }
-    pin_cpu(cpu)?;
-    let name = std::ffi::CString::new(PEER_IF).expect("ifname");
-    // SAFETY: a valid NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(format!("no {PEER_IF} in the client namespace"));
-    }
-
-    let mut ebpf = load_bench(&["bench_wrap", "bench_tx"]);
-    let tx_fd = xdp_mut(&mut ebpf, "bench_tx")
-        .fd()
-        .map_err(|e| format!("bench_tx fd: {e:?}"))?
-        .try_clone()
-        .map_err(|e| format!("bench_tx fd: {e:?}"))?;
-    let mut jump: ProgramArray<_> =
-        ProgramArray::try_from(ebpf.take_map("JUMP").expect("JUMP")).expect("JUMP");
-    jump.set(0, &tx_fd, 0).map_err(|e| format!("JUMP: {e:?}"))?;
-    let mut packet: Array<_, BenchPacket> =
-        Array::try_from(ebpf.take_map("PACKET").expect("PACKET")).expect("PACKET");
-    let mut bytes = [0u8; 256];
-    bytes[..frame.len()].copy_from_slice(frame);
-    packet
-        .set(
-            0,
-            BenchPacket {
-                len: frame.len() as u32,
-                vary_port_off: SPORT_OFFSET,
-                vary_addr_off: 0,
-                _pad: 0,
-                bytes,
-            },
-            0,
-        )
-        .map_err(|e| format!("PACKET: {e:?}"))?;
-    let Some(Map::PerCpuArray(seq)) = ebpf.take_map("SEQ") else {
-        return Err("no per-CPU array SEQ in lb-bench-ebpf".into());
-    };
-    // Only our reader holds SEQ from here on; a clone of the fd keeps the
-    // program's reference.
-    let _ = ready.send(Ok(seq));
-
-    let ctx = xdp_md(frame.len(), ifindex);
-    let prog: &Xdp = ebpf
-        .program("bench_wrap")
-        .expect("bench_wrap")
-        .try_into()
-        .expect("bench_wrap is XDP");
-    while !stop.load(Ordering::Relaxed) {
-        let r = prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&ctx),
-            repeat: FRAMES_PER_CALL,
-            attrs: TestRunAttrs::new().xdp_live_frames(batch),
-            ..TestRunOptions::default()
-        });
-        match r {
-            Ok(_) => {}
-            Err(ProgramError::SyscallError(SyscallError { io_error, .. }))
-                if io_error.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => {
-                return Err(format!(
-                    "BPF_PROG_TEST_RUN (live frames) on {PEER_IF}: {e:?}"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn pin_cpu(cpu: usize) -> Result<(), String> {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread only.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(format!(
-                "sched_setaffinity to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------- the lab
-
-#[derive(Clone, Copy, Debug)]
-struct Link {
-    ifindex: u32,
-    mac: Mac,
-}
-
-/// `ifindex` and MAC of `dev` in `ns`, from `ip -o link show`.
-fn link(ns: &Netns, dev: &str) -> Link {
-    let out = ns.ip(&["-o", "link", "show", "dev", dev]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let ifindex = text
-        .split(':')
-        .next()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no ifindex in {text:?}"));
-    let mac = text
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .and_then(parse_mac)
-        .unwrap_or_else(|| panic!("no MAC in {text:?}"));
-    Link { ifindex, mac }
-}
-
-fn parse_mac(s: &str) -> Option<Mac> {
-    let bytes: Vec<u8> = s
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    bytes.try_into().ok()
-}
-
-fn mac_str(m: &Mac) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// Topology, sinks and the addresses every case needs. Fields drop in
 /// order: sinks (detach), then the topology (processes, links, namespaces).
@@ -705,8 +431,9 @@ struct Lab {
 }
 
 const TARGETS: usize = 3;
-/// Name of the IPv4 UDP listener (and its target group) in the standard spec.
-const LISTENER: &str = "udp4";
+/// Connection-table slots per flow of the traffic: room for every flow with
+/// the table at half its capacity (see lb_common::flow on set occupancy).
+const SLOTS_PER_FLOW: u32 = 2;
 
 impl Lab {
     fn new(opts: &Opts) -> Self {
@@ -717,12 +444,16 @@ impl Lab {
                 ..TopologyOpts::default()
             },
         );
-        // Only the IPv4 UDP listener (the standard spec has TCP and IPv6
-        // VIPs too): one VIP, one Maglev ring.
+        // Only the IPv4 listener of the traffic's protocol (the standard
+        // spec has IPv6 VIPs and the other protocol too): one VIP, one ring.
+        let listener = format!("{}4", opts.proto.name());
         let mut spec = topo.config_spec(&[1, 2, 3]);
-        spec.listeners.retain(|l| l.name == LISTENER);
-        spec.target_groups.retain(|g| g.name == LISTENER);
-        assert_eq!(spec.listeners.len(), 1, "standard spec has no {LISTENER}");
+        spec.listeners.retain(|l| l.name == listener);
+        spec.target_groups.retain(|g| g.name == listener);
+        assert_eq!(spec.listeners.len(), 1, "standard spec has no {listener}");
+        let capacity = (opts.flows * SLOTS_PER_FLOW).max(lb_common::limits::DEFAULT_FLOW_CAPACITY);
+        spec.daemon_extra
+            .push(format!("flow_capacity = {capacity}"));
         let config = topo.write_config(&spec);
         let client = link(&topo.client, PEER_IF);
         let lb_c = link(&topo.lb, LB_CLIENT_IF);
@@ -753,11 +484,22 @@ impl Lab {
             (42..=256).contains(&opts.frame_len),
             "frame length must be 42..=256 bytes"
         );
-        let frame = Packet::udp((CLIENT4, 1024).into(), (VIP4, VIP_UDP_PORT).into())
-            .payload(&vec![0u8; opts.frame_len - 42])
-            .udp_zero_checksum()
-            .macs(client.mac, lb_c.mac)
-            .build();
+        let vip = (VIP4, opts.proto.vip_port()).into();
+        let frame = match opts.proto {
+            Proto::Udp => Packet::udp((CLIENT4, 1024).into(), vip)
+                .payload(&vec![0u8; opts.frame_len - 42])
+                .udp_zero_checksum(),
+            Proto::Tcp => {
+                assert!(opts.frame_len >= 54, "a TCP frame is 54 bytes at least");
+                Packet::tcp((CLIENT4, 1024).into(), vip, tcp_flags::ACK).payload(&vec![
+                    0u8;
+                    opts.frame_len
+                        - 54
+                ])
+            }
+        }
+        .macs(client.mac, lb_c.mac)
+        .build();
         assert_eq!(frame.len(), opts.frame_len);
         Self {
             sinks,
@@ -826,7 +568,7 @@ impl Lab {
                 sample
             }
             Case::Nftables => {
-                let _nft = Nft::install(self);
+                let _nft = Nft::install(self, opts.proto);
                 self.measure(opts).0
             }
             Case::Redirect => {
@@ -842,9 +584,13 @@ impl Lab {
         let drops_before = self.veth_drops();
         let generator = Generator::start(
             &self.topo.client,
-            self.frame.clone(),
-            opts.gen_cpu,
-            opts.batch,
+            GeneratorSpec {
+                dev: PEER_IF.to_owned(),
+                frame: self.frame.clone(),
+                vary: Vary::ipv4(opts.flows),
+                cpu: opts.gen_cpu,
+                batch: opts.batch,
+            },
         );
         thread::sleep(opts.warmup);
         let (t0, s0, d0, c0) = (
@@ -919,19 +665,14 @@ struct Nft {
 }
 
 impl Nft {
-    fn install(lab: &Lab) -> Self {
+    fn install(lab: &Lab, proto: Proto) -> Self {
         let map: Vec<String> = (1..=TARGETS)
-            .map(|i| {
-                format!(
-                    "{} : {} . {}",
-                    i - 1,
-                    target4(i),
-                    lb_tests::topology::TARGET_UDP_PORT
-                )
-            })
+            .map(|i| format!("{} : {} . {}", i - 1, target4(i), proto.target_port()))
             .collect();
         let rules = format!(
-            "table ip {NFT_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP4} udp dport {VIP_UDP_PORT} dnat ip to numgen inc mod {TARGETS} map {{ {} }}\n  }}\n}}\n",
+            "table ip {NFT_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP4} {} dport {} dnat ip to numgen inc mod {TARGETS} map {{ {} }}\n  }}\n}}\n",
+            proto.name(),
+            proto.vip_port(),
             map.join(", ")
         );
         let path = lab.topo.run_dir().join("bench.nft");
@@ -1050,8 +791,24 @@ pub fn print(report: &Report, opts: &Opts) {
         c.kernel, c.cpus, c.loadavg_before, c.loadavg_after
     );
     println!(
-        "traffic: {} B IPv4 UDP frames to {VIP4}:{VIP_UDP_PORT}, {FLOWS} flows (source ports), zero UDP checksum",
-        opts.frame_len
+        "traffic: {} B IPv4 {} frames to {VIP4}:{}, {} flows (source ports{}){}",
+        opts.frame_len,
+        match opts.proto {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP ACK",
+        },
+        opts.proto.vip_port(),
+        opts.flows,
+        if opts.flows > 1 << 16 {
+            " and addresses"
+        } else {
+            ""
+        },
+        if opts.proto == Proto::Udp {
+            ", zero UDP checksum"
+        } else {
+            ""
+        }
     );
     println!("generator: {}", generator_desc(opts));
     println!("CPUs: {}", cpu_desc(opts));
@@ -1216,7 +973,7 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         .map(|(n, v)| format!("{}: {v}", json_str(n)))
         .collect();
     format!(
-        "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"flows\": {FLOWS}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratio_lb_over_nftables\": {k:.3},\n  \"ratio_lb_over_redirect\": {t:.3},\n  \"lb_stats\": {{\"forwarded\": {}, \"sinks_received\": {}, \"generator_sent\": {}, \"other\": {{{}}}}}\n}}\n",
+        "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"proto\": \"{}\", \"flows\": {}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratio_lb_over_nftables\": {k:.3},\n  \"ratio_lb_over_redirect\": {t:.3},\n  \"lb_stats\": {{\"forwarded\": {}, \"sinks_received\": {}, \"generator_sent\": {}, \"other\": {{{}}}}}\n}}\n",
         json_str(&c.kernel),
         c.cpus,
         json_str(&c.loadavg_before),
@@ -1224,6 +981,8 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         json_str(&generator_desc(opts)),
         json_str(&cpu_desc(opts)),
         opts.frame_len,
+        opts.proto.name(),
+        opts.flows,
         opts.window.as_secs_f64(),
         opts.warmup.as_secs_f64(),
         opts.rounds,

@@ -74,6 +74,13 @@ enum What {
         /// Frame length in bytes (Ethernet header included, no FCS).
         #[arg(long, default_value_t = 64)]
         frame_len: usize,
+        /// Distinct flows the traffic cycles through (a power of two; 1048576
+        /// for "a million"): the load balancer's table is sized for them.
+        #[arg(long, default_value_t = e2e::FLOWS)]
+        flows: u32,
+        /// Traffic: UDP datagrams or TCP ACKs.
+        #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
+        proto: String,
         /// Where to write the JSON results (default $LB_BENCH_DIR/e2e.json,
         /// else target/bench/e2e.json).
         #[arg(long)]
@@ -273,8 +280,14 @@ fn main() {
             gen_cpu,
             batch,
             frame_len,
+            flows,
+            proto,
             json: path,
         } => {
+            if !flows.is_power_of_two() {
+                eprintln!("lb-bench e2e: --flows must be a power of two, not {flows}");
+                std::process::exit(2);
+            }
             let path = path.unwrap_or_else(|| {
                 std::env::var_os("LB_BENCH_DIR")
                     .map(PathBuf::from)
@@ -288,6 +301,12 @@ fn main() {
                 gen_cpu,
                 batch,
                 frame_len,
+                flows,
+                proto: if proto == "tcp" {
+                    e2e::Proto::Tcp
+                } else {
+                    e2e::Proto::Udp
+                },
             };
             let report = e2e::run(&opts);
             e2e::print(&report, &opts);

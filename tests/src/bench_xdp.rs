@@ -26,6 +26,7 @@ use lb_common::{
 use crate::{
     fixture::{self, Fixture, port_be, topo},
     packet::{Packet, tcp_flags},
+    trafficgen::{BenchPacket, bench_object},
 };
 
 #[derive(Clone, Debug)]
@@ -46,30 +47,6 @@ pub struct Row {
     pub min_ns: f64,
     /// Name of the floor row this one is compared with, if any.
     pub floor: Option<&'static str>,
-}
-
-/// Mirrors `BenchPacket` in lb-bench-ebpf.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct BenchPacket {
-    pub len: u32,
-    pub vary_port_off: u32,
-    pub vary_addr_off: u32,
-    pub _pad: u32,
-    pub bytes: [u8; 256],
-}
-// SAFETY: repr(C), integers and a byte array, no implicit padding.
-unsafe impl aya::Pod for BenchPacket {}
-
-fn bench_object() -> PathBuf {
-    let lb = fixture::object_path();
-    let path = lb.with_file_name("lb-bench-ebpf");
-    assert!(
-        path.is_file(),
-        "{} missing: `cargo xtask build` builds it beside the XDP program",
-        path.display()
-    );
-    path
 }
 
 fn ns_per_packet(prog: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32) {
@@ -251,7 +228,10 @@ fn bench_packet(frame: &[u8], vary: bool) -> BenchPacket {
         // IPv4 without VLAN: source address at 26, TCP source port at 34.
         vary_port_off: if vary { 34 } else { 0 },
         vary_addr_off: if vary { 26 } else { 0 },
-        _pad: 0,
+        vary_mask: 0,
+        // The program under test does not verify checksums.
+        l4_csum_off: 0,
+        ip_csum_off: 0,
         bytes,
     }
 }

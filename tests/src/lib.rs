@@ -7,6 +7,7 @@ pub mod lab;
 pub mod netns;
 pub mod proc;
 pub mod topology;
+pub mod trafficgen;
 
 // Data-path fixtures: packet builder, reference checksums, BPF_PROG_TEST_RUN harness.
 pub mod checksum;

@@ -1691,8 +1691,21 @@ fn return_cases() -> Vec<Case> {
         .redirect(&to_client(&synack, &V_TCP4), Stat::Returned),
     );
     cases.push(
-        Case::new("packet from a nat target that belongs to no flow", &synack)
-            .pass_unchanged(Stat::PassReplyUntracked),
+        Case::new(
+            "reply without an entry whose flow the VIP's ring sends to this target \
+             (an untracked flow's) is translated back without an entry",
+            &synack,
+        )
+        .redirect(&to_client(&synack, &V_TCP4), Stat::Returned)
+        .check(|fx, _| expect_no_flows(fx)),
+    );
+    cases.push(
+        Case::new(
+            "packet from a nat target that belongs to no flow, nor would by the ring",
+            &synack,
+        )
+        .setup(|fx| switch_ring(fx, &V_TCP4, &[T2.id]))
+        .pass_unchanged(Stat::PassReplyUntracked),
     );
     let stranger = Packet::tcp(with_port(T1.addr, 9999), CLIENT4, SYN | ACK);
     cases.push(

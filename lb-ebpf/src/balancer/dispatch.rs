@@ -328,19 +328,24 @@ fn to_client(ctx: &XdpContext, s: &mut Scratch) -> u64 {
 #[inline(always)]
 fn reply_path(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
     let now = clock::now_ns();
-    let (mut slot, vip) = match conntrack::find_by_reply(reply, ticks(now)) {
-        ReplyOf::Flow(slot, vip) => (slot, vip),
+    let (slot, vip, vip_id, target_id) = match conntrack::find_by_reply(reply, ticks(now)) {
+        ReplyOf::Flow(slot, vip) => {
+            let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
+            (Some(slot), vip, vip_id, target_id)
+        }
+        ReplyOf::Hashed(vip, vip_id, target_id) => (None, vip, vip_id, target_id),
         ReplyOf::Untracked => return Verdict::pass(Stat::PassReplyUntracked),
         ReplyOf::NotTarget => return Verdict::pass(Stat::PassNotVip),
     };
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
-    let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
-    conntrack::target_packet(&mut slot, &TcpFlags::of(ctx, p), ticks(now));
+    if let Some(mut slot) = slot {
+        conntrack::target_packet(&mut slot, &TcpFlags::of(ctx, p), ticks(now));
+    }
+    stats::traffic(vip_id, target_id, Dir::Out, p.len, false);
     if translate(ctx, p, Side::Source, &vip.addr, vip.port).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }
-    stats::traffic(vip_id, target_id, Dir::Out, p.len, false);
     fib::route(ctx, p, Stat::Returned, now)
 }

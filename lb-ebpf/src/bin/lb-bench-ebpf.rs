@@ -24,7 +24,15 @@ pub struct BenchPacket {
     pub vary_port_off: u32,
     /// Offset of a 32-bit source address whose low bits also vary, or 0.
     pub vary_addr_off: u32,
-    pub _pad: u32,
+    /// The sequence is taken modulo `vary_mask + 1` (0: not at all), so the
+    /// frames cycle through that many 5-tuples.
+    pub vary_mask: u32,
+    /// Offset of the TCP/UDP checksum to keep right as the port and address
+    /// vary, or 0 (the receiver's kernel drops a wrong one).
+    pub l4_csum_off: u32,
+    /// Offset of the IPv4 header checksum to keep right as the address
+    /// varies, or 0.
+    pub ip_csum_off: u32,
     pub bytes: [u8; 256],
 }
 
@@ -109,11 +117,21 @@ fn restore(ctx: &XdpContext) -> Option<()> {
             *seq += 1;
             *seq
         };
+        let n = if pkt.vary_mask != 0 {
+            n & pkt.vary_mask as u64
+        } else {
+            n
+        };
         let p = (pkt.vary_port_off & 0xff) as usize;
         if start + p + 2 > end {
             return None;
         }
-        unsafe { *((start + p) as *mut u16) = (n as u16).to_be() };
+        let port = (start + p) as *mut u16;
+        let new_port = (n as u16).to_be();
+        // SAFETY: bounds-checked against `end` above.
+        let old_port = unsafe { *port };
+        unsafe { *port = new_port };
+        let (mut old_addr, mut new_addr) = (0u16, 0u16);
         let a = (pkt.vary_addr_off & 0xff) as usize;
         if a != 0 {
             if start + a + 4 > end {
@@ -122,9 +140,49 @@ fn restore(ctx: &XdpContext) -> Option<()> {
             // Low 16 bits of the address take the high bits of the sequence,
             // so (address, port) is unique for 2^32 iterations.
             let addr = (start + a + 2) as *mut u16;
-            unsafe { *addr = ((n >> 16) as u16).to_be() };
+            new_addr = ((n >> 16) as u16).to_be();
+            // SAFETY: bounds-checked against `end` above.
+            old_addr = unsafe { *addr };
+            unsafe { *addr = new_addr };
         }
+        fix_checksum(
+            start,
+            end,
+            pkt.l4_csum_off,
+            &[(old_port, new_port), (old_addr, new_addr)],
+        )?;
+        fix_checksum(start, end, pkt.ip_csum_off, &[(old_addr, new_addr)])?;
     }
+    Some(())
+}
+
+/// Updates the 16-bit one's-complement checksum at `off` (0: none) for the
+/// words that changed, incrementally (RFC 1624: HC' = ~(~HC + ~m + m')).
+/// Words are summed as stored: the sum does not depend on byte order.
+#[inline(always)]
+fn fix_checksum<const N: usize>(
+    start: usize,
+    end: usize,
+    off: u32,
+    changes: &[(u16, u16); N],
+) -> Option<()> {
+    let off = (off & 0xff) as usize;
+    if off == 0 {
+        return Some(());
+    }
+    if start + off + 2 > end {
+        return None;
+    }
+    let field = (start + off) as *mut u16;
+    // SAFETY: bounds-checked against `end` above.
+    let mut sum = !unsafe { *field } as u32;
+    for &(old, new) in changes {
+        sum += !old as u32 + new as u32;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    // SAFETY: as above.
+    unsafe { *field = !(sum as u16) };
     Some(())
 }
 

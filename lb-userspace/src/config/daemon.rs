@@ -27,8 +27,8 @@ pub struct Daemon {
     /// Slots of each VIP's Maglev table; prime, within [`MAGLEV_TABLE_SIZE`].
     #[serde(default = "default_maglev_table_size")]
     pub maglev_table_size: u32,
-    /// Entries of the connection table (LRU) and of the NAT table; within
-    /// [`FLOW_CAPACITY`].
+    /// Flows the connection table holds (one entry for both directions,
+    /// rounded up to a power of two); within [`FLOW_CAPACITY`].
     #[serde(default = "default_flow_capacity")]
     pub flow_capacity: u32,
     /// VIPs the maps are sized for (the Maglev map holds two tables per VIP);

@@ -1,12 +1,14 @@
 //! Data-path metrics, built at scrape time from a `bpf::stats::Snapshot`
 //! (the per-CPU map counters summed) and named after ELB's CloudWatch
 //! metrics: `ActiveFlowCount`, `NewFlowCount`, `ProcessedBytes`,
-//! `ProcessedPackets`, per listener and per target.
+//! `ProcessedPackets`, per listener and per target, and the connection
+//! table's own numbers (capacity, unconfirmed flows, SYNs, displacements and
+//! untracked flows per listener: what shows a flood and what it cost).
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use lb_common::{Counters, Stat};
+use lb_common::{Counters, FlowCounters, Stat};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
@@ -20,8 +22,15 @@ use crate::{
 };
 
 /// Names this collector emits (families; counters get `_total` appended).
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 17] = [
     "lb_active_flow_count",
+    "lb_flow_table_capacity",
+    "lb_unconfirmed_flow_count",
+    "lb_tcp_syn_count",
+    "lb_unconfirmed_new_flow_count",
+    "lb_confirmed_flow_count",
+    "lb_displaced_flow_count",
+    "lb_untracked_flow_count",
     "lb_new_flow_count",
     "lb_processed_bytes",
     "lb_processed_packets",
@@ -37,6 +46,10 @@ pub const NAMES: [&str; 10] = [
 #[derive(Debug, Default)]
 pub(super) struct View {
     active_flows: u64,
+    flow_capacity: u32,
+    embryonic_flows: u64,
+    /// Connection-table counters by listener name.
+    flows: Vec<(String, FlowCounters)>,
     /// By listener name (the VIP's `address:port/proto` when no listener of
     /// the config has it: a stale VIP).
     listeners: Vec<(String, Counters)>,
@@ -52,6 +65,16 @@ impl View {
     pub(super) fn new(s: &Snapshot, config: &Config) -> Self {
         let mut view = View {
             active_flows: s.active_flows,
+            flow_capacity: s.flow_capacity,
+            embryonic_flows: s.embryonic_flows,
+            flows: s
+                .vips
+                .iter()
+                .map(|(key, meta, _)| {
+                    let f = s.vip_flows.get(&meta.vip_id).copied().unwrap_or_default();
+                    (config.vip_name(key, VipOwners::InKernel), f)
+                })
+                .collect(),
             listeners: s
                 .vips
                 .iter()
@@ -97,6 +120,16 @@ pub(super) struct DataPathCollector {
     pub(super) view: Arc<Mutex<Option<View>>>,
 }
 
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
 /// One counter family with one label.
 fn counters<V: AsRef<str>>(
     encoder: &mut DescriptorEncoder,
@@ -119,13 +152,57 @@ impl Collector for DataPathCollector {
         let Some(v) = guard.as_ref() else {
             return Ok(());
         };
-        let active = ConstGauge::new(i64::try_from(v.active_flows).unwrap_or(i64::MAX));
-        active.encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "lb_active_flow_count",
             "Flows in the connection table not idle past their timeout",
-            None,
-            active.metric_type(),
-        )?)?;
+            v.active_flows,
+        )?;
+        gauge(
+            &mut encoder,
+            "lb_flow_table_capacity",
+            "Slots of the connection table",
+            u64::from(v.flow_capacity),
+        )?;
+        gauge(
+            &mut encoder,
+            "lb_unconfirmed_flow_count",
+            "Active flows not confirmed yet (handshake or first reply not seen)",
+            v.embryonic_flows,
+        )?;
+        let flows = |f: fn(&FlowCounters) -> u64| -> Vec<(String, u64)> {
+            v.flows.iter().map(|(k, c)| (k.clone(), f(c))).collect()
+        };
+        let flow_lists = [
+            (
+                "lb_tcp_syn_count",
+                "TCP SYNs from clients by listener",
+                flows(|f| f.syns),
+            ),
+            (
+                "lb_unconfirmed_new_flow_count",
+                "New flows entered unconfirmed by listener",
+                flows(|f| f.embryonic),
+            ),
+            (
+                "lb_confirmed_flow_count",
+                "Flows confirmed (handshake completed or both ways seen) by listener",
+                flows(|f| f.confirmed),
+            ),
+            (
+                "lb_displaced_flow_count",
+                "Unconfirmed flows displaced by newer ones by listener",
+                flows(|f| f.displaced),
+            ),
+            (
+                "lb_untracked_flow_count",
+                "New flows that found no free slot (forwarded by Maglev alone) by listener",
+                flows(|f| f.untracked),
+            ),
+        ];
+        for (name, help, rows) in flow_lists {
+            counters(&mut encoder, name, help, "listener", rows)?;
+        }
         let by = |rows: &[(String, Counters)], f: fn(&Counters) -> u64| -> Vec<(String, u64)> {
             rows.iter().map(|(k, c)| (k.clone(), f(c))).collect()
         };

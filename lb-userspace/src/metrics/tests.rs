@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use lb_common::{Counters, PROTO_TCP, PROTO_UDP, Stat, TargetState, VipMeta};
+use lb_common::{Counters, FlowCounters, PROTO_TCP, PROTO_UDP, Stat, TargetState, VipMeta};
 
 use super::*;
 use crate::{
@@ -36,14 +36,31 @@ fn snapshot() -> Snapshot {
             .collect(),
         vips: vec![
             (web, VipMeta::default(), counters(50)),
-            (stale, VipMeta::default(), counters(20)),
+            (
+                stale,
+                VipMeta {
+                    vip_id: 1,
+                    ..VipMeta::default()
+                },
+                counters(20),
+            ),
         ],
         targets: vec![(
             3,
             net::target_entry(target, TargetState::Active, 1),
             counters(40),
         )],
-        vip_flows: Default::default(),
+        vip_flows: [(
+            0,
+            FlowCounters {
+                syns: 9,
+                embryonic: 8,
+                confirmed: 5,
+                displaced: 2,
+                untracked: 1,
+            },
+        )]
+        .into(),
         flow_capacity: 1024,
         active_flows: 7,
         embryonic_flows: 2,
@@ -68,6 +85,14 @@ fn data_path_metrics_by_listener_and_target() {
     for line in [
         "# TYPE lb_active_flow_count gauge",
         "lb_active_flow_count 7",
+        "lb_flow_table_capacity 1024",
+        "lb_unconfirmed_flow_count 2",
+        "lb_tcp_syn_count_total{listener=\"web\"} 9",
+        "lb_unconfirmed_new_flow_count_total{listener=\"web\"} 8",
+        "lb_confirmed_flow_count_total{listener=\"web\"} 5",
+        "lb_displaced_flow_count_total{listener=\"web\"} 2",
+        "lb_untracked_flow_count_total{listener=\"web\"} 1",
+        "lb_untracked_flow_count_total{listener=\"10.0.0.200:53/udp\"} 0",
         "# TYPE lb_new_flow_count counter",
         "lb_new_flow_count_total{listener=\"web\"} 5",
         "lb_new_flow_count_total{listener=\"10.0.0.200:53/udp\"} 2",
