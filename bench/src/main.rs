@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use lb_tests::bench_xdp::{self, Opts, Row};
 mod apply;
+mod conn_rate;
 mod control;
 mod e2e;
 mod http;
@@ -83,6 +84,23 @@ enum What {
         proto: String,
         /// Where to write the JSON results (default $LB_BENCH_DIR/e2e.json,
         /// else target/bench/e2e.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// New TCP connections per second through `lb run`'s XDP path, next to
+    /// nftables DNAT and to no NAT, measured in the same run.
+    ConnRate {
+        /// Seconds measured per round.
+        #[arg(long, default_value_t = 5.0)]
+        window: f64,
+        /// Rounds per case, interleaved (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Client threads, each one connection at a time.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Where to write the JSON results (default
+        /// $LB_BENCH_DIR/conn-rate.json).
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -317,6 +335,32 @@ fn main() {
                 .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             println!("wrote {}", path.display());
             e2e::verify(&report);
+        }
+        What::ConnRate {
+            window,
+            rounds,
+            clients,
+            json: path,
+        } => {
+            let path = path.unwrap_or_else(|| {
+                std::env::var_os("LB_BENCH_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("target/bench"))
+                    .join("conn-rate.json")
+            });
+            let opts = conn_rate::Opts {
+                window: Duration::from_secs_f64(window),
+                rounds,
+                clients,
+            };
+            let report = conn_rate::run(&opts);
+            conn_rate::print(&report, &opts);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).expect("create bench directory");
+            }
+            std::fs::write(&path, conn_rate::json(&report, &opts))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            println!("wrote {}", path.display());
         }
         What::Http {
             seconds,

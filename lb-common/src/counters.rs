@@ -38,7 +38,7 @@ pub struct FlowCounters {
     /// Unconfirmed flows displaced by newer ones before they confirmed.
     pub displaced: u64,
     /// New flows that found no slot (both candidate sets full of confirmed
-    /// flows): forwarded by the Maglev hash alone, not tracked.
+    /// flows): dropped in nat mode (`drop_table_full`).
     pub untracked: u64,
 }
 
@@ -99,6 +99,11 @@ pub enum Stat {
     /// health-check reply to this host, or a connection the table does not
     /// hold): handed to the kernel untranslated.
     PassReplyUntracked,
+    /// A new nat flow found no slot: both its candidate sets hold live
+    /// confirmed flows. Dropped rather than forwarded untracked, whose
+    /// replies could not be translated back (the client retries; its
+    /// flow counts as `untracked`).
+    DropTableFull,
     /// Count of variants; not a stat. New stats go just above: the indices
     /// of pinned counters stay put across upgrades.
     _Count,
@@ -126,6 +131,7 @@ impl Stat {
         Stat::PassMtu,
         Stat::TooBigSent,
         Stat::PassReplyUntracked,
+        Stat::DropTableFull,
     ];
 
     /// The stat with index `v`; an index out of range reads as
@@ -159,6 +165,7 @@ impl Stat {
             Stat::DropFragment => "drop_fragment",
             Stat::DropNoTarget => "drop_no_target",
             Stat::DropNoRoute => "drop_no_route",
+            Stat::DropTableFull => "drop_table_full",
             Stat::IcmpTranslated => "icmp_translated",
             Stat::PassMtu => "pass_mtu",
             Stat::TooBigSent => "too_big_sent",

@@ -19,7 +19,7 @@ use lb_common::hash::{flow_hash, source_hash};
 use lb_common::limits::{RING_EMPTY, TCP_CLOSING_TIMEOUT_S};
 use lb_common::vip::vip_flags;
 use lb_common::{
-    FlowEntry, FlowState, PROTO_TCP, PROTO_UDP, ReplyTargets, Stat, TargetState, VipMeta,
+    FlowEntry, FlowKey, FlowState, PROTO_TCP, PROTO_UDP, ReplyTargets, Stat, TargetState, VipMeta,
 };
 use lb_tests::checksum::{Verified, verify_frame};
 use lb_tests::fixture::{
@@ -1595,6 +1595,133 @@ fn conntrack_cases() -> Vec<Case> {
             })
             .redirect(&to_target(&ack, &T1), Stat::Forwarded),
     );
+    cases.extend(table_cases());
+    cases
+}
+
+/// Fills the 8 candidate slots of `key` with live confirmed flows of other
+/// clients to `V_TCP4`, except slot `unconfirmed` (an index into the
+/// candidates), which holds a `Syn` entry 5 s old.
+fn fill_sets(fx: &mut Fixture, key: &FlowKey, unconfirmed: Option<usize>) {
+    for (i, slot) in fx.candidate_slots(key).into_iter().enumerate() {
+        let client = sa4(198, 51, 100, 1 + i as u8, 1000 + i as u16);
+        let mut e = established(client, &V_TCP4, &T1, 1, 0);
+        if Some(i) == unconfirmed {
+            e = FlowEntry {
+                state: FlowState::Syn as u8,
+                ..established(client, &V_TCP4, &T1, 5, 0)
+            };
+        }
+        fx.put_flow(slot, e);
+    }
+}
+
+/// Set occupancy, displacement and confirmation.
+fn table_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let syn = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
+    let key = flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP);
+    cases.push(
+        Case::new(
+            "new flow whose candidate sets hold only live confirmed flows is dropped",
+            &syn,
+        )
+        .setup(move |fx| fill_sets(fx, &key, None))
+        .drop(Stat::DropTableFull)
+        .check(move |fx, _| {
+            let f = fx.flow_counters(V_TCP4.id);
+            assert_eq!(
+                (f.syns, f.embryonic, f.displaced, f.untracked),
+                (1, 0, 0, 1),
+                "FLOW_STATS (syns, embryonic, displaced, untracked)"
+            );
+            assert!(fx.flow(&key).is_none(), "no entry for the dropped flow");
+            assert_eq!(fx.flow_keys().len(), 8, "the confirmed flows stay");
+        }),
+    );
+    cases.push(
+        Case::new(
+            "new flow over full sets takes the slot of the oldest unconfirmed flow",
+            &syn,
+        )
+        .setup(move |fx| fill_sets(fx, &key, Some(5)))
+        .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+        .check(move |fx, _| {
+            let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
+            assert_eq!(
+                slot,
+                fx.candidate_slots(&key)[5],
+                "the displaced flow's slot"
+            );
+            assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
+            let f = fx.flow_counters(V_TCP4.id);
+            assert_eq!(
+                (f.syns, f.embryonic, f.displaced, f.untracked),
+                (1, 1, 1, 0),
+                "FLOW_STATS (syns, embryonic, displaced, untracked)"
+            );
+            assert_eq!(fx.flow_keys().len(), 8, "the confirmed flows stay");
+        }),
+    );
+
+    let synack = Packet::tcp(T1.addr, CLIENT4, SYN | ACK);
+    cases.push(
+        Case::new(
+            "target's SYN-ACK moves a Syn entry to SynAck, expecting its ACK number",
+            &synack,
+        )
+        .setup(move |fx| {
+            fx.insert_flow(FlowEntry {
+                state: FlowState::Syn as u8,
+                ..established(CLIENT4, &V_TCP4, &T1, 0, 0)
+            })
+        })
+        .redirect(&to_client(&synack, &V_TCP4), Stat::Returned)
+        .check(move |fx, _| {
+            let e = fx.flow(&key).expect("entry");
+            assert_eq!((e.state(), e.seq), (FlowState::SynAck, 0x1000_0001));
+            assert_eq!(
+                fx.flow_counters(V_TCP4.id).confirmed,
+                0,
+                "not confirmed yet"
+            );
+        }),
+    );
+    let ack = Packet::tcp(CLIENT4, V_TCP4.addr, ACK);
+    for (what, seq, state, confirmed) in [
+        (
+            "acknowledging the SYN-ACK confirms the flow",
+            0x2000_0000,
+            FlowState::Established,
+            1,
+        ),
+        (
+            "acknowledging something else leaves it unconfirmed",
+            0x2000_0001,
+            FlowState::SynAck,
+            0,
+        ),
+    ] {
+        cases.push(
+            Case::new(format!("client ACK {what}"), &ack)
+                .setup(move |fx| {
+                    fx.insert_flow(FlowEntry {
+                        state: FlowState::SynAck as u8,
+                        seq,
+                        ..established(CLIENT4, &V_TCP4, &T1, 0, 0)
+                    })
+                })
+                .redirect(&to_target(&ack, &T1), Stat::Forwarded)
+                .check(move |fx, _| {
+                    assert_eq!(fx.flow(&key).expect("entry").state(), state);
+                    assert_eq!(
+                        fx.flow_counters(V_TCP4.id).confirmed,
+                        confirmed,
+                        "confirmed"
+                    );
+                }),
+        );
+    }
     cases
 }
 
@@ -1691,21 +1818,8 @@ fn return_cases() -> Vec<Case> {
         .redirect(&to_client(&synack, &V_TCP4), Stat::Returned),
     );
     cases.push(
-        Case::new(
-            "reply without an entry whose flow the VIP's ring sends to this target \
-             (an untracked flow's) is translated back without an entry",
-            &synack,
-        )
-        .redirect(&to_client(&synack, &V_TCP4), Stat::Returned)
-        .check(|fx, _| expect_no_flows(fx)),
-    );
-    cases.push(
-        Case::new(
-            "packet from a nat target that belongs to no flow, nor would by the ring",
-            &synack,
-        )
-        .setup(|fx| switch_ring(fx, &V_TCP4, &[T2.id]))
-        .pass_unchanged(Stat::PassReplyUntracked),
+        Case::new("packet from a nat target that belongs to no flow", &synack)
+            .pass_unchanged(Stat::PassReplyUntracked),
     );
     let stranger = Packet::tcp(with_port(T1.addr, 9999), CLIENT4, SYN | ACK);
     cases.push(

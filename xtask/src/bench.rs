@@ -20,6 +20,9 @@ pub enum Bench {
     Control,
     /// HTTP/HTTPS listeners next to HAProxy: requests/s, p99, handshakes/s.
     Http,
+    /// New TCP connections per second through the XDP path, next to
+    /// nftables DNAT and no NAT.
+    ConnRate,
 }
 
 impl Bench {
@@ -29,13 +32,14 @@ impl Bench {
             Bench::E2e => "e2e",
             Bench::Control => "control",
             Bench::Http => "http",
+            Bench::ConnRate => "conn-rate",
         }
     }
 
     /// Whether it runs the `lb` binary (the others measure the eBPF
     /// program or the library linked into lb-bench).
     fn runs_lb(self) -> bool {
-        matches!(self, Bench::E2e | Bench::Http)
+        matches!(self, Bench::E2e | Bench::Http | Bench::ConnRate)
     }
 }
 

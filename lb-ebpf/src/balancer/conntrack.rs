@@ -10,7 +10,8 @@
 //! Confirmed flows are never displaced while they live: a flood, whose
 //! spoofed packets never confirm, competes only with other unconfirmed
 //! flows. When both sets hold only confirmed flows the new flow is not
-//! tracked and is forwarded by its Maglev hash alone (counted).
+//! tracked: in nat mode it is dropped (counted), since replies of an
+//! untracked flow could not be translated back; the client retries.
 //!
 //! Concurrency: entries are plain memory shared by all CPUs. A reader that
 //! sees a half-written entry, or an entry two CPUs filled at once, finds
@@ -19,14 +20,14 @@
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
     DataPathConfig, FlowEntry, FlowKey, FlowState, ReplyKey, ReplyTargets, Target, TargetState,
-    VipKey, VipRef,
+    VipRef,
     flow::{FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, entry_flags},
     hash::{entry_check, table_hash},
 };
 
 use super::{
-    TcpFlags, maglev,
-    maps::{CONFIG, FLOWS, REPLIES, TARGETS, VIPS},
+    TcpFlags,
+    maps::{CONFIG, FLOWS, REPLIES, TARGETS},
     scratch::probe_key,
 };
 
@@ -366,13 +367,6 @@ pub enum ReplyOf {
     NotTarget,
     /// A nat target, but no live flow of it goes to this client.
     Untracked,
-    /// No live flow, but this VIP's Maglev ring sends the client's flow to
-    /// this target: the reply of a flow forwarded untracked (its sets were
-    /// full of confirmed flows), or of one whose entry idled out while the
-    /// target still talks. Translated without an entry, as its client's
-    /// packets are.
-    /// (The VIP, its id, the target's id.)
-    Hashed(VipRef, u32, u32),
     /// The reply of this flow, to be sent from this VIP.
     Flow(Slot, VipRef),
 }
@@ -387,10 +381,6 @@ struct ReplySearch {
     /// or `NONE`.
     found: u32,
     slot: u32,
-    /// The first VIP's position whose Maglev ring picks this target for
-    /// the client, or `NONE` (looked at only while no entry is found).
-    hashed: u32,
-    hashed_vip_id: u32,
 }
 
 /// `bpf_loop` callback: does the flow of the reply, were it of VIP `i`,
@@ -432,29 +422,7 @@ extern "C" fn reply_vip(i: u32, ctx: *mut c_void) -> i64 {
         s.slot = slot.index;
         return 1;
     }
-    if s.hashed == NONE
-        && let Some(vip_id) = picks(key, &vip, targets.target_id)
-    {
-        s.hashed = i;
-        s.hashed_vip_id = vip_id;
-    }
     0
-}
-
-/// The VIP's id if its live Maglev ring sends the flow `key` to
-/// `target_id`.
-#[inline(always)]
-fn picks(key: &FlowKey, vip: &VipRef, target_id: u32) -> Option<u32> {
-    let vk = VipKey {
-        addr: vip.addr,
-        port: vip.port,
-        proto: key.proto,
-        family: key.family,
-    };
-    // SAFETY: a value of the `VIPS` map, valid for the program's run.
-    let meta = unsafe { VIPS.get(vk) }?;
-    let (id, _) = maglev::select(key, meta)?;
-    (id == target_id).then_some(meta.vip_id)
 }
 
 /// The live flow a nat target's reply belongs to: `reply` is the packet's
@@ -478,8 +446,6 @@ pub fn find_by_reply(reply: &FlowKey, now: u32) -> ReplyOf {
         now,
         found: NONE,
         slot: NONE,
-        hashed: NONE,
-        hashed_vip_id: 0,
     };
     // SAFETY: the callback and its context are valid for the call.
     unsafe {
@@ -490,14 +456,11 @@ pub fn find_by_reply(reply: &FlowKey, now: u32) -> ReplyOf {
             0,
         )
     };
-    if let (Some(slot), Some(vip)) = (
+    let (Some(slot), Some(vip)) = (
         Slot::at(s.slot),
         targets.vips.get(s.found as usize).copied(),
-    ) {
-        return ReplyOf::Flow(slot, vip);
-    }
-    match targets.vips.get(s.hashed as usize) {
-        Some(vip) => ReplyOf::Hashed(*vip, s.hashed_vip_id, targets.target_id),
-        None => ReplyOf::Untracked,
-    }
+    ) else {
+        return ReplyOf::Untracked;
+    };
+    ReplyOf::Flow(slot, vip)
 }

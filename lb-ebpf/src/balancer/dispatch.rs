@@ -236,7 +236,7 @@ fn to_target(
 
 /// Client -> VIP without a live entry: pick a target, record the flow as
 /// unconfirmed (in its own stale slot, a free one, or one of an older
-/// unconfirmed flow), send.
+/// unconfirmed flow), send; no slot: drop.
 #[allow(
     clippy::too_many_arguments,
     reason = "inlined hot path; a struct would be copied"
@@ -290,7 +290,14 @@ fn new_flow(
             }
             stats::flows(vip.vip_id, |c| c.embryonic += 1);
         }
-        None => stats::flows(vip.vip_id, |c| c.untracked += 1),
+        None => {
+            // Forwarded untracked, its replies could not be translated
+            // back (and a hashed guess would take health-check replies
+            // and direct connections of the target too): the client's
+            // retransmission finds a slot once one frees up.
+            stats::flows(vip.vip_id, |c| c.untracked += 1);
+            return Verdict::drop(Stat::DropTableFull);
+        }
     }
     send(ctx, p, key, vip.vip_id, id, t, true, now)
 }
@@ -328,24 +335,19 @@ fn to_client(ctx: &XdpContext, s: &mut Scratch) -> u64 {
 #[inline(always)]
 fn reply_path(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
     let now = clock::now_ns();
-    let (slot, vip, vip_id, target_id) = match conntrack::find_by_reply(reply, ticks(now)) {
-        ReplyOf::Flow(slot, vip) => {
-            let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
-            (Some(slot), vip, vip_id, target_id)
-        }
-        ReplyOf::Hashed(vip, vip_id, target_id) => (None, vip, vip_id, target_id),
+    let (mut slot, vip) = match conntrack::find_by_reply(reply, ticks(now)) {
+        ReplyOf::Flow(slot, vip) => (slot, vip),
         ReplyOf::Untracked => return Verdict::pass(Stat::PassReplyUntracked),
         ReplyOf::NotTarget => return Verdict::pass(Stat::PassNotVip),
     };
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
-    if let Some(mut slot) = slot {
-        conntrack::target_packet(&mut slot, &TcpFlags::of(ctx, p), ticks(now));
-    }
-    stats::traffic(vip_id, target_id, Dir::Out, p.len, false);
+    let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
+    conntrack::target_packet(&mut slot, &TcpFlags::of(ctx, p), ticks(now));
     if translate(ctx, p, Side::Source, &vip.addr, vip.port).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }
+    stats::traffic(vip_id, target_id, Dir::Out, p.len, false);
     fib::route(ctx, p, Stat::Returned, now)
 }

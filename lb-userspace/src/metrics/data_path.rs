@@ -196,7 +196,7 @@ impl Collector for DataPathCollector {
             ),
             (
                 "lb_untracked_flow_count",
-                "New flows that found no free slot (forwarded by Maglev alone) by listener",
+                "New flows dropped for want of a slot (table full of confirmed flows) by listener",
                 flows(|f| f.untracked),
             ),
         ];
