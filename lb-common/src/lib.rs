@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod counters;
+pub mod decap;
 pub mod flow;
 pub mod hash;
 pub mod limits;

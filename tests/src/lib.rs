@@ -11,6 +11,7 @@ pub mod trafficgen;
 
 // Data-path fixtures: packet builder, reference checksums, BPF_PROG_TEST_RUN harness.
 pub mod checksum;
+pub mod decap;
 pub mod fixture;
 pub mod packet;
 

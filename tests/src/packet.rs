@@ -22,8 +22,12 @@ pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 
 pub const IPPROTO_ICMP: u8 = 1;
+/// IPv4 in IP (RFC 2003): what a dsr balancer wraps IPv4 in.
+pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// IPv6 in IP (RFC 2473): what a dsr balancer wraps IPv6 in.
+pub const IPPROTO_IPV6: u8 = 41;
 pub const IPPROTO_GRE: u8 = 47;
 pub const IPPROTO_ESP: u8 = 50;
 pub const IPPROTO_AH: u8 = 51;
@@ -523,6 +527,21 @@ impl Packet {
         pkt
     }
 
+    /// This packet wrapped in an outer IP header `src -> dst` (protocol 4
+    /// for an IPv4 packet, 41 for IPv6; outer TTL 64), as a dsr balancer
+    /// sends it to a target. The Ethernet header, tags, padding and
+    /// truncation stay the frame's; the inner packet is built as it is.
+    pub fn encap(mut self, src: IpAddr, dst: IpAddr) -> Self {
+        let proto = match &self.net {
+            Net::Ipv4(_) => IPPROTO_IPIP,
+            Net::Ipv6(_) => IPPROTO_IPV6,
+            Net::Other { .. } => panic!("encap of a non-IP frame"),
+        };
+        let bytes = self.net.bytes();
+        self.net = ip_net(src, dst, L4::Raw { proto, bytes });
+        self
+    }
+
     /// Serialises the frame.
     pub fn build(&self) -> Vec<u8> {
         let mut b = Vec::new();
@@ -790,6 +809,34 @@ mod tests {
         assert_eq!(&p[16..18], &[0x08, 0x00]);
         assert_eq!(p[18], 0x46);
         assert!(verify_frame(&p).is_ok());
+    }
+
+    #[test]
+    fn encap_wraps_the_ip_packet() {
+        let inner = Packet::udp(sa("10.0.0.1:1234"), sa("10.0.0.2:53")).vlan(7);
+        let outer = inner
+            .clone()
+            .encap(
+                "10.9.0.1".parse().expect("ip"),
+                "10.9.0.2".parse().expect("ip"),
+            )
+            .build();
+        let b = inner.build();
+        assert_eq!(outer.len(), b.len() + 20);
+        assert_eq!(&outer[..18], &b[..18]);
+        assert_eq!(outer[18], 0x45);
+        assert_eq!(outer[18 + 9], IPPROTO_IPIP);
+        assert_eq!(u16::from_be_bytes([outer[20], outer[21]]), 20 + 36);
+        assert_eq!(&outer[38..], &b[18..]);
+        let six = Packet::tcp(sa("[2001:db8::1]:1"), sa("[2001:db8::2]:2"), tcp_flags::SYN)
+            .encap(
+                "fd00::1".parse().expect("ip"),
+                "fd00::2".parse().expect("ip"),
+            )
+            .build();
+        assert_eq!(&six[12..14], &[0x86, 0xdd]);
+        assert_eq!(six[14 + 6], IPPROTO_IPV6);
+        assert_eq!(u16::from_be_bytes([six[18], six[19]]), 60);
     }
 
     #[test]

@@ -149,11 +149,18 @@ pub fn build_with(tc: &Toolchain, profile: Profile) -> Result<Artifacts> {
         .envs(ebpf_env(tc))
         .run()
         .context("building the eBPF program (lb-ebpf)")?;
-    if !artifacts.object.is_file() {
-        anyhow::bail!(
-            "the eBPF build succeeded but {} is not there",
-            artifacts.object.display()
-        );
+    // The balancer and, beside it, the target-side decapsulation program
+    // (lb-userspace/build.rs embeds both).
+    for object in [
+        artifacts.object.clone(),
+        artifacts.object.with_file_name("lb-decap"),
+    ] {
+        if !object.is_file() {
+            anyhow::bail!(
+                "the eBPF build succeeded but {} is not there",
+                object.display()
+            );
+        }
     }
 
     Cmd::new("cargo")
