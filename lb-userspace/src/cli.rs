@@ -36,6 +36,10 @@ pub enum Command {
     Down(ConfigArgs),
     /// Print the per-VIP, per-target and global counters from the pinned maps.
     Stats(ConfigArgs),
+    /// This host as a target of balancers in dsr mode: decapsulate their
+    /// IPIP / IP6IP6 packets for the VIPs it serves.
+    #[command(subcommand)]
+    Target(crate::target::cli::TargetCommand),
     /// API tokens: make a new secret, or the digest a config stores.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -108,6 +112,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => {
             let snap = daemon::stats(&args.config).map_err(|e| anyhow!("{}", ErrorChain(&e)))?;
             print_stats(&snap, &mut io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Target(cmd) => {
+            // Each error's message already carries its cause.
+            crate::target::cli::dispatch(&cmd, &mut io::stdout()).map_err(|e| anyhow!("{e}"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Api(cmd) => crate::api::cli::dispatch(&cmd),

@@ -34,6 +34,9 @@
 //! - [`error_chain`]: an error and its sources on one line.
 //! - [`daemon`]: `lb run` / `down` / `stats` around those.
 //! - [`instance`]: one `lb run` per pin directory.
+//! - [`target`]: `lb target`, what a host needs to be a target of
+//!   balancers in dsr mode (the decapsulation program, VIPs on `lo`,
+//!   sysctls).
 pub mod api;
 pub mod bpf;
 pub mod cli;
@@ -58,6 +61,7 @@ pub mod routable;
 pub mod sd_notify;
 pub mod state;
 pub mod stop;
+pub mod target;
 pub mod tls;
 pub mod wildcard;
 pub mod workers;

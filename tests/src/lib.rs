@@ -6,6 +6,7 @@ pub mod client;
 pub mod lab;
 pub mod netns;
 pub mod proc;
+pub mod raw;
 pub mod topology;
 pub mod trafficgen;
 

@@ -303,7 +303,7 @@ fn replace_in_link(prog: &mut Xdp, interface: &str, path: &Path) -> Result<(), L
     Ok(())
 }
 
-fn attach_new(
+pub(crate) fn attach_new(
     prog: &mut Xdp,
     interface: &str,
     mode: AttachMode,

@@ -1,0 +1,347 @@
+//! `lb target` in network namespaces. A sender namespace plays the dsr
+//! balancer: it sends real IPIP and IP6IP6 frames (built with the packet
+//! builder, sent on a raw socket: the kernel here has no tunnel modules)
+//! to a target namespace where `lb target attach` ran. The target's own
+//! stack must take the inner packets as the client's: a UDP server on the
+//! VIP receives the datagram from the client's address, and a TCP listener
+//! on the VIP answers the SYN with a SYN-ACK from the VIP straight to the
+//! client (which the sender sees on its link). Then `detach` must leave the
+//! host as it was. Needs root; `cargo xtask test` builds `lb`.
+
+use std::ffi::OsStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lb_tests::netns::{Bpffs, Netns, TempDir, VethPair, require_root, unique_id};
+use lb_tests::packet::tcp_flags::{ACK, SYN};
+use lb_tests::packet::{Mac, Packet};
+use lb_tests::proc::{lb_bin, lb_cmd};
+use lb_tests::raw::RawSocket;
+
+const SND_MAC: Mac = [0x02, 0, 0, 0, 0x60, 0x01];
+const TGT_MAC: Mac = [0x02, 0, 0, 0, 0x60, 0x02];
+const SND4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 60, 0, 1));
+const TGT4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 60, 0, 2));
+const SND6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd60, 0, 0, 0, 0, 0, 0, 1));
+const TGT6: IpAddr = IpAddr::V6(Ipv6Addr::new(0xfd60, 0, 0, 0, 0, 0, 0, 2));
+const VIP4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+const VIP6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10));
+/// A VIP the operator had on `lo` already: detach must leave it there.
+const VIP4_THERE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11));
+const CLIENT4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+const CLIENT6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 7));
+
+/// Generous for a loaded 2-core machine; only the failure waits this long.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The sysctls `attach` sets, as `sysctl` names them, and the values the
+/// target starts with (not the defaults, so that a restore is visible).
+const SYSCTLS: [(&str, &str); 6] = [
+    ("net.ipv4.conf.all.rp_filter", "2"),
+    ("net.ipv4.conf.tgt0.rp_filter", "1"),
+    ("net.ipv4.conf.all.arp_ignore", "0"),
+    ("net.ipv4.conf.tgt0.arp_ignore", "0"),
+    ("net.ipv4.conf.all.arp_announce", "0"),
+    ("net.ipv4.conf.tgt0.arp_announce", "1"),
+];
+const WANTED: [&str; 6] = ["0", "0", "1", "1", "2", "2"];
+
+/// Two namespaces joined by a veth pair, a bpffs for the pins. Fields drop
+/// in order: the bpffs before its directory, the namespaces last.
+struct Topo {
+    bpffs: Bpffs,
+    _dir: TempDir,
+    _veth: VethPair,
+    snd: Netns,
+    tgt: Netns,
+}
+
+impl Topo {
+    fn new() -> Self {
+        require_root();
+        let id = unique_id();
+        let dir = TempDir::new(format!("/run/{id}"));
+        let bpffs = Bpffs::mount(dir.path().join("bpffs"));
+        let snd = Netns::new(format!("{id}_snd"));
+        let tgt = Netns::new(format!("{id}_tgt"));
+        let veth = VethPair::new(&snd, "snd0", &tgt, "tgt0");
+        for (ns, dev, mac, a4, a6) in [
+            (&snd, "snd0", SND_MAC, SND4, SND6),
+            (&tgt, "tgt0", TGT_MAC, TGT4, TGT6),
+        ] {
+            ns.ip(&["link", "set", dev, "address", &mac_text(mac)]);
+            ns.ip(&["link", "set", dev, "up"]);
+            ns.ip(&["addr", "add", &format!("{a4}/24"), "dev", dev]);
+            ns.ip(&["addr", "add", &format!("{a6}/64"), "dev", dev, "nodad"]);
+        }
+        // Replies go back the way a real target's would: its default route.
+        tgt.ip(&["route", "add", "default", "via", &SND4.to_string()]);
+        tgt.ip(&["-6", "route", "add", "default", "via", &SND6.to_string()]);
+        for (key, value) in SYSCTLS {
+            tgt.sysctl(key, value);
+        }
+        tgt.ip(&["addr", "add", &format!("{VIP4_THERE}/32"), "dev", "lo"]);
+        Self {
+            bpffs,
+            _dir: dir,
+            _veth: veth,
+            snd,
+            tgt,
+        }
+    }
+
+    fn pin_dir(&self) -> PathBuf {
+        self.bpffs.path().join("target")
+    }
+
+    /// `lb target <args> --pin-dir <ours>` in the target namespace.
+    fn lb_target(&self, args: &[&str]) -> std::process::Output {
+        let pin_dir = self.pin_dir();
+        let mut all: Vec<&OsStr> = vec![OsStr::new("target")];
+        all.extend(args.iter().map(OsStr::new));
+        all.extend([OsStr::new("--pin-dir"), pin_dir.as_os_str()]);
+        lb_cmd(&lb_bin(), self.tgt.name(), &all)
+    }
+
+    /// Like `lb_target`, panicking unless it succeeds; its stdout.
+    fn lb_target_ok(&self, args: &[&str]) -> String {
+        let out = self.lb_target(args);
+        assert!(
+            out.status.success(),
+            "lb target {args:?} failed ({}):\nstderr: {}\nstdout: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn sysctls(&self) -> Vec<String> {
+        SYSCTLS
+            .iter()
+            .map(|(key, _)| {
+                let out = self.tgt.exec(&["sysctl", "-n", key]);
+                String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            })
+            .collect()
+    }
+
+    /// The addresses on the target's `lo`, as `ip` prints them (a/len).
+    fn lo_addrs(&self) -> Vec<String> {
+        let out = self.tgt.ip(&["-o", "addr", "show", "dev", "lo"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+            .collect()
+    }
+
+    fn xdp_on_tgt0(&self) -> bool {
+        let out = self.tgt.ip(&["link", "show", "dev", "tgt0"]);
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
+    }
+
+    /// Sends `inner` wrapped toward the target, from the sender's link.
+    fn send_encapsulated(&self, inner: Packet) -> RawSocket {
+        let (outer_src, outer_dst) = if inner_is_v6(&inner) {
+            (SND6, TGT6)
+        } else {
+            (SND4, TGT4)
+        };
+        let frame = inner
+            .macs(SND_MAC, TGT_MAC)
+            .encap(outer_src, outer_dst)
+            .build();
+        let sock = self
+            .snd
+            .run(|| RawSocket::open("snd0"))
+            .expect("raw socket on snd0");
+        sock.send(&frame).expect("send the encapsulated frame");
+        sock
+    }
+}
+
+fn inner_is_v6(p: &Packet) -> bool {
+    matches!(p.net, lb_tests::packet::Net::Ipv6(_))
+}
+
+fn mac_text(mac: Mac) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// The value of counter `name` in `lb target status` output.
+fn counter(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(name)).then(|| words.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{status}"))
+}
+
+/// A UDP datagram wrapped to the VIP reaches a server bound to the VIP
+/// with the client's address as its source.
+fn udp_reaches_the_vip(t: &Topo, vip: IpAddr, client: IpAddr) {
+    let server = t
+        .tgt
+        .run(move || UdpSocket::bind(SocketAddr::new(vip, 5353)))
+        .expect("bind the UDP server to the VIP");
+    server.set_read_timeout(Some(WAIT)).expect("timeout");
+    let from = SocketAddr::new(client, 40000);
+    t.send_encapsulated(
+        Packet::udp(from, SocketAddr::new(vip, 5353)).payload(b"through the tunnel"),
+    );
+    let mut buf = [0u8; 256];
+    let (n, peer) = server
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("the UDP server on {vip} received nothing: {e}"));
+    assert_eq!(&buf[..n], b"through the tunnel");
+    assert_eq!(peer, from, "the server must see the client's own address");
+}
+
+/// A SYN wrapped to the VIP is answered by the target's stack with a
+/// SYN-ACK from the VIP to the client, straight out of the target's link.
+fn syn_is_answered_from_the_vip(t: &Topo, vip: IpAddr, client: IpAddr) {
+    let _listener = t
+        .tgt
+        .run(move || TcpListener::bind(SocketAddr::new(vip, 80)))
+        .expect("listen on the VIP");
+    let from = SocketAddr::new(client, 40001);
+    let syn = Packet::tcp(from, SocketAddr::new(vip, 80), SYN);
+    let seq = match syn.clone().build() {
+        f if inner_is_v6(&syn) => u32::from_be_bytes([f[58], f[59], f[60], f[61]]),
+        f => u32::from_be_bytes([f[38], f[39], f[40], f[41]]),
+    };
+    let sock = t.send_encapsulated(syn);
+    let synack = sock
+        .recv_matching(WAIT, |f| is_synack(f, vip, client, seq.wrapping_add(1)))
+        .expect("receive on snd0");
+    assert!(
+        synack.is_some(),
+        "no SYN-ACK from {vip}:80 to {from} acknowledging {seq} came back"
+    );
+}
+
+/// Whether `f` is a TCP SYN-ACK `vip:80 -> client:40001` acknowledging `ack`.
+fn is_synack(f: &[u8], vip: IpAddr, client: IpAddr, ack: u32) -> bool {
+    let (l3, v6) = match f.get(12..14) {
+        Some([0x08, 0x00]) => (14, false),
+        Some([0x86, 0xdd]) => (14, true),
+        _ => return false,
+    };
+    let (src, dst, proto, l4) = if v6 {
+        let Some(h) = f.get(l3..l3 + 40) else {
+            return false;
+        };
+        let a = |o: usize| IpAddr::from(<[u8; 16]>::try_from(&h[o..o + 16]).expect("16"));
+        (a(8), a(24), h[6], l3 + 40)
+    } else {
+        let Some(h) = f.get(l3..l3 + 20) else {
+            return false;
+        };
+        let a = |o: usize| IpAddr::from(<[u8; 4]>::try_from(&h[o..o + 4]).expect("4"));
+        (a(12), a(16), h[9], l3 + usize::from(h[0] & 0x0f) * 4)
+    };
+    let Some(tcp) = f.get(l4..l4 + 20) else {
+        return false;
+    };
+    src == vip
+        && dst == client
+        && proto == 6
+        && tcp[0..2] == 80u16.to_be_bytes()
+        && tcp[2..4] == 40001u16.to_be_bytes()
+        && tcp[13] & (SYN | ACK) == SYN | ACK
+        && tcp[8..12] == ack.to_be_bytes()
+}
+
+#[test]
+fn attach_decapsulates_for_the_stack_and_detach_restores_the_host() {
+    let t = Topo::new();
+    let before_lo = t.lo_addrs();
+    let before_sysctls = t.sysctls();
+    let vips = [
+        "attach",
+        "--interface",
+        "tgt0",
+        "--vip",
+        &VIP4.to_string(),
+        &VIP4_THERE.to_string(),
+        &VIP6.to_string(),
+    ]
+    .map(str::to_owned);
+    let vips: Vec<&str> = vips.iter().map(String::as_str).collect();
+    t.lb_target_ok(&vips);
+    assert!(t.xdp_on_tgt0(), "no XDP program on tgt0 after attach");
+    let lo = t.lo_addrs();
+    for want in [format!("{VIP4}/32"), format!("{VIP6}/128")] {
+        assert!(lo.contains(&want), "{want} not on lo: {lo:?}");
+    }
+    assert_eq!(t.sysctls(), WANTED, "sysctls after attach");
+    let again = t.lb_target_ok(&vips);
+    assert!(
+        again.contains("nothing changed"),
+        "a second attach changed something:\n{again}"
+    );
+    assert_eq!(t.lo_addrs(), lo, "a second attach changed lo");
+
+    udp_reaches_the_vip(&t, VIP4, CLIENT4);
+    udp_reaches_the_vip(&t, VIP6, CLIENT6);
+    syn_is_answered_from_the_vip(&t, VIP4, CLIENT4);
+    syn_is_answered_from_the_vip(&t, VIP6, CLIENT6);
+    let status = t.lb_target_ok(&["status"]);
+    assert_eq!(counter(&status, "decapsulated"), 4, "{status}");
+    assert!(status.contains("program: lb_decap on tgt0"), "{status}");
+
+    let detached = t.lb_target_ok(&["detach"]);
+    assert!(
+        !t.xdp_on_tgt0(),
+        "XDP still on tgt0 after detach:\n{detached}"
+    );
+    assert_eq!(t.lo_addrs(), before_lo, "lo after detach");
+    assert_eq!(t.sysctls(), before_sysctls, "sysctls after detach");
+    assert!(
+        !t.pin_dir().exists(),
+        "pins left: {:?}",
+        std::fs::read_dir(t.pin_dir())
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    let again = t.lb_target_ok(&["detach"]);
+    assert!(again.contains("nothing attached"), "{again}");
+    let status = t.lb_target_ok(&["status"]);
+    assert!(status.contains("not attached"), "{status}");
+}
+
+/// What a person gets for bad input: a clear error, and nothing changed.
+#[test]
+fn bad_input_is_refused_with_a_clear_error() {
+    let t = Topo::new();
+    let before_sysctls = t.sysctls();
+    for (args, want) in [
+        (
+            vec!["attach", "--interface", "nosuch0", "--vip", "192.0.2.10"],
+            "no interface named \"nosuch0\"",
+        ),
+        (
+            vec!["attach", "--interface", "../all", "--vip", "192.0.2.10"],
+            "not a valid interface name",
+        ),
+        (
+            vec!["attach", "--interface", "tgt0", "--vip", "192.0.2.300"],
+            "invalid value '192.0.2.300' for '--vip <ADDR>...'",
+        ),
+        (
+            vec!["attach", "--interface", "tgt0", "--vip", "0.0.0.0"],
+            "0.0.0.0 is not a VIP a target can serve",
+        ),
+        (vec!["attach", "--interface", "tgt0"], "--vip <ADDR>"),
+    ] {
+        let out = t.lb_target(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    assert!(!t.pin_dir().exists(), "a refused attach left pins");
+    assert!(!t.xdp_on_tgt0());
+    assert_eq!(t.sysctls(), before_sysctls);
+}
