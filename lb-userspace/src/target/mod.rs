@@ -15,7 +15,7 @@
 //! - [`program`]: the embedded object, its pins and maps.
 //! - [`addrs`]: the host's addresses and the VIPs on `lo` (through `ip`).
 //! - [`sysctl`]: the settings a dsr target needs.
-//! - [`error`]: `TargetError`.
+//! - [`error`]: the errors of `lb target`, [`TargetError`].
 pub mod addrs;
 pub mod cli;
 pub mod error;
