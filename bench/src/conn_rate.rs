@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::nft::NftDnat;
 use lb_tests::lab::Lab;
 use lb_tests::netns;
 use lb_tests::topology::{TARGET_TCP_PORT, VIP_TCP_PORT, VIP4, target4};
@@ -41,7 +42,6 @@ pub struct Opts {
 
 const TARGETS: usize = 3;
 const NFT_VIP: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 101);
-const NFT_TABLE: &str = "lbconnrate";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,48 +112,6 @@ impl Report {
             .filter(|(c, _)| *c == case)
             .flat_map(|(_, s)| s.iter().map(|s| s.failed))
             .sum()
-    }
-}
-
-/// The DNAT rule of the `nftables` case, removed on drop.
-struct Nft {
-    ns: String,
-}
-
-impl Nft {
-    fn install(lab: &Lab) -> Self {
-        let map: Vec<String> = (1..=TARGETS)
-            .map(|i| format!("{} : {} . {TARGET_TCP_PORT}", i - 1, target4(i)))
-            .collect();
-        let rules = format!(
-            "table ip {NFT_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {NFT_VIP} tcp dport {VIP_TCP_PORT} dnat ip to numgen inc mod {TARGETS} map {{ {} }}\n  }}\n}}\n",
-            map.join(", ")
-        );
-        let path = lab.topo.run_dir().join("conn-rate.nft");
-        std::fs::write(&path, rules).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        let out = lab
-            .topo
-            .lb
-            .exec(&["nft".as_ref(), "-f".as_ref(), path.as_os_str()]);
-        assert!(
-            out.status.success(),
-            "nft -f: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            ns: lab.topo.lb.name().to_owned(),
-        }
-    }
-}
-
-impl Drop for Nft {
-    fn drop(&mut self) {
-        let _ = netns::try_run(
-            "ip",
-            [
-                "netns", "exec", &self.ns, "nft", "delete", "table", "ip", NFT_TABLE,
-            ],
-        );
     }
 }
 
@@ -232,7 +190,16 @@ pub fn run(opts: &Opts) -> Report {
                 }
                 _ => {}
             }
-            let _nft = (*case == Case::Nftables).then(|| Nft::install(&lab));
+            let _nft = (*case == Case::Nftables).then(|| {
+                NftDnat::install(
+                    &lab.topo,
+                    "tcp",
+                    NFT_VIP,
+                    VIP_TCP_PORT,
+                    TARGETS,
+                    TARGET_TCP_PORT,
+                )
+            });
             if *case == Case::Lb {
                 // Attached and programmed before the window opens.
                 thread::sleep(Duration::from_secs(1));

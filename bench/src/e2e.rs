@@ -53,7 +53,6 @@
 //! show `forwarded` moving by what the sinks received and no `drop_*`
 //! counter moving ([`verify`], run after the results are written). The
 //! config has only the IPv4 UDP listener (3 targets): one VIP, one ring.
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::thread::{self};
 use std::time::{Duration, Instant};
@@ -62,6 +61,7 @@ use aya::Ebpf;
 use aya::maps::{Array, PerCpuArray};
 use aya::programs::XdpMode;
 
+use crate::nft::NftDnat;
 use lb_tests::netns::{self, Netns};
 use lb_tests::packet::tcp_flags;
 use lb_tests::packet::{Mac, Packet};
@@ -343,10 +343,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Default number of distinct flows the generator cycles through.
 pub const FLOWS: u32 = 65536;
 /// nftables table of the `nftables` case.
-const NFT_TABLE: &str = "lbbench";
-
 // ---------------------------------------------------------------- eBPF side
-
 use lb_tests::trafficgen::{
     Generator, GeneratorSpec, Link, Vary, link, load_bench, mac_str, xdp_mut,
 };
@@ -568,7 +565,14 @@ impl Lab {
                 sample
             }
             Case::Nftables => {
-                let _nft = Nft::install(self, opts.proto);
+                let _nft = NftDnat::install(
+                    &self.topo,
+                    opts.proto.name(),
+                    VIP4,
+                    opts.proto.vip_port(),
+                    TARGETS,
+                    opts.proto.target_port(),
+                );
                 self.measure(opts).0
             }
             Case::Redirect => {
@@ -657,52 +661,6 @@ fn datapath_stats(text: &str) -> Vec<(String, u64)> {
             Some((name.to_owned(), v))
         })
         .collect()
-}
-
-/// The nftables DNAT table in the LB namespace; deleted on drop.
-struct Nft {
-    ns: String,
-}
-
-impl Nft {
-    fn install(lab: &Lab, proto: Proto) -> Self {
-        let map: Vec<String> = (1..=TARGETS)
-            .map(|i| format!("{} : {} . {}", i - 1, target4(i), proto.target_port()))
-            .collect();
-        let rules = format!(
-            "table ip {NFT_TABLE} {{\n  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr {VIP4} {} dport {} dnat ip to numgen inc mod {TARGETS} map {{ {} }}\n  }}\n}}\n",
-            proto.name(),
-            proto.vip_port(),
-            map.join(", ")
-        );
-        let path = lab.topo.run_dir().join("bench.nft");
-        std::fs::write(&path, rules).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        lab.topo
-            .lb
-            .exec(&[OsStr::new("nft"), OsStr::new("-f"), path.as_os_str()]);
-        Self {
-            ns: lab.topo.lb.name().to_owned(),
-        }
-    }
-}
-
-impl Drop for Nft {
-    fn drop(&mut self) {
-        let out = netns::try_run(
-            "ip",
-            [
-                "netns", "exec", &self.ns, "nft", "delete", "table", "ip", NFT_TABLE,
-            ],
-        );
-        match out {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "cleanup: nft delete table: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => eprintln!("cleanup: cannot run nft: {e}"),
-        }
-    }
 }
 
 // ---------------------------------------------------------------- run

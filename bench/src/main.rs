@@ -10,6 +10,7 @@ mod conn_rate;
 mod control;
 mod e2e;
 mod http;
+mod nft;
 
 #[derive(Parser)]
 #[command(about = "xdp-lb benchmarks (run through `cargo xtask bench`)")]
@@ -138,6 +139,25 @@ enum What {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+}
+
+/// Where a benchmark writes its JSON: `--json`, else `$LB_BENCH_DIR/<file>`,
+/// else `target/bench/<file>`.
+fn json_path(given: Option<PathBuf>, file: &str) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::var_os("LB_BENCH_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target/bench"))
+            .join(file)
+    })
+}
+
+fn write_json(path: &std::path::Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create bench directory");
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    println!("wrote {}", path.display());
 }
 
 fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
@@ -284,12 +304,7 @@ fn main() {
                 "tracked flow: {:.0} B of kernel memory, both directions (one FLOWS entry; memlock of a table of {} entries)",
                 cost.bytes_per_flow, cost.capacity
             );
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).expect("create bench directory");
-            }
-            std::fs::write(&path, json(&rows, &cost, &opts))
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-            println!("wrote {}", path.display());
+            write_json(&path, &json(&rows, &cost, &opts));
         }
         What::E2e {
             window,
@@ -306,12 +321,7 @@ fn main() {
                 eprintln!("lb-bench e2e: --flows must be a power of two, not {flows}");
                 std::process::exit(2);
             }
-            let path = path.unwrap_or_else(|| {
-                std::env::var_os("LB_BENCH_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("target/bench"))
-                    .join("e2e.json")
-            });
+            let path = json_path(path, "e2e.json");
             let opts = e2e::Opts {
                 window: Duration::from_secs_f64(window),
                 warmup: Duration::from_secs_f64(warmup),
@@ -328,12 +338,7 @@ fn main() {
             };
             let report = e2e::run(&opts);
             e2e::print(&report, &opts);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).expect("create bench directory");
-            }
-            std::fs::write(&path, e2e::json(&report, &opts))
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-            println!("wrote {}", path.display());
+            write_json(&path, &e2e::json(&report, &opts));
             e2e::verify(&report);
         }
         What::ConnRate {
@@ -342,12 +347,7 @@ fn main() {
             clients,
             json: path,
         } => {
-            let path = path.unwrap_or_else(|| {
-                std::env::var_os("LB_BENCH_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("target/bench"))
-                    .join("conn-rate.json")
-            });
+            let path = json_path(path, "conn-rate.json");
             let opts = conn_rate::Opts {
                 window: Duration::from_secs_f64(window),
                 rounds,
@@ -355,12 +355,7 @@ fn main() {
             };
             let report = conn_rate::run(&opts);
             conn_rate::print(&report, &opts);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).expect("create bench directory");
-            }
-            std::fs::write(&path, conn_rate::json(&report, &opts))
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-            println!("wrote {}", path.display());
+            write_json(&path, &conn_rate::json(&report, &opts));
         }
         What::Http {
             seconds,
@@ -369,12 +364,7 @@ fn main() {
             threads,
             json: path,
         } => {
-            let path = path.unwrap_or_else(|| {
-                std::env::var_os("LB_BENCH_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("target/bench"))
-                    .join("http.json")
-            });
+            let path = json_path(path, "http.json");
             let opts = http::Opts {
                 seconds,
                 rounds,
@@ -383,12 +373,7 @@ fn main() {
             };
             let report = http::run(&opts);
             http::print(&report, &opts);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).expect("create bench directory");
-            }
-            std::fs::write(&path, http::json(&report))
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-            println!("wrote {}", path.display());
+            write_json(&path, &http::json(&report));
         }
         What::Health {
             targets,

@@ -209,7 +209,7 @@ fn cases() -> Vec<Case> {
             max_repeat: Some(NEW_FLOW_REPEAT),
         },
         Case {
-            name: "new flow v4 (SYN), full table (LRU eviction)",
+            name: "new flow v4 (SYN), full table (displaces an unconfirmed flow)",
             frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
             wrapped: true,
             vary: true,

@@ -837,6 +837,19 @@ impl Fixture {
     }
 
     /// The loaded `lb_xdp` program (benchmarks put it into a tail-call slot).
+    /// Names of the object's maps, its global-data sections (`.rodata`,
+    /// `.bss`, ...) left out.
+    pub fn map_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ebpf
+            .maps()
+            .map(|(n, _)| n.to_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn program(&self) -> &Xdp {
         self.ebpf
             .program(maps::PROGRAM)

@@ -4,7 +4,10 @@
 //! unrolled loop with branching inside, say) can push the program over that
 //! limit long before it fails to load; this keeps the walk well below it,
 //! so there is room for what comes next, and loading stays fast (the daemon
-//! verifies the program on every start).
+//! verifies the program on every start). And the object's maps are the
+//! ones lb-common names: a map renamed on one side only fails here, not at
+//! an operator's load.
+use lb_common::maps;
 use lb_tests::fixture::{self, Fixture};
 
 /// Half the kernel's limit.
@@ -23,5 +26,29 @@ fn the_program_verifies_well_within_the_kernels_limit() {
             walked <= BUDGET,
             "the verifier walked {walked} instructions to check lb_xdp; keep it under {BUDGET}"
         );
+    });
+}
+
+#[test]
+fn the_objects_maps_are_the_ones_lb_common_names() {
+    fixture::with_netns(|| {
+        let fx = Fixture::load(13);
+        let mut expected: Vec<String> = maps::ALL
+            .iter()
+            .chain(maps::UNPINNED.iter())
+            .map(|s| (*s).to_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(
+            fx.map_names(),
+            expected,
+            "maps of the built lb_xdp object vs lb_common::maps::ALL + UNPINNED"
+        );
+        for legacy in maps::LEGACY {
+            assert!(
+                !fx.map_names().iter().any(|n| n == legacy),
+                "{legacy} is listed as legacy but the object still has it"
+            );
+        }
     });
 }
