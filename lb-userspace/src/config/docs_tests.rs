@@ -73,6 +73,9 @@ port = 8443
 
 [api]
 {}
+
+[bgp]
+{}
 "#,
         at("[daemon]"),
         at("[[listener]]"),
@@ -83,6 +86,7 @@ port = 8443
         at("[target_group.health_check]"),
         at("[[target_group.target]]"),
         at("[api]"),
+        at("[bgp]"),
     );
     Config::parse(&text).unwrap_or_else(|e| panic!("{table} {line}: {e}\n{text}"))
 }
@@ -127,6 +131,7 @@ fn effective(c: &Config, table: &str) -> Option<String> {
         "[target_group.health_check]" => format!("{:?}", g.resolved_health_check()),
         "[[target_group.target]]" => format!("{:?}", g.targets),
         "[api]" => format!("{:?}", c.api),
+        "[bgp]" => format!("{:?}", c.bgp),
         _ => return None,
     })
 }

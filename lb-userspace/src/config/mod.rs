@@ -12,6 +12,7 @@
 //! docs/config.md describes every key for operators; keep the two in step.
 
 mod api;
+mod bgp;
 mod daemon;
 mod health_check;
 pub mod http;
@@ -34,6 +35,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use api::{Api, DEFAULT_API_SOCKET, Effect, Policy, Statement, Token};
+pub use bgp::{Bgp, DEFAULT_DRAIN_FILE, DEFAULT_PROTOCOL, DEFAULT_TABLE};
 pub use daemon::{Daemon, Dataplane, XdpMode};
 pub use health_check::{
     CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck, Matcher,
@@ -121,6 +123,9 @@ pub struct Config {
     /// `[api]`: management API sockets and access policies.
     #[serde(default)]
     pub api: Api,
+    /// `[bgp]`: whether and how this host announces its VIPs.
+    #[serde(default)]
+    pub bgp: Bgp,
 }
 
 /// Counts printed by `lb check`.

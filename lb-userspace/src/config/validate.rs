@@ -31,6 +31,7 @@ impl Config {
         super::http::check(self, &mut errs);
         super::tls::check(self, &mut errs);
         super::api::check_api(&self.api, &mut errs);
+        super::bgp::check_bgp(self, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
