@@ -37,6 +37,9 @@
 //! - [`target`]: `lb target`, what a host needs to be a target of
 //!   balancers in dsr mode (the decapsulation program, VIPs on `lo`,
 //!   sysctls).
+//! - [`announce`]: the VIP routes BIRD announces over BGP, and the host's
+//!   drain state.
+pub mod announce;
 pub mod api;
 pub mod bpf;
 pub mod cli;
