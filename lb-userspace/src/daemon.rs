@@ -23,6 +23,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
+    announce::{self, AnnounceMetrics, Announcer, KernelRouting, RoutingError},
     api::{self, ApiServer, Endpoints as ApiEndpoints, auth::Authorizer, server::ServeError},
     bpf::{
         forwarding,
@@ -75,6 +76,12 @@ pub enum DaemonError {
     Api(#[from] ServeError),
     #[error("starting the worker threads: {0}")]
     Workers(std::io::Error),
+    #[error("announcing VIPs: {0}")]
+    Announce(#[from] RoutingError),
+    #[error(
+        "withdrawing this host's VIP routes failed, so the data path stays attached (fix the cause and run `lb down` again): {0}"
+    )]
+    Withdraw(RoutingError),
     #[error("binding the metrics endpoint {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -140,14 +147,21 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     );
     userspace.apply(&config, xdp.is_none()).await?;
     let (checker, health) = Checker::new(metrics.health())?;
+    let announcer = Announcer::new(
+        KernelRouting::open()?,
+        metrics.register(AnnounceMetrics::register),
+    );
     let parts = Parts {
         xdp,
         userspace,
         routable,
         checker,
         metrics: Arc::clone(&metrics),
+        announcer,
     };
     let mut controller = Controller::new(path.to_owned(), config, lifecycle, parts);
+    // Only now that the data path is attached and programmed.
+    controller.announce().await;
     let (handle, commands) = ControlHandle::channel(64);
     let mut endpoints = Endpoints::start(&controller, handle, metrics).await?;
     info!(
@@ -275,6 +289,8 @@ async fn control_loop(
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut recheck = tokio::time::interval(announce::RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wakeup = controller.next_wakeup();
         tokio::select! {
@@ -295,18 +311,29 @@ async fn control_loop(
             _ = sleep_until(wakeup.unwrap_or_else(Instant::now).into()), if wakeup.is_some() => {
                 controller.on_timer();
             }
+            _ = recheck.tick() => controller.on_recheck().await,
         }
     }
     Ok(())
 }
 
-/// `lb down`: detach and unpin everything under the config's pin directory.
+/// `lb down`: withdraw this host's VIP routes (`[bgp]`), then detach and
+/// unpin everything under the config's pin directory. Withdrawing first
+/// moves the routers' traffic away before the program goes; if it fails,
+/// nothing is detached (the host keeps forwarding what it attracts).
 pub fn down(path: &Path) -> Result<Vec<String>, DaemonError> {
     let config = Config::load(path)?;
     // Refused while `lb run` serves these pins: it would keep programming
     // maps that no longer reach the data path.
     let _lock = instance::acquire(&config.daemon.pin_dir)?;
-    Ok(loader::teardown(&config.daemon.pin_dir)?)
+    let owner = announce::owner(&config);
+    let mut done: Vec<String> = announce::withdraw_all(&config)
+        .map_err(DaemonError::Withdraw)?
+        .into_iter()
+        .map(|vip| format!("withdrew {vip} ({owner})"))
+        .collect();
+    done.extend(loader::teardown(&config.daemon.pin_dir)?);
+    Ok(done)
 }
 
 /// `lb stats`: counters from the pinned maps.

@@ -20,7 +20,7 @@ use super::{
     server::DEFAULT_SOCKET,
 };
 use crate::control::command::{
-    ChangeReport, FlowsReport, ListenerAttributes, ListenerReport, StatusReport,
+    ChangeReport, FlowsReport, HostReport, ListenerAttributes, ListenerReport, StatusReport,
     TargetGroupAttributes, TargetGroupReport, TargetHealthReport, TargetSpec,
 };
 
@@ -132,6 +132,9 @@ pub enum ApiCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// This host's BGP announcements (`[bgp]`): show, drain, resume.
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Change a target group's attributes; the ones not given stay.
     ModifyTargetGroup {
         name: String,
@@ -151,6 +154,28 @@ pub enum ApiCommand {
         #[command(flatten)]
         conn: Connection,
     },
+}
+
+/// `lb host ...`.
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Show the VIPs this host announces, what it withholds and why, and
+    /// its drain state.
+    Status(Connection),
+    /// Withdraw every VIP this host announces, until `lb host resume`; the
+    /// data path keeps serving the flows that still arrive. Recorded in
+    /// bgp.drain_file, so it survives restarts.
+    Drain(Connection),
+    /// Announce this host's VIPs again after a drain.
+    Resume(Connection),
+}
+
+impl HostCommand {
+    fn connection(&self) -> &Connection {
+        match self {
+            Self::Status(c) | Self::Drain(c) | Self::Resume(c) => c,
+        }
+    }
 }
 
 fn parse_target(s: &str) -> Result<(IpAddr, Option<u16>), String> {
@@ -178,6 +203,7 @@ impl ApiCommand {
     fn connection(&self) -> &Connection {
         match self {
             Self::Status(c) | Self::Listeners(c) | Self::TargetGroups(c) | Self::Reload(c) => c,
+            Self::Host(h) => h.connection(),
             Self::Targets { conn, .. }
             | Self::Flows { conn, .. }
             | Self::Register { conn, .. }
@@ -255,6 +281,15 @@ impl ApiCommand {
                 (Method::PUT, path, body, render_change)
             }
             Self::Reload(_) => (Method::POST, "/v1/reload".into(), None, render_change),
+            Self::Host(HostCommand::Status(_)) => {
+                (Method::GET, "/v1/host".into(), None, render_host)
+            }
+            Self::Host(HostCommand::Drain(_)) => {
+                (Method::POST, "/v1/host/drain".into(), None, render_host)
+            }
+            Self::Host(HostCommand::Resume(_)) => {
+                (Method::POST, "/v1/host/resume".into(), None, render_host)
+            }
             Self::DeleteListener { name, .. } => (
                 Method::DELETE,
                 format!("/v1/listeners/{}", segment(name)),
@@ -401,6 +436,10 @@ fn render_flows(bytes: &[u8]) -> Result<String, ClientError> {
     Ok(flows_text(&decode(bytes)?))
 }
 
+fn render_host(bytes: &[u8]) -> Result<String, ClientError> {
+    Ok(host_text(&decode(bytes)?))
+}
+
 fn render_change(bytes: &[u8]) -> Result<String, ClientError> {
     Ok(format!("{}\n", decode::<ChangeReport>(bytes)?.message))
 }
@@ -424,9 +463,49 @@ pub fn status_text(s: &StatusReport) -> String {
             ),
         ),
         ("last reload", opt(&s.last_reload)),
+        ("drained", yes_no(s.drained)),
+        ("announced", addresses(&s.announced)),
     ];
     lines.iter().fold(String::new(), |mut out, (k, v)| {
         let _ = writeln!(out, "{:<14}{v}", format!("{k}:"));
+        out
+    })
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// A comma-separated list, or `-`.
+fn addresses(list: &[IpAddr]) -> String {
+    if list.is_empty() {
+        return "-".into();
+    }
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `lb host status` (and what `drain` and `resume` answer).
+pub fn host_text(h: &HostReport) -> String {
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    let bgp = if h.bgp {
+        format!("on (table {}, proto {})", h.table, h.protocol)
+    } else {
+        "off".into()
+    };
+    let lines = [
+        ("bgp", bgp),
+        ("drained", yes_no(h.drained)),
+        ("announced", addresses(&h.announced)),
+        ("withheld", addresses(&h.withheld)),
+        ("reason", opt(&h.reason)),
+        ("drain file", h.drain_file.clone()),
+        ("last error", opt(&h.last_error)),
+    ];
+    lines.iter().fold(String::new(), |mut out, (k, v)| {
+        let _ = writeln!(out, "{:<12}{v}", format!("{k}:"));
         out
     })
 }

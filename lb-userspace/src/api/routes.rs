@@ -17,8 +17,8 @@ use super::{
     table::{ApiState, Op, ROUTES, Route},
 };
 use crate::control::command::{
-    ChangeReport, FlowsReport, ListenerAttributes, ListenerReport, StatsReport, StatusReport,
-    TargetGroupAttributes, TargetGroupReport, TargetHealthReport, TargetSpec,
+    ChangeReport, FlowsReport, HostReport, ListenerAttributes, ListenerReport, StatsReport,
+    StatusReport, TargetGroupAttributes, TargetGroupReport, TargetHealthReport, TargetSpec,
 };
 
 /// The router serving [`ROUTES`], each behind the access check.
@@ -64,6 +64,9 @@ fn handler(route: &Route) -> MethodRouter<ApiState> {
         Op::Flows => on(m, flows),
         Op::Stats => on(m, stats),
         Op::Reload => on(m, reload),
+        Op::Host => on(m, host),
+        Op::DrainHost => on(m, drain_host),
+        Op::ResumeHost => on(m, resume_host),
     }
 }
 
@@ -232,4 +235,16 @@ async fn stats(State(s): State<ApiState>) -> Reply<StatsReport> {
 
 async fn reload(State(s): State<ApiState>) -> Reply<ChangeReport> {
     Ok(Json(s.control.reload().await?))
+}
+
+async fn host(State(s): State<ApiState>) -> Reply<HostReport> {
+    Ok(Json(s.control.host().await?))
+}
+
+async fn drain_host(State(s): State<ApiState>) -> Reply<HostReport> {
+    Ok(Json(s.control.drain_host().await?))
+}
+
+async fn resume_host(State(s): State<ApiState>) -> Reply<HostReport> {
+    Ok(Json(s.control.resume_host().await?))
 }

@@ -42,6 +42,9 @@ pub(super) enum Op {
     Flows,
     Stats,
     Reload,
+    Host,
+    DrainHost,
+    ResumeHost,
 }
 
 const fn route(
@@ -80,6 +83,9 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET,    "/v1/flows",                                        Action::DescribeFlows,               "*",              Op::Flows),
     route(Method::GET,    "/v1/stats",                                        Action::DescribeStats,               "*",              Op::Stats),
     route(Method::POST,   "/v1/reload",                                       Action::ReloadConfig,                "*",              Op::Reload),
+    route(Method::GET,    "/v1/host",                                         Action::DescribeHost,                "*",              Op::Host),
+    route(Method::POST,   "/v1/host/drain",                                   Action::DrainHost,                   "*",              Op::DrainHost),
+    route(Method::POST,   "/v1/host/resume",                                  Action::ResumeHost,                  "*",              Op::ResumeHost),
 ];
 
 /// What every handler and the access check share.

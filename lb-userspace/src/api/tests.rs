@@ -23,7 +23,8 @@ use crate::config::{Api, ValidationError, ValidationErrors};
 use crate::control::{
     Command, ControlError, ControlHandle,
     command::{
-        ChangeReport, FlowReport, FlowsReport, StatusReport, TargetHealthReport, TargetHealthState,
+        ChangeReport, FlowReport, FlowsReport, HostReport, StatusReport, TargetHealthReport,
+        TargetHealthState,
     },
 };
 
@@ -112,6 +113,21 @@ fn targets() -> Vec<TargetHealthReport> {
     ]
 }
 
+fn host(drained: bool) -> HostReport {
+    let vip = "10.0.0.1".parse().unwrap();
+    HostReport {
+        bgp: true,
+        table: 100,
+        protocol: 201,
+        drained,
+        drain_file: "/var/lib/lb/drained".into(),
+        announced: if drained { vec![] } else { vec![vip] },
+        withheld: if drained { vec![vip] } else { vec![] },
+        reason: drained.then(|| "the host is drained (`lb host resume` announces again)".into()),
+        last_error: None,
+    }
+}
+
 /// Answers commands like a control loop with one target group, `web`.
 fn fake_control() -> ControlHandle {
     let (handle, mut rx) = ControlHandle::channel(8);
@@ -149,7 +165,17 @@ fn answer(cmd: Command, reloads: &mut usize) {
                 unhealthy: 1,
                 uptime_s: 42,
                 last_reload: None,
+                drained: false,
+                announced: vec!["10.0.0.1".parse().unwrap()],
             }),
+        ),
+        Command::Host(r) => send(r, Ok(host(false))),
+        Command::DrainHost(r) => send(r, Ok(host(true))),
+        Command::ResumeHost(r) => send(
+            r,
+            Err(ControlError::Conflict(
+                "[bgp] is not enabled: this host announces nothing, so there is nothing to drain or resume".into(),
+            )),
         ),
         Command::TargetHealth { group, reply } if group == "web" => send(reply, Ok(targets())),
         Command::TargetHealth { group, reply } => send(
@@ -359,6 +385,37 @@ async fn a_policy_without_the_action_gets_403() {
              target-group/web because no identity-based policy allows the lb:RegisterTargets action"
         )
     );
+}
+
+/// Draining the host is an action on the whole load balancer: a token
+/// allowed everything on one target group may not, nor may a reader; root
+/// and an admin token may, and get the host's report. The control loop's
+/// refusal (no `[bgp]`) is a 409.
+#[tokio::test]
+async fn host_drain_is_iam_controlled() {
+    let f = Fixture::start("host").await;
+    for (token, action) in [
+        ("reader-secret", "lb:DrainHost"),
+        ("web-secret", "lb:DrainHost"),
+    ] {
+        let (status, json) = call(&f.tcp(Some(token)), Method::POST, "/v1/host/drain", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{token}: {json}");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains(action),
+            "{json}"
+        );
+    }
+    let (status, json) = call(&f.tcp(Some("reader-secret")), Method::GET, "/v1/host", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["announced"], serde_json::json!(["10.0.0.1"]));
+    let admin = f.tcp(Some("admin-secret"));
+    let (status, json) = call(&admin, Method::POST, "/v1/host/drain", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let report: HostReport = serde_json::from_value(json).unwrap();
+    assert_eq!(report, host(true));
+    let (status, json) = call(&admin, Method::POST, "/v1/host/resume", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert_eq!(json["error"]["code"], "Conflict");
 }
 
 #[tokio::test]

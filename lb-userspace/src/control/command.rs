@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::ControlError;
+pub use crate::announce::HostReport;
 
 /// One target to register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +143,12 @@ pub struct StatusReport {
     pub uptime_s: u64,
     /// Outcome of the last reload, if any.
     pub last_reload: Option<String>,
+    /// Whether the host is drained (`lb host drain`); `lb host` tells more.
+    #[serde(default)]
+    pub drained: bool,
+    /// VIPs this host announces over BGP now (`[bgp]`).
+    #[serde(default)]
+    pub announced: Vec<std::net::IpAddr>,
 }
 
 /// One connection-table entry.
@@ -247,6 +254,12 @@ pub enum Command {
     },
     /// Re-reads the config file.
     Reload(Reply<ChangeReport>),
+    /// This host's announcements and drain state.
+    Host(Reply<HostReport>),
+    /// Withdraws this host's announcements until resumed (persisted).
+    DrainHost(Reply<HostReport>),
+    /// Announces again after a drain.
+    ResumeHost(Reply<HostReport>),
 }
 
 /// The sending side, cheap to clone; one per API connection is fine.
@@ -355,5 +368,14 @@ impl ControlHandle {
     }
     pub async fn reload(&self) -> Result<ChangeReport, ControlError> {
         ask!(self, Reload)
+    }
+    pub async fn host(&self) -> Result<HostReport, ControlError> {
+        ask!(self, Host)
+    }
+    pub async fn drain_host(&self) -> Result<HostReport, ControlError> {
+        ask!(self, DrainHost)
+    }
+    pub async fn resume_host(&self) -> Result<HostReport, ControlError> {
+        ask!(self, ResumeHost)
     }
 }

@@ -19,6 +19,7 @@ use super::{
     xdp::XdpPath,
 };
 use crate::{
+    announce::{Announcer, DrainFile, HostReport, KernelRouting},
     config::{Config, ConfigError, TargetGroup},
     error_chain::ErrorChain,
     health::{self, Checker, HealthEvent},
@@ -47,6 +48,8 @@ pub struct Controller {
     routable: watch::Sender<Arc<Routable>>,
     checker: Checker,
     metrics: Arc<Metrics>,
+    /// This host's VIP routes for BIRD (`[bgp]`).
+    pub(super) announcer: Announcer<KernelRouting>,
     /// The running config for readers outside the loop (`/metrics`).
     published: watch::Sender<Arc<Config>>,
     /// (group, target) pairs whose state gauge is set, to remove stale ones.
@@ -62,6 +65,7 @@ pub struct Parts {
     pub routable: watch::Sender<Arc<Routable>>,
     pub checker: Checker,
     pub metrics: Arc<Metrics>,
+    pub announcer: Announcer<KernelRouting>,
 }
 
 impl Controller {
@@ -78,6 +82,7 @@ impl Controller {
             routable: parts.routable,
             checker: parts.checker,
             metrics: parts.metrics,
+            announcer: parts.announcer,
             published,
             gauged: BTreeSet::new(),
             started: Instant::now(),
@@ -190,6 +195,7 @@ impl Controller {
                 self.checker.apply(health::jobs_from_config(&self.config));
                 self.published.send_replace(Arc::new(self.config.clone()));
                 self.publish_gauges();
+                self.announce().await;
                 Ok(ChangeReport {
                     message: format!("{why}: {summary}"),
                 })
@@ -286,6 +292,44 @@ impl Controller {
         self.publish_gauges();
     }
 
+    /// Brings this host's VIP routes in line with the running config, the
+    /// drain state and the data path (see [`crate::announce`]).
+    pub async fn announce(&mut self) {
+        self.announcer.sync(&self.config, self.xdp.is_some()).await;
+    }
+
+    /// The periodic look ([`crate::announce::RECHECK`]): the drain file, the
+    /// XDP attachments, routes deleted by hand. Nothing to look at while
+    /// `[bgp]` is off (turning it off withdrew everything).
+    pub async fn on_recheck(&mut self) {
+        if self.config.bgp.enabled {
+            self.announce().await;
+        }
+    }
+
+    /// `lb host drain` (`drain`) and `lb host resume`: the drain file first,
+    /// so that a crash right after still finds the host in the state asked
+    /// for, then the routes.
+    async fn set_drained(&mut self, drain: bool) -> Result<HostReport, ControlError> {
+        let bgp = &self.config.bgp;
+        if !bgp.enabled {
+            return Err(ControlError::Conflict(
+                "[bgp] is not enabled: this host announces nothing, so there is nothing to drain or resume"
+                    .into(),
+            ));
+        }
+        let file = DrainFile::new(&bgp.drain_file);
+        let done = if drain { file.set() } else { file.clear() };
+        done.map_err(|e| ControlError::Failed(ErrorChain(&e).to_string()))?;
+        info!(
+            drain_file = %bgp.drain_file.display(),
+            "host {}",
+            if drain { "drained" } else { "resumed" }
+        );
+        self.announce().await;
+        Ok(self.announcer.report(&self.config))
+    }
+
     /// Answers one command.
     pub async fn handle(&mut self, cmd: Command) {
         match cmd {
@@ -365,6 +409,15 @@ impl Controller {
             }
             Command::Reload(reply) => {
                 let _ = reply.send(self.reload().await);
+            }
+            Command::Host(reply) => {
+                let _ = reply.send(Ok(self.announcer.report(&self.config)));
+            }
+            Command::DrainHost(reply) => {
+                let _ = reply.send(self.set_drained(true).await);
+            }
+            Command::ResumeHost(reply) => {
+                let _ = reply.send(self.set_drained(false).await);
             }
         }
     }

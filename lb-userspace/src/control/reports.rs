@@ -45,6 +45,8 @@ impl Controller {
             unhealthy,
             uptime_s: self.started.elapsed().as_secs(),
             last_reload: self.last_reload.clone(),
+            drained: self.announcer.drained(),
+            announced: self.announcer.announced().collect(),
         }
     }
 

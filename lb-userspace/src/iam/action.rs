@@ -21,10 +21,13 @@ pub enum Action {
     DeleteTargetGroup,
     ModifyListenerAttributes,
     ModifyTargetGroupAttributes,
+    DescribeHost,
+    DrainHost,
+    ResumeHost,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 18] = [
         Action::DescribeStatus,
         Action::DescribeListeners,
         Action::DescribeTargetGroups,
@@ -40,6 +43,9 @@ impl Action {
         Action::DeleteTargetGroup,
         Action::ModifyListenerAttributes,
         Action::ModifyTargetGroupAttributes,
+        Action::DescribeHost,
+        Action::DrainHost,
+        Action::ResumeHost,
     ];
 
     /// The name policies use, e.g. `lb:RegisterTargets`.
@@ -60,6 +66,9 @@ impl Action {
             Action::DeleteTargetGroup => "lb:DeleteTargetGroup",
             Action::ModifyListenerAttributes => "lb:ModifyListenerAttributes",
             Action::ModifyTargetGroupAttributes => "lb:ModifyTargetGroupAttributes",
+            Action::DescribeHost => "lb:DescribeHost",
+            Action::DrainHost => "lb:DrainHost",
+            Action::ResumeHost => "lb:ResumeHost",
         }
     }
 }
