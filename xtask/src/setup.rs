@@ -33,6 +33,8 @@ const APT_PACKAGES: &[&str] = &[
     "nghttp2-client",
     "openssl",
     "valgrind",
+    // BIRD 2: the BGP daemon beside `lb run` in the scale-out tests (tests/tests/bgp.rs).
+    "bird2",
 ];
 
 /// What `setup` found or made, for the build.
