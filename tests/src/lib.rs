@@ -7,6 +7,7 @@ pub mod lab;
 pub mod netns;
 pub mod proc;
 pub mod raw;
+pub mod scale_out;
 pub mod topology;
 pub mod trafficgen;
 

@@ -207,6 +207,12 @@ impl NsChild {
         self.stderr.text()
     }
 
+    /// The stdout lines written after `mark`.
+    pub fn stdout_lines_after(&self, mark: OutputMark) -> Vec<String> {
+        let st = self.stdout.state.lock().expect("log lock");
+        st.lines.iter().skip(mark.stdout).cloned().collect()
+    }
+
     /// Exit status if the process has ended.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
@@ -545,6 +551,24 @@ impl LbDaemon {
         assert!(
             status.success(),
             "lb run did not exit cleanly on SIGTERM ({status})\n{out}"
+        );
+        // Disarm `lb down` in Drop.
+        self.config = PathBuf::new();
+        out
+    }
+}
+
+impl LbDaemon {
+    /// SIGKILL, as a crash would end it: nothing is cleaned up (program,
+    /// pins and whatever else it left in the kernel stay). Returns its
+    /// output.
+    pub fn kill(mut self) -> String {
+        self.child.signal(libc::SIGKILL);
+        let status = self.child.wait_timeout(Duration::from_secs(10));
+        let out = self.child.output();
+        assert!(
+            status.is_some_and(|s| s.signal() == Some(libc::SIGKILL)),
+            "lb run did not die of SIGKILL ({status:?})\n{out}"
         );
         // Disarm `lb down` in Drop.
         self.config = PathBuf::new();
