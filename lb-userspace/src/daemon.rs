@@ -176,7 +176,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     endpoints.stop().await;
     result?;
     if controller.has_xdp() {
-        warn!("stopping: the program stays attached and keeps forwarding; `lb down` detaches it");
+        warn!(
+            "stopping: the program stays attached and keeps forwarding, and announced VIPs stay announced; `lb down` withdraws and detaches"
+        );
     }
     Ok(())
 }

@@ -297,11 +297,13 @@ impl ScaleOut {
             .collect()
     }
 
-    /// Asserts that the router's routes to both VIPs lead to `hosts` and do
-    /// not change at all for `during` (sampled and through `ip monitor`).
-    pub fn hold_paths(&self, hosts: &[usize], during: Duration, what: &str) {
+    /// Asserts that the router's routes to both VIPs lead to `hosts` for
+    /// `during` and did not change at all since `since` (a [`Self::mark`]
+    /// taken before the action under test): sampled, and through `ip
+    /// monitor`, which also sees a path withdrawn and back between samples.
+    pub fn hold_paths(&self, since: OutputMark, hosts: &[usize], during: Duration, what: &str) {
         let want: BTreeSet<usize> = hosts.iter().copied().collect();
-        let mark = self.mark();
+        let mark = since;
         let end = Instant::now() + during;
         while Instant::now() < end {
             for vip in [IpAddr::V4(VIP4), IpAddr::V6(VIP6)] {

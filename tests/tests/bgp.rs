@@ -103,10 +103,11 @@ fn drain_and_resume_move_only_that_hosts_path() {
 
     // Fail-open: every target of every group unhealthy on every host, and
     // the VIPs stay announced everywhere.
+    let mark = lab.mark();
     for i in 1..=3 {
         wait_all_unhealthy(&lab, i);
     }
-    lab.hold_paths(&[1, 2, 3], HOLD, "every target unhealthy");
+    lab.hold_paths(mark, &[1, 2, 3], HOLD, "every target unhealthy");
 
     // IAM: a token allowed lb:Describe* only may look but not drain.
     let api = format!("http://{API_LISTEN}");
@@ -143,14 +144,16 @@ fn drain_and_resume_move_only_that_hosts_path() {
         [VIP4.to_string(), VIP6.to_string()]
     );
     // Draining twice is fine and changes nothing.
+    let mark = lab.mark();
     lab.lb_ok(2, &["host", "drain"]);
-    lab.hold_paths(&[1, 3], Duration::from_secs(3), "h2 drained twice");
+    lab.hold_paths(mark, &[1, 3], Duration::from_secs(3), "h2 drained twice");
 
     // A drained host that restarts stays drained.
     let mut lab = lab;
+    let mark = lab.mark();
     lab.take_daemon(2).stop();
     lab.start_daemon(2);
-    lab.hold_paths(&[1, 3], HOLD, "drained h2 restarted");
+    lab.hold_paths(mark, &[1, 3], HOLD, "drained h2 restarted");
     assert!(
         lab.lb_ok(2, &["status"])
             .lines()
@@ -173,19 +176,21 @@ fn only_down_or_a_detached_program_withdraws_a_host() {
     let mut lab = ScaleOut::new("bgpdown", 3);
     wait_both(&lab, &[1, 2, 3], "three hosts up");
     // Let the sessions and the daemons' first looks settle.
-    lab.hold_paths(&[1, 2, 3], Duration::from_secs(3), "settled");
+    lab.hold_paths(lab.mark(), &[1, 2, 3], Duration::from_secs(3), "settled");
 
+    let mark = lab.mark();
     let out = lab.take_daemon(1).kill();
-    lab.hold_paths(&[1, 2, 3], HOLD, "h1's daemon killed");
+    lab.hold_paths(mark, &[1, 2, 3], HOLD, "h1's daemon killed");
     lab.start_daemon(1);
-    lab.hold_paths(&[1, 2, 3], HOLD, "h1's daemon restarted after SIGKILL");
+    lab.hold_paths(mark, &[1, 2, 3], HOLD, "h1's daemon killed and restarted");
     assert!(
         !out.contains("withdrawn"),
         "the killed daemon withdrew something:\n{out}"
     );
 
+    let mark = lab.mark();
     let out = lab.take_daemon(3).stop();
-    lab.hold_paths(&[1, 2, 3], HOLD, "h3's daemon stopped (SIGTERM)");
+    lab.hold_paths(mark, &[1, 2, 3], HOLD, "h3's daemon stopped (SIGTERM)");
     assert!(!out.contains("withdrawn"), "{out}");
     let down = proc::lb_down(&lab.lb, lab.host(3).ns.name(), &lab.host(3).config);
     let owner = format!("(table {LB_TABLE} proto {LB_PROTOCOL})");
