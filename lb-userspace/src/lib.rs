@@ -39,6 +39,8 @@
 //!   sysctls).
 //! - [`announce`]: the VIP routes BIRD announces over BGP, and the host's
 //!   drain state.
+//! - `fuzzing` (hidden, feature `fuzzing` or tests): the fuzz targets'
+//!   bodies (`fuzz/`), not an API.
 pub mod announce;
 pub mod api;
 pub mod bpf;
@@ -48,6 +50,9 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod error_chain;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod iam;

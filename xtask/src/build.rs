@@ -70,13 +70,20 @@ impl Artifacts {
 /// different package set can change feature unification and rebuild). The
 /// benchmarks (lb-bench) are left out: a test build does not compile them;
 /// [`build_bench`] does, for `cargo xtask bench`, and `lint` checks them.
+/// So are the fuzz targets (lb-fuzz: nightly and libFuzzer, `cargo xtask
+/// fuzz`), whose bodies lb-userspace's unit tests run over their seeds.
 pub const HOST_PACKAGES: &[&str] = &[
     "--workspace",
     "--exclude",
     "lb-ebpf",
     "--exclude",
     BENCH_PACKAGE,
+    "--exclude",
+    FUZZ_PACKAGE,
 ];
+
+/// The cargo-fuzz targets' package (fuzz/).
+pub const FUZZ_PACKAGE: &str = "lb-fuzz";
 
 /// The benchmarks' package, binary `lb-bench`.
 pub const BENCH_PACKAGE: &str = "lb-bench";

@@ -105,6 +105,30 @@ impl Cmd {
         Ok(status.success())
     }
 
+    /// Runs with stderr piped through `line` (and echoed); stdout inherited.
+    /// Returns whether it exited 0.
+    pub fn run_watching_stderr(mut self, mut line: impl FnMut(&str)) -> Result<bool> {
+        use std::io::{BufRead, BufReader, Write};
+        eprintln!("$ {}", self.shown);
+        let mut child = self
+            .inner
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start {}", self.describe()))?;
+        let stderr = child.stderr.take().context("child stderr")?;
+        let mut err = std::io::stderr();
+        for l in BufReader::new(stderr).split(b'\n') {
+            let l = l.context("reading child stderr")?;
+            let l = String::from_utf8_lossy(&l);
+            line(&l);
+            writeln!(err, "{l}")?;
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.describe()))?;
+        Ok(status.success())
+    }
+
     /// Runs quietly and returns stdout; fails unless it exits 0 (stderr is
     /// put in the error).
     pub fn read(mut self) -> Result<String> {

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod fuzz;
 mod project;
 mod setup;
 mod test;
@@ -59,6 +60,15 @@ enum Command {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Run each cargo-fuzz target (fuzz/) for a bounded time from its seeds
+    /// (nightly; installs cargo-fuzz). Never part of `test`.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Build, then run the demo: the load balancer in front of backends in
     /// network namespaces. Args after `--` go to lb-demo.
     Demo {
@@ -93,7 +103,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Setup => setup::setup().map(drop),
+        Command::Setup => {
+            setup::setup()?;
+            setup::cargo_fuzz()
+        }
         Command::Build { debug, dist } => {
             let profile = if debug {
                 build::Profile::Debug
@@ -109,6 +122,7 @@ fn run(command: Command) -> Result<()> {
         Command::Lint => test::lint(&setup::setup()?),
         Command::Test { no_lint, args } => test::test(!no_lint, &args),
         Command::Bench { what, args } => bench::bench(what, &args),
+        Command::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
         Command::Demo { config, args } => demo::demo(&config, &args),
         Command::Run { args } => demo::run(&args),
     }

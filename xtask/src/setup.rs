@@ -16,6 +16,10 @@ use crate::{cmd::Cmd, project};
 /// bpf-linker release known to build against the nightly toolchain's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-fuzz release that `cargo xtask fuzz` drives (its libFuzzer output
+/// and `run` arguments are what fuzz.rs reads).
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
 /// Debian packages used by the tests, benchmarks and demo.
 const APT_PACKAGES: &[&str] = &[
     "bpftool",
@@ -56,6 +60,30 @@ pub fn setup() -> Result<Toolchain> {
     bpffs()?;
     eprintln!("setup: ready ({:.1?})", start.elapsed());
     Ok(Toolchain { bpf_linker })
+}
+
+/// Installs cargo-fuzz (once, into cargo's own bin directory, so that
+/// `cargo +nightly fuzz` works by hand too). Only `cargo xtask setup` and
+/// `cargo xtask fuzz` need it: builds and tests do not.
+pub fn cargo_fuzz() -> Result<()> {
+    let installed = Cmd::new("cargo")
+        .args(["fuzz", "--version"])
+        .try_read()?
+        .is_some_and(|v| v.trim().ends_with(CARGO_FUZZ_VERSION));
+    if installed {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute, once)");
+    Cmd::new("cargo")
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ])
+        .run()
+        .context("installing cargo-fuzz")
 }
 
 fn sysroot(toolchain: &str) -> Result<PathBuf> {

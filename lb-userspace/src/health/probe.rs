@@ -126,8 +126,9 @@ fn server_name(http: &HttpCheck, addr: SocketAddr) -> ServerName<'static> {
         .unwrap_or(ServerName::IpAddress(addr.ip().into()))
 }
 
-/// `GET path` with `Connection: close`; the status decides.
-async fn http_check<IO>(io: IO, http: &HttpCheck, addr: SocketAddr) -> Outcome
+/// `GET path` with `Connection: close`; the status decides. (Also the
+/// body of the `health_response` fuzz target.)
+pub(crate) async fn http_check<IO>(io: IO, http: &HttpCheck, addr: SocketAddr) -> Outcome
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

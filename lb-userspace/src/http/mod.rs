@@ -37,7 +37,8 @@ pub mod pools;
 pub mod rules;
 pub mod server;
 mod tls_names;
-mod upstream;
+// Crate-wide for the fuzz targets (crate::fuzzing) only.
+pub(crate) mod upstream;
 
 pub use listener::{HttpListener, HttpListenerError};
 pub use metrics::HttpMetrics;

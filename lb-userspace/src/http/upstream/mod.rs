@@ -14,10 +14,11 @@
 //! - [`conn`]: the connection and one exchange on it; [`body`]: the
 //!   response body, which hands the connection back at its end.
 mod body;
-mod chunked;
+// Crate-wide for the fuzz targets (crate::fuzzing) only.
+pub(crate) mod chunked;
 mod conn;
 mod request;
-mod response;
+pub(crate) mod response;
 mod stream;
 
 pub use body::TargetBody;
