@@ -485,6 +485,11 @@ impl LbDaemon {
         }
     }
 
+    /// The daemon's process id (`ip netns exec` execs `lb`).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// Panics if the daemon has exited.
     pub fn assert_running(&mut self) {
         if let Some(s) = self.child.try_status() {

@@ -7,6 +7,7 @@ mod demo;
 mod fuzz;
 mod project;
 mod setup;
+mod soak;
 mod test;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -69,6 +70,17 @@ enum Command {
         /// Only these targets (default: all).
         targets: Vec<String>,
     },
+    /// Build, then soak `lb run`: TCP, UDP, HTTP/1.1, HTTP/2 and WebSocket
+    /// traffic while it is reloaded 100 times, its targets are cycled and
+    /// it is restarted; prints every count and failure (must be none).
+    /// Args after `--` go to lb-soak (`-- --help` lists them).
+    Soak {
+        /// Length of the run.
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
     /// Build, then run the demo: the load balancer in front of backends in
     /// network namespaces. Args after `--` go to lb-demo.
     Demo {
@@ -123,6 +135,7 @@ fn run(command: Command) -> Result<()> {
         Command::Test { no_lint, args } => test::test(!no_lint, &args),
         Command::Bench { what, args } => bench::bench(what, &args),
         Command::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
+        Command::Soak { minutes, args } => soak::soak(minutes, &args),
         Command::Demo { config, args } => demo::demo(&config, &args),
         Command::Run { args } => demo::run(&args),
     }

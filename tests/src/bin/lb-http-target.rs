@@ -15,7 +15,8 @@
 //! - `?echo=1`: answer with the request's body, read whole.
 //!   `?chunked=N`: answer with N bytes of a fixed pattern (byte i is
 //!   `i % 251`), streamed in pieces of unknown total length (chunked).
-//! - `Upgrade: websocket`: 101, then every frame is echoed back.
+//! - `Upgrade: websocket`: 101 (naming the target in `X-Target`), then
+//!   every frame is echoed back.
 //! - `--plain`: answer `ok\n` as text/plain instead of JSON (benchmarks).
 use std::{
     convert::Infallible,
@@ -289,7 +290,7 @@ async fn answer(
         .get(header::UPGRADE)
         .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
     {
-        return Ok(websocket(&mut req).map(BodyExt::boxed));
+        return Ok(websocket(&mut req, &target.name).map(BodyExt::boxed));
     }
     let mut headers = Map::new();
     for (name, value) in req.headers() {
@@ -365,7 +366,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 
 /// Accepts the upgrade (RFC 6455 section 4.2.2) and echoes frames on the
 /// upgraded connection.
-fn websocket(req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+fn websocket(req: &mut Request<Incoming>, name: &str) -> Response<Full<Bytes>> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return json_response(StatusCode::BAD_REQUEST, &json!({"error": "no key"}));
     };
@@ -383,6 +384,7 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
         .header(header::UPGRADE, "websocket")
         .header(header::CONNECTION, "upgrade")
         .header("sec-websocket-accept", accept)
+        .header("x-target", name)
         .body(Full::new(Bytes::new()))
         .expect("static response")
 }
