@@ -91,3 +91,14 @@ fn crash_health_a_target_that_speaks_first_fails_the_probe() {
     data.extend_from_slice(b"SSH-2.0-OpenSSH_9.2\r\n");
     health_response(&data);
 }
+
+/// Found by the fuzzer in the proxy itself: a head whose unfinished last
+/// line is already malformed, then the end of the stream, was a bad head
+/// when the line's bytes came in one segment with the line before and a
+/// lost connection when they came alone. Now bad either way.
+#[test]
+fn crash_upstream_a_malformed_line_cut_short_is_a_bad_head_in_any_pieces() {
+    let mut data = vec![0x02];
+    data.extend_from_slice(b"HTTP/1.1 204 No Content\r\nCon\x7fHTTP/te1");
+    upstream_response(&data);
+}

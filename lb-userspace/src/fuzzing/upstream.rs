@@ -103,8 +103,8 @@ fn read(wire: &[u8], piece: usize, head_request: bool) -> Reading {
 }
 
 /// The final head's framing, after any interim ones; as
-/// `TargetConn::poll_exchange`, parsed again only once a line ended or
-/// the head grew too large.
+/// `TargetConn::poll_exchange`, parsed again only once a line ended, the
+/// head grew too large or the bytes ended.
 fn read_head<'a>(
     input: &mut impl Iterator<Item = &'a [u8]>,
     rbuf: &mut BytesMut,
@@ -140,6 +140,13 @@ fn read_head<'a>(
         }
         match input.next() {
             Some(p) => rbuf.extend_from_slice(p),
+            // As TargetConn: what is there is parsed once more.
+            None if !rbuf.is_empty() => {
+                return Err(match response::parse(rbuf, head_request) {
+                    Err(e) => End::BadHead(e.to_string()),
+                    Ok(_) => End::HeadCut,
+                });
+            }
             None => return Err(End::HeadCut),
         }
     }

@@ -224,7 +224,15 @@ impl TargetConn {
                 }
             }
             let lost = match ready!(self.poll_fill(cx)) {
-                Ok(0) => io::ErrorKind::UnexpectedEof.into(),
+                Ok(0) => {
+                    // A head cut short in a line already malformed is
+                    // called malformed whichever segment held the line's
+                    // end (fuzzing found the verdict depended on it).
+                    if !self.rbuf.is_empty() {
+                        response::parse(&mut self.rbuf, head_request)?;
+                    }
+                    io::ErrorKind::UnexpectedEof.into()
+                }
                 Ok(_) => continue,
                 Err(e) => e,
             };
@@ -269,5 +277,76 @@ impl TargetConn {
             reusable: false,
             open,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
+    };
+
+    use super::*;
+
+    struct Quiet;
+
+    impl BodyProgress for Quiet {
+        fn body_awaited(&self) {}
+        fn body_moved(&self) {}
+        fn body_sent(&self) {}
+    }
+
+    /// The target sends `pieces` apart from one another, then closes;
+    /// what the exchange made of them.
+    async fn exchange_with(pieces: &[&'static [u8]]) -> Result<Head, ExchangeError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pieces = pieces.to_vec();
+        let target = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // The request is read whole first: closing with it unread
+            // would reset the connection instead of ending it.
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut buf = [0u8; 256];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            for p in pieces {
+                s.write_all(p).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let io = Stream::Plain(TcpStream::connect(addr).await.unwrap());
+        let mut conn = TargetConn::new(io, &Arc::new(AtomicUsize::new(0)));
+        conn.head = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+        let out = conn.exchange(&mut None, false, &Quiet).await;
+        target.await.unwrap();
+        out
+    }
+
+    /// Found by the upstream_response fuzz target: a malformed line cut
+    /// short by the end of the stream was a bad head when it came with the
+    /// line before and a lost connection when it came alone.
+    #[tokio::test]
+    async fn a_malformed_line_cut_short_is_a_bad_head_however_it_came() {
+        let whole: &[&[u8]] = &[b"HTTP/1.1 204 No Content\r\nCon\x7fHTTP/te1"];
+        let apart: &[&[u8]] = &[b"HTTP/1.1 204 No Content\r\n", b"Con\x7fHTTP/te1"];
+        for pieces in [whole, apart] {
+            let out = exchange_with(pieces).await.map(|h| h.parts.status);
+            assert!(
+                matches!(out, Err(ExchangeError::Head(_))),
+                "{pieces:?}: {out:?}"
+            );
+        }
+        // A head merely cut short is a lost connection.
+        let cut: &[&[u8]] = &[b"HTTP/1.1 204 No Content\r\n", b"Content-Le"];
+        let out = exchange_with(cut).await.map(|h| h.parts.status);
+        assert!(matches!(out, Err(ExchangeError::Io(_))), "{out:?}");
     }
 }
