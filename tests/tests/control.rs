@@ -237,6 +237,39 @@ fn slow_start_ramps_a_new_targets_share() {
         .copied()
         .unwrap_or(0);
     assert!((70..=130).contains(&n), "after the ramp t3 got {n} of 300");
+
+    // Deregistered, then registered again while it drains (issue 14, item
+    // 12): a new registration, so it ramps again instead of taking its
+    // full share back at once.
+    lab.reconfigure(&[1, 2]);
+    lab.daemon.as_mut().expect("daemon").reload();
+    lab.wait_health("tcp4", Duration::from_secs(5), "t3 draining", |h| {
+        state_of(h, new) == "draining"
+    });
+    lab.reconfigure(&[1, 2, 3]);
+    lab.daemon.as_mut().expect("daemon").reload();
+    lab.wait_health("tcp4", Duration::from_secs(15), "t3 healthy again", |h| {
+        state_of(h, new) == "healthy"
+    });
+    let weight = |lab: &Lab| {
+        lab.target_health("tcp4")
+            .iter()
+            .find(|t| t.target == new)
+            .map_or(0, |t| t.effective_weight)
+    };
+    let first = weight(&lab);
+    let flows = lab.flows("tcp", vip4(VIP_TCP_PORT), 200);
+    let share = count_by_target(&flows)
+        .get(&target_name(3))
+        .copied()
+        .unwrap_or(0) as f64
+        / flows.len() as f64;
+    std::thread::sleep(Duration::from_secs(3));
+    let later = weight(&lab);
+    assert!(
+        first < later && later < 100 && share < 0.2,
+        "registered again while draining, t3 did not ramp: weight {first} then {later}, share {share:.2}"
+    );
 }
 
 /// `curl` in the load-balancer namespace: (status, body).

@@ -187,6 +187,11 @@ impl Controller {
             return Err(ControlError::BadRequest(ErrorChain(&e).to_string()));
         }
         let now = Instant::now();
+        // What the lifecycle was, to put back if the change is refused: a
+        // second sync with the old config would not undo this one (targets
+        // the change added would drain, targets it removed would count as
+        // registered again).
+        let before = self.lifecycle.clone();
         let released = self.lifecycle.sync(&new, now);
         match self.apply(&new, &released) {
             Ok(summary) => {
@@ -203,7 +208,7 @@ impl Controller {
             Err(e) => {
                 error!(change = why, error = %e, "applying failed; returning to the running config");
                 let old = self.config.clone();
-                self.lifecycle.sync(&old, now);
+                self.lifecycle = before;
                 if let Err(again) = self.apply(&old, &[]) {
                     error!(error = %again, "re-applying the running config failed too");
                 }
@@ -483,3 +488,6 @@ pub fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,9 +18,10 @@
 //!   existing flows continue, then it is removed and its flows move;
 //! * an unhealthy target's flows move on their next packet
 //!   (`unhealthy_connection_termination = true`) or stay;
-//! * slow start: a target registered after start, or recovering from
-//!   unhealthy, while another target of the group is healthy, ramps its share
-//!   linearly over `slow_start` seconds.
+//! * slow start: a target registered after start (also one registered again
+//!   while it drains), or recovering from unhealthy, while another target of
+//!   the group is healthy, ramps its share linearly over `slow_start`
+//!   seconds.
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -70,8 +71,9 @@ struct Record {
 
 type Key = (String, SocketAddr);
 
-/// Every target the control plane tracks.
-#[derive(Debug, Default)]
+/// Every target the control plane tracks. Cloned by the control loop
+/// before a change, to put back if the change is refused.
+#[derive(Debug, Default, Clone)]
 pub struct Lifecycle {
     records: BTreeMap<Key, Record>,
     /// `sync` has run once: later registrations are "late".
@@ -104,19 +106,27 @@ impl Lifecycle {
             }
         }
         let late = self.started;
+        let fresh = || Record {
+            weight: 0,
+            zone: None,
+            health: TargetHealth::Initial,
+            draining_until: None,
+            ramp_from: None,
+            late,
+        };
         for (key, t) in &configured {
-            let r = self.records.entry(key.clone()).or_insert_with(|| Record {
-                weight: t.weight,
-                zone: None,
-                health: TargetHealth::Initial,
-                draining_until: None,
-                ramp_from: None,
-                late,
-            });
+            let r = self.records.entry(key.clone()).or_insert_with(fresh);
+            // Registered again while draining: a registration like any
+            // other (the drain ends, initial health checks, then slow
+            // start); its established flows carry on meanwhile. Its old
+            // health says nothing: it was not checked while it drained.
+            if r.draining_until.take().is_some() {
+                r.health = TargetHealth::Initial;
+                r.ramp_from = None;
+                r.late = true;
+            }
             r.weight = t.weight;
             r.zone = t.zone.clone();
-            // Registered again while draining: back in service.
-            r.draining_until = None;
         }
         let mut removed = Vec::new();
         self.records.retain(|key, r| {

@@ -191,6 +191,43 @@ fn registering_a_draining_target_again_ends_its_drain() {
     assert_eq!(l.next_change(&c, now), None);
 }
 
+/// Issue 14, item 12: a target registered again while it drains is a new
+/// registration: it keeps its flows, waits for its first good check like
+/// any late registration, then ramps through slow start (it went straight
+/// back to its full share).
+#[test]
+fn a_target_registered_again_while_draining_ramps_like_a_new_one() {
+    use TargetState::*;
+    let c = config("slow_start = 10", THREE);
+    let (mut l, now) = started(&c);
+    for i in 1..=3 {
+        l.set_health("web", ep(i), TargetHealth::Healthy, now);
+    }
+    let two = config(
+        "slow_start = 10",
+        "  [[target_group.target]]\n  address = \"10.1.0.1\"\n  [[target_group.target]]\n  address = \"10.1.0.2\"\n",
+    );
+    l.sync(&two, now);
+    assert_eq!(web_plan(&l, &two, now)[2], (3, Draining, 0));
+    let back = now + Duration::from_secs(5);
+    assert!(l.sync(&c, back).is_empty());
+    // Its flows stay; no new ones before its first good check.
+    assert_eq!(web_plan(&l, &c, back)[2], (3, Active, 0));
+    let r = l.reports(&c, &c.target_groups[0], &On, back);
+    assert_eq!(r[2].state, TargetHealthState::Initial);
+    l.set_health("web", ep(3), TargetHealth::Healthy, back);
+    let weight_of_3 = |t: Instant| web_plan(&l, &c, t)[2].2;
+    assert_eq!(weight_of_3(back), 1);
+    assert_eq!(weight_of_3(back + Duration::from_secs(5)), 50);
+    assert_eq!(weight_of_3(back + Duration::from_secs(10)), 100);
+    assert_eq!(l.next_change(&c, back), Some(back + Duration::from_secs(1)));
+    // The others were never touched.
+    assert_eq!(
+        web_plan(&l, &c, back)[..2],
+        [(1, Active, 100), (2, Active, 100)]
+    );
+}
+
 #[test]
 fn zero_delay_removes_at_once() {
     let c = config("deregistration_delay = 0", THREE);
