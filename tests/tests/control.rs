@@ -377,6 +377,45 @@ fn api_access_control_registration_and_deletion_protection() {
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("explicit deny"), "{body}");
 
+    // The same target twice in one request is refused with its key path,
+    // as the config check refuses it twice in a group; a body that does
+    // not say it is JSON (curl's -d alone sends a form) is refused with 415
+    // (issue 14, item 11). Neither registers anything.
+    let t = target4(3);
+    let twice = format!(
+        "{{\"targets\": [{{\"address\": \"{t}\"}}, {{\"address\": \"{t}\", \"port\": {TARGET_TCP_PORT}}}]}}"
+    );
+    let (code, body) = curl(&lab, "POST", &targets, Some(OPS), Some(&twice));
+    assert_eq!(code, 400, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+    assert_eq!(
+        json["error"]["errors"],
+        serde_json::json!([{"path": "targets[1]", "reason": format!("{t}:{TARGET_TCP_PORT} duplicates targets[0]")}]),
+        "{body}"
+    );
+    let out = lb_tests::netns::exec_in_stdout(
+        lab.topo.lb.name(),
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {OPS}"),
+            "-d",
+            &t3,
+            &targets,
+        ],
+    );
+    assert!(out.ends_with("\n415"), "{out}");
+    assert!(out.contains("UnsupportedMediaType"), "{out}");
+    assert_eq!(
+        state_of(&lab.target_health("tcp4"), t4(3, TARGET_TCP_PORT)),
+        "absent"
+    );
+
     // Registration through the API: initial, then healthy, then traffic.
     let (code, body) = curl(&lab, "POST", &targets, Some(OPS), Some(&t3));
     assert_eq!(code, 200, "{body}");

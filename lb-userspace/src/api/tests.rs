@@ -611,7 +611,7 @@ async fn malformed_requests_get_400_with_the_reason() {
             &ops,
             Method::POST,
             register,
-            None,
+            Some(" "),
             "a JSON request body is required",
         ),
         (
@@ -668,6 +668,16 @@ async fn malformed_requests_get_400_with_the_reason() {
     assert_eq!(
         json,
         error("PayloadTooLarge", "request body exceeds 262144 bytes")
+    );
+    // No body, hence no Content-Type: 415 (a body must say it is JSON).
+    let (status, json) = call(&ops, Method::POST, register, None).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        json,
+        error(
+            "UnsupportedMediaType",
+            "the request body must be JSON, sent with Content-Type: application/json (got none)"
+        )
     );
     // Unknown routes and methods: JSON too.
     let (status, json) = call(&ops, Method::GET, "/v1/nope", None).await;
@@ -988,13 +998,28 @@ async fn curl(args: &[&str]) -> (u16, serde_json::Value) {
 async fn curl_can_use_the_api() {
     let f = Fixture::start("curl").await;
     let base = format!("http://{}", f.server.tcp_addr().unwrap());
-    // `-d` sends a form content type; the body is JSON all the same.
+    // `-d` alone sends a form content type: refused, the body must say
+    // it is JSON.
+    let register = format!("{base}/v1/target-groups/web/targets");
+    let json_body = r#"{"targets":[{"address":"10.0.1.12"}]}"#;
     let (code, body) = curl(&[
         "-H",
         "Authorization: Bearer ops-secret",
         "-d",
-        r#"{"targets":[{"address":"10.0.1.12"}]}"#,
-        &format!("{base}/v1/target-groups/web/targets"),
+        json_body,
+        &register,
+    ])
+    .await;
+    assert_eq!(code, 415, "{body}");
+    assert_eq!(body["error"]["code"], "UnsupportedMediaType", "{body}");
+    let (code, body) = curl(&[
+        "-H",
+        "Authorization: Bearer ops-secret",
+        "-H",
+        "Content-Type: application/json; charset=utf-8",
+        "-d",
+        json_body,
+        &register,
     ])
     .await;
     assert_eq!(code, 200, "{body}");

@@ -4,13 +4,14 @@
 //! SHA-256 digests (`lb token hash`), so config files hold no secrets.
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
 };
 
+use lb_common::PROTO_TCP;
 use serde::Deserialize;
 
-use super::validation_errors::ValidationErrors;
+use super::{Config, Dataplane, Listener, validation_errors::ValidationErrors};
 use crate::{
     iam::{Action, resource},
     wildcard::{self, Case},
@@ -113,8 +114,10 @@ fn valid_name(name: &str) -> bool {
 
 const NAME_RULE: &str = "1 to 64 characters of A-Z a-z 0-9 - _ .";
 
-/// Checks `[api]`.
-pub(super) fn check_api(api: &Api, errs: &mut ValidationErrors) {
+/// Checks `[api]`, and that its TCP addresses are not a listener's.
+pub(super) fn check_api(c: &Config, errs: &mut ValidationErrors) {
+    let api = &c.api;
+    check_collisions(c, errs);
     let socket = api.socket.as_os_str();
     if !api.socket.is_absolute() || socket.len() > MAX_SOCKET_PATH {
         errs.push(
@@ -174,6 +177,42 @@ pub(super) fn check_api(api: &Api, errs: &mut ValidationErrors) {
                     format!("unknown policy {name:?}"),
                 );
             }
+        }
+    }
+}
+
+/// `api.listen` and `api.metrics_listen` on a listener's address and port
+/// (TCP; udp listeners have ports of their own): either the bind fails
+/// (a listener the daemon serves) or the XDP program takes the API's
+/// packets (a tcp VIP). A wildcard address collides with the listeners the
+/// daemon may bind on that port (`[::]` takes IPv4 too).
+fn check_collisions(c: &Config, errs: &mut ValidationErrors) {
+    let endpoints = [
+        ("api.listen", c.api.listen),
+        ("api.metrics_listen", c.api.metrics_listen),
+    ];
+    for (key, addr) in endpoints {
+        let Some(addr) = addr else { continue };
+        let collides = |l: &Listener| {
+            let daemon_binds = !l.protocol.in_kernel() || c.daemon.dataplane != Dataplane::Xdp;
+            let wildcard = match addr.ip() {
+                IpAddr::V4(a) => a.is_unspecified() && l.address.is_ipv4(),
+                IpAddr::V6(a) => a.is_unspecified(),
+            };
+            l.protocol.ip_proto() == PROTO_TCP
+                && l.port == addr.port()
+                && (l.address == addr.ip() || (wildcard && daemon_binds))
+        };
+        if let Some((i, l)) = c.listeners.iter().enumerate().find(|(_, l)| collides(l)) {
+            errs.push(
+                key,
+                format!(
+                    "{addr} is taken by listener[{i}] {:?} ({} on {})",
+                    l.name,
+                    l.protocol,
+                    SocketAddr::new(l.address, l.port)
+                ),
+            );
         }
     }
 }

@@ -2,7 +2,13 @@
 //! `https` listeners, and the HTTP settings of target groups. The keys live
 //! on [`super::Listener`] and [`super::TargetGroup`]; their checks are in
 //! [`check`], called from `Config::validate`.
-use std::{collections::HashMap, net::IpAddr, ops::RangeInclusive, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fs, io,
+    net::IpAddr,
+    ops::RangeInclusive,
+    path::{Path, PathBuf},
+};
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -42,6 +48,11 @@ pub const GROUP_WEIGHT: RangeInclusive<u32> = 0..=999;
 pub const MAX_FIXED_BODY: usize = 1024;
 /// ALB's limit on condition values per rule.
 pub const MAX_CONDITION_VALUES: usize = 5;
+/// ALB's limit on the length of a method in a condition.
+pub const MAX_METHOD: usize = 40;
+/// The placeholders a redirect may use.
+pub const REDIRECT_PLACEHOLDERS: [&str; 5] =
+    ["#{protocol}", "#{host}", "#{port}", "#{path}", "#{query}"];
 
 /// `[[listener.rule]]`: when every condition matches, `action` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -352,13 +363,15 @@ fn check_listener(c: &Config, path: &str, l: &Listener, errs: &mut ValidationErr
             &HTTP2_MAX_TARGET_CONNECTIONS,
         );
     }
-    if let Some(log) = &l.access_log
-        && !log.is_absolute()
-    {
-        errs.push(
-            format!("{path}.access_log"),
-            format!("{log:?} is not an absolute path"),
-        );
+    if let Some(log) = &l.access_log {
+        if !log.is_absolute() {
+            errs.push(
+                format!("{path}.access_log"),
+                format!("{log:?} is not an absolute path"),
+            );
+        } else if let Some(problem) = access_log_problem(log) {
+            errs.push(format!("{path}.access_log"), problem);
+        }
     }
     if let Some(a) = &l.default_action {
         check_action(c, l, &format!("{path}.default_action"), a, errs);
@@ -376,6 +389,28 @@ fn check_listener(c: &Config, path: &str, l: &Listener, errs: &mut ValidationErr
         }
         check_conditions(&format!("{rpath}.conditions"), &r.conditions, errs);
         check_action(c, l, &format!("{rpath}.action"), &r.action, errs);
+    }
+}
+
+/// Why `lb run` could not open `log` for appending, as far as the file
+/// system can tell without creating it: the file is a directory, or its
+/// directory is missing (lb creates the file, not its directories).
+/// Permissions are left to `lb run`, which may run as another user.
+fn access_log_problem(log: &Path) -> Option<String> {
+    match fs::metadata(log) {
+        Ok(m) if m.is_dir() => Some(format!("{log:?} is a directory; name a file")),
+        Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = log.parent().unwrap_or(log);
+            match fs::metadata(dir) {
+                Ok(m) if m.is_dir() => None,
+                Ok(_) => Some(format!("{dir:?} is not a directory")),
+                Err(e) => Some(format!(
+                    "its directory {dir:?} cannot be used ({e}); lb creates the file, not its directory"
+                )),
+            }
+        }
+        Err(e) => Some(format!("{log:?}: {e}")),
     }
 }
 
@@ -410,10 +445,12 @@ fn check_conditions(path: &str, c: &Conditions, errs: &mut ValidationErrors) {
     }
     if let Some(methods) = &c.http_request_method {
         for (k, m) in methods.iter().enumerate() {
-            if !m.is_empty() && http::Method::from_bytes(m.as_bytes()).is_err() {
+            if !m.is_empty() && !valid_method(m) {
                 errs.push(
                     format!("{path}.http_request_method[{k}]"),
-                    format!("{m:?} is not an HTTP method"),
+                    format!(
+                        "{m:?} is not an HTTP method: 1 to {MAX_METHOD} characters of A-Z, - and _ (methods are case-sensitive: \"GET\", not \"get\")"
+                    ),
                 );
             }
         }
@@ -451,6 +488,16 @@ fn check_conditions(path: &str, c: &Conditions, errs: &mut ValidationErrors) {
             "a rule needs at least one condition (use default_action for the rest)",
         );
     }
+}
+
+/// ALB's rule for method conditions: upper-case letters, `-` and `_`, at
+/// most [`MAX_METHOD`] characters. Methods are case-sensitive (RFC 9110
+/// section 9.1) and every registered one is upper case: a lower-case value
+/// would only match a client that sent that odd token.
+fn valid_method(m: &str) -> bool {
+    m.len() <= MAX_METHOD
+        && m.bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
 }
 
 fn check_values(path: &str, n: usize, errs: &mut ValidationErrors) {
@@ -563,6 +610,18 @@ fn check_redirect(path: &str, r: &Redirect, errs: &mut ValidationErrors) {
     if r.query.starts_with('?') {
         errs.push(format!("{path}.query"), "leave out the leading \"?\"");
     }
+    // Each part goes into the Location field as it is (the placeholders
+    // filled): what a URI or a header cannot carry would turn every
+    // matching request into an error.
+    for (key, value, forbidden) in [
+        ("host", &r.host, &['/', '?', '#', '@'][..]),
+        ("path", &r.path, &['?', '#'][..]),
+        ("query", &r.query, &['#'][..]),
+    ] {
+        if let Some(problem) = template_problem(value, forbidden) {
+            errs.push(format!("{path}.{key}"), format!("{value:?} {problem}"));
+        }
+    }
     // A redirect to itself would loop forever.
     if r.protocol == "#{protocol}"
         && r.host == "#{host}"
@@ -575,6 +634,34 @@ fn check_redirect(path: &str, r: &Redirect, errs: &mut ValidationErrors) {
             "a redirect must change at least one of protocol, host, port, path or query",
         );
     }
+}
+
+/// What is wrong with a redirect template, if anything: an unknown
+/// placeholder, a character no URI carries (controls, spaces, non-ASCII:
+/// percent-encode them), or one of `forbidden` (which would end this part
+/// of the URI early).
+fn template_problem(template: &str, forbidden: &[char]) -> Option<String> {
+    let mut rest = template.to_owned();
+    for p in REDIRECT_PLACEHOLDERS {
+        rest = rest.replace(p, "");
+    }
+    if let Some(at) = rest.find("#{") {
+        let name: String = rest[at..].chars().take_while(|&c| c != '}').collect();
+        return Some(format!(
+            "has an unknown placeholder {name}}} (known: {})",
+            REDIRECT_PLACEHOLDERS.join(", ")
+        ));
+    }
+    let bad = rest
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || forbidden.contains(c))?;
+    Some(if bad.is_ascii_graphic() {
+        format!("must not contain {bad:?} here")
+    } else {
+        format!(
+            "must not contain {bad:?}: only visible ASCII (percent-encode spaces, control and non-ASCII characters)"
+        )
+    })
 }
 
 fn check_group(path: &str, g: &TargetGroup, errs: &mut ValidationErrors) {

@@ -153,7 +153,7 @@ fn rule_errors_have_key_paths() {
         errors(&text),
         [
             "listener[0].rule[0].conditions.host_header[0]: must be 1 to 128 characters",
-            "listener[0].rule[0].conditions.http_request_method[0]: \"GE T\" is not an HTTP method",
+            "listener[0].rule[0].conditions.http_request_method[0]: \"GE T\" is not an HTTP method: 1 to 40 characters of A-Z, - and _ (methods are case-sensitive: \"GET\", not \"get\")",
             "listener[0].rule[0].conditions.http_header[0].name: \"x env\" is not a header name",
             "listener[0].rule[0].conditions.source_ip[0]: \"10.0.0.0/33\" is not a CIDR block or an address",
             "listener[0].rule[0].action.target_groups[1].name: unknown target group \"c\"",

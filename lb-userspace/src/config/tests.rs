@@ -229,7 +229,16 @@ fn more_listeners_than_max_vips() {
     );
     assert_eq!(
         errors(&text),
-        ["daemon.max_vips: 1 is less than the 2 tcp/udp listeners (one VIP each)"]
+        ["daemon.max_vips: 1 is less than the 2 listeners (one VIP each, whatever their protocol)"]
+    );
+    // Listeners the daemon serves count too (issue 14, item 11).
+    let text = format!(
+        "{}\n[[listener]]\nname = \"web2\"\nprotocol = \"http\"\naddress = \"10.0.0.101\"\nport = 80\ndefault_action = {{ type = \"fixed_response\", status = 200 }}\n",
+        base_with("[\"eth0\"]", "[\"eth0\"]\nmax_vips = 1")
+    );
+    assert_eq!(
+        errors(&text),
+        ["daemon.max_vips: 1 is less than the 2 listeners (one VIP each, whatever their protocol)"]
     );
 }
 

@@ -140,12 +140,21 @@ fn check_listener(i: usize, l: &Listener, errs: &mut ValidationErrors) {
             path,
             format!("a {} listener does not terminate TLS", l.protocol),
         ),
-        (Some(t), true) => check_listener_tls(&path, t, errs),
+        (Some(t), true) => check_listener_tls(&path, l.protocol, t, errs),
         (None, false) => {}
     }
 }
 
-fn check_listener_tls(path: &str, t: &ListenerTls, errs: &mut ValidationErrors) {
+/// ALPN protocols an `https` listener speaks (hyper serves HTTP/1.0 and
+/// 1.1 alike); anything else negotiated would be answered in HTTP.
+pub const HTTPS_ALPN: [&str; 3] = ["h2", "http/1.1", "http/1.0"];
+
+fn check_listener_tls(
+    path: &str,
+    protocol: Protocol,
+    t: &ListenerTls,
+    errs: &mut ValidationErrors,
+) {
     if t.certificates.is_empty() {
         errs.push(
             format!("{path}.certificate"),
@@ -175,6 +184,14 @@ fn check_listener_tls(path: &str, t: &ListenerTls, errs: &mut ValidationErrors) 
                 format!("{path}.alpn[{j}]"),
                 format!("{proto:?} is listed twice"),
             );
+        } else if protocol == Protocol::Https && !HTTPS_ALPN.contains(&proto.as_str()) {
+            errs.push(
+                format!("{path}.alpn[{j}]"),
+                format!(
+                    "{proto:?} is not a protocol an https listener speaks ({})",
+                    HTTPS_ALPN.join(", ")
+                ),
+            );
         }
     }
 }
@@ -199,7 +216,16 @@ fn check_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut ValidationError
     if let Some(t) = &g.tls {
         check_group_tls(&format!("{path}.tls"), t, errs);
     }
-    if g.proxy_protocol_v2 {
+    if g.proxy_protocol_v2 && matches!(g.protocol, Protocol::Http | Protocol::Https) {
+        // The HTTP pool's connections carry many clients' requests.
+        errs.push(
+            format!("{path}.proxy_protocol_v2"),
+            format!(
+                "{} target groups do not send PROXY headers (a connection to a target carries many clients' requests; X-Forwarded-For names each client)",
+                g.protocol
+            ),
+        );
+    } else if g.proxy_protocol_v2 {
         // The XDP path rewrites packets; it cannot insert bytes into a stream.
         let in_kernel = c.daemon.dataplane != Dataplane::Userspace;
         let users = c

@@ -30,7 +30,7 @@ impl Config {
         check_totals(self, &mut errs);
         super::http::check(self, &mut errs);
         super::tls::check(self, &mut errs);
-        super::api::check_api(&self.api, &mut errs);
+        super::api::check_api(self, &mut errs);
         super::bgp::check_bgp(self, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
@@ -185,16 +185,14 @@ fn check_listeners(c: &Config, errs: &mut ValidationErrors) {
             Some(_) => {}
         }
     }
-    let vips = c
-        .listeners
-        .iter()
-        .filter(|l| l.protocol.in_kernel())
-        .count();
+    // Every listener is a VIP, whoever serves it (the XDP maps hold only
+    // the kernel's, but the bound is the operator's, as documented).
+    let vips = c.listeners.len();
     if MAX_VIPS.contains(&c.daemon.max_vips) && vips > c.daemon.max_vips as usize {
         errs.push(
             "daemon.max_vips",
             format!(
-                "{} is less than the {vips} tcp/udp listeners (one VIP each)",
+                "{} is less than the {vips} listeners (one VIP each, whatever their protocol)",
                 c.daemon.max_vips
             ),
         );

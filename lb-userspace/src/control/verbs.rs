@@ -4,20 +4,39 @@
 //! is in use (409) and changes nothing else; the control loop then
 //! validates the result and applies it like any new config, so a verb
 //! needs no kernel, no loop and no lifecycle to be tested.
-use std::net::SocketAddr;
+use std::{collections::HashMap, net::SocketAddr};
 
 use super::{
     command::{ListenerAttributes, TargetGroupAttributes, TargetSpec},
     error::ControlError,
 };
-use crate::config::{Config, DEFAULT_WEIGHT, Listener, TargetDescription, TargetGroup};
+use crate::config::{
+    Config, DEFAULT_WEIGHT, Listener, TargetDescription, TargetGroup, ValidationError,
+};
 
 /// Adds `specs` to `group`; registering a registered target updates it, as
-/// in ELB.
+/// in ELB. The same target twice in `specs` is refused, as the config
+/// check refuses it twice in a group (which of the two would win?).
 pub fn register(c: &mut Config, group: &str, specs: Vec<TargetSpec>) -> Result<(), ControlError> {
     let g = group_mut(c, group)?;
     if specs.is_empty() {
         return Err(ControlError::BadRequest("no targets given".into()));
+    }
+    let port = g.port;
+    let mut seen = HashMap::new();
+    let mut twice = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let ep = SocketAddr::new(s.address, s.port.unwrap_or(port));
+        if let Some(first) = seen.insert(ep, i) {
+            twice.push(ValidationError {
+                path: format!("targets[{i}]"),
+                reason: format!("{ep} duplicates targets[{first}]"),
+            });
+            seen.insert(ep, first);
+        }
+    }
+    if !twice.is_empty() {
+        return Err(ControlError::Invalid(twice.into_iter().collect()));
     }
     for s in specs {
         let target = TargetDescription {

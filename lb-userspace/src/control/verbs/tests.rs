@@ -66,6 +66,19 @@ fn refused_verbs_name_what_is_missing_and_change_nothing() {
         register(&mut c, "web", vec![]),
         Err(ControlError::BadRequest("no targets given".into()))
     );
+    // The same target twice in one request, as the config check refuses
+    // it twice in a group (issue 14, item 11); the group's port fills in.
+    let twice = vec![
+        spec("10.1.0.4", None, None),
+        spec("10.1.0.5", None, None),
+        spec("10.1.0.4", Some(8080), Some(3)),
+    ];
+    let err = register(&mut c, "web", twice).expect_err("refused");
+    assert!(matches!(err, ControlError::Invalid(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "targets[2]: 10.1.0.4:8080 duplicates targets[0]"
+    );
     assert_eq!(
         deregister(&mut c, "web", &[ep("10.1.0.2:8080"), ep("10.1.0.3:8080")]),
         Err(ControlError::NotFound(
