@@ -9,22 +9,20 @@
 use std::net::SocketAddr;
 
 use axum::{
-    extract::{ConnectInfo, RawPathParams, Request, State, connect_info::Connected},
+    extract::{ConnectInfo, RawPathParams, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
-    serve::IncomingStream,
 };
 use http::{HeaderMap, header::AUTHORIZATION};
-use tokio::net::{TcpListener, UnixListener};
 
 use super::{
     auth::{AuthError, Authorizer, Principal, bearer_token},
     error::ApiError,
-    listener::Capped,
     table::{ApiState, Route},
 };
 
-/// The other end of a connection, recorded when it is accepted.
+/// The other end of a connection, recorded when it is accepted
+/// ([`super::conn`]) and given to every request as `ConnectInfo<Peer>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
     /// A Unix-socket peer; `uid` is `None` if SO_PEERCRED failed.
@@ -34,16 +32,11 @@ pub enum Peer {
     Tcp(SocketAddr),
 }
 
-impl Connected<IncomingStream<'_, Capped<UnixListener>>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Capped<UnixListener>>) -> Self {
-        let uid = stream.io().io.peer_cred().ok().map(|c| c.uid());
+impl Peer {
+    /// A Unix-socket peer, its uid from SO_PEERCRED.
+    pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
+        let uid = stream.peer_cred().ok().map(|c| c.uid());
         Peer::Unix { uid }
-    }
-}
-
-impl Connected<IncomingStream<'_, Capped<TcpListener>>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Capped<TcpListener>>) -> Self {
-        Peer::Tcp(*stream.remote_addr())
     }
 }
 

@@ -8,7 +8,6 @@
 //! [`ApiServer::set_authorizer`]; connections stay up and the next request
 //! is checked against the new policies.
 use std::{
-    future::IntoFuture,
     io,
     net::SocketAddr,
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
@@ -27,6 +26,7 @@ use tokio::{
 use super::{
     access::Peer,
     auth::Authorizer,
+    conn,
     listener::{Capped, MAX_CONNECTIONS},
     routes::router,
     table::ApiState,
@@ -118,7 +118,7 @@ pub struct ApiServer {
     socket_id: (u64, u64),
     authz: Arc<RwLock<Arc<Authorizer>>>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<io::Result<()>>>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// Binds the Unix socket and the optional TCP address and serves the API on
@@ -146,24 +146,25 @@ pub async fn serve(
     let app = router(ApiState {
         control,
         authz: authz.clone(),
-    })
-    .into_make_service_with_connect_info::<Peer>();
+    });
     let (stop, stopped) = watch::channel(false);
     let until = |mut rx: watch::Receiver<bool>| async move {
         // An error means the sender is gone: stop as well.
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let mut tasks = vec![tokio::spawn(
-        axum::serve(Capped::new(unix, MAX_CONNECTIONS), app.clone())
-            .with_graceful_shutdown(until(stopped.clone()))
-            .into_future(),
-    )];
+    let mut tasks = vec![tokio::spawn(conn::serve(
+        Capped::new(unix, MAX_CONNECTIONS),
+        app.clone(),
+        |io, _| Peer::of_unix(io),
+        until(stopped.clone()),
+    ))];
     if let Some(tcp) = tcp {
-        tasks.push(tokio::spawn(
-            axum::serve(Capped::new(tcp, MAX_CONNECTIONS), app)
-                .with_graceful_shutdown(until(stopped))
-                .into_future(),
-        ));
+        tasks.push(tokio::spawn(conn::serve(
+            Capped::new(tcp, MAX_CONNECTIONS),
+            app,
+            |_, addr| Peer::Tcp(*addr),
+            until(stopped),
+        )));
     }
     tracing::info!(socket = %endpoints.socket.display(), tcp = ?tcp_addr, "management API listening");
     Ok(ApiServer {
@@ -237,8 +238,7 @@ impl ApiServer {
         for task in std::mem::take(&mut self.tasks) {
             let abort = task.abort_handle();
             match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!("management API stopped with an error: {e}"),
+                Ok(Ok(())) => {}
                 Ok(Err(e)) if e.is_cancelled() => {}
                 Ok(Err(e)) => tracing::warn!("management API task failed: {e}"),
                 Err(_) => abort.abort(),
