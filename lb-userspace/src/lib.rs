@@ -22,6 +22,7 @@
 //! - [`workers`]: the threads, one event loop each, that serve userspace
 //!   connections.
 //! - [`clock`]: the coarse monotonic clock of the data path and the timeouts.
+//! - [`conn_cap`]: the connection caps of the daemon's own listeners.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //! - [`api`]: the management API (server, access control, client, its `lb`
 //!   subcommands).
@@ -47,6 +48,7 @@ pub mod bpf;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conn_cap;
 pub mod control;
 pub mod daemon;
 pub mod error_chain;

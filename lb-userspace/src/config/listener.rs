@@ -103,6 +103,12 @@ pub struct Listener {
     pub normalize_path: Option<bool>,
     /// http/https: file receiving one access-log line per request.
     pub access_log: Option<PathBuf>,
+    /// Listeners the daemon serves: client connections open at once
+    /// ([`super::caps`]).
+    pub max_connections: Option<u32>,
+    /// Listeners the daemon serves: client connections open at once from
+    /// one client address.
+    pub max_connections_per_client: Option<u32>,
     /// `[listener.tls]`: certificates and policy; required for `tls` and
     /// `https` listeners, refused for others.
     #[serde(default)]

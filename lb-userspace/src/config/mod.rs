@@ -13,6 +13,7 @@
 
 mod api;
 mod bgp;
+pub mod caps;
 mod daemon;
 mod health_check;
 pub mod http;

@@ -35,6 +35,7 @@ use crate::{
         Config, Listener, Protocol,
         http::{Action, HTTP2_MAX_STREAMS, WeightedGroup},
     },
+    conn_cap::{Caps, RefusedSeries},
     routable::RoutableWatch,
     tls::{self, HandshakeLog, Tickets, TlsError},
 };
@@ -104,6 +105,10 @@ pub struct HttpListener {
     pub elb_series: ElbSeries,
     /// The client connections it cut, by reason.
     pub cuts: CutSeries,
+    /// Connection caps, applied as connections are accepted.
+    pub caps: Caps,
+    /// The connections its caps refused, by the cap.
+    pub refused: RefusedSeries,
     /// Picks of weighted forwards so far.
     weighted_next: AtomicUsize,
 }
@@ -187,6 +192,8 @@ impl HttpListener {
             requests,
             elb_series: ElbSeries::new(&metrics, &l.name),
             cuts: CutSeries::new(&metrics, &l.name),
+            caps: Caps::of(l),
+            refused: RefusedSeries::new(&metrics.refused, &l.name),
             name: l.name.clone(),
             protocol: l.protocol,
             address: l.address,

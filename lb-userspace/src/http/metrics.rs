@@ -8,6 +8,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::conn_cap::RefusedFamily;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpListenerLabels {
     pub listener: String,
@@ -56,6 +58,8 @@ pub struct HttpMetrics {
     pub target_response_time: Family<HttpTargetLabels, Histogram, fn() -> Histogram>,
     pub cuts: Family<CutLabels, Counter>,
     pub tls_negotiation_errors: Family<HttpListenerLabels, Counter>,
+    /// Client connections refused by a connection cap.
+    pub refused: RefusedFamily,
 }
 
 impl Default for HttpMetrics {
@@ -68,6 +72,7 @@ impl Default for HttpMetrics {
             target_response_time: Family::new_with_constructor(response_time_histogram),
             cuts: Family::default(),
             tls_negotiation_errors: Family::default(),
+            refused: RefusedFamily::default(),
         }
     }
 }
@@ -106,6 +111,11 @@ impl HttpMetrics {
             "client_tls_negotiation_errors",
             "TLS handshakes with clients that failed or timed out (ALB ClientTLSNegotiationErrorCount)",
             m.tls_negotiation_errors.clone(),
+        );
+        r.register(
+            "client_connections_refused",
+            "Client connections refused by a connection cap: max_connections, max_connections_per_client",
+            m.refused.clone(),
         );
         m
     }

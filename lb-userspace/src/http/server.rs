@@ -26,6 +26,7 @@ use super::{
     metrics::Cut,
 };
 use crate::{
+    conn_cap::{self, Counts},
     latest::Latest,
     stop::{stopped, until_stopped},
     workers::Workers,
@@ -48,13 +49,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub type Settings = watch::Receiver<Arc<HttpListener>>;
 
 /// Serves `listener` until `stop` becomes `true` (or its sender is gone),
-/// then closes every connection it accepted. Connections run on `workers`.
+/// then closes every connection it accepted. Connections run on `workers`;
+/// those beyond the listener's caps are reset here ([`crate::conn_cap`]).
 pub async fn serve(
     listener: TcpListener,
     settings: Settings,
     stop: watch::Receiver<bool>,
     workers: Arc<Workers>,
 ) {
+    let counts = Counts::default();
     loop {
         let accepted = {
             let mut stop = stop.clone();
@@ -71,10 +74,23 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = {
+            let now = settings.borrow();
+            match counts.admit(client.ip(), now.caps) {
+                Ok(slot) => slot,
+                Err(cap) => {
+                    now.refused.count(cap);
+                    drop(now);
+                    conn_cap::refuse(stream);
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let settings = settings.clone();
         let stop = stop.clone();
         workers.serve(stream, move |stream| async move {
+            let _slot = slot;
             until_stopped(connection(stream, client, settings), stop).await;
         });
     }

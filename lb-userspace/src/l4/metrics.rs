@@ -9,6 +9,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::conn_cap::RefusedFamily;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct L4ListenerLabels {
     pub listener: String,
@@ -131,6 +133,8 @@ pub struct L4Metrics {
     pub bytes: Family<ByteLabels, Counter>,
     /// Client connections that ended without reaching a target.
     pub errors: Family<ErrorLabels, Counter>,
+    /// Client connections refused by a connection cap, by the key.
+    pub refused: RefusedFamily,
     /// UDP flows created (a client address's first datagram, or the next
     /// one after its flow expired or its target left).
     pub udp_flows: Family<L4ListenerLabels, Counter>,
@@ -185,6 +189,11 @@ impl L4Metrics {
             "Client connections that ended without reaching a target, by reason",
             m.errors.clone(),
         );
+        r.register(
+            "connections_refused",
+            "Client connections refused by a connection cap: max_connections, max_connections_per_client",
+            m.refused.clone(),
+        );
         let u = r.sub_registry_with_prefix("udp");
         u.register(
             "flows",
@@ -226,8 +235,9 @@ impl L4Metrics {
 
     /// Names of the metric families above (counters without `_total`), for
     /// the documentation test.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "lb_proxy_connections",
+        "lb_proxy_connections_refused",
         "lb_proxy_active_connections",
         "lb_proxy_target_connections",
         "lb_proxy_target_active_connections",
@@ -285,6 +295,7 @@ mod tests {
     use prometheus_client::encoding::text::encode;
 
     use super::*;
+    use crate::conn_cap::{Refused, RefusedSeries};
 
     /// Family names from the `# TYPE` lines of a scrape where every family
     /// has a series.
@@ -310,6 +321,7 @@ mod tests {
         m.target_connect_errors.get_or_create(&t).inc();
         m.bytes.get_or_create(&b).inc();
         m.error("l", ErrorReason::NoTarget);
+        RefusedSeries::new(&m.refused, "l").count(Refused::Client);
         m.udp_flows.get_or_create(&l).inc();
         m.udp_active_flows.get_or_create(&l).inc();
         m.udp_target_flows.get_or_create(&t).inc();
@@ -339,6 +351,7 @@ mod tests {
             "lb_proxy_udp_dropped_packets_total{listener=\"l\",reason=\"flow_table_full\"} 1",
             "lb_proxy_udp_packets_total{listener=\"l\",target=\"10.0.0.1:53\",direction=\"to_target\"} 1",
             "lb_proxy_errors_total{listener=\"l\",reason=\"no_target\"} 1",
+            "lb_proxy_connections_refused_total{listener=\"l\",reason=\"max_connections_per_client\"} 1",
         ] {
             assert!(text.lines().any(|l| l == series), "{series} not in\n{text}");
         }

@@ -8,6 +8,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     config::{Config, DEFAULT_TCP_IDLE_TIMEOUT, Listener, Protocol},
+    conn_cap::Caps,
     tls::{self, HandshakeLog, TargetTls, Tickets, TlsError},
 };
 
@@ -25,6 +26,8 @@ pub struct L4Route {
     pub handshake_log: HandshakeLog,
     /// `tls` target groups: the client side toward the target.
     pub target_tls: Option<TargetTls>,
+    /// Connection caps, applied as connections are accepted.
+    pub caps: Caps,
 }
 
 impl L4Route {
@@ -57,6 +60,7 @@ impl L4Route {
             terminate,
             handshake_log: HandshakeLog::default(),
             target_tls,
+            caps: Caps::of(l),
         })
     }
 }

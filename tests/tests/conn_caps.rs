@@ -1,0 +1,193 @@
+//! Connection caps of the listeners the daemon serves (issue 14, item 4),
+//! from outside through `lb run`: clients from several local addresses
+//! fill `max_connections_per_client` and `max_connections` of an `http`
+//! listener and of a userspace `tcp` one; the connection beyond a cap is
+//! closed before it gets an answer, a freed place takes the next client,
+//! and the metrics count each refusal by the key that refused it.
+//!
+//! Needs root (namespaces) and `LB_BIN`; panics otherwise, never skips.
+
+mod http_lab;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use http_lab::*;
+
+/// Client addresses, on the namespace's loopback.
+const A: &str = "10.77.0.11";
+const B: &str = "10.77.0.12";
+const C: &str = "10.77.0.13";
+const METRICS: &str = "127.0.0.1:9181";
+
+/// An http listener on port 80 and a tcp one on port 81, both to `t1`,
+/// each capped at 4 connections, 2 per client address.
+const CAPPED: &str = r#"metrics_listen = "127.0.0.1:9181"
+
+[[listener]]
+name = "web"
+protocol = "http"
+address = "10.77.0.1"
+port = 80
+target_group = "a"
+max_connections = 4
+max_connections_per_client = 2
+
+[[listener]]
+name = "raw"
+protocol = "tcp"
+address = "10.77.0.1"
+port = 81
+target_group = "t"
+max_connections = 4
+max_connections_per_client = 2
+
+[[target_group]]
+name = "a"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "10.77.0.2"
+  [target_group.health_check]
+  enabled = false
+
+[[target_group]]
+name = "t"
+protocol = "tcp"
+port = 8080
+  [[target_group.target]]
+  address = "10.77.0.2"
+  [target_group.health_check]
+  enabled = false
+"#;
+
+/// A connection to the VIP's `port` from `src`, in the lab's namespace;
+/// `None` when it was reset as it was being set up (a refusal can come
+/// before `connect` returns).
+fn connect_from(lab: &Lab, src: &str, port: u16) -> Option<TcpStream> {
+    let src: SocketAddr = format!("{src}:0").parse().expect("source");
+    let dst: SocketAddr = format!("{VIP}:{port}").parse().expect("VIP");
+    let s = lab.topo.lb.run(move || -> std::io::Result<TcpStream> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        let s = rt.block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind(src)?;
+            s.connect(dst).await
+        })?;
+        let s = s.into_std()?;
+        s.set_nonblocking(false)?;
+        Ok(s)
+    });
+    let s = match s {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+        Err(e) => panic!("connect from {src}: {e}"),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    Some(s)
+}
+
+/// A new connection from `src` that got an answer (200) to its first
+/// request, or `None` when it was closed without one.
+fn open(lab: &Lab, src: &str, port: u16) -> Option<TcpStream> {
+    let mut s = connect_from(lab, src, port)?;
+    match ask(&mut s) {
+        Some(200) => Some(s),
+        None => None,
+        Some(other) => panic!("status {other} from {src}"),
+    }
+}
+
+/// A request on `s` (through either listener the target sees HTTP): the
+/// status of its answer, read whole, or `None` when the connection was
+/// closed (or reset) without one.
+fn ask(s: &mut TcpStream) -> Option<u16> {
+    if s.write_all(b"GET /caps HTTP/1.1\r\nHost: lb.test\r\n\r\n")
+        .is_err()
+    {
+        return None;
+    }
+    let mut first = [0u8; 1];
+    match s.read(&mut first) {
+        Ok(0) => return None,
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+        Err(e) => panic!("neither an answer nor a close: {e}"),
+    }
+    let (head, _body) = read_response(s);
+    let head = format!("{}{head}", first[0] as char);
+    head.split(' ').nth(1).and_then(|c| c.parse().ok())
+}
+
+/// `lb_<family>_total{listener=…,reason=…}` from the metrics endpoint.
+fn refused(lab: &Lab, family: &str, listener: &str, reason: &str) -> u64 {
+    let text = lab.curl(&["-sS", &format!("http://{METRICS}/metrics")]);
+    let series = format!("{family}_total{{listener=\"{listener}\",reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+/// The caps of the listener on `port`, its refusals counted in `family`.
+fn caps_hold(lab: &Lab, port: u16, listener: &str, family: &str) {
+    let a1 = open(lab, A, port).expect("first of A");
+    let mut a2 = open(lab, A, port).expect("second of A");
+    assert!(
+        open(lab, A, port).is_none(),
+        "{listener}: a third from A was served"
+    );
+    let mut b1 = open(lab, B, port).expect("first of B");
+    let _b2 = open(lab, B, port).expect("second of B");
+    assert!(
+        open(lab, C, port).is_none(),
+        "{listener}: a fifth was served"
+    );
+
+    // A's first leaves: its place goes to C (once the daemon saw it go).
+    drop(a1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused_again = 0;
+    let mut c = loop {
+        if let Some(c) = open(lab, C, port) {
+            break c;
+        }
+        refused_again += 1;
+        assert!(Instant::now() < deadline, "{listener}: no place freed");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Those kept are still served.
+    for (who, s) in [("A", &mut a2), ("B", &mut b1), ("C", &mut c)] {
+        assert_eq!(ask(s), Some(200), "{listener}: {who} kept");
+    }
+    assert_eq!(
+        refused(lab, family, listener, "max_connections_per_client"),
+        1,
+        "{listener}"
+    );
+    assert_eq!(
+        refused(lab, family, listener, "max_connections"),
+        1 + refused_again,
+        "{listener}"
+    );
+}
+
+#[test]
+fn listeners_hold_their_connection_caps() {
+    let lab = start(LabSpec {
+        config: CAPPED,
+        targets: &[("t1", T1)],
+        tls: false,
+        target_tls: false,
+    });
+    for addr in [A, B, C] {
+        lab.topo
+            .lb
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
+    }
+    caps_hold(&lab, 80, "web", "lb_http_client_connections_refused");
+    caps_hold(&lab, 81, "raw", "lb_proxy_connections_refused");
+}
