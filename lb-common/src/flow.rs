@@ -156,8 +156,17 @@ impl FlowEntry {
     /// Holds no flow at `now` (ticks): free, or idle past its lifetime.
     #[inline(always)]
     pub const fn expired(&self, now: u32) -> bool {
-        self.state == FlowState::Free as u8 || now.wrapping_sub(self.last_seen) > self.lifetime()
+        self.state == FlowState::Free as u8 || age(now, self.last_seen) > self.lifetime() as i32
     }
+}
+
+/// Ticks from `last_seen` to `now`, signed: another CPU may have stamped the
+/// entry after this packet read its clock, and an unsigned difference would
+/// wrap to about 2^32, an entry idle for ages. Lifetimes stay far below
+/// 2^31 ticks (25 days).
+#[inline(always)]
+pub const fn age(now: u32, last_seen: u32) -> i32 {
+    now.wrapping_sub(last_seen) as i32
 }
 
 pub mod entry_flags {

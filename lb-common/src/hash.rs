@@ -1,7 +1,9 @@
 //! The flow hash. It lives here, not in the eBPF crate, because it is part of
 //! the contract between hosts: every load balancer with the same config must
 //! pick the same target for the same flow (ECMP fail-over, dsr), and tests in
-//! user space predict the data path's choices with it. No per-host seed.
+//! user space predict the data path's choices with it. `flow_hash` and
+//! `source_hash` have no per-host seed; `table_hash` (where a flow sits in the
+//! connection table) is seeded per data path, since no other host looks there.
 
 use crate::FlowKey;
 

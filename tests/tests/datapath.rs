@@ -1588,6 +1588,20 @@ fn conntrack_cases() -> Vec<Case> {
             .redirect(&to_target(&ack, &T2), Stat::Forwarded),
     );
     cases.push(
+        Case::new(
+            "entry stamped by another CPU after this packet read its clock is live",
+            &ack,
+        )
+        .setup(|fx| {
+            let mut e = established(CLIENT4, &V_TCP4, &T1, 0, 0);
+            // About a second ahead: still ahead when the program runs.
+            e.last_seen = e.last_seen.wrapping_add(1000);
+            fx.insert_flow(e);
+            switch_ring(fx, &V_TCP4, &[T2.id]);
+        })
+        .redirect(&to_target(&ack, &T1), Stat::Forwarded),
+    );
+    cases.push(
         Case::new("closing flow idle less than 10 s is kept", &ack)
             .setup(|fx| {
                 pin_flow(fx, CLIENT4, &V_TCP4, &T1, 2, entry_flags::FIN);

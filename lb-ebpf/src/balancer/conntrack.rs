@@ -4,12 +4,12 @@
 //! Each flow may live in either of two sets of `FLOW_WAYS` consecutive
 //! entries, chosen by a keyed hash of its key. A lookup scans the first set,
 //! then the second, comparing whole keys. A new flow goes into the set with
-//! fewer live entries (the "power of two choices": at 75% of capacity well
-//! under 1% of new flows find both sets full), taking a free or expired
+//! fewer live entries (the "power of two choices", which keeps sets evenly
+//! filled, so both sets are rarely full before the table is), taking a free or expired
 //! slot, or else displacing the oldest unconfirmed flow of the two sets.
-//! Confirmed flows are never displaced while they live: a flood, whose
-//! spoofed packets never confirm, competes only with other unconfirmed
-//! flows. When both sets hold only confirmed flows the new flow is not
+//! Confirmed flows are never displaced while they live: a SYN flood, whose
+//! spoofed packets cannot confirm blind, competes only with other
+//! unconfirmed flows (UDP has no handshake: see docs/datapath.md). When both sets hold only confirmed flows the new flow is not
 //! tracked: in nat mode it is dropped (counted), since replies of an
 //! untracked flow could not be translated back; the client retries.
 //!
@@ -21,7 +21,7 @@ use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
     DataPathConfig, FlowEntry, FlowKey, FlowState, ReplyKey, ReplyTargets, Target, TargetState,
     VipRef,
-    flow::{FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, entry_flags},
+    flow::{self, FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, entry_flags},
     hash::{entry_check, table_hash},
 };
 
@@ -212,7 +212,8 @@ extern "C" fn survey_slot(i: u32, ctx: *mut c_void) -> i64 {
         s.live[0] += 1;
     }
     if e.state().is_embryonic() {
-        let age = s.now.wrapping_sub(e.last_seen);
+        // Clamped at 0: stamped by another CPU after this packet's clock.
+        let age = flow::age(s.now, e.last_seen).max(0) as u32;
         if s.oldest == NONE || age >= s.oldest_age {
             s.oldest = slot.index;
             s.oldest_age = age;
@@ -306,7 +307,7 @@ pub fn remove(slot: &mut Slot) {
 /// marks a FIN.
 #[inline(always)]
 fn touch(e: &mut FlowEntry, tcp: &TcpFlags, now: u32) {
-    if now.wrapping_sub(e.last_seen) >= REFRESH_TICKS {
+    if flow::age(now, e.last_seen) >= REFRESH_TICKS as i32 {
         e.last_seen = now;
     }
     if tcp.fin && e.flags & entry_flags::FIN == 0 {

@@ -143,7 +143,10 @@ impl XdpPath {
                     },
                     target: targets.get(&u32::from(e.target_id)).copied(),
                     state: e.state().name().into(),
-                    idle_s: u64::from(now.wrapping_sub(e.last_seen) / timeout_ticks(1).max(1)),
+                    idle_s: u64::from(
+                        lb_common::flow::age(now, e.last_seen).max(0) as u32
+                            / timeout_ticks(1).max(1),
+                    ),
                 })
             })
             .collect();

@@ -68,7 +68,8 @@ pub(super) struct Desired {
     /// Host-order port -> `port_flags::*`; no zero entries.
     pub ports: BTreeMap<u16, u32>,
     /// nat targets (as their replies show them) -> the target and the VIPs
-    /// it serves, at most `MAX_VIPS_PER_TARGET` (validation refuses more).
+    /// it serves, at most `MAX_VIPS_PER_TARGET` (more are left out; see the
+    /// module docs of `state`).
     pub replies: HashMap<ReplyKey, (SocketAddr, Vec<VipRef>), FastHash>,
     pub ring_size: u32,
 }

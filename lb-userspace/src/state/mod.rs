@@ -12,7 +12,7 @@
 //! rebalances its flows on their next packet. Its entry keeps its address and
 //! generation for `bpftool` readers. When an id is handed to a new target its
 //! `generation` is incremented, and a flow only follows its pinned id while
-//! `FlowValue::target_gen` equals that generation: flows of the previous
+//! `FlowEntry::target_gen` equals that generation: flows of the previous
 //! holder are rebalanced, never sent to the new one. An id freed by an apply
 //! is not handed out again in the same apply, because rings still naming it
 //! are only replaced during that apply. Fresh ids are the lowest free ones,
@@ -46,7 +46,8 @@
 //!
 //! **Replies.** A nat target's replies find their flow through `REPLIES`:
 //! per target (address, port, protocol) its id and the VIPs whose flows it
-//! may answer (at most `MAX_VIPS_PER_TARGET`, which validation enforces).
+//! may answer (at most `MAX_VIPS_PER_TARGET`; further VIPs are left out and
+//! their replies pass untranslated: validation does not refuse them yet).
 //! Entries gain VIPs before those VIPs are added (step 2) and lose them, or
 //! go, only after the VIPs and targets they name did (step 6).
 //!
