@@ -276,9 +276,13 @@ async fn draining_keeps_flows_and_a_target_that_left_loses_them() {
         groups: BTreeMap::from([("g".into(), only_t2.clone())]),
         keep_flows: BTreeMap::from([("g".into(), BTreeSet::from([t1.addr, t2.addr]))]),
     }));
+    // Kept open to the end: a dropped client's port could be handed to the
+    // next one, whose datagrams would then join its flow.
+    let mut new_clients = Vec::new();
     for i in 0..3 {
         let c = Client::new().await;
         assert_eq!(c.target(vip, &format!("new {i}")).await, "t2");
+        new_clients.push(c);
     }
     assert_eq!(on_t1.target(vip, "while draining").await, "t1");
 
@@ -299,6 +303,7 @@ async fn draining_keeps_flows_and_a_target_that_left_loses_them() {
     assert_eq!(on_t1.target(vip, "and stays").await, "t2");
     assert_eq!(active(&metrics), 4);
     assert_eq!(metrics.udp_flows.get_or_create(&labels()).get(), 5);
+    drop(new_clients);
 
     // No target at all: datagrams of new flows are dropped and counted.
     tx.send_replace(Arc::new(Routable::default()));
