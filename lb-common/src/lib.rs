@@ -9,6 +9,7 @@
 
 pub mod counters;
 pub mod decap;
+pub mod encap;
 pub mod flow;
 pub mod hash;
 pub mod limits;

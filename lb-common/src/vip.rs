@@ -43,6 +43,9 @@ pub struct VipMeta {
 pub mod vip_flags {
     /// Hash the source address only (`stickiness = "source_ip"`).
     pub const STICKY_SOURCE_IP: u32 = 1;
+    /// `forwarding = "dsr"`: packets are encapsulated to the target (see
+    /// `crate::encap`), not translated; no reply passes this host.
+    pub const DSR: u32 = 2;
 }
 
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);

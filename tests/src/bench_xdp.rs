@@ -19,8 +19,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{
-    PROTO_TCP, ReplyKey, ReplyTargets, Stat, TargetState, VipMeta, VipRef,
-    limits::DEFAULT_RING_SIZE,
+    FlowEntry, PROTO_TCP, ReplyKey, ReplyTargets, Stat, TargetState, VipMeta, VipRef,
+    flow::entry_flags, limits::DEFAULT_RING_SIZE, vip::vip_flags,
 };
 
 use crate::{
@@ -111,6 +111,7 @@ fn program_maps(fx: &mut Fixture) {
             },
         );
         let client = sock(if v6 { CLIENT6 } else { CLIENT4 });
+        dsr_vip(fx, vip, client, i as u32, ids[0]);
         let target = SocketAddr::new(
             if v6 {
                 topo::host6(1).into()
@@ -146,8 +147,42 @@ fn program_maps(fx: &mut Fixture) {
     }
 }
 
+/// Port of the dsr VIPs (the nat ones are on 80).
+const DSR_PORT: u16 = 443;
+/// The dsr VIPs: the nat VIPs' addresses on [`DSR_PORT`].
+const DSR_VIP4: &str = "192.0.2.10:443";
+const DSR_VIP6: &str = "[2001:db8:f::10]:443";
+/// VIP id of the dsr VIP beside the nat VIP `i` (0 IPv4, 1 IPv6).
+const fn dsr_vip_id(i: u32) -> u32 {
+    2 + i
+}
+
+/// A dsr VIP on `vip`'s address and [`DSR_PORT`], sharing ring slot `i`,
+/// with an established dsr flow of `client` pinned to `target_id`.
+fn dsr_vip(fx: &mut Fixture, vip: SocketAddr, client: SocketAddr, i: u32, target_id: u32) {
+    let dsr = SocketAddr::new(vip.ip(), DSR_PORT);
+    fx.add_vip(
+        fixture::vip_key(dsr, PROTO_TCP),
+        VipMeta {
+            vip_id: dsr_vip_id(i),
+            ring_slot: i,
+            ring_size: fx.ring_size(),
+            flags: vip_flags::DSR,
+            idle_timeout_s: 3600,
+            generation: 1,
+        },
+    );
+    let key = fixture::flow_key(client, dsr, PROTO_TCP);
+    fx.insert_flow(FlowEntry {
+        flags: entry_flags::DSR,
+        ..fixture::flow_entry(key, (target_id, 1), dsr_vip_id(i), 3600)
+    });
+}
+
 struct Case {
     name: &'static str,
+    /// The VIP whose counters prove the path (new flows).
+    vip_id: u32,
     frame: Vec<u8>,
     /// Through the restoring wrapper (the program rewrites the packet).
     wrapped: bool,
@@ -166,6 +201,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "established v4 (ACK)",
             frame: v4(CLIENT4, VIP4, tcp_flags::ACK),
+            vip_id: 0,
             wrapped: true,
             vary: false,
             stat: Stat::Forwarded,
@@ -175,6 +211,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "return v4 (target -> client)",
             frame: Packet::tcp(target4, sock(CLIENT4), tcp_flags::ACK).build(),
+            vip_id: 0,
             wrapped: true,
             vary: false,
             stat: Stat::Returned,
@@ -184,6 +221,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "established v6 (ACK)",
             frame: Packet::tcp(sock(CLIENT6), sock(VIP6), tcp_flags::ACK).build(),
+            vip_id: 0,
             wrapped: true,
             vary: false,
             stat: Stat::Forwarded,
@@ -191,8 +229,39 @@ fn cases() -> Vec<Case> {
             max_repeat: None,
         },
         Case {
+            name: "established v4 dsr (ACK, encapsulated)",
+            vip_id: dsr_vip_id(0),
+            frame: v4(CLIENT4, DSR_VIP4, tcp_flags::ACK),
+            wrapped: true,
+            vary: false,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
+        },
+        Case {
+            name: "established v6 dsr (ACK, encapsulated)",
+            vip_id: dsr_vip_id(1),
+            frame: Packet::tcp(sock(CLIENT6), sock(DSR_VIP6), tcp_flags::ACK).build(),
+            wrapped: true,
+            vary: false,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
+        },
+        Case {
+            name: "new flow v4 dsr (SYN), table with room",
+            vip_id: dsr_vip_id(0),
+            frame: Packet::tcp(sock("203.0.113.98:1000"), sock(DSR_VIP4), tcp_flags::SYN).build(),
+            wrapped: true,
+            vary: true,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+            max_repeat: Some(NEW_FLOW_REPEAT),
+        },
+        Case {
             name: "non-VIP v4 (pass)",
             frame: v4(CLIENT4, "198.51.100.1:22", tcp_flags::ACK),
+            vip_id: 0,
             wrapped: false,
             vary: false,
             stat: Stat::PassNotVip,
@@ -202,6 +271,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "new flow v4 (SYN), table with room",
             frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
+            vip_id: 0,
             wrapped: true,
             vary: true,
             stat: Stat::Forwarded,
@@ -211,6 +281,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "new flow v4 (SYN), full table (displaces an unconfirmed flow)",
             frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
+            vip_id: 0,
             wrapped: true,
             vary: true,
             stat: Stat::Forwarded,
@@ -349,7 +420,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             }
             let repeat = case.max_repeat.map_or(opts.repeat, |m| m.min(opts.repeat));
             let before = fx.stats();
-            let new_before = fx.vip_counters(0).new_flows;
+            let new_before = fx.vip_counters(case.vip_id).new_flows;
             let (m, n) = if case.wrapped {
                 packet
                     .set(0, bench_packet(&case.frame, case.vary), 0)
@@ -384,7 +455,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
                 case.stat.name()
             );
             if case.vary {
-                let new_flows = fx.vip_counters(0).new_flows - new_before;
+                let new_flows = fx.vip_counters(case.vip_id).new_flows - new_before;
                 assert_eq!(
                     new_flows, runs,
                     "{}: {new_flows} new flows for {runs} runs",

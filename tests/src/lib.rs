@@ -3,6 +3,7 @@
 // End-to-end support: namespaces, topology, child processes, traffic clients.
 pub mod certs;
 pub mod client;
+pub mod dsr_lab;
 pub mod lab;
 pub mod netns;
 pub mod proc;

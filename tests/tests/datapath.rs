@@ -32,6 +32,10 @@ use lb_tests::packet::{
     icmp_frag_needed_rest, icmpv6_ptb_rest,
 };
 
+/// dsr forwarding's cases (encapsulation), in their own file.
+#[path = "datapath/dsr.rs"]
+mod dsr;
+
 // ---------------------------------------------------------------------------
 // The world every case starts from.
 // ---------------------------------------------------------------------------
@@ -228,9 +232,44 @@ const V_DRAIN: VipDef = VipDef {
     ring: &[12],
 };
 
-const VIPS: [VipDef; 12] = [
+// dsr VIPs (`vip_flags::DSR`): their rings are those of the nat VIPs of
+// the same protocol and family, so they share those ring slots.
+const V_DSR4: VipDef = VipDef {
+    id: 13,
+    addr: sa4(192, 0, 2, 40, 80),
+    proto: PROTO_TCP,
+    slot: 1,
+    flags: vip_flags::DSR,
+    ring: &[1],
+};
+const V_DSR_UDP4: VipDef = VipDef {
+    id: 14,
+    addr: sa4(192, 0, 2, 40, 53),
+    proto: PROTO_UDP,
+    slot: 2,
+    flags: vip_flags::DSR,
+    ring: &[4],
+};
+const V_DSR6: VipDef = VipDef {
+    id: 15,
+    addr: sa6([0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x40], 80),
+    proto: PROTO_TCP,
+    slot: 3,
+    flags: vip_flags::DSR,
+    ring: &[5],
+};
+const V_DSR_UDP6: VipDef = VipDef {
+    id: 16,
+    addr: sa6([0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0x40], 53),
+    proto: PROTO_UDP,
+    slot: 4,
+    flags: vip_flags::DSR,
+    ring: &[7],
+};
+
+const VIPS: [VipDef; 16] = [
     V_TCP4, V_UDP4, V_TCP6, V_UDP6, V_HASH4, V_HASH6, V_STICKY4, V_EMPTY, V_NOROUTE4, V_NONEIGH,
-    V_NOROUTE6, V_DRAIN,
+    V_NOROUTE6, V_DRAIN, V_DSR4, V_DSR_UDP4, V_DSR6, V_DSR_UDP6,
 ];
 
 const CLIENT4: SocketAddr = sa4(203, 0, 113, 7, 40000);
@@ -270,9 +309,11 @@ fn world() -> Fixture {
     }
     for t in TARGETS.iter().chain([&T1_REUSED]) {
         for proto in [PROTO_TCP, PROTO_UDP] {
+            // As the daemon: only nat VIPs have replies to translate.
             let served: Vec<&VipDef> = VIPS
                 .iter()
                 .filter(|v| v.proto == proto && v.ring.contains(&t.id))
+                .filter(|v| v.flags & vip_flags::DSR == 0)
                 .collect();
             if !served.is_empty() {
                 fx.set_replies(reply_key(t, proto), replies_of(t, &served));
@@ -2258,6 +2299,11 @@ fn nexthop_cases() -> Vec<Case> {
 // ---------------------------------------------------------------------------
 // Tests.
 // ---------------------------------------------------------------------------
+
+#[test]
+fn dsr() {
+    run_table(dsr::cases);
+}
 
 #[test]
 fn nexthop_cache() {

@@ -4,6 +4,7 @@ use lb_common::{
     FlowKey, FlowState, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipKey, VipMeta,
     flow::{entry_flags, ticks},
     maps::port_flags,
+    vip::vip_flags,
 };
 use lb_ebpf::{
     frame::load,
@@ -14,11 +15,14 @@ use lb_ebpf::{
 use super::{
     TcpFlags, Verdict, clock,
     conntrack::{self, NewFlow, ReplyOf, Sets, Slot},
-    fib, icmp, maglev,
+    encap,
+    fib::{self, TooBig},
+    icmp, maglev,
     maps::{PORTS, VIP_ADDRS, VIPS},
     nat::{Side, translate},
     scratch::{NO_SLOT, Scratch, scratch},
     stats::{self, Dir},
+    too_big,
 };
 
 /// The entry point's work. A short dispatcher over out-of-line paths
@@ -216,7 +220,8 @@ fn tracked(slot: &Slot, sets: &Sets, tcp: &TcpFlags, now: u32) -> Option<&'stati
     conntrack::target_of(e)
 }
 
-/// Client -> VIP of a tracked flow: note the packet, translate, send.
+/// Client -> VIP of a tracked flow: note the packet, send it on in the
+/// flow's mode.
 #[inline(always)]
 fn to_target(
     ctx: &XdpContext,
@@ -228,15 +233,28 @@ fn to_target(
     now: u64,
 ) -> Verdict {
     let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
+    let dsr = slot.get().flags & entry_flags::DSR != 0;
     if conntrack::client_packet(slot, tcp, ticks(now)) {
         stats::flows(vip_id, |c| c.confirmed += 1);
     }
-    send(ctx, p, key, vip_id, target_id, t, false, now)
+    send(
+        ctx,
+        p,
+        key,
+        vip_id,
+        target_id,
+        t,
+        Mode {
+            new_flow: false,
+            dsr,
+        },
+        now,
+    )
 }
 
 /// Client -> VIP without a live entry: pick a target, record the flow as
 /// unconfirmed (in its own stale slot, a free one, or one of an older
-/// unconfirmed flow), send; no slot: drop.
+/// unconfirmed flow), send; no slot: drop (nat), or send untracked (dsr).
 #[allow(
     clippy::too_many_arguments,
     reason = "inlined hot path; a struct would be copied"
@@ -269,6 +287,7 @@ fn new_flow(
     if tcp.opens() {
         stats::flows(vip.vip_id, |c| c.syns += 1);
     }
+    let dsr = vip.flags & vip_flags::DSR != 0;
     match vacancy {
         Some(v) => {
             let state = if tcp.opens() {
@@ -282,7 +301,8 @@ fn new_flow(
                 vip_id: vip.vip_id,
                 idle_timeout_s: vip.idle_timeout_s,
                 state,
-                flags: if tcp.fin { entry_flags::FIN } else { 0 },
+                flags: if tcp.fin { entry_flags::FIN } else { 0 }
+                    | if dsr { entry_flags::DSR } else { 0 },
             };
             conntrack::insert(v.index, key, sets, &entry, tick);
             if let Some(victim) = v.displaces {
@@ -291,18 +311,36 @@ fn new_flow(
             stats::flows(vip.vip_id, |c| c.embryonic += 1);
         }
         None => {
-            // Forwarded untracked, its replies could not be translated
-            // back (and a hashed guess would take health-check replies
-            // and direct connections of the target too): the client's
-            // retransmission finds a slot once one frees up.
             stats::flows(vip.vip_id, |c| c.untracked += 1);
-            return Verdict::drop(Stat::DropTableFull);
+            // nat: forwarded untracked, its replies could not be
+            // translated back (and a hashed guess would take health-check
+            // replies and direct connections of the target too): the
+            // client's retransmission finds a slot once one frees up.
+            // dsr: no reply passes here, and each later packet takes the
+            // same Maglev choice while the ring holds.
+            if !dsr {
+                return Verdict::drop(Stat::DropTableFull);
+            }
         }
     }
-    send(ctx, p, key, vip.vip_id, id, t, true, now)
+    let mode = Mode {
+        new_flow: true,
+        dsr,
+    };
+    send(ctx, p, key, vip.vip_id, id, t, mode, now)
 }
 
-/// Client -> VIP, target known: translate, count, send.
+/// How [`send`] sends and counts a packet.
+#[derive(Clone, Copy)]
+struct Mode {
+    /// The flow's first packet (counted as a new flow).
+    new_flow: bool,
+    /// Encapsulate (dsr) rather than translate (nat).
+    dsr: bool,
+}
+
+/// Client -> VIP, target known: translate (nat) or encapsulate (dsr),
+/// count, send.
 #[allow(
     clippy::too_many_arguments,
     reason = "inlined hot path; a struct would be copied"
@@ -315,14 +353,25 @@ fn send(
     vip_id: u32,
     target_id: u32,
     t: &Target,
-    new_flow: bool,
+    mode: Mode,
     now: u64,
 ) -> Verdict {
-    if translate(ctx, p, Side::Destination, &t.addr, t.port).is_none() {
+    // Counted as the client sent it: the same bytes in either mode.
+    let len = p.len;
+    let done = if mode.dsr {
+        encap::wrap(ctx, p, key, &t.addr)
+    } else {
+        translate(ctx, p, Side::Destination, &t.addr, t.port)
+    };
+    if done.is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }
-    stats::traffic(vip_id, target_id, Dir::In, p.len, new_flow);
-    fib::to_target(ctx, p, key, target_id, now)
+    stats::traffic(vip_id, target_id, Dir::In, len, mode.new_flow);
+    match fib::to_target(ctx, p, target_id, now) {
+        Ok(v) => v,
+        Err(TooBig(mtu)) if mode.dsr => too_big::reply_wrapped(ctx, p, key, mtu),
+        Err(TooBig(mtu)) => too_big::reply(ctx, p, key, mtu),
+    }
 }
 
 /// Target -> client: if it is a reply of a tracked flow, put the VIP back.

@@ -17,7 +17,7 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{FlowKey, NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
+use lb_common::{NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
 use lb_ebpf::{
     frame::{Frame, load, update},
     headers::{IPV6_LEN, Ipv4, Ipv6},
@@ -28,28 +28,30 @@ use super::{
     Verdict,
     maps::{NEXTHOPS, TARGET_HOPS},
     scratch::fib_params,
-    too_big,
 };
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
-/// Sends the (already translated) packet toward target `target_id`, using
-/// that target's per-CPU next-hop slot.
+/// The packet does not fit the egress MTU (host byte order): the caller
+/// answers the client (see `too_big`).
+pub struct TooBig(pub u16);
+
+/// Sends the (already translated or encapsulated) packet toward target
+/// `target_id`, using that target's per-CPU next-hop slot.
 #[inline(always)]
 pub fn to_target(
     ctx: &XdpContext,
     p: &mut Packet,
-    key: &FlowKey,
     target_id: u32,
     now: u64,
-) -> Verdict {
+) -> Result<Verdict, TooBig> {
     let ingress = ctx.ingress_if();
     let Some(len) = ip_len(ctx, p) else {
-        return Verdict::drop(Stat::DropMalformed);
+        return Ok(Verdict::drop(Stat::DropMalformed));
     };
     let Some(slot) = TARGET_HOPS.get_ptr_mut(target_id) else {
-        return route(ctx, p, Stat::Forwarded, now);
+        return Ok(route(ctx, p, Stat::Forwarded, now));
     };
     // SAFETY: this CPU's slot of a per-CPU array, valid for the run and
     // written by no other CPU.
@@ -59,12 +61,12 @@ pub fn to_target(
         && slot.ingress_ifindex == ingress
         && slot.dst == p.dst
     {
-        return send(ctx, &slot.hop, Stat::Forwarded);
+        return Ok(send(ctx, &slot.hop, Stat::Forwarded));
     }
     let hop = match lookup(ctx, p, ingress, len) {
         Ok(hop) => hop,
-        Err(NoHop::TooBig(mtu)) => return too_big::reply(ctx, p, key, mtu),
-        Err(e) => return e.verdict(),
+        Err(NoHop::TooBig(mtu)) => return Err(TooBig(mtu)),
+        Err(e) => return Ok(e.verdict()),
     };
     slot.dst = p.dst;
     slot.ingress_ifindex = ingress;
@@ -72,7 +74,7 @@ pub fn to_target(
         expires_ns: now + NEXTHOP_TTL_NS,
         ..hop
     };
-    send(ctx, &hop, Stat::Forwarded)
+    Ok(send(ctx, &hop, Stat::Forwarded))
 }
 
 /// Sends the (already translated) packet toward `p.dst` through the shared

@@ -2,12 +2,14 @@
 //!
 //! An error quotes the packet that caused it. Errors about a reply we sent
 //! (VIP -> client, e.g. "fragmentation needed" from the client's path) go to
-//! the target that sent it; errors about a packet we translated to a target
+//! the target that sent it (a dsr flow's target sent it itself, from the
+//! VIP: the error goes to it encapsulated, unchanged, like the flow's
+//! packets); errors about a packet we translated to a target
 //! (client -> target) go back to the client in VIP terms. The quoted
 //! transport checksum is left alone: it is usually not quoted whole and
 //! receivers do not verify it.
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Addr, FlowKey, PROTO_TCP, PROTO_UDP, Stat};
+use lb_common::{Addr, FlowKey, PROTO_TCP, PROTO_UDP, Stat, flow::entry_flags};
 use lb_ebpf::{
     csum::{Delta, apply},
     frame::{load, update},
@@ -19,7 +21,7 @@ use super::{
     Verdict, clock,
     conntrack::{self, Sets},
     dispatch::is_vip_addr,
-    fib,
+    encap, fib,
     scratch::icmp_key,
 };
 
@@ -123,15 +125,19 @@ fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted, fwd: &FlowKey, now:
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
-    let ok = rewrite(
-        ctx,
-        p,
-        q,
-        Outer::Destination(t.addr),
-        Quote::Source,
-        &t.addr,
-        t.port,
-    );
+    let ok = if slot.get().flags & entry_flags::DSR != 0 {
+        encap::wrap(ctx, p, fwd, &t.addr)
+    } else {
+        rewrite(
+            ctx,
+            p,
+            q,
+            Outer::Destination(t.addr),
+            Quote::Source,
+            &t.addr,
+            t.port,
+        )
+    };
     finish(ctx, p, ok, now)
 }
 

@@ -1,12 +1,14 @@
 //! The load balancer's XDP program (`lb_xdp`), split by concern:
 //! `dispatch` (what kind of packet this is), `conntrack` (the connection
-//! table), `maglev` (target choice), `nat` (address translation), `icmp`
+//! table), `maglev` (target choice), `nat` (address translation), `encap`
+//! (dsr's outer header), `icmp`
 //! (errors about flows), `too_big` (errors we generate), `fib` (next hop),
 //! `stats`, `maps`, `clock`. What happens to each kind of packet is
 //! specified in docs/datapath.md.
 mod clock;
 mod conntrack;
 mod dispatch;
+mod encap;
 mod fib;
 mod icmp;
 mod maglev;

@@ -31,7 +31,7 @@ use lb_ebpf::{
 };
 
 use super::{
-    Verdict,
+    Verdict, encap,
     nat::{Side, untranslate},
 };
 
@@ -44,6 +44,24 @@ const TTL: u8 = 64;
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
     Verdict::unpack(answer(ctx, p, key, mtu))
+}
+
+/// Answers a client packet that no longer fits once encapsulated (dsr):
+/// the outer header comes off again and the client hears of the MTU less
+/// the outer header, about the packet as it sent it (the inner packet was
+/// never changed). What [`reply`] would leave to the kernel is left to it
+/// still wrapped, so that the kernel forwards it as the tunnel packet it is
+/// (fragmenting the outer packet if it may).
+#[inline(always)]
+pub fn reply_wrapped(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
+    let extra = encap::overhead(p.v6);
+    if !answerable(ctx, p, p.l3 + extra) {
+        return Verdict::pass(Stat::PassMtu);
+    }
+    if encap::unwrap(ctx, p, key).is_none() {
+        return Verdict::drop(Stat::DropMalformed);
+    }
+    reply(ctx, p, key, mtu.saturating_sub(extra as u16))
 }
 
 /// Out of line: a BPF call with a stack frame of its own for the frame
@@ -66,17 +84,8 @@ fn answer(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> u64 {
 
 #[inline(always)]
 fn generate(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Stat {
-    let ip_len = if p.v6 { IPV6_LEN } else { IPV4_LEN };
-    if p.l4 != p.l3 + ip_len {
+    if !answerable(ctx, p, p.l3) {
         return Stat::PassMtu;
-    }
-    if !p.v6 {
-        let Some(ip) = load::<Ipv4>(ctx, p.l3) else {
-            return Stat::PassMtu;
-        };
-        if ip.frag_off & IP_DF == 0 {
-            return Stat::PassMtu;
-        }
     }
     // Quote the packet as the client sent it (less our TTL decrement).
     if untranslate(ctx, p, Side::Destination, &key.dst, key.dport).is_none() {
@@ -87,6 +96,17 @@ fn generate(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Stat {
         // The frame was already cut: it cannot be passed on any more.
         None => Stat::DropMalformed,
     }
+}
+
+/// Whether the client's IP header (at `l3`) is one this answers about: no
+/// IPv4 options or IPv6 extension headers, and (IPv4) DF set.
+#[inline(always)]
+fn answerable(ctx: &XdpContext, p: &Packet, l3: usize) -> bool {
+    let ip_len = if p.v6 { IPV6_LEN } else { IPV4_LEN };
+    if p.l4 != l3 + ip_len {
+        return false;
+    }
+    p.v6 || load::<Ipv4>(ctx, l3).is_some_and(|ip| ip.frag_off & IP_DF != 0)
 }
 
 /// Cuts the frame to the quoted part and puts Ethernet, IP and ICMP

@@ -100,6 +100,14 @@ pub fn bench_tx(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn restore(ctx: &XdpContext) -> Option<()> {
     let pkt = PACKET.get(0)?;
+    // A program that grew the frame at its front (dsr's outer header) left
+    // it longer than the packet: give those bytes back first.
+    let grown = (ctx.data_end() - ctx.data()).saturating_sub(pkt.len as usize);
+    // SAFETY: the helper only moves the frame's start; every access below
+    // is checked against the new bounds.
+    if grown > 0 && unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, grown as i32) } != 0 {
+        return None;
+    }
     let start = ctx.data();
     let end = ctx.data_end();
     // Copy in 8-byte words; the packet and buffer sizes are fixed per run.

@@ -15,6 +15,7 @@ mod api;
 mod bgp;
 pub mod caps;
 mod daemon;
+mod dsr;
 mod health_check;
 pub mod http;
 mod listener;

@@ -108,14 +108,19 @@ impl TargetGroup {
     }
 }
 
-/// `target_group.forwarding`. Only NAT exists so far; `dsr` (IP-in-IP) is
-/// planned, hence an enum rather than a flag.
+/// `target_group.forwarding`: how the XDP program hands a client's packet
+/// to the target (what each mode can serve: `config::dsr`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarding {
     /// Destination NAT to the target; replies are translated back in XDP.
     #[default]
     Nat,
+    /// Direct server return: the client's packet, untouched, inside an
+    /// outer IPv4 / IPv6 header to the target, which takes it off
+    /// (`lb target attach`, or `tunl0` / `ip6tnl0`) and answers the client
+    /// directly.
+    Dsr,
 }
 
 /// `target_group.stickiness`.

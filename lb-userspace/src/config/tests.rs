@@ -7,6 +7,7 @@ use super::{
 
 const DEMO: &str = include_str!("../../../config/demo.toml");
 const EXAMPLE: &str = include_str!("../../../config/example.toml");
+const DSR_BGP: &str = include_str!("../../../config/dsr-bgp.toml");
 
 /// `BASE` with `from` replaced by `to` (exactly once).
 fn base_with(from: &str, to: &str) -> String {
@@ -32,6 +33,13 @@ fn shipped_configs_are_valid() {
     assert_eq!(
         example.summary().to_string(),
         "3 listeners, 3 target groups, 8 targets"
+    );
+    let dsr = parse(DSR_BGP);
+    assert_eq!(dsr.validate(), Ok(()));
+    assert!(
+        dsr.target_groups
+            .iter()
+            .all(|g| g.forwarding == Forwarding::Dsr)
     );
 }
 

@@ -33,6 +33,7 @@ impl Config {
         super::api::check_api(self, &mut errs);
         super::bgp::check_bgp(self, &mut errs);
         super::caps::check(self, &mut errs);
+        super::dsr::check(self, &mut errs);
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }

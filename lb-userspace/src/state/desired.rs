@@ -122,10 +122,13 @@ impl Desired {
                 d.add_replies(cache.group_targets(&group.name), &key);
             }
             *d.ports.entry(listener.port).or_default() |= port_flags::VIP;
-            let flags = match group.stickiness {
+            let mut flags = match group.stickiness {
                 Stickiness::None => 0,
                 Stickiness::SourceIp => vip_flags::STICKY_SOURCE_IP,
             };
+            if group.forwarding == Forwarding::Dsr {
+                flags |= vip_flags::DSR;
+            }
             d.vips.push(DesiredVip {
                 name: listener.name.clone(),
                 key,

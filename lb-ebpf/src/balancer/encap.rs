@@ -1,0 +1,197 @@
+//! dsr forwarding: the client's packet goes to its target inside an outer
+//! IPv4 (protocol 4) or IPv6 (next header 41) header, untouched; the
+//! target (`lb_decap`, or `tunl0` / `ip6tnl0`) takes the outer header off
+//! and answers the client directly. Addresses of the outer header are in
+//! lb_common::encap.
+//!
+//! Frame surgery (`bpf_xdp_adjust_head` grows the frame at the front):
+//!
+//! ```text
+//! before: [eth][ip][l4 ...]
+//! after:  [eth][outer ip][ip][l4 ...]
+//! ```
+//! The outer header copies the inner one's TOS / traffic class and (IPv4)
+//! DF bit, so ECN, QoS and path-MTU behaviour are the client's; its TTL /
+//! hop limit is the inner one less one (this host is a hop), while the
+//! inner packet keeps the client's.
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{
+    Addr, FlowKey,
+    encap::{
+        FLOW_LABEL_MASK, IPPROTO_IPIP, IPPROTO_IPV6, OVERHEAD_V4, OVERHEAD_V6, source_of_hash,
+    },
+    hash::flow_hash,
+};
+use lb_ebpf::{
+    csum::finish,
+    frame::{load, store},
+    headers::{IPV6_LEN, Ipv4, Ipv6},
+    parse::Packet,
+};
+
+/// IPv4 "don't fragment", network order.
+const IP_DF: u16 = 0x4000u16.to_be();
+/// Largest Ethernet header (one VLAN tag): the bytes moved to the front.
+const MAX_L2: usize = 18;
+
+/// Bytes the outer header adds to a packet of this family.
+#[inline(always)]
+pub fn overhead(v6: bool) -> usize {
+    if v6 { OVERHEAD_V6 } else { OVERHEAD_V4 }
+}
+
+/// Wraps the IP packet `p` describes in an outer header from `key`'s
+/// outer source to `target`. Afterwards `p` describes the outer packet:
+/// `src`, `dst`, `proto` and `ttl` are the outer header's, `l3` is where it
+/// starts and `l4` still points at the inner transport header (so
+/// [`unwrap`] can put everything back). `None` if a header is not where
+/// `p` says (the caller checked it, so this is defensive) or the frame
+/// cannot grow; the frame may then be half-built and must be dropped.
+#[inline(always)]
+pub fn wrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, target: &Addr) -> Option<()> {
+    if p.l3 > MAX_L2 {
+        return None;
+    }
+    let h = flow_hash(key);
+    let outer = source_of_hash(h, key.family);
+    let extra = overhead(p.v6);
+    // Read the inner header before the frame moves.
+    let inner = Inner::read(ctx, p)?;
+    // SAFETY: the helper only moves the frame's start; every access after
+    // it goes through `frame`'s bounds checks again.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(extra as i32)) } != 0 {
+        return None;
+    }
+    // The Ethernet header (and tag) back to the front of the frame; the
+    // bytes it drags beyond `l3` are overwritten by the outer header.
+    store(ctx, 0, load::<[u8; MAX_L2]>(ctx, extra)?)?;
+    let ttl = p.ttl - 1;
+    if p.v6 {
+        store(ctx, p.l3, inner.outer_v6(&outer, target, ttl, h))?;
+    } else {
+        store(ctx, p.l3, inner.outer_v4(outer[0], target[0], ttl))?;
+    }
+    p.src = outer;
+    p.dst = *target;
+    p.proto = if p.v6 { IPPROTO_IPV6 } else { IPPROTO_IPIP };
+    p.ttl = ttl;
+    p.l4 += extra;
+    Some(())
+}
+
+/// Takes the outer header [`wrap`] put on off again, and makes `p`
+/// describe the client's packet of `key` once more (a packet too big once
+/// wrapped is answered about the packet the client sent).
+#[inline(always)]
+pub fn unwrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey) -> Option<()> {
+    let extra = overhead(p.v6);
+    let eth = load::<[u8; MAX_L2]>(ctx, 0)?;
+    // SAFETY: as in `wrap`; the frame shrinks by what `wrap` added.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, extra as i32) } != 0 {
+        return None;
+    }
+    // Restores the tag (if any) and the inner header's first bytes as they
+    // were, which the outer header had overwritten in the moved copy only.
+    store(ctx, 0, eth_head(ctx, &eth, p.l3)?)?;
+    p.src = key.src;
+    p.dst = key.dst;
+    p.proto = key.proto;
+    p.ttl += 1;
+    p.l4 -= extra;
+    Some(())
+}
+
+/// The first [`MAX_L2`] bytes of the unwrapped frame: the Ethernet header
+/// of `eth` (`l3` bytes, tag included) followed by the inner header's
+/// bytes that are already in place.
+#[inline(always)]
+fn eth_head(ctx: &XdpContext, eth: &[u8; MAX_L2], l3: usize) -> Option<[u8; MAX_L2]> {
+    let mut head = load::<[u8; MAX_L2]>(ctx, 0)?;
+    head[..12].copy_from_slice(&eth[..12]);
+    if l3 == MAX_L2 {
+        head[12..].copy_from_slice(&eth[12..]);
+    } else {
+        head[12..14].copy_from_slice(&eth[12..14]);
+    }
+    Some(head)
+}
+
+/// What the outer header copies of the inner one.
+struct Inner {
+    /// IPv4: tos, total length, id, DF bit. IPv6: version/class/label
+    /// word, payload length.
+    word: u32,
+    len: u16,
+    id: u16,
+    frag_off: u16,
+}
+
+impl Inner {
+    #[inline(always)]
+    fn read(ctx: &XdpContext, p: &Packet) -> Option<Self> {
+        if p.v6 {
+            let ip = load::<Ipv6>(ctx, p.l3)?;
+            let len = u16::from_be(ip.payload_len).checked_add(IPV6_LEN as u16)?;
+            Some(Self {
+                word: ip.vtc_flow,
+                len,
+                id: 0,
+                frag_off: 0,
+            })
+        } else {
+            let ip = load::<Ipv4>(ctx, p.l3)?;
+            Some(Self {
+                word: ip.tos as u32,
+                len: u16::from_be(ip.tot_len),
+                id: ip.id,
+                frag_off: ip.frag_off & IP_DF,
+            })
+        }
+    }
+
+    #[inline(always)]
+    fn outer_v4(&self, src: u32, dst: u32, ttl: u8) -> Ipv4 {
+        let mut ip = Ipv4 {
+            vihl: 0x45,
+            tos: self.word as u8,
+            tot_len: self.len.saturating_add(OVERHEAD_V4 as u16).to_be(),
+            // The client's id: unique enough per outer (source, destination)
+            // should a router have to fragment the outer packet.
+            id: self.id,
+            frag_off: self.frag_off,
+            ttl,
+            proto: IPPROTO_IPIP,
+            check: 0,
+            saddr: src,
+            daddr: dst,
+        };
+        ip.check = ipv4_check(&ip);
+        ip
+    }
+
+    #[inline(always)]
+    fn outer_v6(&self, src: &Addr, dst: &Addr, hop_limit: u8, h: u32) -> Ipv6 {
+        // Version 6, the client's traffic class, a per-flow label.
+        let class = u32::from_be(self.word) & 0x0ff0_0000;
+        Ipv6 {
+            vtc_flow: (0x6000_0000 | class | (h & FLOW_LABEL_MASK)).to_be(),
+            payload_len: self.len.to_be(),
+            next_hdr: IPPROTO_IPV6,
+            hop_limit,
+            saddr: *src,
+            daddr: *dst,
+        }
+    }
+}
+
+/// The header checksum of a 20-byte IPv4 header whose `check` is 0.
+#[inline(always)]
+fn ipv4_check(ip: &Ipv4) -> u16 {
+    // SAFETY: `Ipv4` is 20 bytes of integers without padding.
+    let words: [u16; 10] = unsafe { core::mem::transmute(*ip) };
+    let mut sum = 0u64;
+    for w in words {
+        sum += w as u64;
+    }
+    finish(sum)
+}
