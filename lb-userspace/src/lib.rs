@@ -27,6 +27,8 @@
 //! - [`api`]: the management API (server, access control, client, its `lb`
 //!   subcommands).
 //! - [`metrics`]: the Prometheus registry and `/metrics` text.
+//! - [`admin_http`]: HTTP/1.1 serving of those two, bounded (connection
+//!   cap, head and write timeouts).
 //! - [`sd_notify`]: readiness and reload notifications to systemd.
 //! - [`health`]: health checks (TCP, HTTP, HTTPS probes) and their verdicts.
 //!
@@ -42,6 +44,7 @@
 //!   drain state.
 //! - `fuzzing` (hidden, feature `fuzzing` or tests): the fuzz targets'
 //!   bodies (`fuzz/`), not an API.
+pub mod admin_http;
 pub mod announce;
 pub mod api;
 pub mod bpf;

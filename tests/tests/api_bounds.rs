@@ -3,7 +3,9 @@
 //! closed and neither lock out an authenticated client on TCP nor anyone
 //! on the Unix socket; heads and idle connections are timed out; a huge
 //! `Content-Length` is refused up front, a body is read only once the
-//! request is authenticated and allowed, and must arrive in time.
+//! request is authenticated and allowed, and must arrive in time. The
+//! Prometheus endpoint (`api.metrics_listen`) holds the same connection
+//! bounds, and cuts a client that asks and never reads.
 //!
 //! Needs root (namespaces) and `LB_BIN`; panics otherwise, never skips.
 
@@ -16,10 +18,13 @@ use lb_tests::lab::Lab;
 use lb_tests::netns;
 
 const API: &str = "127.0.0.1:9180";
+const METRICS: &str = "127.0.0.1:9181";
 const OPS: &str = "ops-secret-0123456789";
 const READER: &str = "reader-secret-0123456789";
-/// The daemon's head (and idle) timeout, `lb::api::conn::HEAD_TIMEOUT`.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The daemon's head (and idle) timeout, `lb::admin_http::HEAD_TIMEOUT`.
+const HEAD_TIMEOUT: Duration = lb::admin_http::HEAD_TIMEOUT;
+/// How long a write may stall, `lb::admin_http::WRITE_TIMEOUT`.
+const WRITE_TIMEOUT: Duration = lb::admin_http::WRITE_TIMEOUT;
 /// How late a cut may come on a loaded machine.
 const SLACK: Duration = Duration::from_secs(10);
 
@@ -30,6 +35,7 @@ fn lab() -> Lab {
     let digest = lb::api::auth::token_digest;
     let api = format!(
         r#"listen = "{API}"
+metrics_listen = "{METRICS}"
 [[api.policy]]
 name = "all"
 statement = [{{ effect = "Allow", action = ["lb:*"], resource = ["*", "listener/*", "target-group/*"] }}]
@@ -60,12 +66,18 @@ port = 8080
 
 /// A TCP connection to the API from the lab's namespace.
 fn connect(lab: &Lab) -> TcpStream {
-    let addr: SocketAddr = API.parse().expect("addr");
+    connect_to(lab, API)
+}
+
+/// A TCP connection to `to` (the API or `/metrics`) from the lab's
+/// namespace.
+fn connect_to(lab: &Lab, to: &str) -> TcpStream {
+    let addr: SocketAddr = to.parse().expect("addr");
     let s = lab
         .topo
         .lb
         .run(move || TcpStream::connect(addr))
-        .expect("connect to the API");
+        .expect("connect to the daemon");
     s.set_read_timeout(Some(HEAD_TIMEOUT + SLACK + SLACK))
         .expect("read timeout");
     s
@@ -264,4 +276,116 @@ fn bodies_are_bounded_and_read_only_when_allowed() {
     let (code, resp) = exchange(&mut s, &head, b"");
     assert_eq!(code, 200, "{resp}");
     assert!(resp.ends_with("{\"targets\":[]}"), "{resp}");
+}
+
+/// `/metrics` holds the API's bounds: 300 silent sockets (more than the 256
+/// slots) do not lock the scraper out, which is answered once the head
+/// timeout frees slots, and each of them is closed without a byte. Against
+/// axum's `serve`, which the endpoint used, the scrape waited for ever.
+#[test]
+fn metrics_endpoint_cuts_silent_sockets() {
+    let lab = lab();
+    let scrape = "GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n";
+    let (code, body) = exchange(&mut connect_to(&lab, METRICS), scrape, b"");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("lb_config_reloads"), "{body}");
+
+    let mut silent: Vec<TcpStream> = (0..300).map(|_| connect_to(&lab, METRICS)).collect();
+    let (code, body) = exchange(&mut connect_to(&lab, METRICS), scrape, b"");
+    assert_eq!(code, 200, "scrape during the flood: {body}");
+    for (i, s) in silent.iter_mut().enumerate() {
+        let (got, _) = read_until_closed(s);
+        assert!(got.is_empty(), "socket {i} got {got:?}");
+    }
+}
+
+/// A client of `/metrics` that pipelines up to 50,000 scrapes with a 4 KiB
+/// receive buffer and reads nothing: once the daemon's writes stall, it
+/// closes the connection within the write timeout, having answered only
+/// part of them. Without a write timeout the connection (and its slot) is
+/// held for as long as the client stays. (The API is served by the same
+/// `lb::admin_http::serve` with the same limits; its unit test
+/// `a_client_that_never_reads_gives_its_slot_back` shows the slot freed.)
+#[test]
+fn scrapers_that_never_read_are_cut() {
+    let lab = lab();
+    let scrape = b"GET /metrics HTTP/1.1\r\nHost: lb\r\n\r\n";
+    let mut s = connect_small(&lab, METRICS);
+    let sent = send_repeatedly(&mut s, scrape, 50_000);
+    // The daemon's writes stall within moments (its send buffer holds a few
+    // MB); reading any earlier than the write timeout after that would let
+    // them resume.
+    std::thread::sleep(WRITE_TIMEOUT + SLACK);
+    let (got, _) = read_until_closed(&mut s);
+    let answered = got.matches("HTTP/1.1 200").count();
+    assert!(
+        answered < sent,
+        "{answered} of {sent} scrapes answered: the stalled connection was not cut"
+    );
+}
+
+/// [`connect_to`] with a 4 KiB receive buffer, so that answers pile up in
+/// the daemon's send buffer.
+fn connect_small(lab: &Lab, to: &str) -> TcpStream {
+    let addr: SocketAddr = to.parse().expect("addr");
+    lab.topo.lb.run(move || {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: a fresh socket; the return values are checked.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is ours; it is owned by the stream from here on.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let size: libc::c_int = 4096;
+        // SAFETY: a valid option value of its size, on our socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const size).cast(),
+                std::mem::size_of_val(&size) as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        let SocketAddr::V4(v4) = addr else {
+            panic!("IPv4 only")
+        };
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: a valid sockaddr_in of its size.
+        let rc = unsafe {
+            libc::connect(
+                stream.as_raw_fd(),
+                (&raw const sin).cast(),
+                std::mem::size_of_val(&sin) as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "connect {addr}: {}", std::io::Error::last_os_error());
+        stream
+            .set_read_timeout(Some(SLACK + SLACK))
+            .expect("read timeout");
+        stream
+    })
+}
+
+/// Writes `request` up to `times` times, stopping when the daemon takes no
+/// more within a second; returns how many went out whole.
+fn send_repeatedly(s: &mut TcpStream, request: &[u8], times: usize) -> usize {
+    s.set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("write timeout");
+    let all = request.repeat(times);
+    let mut written = 0;
+    while written < all.len() {
+        match s.write(&all[written..]) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    written / request.len()
 }

@@ -10,9 +10,9 @@
 //!   peer uid or bearer token) and whether [`auth`] allows it.
 //! - [`error`]: the JSON error bodies and their HTTP statuses.
 //! - [`body`]: the JSON request-body extractor (size-bounded, 400 on junk).
-//! - [`listener`]: the cap on concurrent connections.
-//! - [`conn`]: each connection: HTTP/1.1 with a head and idle timeout.
-//! - [`server`]: binding the socket and the TCP listener, shutdown.
+//! - [`server`]: binding the socket and the TCP listener, each served by
+//!   [`crate::admin_http`] (connection cap, head, idle and write timeouts),
+//!   shutdown.
 //! - [`client`]: the HTTP client the `lb` subcommands use.
 //! - [`cli`]: those subcommands and their tables.
 pub mod access;
@@ -20,9 +20,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod client;
-pub mod conn;
 pub mod error;
-pub mod listener;
 pub mod routes;
 pub mod server;
 pub mod table;

@@ -23,15 +23,11 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{
-    access::Peer,
-    auth::Authorizer,
-    conn,
-    listener::{Capped, MAX_CONNECTIONS},
-    routes::router,
-    table::ApiState,
+use super::{access::Peer, auth::Authorizer, routes::router, table::ApiState};
+use crate::{
+    admin_http::{self, Capped, Limits, MAX_CONNECTIONS},
+    control::ControlHandle,
 };
-use crate::control::ControlHandle;
 
 /// Where the API listens when the config says nothing.
 pub const DEFAULT_SOCKET: &str = crate::config::DEFAULT_API_SOCKET;
@@ -152,17 +148,19 @@ pub async fn serve(
         // An error means the sender is gone: stop as well.
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let mut tasks = vec![tokio::spawn(conn::serve(
+    let mut tasks = vec![tokio::spawn(admin_http::serve(
         Capped::new(unix, MAX_CONNECTIONS),
         app.clone(),
         |io, _| Peer::of_unix(io),
+        Limits::default(),
         until(stopped.clone()),
     ))];
     if let Some(tcp) = tcp {
-        tasks.push(tokio::spawn(conn::serve(
+        tasks.push(tokio::spawn(admin_http::serve(
             Capped::new(tcp, MAX_CONNECTIONS),
             app,
             |_, addr| Peer::Tcp(*addr),
+            Limits::default(),
             until(stopped),
         )));
     }

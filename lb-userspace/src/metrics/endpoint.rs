@@ -1,6 +1,11 @@
 //! The Prometheus endpoint: `GET /metrics` on `api.metrics_listen`, without
 //! a token (bind it to an address only the scraper reaches).
 //!
+//! Served by [`crate::admin_http`]: at most [`MAX_CONNECTIONS`] at once,
+//! each closed when it sends no request head within 5 s or takes no bytes of
+//! an answer within 10 s, so clients that connect and stay silent, or ask
+//! and never read, cannot hold the endpoint from the scraper.
+//!
 //! Each scrape reads the data-path counters from the pinned maps (when the
 //! XDP path runs) and encodes everything with the running config's names.
 use std::{net::SocketAddr, sync::Arc};
@@ -10,7 +15,12 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tracing::warn;
 
 use super::Metrics;
-use crate::{bpf::stats, config::Config, error_chain::ErrorChain};
+use crate::{
+    admin_http::{self, Capped, Limits, MAX_CONNECTIONS},
+    bpf::stats,
+    config::Config,
+    error_chain::ErrorChain,
+};
 
 #[derive(Clone)]
 struct Scrape {
@@ -48,11 +58,15 @@ pub async fn serve(
             config,
             xdp,
         });
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            warn!(error = %e, "the metrics endpoint stopped");
-        }
-    });
+    // Runs until the server is dropped (the task is aborted); connections
+    // open then end by themselves within the limits.
+    let task = tokio::spawn(admin_http::serve(
+        Capped::new(listener, MAX_CONNECTIONS),
+        app,
+        |_, addr: &SocketAddr| *addr,
+        Limits::default(),
+        std::future::pending(),
+    ));
     Ok(MetricsServer { addr, task })
 }
 

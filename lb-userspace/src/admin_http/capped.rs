@@ -1,6 +1,6 @@
-//! A cap on concurrent API connections per listener (as mini-redis does):
-//! at the cap, accepting waits for a connection to end, and further clients
-//! queue in the kernel's backlog. Each listener has its own cap, so a flood
+//! A cap on concurrent connections per operator listener (as mini-redis
+//! does): at the cap, accepting waits for a connection to end, and further
+//! clients queue in the kernel's backlog. Each listener has its own cap, so a flood
 //! on TCP cannot lock root out of the Unix socket.
 use std::{
     io,
@@ -15,7 +15,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
-/// Connections each listener serves at once.
+/// Connections each operator listener serves at once.
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// A listener that holds a permit for every connection it hands out.
