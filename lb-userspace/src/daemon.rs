@@ -241,7 +241,11 @@ impl Endpoints {
             return;
         }
         let authz = Arc::new(Authorizer::new(new));
-        let rebind = new.socket != self.config.socket || new.listen != self.config.listen;
+        // The router is built once per server: turning the status page on
+        // or off starts a new one, like a new address.
+        let rebind = new.socket != self.config.socket
+            || new.listen != self.config.listen
+            || new.status_page != self.config.status_page;
         if rebind {
             if let Some(old) = self.api.take() {
                 old.shutdown().await;

@@ -6,17 +6,24 @@
 //! Everyone else — other local users and every TCP client — presents
 //! `Authorization: Bearer <token>`, and the token's policies decide. A token
 //! sent by root counts too: it is how root tries out a restricted token.
-use std::net::SocketAddr;
+use std::{borrow::Cow, net::SocketAddr};
 
 use axum::{
     extract::{ConnectInfo, RawPathParams, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, header::AUTHORIZATION};
+use http::{
+    HeaderMap, HeaderValue,
+    header::{AUTHORIZATION, WWW_AUTHENTICATE},
+};
+
+/// The Basic challenge of the status page's 401 (RFC 7617), next to
+/// `Bearer`.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"lb\", charset=\"UTF-8\"";
 
 use super::{
-    auth::{AuthError, Authorizer, Principal, bearer_token},
+    auth::{AuthError, Authorizer, Principal, basic_password, bearer_token},
     error::ApiError,
     table::{ApiState, Route},
 };
@@ -48,13 +55,37 @@ pub fn principal(
     headers: &HeaderMap,
     authz: &Authorizer,
 ) -> Result<Principal, AuthError> {
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match bearer {
+    principal_from(peer, headers, authz, false)
+}
+
+/// [`principal`] for the status page, which also takes the token as the
+/// password of HTTP Basic credentials: a browser cannot send a bearer
+/// token, but asks for Basic credentials on a 401 that offers them. Only
+/// the page (a GET that changes nothing) takes them, so credentials a
+/// browser keeps and sends on its own can never make a change.
+pub fn page_principal(
+    peer: Peer,
+    headers: &HeaderMap,
+    authz: &Authorizer,
+) -> Result<Principal, AuthError> {
+    principal_from(peer, headers, authz, true)
+}
+
+fn principal_from(
+    peer: Peer,
+    headers: &HeaderMap,
+    authz: &Authorizer,
+    basic: bool,
+) -> Result<Principal, AuthError> {
+    let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let secret = match value {
+        Some(v) if basic && bearer_token(v).is_none() => basic_password(v).map(Cow::Owned),
+        Some(v) => bearer_token(v).map(Cow::Borrowed),
+        None => None,
+    };
+    match secret {
         None if peer == (Peer::Unix { uid: Some(0) }) => Ok(Principal::Root),
-        bearer => authz.authenticate(bearer),
+        secret => authz.authenticate(secret.as_deref()),
     }
 }
 
@@ -77,11 +108,21 @@ pub async fn check(
     let resource = resource(route, &params);
     // Clone the Arc out so the lock is not held across the handler.
     let authz = state.authz.read().clone();
-    let principal = match principal(peer, req.headers(), &authz) {
+    let page = route.is_page();
+    let who = if page { page_principal } else { principal };
+    let principal = match who(peer, req.headers(), &authz) {
         Ok(p) => p,
         Err(e) => {
             tracing::info!(?peer, action = %route.action, %resource, "API request refused: {e}");
-            return ApiError::from(e.refusal()).into_response();
+            let mut response = ApiError::from(e.refusal()).into_response();
+            if page {
+                // Browsers ask for a user name and password only when a
+                // 401 offers Basic; the token is the password.
+                response
+                    .headers_mut()
+                    .append(WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
+            }
+            return response;
         }
     };
     let decision = authz.authorize(&principal, route.action, &resource);
@@ -90,6 +131,10 @@ pub async fn check(
         return ApiError::from(refusal).into_response();
     }
     let write = route.method != http::Method::GET;
+    // Handlers that check more than the route's action (the status page)
+    // need to know who asks.
+    let mut req = req;
+    req.extensions_mut().insert(principal.clone());
     let response = next.run(req).await;
     if write {
         // Changes are logged with who made them.

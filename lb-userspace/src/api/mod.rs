@@ -9,6 +9,8 @@
 //! - [`access`]: the check in front of every route: who is asking (Unix
 //!   peer uid or bearer token) and whether [`auth`] allows it.
 //! - [`error`]: the JSON error bodies and their HTTP statuses.
+//! - [`status_page`] and [`status_html`]: the optional status page
+//!   (`GET /status`): what it reads and who may, and its HTML.
 //! - [`body`]: the JSON request-body extractor (size-bounded, 400 on junk).
 //! - [`server`]: binding the socket and the TCP listener, each served by
 //!   [`crate::admin_http`] (connection cap, head, idle and write timeouts),
@@ -23,8 +25,12 @@ pub mod client;
 pub mod error;
 pub mod routes;
 pub mod server;
+pub mod status_html;
+pub mod status_page;
 pub mod table;
 
+#[cfg(test)]
+mod status_tests;
 #[cfg(test)]
 mod tests;
 

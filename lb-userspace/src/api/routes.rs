@@ -14,6 +14,7 @@ use super::{
     access,
     body::{JsonBody, MAX_BODY_BYTES},
     error::ApiError,
+    status_page,
     table::{ApiState, Op, ROUTES, Route},
 };
 use crate::control::command::{
@@ -21,10 +22,11 @@ use crate::control::command::{
     StatusReport, TargetGroupAttributes, TargetGroupReport, TargetHealthReport, TargetSpec,
 };
 
-/// The router serving [`ROUTES`], each behind the access check.
-pub fn router(state: ApiState) -> Router {
+/// The router serving [`ROUTES`], each behind the access check; the
+/// status page only if `status_page` (else `/status` is unknown: 404).
+pub fn router(state: ApiState, status_page: bool) -> Router {
     let mut router = Router::new();
-    for route in ROUTES {
+    for route in ROUTES.iter().filter(|r| status_page || !r.is_page()) {
         let check = middleware::from_fn_with_state((state.clone(), route), access::check);
         router = router.route(route.path, handler(route).route_layer(check));
     }
@@ -67,6 +69,7 @@ fn handler(route: &Route) -> MethodRouter<ApiState> {
         Op::Host => on(m, host),
         Op::DrainHost => on(m, drain_host),
         Op::ResumeHost => on(m, resume_host),
+        Op::StatusPage => on(m, status_page::page),
     }
 }
 

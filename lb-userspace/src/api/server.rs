@@ -44,6 +44,9 @@ pub struct Endpoints {
     pub socket: PathBuf,
     /// An optional TCP address (`api.listen`); every TCP client needs a token.
     pub listen: Option<SocketAddr>,
+    /// Whether `GET /status` serves the status page (`api.status_page`);
+    /// else it is an unknown route (404).
+    pub status_page: bool,
 }
 
 impl Default for Endpoints {
@@ -51,16 +54,18 @@ impl Default for Endpoints {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET),
             listen: None,
+            status_page: false,
         }
     }
 }
 
-/// `api.socket` and `api.listen`.
+/// `api.socket`, `api.listen` and `api.status_page`.
 impl From<&crate::config::Api> for Endpoints {
     fn from(api: &crate::config::Api) -> Self {
         Self {
             socket: api.socket.clone(),
             listen: api.listen,
+            status_page: api.status_page,
         }
     }
 }
@@ -139,10 +144,13 @@ pub async fn serve(
     };
     let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
     let authz = Arc::new(RwLock::new(authz));
-    let app = router(ApiState {
-        control,
-        authz: authz.clone(),
-    });
+    let app = router(
+        ApiState {
+            control,
+            authz: authz.clone(),
+        },
+        endpoints.status_page,
+    );
     let (stop, stopped) = watch::channel(false);
     let until = |mut rx: watch::Receiver<bool>| async move {
         // An error means the sender is gone: stop as well.

@@ -45,6 +45,15 @@ pub(super) enum Op {
     Host,
     DrainHost,
     ResumeHost,
+    StatusPage,
+}
+
+impl Route {
+    /// The status page (`GET /status`, HTML): served only with
+    /// `api.status_page`, and the one route that takes Basic credentials.
+    pub fn is_page(&self) -> bool {
+        matches!(self.op, Op::StatusPage)
+    }
 }
 
 const fn route(
@@ -86,6 +95,7 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET,    "/v1/host",                                         Action::DescribeHost,                "*",              Op::Host),
     route(Method::POST,   "/v1/host/drain",                                   Action::DrainHost,                   "*",              Op::DrainHost),
     route(Method::POST,   "/v1/host/resume",                                  Action::ResumeHost,                  "*",              Op::ResumeHost),
+    route(Method::GET,    "/status",                                          Action::DescribeStatus,              "*",              Op::StatusPage),
 ];
 
 /// What every handler and the access check share.

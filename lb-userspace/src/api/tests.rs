@@ -90,7 +90,7 @@ fn authorizer() -> Arc<Authorizer> {
     Arc::new(Authorizer::new(&api))
 }
 
-fn targets() -> Vec<TargetHealthReport> {
+pub(super) fn targets() -> Vec<TargetHealthReport> {
     vec![
         TargetHealthReport {
             target: "10.0.1.10:80".parse().unwrap(),
@@ -170,6 +170,10 @@ fn answer(cmd: Command, reloads: &mut usize) {
             }),
         ),
         Command::Host(r) => send(r, Ok(host(false))),
+        Command::Listeners(r) => send(r, Ok(super::status_tests::listeners())),
+        Command::TargetGroups(r) => send(r, Ok(super::status_tests::groups())),
+        Command::Stats(r) => send(r, Ok(super::status_tests::stats())),
+        Command::Transitions(r) => send(r, Ok(super::status_tests::transitions())),
         Command::DrainHost(r) => send(r, Ok(host(true))),
         Command::ResumeHost(r) => send(
             r,
@@ -254,10 +258,10 @@ fn answer(cmd: Command, reloads: &mut usize) {
 }
 
 /// A directory removed when the test ends, even by panic.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("lb-api-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         Self(dir)
@@ -271,17 +275,23 @@ impl Drop for TempDir {
 }
 
 /// A running API on a socket in a fresh temp dir and 127.0.0.1:0.
-struct Fixture {
-    server: super::ApiServer,
+pub(super) struct Fixture {
+    pub(super) server: super::ApiServer,
     _dir: TempDir,
 }
 
 impl Fixture {
     async fn start(name: &str) -> Self {
+        Self::start_with(name, true).await
+    }
+
+    /// With the status page on or off.
+    pub(super) async fn start_with(name: &str, status_page: bool) -> Self {
         let dir = TempDir::new(name);
         let endpoints = Endpoints {
             socket: dir.0.join("run/api.sock"),
             listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            status_page,
         };
         let server = serve(&endpoints, fake_control(), authorizer())
             .await
@@ -294,7 +304,7 @@ impl Fixture {
         Client::new(Endpoint::Tcp(addr.to_string()), token.map(Into::into))
     }
 
-    fn unix(&self, token: Option<&str>) -> Client {
+    pub(super) fn unix(&self, token: Option<&str>) -> Client {
         let socket = self.server.endpoints().socket.clone();
         Client::new(Endpoint::Unix(socket), token.map(Into::into))
     }
@@ -699,6 +709,7 @@ async fn the_socket_is_0660_a_stale_one_is_replaced_and_shutdown_removes_it() {
     let endpoints = Endpoints {
         socket: socket.clone(),
         listen: None,
+        status_page: false,
     };
     // A stale socket: bound, then its listener closed.
     std::fs::create_dir_all(&dir.0).unwrap();

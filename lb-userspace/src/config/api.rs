@@ -36,6 +36,13 @@ pub struct Api {
     /// none by default, so several daemons on one host never compete for a
     /// port.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the read-only status page at `GET /status` on the API's
+    /// socket and address (the same access check as the describe actions;
+    /// over TCP the token may also come as the password of HTTP Basic
+    /// authentication, which browsers ask for). Off by default: `/status`
+    /// answers 404.
+    #[serde(default)]
+    pub status_page: bool,
     /// `[[api.policy]]` tables.
     #[serde(default, rename = "policy")]
     pub policies: Vec<Policy>,
@@ -54,6 +61,7 @@ impl Default for Api {
             socket: default_socket(),
             listen: None,
             metrics_listen: None,
+            status_page: false,
             policies: Vec::new(),
             tokens: Vec::new(),
         }

@@ -200,6 +200,20 @@ pub struct CountersReport {
     pub new_flows: u64,
 }
 
+/// One health transition of a target, as the status page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionReport {
+    /// When, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    pub target_group: String,
+    pub target: SocketAddr,
+    /// ELB state names: `initial`, `healthy`, `unhealthy`.
+    pub from: String,
+    pub to: String,
+    /// ELB reason code of an unhealthy verdict.
+    pub reason: Option<String>,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
 
 /// A request to the control loop with the channel for its answer.
@@ -217,6 +231,8 @@ pub enum Command {
         reply: Reply<FlowsReport>,
     },
     Stats(Reply<StatsReport>),
+    /// Recent health transitions, newest first (bounded).
+    Transitions(Reply<Vec<TransitionReport>>),
     Register {
         group: String,
         targets: Vec<TargetSpec>,
@@ -316,6 +332,9 @@ impl ControlHandle {
     }
     pub async fn stats(&self) -> Result<StatsReport, ControlError> {
         ask!(self, Stats)
+    }
+    pub async fn transitions(&self) -> Result<Vec<TransitionReport>, ControlError> {
+        ask!(self, Transitions)
     }
     pub async fn register(
         &self,

@@ -15,6 +15,7 @@ use super::{
     command::{ChangeReport, Command},
     error::ControlError,
     lifecycle::{Checks, Lifecycle, TargetHealth},
+    transitions::Transitions,
     verbs,
     xdp::XdpPath,
 };
@@ -56,6 +57,8 @@ pub struct Controller {
     gauged: BTreeSet<(String, SocketAddr)>,
     pub(super) started: Instant,
     pub(super) last_reload: Option<String>,
+    /// Recent health transitions for the status page.
+    pub(super) transitions: Transitions,
 }
 
 /// What the control loop drives besides the lifecycle.
@@ -87,6 +90,7 @@ impl Controller {
             gauged: BTreeSet::new(),
             started: Instant::now(),
             last_reload: None,
+            transitions: Transitions::default(),
         };
         let summary = c.checker.apply(health::jobs_from_config(&c.config));
         info!(checks = summary.started, "health checks started");
@@ -265,12 +269,17 @@ impl Controller {
             TargetHealth::Initial => "initial".to_string(),
             TargetHealth::Unhealthy { reason, .. } => format!("unhealthy ({reason})"),
         };
+        let from = self.lifecycle.health(group, target).map(TargetHealth::name);
+        let (to, reason) = (health.name(), health.reason().map(str::to_owned));
         if !self
             .lifecycle
             .set_health(group, target, health, Instant::now())
         {
             return;
         }
+        let from = from.unwrap_or("initial");
+        self.transitions
+            .record(group, target, from, to, reason.as_deref());
         info!(target_group = group, %target, state = %label, "target health changed");
         let config = self.config.clone();
         if let Err(e) = self.apply(&config, &[]) {
@@ -355,6 +364,9 @@ impl Controller {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
+            }
+            Command::Transitions(reply) => {
+                let _ = reply.send(Ok(self.transitions.newest_first()));
             }
             Command::Register {
                 group,

@@ -54,6 +54,25 @@ pub enum TargetHealth {
     },
 }
 
+impl TargetHealth {
+    /// ELB's state name: `initial`, `healthy`, `unhealthy`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            TargetHealth::Initial => "initial",
+            TargetHealth::Healthy => "healthy",
+            TargetHealth::Unhealthy { .. } => "unhealthy",
+        }
+    }
+
+    /// The reason code of an unhealthy verdict.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            TargetHealth::Unhealthy { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// One (group, target) pair.
 #[derive(Debug, Clone)]
 struct Record {
@@ -384,6 +403,13 @@ impl Lifecycle {
                 }
             })
             .collect()
+    }
+
+    /// The health verdict of one target, if it is registered.
+    pub fn health(&self, group: &str, target: SocketAddr) -> Option<&TargetHealth> {
+        self.records
+            .get(&(group.to_owned(), target))
+            .map(|r| &r.health)
     }
 
     /// (healthy, unhealthy, draining) counts of a group.

@@ -7,6 +7,7 @@ pub mod controller;
 mod error;
 pub mod lifecycle;
 mod reports;
+pub mod transitions;
 pub mod verbs;
 pub mod xdp;
 

@@ -96,6 +96,24 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The password of an `Authorization` header's `Basic` credentials
+/// (RFC 7617: base64 of `user:password`; the user is ignored); `None` for
+/// another scheme, bad base64, non-UTF-8 or an empty password. Browsers
+/// can send a token only this way, so the status page accepts it.
+pub fn basic_password(authorization: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, encoded) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_owned())
+}
+
 /// Equality that takes the same time wherever the inputs differ.
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));

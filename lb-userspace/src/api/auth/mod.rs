@@ -21,7 +21,8 @@ mod response;
 
 pub use crate::iam::{Action, resource};
 pub use authorizer::{
-    AuthError, Authorizer, Decision, Principal, bearer_token, generate_token, token_digest,
+    AuthError, Authorizer, Decision, Principal, basic_password, bearer_token, generate_token,
+    token_digest,
 };
 pub use response::Refusal;
 
