@@ -1,6 +1,7 @@
 //! test support
 
 // End-to-end support: namespaces, topology, child processes, traffic clients.
+pub mod browser;
 pub mod certs;
 pub mod client;
 pub mod dsr_lab;

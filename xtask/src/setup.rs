@@ -39,6 +39,8 @@ const APT_PACKAGES: &[&str] = &[
     "valgrind",
     // BIRD 2: the BGP daemon beside `lb run` in the scale-out tests (tests/tests/bgp.rs).
     "bird2",
+    // Headless Chromium: the status page's browser test (tests/tests/status_page.rs).
+    "chromium",
 ];
 
 /// What `setup` found or made, for the build.

@@ -24,7 +24,7 @@ const STYLE: &str = "\
 body{font:15px/1.4 system-ui,sans-serif;margin:0;padding:0 .8em 2em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:.6em 0 .2em}h2{font-size:1.1em;margin:1.2em 0 .3em}
 h3{font-size:1em;margin:.8em 0 .2em}
-.meta{margin:0;color:#555}.meta span{white-space:nowrap;margin-right:1em}
+.meta{margin:0;color:#555}.meta span{display:inline-block;margin-right:1em}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;min-width:100%;background:#fff}
 th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #ddd;white-space:nowrap}
@@ -126,7 +126,7 @@ fn write_document(h: &mut String, s: &Snapshot) -> fmt::Result {
          <title>lb status</title><link rel=\"icon\" href=\"data:,\">\
          <style>{STYLE}</style></head><body>\n"
     )?;
-    write!(h, "<main id=\"page\" data-refresh-ms=\"{REFRESH_MS}\">\n")?;
+    writeln!(h, "<main id=\"page\" data-refresh-ms=\"{REFRESH_MS}\">")?;
     header(h, s)?;
     listeners(h, s)?;
     groups(h, s)?;
@@ -316,9 +316,9 @@ fn datapath(h: &mut String, s: &Snapshot) -> fmt::Result {
         } else {
             ""
         };
-        write!(
+        writeln!(
             h,
-            "<tr data-verdict=\"{}\"{class}><td>{}</td><td class=\"n count\">{n}</td></tr>\n",
+            "<tr data-verdict=\"{}\"{class}><td>{}</td><td class=\"n count\">{n}</td></tr>",
             esc(name),
             esc(name)
         )?;
