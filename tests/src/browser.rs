@@ -377,7 +377,7 @@ impl Browser {
             .expect("screenshot is base64")
     }
 
-    /// The page's text and the errors seen, for panic messages.
+    /// The errors seen so far, for panic messages.
     pub fn diagnostics(&self) -> String {
         format!("browser errors: {:?}", self.errors())
     }
