@@ -173,12 +173,16 @@ fn status_page_in_a_browser_follows_traffic_and_health_in_place() {
         Duration::from_secs(5),
         "no sideways scrolling at 390 px",
     );
+    // The README's screenshot, at a desktop's width.
     browser.call(
-        "Emulation.clearDeviceMetricsOverride",
-        serde_json::json!({}),
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({ "width": 1440, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
     );
-
-    // The README's screenshot.
+    browser.wait_for(
+        "window.innerWidth === 1440",
+        Duration::from_secs(5),
+        "a desktop's width",
+    );
     let png = browser.screenshot();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/status-page.png");
