@@ -46,6 +46,13 @@ pub enum Command {
     /// Subcommands on the running daemon's management API.
     #[command(flatten)]
     Api(crate::api::cli::ApiCommand),
+    /// Write the man pages and shell completions of this binary under
+    /// `--out-dir` (for packagers: `cargo xtask package`).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +127,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Api(cmd) => crate::api::cli::dispatch(&cmd),
+        Command::GenerateDocs { out_dir } => {
+            for path in crate::manual::generate(&out_dir)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -24,6 +24,8 @@
 //! - [`clock`]: the coarse monotonic clock of the data path and the timeouts.
 //! - [`conn_cap`]: the connection caps of the daemon's own listeners.
 //! - [`cli`]: the subcommands behind the `lb` binary.
+//! - [`manual`]: its man pages and shell completions, from the same
+//!   definitions.
 //! - [`api`]: the management API (server, access control, client, its `lb`
 //!   subcommands).
 //! - [`metrics`]: the Prometheus registry and `/metrics` text.
@@ -66,6 +68,7 @@ pub mod l4;
 pub mod latest;
 pub mod listeners;
 pub mod maglev;
+pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod pem;

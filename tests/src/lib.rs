@@ -7,6 +7,7 @@ pub mod client;
 pub mod dsr_lab;
 pub mod lab;
 pub mod netns;
+pub mod private_root;
 pub mod proc;
 pub mod raw;
 pub mod scale_out;

@@ -5,6 +5,7 @@ mod build;
 mod cmd;
 mod demo;
 mod fuzz;
+mod package;
 mod project;
 mod setup;
 mod soak;
@@ -42,6 +43,11 @@ enum Command {
         #[arg(long)]
         dist: bool,
     },
+    /// Build the dist binary, then the Debian package
+    /// target/dist/lb_<version>_amd64.deb (binary, systemd unit, default
+    /// /etc/lb/lb.toml, examples, docs, dashboards, alert rules, man pages,
+    /// shell completions).
+    Package,
     /// rustfmt check and clippy (-D warnings) on all crates, eBPF included.
     Lint,
     /// Lint, build, then run every test (as root). Args after `--` go to
@@ -130,6 +136,11 @@ fn run(command: Command) -> Result<()> {
                 build::build_dist(&artifacts)?;
             }
             Ok(())
+        }
+        Command::Package => {
+            let artifacts = build::build(build::Profile::Release)?;
+            let lb = build::build_dist(&artifacts)?;
+            package::package(&lb, &project::target_dir().join("dist")).map(drop)
         }
         Command::Lint => test::lint(&setup::setup()?),
         Command::Test { no_lint, args } => test::test(!no_lint, &args),

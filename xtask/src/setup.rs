@@ -41,6 +41,12 @@ const APT_PACKAGES: &[&str] = &[
     "bird2",
     // Headless Chromium: the status page's browser test (tests/tests/status_page.rs).
     "chromium",
+    // Prometheus and promtool: the alert rules and /metrics checked by the
+    // real tools (tests/tests/prometheus.rs); man and col render the
+    // packaged man pages (tests/tests/package.rs).
+    "prometheus",
+    "man-db",
+    "bsdextrautils",
 ];
 
 /// What `setup` found or made, for the build.

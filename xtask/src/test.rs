@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use crate::{
     build::{self, Artifacts, HOST_PACKAGES, Profile},
     cmd::Cmd,
-    project,
+    package, project,
     setup::{self, Toolchain},
 };
 
@@ -59,6 +59,9 @@ pub fn test(lint_first: bool, cargo_test_args: &[String]) -> Result<()> {
         lint(&tc)?;
     }
     let artifacts = build::build_with(&tc, Profile::Release)?;
+    // The package tests install a package of the release build (the dist
+    // build takes minutes; the files around the binary are the same).
+    let deb = package::package(&artifacts.lb, &artifacts.bin_dir.join("deb"))?;
     let mut total = Totals::default();
     let ok = Cmd::new("cargo")
         .args(["test", "--release", "--no-fail-fast"])
@@ -66,6 +69,7 @@ pub fn test(lint_first: bool, cargo_test_args: &[String]) -> Result<()> {
         .args(cargo_test_args)
         .dir(project::root())
         .envs(artifacts.env())
+        .env("LB_DEB", &deb)
         .run_watching(|line| total.add(line))?;
     // One closing line over every test binary (cargo prints one per binary,
     // the last usually being an empty doc-test run).
