@@ -30,6 +30,9 @@ struct StateLabels {
     state: String,
 }
 
+/// `result` of `lb_config_reloads_total`.
+const RELOAD_RESULTS: [&str; 2] = ["ok", "rejected"];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
@@ -69,6 +72,14 @@ impl ControlPlaneMetrics {
             "Config reloads by result (ok, rejected)",
             self.reloads.clone(),
         );
+        // Both series from the start, at 0: a counter that first appears at
+        // 1 has no increase() in Prometheus, so an alert on the first
+        // refused reload would never fire (deploy/prometheus/lb-alerts.yml).
+        for result in RELOAD_RESULTS {
+            self.reloads
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
     }
 
     /// `lb_healthy_host_count` and `lb_unhealthy_host_count` of a group.
@@ -121,7 +132,8 @@ impl ControlPlaneMetrics {
 
     /// Counts a reload: applied (`ok`) or refused (`rejected`).
     pub fn record_reload(&self, applied: bool) {
-        let result = if applied { "ok" } else { "rejected" };
+        let [ok, rejected] = RELOAD_RESULTS;
+        let result = if applied { ok } else { rejected };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
     }
 }

@@ -29,8 +29,12 @@ use crate::{bpf::stats::Snapshot, config::Config, health::HealthMetrics};
 
 /// Metric families owned by the userspace HTTP path (registered through
 /// [`Metrics::register`] by that module); the dashboard may use them.
-pub const HTTP_MODULE_NAMES: [&str; 2] =
-    ["lb_http_requests", "lb_http_target_response_time_seconds"];
+pub const HTTP_MODULE_NAMES: [&str; 4] = [
+    "lb_http_request",
+    "lb_http_target_response",
+    "lb_http_elb_response",
+    "lb_http_target_response_time_seconds",
+];
 
 /// Every metric family this crate registers (counters without `_total`,
 /// histograms without `_bucket`/`_sum`/`_count`), for documentation and

@@ -137,6 +137,16 @@ fn without_a_snapshot_there_are_no_data_path_metrics() {
     assert!(!m.encode(None, &config()).contains("lb_processed_bytes"));
 }
 
+/// Both reload series exist before the first reload, at 0: Prometheus's
+/// increase() sees the first refusal only if the series was there before it.
+#[test]
+fn reload_counters_start_at_zero() {
+    let m = Metrics::new();
+    let text = m.encode(None, &config());
+    has(&text, "lb_config_reloads_total{result=\"ok\"} 0");
+    has(&text, "lb_config_reloads_total{result=\"rejected\"} 0");
+}
+
 #[test]
 fn control_plane_gauges() {
     let m = Metrics::new();
