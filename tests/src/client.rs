@@ -236,6 +236,28 @@ impl EchoConn {
     pub fn connect(vip: SocketAddr, timeout: Duration) -> Result<Self> {
         let stream = TcpStream::connect_timeout(&vip, timeout)
             .with_context(|| format!("connect to {vip}"))?;
+        Self::greeted(stream, vip, timeout)
+    }
+
+    /// [`Self::connect`] from source port `port` (SO_REUSEADDR, so a port
+    /// whose last connection was reset ([`Self::reset`]) is free again):
+    /// the same 5-tuple every time.
+    pub fn connect_from(port: u16, vip: SocketAddr, timeout: Duration) -> Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let (domain, any) = match vip {
+            SocketAddr::V4(_) => (Domain::IPV4, IpAddr::from(Ipv4Addr::UNSPECIFIED)),
+            SocketAddr::V6(_) => (Domain::IPV6, IpAddr::from(Ipv6Addr::UNSPECIFIED)),
+        };
+        let sock = Socket::new(domain, Type::STREAM, None).context("tcp socket")?;
+        sock.set_reuse_address(true)?;
+        sock.bind(&SocketAddr::new(any, port).into())
+            .with_context(|| format!("bind source port {port}"))?;
+        sock.connect_timeout(&vip.into(), timeout)
+            .with_context(|| format!("connect to {vip} from port {port}"))?;
+        Self::greeted(sock.into(), vip, timeout)
+    }
+
+    fn greeted(stream: TcpStream, vip: SocketAddr, timeout: Duration) -> Result<Self> {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
@@ -265,10 +287,38 @@ impl EchoConn {
 
     /// Sends `msg` as a line and checks that the same line comes back.
     pub fn echo(&mut self, msg: &str) -> Result<()> {
-        let stream = self.reader.get_mut();
-        stream
+        self.send_line(msg)?;
+        self.expect_line(msg)
+    }
+
+    /// Sends `msg` as a line ([`Self::expect_line`] reads its echo), so
+    /// that many connections can have a line in flight at once.
+    pub fn send_line(&mut self, msg: &str) -> Result<()> {
+        self.reader
+            .get_mut()
             .write_all(format!("{msg}\n").as_bytes())
-            .with_context(|| format!("send {msg:?} (local {})", self.local))?;
+            .with_context(|| format!("send {msg:?} (local {})", self.local))
+    }
+
+    /// Sets the read and write timeouts (how long an echo may take).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let stream = self.reader.get_ref();
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(())
+    }
+
+    /// Closes with a reset (SO_LINGER 0): no TIME_WAIT, so the same source
+    /// port can open the same 5-tuple again at once.
+    pub fn reset(self) -> Result<()> {
+        let sock = socket2::SockRef::from(self.reader.get_ref());
+        sock.set_linger(Some(Duration::ZERO))
+            .context("SO_LINGER 0")?;
+        Ok(())
+    }
+
+    /// Reads one line and checks that it is `msg`.
+    pub fn expect_line(&mut self, msg: &str) -> Result<()> {
         let mut line = String::new();
         self.reader
             .read_line(&mut line)
@@ -303,12 +353,22 @@ pub struct UdpConn {
 impl UdpConn {
     /// A socket in namespace `ns` connected to `vip` (usable from any thread).
     pub fn connect_in(ns: &str, vip: SocketAddr, timeout: Duration) -> Result<Self> {
+        Self::connect_from_in(ns, 0, vip, timeout)
+    }
+
+    /// [`Self::connect_in`] from source port `port` (0: any).
+    pub fn connect_from_in(
+        ns: &str,
+        port: u16,
+        vip: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Self> {
         netns::in_netns(ns, move || {
             let any: IpAddr = match vip {
                 SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
                 SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
             };
-            let sock = UdpSocket::bind((any, 0)).context("bind udp socket")?;
+            let sock = UdpSocket::bind((any, port)).context("bind udp socket")?;
             sock.connect(vip)
                 .with_context(|| format!("connect udp {vip}"))?;
             sock.set_read_timeout(Some(timeout))?;

@@ -3,6 +3,7 @@
 // End-to-end support: namespaces, topology, child processes, traffic clients.
 pub mod browser;
 pub mod certs;
+pub mod chatter;
 pub mod client;
 pub mod dsr_lab;
 pub mod lab;

@@ -10,12 +10,35 @@
 //! ```
 //!
 //! Each host serves the standard listeners (TCP and UDP on [`VIP4`] and
-//! [`VIP6`]) with one target it cannot reach, so its health checks fail and
-//! every group fails open. The router's kernel routes to the VIPs tell
-//! which hosts announce them. Everything lives under `/run/<id>/` (configs,
-//! BIRD sockets, one bpffs per host, drain files) and is removed on drop:
-//! daemons (`lb down`), BIRDs, route monitor, links, namespaces, mounts,
-//! directory.
+//! [`VIP6`]). Built with [`ScaleOut::new`], a host has one target it cannot
+//! reach, so its health checks fail and every group fails open; the
+//! router's kernel routes to the VIPs tell which hosts announce them.
+//!
+//! Built with [`ScaleOut::with_targets`], the lab also carries traffic
+//! ([`edge`]): a client and dsr targets, each on a link of its own to the
+//! router, and every group of every host has `forwarding = "dsr"` over
+//! those targets (the same config on every host, hence the same Maglev
+//! table). The router forwards (rp_filter off: the outer source of an
+//! encapsulated packet is no address of the link it comes from) and
+//! spreads the client's flows over the hosts by ECMP; a host encapsulates
+//! each packet to its target and sends it back to the router (its default
+//! route), which delivers it to the target; the target decapsulates (`lb
+//! target attach`) and answers the client through the router. One link
+//! per target at the router, not a link from every host to every target:
+//! the hosts' single uplink is how real balancer hosts are wired, and it
+//! keeps the lab to one veth per namespace. [`counters`] counts what the
+//! router forwards where; [`steer`] pins chosen source ports to one host.
+//!
+//! ```text
+//!                         +-- h1, h2, h3 (lb run + BIRD; XDP on eth0)
+//!  client -- r-c  router -+
+//!                         +-- r-t<i> -- target i (lb target attach; servers)
+//! ```
+//!
+//! Everything lives under `/run/<id>/` (configs, BIRD sockets, one bpffs
+//! per host and one for the targets, drain files) and is removed on drop:
+//! daemons (`lb down`), BIRDs, route monitor, servers, `lb target detach`,
+//! links, namespaces, mounts, directory.
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::net::IpAddr;
@@ -23,10 +46,21 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::lab::fast_checks;
+use crate::client::EchoConn;
+use crate::lab::{IO_TIMEOUT, fast_checks, server_bin};
 use crate::netns::{self, Bpffs, Netns, TempDir, VethPair};
 use crate::proc::{self, LbDaemon, NsChild, OutputMark};
-use crate::topology::{ConfigSpec, PEER_IF, VIP4, VIP6};
+use crate::topology::{
+    ClientRun, ConfigSpec, PEER_IF, TargetSpec, VIP_TCP_PORT, VIP_UDP_PORT, VIP4, VIP6,
+    run_clients_in,
+};
+
+pub mod counters;
+pub mod edge;
+pub mod steer;
+
+use counters::Counts;
+use edge::Edge;
 
 /// The example configs the lab runs.
 pub const BALANCER_CONF: &str = include_str!("../../deploy/bird/balancer.conf");
@@ -45,6 +79,9 @@ pub const READER_TOKEN: &str = "reader-secret-0123456789";
 /// BFD interval of the lab: slower than the examples' 100 ms, so a loaded
 /// 2-core machine does not flap sessions (detection after 3 × 500 ms).
 const BFD_MS: u32 = 500;
+/// Seconds a failed BGP session waits before it starts again: shorter
+/// than the examples' 60, so a test can bring a lost host back quickly.
+const ERROR_WAIT_S: u32 = 3;
 /// How long BGP may take to carry a change to the router's kernel: the
 /// sessions come up within seconds; an update is a few milliseconds, a
 /// daemon notices a detached program within 2 s (`announce::RECHECK`).
@@ -85,6 +122,8 @@ pub struct ScaleOut {
     /// `ip -o monitor route` in the router namespace: every change of its
     /// routes, for checks that nothing changed.
     monitor: NsChild,
+    /// The client and the targets ([`Self::with_targets`]).
+    pub edge: Option<Edge>,
     _veths: Vec<VethPair>,
     pub router: Netns,
     pub lb: PathBuf,
@@ -96,6 +135,17 @@ impl ScaleOut {
     /// names three), their BIRDs and daemons; returns once every daemon is
     /// ready (not yet once the routes converged: see [`Self::wait_paths`]).
     pub fn new(name: &str, hosts: usize) -> Self {
+        Self::build(name, hosts, 0)
+    }
+
+    /// [`Self::new`] with a client and `targets` dsr targets (see the
+    /// module doc); returns once every daemon is ready.
+    pub fn with_targets(name: &str, hosts: usize, targets: usize) -> Self {
+        assert!(targets > 0, "with_targets: at least one target");
+        Self::build(name, hosts, targets)
+    }
+
+    fn build(name: &str, hosts: usize, targets: usize) -> Self {
         netns::require_root();
         netns::reap_stale();
         proc::require_tool("bird");
@@ -109,12 +159,21 @@ impl ScaleOut {
         let id = format!("{}-{tag}", netns::unique_id());
         let run_dir = TempDir::new(PathBuf::from("/run").join(&id));
         let router = Netns::new(format!("{id}-r"));
-        for (k, v) in [
+        let mut sysctls = vec![
             ("net.ipv4.fib_multipath_hash_policy", "1"),
             ("net.ipv6.fib_multipath_hash_policy", "1"),
             ("net.ipv6.conf.all.accept_dad", "0"),
             ("net.ipv6.conf.default.accept_dad", "0"),
-        ] {
+        ];
+        if targets > 0 {
+            sysctls.extend([
+                ("net.ipv4.ip_forward", "1"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+                ("net.ipv4.conf.all.rp_filter", "0"),
+                ("net.ipv4.conf.default.rp_filter", "0"),
+            ]);
+        }
+        for (k, v) in sysctls {
             router.sysctl(k, v);
         }
         let monitor = NsChild::spawn(
@@ -124,12 +183,18 @@ impl ScaleOut {
             &["-o", "monitor", "route"],
             proc::verbose(),
         );
+        let lb = proc::lb_bin();
+        let edge = (targets > 0).then(|| Edge::new(&id, run_dir.path(), &router, targets, &lb));
         let mut veths = Vec::new();
         let mut built = Vec::new();
         for i in 1..=hosts {
-            let (host, veth) = build_host(&id, run_dir.path(), &router, i);
+            let (host, veth) = build_host(&id, run_dir.path(), &router, i, targets);
             veths.push(veth);
             built.push(host);
+        }
+        if targets > 0 {
+            counters::install(&router, hosts, run_dir.path());
+            steer::install(&router, hosts);
         }
         let router_bird = start_bird(
             "bird router",
@@ -137,11 +202,11 @@ impl ScaleOut {
             &run_dir.path().join("router"),
             &router_conf(),
         );
-        let lb = proc::lb_bin();
         let mut lab = Self {
             hosts: built,
             _router_bird: router_bird,
             monitor,
+            edge,
             _veths: veths,
             router,
             lb,
@@ -326,6 +391,123 @@ impl ScaleOut {
         }
     }
 
+    /// The traffic side; panics on a lab built without it.
+    pub fn edge(&self) -> &Edge {
+        self.edge
+            .as_ref()
+            .expect("a lab built with ScaleOut::with_targets")
+    }
+
+    /// `lb-test-server client-<proto>`: `count` new flows to `vip` from the
+    /// client, one after the other.
+    pub fn clients(&self, proto: &str, vip: std::net::SocketAddr, count: usize) -> ClientRun {
+        run_clients_in(self.edge().client.name(), &server_bin(), proto, vip, count)
+    }
+
+    /// A long-lived TCP connection from the client to `vip` (from source
+    /// port `port`, or any with 0), greeted by its target.
+    pub fn connect(&self, vip: std::net::SocketAddr, port: u16) -> EchoConn {
+        netns::in_netns(self.edge().client.name(), move || {
+            if port == 0 {
+                EchoConn::connect(vip, IO_TIMEOUT)
+            } else {
+                EchoConn::connect_from(port, vip, IO_TIMEOUT)
+            }
+        })
+        .unwrap_or_else(|e| panic!("connect to {vip}: {e:#}\n{}", self.diagnostics()))
+    }
+
+    /// The router's forwarding counters ([`counters`]).
+    pub fn counts(&self) -> Counts {
+        counters::read(&self.router)
+    }
+
+    /// Sends the client's flows from [`steer::PORTS`] through `host` (or
+    /// back to ECMP with `None`).
+    pub fn steer(&self, host: Option<usize>) {
+        steer::through(&self.router, host);
+    }
+
+    /// Takes host `i`'s link down or up (its side: the router sees the
+    /// carrier go). Up again, its default routes come back too (the kernel
+    /// dropped them with the link; a real host's network manager would put
+    /// them back).
+    pub fn set_link(&self, i: usize, up: bool) {
+        let ns = &self.host(i).ns;
+        ns.ip(&["link", "set", PEER_IF, if up { "up" } else { "down" }]);
+        if up && self.edge.is_some() {
+            netns::wait_link_up(ns.name(), PEER_IF, Duration::from_secs(5));
+            ns.ip(&[
+                "route",
+                "replace",
+                "default",
+                "via",
+                &format!("10.201.{i}.1"),
+            ]);
+            ns.ip(&[
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &format!("fd00:201:{i:x}::1"),
+            ]);
+        }
+    }
+
+    /// Waits until every host reports every target of every group healthy
+    /// (`lb targets <group> --json`).
+    pub fn wait_healthy(&self) {
+        let targets = self.edge().targets.len();
+        let deadline = Instant::now() + CONVERGE;
+        for i in 1..=self.hosts.len() {
+            for group in ["tcp4", "udp4", "tcp6", "udp6"] {
+                loop {
+                    let out = self.lb_ok(i, &["targets", group, "--json"]);
+                    let v: serde_json::Value =
+                        serde_json::from_str(&out).expect("lb targets --json");
+                    let states: Vec<String> = v
+                        .get("targets")
+                        .unwrap_or(&v)
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|t| t["state"].as_str().unwrap_or_default().to_owned())
+                        .collect();
+                    if states.len() == targets && states.iter().all(|s| s == "healthy") {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "h{i} {group}: targets {states:?}, expected all healthy\n{}",
+                        self.diagnostics()
+                    );
+                    thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Waits until the router's routes to both VIPs no longer lead to
+    /// `host`; returns the time since `since` (the moment it was lost).
+    pub fn wait_withdrawn(&self, host: usize, since: Instant, what: &str) -> Duration {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let left = [IpAddr::V4(VIP4), IpAddr::V6(VIP6)]
+                .into_iter()
+                .all(|vip| !self.paths(vip).contains(&host));
+            if left {
+                return since.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the router still routes the VIPs to h{host} {CONVERGE:?} later\n{}",
+                self.diagnostics()
+            );
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     /// BIRD's view on the router and each host, the hosts' tables and the
     /// daemons' output, for failure messages.
     pub fn diagnostics(&self) -> String {
@@ -364,6 +546,10 @@ impl ScaleOut {
                     .map_or_else(|| format!("(h{i}: lb run stopped)"), LbDaemon::output),
             );
         }
+        if let Some(edge) = &self.edge {
+            out.push(format!("--- router counters ---\n{:?}", self.counts()));
+            out.push(edge.diagnostics());
+        }
         out.join("\n")
     }
 }
@@ -397,13 +583,25 @@ impl Drop for ScaleOut {
 }
 
 /// Host `i`'s namespace, link to the router, bpffs and config.
-fn build_host(id: &str, run_dir: &Path, router: &Netns, i: usize) -> (Host, VethPair) {
+/// With `targets`, the host routes everything else via the router (the
+/// targets are behind it) and its groups are dsr over those targets.
+fn build_host(
+    id: &str,
+    run_dir: &Path,
+    router: &Netns,
+    i: usize,
+    targets: usize,
+) -> (Host, VethPair) {
     let ns = Netns::new(format!("{id}-h{i}"));
+    // keep_addr_on_down: a host whose link went down and up again has its
+    // IPv6 address back (the test takes links down).
     for (k, v) in [
         ("net.ipv4.ip_forward", "1"),
         ("net.ipv6.conf.all.forwarding", "1"),
         ("net.ipv6.conf.all.accept_dad", "0"),
         ("net.ipv6.conf.default.accept_dad", "0"),
+        ("net.ipv6.conf.all.keep_addr_on_down", "1"),
+        ("net.ipv6.conf.default.keep_addr_on_down", "1"),
     ] {
         ns.sysctl(k, v);
     }
@@ -421,16 +619,33 @@ fn build_host(id: &str, run_dir: &Path, router: &Netns, i: usize) -> (Host, Veth
         ]);
         side.ip(&["link", "set", &dev, "up"]);
     }
+    // An XDP redirect into a veth is delivered only when its peer has GRO
+    // (or XDP): the host sends encapsulated packets back to the router.
+    router.exec(&["ethtool", "-K", &router_if(i), "gro", "on"]);
     netns::wait_link_up(router.name(), &router_if(i), Duration::from_secs(5));
     netns::wait_link_up(ns.name(), PEER_IF, Duration::from_secs(5));
+    if targets > 0 {
+        ns.ip(&["route", "add", "default", "via", &format!("10.201.{i}.1")]);
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("fd00:201:{i:x}::1"),
+        ]);
+    }
     let dir = run_dir.join(format!("h{i}"));
     std::fs::create_dir_all(&dir).expect("host dir");
     let bpffs = Bpffs::mount(dir.join("bpffs"));
     let pin_dir = bpffs.path().join("lb");
     let drain_file = dir.join("state/drained");
     let config = dir.join("lb.toml");
-    std::fs::write(&config, host_config(&pin_dir, &dir, &drain_file).render())
-        .expect("write host config");
+    std::fs::write(
+        &config,
+        host_config(&pin_dir, &dir, &drain_file, targets).render(),
+    )
+    .expect("write host config");
     let host = Host {
         daemon: None,
         bird: None,
@@ -443,11 +658,16 @@ fn build_host(id: &str, run_dir: &Path, router: &Netns, i: usize) -> (Host, Veth
     (host, veth)
 }
 
-/// The standard listeners with one target the host cannot reach (checks
-/// fail, groups fail open), XDP on the uplink, the API on TCP with a
-/// reader token, `/metrics`, and `[bgp]` on.
-fn host_config(pin_dir: &Path, dir: &Path, drain_file: &Path) -> ConfigSpec {
-    let mut spec = ConfigSpec::standard(vec![PEER_IF.to_owned()], pin_dir, &[1]);
+/// The standard listeners, XDP on the uplink, the API on TCP with a reader
+/// token, `/metrics`, and `[bgp]` on. Without `targets`, one target the
+/// host cannot reach (checks fail, groups fail open); with them, dsr
+/// groups over targets 1..=`targets` ([`edge`]) on the listeners' ports.
+fn host_config(pin_dir: &Path, dir: &Path, drain_file: &Path, targets: usize) -> ConfigSpec {
+    let mut spec = if targets == 0 {
+        ConfigSpec::standard(vec![PEER_IF.to_owned()], pin_dir, &[1])
+    } else {
+        dsr_spec(pin_dir, targets)
+    };
     fast_checks(&mut spec);
     spec.api_socket = Some(dir.join("api.sock"));
     let digest = lb::api::auth::token_digest;
@@ -470,6 +690,35 @@ fn host_config(pin_dir: &Path, dir: &Path, drain_file: &Path) -> ConfigSpec {
     spec
 }
 
+/// The standard listeners, each group `forwarding = "dsr"` over the
+/// edge's targets on the listener's own port (dsr translates no port).
+fn dsr_spec(pin_dir: &Path, targets: usize) -> ConfigSpec {
+    let mut spec = ConfigSpec::standard(vec![PEER_IF.to_owned()], pin_dir, &[]);
+    for g in &mut spec.target_groups {
+        let port = if g.protocol == "tcp" {
+            VIP_TCP_PORT
+        } else {
+            VIP_UDP_PORT
+        };
+        g.port = port;
+        g.extra.push("forwarding = \"dsr\"".to_owned());
+        let v6 = g.name.ends_with('6');
+        g.targets = (1..=targets)
+            .map(|j| TargetSpec {
+                address: if v6 {
+                    edge::target6(j).into()
+                } else {
+                    edge::target4(j).into()
+                },
+                port,
+                weight: 1,
+                zone: None,
+            })
+            .collect();
+    }
+    spec
+}
+
 /// `deploy/bird/balancer.conf` for host `i`.
 fn balancer_conf(i: usize) -> String {
     let settings = [
@@ -481,6 +730,7 @@ fn balancer_conf(i: usize) -> String {
         ("LB_TABLE", LB_TABLE.to_string()),
         ("LB_PROTOCOL", LB_PROTOCOL.to_string()),
         ("BFD_MS", BFD_MS.to_string()),
+        ("ERROR_WAIT", ERROR_WAIT_S.to_string()),
     ];
     site(
         BALANCER_CONF,
@@ -496,6 +746,7 @@ fn router_conf() -> String {
         ("ROUTER_AS", "65000".into()),
         ("LB_AS", "65001".into()),
         ("BFD_MS", BFD_MS.to_string()),
+        ("ERROR_WAIT", ERROR_WAIT_S.to_string()),
         ("VIPS4", format!("[ {VIP4}/32{{32,32}} ]")),
         ("VIPS6", format!("[ {VIP6}/128{{128,128}} ]")),
     ];

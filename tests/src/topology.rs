@@ -317,37 +317,7 @@ impl Topology {
         vip: SocketAddr,
         count: usize,
     ) -> ClientRun {
-        let args = [
-            OsString::from("netns"),
-            "exec".into(),
-            self.client.name().into(),
-            server_bin.into(),
-            format!("client-{proto}").into(),
-            "--connect".into(),
-            vip.to_string().into(),
-            "--count".into(),
-            count.to_string().into(),
-        ];
-        let out = netns::try_run("ip", &args).expect("run ip netns exec");
-        let mut run = ClientRun {
-            label: format!("{count} {proto} flows to {vip}"),
-            expected: count,
-            flows: Vec::new(),
-            errors: Vec::new(),
-            status: out.status,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match FlowReport::from_json(line) {
-                Ok(Some(f)) => run.flows.push(f),
-                Ok(None) => run.errors.push(line.to_owned()),
-                Err(e) => run.errors.push(format!("unparsable line {line:?}: {e:#}")),
-            }
-        }
-        run
+        run_clients_in(self.client.name(), server_bin, proto, vip, count)
     }
 
     /// [`Self::run_clients`], panicking unless every flow succeeded.
@@ -365,6 +335,48 @@ impl Topology {
     pub fn lb_link(&self, dev: &str) -> String {
         String::from_utf8_lossy(&self.lb.ip(&["link", "show", "dev", dev]).stdout).into_owned()
     }
+}
+
+/// Runs `lb-test-server client-<proto>` in namespace `ns`: `count` flows
+/// to `vip`, one after the other.
+pub fn run_clients_in(
+    ns: &str,
+    server_bin: &Path,
+    proto: &str,
+    vip: SocketAddr,
+    count: usize,
+) -> ClientRun {
+    let args = [
+        OsString::from("netns"),
+        "exec".into(),
+        ns.into(),
+        server_bin.into(),
+        format!("client-{proto}").into(),
+        "--connect".into(),
+        vip.to_string().into(),
+        "--count".into(),
+        count.to_string().into(),
+    ];
+    let out = netns::try_run("ip", &args).expect("run ip netns exec");
+    let mut run = ClientRun {
+        label: format!("{count} {proto} flows to {vip}"),
+        expected: count,
+        flows: Vec::new(),
+        errors: Vec::new(),
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match FlowReport::from_json(line) {
+            Ok(Some(f)) => run.flows.push(f),
+            Ok(None) => run.errors.push(line.to_owned()),
+            Err(e) => run.errors.push(format!("unparsable line {line:?}: {e:#}")),
+        }
+    }
+    run
 }
 
 impl Drop for Topology {

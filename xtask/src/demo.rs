@@ -9,11 +9,13 @@ use crate::{
     project,
 };
 
-/// Builds, then runs lb-demo (tests crate) against the demo configuration.
-pub fn demo(config: &Path, args: &[String]) -> Result<()> {
+/// Builds, then runs lb-demo (tests crate) against the demo configuration,
+/// or without one its scale-out demo (`lb-demo --scale-out`: every host's
+/// config is generated).
+pub fn demo(config: Option<&Path>, args: &[String]) -> Result<()> {
     let artifacts = build::build(Profile::Release)?;
-    let config = project::root().join(config);
-    if !config.is_file() {
+    let config = config.map(|c| project::root().join(c));
+    if let Some(config) = config.as_ref().filter(|c| !c.is_file()) {
         bail!("demo configuration {} does not exist", config.display());
     }
     let bin = artifacts.bin_dir.join("lb-demo");
@@ -24,11 +26,14 @@ pub fn demo(config: &Path, args: &[String]) -> Result<()> {
             bin.display()
         );
     }
+    let config_args: Vec<std::ffi::OsString> = match &config {
+        Some(c) => vec!["--config".into(), c.clone().into_os_string()],
+        None => vec!["--scale-out".into()],
+    };
     Err(Cmd::new(&bin)
         .arg("--lb")
         .arg(&artifacts.lb)
-        .arg("--config")
-        .arg(&config)
+        .args(config_args)
         .args(args)
         .dir(project::root())
         .envs(artifacts.env())

@@ -93,6 +93,10 @@ enum Command {
         /// Configuration, relative to the repository root.
         #[arg(long, default_value = "config/demo.toml")]
         config: PathBuf,
+        /// Three balancer hosts behind an ECMP router (BGP through BIRD, dsr
+        /// to three targets); one is taken away while connections stay up.
+        #[arg(long, conflicts_with = "config")]
+        scale_out: bool,
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
@@ -147,7 +151,11 @@ fn run(command: Command) -> Result<()> {
         Command::Bench { what, args } => bench::bench(what, &args),
         Command::Fuzz { seconds, targets } => fuzz::fuzz(seconds, &targets),
         Command::Soak { minutes, args } => soak::soak(minutes, &args),
-        Command::Demo { config, args } => demo::demo(&config, &args),
+        Command::Demo {
+            config,
+            scale_out,
+            args,
+        } => demo::demo((!scale_out).then_some(config.as_path()), &args),
         Command::Run { args } => demo::run(&args),
     }
 }

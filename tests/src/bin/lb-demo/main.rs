@@ -8,6 +8,11 @@
 //! output of `lb stats` and the bpftool commands to inspect the pins, and
 //! tears everything down (also on Ctrl-C). `--hold` keeps everything up until
 //! Ctrl-C so the commands can be tried.
+//!
+//! `--scale-out`: three balancer hosts behind an ECMP router instead, one
+//! of them taken away while connections stay up (`scale_out`).
+
+mod scale_out;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,6 +46,11 @@ struct Cli {
     /// Keep everything running until Ctrl-C before tearing down.
     #[arg(long)]
     hold: bool,
+    /// Three balancer hosts announcing the VIPs over BGP (BIRD) to an
+    /// ECMP router, dsr to three targets; one host is taken away while
+    /// connections stay up. Each host's config is generated (no --config).
+    #[arg(long, conflicts_with = "config")]
+    scale_out: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -67,7 +77,16 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let result = demo(&cli);
+    let result = if cli.scale_out {
+        lb_path(&cli).and_then(|lb| {
+            // SAFETY: set before any thread starts; the lab's helpers read
+            // the `lb` binary from LB_BIN.
+            unsafe { std::env::set_var("LB_BIN", &lb) };
+            scale_out::run(cli.flows, cli.hold, interrupted)
+        })
+    } else {
+        demo(&cli)
+    };
     // Every guard has been dropped here: namespaces, daemon, bpffs.
     match result {
         Ok(()) => {
