@@ -11,6 +11,7 @@
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use lb_tests::client::EchoConn;
 use lb_tests::lab::{self, Pinger};
@@ -301,10 +302,16 @@ fn upgrade_restarts_the_unit_without_dropping_flows() {
         "the upgrade did not restart lb.service:\n{out}\n{}",
         root.journal()
     );
-    assert!(
-        !Path::new(&format!("/proc/{old_pid}")).exists(),
-        "the old daemon still runs"
-    );
+    // It may still be ending (SIGTERM, then its maps handed over) or be a
+    // zombie not yet reaped: both count as gone once it is no longer running.
+    let ended = Instant::now();
+    while runs(old_pid) {
+        assert!(
+            ended.elapsed() < Duration::from_secs(30),
+            "the old daemon still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The new process runs the new file (the old one's is unlinked: "(deleted)").
     let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).expect("exe");
     assert_eq!(exe, Path::new("/usr/sbin/lb"));
@@ -356,4 +363,15 @@ fn rebuild_with_version(deb: &Path, dir: &Path, version: &str) -> PathBuf {
         ],
     );
     out
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        // "pid (comm) state ...": the state follows the last ')'.
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
 }
