@@ -62,15 +62,22 @@ pub fn userspace_config(topo: &Topology, body: &str) -> PathBuf {
 /// Health checks every second, two failures or successes to change state;
 /// UDP groups are checked over TCP on the servers' TCP port.
 pub fn fast_checks(spec: &mut ConfigSpec) {
+    health_checks(
+        spec,
+        "interval = 1, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 2",
+    );
+}
+
+/// A `health_check` with `keys` on every group of `spec`; UDP groups are
+/// checked over TCP on the servers' TCP port.
+pub fn health_checks(spec: &mut ConfigSpec, keys: &str) {
     for g in &mut spec.target_groups {
         let port = if g.protocol == "udp" {
             format!(", port = {TARGET_TCP_PORT}")
         } else {
             String::new()
         };
-        g.extra.push(format!(
-            "health_check = {{ interval = 1, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 2{port} }}"
-        ));
+        g.extra.push(format!("health_check = {{ {keys}{port} }}"));
     }
 }
 
