@@ -491,3 +491,69 @@ target_group = \"web\"
         crate::net::display_vip(&stale)
     );
 }
+
+/// `count` tcp listeners `web0..` on 10.0.0.100 ports 80.. and `udp` udp
+/// listeners `dns0..` on ports 53.., all served by the targets 10.1.0.2 and
+/// 10.1.0.3 (port 8080; the udp ones through a udp group of the same
+/// targets).
+fn vips_sharing_targets(count: u16, udp: u16) -> String {
+    let mut text = String::from(crate::config::testing::DAEMON);
+    for i in 0..count {
+        text += &format!(
+            "[[listener]]\nname = \"web{i}\"\nprotocol = \"tcp\"\naddress = \"10.0.0.100\"\nport = {}\ntarget_group = \"web\"\n",
+            80 + i
+        );
+    }
+    for i in 0..udp {
+        text += &format!(
+            "[[listener]]\nname = \"dns{i}\"\nprotocol = \"udp\"\naddress = \"10.0.0.100\"\nport = {}\ntarget_group = \"dns\"\n",
+            53 + i
+        );
+    }
+    for (name, protocol) in [("web", "tcp"), ("dns", "udp")] {
+        text += &format!(
+            "[[target_group]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nport = 8080\n\
+             [[target_group.target]]\naddress = \"10.1.0.2\"\n\
+             [[target_group.target]]\naddress = \"10.1.0.3\"\n"
+        );
+    }
+    text
+}
+
+#[test]
+fn a_nat_target_serves_at_most_four_vips_per_protocol() {
+    // Four tcp VIPs and four udp VIPs on the same targets: each (address,
+    // port, protocol) serves four.
+    assert_eq!(errors(&vips_sharing_targets(4, 4)), Vec::<String>::new());
+    // A fifth tcp VIP: its replies could not be matched; refused once per
+    // target, at its place in the group.
+    assert_eq!(
+        errors(&vips_sharing_targets(5, 1)),
+        [
+            "target_group[0].target[0]: 10.1.0.2:8080 (tcp) is a nat target of 5 listeners \
+             (web0, web1, web2, web3, web4): at most 4, since its replies are matched against \
+             that many VIPs",
+            "target_group[0].target[1]: 10.1.0.3:8080 (tcp) is a nat target of 5 listeners \
+             (web0, web1, web2, web3, web4): at most 4, since its replies are matched against \
+             that many VIPs",
+        ]
+    );
+    // The same target in a second group used by another listener counts
+    // there too.
+    let mut c = parse(&vips_sharing_targets(4, 0));
+    let mut other = c.target_groups[0].clone();
+    other.name = "other".into();
+    other.targets.truncate(1);
+    c.target_groups.push(other);
+    let mut l = c.listeners[0].clone();
+    l.name = "extra".into();
+    l.port = 443;
+    l.target_group = Some("other".into());
+    c.listeners.push(l);
+    assert_eq!(
+        c.validate().unwrap_err().to_string(),
+        "target_group[0].target[0]: 10.1.0.2:8080 (tcp) is a nat target of 5 listeners \
+         (web0, web1, web2, web3, extra): at most 4, since its replies are matched against \
+         that many VIPs"
+    );
+}

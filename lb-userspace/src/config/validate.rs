@@ -7,13 +7,13 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use lb_common::limits;
+use lb_common::{PROTO_TCP, PROTO_UDP, flow::MAX_VIPS_PER_TARGET, limits};
 
 use super::validation_errors::ValidationErrors;
 use super::{
-    Config, DEREGISTRATION_DELAY, Daemon, Dataplane, FLOW_CAPACITY, Listener, MAGLEV_TABLE_SIZE,
-    MAX_VIPS, PORT, Protocol, SLOW_START, TCP_IDLE_TIMEOUT, TargetGroup, UDP_IDLE_TIMEOUT, WEIGHT,
-    WORKER_THREADS,
+    Config, DEREGISTRATION_DELAY, Daemon, Dataplane, FLOW_CAPACITY, Forwarding, Listener,
+    MAGLEV_TABLE_SIZE, MAX_VIPS, PORT, Protocol, SLOW_START, TCP_IDLE_TIMEOUT, TargetGroup,
+    UDP_IDLE_TIMEOUT, WEIGHT, WORKER_THREADS,
 };
 use crate::maglev;
 
@@ -311,5 +311,55 @@ fn check_totals(c: &Config, errs: &mut ValidationErrors) {
                 limits::MAX_TARGETS
             ),
         );
+    }
+    check_vips_per_target(c, errs);
+}
+
+/// A nat target's replies are matched against the VIPs its `REPLIES` entry
+/// names, at most `MAX_VIPS_PER_TARGET` per target (address, port,
+/// protocol): the replies of a further VIP's flows could not be translated
+/// back. Reported once per target, at its first place in a group.
+fn check_vips_per_target(c: &Config, errs: &mut ValidationErrors) {
+    // (endpoint, IP protocol) -> the nat listeners (VIPs) it serves.
+    let mut served: HashMap<(SocketAddr, u8), Vec<&str>> = HashMap::new();
+    for l in c.listeners.iter().filter(|l| l.protocol.in_kernel()) {
+        let Some(g) = l.target_group.as_deref().and_then(|g| c.target_group(g)) else {
+            continue;
+        };
+        if g.forwarding != Forwarding::Nat {
+            continue;
+        }
+        for t in &g.targets {
+            let vips = served
+                .entry((g.endpoint(t), l.protocol.ip_proto()))
+                .or_default();
+            if !vips.contains(&l.name.as_str()) {
+                vips.push(&l.name);
+            }
+        }
+    }
+    let mut reported = HashSet::new();
+    for (i, g) in c.target_groups.iter().enumerate() {
+        for (j, t) in g.targets.iter().enumerate() {
+            let ep = g.endpoint(t);
+            for proto in [PROTO_TCP, PROTO_UDP] {
+                let Some(vips) = served.get(&(ep, proto)) else {
+                    continue;
+                };
+                if vips.len() <= MAX_VIPS_PER_TARGET || !reported.insert((ep, proto)) {
+                    continue;
+                }
+                errs.push(
+                    format!("target_group[{i}].target[{j}]"),
+                    format!(
+                        "{ep} ({}) is a nat target of {} listeners ({}): at most {MAX_VIPS_PER_TARGET}, \
+                         since its replies are matched against that many VIPs",
+                        if proto == PROTO_TCP { "tcp" } else { "udp" },
+                        vips.len(),
+                        vips.join(", ")
+                    ),
+                );
+            }
+        }
     }
 }

@@ -6,8 +6,7 @@ use std::{
 };
 
 use lb_common::{
-    Addr, ReplyKey, TargetState, VipAddrKey, VipKey, VipRef, flow::MAX_VIPS_PER_TARGET,
-    maps::port_flags, vip::vip_flags,
+    Addr, ReplyKey, TargetState, VipAddrKey, VipKey, VipRef, maps::port_flags, vip::vip_flags,
 };
 
 use super::group_cache::{GroupCache, Members};
@@ -68,7 +67,7 @@ pub(super) struct Desired {
     /// Host-order port -> `port_flags::*`; no zero entries.
     pub ports: BTreeMap<u16, u32>,
     /// nat targets (as their replies show them) -> the target and the VIPs
-    /// it serves, at most `MAX_VIPS_PER_TARGET` (more are left out; see the
+    /// it serves (at most `MAX_VIPS_PER_TARGET` in a valid config; see the
     /// module docs of `state`).
     pub replies: HashMap<ReplyKey, (SocketAddr, Vec<VipRef>), FastHash>,
     pub ring_size: u32,
@@ -150,7 +149,9 @@ impl Desired {
                 .replies
                 .entry(net::reply_key(ep, key.proto))
                 .or_insert_with(|| (ep, Vec::new()));
-            if !vips.contains(&vip) && vips.len() < MAX_VIPS_PER_TARGET {
+            // All of them: more than `MAX_VIPS_PER_TARGET` is refused by
+            // validation, and by the reconciler's write should one get here.
+            if !vips.contains(&vip) {
                 vips.push(vip);
             }
         }

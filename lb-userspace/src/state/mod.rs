@@ -46,10 +46,14 @@
 //!
 //! **Replies.** A nat target's replies find their flow through `REPLIES`:
 //! per target (address, port, protocol) its id and the VIPs whose flows it
-//! may answer (at most `MAX_VIPS_PER_TARGET`; further VIPs are left out and
-//! their replies pass untranslated: validation does not refuse them yet).
-//! Entries gain VIPs before those VIPs are added (step 2) and lose them, or
-//! go, only after the VIPs and targets they name did (step 6).
+//! may answer, at most `MAX_VIPS_PER_TARGET`: validation refuses a config
+//! that asks for more, and an apply that gets one anyway fails
+//! ([`ApplyError::TooManyVips`]) rather than leave a VIP's replies
+//! untranslated. Entries gain VIPs before those VIPs are added (step 2) and
+//! lose them, or go, only after the VIPs and targets they name did (step
+//! 6). In between an entry holds the VIPs it keeps and gains, then those it
+//! loses while they fit; a VIP that does not fit loses its replies on this
+//! target a moment early (the apply's steps 2 to 6), with a warning.
 //!
 //! **Filters.** `VIP_ADDRS` holds every VIP address (any port or protocol).
 //! `PORTS[port]` has `port_flags::VIP` for every VIP port and
@@ -120,6 +124,12 @@ pub enum ApplyError {
     TargetIdsExhausted,
     #[error("no free VIP id below daemon.max_vips = {max_vips}")]
     VipIdsExhausted { max_vips: u32 },
+    /// A nat target would serve more VIPs than its `REPLIES` entry holds
+    /// (validation refuses such configs).
+    #[error(
+        "nat target {target} would serve {count} VIPs, more than the {MAX_VIPS_PER_TARGET} its replies can be matched against"
+    )]
+    TooManyVips { target: SocketAddr, count: usize },
     #[error("cannot build the Maglev table of listener {listener:?}")]
     Maglev {
         listener: String,
@@ -486,8 +496,18 @@ impl Reconciler {
             let mut want = vips.clone();
             if let Some(cur) = self.replies.get(&key).filter(|c| c.target_id == id) {
                 for v in vips_of(cur) {
-                    if !want.contains(v) && want.len() < MAX_VIPS_PER_TARGET {
+                    if want.contains(v) {
+                        continue;
+                    }
+                    if want.len() < MAX_VIPS_PER_TARGET {
                         want.push(*v);
+                    } else {
+                        tracing::warn!(
+                            target = %ep,
+                            vip = %display_vip(v, key.family),
+                            "nat target changes VIPs beyond {MAX_VIPS_PER_TARGET} at once: \
+                             replies of the VIP it leaves stop being translated before the VIP goes"
+                        );
                     }
                 }
             }
@@ -524,9 +544,15 @@ impl Reconciler {
         id: u32,
         vips: &[VipRef],
     ) -> Result<(), ApplyError> {
+        if vips.len() > MAX_VIPS_PER_TARGET {
+            return Err(ApplyError::TooManyVips {
+                target: ep,
+                count: vips.len(),
+            });
+        }
         let mut targets = ReplyTargets {
             target_id: id,
-            count: vips.len().min(MAX_VIPS_PER_TARGET) as u32,
+            count: vips.len() as u32,
             ..ReplyTargets::default()
         };
         for (slot, v) in targets.vips.iter_mut().zip(vips) {
@@ -840,6 +866,13 @@ fn sorted<'a>(keys: impl Iterator<Item = &'a ReplyKey>) -> Vec<ReplyKey> {
 /// The VIPs a `REPLIES` entry names.
 fn vips_of(t: &ReplyTargets) -> &[VipRef] {
     &t.vips[..(t.count as usize).min(MAX_VIPS_PER_TARGET)]
+}
+
+fn display_vip(v: &VipRef, family: u8) -> String {
+    match net::decode_addr(&v.addr, family) {
+        Some(ip) => SocketAddr::new(ip, u16::from_be(v.port)).to_string(),
+        None => format!("<family {family}>"),
+    }
 }
 
 fn display_reply(k: &ReplyKey) -> String {

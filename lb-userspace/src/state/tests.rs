@@ -715,3 +715,42 @@ fn a_target_shared_by_groups_takes_the_most_permissive_state() {
     assert_eq!(plane.targets[&id].state, TargetState::Draining as u8);
     assert!(live_ring(&plane, &web()).iter().all(|&t| t == RING_EMPTY));
 }
+
+#[test]
+fn a_nat_target_of_more_vips_than_replies_hold_fails_the_apply() {
+    let (mut state, mut plane, mut c) = applied();
+    c.daemon.max_vips = 16;
+    for port in 81..85 {
+        let mut l = c.listeners[0].clone();
+        l.name = format!("web{port}");
+        l.port = port;
+        c.listeners.push(l);
+    }
+    // Validation refuses it (config::tests has the message) ...
+    assert!(c.validate().is_err());
+    // ... and an apply that gets it anyway fails, naming the target,
+    // rather than leave a VIP's replies untranslated.
+    let before = plane.replies.clone();
+    let err = state.apply(&mut plane, &c).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "nat target 10.1.0.2:8080 would serve 5 VIPs, more than the 4 its replies can be matched against"
+    );
+    assert_eq!(plane.replies, before, "no REPLIES entry was cut short");
+    // Four are fine: every target's entry names all four.
+    c.listeners.pop();
+    c.validate().unwrap();
+    state.apply(&mut plane, &c).unwrap();
+    let vips: Vec<VipKey> = [80, 81, 82, 83]
+        .map(|p| net::vip_key("10.0.0.100".parse().unwrap(), p, PROTO_TCP))
+        .into();
+    assert_eq!(
+        plane.replies[&reply_key("10.1.0.2:8080", PROTO_TCP)].count,
+        4
+    );
+    let mut got: Vec<_> = plane.replies[&reply_key("10.1.0.4:8080", PROTO_TCP)]
+        .vips
+        .to_vec();
+    got.sort_by_key(|v| u16::from_be(v.port));
+    assert_eq!(got, vips.iter().map(net::vip_ref).collect::<Vec<_>>());
+}
