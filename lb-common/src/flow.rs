@@ -136,12 +136,25 @@ impl FlowEntry {
         FlowState::from_u8(self.state)
     }
 
+    /// The connection is ending: FINs seen both ways (dsr: the client's,
+    /// the only one this host sees), or a RST either way.
+    #[inline(always)]
+    pub const fn closing(&self) -> bool {
+        let f = self.flags;
+        f & entry_flags::RST != 0
+            || (f & entry_flags::FIN != 0 && f & (entry_flags::TARGET_FIN | entry_flags::DSR) != 0)
+    }
+
     /// How long the entry lives without packets, in ticks: the closing
-    /// timeout after a FIN, at most the handshake timeout before a TCP
-    /// handshake completed, else the VIP's idle timeout.
+    /// timeout once it is [`closing`](Self::closing), or after any FIN
+    /// before it was confirmed; at most the handshake timeout before a TCP
+    /// handshake completed; else the VIP's idle timeout (also after one
+    /// side's FIN: the other side may go on sending, or be silent for
+    /// long, in a half-closed connection).
     #[inline(always)]
     pub const fn lifetime(&self) -> u32 {
-        let seconds = if self.flags & entry_flags::FIN != 0 {
+        let fin = self.flags & (entry_flags::FIN | entry_flags::TARGET_FIN) != 0;
+        let seconds = if self.closing() || (fin && self.state != FlowState::Established as u8) {
             TCP_CLOSING_TIMEOUT_S
         } else if (self.state == FlowState::Syn as u8 || self.state == FlowState::SynAck as u8)
             && TCP_HANDSHAKE_TIMEOUT_S < self.idle_timeout_s as u32
@@ -172,11 +185,27 @@ pub const fn age(now: u32, last_seen: u32) -> i32 {
 pub mod entry_flags {
     /// Forwarded by encapsulation (dsr): no replies pass this host.
     pub const DSR: u8 = 1;
-    /// A FIN was seen: the entry lives `TCP_CLOSING_TIMEOUT_S` more. A flag
-    /// rather than a state, so a flow that never confirmed stays
-    /// displaceable.
+    /// The client sent a FIN. Flags rather than states, so a flow that
+    /// never confirmed stays displaceable; see [`FlowEntry::closing`] and
+    /// [`FlowEntry::lifetime`] for what they change.
     pub const FIN: u8 = 2;
+    /// The target sent a FIN (nat).
+    pub const TARGET_FIN: u8 = 4;
+    /// A RST was seen on a confirmed flow. A RST may be spoofed, and only
+    /// the endpoints can judge its sequence number (RFC 5961), so it does
+    /// not free a confirmed entry: the entry is closing and lives
+    /// `TCP_CLOSING_TIMEOUT_S` after its last packet.
+    pub const RST: u8 = 8;
 }
+
+/// `SynAck` -> `Established`: the client's ACK number may lie this far at
+/// or after the one that acknowledges the SYN-ACK (which a blind sender
+/// would have to guess: odds of 2^-16 a packet). Its first ACK may be lost
+/// or overtaken by a data segment that already acknowledges the target's
+/// first data (TCP Fast Open data in the SYN-ACK, or an initial window of
+/// data the target sends before the ACK arrives): 64 KiB covers a full
+/// initial window of 44 segments of 1460 bytes.
+pub const SYN_ACK_WINDOW: u32 = 0xffff;
 
 /// One clock tick is 2^20 ns (about 1.05 ms) of CLOCK_MONOTONIC_COARSE.
 pub const TICK_SHIFT: u32 = 20;

@@ -654,6 +654,17 @@ impl Fixture {
         self.flows_mut().set(slot, entry, 0).expect("FLOWS set");
     }
 
+    /// The entry in `slot`, whatever it holds.
+    pub fn flow_at(&self, slot: u32) -> FlowEntry {
+        self.flows().get(&slot, 0).expect("FLOWS get")
+    }
+
+    /// Writes `entry` into `slot` exactly as given, its `check` too (a
+    /// torn or half-written entry).
+    pub fn put_flow_raw(&mut self, slot: u32, entry: FlowEntry) {
+        self.flows_mut().set(slot, entry, 0).expect("FLOWS set");
+    }
+
     /// Writes `entry` into the first slot of its first candidate set.
     pub fn insert_flow(&mut self, entry: FlowEntry) {
         let slot = self.first_set(&entry.key);

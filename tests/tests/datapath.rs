@@ -1502,19 +1502,110 @@ fn conntrack_cases() -> Vec<Case> {
     let rst = Packet::tcp(CLIENT4, V_TCP4.addr, RST | ACK);
     let syn_c = syn.clone();
     cases.push(
-        Case::new("RST is forwarded and frees the flow's entry", &rst)
+        Case::new(
+            "RST on an unconfirmed flow is forwarded and frees its entry",
+            &rst,
+        )
+        .setup(move |fx| {
+            send(fx, &syn_c);
+            switch_ring(fx, &V_TCP4, &[T2.id]);
+        })
+        .redirect(&to_target(&rst, &T1), Stat::Forwarded)
+        .check(|fx, _| expect_no_flows(fx)),
+    );
+
+    cases.push(
+        Case::new(
+            "RST on an established flow is forwarded and marks it closing, not freed",
+            &rst,
+        )
+        .setup(|fx| {
+            pin_flow(fx, CLIENT4, &V_TCP4, &T1, 30, 0);
+            switch_ring(fx, &V_TCP4, &[T2.id]);
+        })
+        .redirect(&to_target(&rst, &T1), Stat::Forwarded)
+        .check(|fx, _| {
+            let flow = fx
+                .flow(&flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP))
+                .expect("FLOWS entry kept after a RST");
+            assert_eq!(flow.state(), FlowState::Established);
+            assert_eq!(flow.flags & entry_flags::RST, entry_flags::RST, "RST flag");
+            assert!(flow.closing(), "closing");
+            assert!(age_s(&flow) < 5, "closing timer starts at the RST");
+        }),
+    );
+    cases.push(
+        Case::new(
+            "established flow still forwards to its target after a RST",
+            &ack,
+        )
+        .setup(|fx| {
+            pin_flow(fx, CLIENT4, &V_TCP4, &T1, 30, 0);
+            switch_ring(fx, &V_TCP4, &[T2.id]);
+            send(fx, &Packet::tcp(CLIENT4, V_TCP4.addr, RST));
+        })
+        .redirect(&to_target(&ack, &T1), Stat::Forwarded),
+    );
+
+    for (what, flags) in [
+        ("", 0),
+        (" whose client sent a FIN", entry_flags::FIN),
+        (" whose target sent a FIN", entry_flags::TARGET_FIN),
+    ] {
+        cases.push(
+            Case::new(
+                format!("SYN on an established flow{what} goes to its target, entry unchanged"),
+                &syn,
+            )
             .setup(move |fx| {
-                send(fx, &syn_c);
+                pin_flow(fx, CLIENT4, &V_TCP4, &T1, 2, flags);
                 switch_ring(fx, &V_TCP4, &[T2.id]);
             })
-            .redirect(&to_target(&rst, &T1), Stat::Forwarded)
-            .check(|fx, _| expect_no_flows(fx)),
-    );
+            .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+            .check(move |fx, _| {
+                let flow = fx
+                    .flow(&flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP))
+                    .expect("FLOWS entry");
+                assert_eq!(
+                    (flow.state(), u32::from(flow.target_id), flow.flags),
+                    (FlowState::Established, T1.id, flags),
+                    "(state, target, flags)"
+                );
+                assert_eq!(fx.vip_counters(V_TCP4.id).new_flows, 0, "no new flow");
+            }),
+        );
+    }
+    for (what, flags) in [
+        ("FINs both ways", entry_flags::FIN | entry_flags::TARGET_FIN),
+        ("a RST", entry_flags::RST),
+    ] {
+        cases.push(
+            Case::new(
+                format!("SYN on an established flow closing after {what} is a new flow"),
+                &syn,
+            )
+            .setup(move |fx| {
+                pin_flow(fx, CLIENT4, &V_TCP4, &T1, 2, flags);
+                switch_ring(fx, &V_TCP4, &[T2.id]);
+            })
+            .redirect(&to_target(&syn, &T2), Stat::Forwarded)
+            .check(|fx, _| {
+                let flow = fx
+                    .flow(&flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP))
+                    .expect("FLOWS entry");
+                assert_eq!(
+                    (flow.state(), u32::from(flow.target_id), flow.flags),
+                    (FlowState::Syn, T2.id, 0),
+                    "(state, target, flags)"
+                );
+            }),
+        );
+    }
 
     let fin = Packet::tcp(CLIENT4, V_TCP4.addr, FIN | ACK);
     let syn_c = syn.clone();
     cases.push(
-        Case::new("FIN marks the flow closing", &fin)
+        Case::new("client FIN is marked as the client's", &fin)
             .setup(move |fx| {
                 send(fx, &syn_c);
             })
@@ -1614,6 +1705,24 @@ fn conntrack_cases() -> Vec<Case> {
         }),
     );
     cases.push(
+        Case::new(
+            "half-closed flow (client FIN) idle longer than 10 s is kept",
+            &ack,
+        )
+        .setup(|fx| {
+            pin_flow(
+                fx,
+                CLIENT4,
+                &V_TCP4,
+                &T1,
+                u64::from(TCP_CLOSING_TIMEOUT_S) + 5,
+                entry_flags::FIN,
+            );
+            switch_ring(fx, &V_TCP4, &[T2.id]);
+        })
+        .redirect(&to_target(&ack, &T1), Stat::Forwarded),
+    );
+    cases.push(
         Case::new("closing flow idle longer than 10 s is re-balanced", &ack)
             .setup(|fx| {
                 pin_flow(
@@ -1622,7 +1731,7 @@ fn conntrack_cases() -> Vec<Case> {
                     &V_TCP4,
                     &T1,
                     u64::from(TCP_CLOSING_TIMEOUT_S) + 5,
-                    entry_flags::FIN,
+                    entry_flags::FIN | entry_flags::TARGET_FIN,
                 );
                 switch_ring(fx, &V_TCP4, &[T2.id]);
             })
@@ -1645,12 +1754,87 @@ fn conntrack_cases() -> Vec<Case> {
     cases.push(
         Case::new("closing flow idle less than 10 s is kept", &ack)
             .setup(|fx| {
-                pin_flow(fx, CLIENT4, &V_TCP4, &T1, 2, entry_flags::FIN);
+                pin_flow(
+                    fx,
+                    CLIENT4,
+                    &V_TCP4,
+                    &T1,
+                    2,
+                    entry_flags::FIN | entry_flags::TARGET_FIN,
+                );
                 switch_ring(fx, &V_TCP4, &[T2.id]);
             })
             .redirect(&to_target(&ack, &T1), Stat::Forwarded),
     );
+    cases.push(
+        Case::new(
+            "unconfirmed flow with a FIN idle longer than 10 s is re-balanced",
+            &ack,
+        )
+        .setup(|fx| {
+            fx.insert_flow(FlowEntry {
+                state: FlowState::New as u8,
+                ..established(
+                    CLIENT4,
+                    &V_TCP4,
+                    &T1,
+                    u64::from(TCP_CLOSING_TIMEOUT_S) + 5,
+                    entry_flags::FIN,
+                )
+            });
+            switch_ring(fx, &V_TCP4, &[T2.id]);
+        })
+        .redirect(&to_target(&ack, &T2), Stat::Forwarded),
+    );
+    cases.extend(udp_confirmation_cases());
     cases.extend(table_cases());
+    cases
+}
+
+/// UDP flows confirm only on a client datagram after the target's reply
+/// (nat; dsr UDP flows never confirm: datapath/dsr.rs).
+fn udp_confirmation_cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let c = with_port(CLIENT4, 5001);
+    let udp = Packet::udp(c, V_UDP4.addr);
+    let key = flow_key(c, V_UDP4.addr, PROTO_UDP);
+    let udp_c = udp.clone();
+    cases.push(
+        Case::new(
+            "UDP datagrams repeating one tuple without a reply never confirm it",
+            &udp,
+        )
+        .setup(move |fx| {
+            for _ in 0..5 {
+                send(fx, &udp_c);
+            }
+        })
+        .redirect(&to_target(&udp, &T4), Stat::Forwarded)
+        .check(move |fx, _| {
+            assert_eq!(fx.flow(&key).expect("entry").state(), FlowState::New);
+            assert_eq!(fx.flow_counters(V_UDP4.id).confirmed, 0, "confirmed");
+        }),
+    );
+    let udp_c = udp.clone();
+    cases.push(
+        Case::new(
+            "UDP datagram after the target's reply confirms the flow",
+            &udp,
+        )
+        .setup(move |fx| {
+            send(fx, &udp_c);
+            send(fx, &Packet::udp(T4.addr, c).payload(b"answer"));
+            assert_eq!(fx.flow(&key).expect("entry").state(), FlowState::Replied);
+        })
+        .redirect(&to_target(&udp, &T4), Stat::Forwarded)
+        .check(move |fx, _| {
+            assert_eq!(
+                fx.flow(&key).expect("entry").state(),
+                FlowState::Established
+            );
+            assert_eq!(fx.flow_counters(V_UDP4.id).confirmed, 1, "confirmed");
+        }),
+    );
     cases
 }
 
@@ -1719,6 +1903,34 @@ fn table_cases() -> Vec<Case> {
         }),
     );
 
+    cases.push(
+        Case::new(
+            "new flow over full sets takes a slot whose check does not match (torn)",
+            &syn,
+        )
+        .setup(move |fx| {
+            fill_sets(fx, &key, None);
+            // Slot 6 holds a live established entry whose check is not its
+            // own: two CPUs wrote it at once.
+            let slot = fx.candidate_slots(&key)[6];
+            let mut torn = fx.flow_at(slot);
+            torn.check ^= 0x10;
+            fx.put_flow_raw(slot, torn);
+        })
+        .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+        .check(move |fx, _| {
+            let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
+            assert_eq!(slot, fx.candidate_slots(&key)[6], "the torn slot");
+            assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
+            let f = fx.flow_counters(V_TCP4.id);
+            assert_eq!(
+                (f.syns, f.embryonic, f.displaced, f.untracked),
+                (1, 1, 0, 0),
+                "FLOW_STATS (syns, embryonic, displaced, untracked)"
+            );
+        }),
+    );
+
     let synack = Packet::tcp(T1.addr, CLIENT4, SYN | ACK);
     cases.push(
         Case::new(
@@ -1751,7 +1963,25 @@ fn table_cases() -> Vec<Case> {
             1,
         ),
         (
-            "acknowledging something else leaves it unconfirmed",
+            "acknowledging the SYN-ACK and 1000 bytes of data confirms the flow",
+            0x2000_0000 - 1000,
+            FlowState::Established,
+            1,
+        ),
+        (
+            "acknowledging 65535 bytes past the SYN-ACK (the window's end) confirms the flow",
+            0x2000_0000 - 0xffff,
+            FlowState::Established,
+            1,
+        ),
+        (
+            "acknowledging 65536 bytes past the SYN-ACK leaves it unconfirmed",
+            0x2000_0000 - 0x1_0000,
+            FlowState::SynAck,
+            0,
+        ),
+        (
+            "acknowledging less than the SYN-ACK leaves it unconfirmed",
             0x2000_0001,
             FlowState::SynAck,
             0,
@@ -1900,21 +2130,57 @@ fn return_cases() -> Vec<Case> {
 
     let rst = Packet::tcp(T1.addr, CLIENT4, RST | ACK);
     cases.push(
-        Case::new("reply RST frees the flow's entry", &rst)
-            .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
+        Case::new(
+            "reply RST on an established flow marks it closing, not freed",
+            &rst,
+        )
+        .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
+        .redirect(&to_client(&rst, &V_TCP4), Stat::Returned)
+        .check(|fx, _| {
+            let flow = fx
+                .flow(&flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP))
+                .expect("FLOWS entry");
+            assert_eq!(flow.flags, entry_flags::RST, "RST flag");
+            assert_eq!(flow.state(), FlowState::Established);
+        }),
+    );
+    cases.push(
+        Case::new("reply RST on an unconfirmed flow frees its entry", &rst)
+            .setup(|fx| {
+                fx.insert_flow(FlowEntry {
+                    state: FlowState::Syn as u8,
+                    ..established(CLIENT4, &V_TCP4, &T1, 1, 0)
+                })
+            })
             .redirect(&to_client(&rst, &V_TCP4), Stat::Returned)
             .check(|fx, _| expect_no_flows(fx)),
     );
     let fin = Packet::tcp(T1.addr, CLIENT4, FIN | ACK);
     cases.push(
-        Case::new("reply FIN marks the flow closing", &fin)
-            .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
+        Case::new(
+            "reply FIN is marked as the target's, flow not closing",
+            &fin,
+        )
+        .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
+        .redirect(&to_client(&fin, &V_TCP4), Stat::Returned)
+        .check(|fx, _| {
+            let flow = fx
+                .flow(&flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP))
+                .expect("FLOWS entry");
+            assert_eq!(flow.flags, entry_flags::TARGET_FIN, "flags");
+            assert!(!flow.closing(), "half-closed, not closing");
+        }),
+    );
+    cases.push(
+        Case::new("reply FIN after the client's makes the flow closing", &fin)
+            .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, entry_flags::FIN))
             .redirect(&to_client(&fin, &V_TCP4), Stat::Returned)
             .check(|fx, _| {
                 let flow = fx
                     .flow(&flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP))
                     .expect("FLOWS entry");
-                assert_eq!(flow.flags & entry_flags::FIN, entry_flags::FIN, "FIN flag");
+                assert_eq!(flow.flags, entry_flags::FIN | entry_flags::TARGET_FIN);
+                assert!(flow.closing(), "closing");
             }),
     );
 

@@ -13,14 +13,18 @@
 //! tracked: in nat mode it is dropped (counted), since replies of an
 //! untracked flow could not be translated back; the client retries.
 //!
-//! Concurrency: entries are plain memory shared by all CPUs. A reader that
-//! sees a half-written entry, or an entry two CPUs filled at once, finds
-//! that its `check` does not match and treats the slot as free. Single
-//! fields (state, last_seen) are written with single stores.
+//! Concurrency: entries are plain memory shared by all CPUs. A new entry is
+//! published in order (`insert`: state Free, key and fields, check, state).
+//! A reader that sees a half-written entry, or an entry two CPUs filled at
+//! once, finds that its `check` does not match and treats the slot as free:
+//! a lookup does not use it, and the survey for a new flow counts it free.
+//! Single fields (state, last_seen, flags) are updated with single stores.
+//! The daemon frees entries only with a compare-and-swap of the word that
+//! holds `last_seen` and `state` (lb-userspace's flow_table).
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
-    DataPathConfig, FlowEntry, FlowKey, FlowState, ReplyKey, ReplyTargets, Target, TargetState,
-    VipRef,
+    DataPathConfig, FlowEntry, FlowKey, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Target,
+    TargetState, VipRef,
     flow::{self, FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, entry_flags},
     hash::{entry_check, table_hash},
 };
@@ -179,6 +183,8 @@ struct Survey {
     oldest: u32,
     oldest_age: u32,
     oldest_vip: u32,
+    /// `DataPathConfig::seed`, to recompute each entry's check.
+    seed: u32,
 }
 
 /// `bpf_loop` callback over the `2 * FLOW_WAYS` candidate slots. A helper
@@ -195,7 +201,18 @@ extern "C" fn survey_slot(i: u32, ctx: *mut c_void) -> i64 {
         return 0;
     };
     let e = slot.get();
-    if e.expired(s.now) {
+    // A slot whose check does not match its key and target is torn (two
+    // CPUs wrote it at once) or half-written: no flow lives there.
+    let torn = || {
+        e.check
+            != entry_check(
+                table_hash(&e.key, s.seed),
+                e.target_id,
+                e.target_gen,
+                e.vip_id,
+            )
+    };
+    if e.expired(s.now) || torn() {
         let dead = if second {
             &mut s.dead[1]
         } else {
@@ -234,6 +251,7 @@ pub fn vacancy(sets: &Sets, now: u32) -> Option<Vacancy> {
         oldest: NONE,
         oldest_age: 0,
         oldest_vip: 0,
+        seed: sets.cfg.seed,
     };
     // SAFETY: the callback and its context are valid for the call.
     unsafe {
@@ -272,31 +290,52 @@ pub struct NewFlow {
     pub flags: u8,
 }
 
-/// Writes a new flow into slot `index`.
+/// Writes a new flow into slot `index`, in an order a reader on another
+/// CPU can rely on: the state first (as Free, so no lookup trusts the slot
+/// while its key and target change), then the key and the rest, then the
+/// check, then the real state. Volatile stores, so the compiler neither
+/// reorders them nor drops the first state store as dead; the CPUs this
+/// runs on (x86-64) keep stores in program order. A reader that still
+/// mixes two writers' fields finds a check that does not match (module
+/// docs).
 #[inline(always)]
 pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
-    let Some(mut slot) = Slot::at(index) else {
+    let Some(slot) = Slot::at(index) else {
         return;
     };
     let (id, generation, vip) = (f.target_id as u16, f.target_gen as u16, f.vip_id as u16);
-    let e = slot.get_mut();
-    // The state first (as Free, so nobody trusts the slot while its key
-    // and target change), the check last.
-    e.state = FlowState::Free as u8;
-    e.key = *key;
-    e.target_id = id;
-    e.target_gen = generation;
-    e.vip_id = vip;
-    e.idle_timeout_s = f.idle_timeout_s as u16;
-    e.last_seen = now;
-    e.flags = f.flags;
-    e._pad = 0;
-    e.seq = 0;
-    e.check = entry_check(sets.hash, id, generation, vip);
-    e.state = f.state as u8;
+    let e = slot.entry;
+    // The key as its five words (8-aligned, see `same_key`).
+    // SAFETY: `key` is a 40-byte, 8-aligned `repr(C)` value.
+    let words = unsafe { &*(key as *const FlowKey as *const [u64; 5]) };
+    // SAFETY: `e` points at an entry of `FLOWS` (see `Slot::get`); every
+    // store is of one field, inside the entry.
+    unsafe {
+        use core::ptr::{addr_of_mut, write_volatile};
+        write_volatile(addr_of_mut!((*e).state), FlowState::Free as u8);
+        let k = addr_of_mut!((*e).key) as *mut u64;
+        write_volatile(k, words[0]);
+        write_volatile(k.add(1), words[1]);
+        write_volatile(k.add(2), words[2]);
+        write_volatile(k.add(3), words[3]);
+        write_volatile(k.add(4), words[4]);
+        write_volatile(addr_of_mut!((*e).target_id), id);
+        write_volatile(addr_of_mut!((*e).target_gen), generation);
+        write_volatile(addr_of_mut!((*e).vip_id), vip);
+        write_volatile(addr_of_mut!((*e).idle_timeout_s), f.idle_timeout_s as u16);
+        write_volatile(addr_of_mut!((*e).last_seen), now);
+        write_volatile(addr_of_mut!((*e).flags), f.flags);
+        write_volatile(addr_of_mut!((*e)._pad), 0);
+        write_volatile(addr_of_mut!((*e).seq), 0);
+        write_volatile(
+            addr_of_mut!((*e).check),
+            entry_check(sets.hash, id, generation, vip),
+        );
+        write_volatile(addr_of_mut!((*e).state), f.state as u8);
+    }
 }
 
-/// Frees a slot (TCP reset).
+/// Frees a slot (a RST on an unconfirmed flow).
 #[inline(always)]
 pub fn remove(slot: &mut Slot) {
     slot.get_mut().state = FlowState::Free as u8;
@@ -304,15 +343,34 @@ pub fn remove(slot: &mut Slot) {
 
 /// Notes a packet: refreshes the idle timer (at most once per
 /// `REFRESH_TICKS`, so a busy flow does not write its line every time) and
-/// marks a FIN.
+/// marks a FIN with the side (`fin_flag`) that sent it.
 #[inline(always)]
-fn touch(e: &mut FlowEntry, tcp: &TcpFlags, now: u32) {
+fn touch(e: &mut FlowEntry, tcp: &TcpFlags, now: u32, fin_flag: u8) {
     if flow::age(now, e.last_seen) >= REFRESH_TICKS as i32 {
         e.last_seen = now;
     }
-    if tcp.fin && e.flags & entry_flags::FIN == 0 {
-        e.flags |= entry_flags::FIN;
+    if tcp.fin && e.flags & fin_flag == 0 {
+        e.flags |= fin_flag;
     }
+}
+
+/// A RST of either side. An unconfirmed entry is freed. A confirmed one
+/// is only marked closing (see `entry_flags::RST`): a spoofed RST cannot
+/// end a connection this way, it leaves it 10 s of idleness, while the
+/// target's own TCP drops the RST unless its sequence number fits.
+/// Returns whether the entry is gone.
+#[inline(always)]
+fn reset(slot: &mut Slot, now: u32) -> bool {
+    let e = slot.get_mut();
+    if e.state != FlowState::Established as u8 {
+        remove(slot);
+        return true;
+    }
+    e.last_seen = now;
+    if e.flags & entry_flags::RST == 0 {
+        e.flags |= entry_flags::RST;
+    }
+    false
 }
 
 /// A client packet of a tracked flow. Returns whether it confirmed the
@@ -321,25 +379,30 @@ fn touch(e: &mut FlowEntry, tcp: &TcpFlags, now: u32) {
 #[inline(always)]
 pub fn client_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) -> bool {
     if tcp.rst {
-        remove(slot);
+        reset(slot, now);
         return false;
     }
     let e = slot.get_mut();
     let dsr = e.flags & entry_flags::DSR != 0;
     let confirms = match FlowState::from_u8(e.state) {
-        // nat: the client acknowledges the target's SYN-ACK.
-        FlowState::SynAck => tcp.ack && !tcp.syn && tcp.ack_seq == e.seq,
+        // nat: the client acknowledges the target's SYN-ACK: at or a
+        // little after the number that does (lb_common::flow).
+        FlowState::SynAck => {
+            tcp.ack && !tcp.syn && tcp.ack_seq.wrapping_sub(e.seq) <= flow::SYN_ACK_WINDOW
+        }
         // nat: the client speaks again after the target answered.
         FlowState::Replied => true,
-        // dsr: no reply passes here; the client's second packet (its
-        // handshake ACK) is as far as this host can see.
-        FlowState::Syn | FlowState::New => dsr && !tcp.syn,
+        // dsr: no reply passes here; the client's second TCP packet (its
+        // handshake ACK) is as far as this host can see. A UDP flow has
+        // nothing this host could check (a blind flood repeating its
+        // tuples would confirm itself): it stays unconfirmed.
+        FlowState::Syn | FlowState::New => dsr && !tcp.syn && e.key.proto == PROTO_TCP,
         _ => false,
     };
     if confirms {
         e.state = FlowState::Established as u8;
     }
-    touch(e, tcp, now);
+    touch(e, tcp, now, entry_flags::FIN);
     confirms
 }
 
@@ -347,7 +410,7 @@ pub fn client_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) -> bool {
 #[inline(always)]
 pub fn target_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) {
     if tcp.rst {
-        remove(slot);
+        reset(slot, now);
         return;
     }
     let e = slot.get_mut();
@@ -359,7 +422,7 @@ pub fn target_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) {
         FlowState::New => e.state = FlowState::Replied as u8,
         _ => {}
     }
-    touch(e, tcp, now);
+    touch(e, tcp, now, entry_flags::TARGET_FIN);
 }
 
 /// What a packet from a target's address and port is.

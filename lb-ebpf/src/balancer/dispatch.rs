@@ -206,15 +206,18 @@ fn untracked(ctx: &XdpContext, s: &mut Scratch) -> u64 {
 }
 
 /// The target of a tracked flow's client packet, if the entry still holds
-/// it. A SYN on a confirmed flow opens a new connection on a reused 5-tuple:
-/// that is a new flow.
+/// it. A SYN on a confirmed flow that is closing (FINs both ways, or a RST)
+/// opens a new connection on a reused 5-tuple: that is a new flow. On one
+/// that is not, it goes to the flow's target and changes nothing: a stray
+/// or spoofed SYN must not move a live connection (the target answers it
+/// with a challenge ACK, RFC 5961).
 #[inline(always)]
 fn tracked(slot: &Slot, sets: &Sets, tcp: &TcpFlags, now: u32) -> Option<&'static Target> {
     if !conntrack::live(slot, sets, now) {
         return None;
     }
     let e = slot.get();
-    if tcp.opens() && e.state == FlowState::Established as u8 {
+    if tcp.opens() && e.state == FlowState::Established as u8 && e.closing() {
         return None;
     }
     conntrack::target_of(e)

@@ -287,30 +287,47 @@ fn tracked_flows(cases: &mut Vec<Case>) {
     let client = with_port(CLIENT4, 5000);
     let second = Packet::udp(client, V_DSR_UDP4.addr);
     cases.push(
-        Case::new("dsr: a UDP flow's second datagram confirms it", &second)
-            .setup(move |fx| {
-                fx.insert_flow(FlowEntry {
-                    state: FlowState::New as u8,
-                    ..established(client, &V_DSR_UDP4, &T4, 0, entry_flags::DSR)
-                })
+        Case::new(
+            "dsr: a UDP flow's second datagram does not confirm it (no reply passes here)",
+            &second,
+        )
+        .setup(move |fx| {
+            fx.insert_flow(FlowEntry {
+                state: FlowState::New as u8,
+                ..established(client, &V_DSR_UDP4, &T4, 0, entry_flags::DSR)
             })
-            .redirect(
-                &to_dsr_target(&second, client, &V_DSR_UDP4, &T4),
-                Stat::Forwarded,
-            )
-            .check(move |fx, _| {
-                expect_dsr_flow(fx, client, &V_DSR_UDP4, &T4, FlowState::Established)
-            }),
+        })
+        .redirect(
+            &to_dsr_target(&second, client, &V_DSR_UDP4, &T4),
+            Stat::Forwarded,
+        )
+        .check(move |fx, _| {
+            expect_dsr_flow(fx, client, &V_DSR_UDP4, &T4, FlowState::New);
+            assert_eq!(fx.flow_counters(V_DSR_UDP4.id).confirmed, 0, "confirmed");
+        }),
     );
     let rst = Packet::tcp(CLIENT4, V_DSR4.addr, RST | ACK);
     cases.push(
         Case::new(
-            "dsr: a client RST ends the entry and still reaches the target",
+            "dsr: a client RST makes an established entry closing and still reaches the target",
             &rst,
         )
         .setup(|fx| pin_flow(fx, CLIENT4, &V_DSR4, &T1, 1, entry_flags::DSR))
         .redirect(&to_dsr_target(&rst, CLIENT4, &V_DSR4, &T1), Stat::Forwarded)
-        .check(|fx, _| expect_no_flows(fx)),
+        .check(|fx, _| {
+            let e = fx
+                .flow(&flow_key(CLIENT4, V_DSR4.addr, PROTO_TCP))
+                .expect("FLOWS entry kept after a RST");
+            assert_eq!(
+                (u32::from(e.target_id), e.state(), e.flags),
+                (
+                    T1.id,
+                    FlowState::Established,
+                    entry_flags::DSR | entry_flags::RST
+                ),
+                "(target, state, flags)"
+            );
+        }),
     );
 }
 
