@@ -2,7 +2,8 @@
 //! ([`MappedArray`]) and walked whole, for reports and to end flows (those
 //! of a removed VIP or a drained target). The program owns the table's
 //! layout and writes every entry (lb_common::flow); the daemon only ever
-//! frees entries, with a single store of their state.
+//! frees entries, with a compare-and-swap of the word that holds their
+//! state ([`FlowTable::purge`]).
 use std::path::Path;
 
 use aya::maps::{Map, MapData, MapError};
@@ -101,21 +102,59 @@ impl FlowTable {
 
     /// Frees every live entry `doomed` picks; returns how many.
     pub fn purge(&mut self, now_ns: u64, doomed: impl Fn(&FlowEntry) -> bool) -> usize {
-        let victims: Vec<u32> = self
-            .live(now_ns)
-            .filter(|(_, e)| doomed(e))
-            .map(|(i, _)| i)
-            .collect();
-        for &i in &victims {
-            self.0.write_field(
-                i,
-                std::mem::offset_of!(FlowEntry, state),
-                FlowState::Free as u8,
-            );
+        let victims = self.doomed(now_ns, doomed);
+        self.free(&victims)
+    }
+
+    /// The live entries `doomed` picks, as read.
+    fn doomed(&self, now_ns: u64, doomed: impl Fn(&FlowEntry) -> bool) -> Vec<(u32, FlowEntry)> {
+        self.live(now_ns).filter(|(_, e)| doomed(e)).collect()
+    }
+
+    /// Frees each entry that still holds the flow it held when read; returns
+    /// how many. The program may have re-used a slot for another flow
+    /// meanwhile (the flow expired, or an unconfirmed one was displaced):
+    /// that flow must stay. So, per slot: the word holding `last_seen` and
+    /// `state` is read, then the entry, whose key, check and target must
+    /// still be the victim's, then the word is swapped for one with state
+    /// Free only if it did not change (compare-and-swap). A re-use in
+    /// between writes `state` (first Free, then the new state) and
+    /// `last_seen`, so the swap fails. What remains: a re-use that ends,
+    /// between the read of the word and the swap, with the same `last_seen`
+    /// tick (about 1 ms), state and flags as before, frees the new flow
+    /// (which its client's next packet re-creates).
+    fn free(&mut self, victims: &[(u32, FlowEntry)]) -> usize {
+        let word = std::mem::offset_of!(FlowEntry, last_seen);
+        // The state byte within the word (little-endian; see below).
+        let state_shift = 8 * (std::mem::offset_of!(FlowEntry, state) - word);
+        let mut freed = 0;
+        for (i, victim) in victims {
+            let Some(before) = self.0.read_word(*i, word) else {
+                continue;
+            };
+            let Some(now) = self.0.read::<FlowEntry>(*i) else {
+                continue;
+            };
+            let same = now.state != FlowState::Free as u8
+                && now.key == victim.key
+                && now.check == victim.check
+                && (now.target_id, now.target_gen, now.vip_id)
+                    == (victim.target_id, victim.target_gen, victim.vip_id);
+            if !same {
+                continue;
+            }
+            let free = (before & !(0xff << state_shift))
+                | (u64::from(FlowState::Free as u8) << state_shift);
+            if self.0.compare_exchange_word(*i, word, before, free) == Some(true) {
+                freed += 1;
+            }
         }
-        victims.len()
+        freed
     }
 }
+
+// `free` finds the state byte by its offset in a little-endian word.
+const _: () = assert!(cfg!(target_endian = "little"));
 
 /// The VIP a flow is addressed to.
 pub fn vip_of(k: &FlowKey) -> VipKey {
@@ -130,6 +169,85 @@ pub fn vip_of(k: &FlowKey) -> VipKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table of 8 slots with two live established flows: slot 1 of VIP
+    /// port 80, slot 2 of VIP port 443.
+    fn table() -> (FlowTable, u64) {
+        let mut t = FlowTable(MappedArray::anonymous::<FlowEntry>(8));
+        let now_ns = 1_000_000_000_000;
+        t.0.write(1, flow(80, 1, now_ns));
+        t.0.write(2, flow(443, 2, now_ns));
+        (t, now_ns)
+    }
+
+    fn flow(vip_port: u16, client_port: u16, now_ns: u64) -> FlowEntry {
+        FlowEntry {
+            key: FlowKey {
+                sport: client_port,
+                dport: vip_port,
+                proto: lb_common::PROTO_TCP,
+                family: lb_common::FAMILY_V4,
+                ..FlowKey::default()
+            },
+            target_id: 3,
+            target_gen: 1,
+            idle_timeout_s: 60,
+            last_seen: ticks(now_ns),
+            state: FlowState::Established as u8,
+            check: 0x1234_5679 ^ u32::from(client_port),
+            ..FlowEntry::default()
+        }
+    }
+
+    fn of_port(port: u16) -> impl Fn(&FlowEntry) -> bool {
+        move |e| e.key.dport == port
+    }
+
+    #[test]
+    fn purge_frees_the_doomed_flows_only() {
+        let (mut t, now) = table();
+        assert_eq!(t.purge(now, of_port(80)), 1);
+        assert_eq!(t.0.read::<FlowEntry>(1).unwrap().state(), FlowState::Free);
+        let kept = t.0.read::<FlowEntry>(2).unwrap();
+        assert_eq!(kept, flow(443, 2, now), "the other flow is untouched");
+        let freed = t.0.read::<FlowEntry>(1).unwrap();
+        assert_eq!(
+            FlowEntry {
+                state: FlowState::Established as u8,
+                ..freed
+            },
+            flow(80, 1, now),
+            "only the state byte changed"
+        );
+    }
+
+    #[test]
+    fn purge_keeps_a_flow_that_took_the_slot_after_the_scan() {
+        let (mut t, now) = table();
+        let victims = t.doomed(now, of_port(80));
+        assert_eq!(victims.len(), 1);
+        // The program re-uses slot 1 for another flow of the same VIP
+        // between the scan and the free.
+        let newcomer = FlowEntry {
+            state: FlowState::Syn as u8,
+            ..flow(80, 7, now + 5_000_000)
+        };
+        t.0.write(1, newcomer);
+        assert_eq!(t.free(&victims), 0);
+        assert_eq!(t.0.read::<FlowEntry>(1).unwrap(), newcomer);
+        // Its refreshed timer alone does not save the victim.
+        let (mut t, now) = table();
+        let victims = t.doomed(now, of_port(80));
+        t.0.write(
+            1,
+            FlowEntry {
+                last_seen: ticks(now) + 2000,
+                ..flow(80, 1, now)
+            },
+        );
+        assert_eq!(t.free(&victims), 1);
+        assert_eq!(t.0.read::<FlowEntry>(1).unwrap().state(), FlowState::Free);
+    }
 
     #[test]
     fn capacity_rounds_up_to_a_power_of_two_of_sets() {

@@ -33,8 +33,9 @@ pub enum MmapError {
 
 /// The mapping of one array map: `entries` cells of `cell` bytes.
 pub struct MappedArray {
-    // Keeps the map (and so the mapping's backing object) alive.
-    _data: MapData,
+    // Keeps the map (and so the mapping's backing object) alive; `None`
+    // for the anonymous memory of unit tests.
+    _data: Option<MapData>,
     ptr: *mut u8,
     len_bytes: usize,
     entries: u32,
@@ -93,7 +94,7 @@ impl MappedArray {
             });
         }
         Ok(Self {
-            _data: data,
+            _data: Some(data),
             ptr: ptr.cast(),
             len_bytes,
             entries,
@@ -144,6 +145,78 @@ impl MappedArray {
         // SAFETY: inside the element (checked above), aligned for `F`.
         unsafe { p.add(offset).cast::<F>().write_volatile(value) };
         Some(())
+    }
+}
+
+impl MappedArray {
+    /// `entries` zeroed cells of `T` in anonymous memory, standing in for a
+    /// map in unit tests.
+    #[cfg(test)]
+    pub fn anonymous<T>(entries: u32) -> Self {
+        let cell = std::mem::size_of::<T>().next_multiple_of(8);
+        let len_bytes = (entries as usize * cell).div_ceil(4096) * 4096;
+        // SAFETY: a private anonymous mapping of our own.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "anonymous mmap");
+        Self {
+            _data: None,
+            ptr: ptr.cast(),
+            len_bytes,
+            entries,
+            cell,
+        }
+    }
+
+    /// The 8-byte word `offset` bytes into element `index`, read in one
+    /// load.
+    pub fn read_word(&self, index: u32, offset: usize) -> Option<u64> {
+        let p = self.word(index, offset)?;
+        // SAFETY: inside the element, 8-aligned (`word`).
+        Some(unsafe { p.read_volatile() })
+    }
+
+    /// Replaces the 8-byte word `offset` bytes into element `index` with
+    /// `new` if it still holds `current`, atomically against the program's
+    /// stores on any CPU. `None`: no such word.
+    pub fn compare_exchange_word(
+        &mut self,
+        index: u32,
+        offset: usize,
+        current: u64,
+        new: u64,
+    ) -> Option<bool> {
+        let p = self.word(index, offset)?;
+        // SAFETY: inside the (writable) mapping, 8-aligned (`word`); the
+        // other writers are the program's single stores.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(p) };
+        Some(
+            word.compare_exchange(
+                current,
+                new,
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            )
+            .is_ok(),
+        )
+    }
+
+    fn word(&self, index: u32, offset: usize) -> Option<*mut u64> {
+        if offset + 8 > self.cell || !offset.is_multiple_of(8) {
+            return None;
+        }
+        let p = self.at::<u8>(index)?;
+        // SAFETY: inside the element (checked above); cells start at
+        // multiples of 8 from a page boundary.
+        Some(unsafe { p.add(offset).cast::<u64>() })
     }
 }
 
