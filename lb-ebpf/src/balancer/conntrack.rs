@@ -183,8 +183,6 @@ struct Survey {
     oldest: u32,
     oldest_age: u32,
     oldest_vip: u32,
-    /// `DataPathConfig::seed`, to recompute each entry's check.
-    seed: u32,
 }
 
 /// `bpf_loop` callback over the `2 * FLOW_WAYS` candidate slots. A helper
@@ -202,11 +200,13 @@ extern "C" fn survey_slot(i: u32, ctx: *mut c_void) -> i64 {
     };
     let e = slot.get();
     // A slot whose check does not match its key and target is torn (two
-    // CPUs wrote it at once) or half-written: no flow lives there.
+    // CPUs wrote it at once) or half-written: no flow lives there. (The
+    // seed is looked up here rather than kept in `Survey`: four more bytes
+    // there took the new-flow path's frame past the kernel's stack limit.)
     let torn = || {
         e.check
             != entry_check(
-                table_hash(&e.key, s.seed),
+                table_hash(&e.key, config().seed),
                 e.target_id,
                 e.target_gen,
                 e.vip_id,
@@ -251,7 +251,6 @@ pub fn vacancy(sets: &Sets, now: u32) -> Option<Vacancy> {
         oldest: NONE,
         oldest_age: 0,
         oldest_vip: 0,
-        seed: sets.cfg.seed,
     };
     // SAFETY: the callback and its context are valid for the call.
     unsafe {
