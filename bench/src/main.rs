@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lb_tests::bench_xdp::{self, Opts, Row};
+
+use crate::xdp::{Opts, Row};
+
 mod apply;
 mod conn_rate;
 mod control;
 mod e2e;
 mod http;
 mod nft;
+mod xdp;
 
 #[derive(Parser)]
 #[command(about = "xdp-lb benchmarks (run through `cargo xtask bench`)")]
@@ -185,7 +188,7 @@ fn print_table(rows: &[Row], repeat: u32, rounds: usize, cpu: usize) {
     }
 }
 
-fn json(rows: &[Row], cost: &bench_xdp::FlowCost, opts: &Opts) -> String {
+fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
@@ -295,10 +298,9 @@ fn main() {
                 rounds,
                 repeat,
                 cpu,
-                json: path.clone(),
                 only,
             };
-            let (rows, cost) = bench_xdp::run(&opts);
+            let (rows, cost) = xdp::run(&opts);
             print_table(&rows, repeat, rounds, cpu);
             println!(
                 "tracked flow: {:.0} B of kernel memory, both directions (one FLOWS entry; memlock of a table of {} entries)",

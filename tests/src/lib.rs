@@ -20,7 +20,3 @@ pub mod checksum;
 pub mod decap;
 pub mod fixture;
 pub mod packet;
-
-// The XDP benchmark's harness, which shares the fixtures' packets; the
-// benchmarks themselves are the lb-bench crate (bench/).
-pub mod bench_xdp;

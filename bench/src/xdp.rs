@@ -8,10 +8,7 @@
 //! `bench_tx`. The new-flow case also makes every iteration's 5-tuple unique.
 //! Counters prove the path: every iteration must have moved the stat (and,
 //! for new flows, the VIP's `new_flows`) that the case is about.
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use aya::{
     EbpfLoader,
@@ -23,7 +20,7 @@ use lb_common::{
     flow::entry_flags, limits::DEFAULT_RING_SIZE, vip::vip_flags,
 };
 
-use crate::{
+use lb_tests::{
     fixture::{self, Fixture, port_be, topo},
     packet::{Packet, tcp_flags},
     trafficgen::{BenchPacket, bench_object},
@@ -34,7 +31,6 @@ pub struct Opts {
     pub rounds: usize,
     pub repeat: u32,
     pub cpu: usize,
-    pub json: PathBuf,
     /// Only cases whose name contains this (floors always run).
     pub only: Option<String>,
 }
