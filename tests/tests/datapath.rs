@@ -21,7 +21,7 @@ use lb_common::vip::vip_flags;
 use lb_common::{
     FlowEntry, FlowKey, FlowState, PROTO_TCP, PROTO_UDP, ReplyTargets, Stat, TargetState, VipMeta,
 };
-use lb_tests::checksum::{Verified, verify_frame};
+use lb_tests::checksum::verify_frame;
 use lb_tests::fixture::{
     self, Fixture, RunResult, XDP_DROP, XDP_PASS, XDP_REDIRECT, action_name, addr, flow_entry,
     flow_key, monotonic_coarse_ns, port_be, topo, vip_key,
@@ -35,6 +35,11 @@ use lb_tests::packet::{
 /// dsr forwarding's cases (encapsulation), in their own file.
 #[path = "datapath/dsr.rs"]
 mod dsr;
+/// What differs between IPv4 and IPv6, for cases written once for both.
+#[path = "datapath/family.rs"]
+mod family;
+
+use family::Family;
 
 // ---------------------------------------------------------------------------
 // The world every case starts from.
@@ -769,13 +774,11 @@ fn too_big_reply(orig: &Packet, mtu: u16) -> Packet {
         Net::Ipv6(ip) => (IpAddr::V6(ip.src), IpAddr::V6(ip.dst)),
         Net::Other { .. } => panic!("not IP"),
     };
-    let mut r = if client.is_ipv4() {
-        Packet::icmp_error(vip, client, 3, 4, icmp_frag_needed_rest(mtu), &quoted, 28)
-    } else {
-        Packet::icmp_error(vip, client, 2, 0, icmpv6_ptb_rest(mtu.into()), &quoted, 48)
-    }
-    .macs(orig.eth_dst, orig.eth_src)
-    .ttl(64);
+    let fam = Family::of(orig);
+    let (ty, code, rest) = fam.too_big(mtu);
+    let mut r = Packet::icmp_error(vip, client, ty, code, rest, &quoted, fam.icmp_quote())
+        .macs(orig.eth_dst, orig.eth_src)
+        .ttl(64);
     match &mut r.net {
         Net::Ipv4(ip) => {
             ip.id = 0;
@@ -811,13 +814,8 @@ fn parsing_cases() -> Vec<Case> {
     let syn4 = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
     let syn6 = Packet::tcp(CLIENT6, V_TCP6.addr, SYN);
     let ip4_at = syn4.l2_len();
-    let ip6_at = syn6.l2_len();
-    let mut cases = vec![
-        Case::new(
-            "TCP to a non-VIP address",
-            &Packet::tcp(CLIENT4, NOT_VIP4, SYN),
-        )
-        .pass_unchanged(Stat::PassNotVip),
+    let mut cases = Family::each(parsing_cases_for);
+    cases.extend([
         Case::new(
             "TCP to a VIP address, other port",
             &syn4.clone().dst(with_port(V_TCP4.addr, 81)),
@@ -826,11 +824,6 @@ fn parsing_cases() -> Vec<Case> {
         Case::new(
             "UDP to a TCP-only VIP port",
             &Packet::udp(CLIENT4, V_TCP4.addr),
-        )
-        .pass_unchanged(Stat::PassNotVip),
-        Case::new(
-            "IPv6 TCP to a non-VIP address",
-            &Packet::tcp(CLIENT6, NOT_VIP6, SYN),
         )
         .pass_unchanged(Stat::PassNotVip),
         Case::new(
@@ -852,20 +845,10 @@ fn parsing_cases() -> Vec<Case> {
         )
         .pass_unchanged(Stat::PassNotIp),
         Case::new(
-            "802.1Q-tagged SYN to an IPv4 VIP (tag kept)",
-            &syn4.clone().vlan(100),
-        )
-        .redirect(&to_target(&syn4.clone().vlan(100), &T1), Stat::Forwarded),
-        Case::new(
             "802.1ad-tagged SYN to an IPv4 VIP (tag kept)",
             &syn4.clone().vlan_ad(200),
         )
         .redirect(&to_target(&syn4.clone().vlan_ad(200), &T1), Stat::Forwarded),
-        Case::new(
-            "802.1Q-tagged IPv6 SYN to a VIP (tag kept)",
-            &syn6.clone().vlan(7),
-        )
-        .redirect(&to_target(&syn6.clone().vlan(7), &T5), Stat::Forwarded),
         Case::new(
             "two VLAN tags (802.1ad + 802.1Q)",
             &syn4.clone().vlan_ad(200).vlan(100),
@@ -875,23 +858,9 @@ fn parsing_cases() -> Vec<Case> {
             .pass_unchanged(Stat::PassVlanStack),
         Case::new("VLAN tag truncated", &syn4.clone().vlan(100).truncate(16))
             .pass_unchanged(Stat::PassMalformed),
-        Case::new("IPv4 header truncated", &syn4.clone().truncate(ip4_at + 12))
-            .pass_unchanged(Stat::PassMalformed),
-        Case::new("IPv6 header truncated", &syn6.clone().truncate(ip6_at + 30))
-            .pass_unchanged(Stat::PassMalformed),
-        Case::new(
-            "TCP header truncated, to a VIP",
-            &syn4.clone().truncate(ip4_at + 20 + 10),
-        )
-        .drop(Stat::DropMalformed),
         Case::new(
             "UDP header truncated, to a VIP",
             &Packet::udp(CLIENT4, V_UDP4.addr).truncate(ip4_at + 20 + 4),
-        )
-        .drop(Stat::DropMalformed),
-        Case::new(
-            "IPv6 TCP header truncated, to a VIP",
-            &syn6.clone().truncate(ip6_at + 40 + 12),
         )
         .drop(Stat::DropMalformed),
         Case::new(
@@ -939,11 +908,6 @@ fn parsing_cases() -> Vec<Case> {
             Stat::Forwarded,
         ),
         Case::new(
-            "IPv4 first fragment (MF) to a VIP",
-            &syn4.clone().fragment(0, true),
-        )
-        .drop(Stat::DropFragment),
-        Case::new(
             "IPv4 later fragment (offset) to a VIP",
             &syn4.clone().fragment(185, false),
         )
@@ -957,20 +921,6 @@ fn parsing_cases() -> Vec<Case> {
         )
         .drop(Stat::DropFragment),
         Case::new(
-            "IPv4 fragment to a non-VIP address",
-            &Packet::tcp(CLIENT4, NOT_VIP4, SYN).fragment(0, true),
-        )
-        .pass_unchanged(Stat::PassNotVip),
-        Case::new(
-            "IPv6 fragment header to a VIP",
-            &syn6.clone().ext(Ext::Fragment {
-                offset: 0,
-                more: true,
-                id: 77,
-            }),
-        )
-        .drop(Stat::DropFragment),
-        Case::new(
             "IPv6 fragment header after hop-by-hop, to a VIP",
             &syn6.clone().ext(Ext::HopByHop(vec![])).ext(Ext::Fragment {
                 offset: 10,
@@ -979,25 +929,10 @@ fn parsing_cases() -> Vec<Case> {
             }),
         )
         .drop(Stat::DropFragment),
-        Case::new(
-            "IPv6 fragment header to a non-VIP address",
-            &Packet::tcp(CLIENT6, NOT_VIP6, SYN).ext(Ext::Fragment {
-                offset: 0,
-                more: true,
-                id: 77,
-            }),
-        )
-        .pass_unchanged(Stat::PassNotVip),
-        Case::new("TTL 1 to a VIP", &syn4.clone().ttl(1))
-            .pass_unchanged(Stat::PassTtlExceeded)
-            .check(|fx, _| expect_no_flows(fx)),
         Case::new("TTL 0 to a VIP", &syn4.clone().ttl(0)).pass_unchanged(Stat::PassTtlExceeded),
-        Case::new("IPv6 hop limit 1 to a VIP", &syn6.clone().ttl(1))
-            .pass_unchanged(Stat::PassTtlExceeded)
-            .check(|fx, _| expect_no_flows(fx)),
         Case::new("TTL 2 to a VIP: forwarded with TTL 1", &syn4.clone().ttl(2))
             .redirect(&to_target(&syn4.clone().ttl(2), &T1), Stat::Forwarded),
-    ];
+    ]);
 
     // Malformed IPv4 headers (checksums recomputed so only the field is wrong).
     let mut bad_version = syn4.clone();
@@ -1125,19 +1060,68 @@ fn parsing_cases() -> Vec<Case> {
     cases
 }
 
-fn forward_cases() -> Vec<Case> {
-    let mut cases = Vec::new();
+/// [`parsing_cases`] that hold for both families.
+fn parsing_cases_for(fam: Family) -> Vec<Case> {
+    let (client, v, t) = (fam.client(), fam.tcp_vip(), fam.tcp_target());
+    let syn = Packet::tcp(client, v.addr, SYN);
+    let ip_at = syn.l2_len();
+    let header = fam.ip_header_len();
+    let mut cases = vec![
+        Case::new(
+            format!("{fam} TCP to a non-VIP address"),
+            &Packet::tcp(client, fam.not_vip(), SYN),
+        )
+        .pass_unchanged(Stat::PassNotVip),
+        Case::new(
+            format!("{fam} first fragment (MF) to a VIP"),
+            &fam.fragment(syn.clone(), 0, true),
+        )
+        .drop(Stat::DropFragment),
+        Case::new(
+            format!("{fam} fragment to a non-VIP address"),
+            &fam.fragment(Packet::tcp(client, fam.not_vip(), SYN), 0, true),
+        )
+        .pass_unchanged(Stat::PassNotVip),
+        Case::new(
+            format!("{fam} {} 1 to a VIP", fam.ttl_name()),
+            &syn.clone().ttl(1),
+        )
+        .pass_unchanged(Stat::PassTtlExceeded)
+        .check(|fx, _| expect_no_flows(fx)),
+    ];
+    for tag in [100, 7] {
+        let tagged = syn.clone().vlan(tag);
+        cases.push(
+            Case::new(
+                format!("802.1Q-tagged (VLAN {tag}) SYN to an {fam} VIP (tag kept)"),
+                &tagged,
+            )
+            .redirect(&to_target(&tagged, &t), Stat::Forwarded),
+        );
+    }
+    for short in [8, 10] {
+        cases.push(
+            Case::new(
+                format!("{fam} header truncated ({short} bytes short)"),
+                &syn.clone().truncate(ip_at + header - short),
+            )
+            .pass_unchanged(Stat::PassMalformed),
+        );
+    }
+    for kept in [10, 12] {
+        cases.push(
+            Case::new(
+                format!("{fam} TCP header truncated to {kept} bytes, to a VIP"),
+                &syn.clone().truncate(ip_at + header + kept),
+            )
+            .drop(Stat::DropMalformed),
+        );
+    }
+    cases
+}
 
-    let syn = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
-    let len = syn.build().len();
-    cases.push(
-        Case::new("SYN to an IPv4 VIP", &syn)
-            .redirect(&to_target(&syn, &T1), Stat::Forwarded)
-            .check(move |fx, _| {
-                expect_new_flow(fx, CLIENT4, &V_TCP4, &T1, len, FlowState::Syn);
-                assert_eq!(fx.flow_counters(V_TCP4.id).syns, 1, "syns");
-            }),
-    );
+fn forward_cases() -> Vec<Case> {
+    let mut cases = Family::each(forward_cases_for);
 
     // NICs pad frames to the 60-byte minimum; the padding is not in the IP
     // length, stays in the frame and counts in bytes_in.
@@ -1169,23 +1153,6 @@ fn forward_cases() -> Vec<Case> {
     );
 
     let udp = Packet::udp(with_port(CLIENT4, 5000), V_UDP4.addr);
-    let len = udp.build().len();
-    cases.push(
-        Case::new("UDP with checksum to an IPv4 VIP", &udp)
-            .redirect(&to_target(&udp, &T4), Stat::Forwarded)
-            .check(move |fx, _| {
-                expect_new_flow(
-                    fx,
-                    with_port(CLIENT4, 5000),
-                    &V_UDP4,
-                    &T4,
-                    len,
-                    FlowState::New,
-                );
-                assert_eq!(fx.flow_counters(V_UDP4.id).syns, 0, "no SYN counted");
-            }),
-    );
-
     let udp0 = udp.clone().udp_zero_checksum();
     cases.push(
         Case::new("UDP without checksum (0) to an IPv4 VIP: stays 0", &udp0)
@@ -1205,31 +1172,6 @@ fn forward_cases() -> Vec<Case> {
             let at = 14 + 20 + 6;
             assert_eq!(&r.output[at..at + 2], &[0xff, 0xff], "UDP checksum field");
         }),
-    );
-
-    let syn6 = Packet::tcp(CLIENT6, V_TCP6.addr, SYN);
-    let len6 = syn6.build().len();
-    cases.push(
-        Case::new("SYN to an IPv6 VIP", &syn6)
-            .redirect(&to_target(&syn6, &T5), Stat::Forwarded)
-            .check(move |fx, _| expect_new_flow(fx, CLIENT6, &V_TCP6, &T5, len6, FlowState::Syn)),
-    );
-
-    let udp6 = Packet::udp(with_port(CLIENT6, 5000), V_UDP6.addr);
-    let len = udp6.build().len();
-    cases.push(
-        Case::new("UDP to an IPv6 VIP", &udp6)
-            .redirect(&to_target(&udp6, &T7), Stat::Forwarded)
-            .check(move |fx, _| {
-                expect_new_flow(
-                    fx,
-                    with_port(CLIENT6, 5000),
-                    &V_UDP6,
-                    &T7,
-                    len,
-                    FlowState::New,
-                )
-            }),
     );
 
     // Which target a new flow picks: MAGLEV[slot * size + flow_hash % size].
@@ -1351,18 +1293,6 @@ fn forward_cases() -> Vec<Case> {
             );
         }),
     );
-    let p = Packet::tcp(CLIENT4, V_NOROUTE4.addr, SYN);
-    cases.push(Case::new("no route to the IPv4 target", &p).drop(Stat::DropNoRoute));
-    let big = Packet::tcp(CLIENT4, V_TCP4.addr, ACK)
-        .payload(&[0x42; 1600])
-        .dont_fragment();
-    cases.push(
-        Case::new(
-            "larger than the egress MTU with DF: ICMP fragmentation needed from the VIP",
-            &big,
-        )
-        .redirect(&too_big_reply(&big, 1500), Stat::TooBigSent),
-    );
     let big_df_off = Packet::tcp(CLIENT4, V_TCP4.addr, ACK).payload(&[0x42; 1600]);
     let passed = big_df_off.clone().dst(T1.addr).ttl(63);
     cases.push(
@@ -1371,14 +1301,6 @@ fn forward_cases() -> Vec<Case> {
             &big_df_off,
         )
         .pass_as(&passed, Stat::PassMtu),
-    );
-    let big6 = Packet::tcp(CLIENT6, V_TCP6.addr, ACK).payload(&[0x42; 1600]);
-    cases.push(
-        Case::new(
-            "IPv6 larger than the egress MTU: ICMPv6 packet too big from the VIP",
-            &big6,
-        )
-        .redirect(&too_big_reply(&big6, 1500), Stat::TooBigSent),
     );
 
     // Where the frame came in: the fib lookup starts from the ingress device.
@@ -1391,25 +1313,62 @@ fn forward_cases() -> Vec<Case> {
         .ingress(topo::FX1)
         .redirect(&to_target(&syn, &T1), Stat::Forwarded),
     );
+    cases
+}
+
+/// [`forward_cases`] that hold for both families.
+fn forward_cases_for(fam: Family) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let (client, v, t) = (fam.client(), fam.tcp_vip(), fam.tcp_target());
+
+    let syn = Packet::tcp(client, v.addr, SYN);
+    let len = syn.build().len();
+    cases.push(
+        Case::new(format!("SYN to an {fam} VIP"), &syn)
+            .redirect(&to_target(&syn, &t), Stat::Forwarded)
+            .check(move |fx, _| {
+                expect_new_flow(fx, client, &v, &t, len, FlowState::Syn);
+                assert_eq!(fx.flow_counters(v.id).syns, 1, "syns");
+            }),
+    );
+
+    let (udp_client, uv, ut) = (with_port(client, 5000), fam.udp_vip(), fam.udp_target());
+    let udp = Packet::udp(udp_client, uv.addr);
+    let len = udp.build().len();
+    cases.push(
+        Case::new(format!("UDP with checksum to an {fam} VIP"), &udp)
+            .redirect(&to_target(&udp, &ut), Stat::Forwarded)
+            .check(move |fx, _| {
+                expect_new_flow(fx, udp_client, &uv, &ut, len, FlowState::New);
+                assert_eq!(fx.flow_counters(uv.id).syns, 0, "no SYN counted");
+            }),
+    );
+
+    let p = Packet::tcp(client, fam.no_route_vip().addr, SYN);
+    cases.push(Case::new(format!("no route to the {fam} target"), &p).drop(Stat::DropNoRoute));
+
+    let big = fam.dont_fragment(Packet::tcp(client, v.addr, ACK).payload(&[0x42; 1600]));
     cases.push(
         Case::new(
-            "one-armed: SYN received on the targets' interface (fx0) is redirected back out of it",
+            format!(
+                "{fam} larger than the egress MTU, not to be fragmented: {} from the VIP",
+                fam.too_big_name()
+            ),
+            &big,
+        )
+        .redirect(&too_big_reply(&big, 1500), Stat::TooBigSent),
+    );
+
+    cases.push(
+        Case::new(
+            format!(
+                "one-armed: {fam} SYN received on the targets' interface (fx0) is redirected back out of it"
+            ),
             &syn,
         )
         .ingress(topo::FX0)
-        .redirect(&to_target(&syn, &T1), Stat::Forwarded),
+        .redirect(&to_target(&syn, &t), Stat::Forwarded),
     );
-    let syn6 = Packet::tcp(CLIENT6, V_TCP6.addr, SYN);
-    cases.push(
-        Case::new(
-            "one-armed: IPv6 SYN received on fx0 is redirected back out of it",
-            &syn6,
-        )
-        .ingress(topo::FX0)
-        .redirect(&to_target(&syn6, &T5), Stat::Forwarded),
-    );
-    let p = Packet::tcp(CLIENT6, V_NOROUTE6.addr, SYN);
-    cases.push(Case::new("no route to the IPv6 target", &p).drop(Stat::DropNoRoute));
     cases
 }
 
@@ -2010,26 +1969,26 @@ fn table_cases() -> Vec<Case> {
     cases
 }
 
-fn return_cases() -> Vec<Case> {
-    let mut cases = Vec::new();
-    let syn = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
-    let synack = Packet::tcp(T1.addr, CLIENT4, SYN | ACK);
+/// [`return_cases`] that hold for both families.
+fn return_cases_for(fam: Family) -> Vec<Case> {
+    let (client, v, t) = (fam.client(), fam.tcp_vip(), fam.tcp_target());
+    let syn = Packet::tcp(client, v.addr, SYN);
+    let synack = Packet::tcp(t.addr, client, SYN | ACK);
     let len = synack.build().len();
-    let syn_c = syn.clone();
-    cases.push(
+    vec![
         Case::new(
-            "reply target -> client translated back to VIP:port",
+            format!("{fam} reply target -> client translated back to VIP:port"),
             &synack,
         )
         .setup(move |fx| {
-            send(fx, &syn_c);
+            send(fx, &syn);
         })
-        .redirect(&to_client(&synack, &V_TCP4), Stat::Returned)
+        .redirect(&to_client(&synack, &v), Stat::Returned)
         .check(move |fx, _| {
             let l = u64::try_from(len).expect("len");
             for (c, what) in [
-                (fx.vip_counters(V_TCP4.id), "VIP_STATS"),
-                (fx.target_counters(T1.id), "TARGET_STATS"),
+                (fx.vip_counters(v.id), "VIP_STATS"),
+                (fx.target_counters(t.id), "TARGET_STATS"),
             ] {
                 assert_eq!(
                     (c.packets_out, c.bytes_out, c.new_flows),
@@ -2038,17 +1997,12 @@ fn return_cases() -> Vec<Case> {
                 );
             }
         }),
-    );
+    ]
+}
 
-    let syn6 = Packet::tcp(CLIENT6, V_TCP6.addr, SYN);
-    let synack6 = Packet::tcp(T5.addr, CLIENT6, SYN | ACK);
-    cases.push(
-        Case::new("IPv6 reply translated back to VIP:port", &synack6)
-            .setup(move |fx| {
-                send(fx, &syn6);
-            })
-            .redirect(&to_client(&synack6, &V_TCP6), Stat::Returned),
-    );
+fn return_cases() -> Vec<Case> {
+    let mut cases = Family::each(return_cases_for);
+    let synack = Packet::tcp(T1.addr, CLIENT4, SYN | ACK);
 
     let c = with_port(CLIENT4, 5000);
     let udp_reply = Packet::udp(T4.addr, c).payload(b"answer");
@@ -2203,52 +2157,119 @@ fn return_cases() -> Vec<Case> {
     cases
 }
 
-fn icmp_cases() -> Vec<Case> {
-    let mut cases = Vec::new();
-    let all_three = |_: &mut Fixture, r: &RunResult| {
+/// An ICMP error `r` carries every checksum of an error about a flow of
+/// `fam`'s ([`Family::icmp_error_checksums`]).
+fn icmp_checksums(fam: Family) -> impl Fn(&mut Fixture, &RunResult) {
+    move |_, r| {
         let v = verify_frame(&r.output).expect("verified");
-        for want in [
-            Verified::Ipv4Header,
-            Verified::Icmp,
-            Verified::InnerIpv4Header,
-        ] {
-            assert!(v.contains(&want), "{want:?} not verified in {v:?}");
+        for want in fam.icmp_error_checksums() {
+            assert!(v.contains(want), "{want:?} not verified in {v:?}");
         }
-    };
+    }
+}
 
-    // A router tells the VIP that our reply VIP -> client was too big.
-    let reply = Packet::tcp(V_TCP4.addr, CLIENT4, ACK)
-        .payload(&[0; 1200])
-        .dont_fragment();
+/// A router on the client side tells `v` that a reply `v` -> client (the
+/// packet returned first) was too big ([`Family::too_big_report`]).
+fn router_too_big(fam: Family, v: &VipDef) -> (Packet, Packet) {
+    let (payload, mtu) = fam.too_big_report();
+    let reply =
+        fam.dont_fragment(Packet::tcp(v.addr, fam.client(), ACK).payload(&vec![0; payload]));
+    let (ty, code, rest) = fam.too_big(mtu);
     let icmp = Packet::icmp_error(
-        ROUTER4,
-        V_TCP4.addr.ip(),
-        3,
-        4,
-        icmp_frag_needed_rest(1400),
+        fam.router(),
+        v.addr.ip(),
+        ty,
+        code,
+        rest,
         &reply,
-        28,
+        fam.icmp_quote(),
     );
+    (reply, icmp)
+}
+
+/// [`icmp_cases`] that hold for both families.
+fn icmp_cases_for(fam: Family) -> Vec<Case> {
+    let (client, v, t) = (fam.client(), fam.tcp_vip(), fam.tcp_target());
+    let mut cases = Vec::new();
+
+    let (reply, icmp) = router_too_big(fam, &v);
+    let (ty, code, rest) = fam.too_big(fam.too_big_report().1);
     let expected = Packet::icmp_error(
-        ROUTER4,
-        T1.addr.ip(),
-        3,
-        4,
-        icmp_frag_needed_rest(1400),
-        &reply.clone().src(T1.addr),
-        28,
+        fam.router(),
+        t.addr.ip(),
+        ty,
+        code,
+        rest,
+        &reply.clone().src(t.addr),
+        fam.icmp_quote(),
     )
     .ttl(63)
-    .macs(topo::FX0_MAC, T1.mac);
+    .macs(topo::FX0_MAC, t.mac);
     cases.push(
         Case::new(
-            "ICMP frag-needed to the VIP about a flow goes to its target",
+            format!(
+                "{} to the VIP about a flow goes to its target",
+                fam.too_big_name()
+            ),
             &icmp,
         )
-        .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
+        .setup(move |fx| pin_flow(fx, client, &v, &t, 1, 0))
         .redirect(&expected, Stat::IcmpTranslated)
-        .check(all_three),
+        .check(icmp_checksums(fam)),
     );
+
+    // The target reports a problem with a packet we translated client ->
+    // target.
+    let to_t = Packet::tcp(client, t.addr, ACK).ttl(63);
+    let (ty, code) = fam.admin_prohibited();
+    let from_target = Packet::icmp_error(
+        t.addr.ip(),
+        client.ip(),
+        ty,
+        code,
+        [0; 4],
+        &to_t,
+        fam.icmp_quote(),
+    );
+    let expected = Packet::icmp_error(
+        v.addr.ip(),
+        client.ip(),
+        ty,
+        code,
+        [0; 4],
+        &to_t.clone().dst(v.addr),
+        fam.icmp_quote(),
+    )
+    .ttl(63)
+    .macs(topo::FX1_MAC, topo::GATEWAY_MAC);
+    cases.push(
+        Case::new(
+            format!(
+                "{} error from the target about client -> target goes out as the VIP's",
+                fam.icmp_name()
+            ),
+            &from_target,
+        )
+        .setup(move |fx| pin_flow(fx, client, &v, &t, 1, 0))
+        .redirect(&expected, Stat::IcmpTranslated)
+        .check(icmp_checksums(fam)),
+    );
+
+    cases.push(
+        Case::new(
+            format!("{} echo to a VIP", fam.icmp_name()),
+            &Packet::icmp_echo(client.ip(), v.addr.ip()),
+        )
+        .pass_unchanged(Stat::PassIcmp),
+    );
+    cases
+}
+
+fn icmp_cases() -> Vec<Case> {
+    let mut cases = Family::each(icmp_cases_for);
+
+    // A router tells the VIP that our reply VIP -> client was too big.
+    let (reply, icmp) = router_too_big(Family::V4, &V_TCP4);
     let icmp_te = Packet::icmp_error(ROUTER4, V_TCP4.addr.ip(), 11, 0, [0; 4], &reply, 28);
     let expected_te = Packet::icmp_error(
         ROUTER4,
@@ -2268,7 +2289,7 @@ fn icmp_cases() -> Vec<Case> {
         )
         .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
         .redirect(&expected_te, Stat::IcmpTranslated)
-        .check(all_three),
+        .check(icmp_checksums(Family::V4)),
     );
     cases.push(
         Case::new("ICMP frag-needed to the VIP about an unknown flow", &icmp)
@@ -2339,70 +2360,12 @@ fn icmp_cases() -> Vec<Case> {
         )
         .setup(move |fx| pin_flow(fx, c, &V_UDP4, &T4, 1, 0))
         .redirect(&expected, Stat::IcmpTranslated)
-        .check(all_three),
+        .check(icmp_checksums(Family::V4)),
     );
 
-    let reply6 = Packet::tcp(V_TCP6.addr, CLIENT6, ACK).payload(&[0; 1300]);
-    let ptb = Packet::icmp_error(
-        ROUTER6,
-        V_TCP6.addr.ip(),
-        2,
-        0,
-        icmpv6_ptb_rest(1280),
-        &reply6,
-        48,
-    );
-    let expected6 = Packet::icmp_error(
-        ROUTER6,
-        T5.addr.ip(),
-        2,
-        0,
-        icmpv6_ptb_rest(1280),
-        &reply6.clone().src(T5.addr),
-        48,
-    )
-    .ttl(63)
-    .macs(topo::FX0_MAC, T5.mac);
-    cases.push(
-        Case::new(
-            "ICMPv6 packet-too-big to the VIP about a flow goes to its target",
-            &ptb,
-        )
-        .setup(|fx| pin_flow(fx, CLIENT6, &V_TCP6, &T5, 1, 0))
-        .redirect(&expected6, Stat::IcmpTranslated)
-        .check(|_, r| {
-            let v = verify_frame(&r.output).expect("verified");
-            assert!(
-                v.contains(&Verified::Icmpv6),
-                "ICMPv6 checksum verified: {v:?}"
-            );
-        }),
-    );
-
-    // The target (or a router behind it) reports a problem with a packet we
+    // A router behind the target reports a problem with a packet we
     // translated client -> target.
     let to_t1 = Packet::tcp(CLIENT4, T1.addr, ACK).ttl(63);
-    let from_target = Packet::icmp_error(T1.addr.ip(), CLIENT4.ip(), 3, 13, [0; 4], &to_t1, 28);
-    let expected = Packet::icmp_error(
-        V_TCP4.addr.ip(),
-        CLIENT4.ip(),
-        3,
-        13,
-        [0; 4],
-        &to_t1.clone().dst(V_TCP4.addr),
-        28,
-    )
-    .ttl(63)
-    .macs(topo::FX1_MAC, topo::GATEWAY_MAC);
-    cases.push(
-        Case::new(
-            "ICMP error from the target about client -> target goes out as the VIP's",
-            &from_target,
-        )
-        .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
-        .redirect(&expected, Stat::IcmpTranslated)
-        .check(all_three),
-    );
     let from_router = Packet::icmp_error(INNER_ROUTER4, CLIENT4.ip(), 11, 0, [0; 4], &to_t1, 28);
     let expected = Packet::icmp_error(
         INNER_ROUTER4,
@@ -2422,43 +2385,7 @@ fn icmp_cases() -> Vec<Case> {
         )
         .setup(|fx| pin_flow(fx, CLIENT4, &V_TCP4, &T1, 1, 0))
         .redirect(&expected, Stat::IcmpTranslated)
-        .check(all_three),
-    );
-    let to_t5 = Packet::tcp(CLIENT6, T5.addr, ACK).ttl(63);
-    let from_target6 = Packet::icmp_error(T5.addr.ip(), CLIENT6.ip(), 1, 1, [0; 4], &to_t5, 48);
-    let expected6 = Packet::icmp_error(
-        V_TCP6.addr.ip(),
-        CLIENT6.ip(),
-        1,
-        1,
-        [0; 4],
-        &to_t5.clone().dst(V_TCP6.addr),
-        48,
-    )
-    .ttl(63)
-    .macs(topo::FX1_MAC, topo::GATEWAY_MAC);
-    cases.push(
-        Case::new(
-            "ICMPv6 error from the target about client -> target goes out as the VIP's",
-            &from_target6,
-        )
-        .setup(|fx| pin_flow(fx, CLIENT6, &V_TCP6, &T5, 1, 0))
-        .redirect(&expected6, Stat::IcmpTranslated),
-    );
-
-    cases.push(
-        Case::new(
-            "ICMP echo to a VIP",
-            &Packet::icmp_echo(CLIENT4.ip(), V_TCP4.addr.ip()),
-        )
-        .pass_unchanged(Stat::PassIcmp),
-    );
-    cases.push(
-        Case::new(
-            "ICMPv6 echo to a VIP",
-            &Packet::icmp_echo(CLIENT6.ip(), V_TCP6.addr.ip()),
-        )
-        .pass_unchanged(Stat::PassIcmp),
+        .check(icmp_checksums(Family::V4)),
     );
     let IpAddr::V6(solicited) = V_TCP6.addr.ip() else {
         unreachable!()

@@ -109,20 +109,12 @@ fn expect_new_dsr_flow(
 /// the quoted packet is the client's untouched (no TTL was decremented on
 /// it) and the MTU is the egress MTU less the outer header.
 fn too_big_wrapped(orig: &Packet, egress_mtu: u16) -> Packet {
-    let (overhead, quoted_ttl) = match &orig.net {
-        Net::Ipv4(ip) => (20, ip.ttl),
-        Net::Ipv6(ip) => (40, ip.hop_limit),
-        Net::Other { .. } => panic!("not IP"),
-    };
+    let fam = Family::of(orig);
+    let overhead = u16::try_from(fam.ip_header_len()).expect("header length");
     let mut r = too_big_reply(orig, egress_mtu - overhead);
-    let quoted = orig.clone().ttl(quoted_ttl);
-    let quote = match &r.net {
-        Net::Ipv4(_) => 28,
-        _ => 48,
-    };
     let body = {
-        let mut b = quoted.net.bytes();
-        b.truncate(quote);
+        let mut b = orig.net.bytes();
+        b.truncate(fam.icmp_quote());
         b
     };
     match r.l4_mut() {
@@ -133,7 +125,7 @@ fn too_big_wrapped(orig: &Packet, egress_mtu: u16) -> Packet {
 }
 
 pub(super) fn cases() -> Vec<Case> {
-    let mut cases = Vec::new();
+    let mut cases = Family::each(cases_for);
     new_flows(&mut cases);
     tracked_flows(&mut cases);
     too_big(&mut cases);
@@ -142,20 +134,46 @@ pub(super) fn cases() -> Vec<Case> {
     cases
 }
 
-fn new_flows(cases: &mut Vec<Case>) {
-    let syn = Packet::tcp(CLIENT4, V_DSR4.addr, SYN);
+/// The dsr cases that hold for both families.
+fn cases_for(fam: Family) -> Vec<Case> {
+    let (client, v, t) = (fam.client(), fam.dsr_vip(), fam.tcp_target());
+    let mut cases = Vec::new();
+    let syn = Packet::tcp(client, v.addr, SYN);
     let len = syn.build().len();
     cases.push(
         Case::new(
-            "dsr: SYN to an IPv4 VIP is wrapped in IPv4 (protocol 4) to its target",
+            format!(
+                "dsr: SYN to an {fam} VIP is wrapped in {fam} ({}) to its target",
+                fam.encap_name()
+            ),
             &syn,
         )
-        .redirect(&to_dsr_target(&syn, CLIENT4, &V_DSR4, &T1), Stat::Forwarded)
+        .redirect(&to_dsr_target(&syn, client, &v, &t), Stat::Forwarded)
         .check(move |fx, _| {
-            expect_new_dsr_flow(fx, CLIENT4, &V_DSR4, &T1, len, FlowState::Syn);
-            assert_eq!(fx.flow_counters(V_DSR4.id).syns, 1, "syns");
+            expect_new_dsr_flow(fx, client, &v, &t, len, FlowState::Syn);
+            assert_eq!(fx.flow_counters(v.id).syns, 1, "syns");
         }),
     );
+
+    // A router on the client's path tells the VIP that the target's reply
+    // (VIP -> client, sent by the target itself) was too big.
+    let (_, icmp) = router_too_big(fam, &v);
+    let key = flow_key(client, v.addr, PROTO_TCP);
+    cases.push(
+        Case::new(
+            format!(
+                "dsr: {} about a dsr flow goes to its target wrapped, unchanged",
+                fam.too_big_name()
+            ),
+            &icmp,
+        )
+        .setup(move |fx| pin_flow(fx, client, &v, &t, 1, entry_flags::DSR))
+        .redirect(&wrapped(&icmp, &key, &t), Stat::IcmpTranslated),
+    );
+    cases
+}
+
+fn new_flows(cases: &mut Vec<Case>) {
     let client = with_port(CLIENT4, 5000);
     let udp = Packet::udp(client, V_DSR_UDP4.addr).payload(&[7; 33]);
     let len = udp.build().len();
@@ -169,19 +187,6 @@ fn new_flows(cases: &mut Vec<Case>) {
             Stat::Forwarded,
         )
         .check(move |fx, _| expect_new_dsr_flow(fx, client, &V_DSR_UDP4, &T4, len, FlowState::New)),
-    );
-    let syn6 = Packet::tcp(CLIENT6, V_DSR6.addr, SYN);
-    let len = syn6.build().len();
-    cases.push(
-        Case::new(
-            "dsr: SYN to an IPv6 VIP is wrapped in IPv6 (next header 41)",
-            &syn6,
-        )
-        .redirect(
-            &to_dsr_target(&syn6, CLIENT6, &V_DSR6, &T5),
-            Stat::Forwarded,
-        )
-        .check(move |fx, _| expect_new_dsr_flow(fx, CLIENT6, &V_DSR6, &T5, len, FlowState::Syn)),
     );
     let client6 = with_port(CLIENT6, 5000);
     let mut udp6 = Packet::udp(client6, V_DSR_UDP6.addr).payload(&[9; 101]);
@@ -403,48 +408,7 @@ fn ttl_and_table(cases: &mut Vec<Case>) {
 }
 
 fn icmp_errors(cases: &mut Vec<Case>) {
-    // A router on the client's path tells the VIP that the target's reply
-    // (VIP -> client, sent by the target itself) was too big.
-    let reply = Packet::tcp(V_DSR4.addr, CLIENT4, ACK)
-        .payload(&[0; 1200])
-        .dont_fragment();
-    let icmp = Packet::icmp_error(
-        ROUTER4,
-        V_DSR4.addr.ip(),
-        3,
-        4,
-        icmp_frag_needed_rest(1400),
-        &reply,
-        28,
-    );
-    let key = flow_key(CLIENT4, V_DSR4.addr, PROTO_TCP);
-    cases.push(
-        Case::new(
-            "dsr: ICMP frag needed about a dsr flow goes to its target wrapped, unchanged",
-            &icmp,
-        )
-        .setup(|fx| pin_flow(fx, CLIENT4, &V_DSR4, &T1, 1, entry_flags::DSR))
-        .redirect(&wrapped(&icmp, &key, &T1), Stat::IcmpTranslated),
-    );
-    let reply6 = Packet::tcp(V_DSR6.addr, CLIENT6, ACK).payload(&[0; 1300]);
-    let icmp6 = Packet::icmp_error(
-        ROUTER6,
-        V_DSR6.addr.ip(),
-        2,
-        0,
-        icmpv6_ptb_rest(1280),
-        &reply6,
-        48,
-    );
-    let key6 = flow_key(CLIENT6, V_DSR6.addr, PROTO_TCP);
-    cases.push(
-        Case::new(
-            "dsr: ICMPv6 packet too big about a dsr flow goes to its target wrapped, unchanged",
-            &icmp6,
-        )
-        .setup(|fx| pin_flow(fx, CLIENT6, &V_DSR6, &T5, 1, entry_flags::DSR))
-        .redirect(&wrapped(&icmp6, &key6, &T5), Stat::IcmpTranslated),
-    );
+    let (_, icmp) = router_too_big(Family::V4, &V_DSR4);
     cases.push(
         Case::new("dsr: ICMP about a dsr flow no entry holds: passed", &icmp)
             .pass_unchanged(Stat::PassIcmp),
