@@ -56,8 +56,9 @@ pub fn run(flows: usize, hold: bool, interrupted: fn() -> bool) -> Result<()> {
     check()?;
 
     println!(
-        "\nTaking h{LOST} away: `ip link set {PEER_IF} down` in its namespace (the router's BFD \
-         notices, BGP withdraws its path)"
+        "\nTaking h{LOST} away: `ip link set {PEER_IF} down` in its namespace (the router's end \
+         of the link loses carrier, so BIRD drops that session and its path at once; BFD is for \
+         failures that leave the link up)"
     );
     let t0 = Instant::now();
     lab.set_link(LOST, false);
