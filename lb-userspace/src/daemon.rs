@@ -38,6 +38,7 @@ use crate::{
         xdp::{XdpError, XdpPath},
     },
     error_chain::ErrorChain,
+    fd_limit,
     health::{Checker, HealthError, HealthEvent},
     http::HttpMetrics,
     instance::{self, InstanceError},
@@ -138,6 +139,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     lifecycle.sync(&config, Instant::now());
     let (plan, first) = Controller::initial_plan(&config, &lifecycle);
     let xdp = start_xdp(&config, &plan)?;
+    raise_fd_limit(&config, xdp.is_some());
     let (routable, routable_rx) = routable::channel(first);
     let mut userspace = Listeners::new(
         routable_rx,
@@ -181,6 +183,22 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         );
     }
     Ok(())
+}
+
+/// Raises `RLIMIT_NOFILE` to its hard limit and warns when that is below
+/// what the listeners' connection caps can take: `accept` would then fail
+/// before a cap is reached. Not fatal: small configs need few descriptors.
+fn raise_fd_limit(config: &Config, xdp_serves_tcp: bool) {
+    let needed = fd_limit::needed(config, xdp_serves_tcp);
+    match fd_limit::raise() {
+        Ok(limit) if limit.soft < needed => warn!(
+            limit = limit.soft,
+            needed,
+            "the open-file limit (RLIMIT_NOFILE) is below what the listeners' max_connections can take (two per connection): raise the hard limit (LimitNOFILE= in systemd, ulimit -Hn) or lower max_connections"
+        ),
+        Ok(limit) => info!(limit = limit.soft, needed, "open-file limit"),
+        Err(e) => warn!(error = %e, "could not raise the open-file limit (RLIMIT_NOFILE)"),
+    }
 }
 
 /// systemd notifications are best effort: a failure is logged.

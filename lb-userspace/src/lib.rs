@@ -23,6 +23,7 @@
 //!   connections.
 //! - [`clock`]: the coarse monotonic clock of the data path and the timeouts.
 //! - [`conn_cap`]: the connection caps of the daemon's own listeners.
+//! - [`fd_limit`]: the open-file limit those caps need.
 //! - [`cli`]: the subcommands behind the `lb` binary.
 //! - [`manual`]: its man pages and shell completions, from the same
 //!   definitions.
@@ -57,6 +58,7 @@ pub mod conn_cap;
 pub mod control;
 pub mod daemon;
 pub mod error_chain;
+pub mod fd_limit;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -191,3 +191,68 @@ fn listeners_hold_their_connection_caps() {
     caps_hold(&lab, 80, "web", "lb_http_client_connections_refused");
     caps_hold(&lab, 81, "raw", "lb_proxy_connections_refused");
 }
+
+/// `lb run` raises its soft open-file limit to the hard one (started here
+/// under `prlimit --nofile=256:8192`) and, since 8,192 is below what its
+/// caps can take (a userspace `tcp` listener with the default 10,000
+/// connections, two descriptors each, plus 1,024), says so.
+#[test]
+fn lb_run_raises_its_open_file_limit_and_warns_when_too_low() {
+    lb_tests::proc::require_tool("prlimit");
+    let mut lab = Lab::bare("fdlimit", 0, true);
+    let wrapper = lab.topo.run_dir().join("lb-limited");
+    let script = format!(
+        "#!/bin/sh\nexec prlimit --nofile=256:8192 {} \"$@\"\n",
+        lab.lb.display()
+    );
+    std::fs::write(&wrapper, script).expect("write the wrapper");
+    let mut perms = std::fs::metadata(&wrapper).expect("wrapper").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms).expect("chmod the wrapper");
+    lab.lb = wrapper;
+    let vip = lb_tests::lab::vip4(81);
+    lab.write_userspace_config(&format!(
+        r#"
+[[listener]]
+name = "raw"
+protocol = "tcp"
+address = "{}"
+port = {}
+target_group = "t"
+
+[[target_group]]
+name = "t"
+protocol = "tcp"
+port = 8080
+  [[target_group.target]]
+  address = "{}"
+  [target_group.health_check]
+  enabled = false
+"#,
+        vip.ip(),
+        vip.port(),
+        vip.ip()
+    ));
+    lab.start_daemon();
+    let daemon = lab.daemon.as_ref().expect("daemon");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid()))
+        .expect("the daemon's limits");
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files line")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3..5],
+        ["8192", "8192"],
+        "soft and hard limit of lb run:\n{limits}"
+    );
+    let output = daemon.output();
+    assert!(
+        output.contains("open-file limit (RLIMIT_NOFILE) is below")
+            && output.contains("needed=21024")
+            && output.contains("limit=8192"),
+        "lb run should warn that 8192 descriptors are below the 21,024 its caps need:\n{output}"
+    );
+}
