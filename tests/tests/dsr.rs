@@ -208,3 +208,51 @@ fn path_mtu_discovery_works_through_the_tunnel() {
     let stats = lb_stats(&dsr);
     assert!(counter(&stats, "too_big_sent") >= 2, "{stats}");
 }
+
+/// `forwarding` of a running group switched from nat to dsr: the nat
+/// flows end (their replies would lose their translation and stall), so an
+/// open connection is reset at its next packet, and new connections take
+/// dsr. Without the purge the old connection hangs until its read times
+/// out.
+#[test]
+fn switching_a_group_from_nat_to_dsr_resets_its_nat_connections() {
+    let mut dsr = DsrLab::new("switch", 1);
+    // nat replies come back through the balancer: the target's route to
+    // the client over its link to the load balancer, not the direct one.
+    let lb_side = "10.200.11.1";
+    dsr.lab.topo.targets[0].ip(&["route", "add", &format!("{CLIENT4}/32"), "via", lb_side]);
+    set_forwarding(&mut dsr, "dsr", "nat");
+    let mut conn = dsr.lab.connect(vip4(VIP_TCP_PORT));
+    conn.echo("through nat").expect("echo over nat");
+
+    set_forwarding(&mut dsr, "nat", "dsr");
+    conn.set_timeout(Duration::from_secs(10)).expect("timeout");
+    let err = conn
+        .echo("after the switch")
+        .expect_err("the nat connection must end when its group turns dsr");
+    let kind = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    assert_eq!(
+        kind,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "reset expected, got {err:#}\n{}",
+        dsr.lab.diagnostics()
+    );
+    let mut fresh = dsr.lab.connect(vip4(VIP_TCP_PORT));
+    fresh.echo("over dsr").expect("a new connection over dsr");
+}
+
+/// Rewrites every group's `forwarding = "<from>"` as `<to>` and reloads.
+fn set_forwarding(dsr: &mut DsrLab, from: &str, to: &str) {
+    let path = &dsr.lab.config;
+    let text = std::fs::read_to_string(path).expect("read the config");
+    let (old, new) = (
+        format!("forwarding = \"{from}\""),
+        format!("forwarding = \"{to}\""),
+    );
+    assert!(text.contains(&old), "no {old} in\n{text}");
+    std::fs::write(path, text.replace(&old, &new)).expect("write the config");
+    dsr.lab.daemon.as_mut().expect("daemon").reload();
+}

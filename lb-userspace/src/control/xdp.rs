@@ -7,13 +7,17 @@
 //! attachment sees already finds its VIPs. Dropping an `XdpPath` leaves
 //! program, links and maps in place: forwarding continues without the daemon
 //! and the next `lb run` takes over.
-use std::{collections::HashSet, net::SocketAddr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+};
 
 use lb_common::{
-    FlowKey, TargetState,
+    FlowKey, TargetState, VipKey,
     flow::{ticks, timeout_ticks},
+    vip::vip_flags,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     apply_guard::{self, GuardedApplyError},
@@ -100,11 +104,13 @@ impl XdpPath {
             .iter()
             .filter_map(|ep| self.state.target_id(ep).map(|id| (*ep, id)))
             .collect();
+        let modes_before = self.forwarding_modes();
         let changes = apply_guard::apply_plan(&mut self.state, &mut self.maps, config, plan)?;
         if changes.vips_removed > 0 {
             let purged = self.maps.purge_orphan_flows()?;
             info!(purged, "removed the flows of removed VIPs");
         }
+        self.end_flows_of_switched_vips(&modes_before)?;
         let gone: HashSet<u32> = before
             .into_iter()
             .filter(|(ep, _)| self.state.target_id(ep).is_none())
@@ -121,11 +127,48 @@ impl XdpPath {
         Ok(changes)
     }
 
+    /// Each VIP's forwarding mode: whether it is dsr.
+    fn forwarding_modes(&self) -> HashMap<VipKey, bool> {
+        self.state
+            .vips()
+            .map(|(k, m)| (*k, m.flags & vip_flags::DSR != 0))
+            .collect()
+    }
+
+    /// Ends the flows of VIPs switched from nat to dsr. A nat flow left in
+    /// place would keep being translated while its target's replies lose
+    /// their translation (dsr groups have no `REPLIES` entries) and leave
+    /// the host with the target's address: a stall, not a reset. Ended, its
+    /// next packet takes dsr like a new flow and the target, which has no
+    /// connection to the VIP for it, resets it at once. The other way needs
+    /// nothing: a dsr flow stays encapsulated to its target (the entry says
+    /// so) until it ends.
+    fn end_flows_of_switched_vips(
+        &mut self,
+        before: &HashMap<VipKey, bool>,
+    ) -> Result<(), XdpError> {
+        let switched: HashSet<VipKey> = self
+            .forwarding_modes()
+            .into_iter()
+            .filter(|(k, dsr)| *dsr && before.get(k) == Some(&false))
+            .map(|(k, _)| k)
+            .collect();
+        if !switched.is_empty() {
+            let purged = self.maps.purge_flows(|v| switched.contains(v))?;
+            warn!(
+                purged,
+                vips = switched.len(),
+                "forwarding changed from nat to dsr: ended those VIPs' nat flows"
+            );
+        }
+        Ok(())
+    }
+
     /// Connection-table occupancy and a sample with targets resolved.
     pub fn flows(&self, limit: usize) -> FlowsReport {
         let (active, sample) = self.maps.sample_flows(limit);
         let now = ticks(clock::monotonic_coarse_ns());
-        let targets: std::collections::HashMap<u32, SocketAddr> = self
+        let targets: HashMap<u32, SocketAddr> = self
             .state
             .targets()
             .filter_map(|(id, t)| net::target_endpoint(t).map(|ep| (id, ep)))
