@@ -64,7 +64,8 @@ enum What {
         /// Seconds measured per round.
         #[arg(long, default_value_t = 5.0)]
         window: f64,
-        /// Seconds of traffic before each measured window.
+        /// Seconds of traffic before each measured window (at least until
+        /// every flow was sent twice).
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
         /// Rounds per forwarder, interleaved (the median is reported).
@@ -303,7 +304,7 @@ fn main() {
             let (rows, cost) = xdp::run(&opts);
             print_table(&rows, repeat, rounds, cpu);
             println!(
-                "tracked flow: {:.0} B of kernel memory, both directions (one FLOWS entry; memlock of a table of {} entries)",
+                "tracked flow: {:.1} B of kernel memory, both directions (one FLOWS entry and its FLOW_TAGS tag; memlock of a table of {} entries)",
                 cost.bytes_per_flow, cost.capacity
             );
             write_json(&path, &json(&rows, &cost, &opts));

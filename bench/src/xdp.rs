@@ -473,8 +473,9 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
     })
 }
 
-/// Bytes of kernel memory per tracked flow (one `FLOWS` entry holds both
-/// directions), from the kernel's memlock accounting divided by capacity.
+/// Bytes of kernel memory per slot of the connection table (one `FLOWS`
+/// entry holds both directions of a flow, plus its tag in `FLOW_TAGS`),
+/// from the kernel's memlock accounting divided by the slots.
 #[derive(Clone, Debug)]
 pub struct FlowCost {
     pub bytes_per_flow: f64,
@@ -483,8 +484,9 @@ pub struct FlowCost {
 
 fn flow_cost(fx: &Fixture) -> FlowCost {
     let (flows, cap) = fx.map_memlock(lb_common::maps::FLOWS);
+    let (tags, _) = fx.map_memlock(lb_common::maps::FLOW_TAGS);
     FlowCost {
-        bytes_per_flow: flows as f64 / cap as f64,
+        bytes_per_flow: (flows + tags) as f64 / cap as f64,
         capacity: cap,
     }
 }

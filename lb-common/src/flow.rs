@@ -19,6 +19,18 @@ use crate::{
 /// Entries per set; each flow has two candidate sets.
 pub const FLOW_WAYS: u32 = 4;
 
+/// One value of `FLOW_TAGS`: the tag ([`crate::hash::entry_tag`] of the
+/// key's table hash) of each entry of one `FLOWS` set, written with the
+/// entry. A lookup reads a set's tags (8 bytes; the whole map is 2 bytes a
+/// slot, small enough to stay in the CPU caches) and then only the entries
+/// whose tag matches, so finding an established flow costs one cold cache
+/// line, its entry, instead of a line per entry scanned. Tags are hints:
+/// a lookup whose tags match nothing scans the sets' entries as well
+/// before it calls a flow new (and rewrites the tag it finds stale), so a
+/// stale or missing tag (the daemon frees entries without clearing theirs;
+/// a table pinned by a version without tags) costs time, never a flow.
+pub type SetTags = [u16; FLOW_WAYS as usize];
+
 /// A flow's identity: the client's packet as received (client -> VIP).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -293,6 +305,7 @@ impl DataPathConfig {
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 64);
+const _: () = assert!(core::mem::size_of::<SetTags>() == 8);
 const _: () = assert!(core::mem::size_of::<ReplyKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ReplyTargets>() == 8 + 20 * MAX_VIPS_PER_TARGET);
 const _: () = assert!(core::mem::size_of::<DataPathConfig>() == 16);

@@ -12,6 +12,9 @@ pub const TARGETS: &str = "TARGETS";
 /// `u32 -> FlowEntry`: the connection table (a set-associative hash table
 /// the program manages; memory-mappable).
 pub const FLOWS: &str = "FLOWS";
+/// `u32 set -> SetTags`: 16-bit tags of each `FLOWS` set's entries, so a
+/// lookup reads one small line instead of every entry of a set.
+pub const FLOW_TAGS: &str = "FLOW_TAGS";
 /// `ReplyKey -> ReplyTargets`: nat targets and the VIPs they serve, so a
 /// reply finds its flow's entry.
 pub const REPLIES: &str = "REPLIES";
@@ -33,12 +36,13 @@ pub const NEXTHOPS: &str = "NEXTHOPS";
 pub const TARGET_HOPS: &str = "TARGET_HOPS";
 
 /// Every map, in the order `lb down` removes their pins.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     VIPS,
     VIP_ADDRS,
     MAGLEV,
     TARGETS,
     FLOWS,
+    FLOW_TAGS,
     REPLIES,
     CONFIG,
     PORTS,

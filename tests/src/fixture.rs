@@ -51,8 +51,8 @@ use lb_common::maps::{self, port_flags};
 use lb_common::{
     Addr, Counters, DataPathConfig, FlowCounters, FlowEntry, FlowKey, FlowState, ReplyKey,
     ReplyTargets, Stat, Target, VipAddrKey, VipKey, VipMeta,
-    flow::{FLOW_WAYS, ticks},
-    hash::{entry_check, table_hash},
+    flow::{FLOW_WAYS, SetTags, ticks},
+    hash::{entry_check, entry_tag, table_hash},
 };
 
 use crate::packet::Mac;
@@ -480,6 +480,7 @@ impl Fixture {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::MAGLEV, RING_SLOTS * ring_size)
             .map_max_entries(maps::FLOWS, entries)
+            .map_max_entries(maps::FLOW_TAGS, entries / FLOW_WAYS)
             .load_file(&path)
             .unwrap_or_else(|e| panic!("loading {}: {e:?}", path.display()));
         let mut config: Array<&mut MapData, DataPathConfig> = Array::try_from(
@@ -652,6 +653,31 @@ impl Fixture {
             entry.vip_id,
         );
         self.flows_mut().set(slot, entry, 0).expect("FLOWS set");
+    }
+
+    fn flow_tags_mut(&mut self) -> Array<&mut MapData, SetTags> {
+        Array::try_from(self.map_mut(maps::FLOW_TAGS)).expect("FLOW_TAGS: Array<SetTags>")
+    }
+
+    /// The tag `FLOW_TAGS` holds for `slot`.
+    pub fn flow_tag(&self, slot: u32) -> u16 {
+        let tags: Array<&MapData, SetTags> =
+            Array::try_from(self.map(maps::FLOW_TAGS)).expect("FLOW_TAGS: Array<SetTags>");
+        let set = tags.get(&(slot / FLOW_WAYS), 0).expect("FLOW_TAGS get");
+        set[(slot % FLOW_WAYS) as usize]
+    }
+
+    /// Overwrites the tag of `slot` (a stale one, as a purge leaves).
+    pub fn put_flow_tag(&mut self, slot: u32, tag: u16) {
+        let mut tags = self.flow_tags_mut();
+        let mut set = tags.get(&(slot / FLOW_WAYS), 0).expect("FLOW_TAGS get");
+        set[(slot % FLOW_WAYS) as usize] = tag;
+        tags.set(slot / FLOW_WAYS, set, 0).expect("FLOW_TAGS set");
+    }
+
+    /// The tag the program gives `key`'s entry.
+    pub fn tag_of(&self, key: &FlowKey) -> u16 {
+        entry_tag(table_hash(key, self.config().seed))
     }
 
     /// The entry in `slot`, whatever it holds.

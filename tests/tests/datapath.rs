@@ -41,6 +41,10 @@ mod family;
 
 use family::Family;
 
+/// The connection table's tags, and a table full of established flows.
+#[path = "datapath/tags.rs"]
+mod tags;
+
 // ---------------------------------------------------------------------------
 // The world every case starts from.
 // ---------------------------------------------------------------------------

@@ -2,8 +2,12 @@
 //! array (layout and states in lb_common::flow).
 //!
 //! Each flow may live in either of two sets of `FLOW_WAYS` consecutive
-//! entries, chosen by a keyed hash of its key. A lookup scans the first set,
-//! then the second, comparing whole keys. A new flow goes into the set with
+//! entries, chosen by a keyed hash of its key. A lookup reads the 16-bit
+//! tags of the first set's entries, then the second's (`FLOW_TAGS`), and
+//! compares whole keys only in entries whose tag matches: a hit reads one
+//! entry, one cache line of `FLOWS`. Tags are hints; when none matches, the
+//! lookup scans both sets' entries before it calls the flow new (the
+//! survey of a new flow reads those lines anyway). A new flow goes into the set with
 //! fewer live entries (the "power of two choices", which keeps sets evenly
 //! filled, so both sets are rarely full before the table is), taking a free or expired
 //! slot, or else displacing the oldest unconfirmed flow of the two sets.
@@ -26,12 +30,12 @@ use lb_common::{
     DataPathConfig, FlowEntry, FlowKey, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Target,
     TargetState, VipRef,
     flow::{self, FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, entry_flags},
-    hash::{entry_check, table_hash},
+    hash::{entry_check, entry_tag, table_hash},
 };
 
 use super::{
     TcpFlags,
-    maps::{CONFIG, FLOWS, REPLIES, TARGETS},
+    maps::{CONFIG, FLOW_TAGS, FLOWS, REPLIES, TARGETS},
     scratch::probe_key,
 };
 
@@ -69,6 +73,12 @@ impl Sets {
     #[inline(always)]
     fn second(&self) -> u32 {
         self.cfg.second_set(self.hash)
+    }
+
+    /// The key's tag in `FLOW_TAGS`.
+    #[inline(always)]
+    fn tag(&self) -> u16 {
+        entry_tag(self.hash)
     }
 }
 
@@ -133,10 +143,55 @@ fn scan(key: &FlowKey, base: u32) -> Option<Slot> {
     None
 }
 
-/// The slot holding `key`, in whatever state (see [`live`]).
+/// The tags of the set starting at slot `base`, as one word (way `w` in
+/// bits `16 w ..`), or `None` past the end of `FLOW_TAGS`.
+#[inline(always)]
+fn set_tags(base: u32) -> Option<u64> {
+    let tags = FLOW_TAGS.get_ptr(base / FLOW_WAYS)?;
+    // SAFETY: an 8-byte, 8-aligned value of the `FLOW_TAGS` array, valid
+    // for the program's run; one load, whatever other CPUs write.
+    Some(unsafe { core::ptr::read_volatile(tags as *const u64) })
+}
+
+/// Writes the tag of slot `index` (one 16-bit store: the other ways' tags,
+/// which other CPUs may be writing, are left alone).
+#[inline(always)]
+fn set_tag(index: u32, tag: u16) {
+    if let Some(tags) = FLOW_TAGS.get_ptr_mut(index / FLOW_WAYS) {
+        let way = (index % FLOW_WAYS) as usize;
+        // SAFETY: way < FLOW_WAYS, inside the set's `SetTags`.
+        unsafe { core::ptr::write_volatile((tags as *mut u16).add(way), tag) };
+    }
+}
+
+/// The slot of the set at `base` whose tag and then key match `key`.
+#[inline(always)]
+fn tagged(key: &FlowKey, base: u32, tag: u16) -> Option<Slot> {
+    let tags = set_tags(base)?;
+    for way in 0..FLOW_WAYS {
+        if (tags >> (16 * way)) as u16 == tag {
+            let slot = Slot::at(base + way)?;
+            let e = slot.get();
+            if e.state != FlowState::Free as u8 && same_key(&e.key, key) {
+                return Some(slot);
+            }
+        }
+    }
+    None
+}
+
+/// The slot holding `key`, in whatever state (see [`live`]): by the tags
+/// first, then (no tag matched) by every entry of both sets, rewriting the
+/// stale tag of an entry found that way.
 #[inline(always)]
 pub fn find(key: &FlowKey, sets: &Sets) -> Option<Slot> {
-    scan(key, sets.first()).or_else(|| scan(key, sets.second()))
+    let tag = sets.tag();
+    if let Some(slot) = tagged(key, sets.first(), tag).or_else(|| tagged(key, sets.second(), tag)) {
+        return Some(slot);
+    }
+    let slot = scan(key, sets.first()).or_else(|| scan(key, sets.second()))?;
+    set_tag(slot.index, tag);
+    Some(slot)
 }
 
 /// The entry found for `key` if it still holds a flow: intact (its check
@@ -291,8 +346,8 @@ pub struct NewFlow {
 
 /// Writes a new flow into slot `index`, in an order a reader on another
 /// CPU can rely on: the state first (as Free, so no lookup trusts the slot
-/// while its key and target change), then the key and the rest, then the
-/// check, then the real state. Volatile stores, so the compiler neither
+/// while its key and target change), then the key and the rest, the tag,
+/// then the check, then the real state. Volatile stores, so the compiler neither
 /// reorders them nor drops the first state store as dead; the CPUs this
 /// runs on (x86-64) keep stores in program order. A reader that still
 /// mixes two writers' fields finds a check that does not match (module
@@ -326,6 +381,13 @@ pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
         write_volatile(addr_of_mut!((*e).flags), f.flags);
         write_volatile(addr_of_mut!((*e)._pad), 0);
         write_volatile(addr_of_mut!((*e).seq), 0);
+    }
+    // The tag before the check and state: a reader that finds the entry
+    // published finds its tag too (or, reading an older tag, scans).
+    set_tag(index, sets.tag());
+    // SAFETY: as above.
+    unsafe {
+        use core::ptr::{addr_of_mut, write_volatile};
         write_volatile(
             addr_of_mut!((*e).check),
             entry_check(sets.hash, id, generation, vip),

@@ -58,6 +58,11 @@ impl LoadSpec {
     fn flow_entries(&self) -> u32 {
         flow_table::entries_for(self.flow_capacity)
     }
+
+    /// `FLOW_TAGS` values: one per set of `FLOWS`.
+    fn flow_sets(&self) -> u32 {
+        self.flow_entries() / FLOW_WAYS
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +144,12 @@ fn check_pinned(pins: &Pins, spec: &LoadSpec) -> Result<(), LoadError> {
             MapType::Array,
             size_of::<lb_common::FlowEntry>(),
             spec.flow_entries(),
+        ),
+        (
+            maps::FLOW_TAGS,
+            MapType::Array,
+            size_of::<lb_common::flow::SetTags>(),
+            spec.flow_sets(),
         ),
         (maps::CONFIG, MapType::Array, size_of::<DataPathConfig>(), 1),
     ];
@@ -224,7 +235,8 @@ pub fn load(spec: &LoadSpec) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::MAGLEV, spec.maglev_entries())
-        .map_max_entries(maps::FLOWS, spec.flow_entries());
+        .map_max_entries(maps::FLOWS, spec.flow_entries())
+        .map_max_entries(maps::FLOW_TAGS, spec.flow_sets());
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }

@@ -1,0 +1,173 @@
+//! The connection table's tags (`FLOW_TAGS`, lb_common::flow::SetTags) and
+//! a table full of established flows. A lookup compares keys only in the
+//! entries whose tag matches, and scans both sets when none does: a stale
+//! tag costs time, never a flow; a matching tag of another key is only a
+//! hint.
+use lb_tests::packet::L4;
+
+use super::*;
+
+/// `p` (a TCP segment over IPv4) with sequence number `seq`.
+fn with_seq(mut p: Packet, seq: u32) -> Packet {
+    if let Net::Ipv4(ip) = &mut p.net
+        && let L4::Tcp(tcp) = &mut ip.l4
+    {
+        tcp.seq = seq;
+        return p;
+    }
+    panic!("not a TCP segment over IPv4");
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let syn = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
+    let ack = Packet::tcp(CLIENT4, V_TCP4.addr, ACK | PSH).payload(b"data");
+    let key = flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP);
+    cases.push(
+        Case::new("a new flow's entry carries its key's tag", &syn)
+            .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+            .check(move |fx, _| {
+                let (slot, _) = fx.flow_slot(&key).expect("entry of the new flow");
+                assert_eq!(fx.flow_tag(slot), fx.tag_of(&key), "FLOW_TAGS of its slot");
+            }),
+    );
+    cases.push(
+        Case::new(
+            "an established flow whose tag is stale is found by its key, and the tag rewritten",
+            &ack,
+        )
+        .setup(move |fx| {
+            pin_flow(fx, CLIENT4, &V_TCP4, &T2, 1, 0);
+            let slot = fx.first_set(&key);
+            let stale = !fx.tag_of(&key);
+            fx.put_flow_tag(slot, stale);
+        })
+        .redirect(&to_target(&ack, &T2), Stat::Forwarded)
+        .check(move |fx, _| {
+            let (slot, e) = fx.flow_slot(&key).expect("entry");
+            assert_eq!(e.state(), FlowState::Established, "still established");
+            assert_eq!(fx.flow_keys(), vec![key], "no second entry");
+            assert_eq!(fx.vip_counters(V_TCP4.id).new_flows, 0, "new_flows");
+            assert_eq!(fx.flow_tag(slot), fx.tag_of(&key), "tag rewritten");
+        }),
+    );
+    // Way 0 of the first set holds another client's flow (to T1, where
+    // the ring would send a new flow) under this key's tag; this key's
+    // flow (to T2) is in way 1.
+    let other = flow_key(with_port(CLIENT4, 40001), V_TCP4.addr, PROTO_TCP);
+    cases.push(
+        Case::new(
+            "an entry whose tag matches but whose key does not is passed over",
+            &ack,
+        )
+        .setup(move |fx| {
+            let base = fx.first_set(&key);
+            let tag = fx.tag_of(&key);
+            fx.put_flow(
+                base,
+                established(with_port(CLIENT4, 40001), &V_TCP4, &T1, 1, 0),
+            );
+            fx.put_flow_tag(base, tag);
+            fx.put_flow(base + 1, established(CLIENT4, &V_TCP4, &T2, 1, 0));
+            fx.put_flow_tag(base + 1, tag);
+        })
+        .redirect(&to_target(&ack, &T2), Stat::Forwarded)
+        .check(move |fx, _| {
+            assert_eq!(fx.flow_keys().len(), 2, "no new entry");
+            let e = fx.flow_at(fx.first_set(&key));
+            assert_eq!(
+                (e.key, u32::from(e.target_id)),
+                (other, T1.id),
+                "the other flow keeps its slot and target"
+            );
+        }),
+    );
+    cases
+}
+
+#[test]
+fn flow_tags() {
+    run_table(cases);
+}
+
+/// Fills the connection table with established flows the program itself
+/// entered (SYN, the target's SYN-ACK, the client's ACK, one client port
+/// each) until new flows find no slot, then sends a data segment of every
+/// one of them: each goes to its flow's target, and the table is unchanged.
+#[test]
+fn full_table_of_established_flows_forwards_every_one() {
+    fixture::with_netns(|| {
+        let mut fx = world();
+        let slots = fx.flow_slots();
+        let client = |i: u32| with_port(CLIENT4, 1024 + u16::try_from(i).expect("port"));
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for i in 0..4 * slots {
+            let c = client(i);
+            let r = fx.run(&Packet::tcp(c, V_TCP4.addr, SYN).build());
+            if r.action == XDP_DROP {
+                // Both candidate sets hold only established flows.
+                refused += 1;
+                continue;
+            }
+            assert_eq!(action_name(r.action), action_name(XDP_REDIRECT), "SYN");
+            // The SYN-ACK's sequence number is one below the ACK number of
+            // the client's default ACK, which therefore confirms the flow.
+            let synack = with_seq(Packet::tcp(T1.addr, c, SYN | ACK), 0x1fff_ffff);
+            send(&mut fx, &synack);
+            send(&mut fx, &Packet::tcp(c, V_TCP4.addr, ACK));
+            open.push(c);
+        }
+        let entries = fx.flow_entries();
+        eprintln!(
+            "{} established flows in {slots} slots, {refused} SYNs refused",
+            open.len()
+        );
+        assert_eq!(entries.len(), open.len(), "one entry per open flow");
+        assert!(
+            entries.iter().all(|e| e.state() == FlowState::Established),
+            "every entry established"
+        );
+        assert!(
+            open.len() * 10 >= slots as usize * 9 && refused > 0,
+            "the table must be full: {} established flows in {slots} slots, {refused} refused",
+            open.len()
+        );
+        let before = fx.stats();
+        for &c in &open {
+            let key = flow_key(c, V_TCP4.addr, PROTO_TCP);
+            let (slot, _) = fx.flow_slot(&key).expect("entry");
+            assert_eq!(fx.flow_tag(slot), fx.tag_of(&key), "tag of {c}");
+            let data = Packet::tcp(c, V_TCP4.addr, ACK | PSH).payload(b"data");
+            let r = fx.run(&data.build());
+            assert_eq!(
+                (action_name(r.action), r.output),
+                (action_name(XDP_REDIRECT), to_target(&data, &T1).build()),
+                "data segment of {c}"
+            );
+        }
+        let after = fx.stats();
+        let moved: Vec<(Stat, u64)> = Stat::ALL
+            .iter()
+            .zip(after.iter().zip(before.iter()))
+            .filter(|(_, (a, b))| a != b)
+            .map(|(s, (a, b))| (*s, a - b))
+            .collect();
+        assert_eq!(
+            moved,
+            [(Stat::Forwarded, open.len() as u64)],
+            "only forwarded moved"
+        );
+        // (last_seen may move: a packet refreshes it once a second.)
+        let flows = |es: Vec<FlowEntry>| -> Vec<_> {
+            es.into_iter()
+                .map(|e| (e.key, e.state, e.flags, e.target_id, e.vip_id))
+                .collect()
+        };
+        assert_eq!(
+            flows(fx.flow_entries()),
+            flows(entries),
+            "the table is unchanged"
+        );
+    });
+}
