@@ -108,6 +108,9 @@ fn program_maps(fx: &mut Fixture) {
         );
         let client = sock(if v6 { CLIENT6 } else { CLIENT4 });
         dsr_vip(fx, vip, client, i as u32, ids[0]);
+        if !v6 {
+            second_chance_vip(fx, vip, ids[0], ids[1]);
+        }
         let target = SocketAddr::new(
             if v6 {
                 topo::host6(1).into()
@@ -173,6 +176,30 @@ fn dsr_vip(fx: &mut Fixture, vip: SocketAddr, client: SocketAddr, i: u32, target
         flags: entry_flags::DSR,
         ..fixture::flow_entry(key, (target_id, 1), dsr_vip_id(i), 3600)
     });
+}
+
+/// Port of the second-chance VIP (dsr, a previous table).
+const CHAIN_PORT: u16 = 444;
+const CHAIN_VIP4: &str = "192.0.2.10:444";
+const CHAIN_VIP_ID: u32 = 4;
+
+/// A dsr VIP on `vip`'s address and [`CHAIN_PORT`] with `SECOND_CHANCE`,
+/// whose live table (ring slot 2) names `live` and previous table (slot 3)
+/// `previous`: a packet without an entry is chained, never pinned.
+fn second_chance_vip(fx: &mut Fixture, vip: SocketAddr, live: u32, previous: u32) {
+    fx.set_ring(2, &[live]);
+    fx.set_ring(3, &[previous]);
+    fx.add_vip(
+        fixture::vip_key(SocketAddr::new(vip.ip(), CHAIN_PORT), PROTO_TCP),
+        VipMeta {
+            vip_id: CHAIN_VIP_ID,
+            ring_slot: 2,
+            ring_size: fx.ring_size(),
+            flags: vip_flags::DSR | vip_flags::SECOND_CHANCE | vip_flags::PREVIOUS_RING,
+            idle_timeout_s: 3600,
+            generation: 2,
+        },
+    );
 }
 
 struct Case {
@@ -241,6 +268,16 @@ fn cases() -> Vec<Case> {
             wrapped: true,
             vary: false,
             stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
+        },
+        Case {
+            name: "second chance v4 dsr (ACK, no entry, chained)",
+            vip_id: CHAIN_VIP_ID,
+            frame: v4(CLIENT4, CHAIN_VIP4, tcp_flags::ACK),
+            wrapped: true,
+            vary: false,
+            stat: Stat::SecondChance,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
         },

@@ -104,6 +104,12 @@ pub enum Stat {
     /// replies could not be translated back (the client retries; its
     /// flow counts as `untracked`).
     DropTableFull,
+    /// dsr second chance: a TCP packet without a connection-table entry
+    /// (not a SYN) whose target in the previous table differs from the
+    /// live one, sent wrapped twice: to the live target, and inside to the
+    /// previous one, which gets it when the live one has no socket for it.
+    /// Not pinned (each packet looks again).
+    SecondChance,
     /// Count of variants; not a stat. New stats go just above: the indices
     /// of pinned counters stay put across upgrades.
     _Count,
@@ -132,6 +138,7 @@ impl Stat {
         Stat::TooBigSent,
         Stat::PassReplyUntracked,
         Stat::DropTableFull,
+        Stat::SecondChance,
     ];
 
     /// The stat with index `v`; an index out of range reads as
@@ -169,6 +176,7 @@ impl Stat {
             Stat::IcmpTranslated => "icmp_translated",
             Stat::PassMtu => "pass_mtu",
             Stat::TooBigSent => "too_big_sent",
+            Stat::SecondChance => "second_chance",
             Stat::_Count => "count",
         }
     }

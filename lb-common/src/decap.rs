@@ -53,7 +53,8 @@ const _: () = assert!(core::mem::size_of::<DecapSaved>() == 44);
 pub const MAX_ADDRS: u32 = 1024;
 
 /// Index into `DECAP_STATS`: what the program did with a frame, by reason.
-/// Every frame but a decapsulated one passes untouched.
+/// Every frame but a decapsulated or forwarded one passes untouched
+/// (`chain_unrouted` frames are dropped).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecapStat {
@@ -71,6 +72,16 @@ pub enum DecapStat {
     Malformed,
     /// Two or more VLAN tags.
     VlanStack,
+    /// A second-chance chain (an outer header to us wrapping a second one to
+    /// the previous target), and this host has a socket for the client's
+    /// TCP connection: both headers removed, passed to the stack.
+    ChainLocal,
+    /// A chain and no socket here (none, or only a listener): the first
+    /// header removed, the rest forwarded to the previous target.
+    ChainForwarded,
+    /// A chain and no socket here, but no route to the previous target, or
+    /// its TTL / hop limit would expire: dropped.
+    ChainUnrouted,
     /// Count of variants; not a stat. New stats go just above.
     _Count,
 }
@@ -85,6 +96,9 @@ impl DecapStat {
         DecapStat::InnerNotVip,
         DecapStat::Malformed,
         DecapStat::VlanStack,
+        DecapStat::ChainLocal,
+        DecapStat::ChainForwarded,
+        DecapStat::ChainUnrouted,
     ];
 
     /// snake_case name used by `lb target status`.
@@ -96,6 +110,9 @@ impl DecapStat {
             DecapStat::InnerNotVip => "inner_not_vip",
             DecapStat::Malformed => "malformed",
             DecapStat::VlanStack => "vlan_stack",
+            DecapStat::ChainLocal => "chain_local",
+            DecapStat::ChainForwarded => "chain_forwarded",
+            DecapStat::ChainUnrouted => "chain_unrouted",
             DecapStat::_Count => "count",
         }
     }

@@ -46,6 +46,15 @@ pub mod vip_flags {
     /// `forwarding = "dsr"`: packets are encapsulated to the target (see
     /// `crate::encap`), not translated; no reply passes this host.
     pub const DSR: u32 = 2;
+    /// dsr TCP with `second_chance` on: a client packet with no
+    /// connection-table entry whose target in the previous table differs
+    /// from the live one goes to both, chained (see `crate::encap`).
+    pub const SECOND_CHANCE: u32 = 4;
+    /// Set by the daemon, never by config: the VIP's other ring slot holds
+    /// the table that was live before the last switch, of the same size.
+    /// Cleared while that slot is rewritten, and for a VIP whose table never
+    /// switched (or switched to another size).
+    pub const PREVIOUS_RING: u32 = 8;
 }
 
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);

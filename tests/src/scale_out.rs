@@ -241,6 +241,22 @@ impl ScaleOut {
         host.daemon = Some(LbDaemon::start_with(&self.lb, host.ns.name(), &host.config));
     }
 
+    /// Rewrites host `i`'s config: dsr groups over targets 1..=`targets`
+    /// of the edge, each TCP group with the `tcp_extra` lines more (e.g.
+    /// `second_chance = false`); `lb reload` then applies it.
+    pub fn reconfigure(&self, i: usize, targets: usize, tcp_extra: &[&str]) {
+        let host = self.host(i);
+        let mut spec = host_config(&host.pin_dir, &self.host_dir(i), &host.drain_file, targets);
+        for g in spec
+            .target_groups
+            .iter_mut()
+            .filter(|g| g.protocol == "tcp")
+        {
+            g.extra.extend(tcp_extra.iter().map(|l| (*l).to_owned()));
+        }
+        std::fs::write(&host.config, spec.render()).expect("write host config");
+    }
+
     /// Takes host `i`'s daemon (to stop or kill it).
     pub fn take_daemon(&mut self, i: usize) -> LbDaemon {
         self.hosts[i - 1]

@@ -41,6 +41,9 @@ mod family;
 
 use family::Family;
 
+/// dsr's second chance (chains), in their own file.
+#[path = "datapath/second_chance.rs"]
+mod second_chance;
 /// The connection table's tags, and a table full of established flows.
 #[path = "datapath/tags.rs"]
 mod tags;
@@ -2500,6 +2503,11 @@ fn nexthop_cases() -> Vec<Case> {
 #[test]
 fn dsr() {
     run_table(dsr::cases);
+}
+
+#[test]
+fn second_chance() {
+    run_table(second_chance::cases);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use lb_common::decap::DecapStat;
 use lb_tests::checksum::{Verified, verify_frame};
 use lb_tests::decap::DecapFixture;
-use lb_tests::fixture::{XDP_PASS, action_name};
+use lb_tests::fixture::{XDP_DROP, XDP_PASS, XDP_REDIRECT, action_name, topo};
 use lb_tests::packet::tcp_flags::{ACK, SYN};
 use lb_tests::packet::{ETH_P_ARP, IPPROTO_GRE, L4, Packet};
 
@@ -308,5 +308,238 @@ fn decapsulation_cases() {
         }
     }
     assert!(ran > 0, "no case matches LB_CASE={filter:?}");
+    assert!(failures.is_empty(), "failing cases:{failures}");
+}
+
+// ---------------------------------------------------------------------------
+// Second-chance chains (docs/datapath.md, "Second chance"): an outer header
+// to us wrapping a second one to the previous target, then the client's
+// TCP packet. These cases need the kernel's tables (a socket lookup, a FIB
+// lookup): they run in the data-path fixture namespace (`fixture::topo`),
+// where the previous targets are neighbours on fx0.
+// ---------------------------------------------------------------------------
+
+/// The previous target, a neighbour on fx0 (host 2 of `fixture::topo`).
+const PREV4: IpAddr = IpAddr::V4(topo::host4(2));
+const PREV6: IpAddr = IpAddr::V6(topo::host6(2));
+/// A previous target without a route.
+const NOWHERE4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+/// The client ports with an established connection here; others have none.
+const CONNECTED_PORT: u16 = 40000;
+const OTHER_PORT: u16 = 40001;
+
+/// The client's packet from `port` to the VIP of its family.
+fn mid_connection(v6: bool, port: u16) -> Packet {
+    let (client, vip) = if v6 {
+        (CLIENT6.ip(), VIP6)
+    } else {
+        (CLIENT4.ip(), VIP4)
+    };
+    Packet::tcp(sa(client, port), sa(vip, 80), ACK).payload(b"second chance")
+}
+
+/// `inner` chained: to us (`local`), inside to `prev` with TTL `ttl`.
+fn chain(inner: &Packet, prev: IpAddr, ttl: u8, lb: IpAddr, local: IpAddr) -> Packet {
+    inner.clone().encap(lb, prev).ttl(ttl).encap(lb, local)
+}
+
+struct ChainCase {
+    name: &'static str,
+    input: Vec<u8>,
+    action: u32,
+    /// `None`: the input, untouched (not compared for drops).
+    output: Option<Packet>,
+    stat: DecapStat,
+}
+
+fn chain_cases() -> Vec<ChainCase> {
+    use DecapStat::*;
+    let mut cases = Vec::new();
+    for (v6, lb, local, prev) in [(false, LB4, LOCAL4, PREV4), (true, LB6, LOCAL6, PREV6)] {
+        let here = mid_connection(v6, CONNECTED_PORT);
+        cases.push(ChainCase {
+            name: if v6 {
+                "ip6ip6 chain, connection here: both headers off, passed"
+            } else {
+                "ipip chain, connection here: both headers off, passed"
+            },
+            input: chain(&here, prev, 64, lb, local).build(),
+            action: XDP_PASS,
+            output: Some(here.clone()),
+            stat: ChainLocal,
+        });
+        let elsewhere = mid_connection(v6, OTHER_PORT);
+        cases.push(ChainCase {
+            name: if v6 {
+                "ip6ip6 chain, only a listener here: forwarded to the previous target"
+            } else {
+                "ipip chain, only a listener here: forwarded to the previous target"
+            },
+            input: chain(&elsewhere, prev, 64, lb, local).build(),
+            action: XDP_REDIRECT,
+            output: Some(
+                elsewhere
+                    .clone()
+                    .encap(lb, prev)
+                    .ttl(63)
+                    .macs(topo::FX0_MAC, topo::host_mac(2)),
+            ),
+            stat: ChainForwarded,
+        });
+        cases.push(ChainCase {
+            name: if v6 {
+                "ip6ip6 chain, second header's hop limit 1: dropped"
+            } else {
+                "ipip chain, second header's TTL 1: dropped"
+            },
+            input: chain(&elsewhere, prev, 1, lb, local).build(),
+            action: XDP_DROP,
+            output: None,
+            stat: ChainUnrouted,
+        });
+    }
+    let elsewhere = mid_connection(false, OTHER_PORT);
+    cases.push(ChainCase {
+        name: "ipip chain to a previous target without a route: dropped",
+        input: chain(&elsewhere, NOWHERE4, 64, LB4, LOCAL4).build(),
+        action: XDP_DROP,
+        output: None,
+        stat: ChainUnrouted,
+    });
+    let here = mid_connection(false, CONNECTED_PORT);
+    cases.push(ChainCase {
+        name: "ipip chain whose second header is to us too: passed",
+        input: chain(&here, LOCAL4, 64, LB4, LOCAL4).build(),
+        action: XDP_PASS,
+        output: Some(here.clone()),
+        stat: ChainLocal,
+    });
+    let udp_chain = udp4().encap(LB4, PREV4).encap(LB4, LOCAL4);
+    cases.push(ChainCase {
+        name: "ipip chain of a udp packet (never sent): malformed, untouched",
+        input: udp_chain.build(),
+        action: XDP_PASS,
+        output: None,
+        stat: Malformed,
+    });
+    let mut longer = here.clone().encap(LB4, PREV4);
+    longer.ipv4_mut().total_len = Some(400);
+    cases.push(ChainCase {
+        name: "ipip chain whose second header claims more than the first carries: malformed, untouched",
+        input: longer.encap(LB4, LOCAL4).build(),
+        action: XDP_PASS,
+        output: None,
+        stat: Malformed,
+    });
+    cases.push(ChainCase {
+        name: "ipip chain truncated in the second header: malformed, untouched",
+        input: chain(&here, PREV4, 64, LB4, LOCAL4)
+            .truncate(14 + 20 + 10)
+            .build(),
+        action: XDP_PASS,
+        output: None,
+        stat: Malformed,
+    });
+    let not_vip = Packet::tcp(CLIENT4, sa(NOT_VIP4, 80), ACK);
+    cases.push(ChainCase {
+        name: "ipip chain, client's packet not to a vip: untouched",
+        input: chain(&not_vip, PREV4, 64, LB4, LOCAL4).build(),
+        action: XDP_PASS,
+        output: None,
+        stat: InnerNotVip,
+    });
+    cases
+}
+
+/// In the fixture namespace: the VIPs and the clients' addresses on `lo`,
+/// a listener on each VIP's port 80, and a connection to it from each
+/// client's [`CONNECTED_PORT`]. Returned to be held while the cases run.
+fn sockets() -> Vec<std::net::TcpStream> {
+    use std::net::TcpListener;
+    for (a, len) in [
+        (VIP4, 32),
+        (CLIENT4.ip(), 32),
+        (VIP6, 128),
+        (CLIENT6.ip(), 128),
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(["addr", "add", &format!("{a}/{len}"), "dev", "lo", "nodad"])
+            .output()
+            .expect("ip addr add");
+        assert!(out.status.success(), "ip addr add {a}: {out:?}");
+    }
+    let mut held = Vec::new();
+    for (vip, client) in [(VIP4, CLIENT4.ip()), (VIP6, CLIENT6.ip())] {
+        let listener = TcpListener::bind(sa(vip, 80)).expect("listen on the vip");
+        let domain = if vip.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+        s.bind(&sa(client, CONNECTED_PORT).into())
+            .expect("bind the client");
+        s.connect(&sa(vip, 80).into()).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        held.push(s.into());
+        held.push(accepted);
+        // The listener stays open (its socket is what `OTHER_PORT` finds).
+        std::mem::forget(listener);
+    }
+    held
+}
+
+#[test]
+fn chain_cases_in_a_namespace() {
+    let filter = std::env::var("LB_CASE").ok();
+    let failures = lb_tests::fixture::with_netns(move || {
+        let _held = sockets();
+        let mut failures = String::new();
+        for case in chain_cases() {
+            if filter
+                .as_ref()
+                .is_some_and(|f| !case.name.contains(f.as_str()))
+            {
+                continue;
+            }
+            let fx = DecapFixture::load(&[LOCAL4, LOCAL6], &[VIP4, VIP6]);
+            let before = fx.stats();
+            let got = fx.run(&case.input);
+            let after = fx.stats();
+            let mut problems = String::new();
+            if got.action != case.action {
+                let _ = writeln!(
+                    problems,
+                    "action {}, want {}",
+                    action_name(got.action),
+                    action_name(case.action)
+                );
+            }
+            if case.action != XDP_DROP {
+                let want = case
+                    .output
+                    .as_ref()
+                    .map_or_else(|| case.input.clone(), Packet::build);
+                if got.output != want {
+                    let _ = writeln!(
+                        problems,
+                        "output\n  got  {:02x?}\n  want {want:02x?}",
+                        got.output
+                    );
+                }
+            }
+            for s in DecapStat::ALL {
+                let moved = after[s as usize] - before[s as usize];
+                let want = u64::from(s == case.stat);
+                if moved != want {
+                    let _ = writeln!(problems, "{} moved by {moved}, want {want}", s.name());
+                }
+            }
+            if !problems.is_empty() {
+                let _ = write!(failures, "\n--- {}:\n{problems}", case.name);
+            }
+        }
+        failures
+    });
     assert!(failures.is_empty(), "failing cases:{failures}");
 }

@@ -18,9 +18,9 @@ use super::{
     encap,
     fib::{self, TooBig},
     icmp, maglev,
-    maps::{PORTS, VIP_ADDRS, VIPS},
+    maps::{PORTS, TARGETS, VIP_ADDRS, VIPS},
     nat::{Side, translate},
-    scratch::{NO_SLOT, Scratch, scratch},
+    scratch::{Chain, NO_SLOT, Scratch, scratch},
     stats::{self, Dir},
     too_big,
 };
@@ -61,7 +61,11 @@ pub fn handle(ctx: &XdpContext) -> Verdict {
         PROTO_TCP | PROTO_UDP => match Step::unpack(l4(ctx, s)) {
             Step::Done(v) => v,
             Step::Untracked => {
-                let v = Verdict::unpack(untracked(ctx, s));
+                let mut v = untracked(ctx, s);
+                if v == Step::CHAIN {
+                    v = chain(ctx, s);
+                }
+                let v = Verdict::unpack(v);
                 if v.stat == Stat::PassNotVip && from_target_port(&s.client.key) {
                     Verdict::unpack(to_client(ctx, s))
                 } else {
@@ -69,6 +73,8 @@ pub fn handle(ctx: &XdpContext) -> Verdict {
                 }
             }
             Step::Reply => Verdict::unpack(to_client(ctx, s)),
+            // `l4` never chains.
+            Step::Chain => Verdict::pass(Stat::PassMalformed),
         },
         IPPROTO_ICMP if !p.v6 => Verdict::unpack(icmp::handle(ctx, &mut s.packet)),
         IPPROTO_ICMPV6 if p.v6 => Verdict::unpack(icmp::handle(ctx, &mut s.packet)),
@@ -83,11 +89,15 @@ enum Step {
     Untracked,
     /// From a target port: [`to_client`].
     Reply,
+    /// From [`untracked`]: a second-chance chain, as `Scratch::client.chain`
+    /// says: [`chain`].
+    Chain,
 }
 
 impl Step {
     const UNTRACKED: u64 = u64::MAX;
     const REPLY: u64 = u64::MAX - 1;
+    const CHAIN: u64 = u64::MAX - 2;
 
     /// As one register (see `Verdict::pack`).
     #[inline(always)]
@@ -96,6 +106,7 @@ impl Step {
             Step::Done(v) => v.pack(),
             Step::Untracked => Self::UNTRACKED,
             Step::Reply => Self::REPLY,
+            Step::Chain => Self::CHAIN,
         }
     }
 
@@ -104,6 +115,7 @@ impl Step {
         match v {
             Self::UNTRACKED => Step::Untracked,
             Self::REPLY => Step::Reply,
+            Self::CHAIN => Step::Chain,
             v => Step::Done(Verdict::unpack(v)),
         }
     }
@@ -185,11 +197,11 @@ fn l4(ctx: &XdpContext, s: &mut Scratch) -> u64 {
 }
 
 /// Client -> VIP port without a live entry: a new flow if the destination
-/// is a VIP (`pass_not_vip` otherwise, for the caller to look further).
-/// Returns a packed [`Verdict`].
+/// is a VIP (`pass_not_vip` otherwise, for the caller to look further), or
+/// a second-chance chain. Returns a packed [`Step`]: `Done` or `Chain`.
 #[inline(never)]
 fn untracked(ctx: &XdpContext, s: &mut Scratch) -> u64 {
-    let (p, c) = (&mut s.packet, &s.client);
+    let (p, c) = (&mut s.packet, &mut s.client);
     let vip = VipKey {
         addr: c.key.dst,
         port: c.key.dport,
@@ -198,11 +210,79 @@ fn untracked(ctx: &XdpContext, s: &mut Scratch) -> u64 {
     };
     // SAFETY: a value of the `VIPS` map, valid for the program's run.
     let Some(meta) = (unsafe { VIPS.get(vip) }) else {
-        return Verdict::pass(Stat::PassNotVip).pack();
+        return Step::Done(Verdict::pass(Stat::PassNotVip)).pack();
     };
+    let on = vip_flags::SECOND_CHANCE | vip_flags::PREVIOUS_RING;
+    if meta.flags & on == on && c.key.proto == PROTO_TCP && !c.tcp.syn {
+        let pair = second_chance(&c.key, meta);
+        if pair != NO_CHAIN {
+            c.chain = Chain {
+                vip_id: meta.vip_id,
+                target: (pair >> 32) as u32,
+                previous: pair as u32,
+            };
+            return Step::Chain.pack();
+        }
+    }
     let sets = Sets::with_hash(c.hash);
     let known = (c.known != NO_SLOT).then_some(c.known);
-    new_flow(ctx, p, &c.key, &sets, known, meta, &c.tcp, c.now).pack()
+    Step::Done(new_flow(ctx, p, &c.key, &sets, known, meta, &c.tcp, c.now)).pack()
+}
+
+/// [`second_chance`]: no chain.
+const NO_CHAIN: u64 = u64::MAX;
+
+/// dsr's second chance (docs/datapath.md, "Second chance"): a TCP packet
+/// that is not a SYN and has no entry here (the caller checked, and that
+/// the VIP has `SECOND_CHANCE` and `PREVIOUS_RING`) belongs to a
+/// connection that began elsewhere (another balancer host, before the
+/// routers moved it here) or before the table changed. When the live table
+/// and the one before the last switch give it different targets, it goes
+/// to both, chained ([`chain`]). Not pinned: an entry for the live target
+/// alone would cut the second chance from the next packets, and both
+/// targets' sockets, which only they know, decide. A SYN opens a
+/// connection on the live target, never chained. Returns the live and the
+/// previous target ids (high and low half), or [`NO_CHAIN`]. Out of line:
+/// `untracked`'s frame stays as small as before (the 512 bytes of stack
+/// are counted per call chain).
+#[inline(never)]
+fn second_chance(key: &FlowKey, vip: &VipMeta) -> u64 {
+    let Some((target, _)) = maglev::select(key, vip) else {
+        return NO_CHAIN;
+    };
+    match maglev::previous(key, vip) {
+        Some((previous, _)) if previous != target => (target as u64) << 32 | previous as u64,
+        _ => NO_CHAIN,
+    }
+}
+
+/// Sends a second-chance chain: wrapped twice, to the live target and
+/// inside to the previous one. Counted as the live target's traffic (no
+/// new flow: it is not one). Returns a packed [`Verdict`].
+#[inline(never)]
+fn chain(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+    let (p, c) = (&mut s.packet, &s.client);
+    let ch = c.chain;
+    let (Some(t), Some(prev)) = (TARGETS.get(ch.target), TARGETS.get(ch.previous)) else {
+        return Verdict::drop(Stat::DropNoTarget).pack();
+    };
+    if p.ttl <= 1 {
+        return Verdict::pass(Stat::PassTtlExceeded).pack();
+    }
+    let len = p.len;
+    if encap::wrap_chain(ctx, p, &c.key, &t.addr, &prev.addr).is_none() {
+        return Verdict::drop(Stat::DropMalformed).pack();
+    }
+    stats::traffic(ch.vip_id, ch.target, Dir::In, len, false);
+    let v = match fib::to_target(ctx, p, ch.target, c.now) {
+        Ok(v) if v.stat == Stat::Forwarded => Verdict {
+            action: v.action,
+            stat: Stat::SecondChance,
+        },
+        Ok(v) => v,
+        Err(TooBig(mtu)) => too_big::reply_chained(ctx, p, &c.key, mtu),
+    };
+    v.pack()
 }
 
 /// The target of a tracked flow's client packet, if the entry still holds

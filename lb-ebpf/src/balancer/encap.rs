@@ -79,12 +79,40 @@ pub fn wrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, target: &Addr) -> O
     Some(())
 }
 
-/// Takes the outer header [`wrap`] put on off again, and makes `p`
-/// describe the client's packet of `key` once more (a packet too big once
-/// wrapped is answered about the packet the client sent).
+/// dsr's second chance: the client's packet wrapped for `previous`, and
+/// that wrapped again for `target`. `lb_decap` on `target` passes the
+/// client's packet to its stack when it has a socket for the connection,
+/// and otherwise takes the first header off and forwards the rest to
+/// `previous` (GLB's forwarding chain, in plain IPIP / IP6IP6):
+///
+/// ```text
+/// after: [eth][ip to target][ip to previous][client's ip][l4 ...]
+/// ```
+/// Both outer headers are what [`wrap`] makes of the client's packet (the
+/// same source, TTL, TOS / class, DF, id, label; each its own length):
+/// `target` decrements the second one's TTL when it forwards. As [`wrap`],
+/// `None` leaves a frame to drop.
 #[inline(always)]
-pub fn unwrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey) -> Option<()> {
-    let extra = overhead(p.v6);
+pub fn wrap_chain(
+    ctx: &XdpContext,
+    p: &mut Packet,
+    key: &FlowKey,
+    target: &Addr,
+    previous: &Addr,
+) -> Option<()> {
+    wrap(ctx, p, key, previous)?;
+    // The first header copies the second one, and takes its TTL as the
+    // client's less one again.
+    p.ttl += 1;
+    wrap(ctx, p, key, target)
+}
+
+/// Takes the `extra` bytes of outer header(s) [`wrap`] or [`wrap_chain`]
+/// put on off again, and makes `p` describe the client's packet of `key`
+/// once more (a packet too big once wrapped is answered about the packet
+/// the client sent).
+#[inline(always)]
+pub fn unwrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, extra: usize) -> Option<()> {
     let eth = load::<[u8; MAX_L2]>(ctx, 0)?;
     // SAFETY: as in `wrap`; the frame shrinks by what `wrap` added.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, extra as i32) } != 0 {

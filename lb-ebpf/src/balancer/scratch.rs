@@ -24,6 +24,20 @@ pub struct ClientPacket {
     pub hash: u32,
     /// The slot that holds the key's entry (live or stale), or `NO_SLOT`.
     pub known: u32,
+    /// What `untracked` chose for a second-chance chain (see
+    /// `dispatch::chain`); set only then.
+    pub chain: Chain,
+}
+
+/// The VIP and the two targets of a second-chance chain (ids).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Chain {
+    pub vip_id: u32,
+    /// The live table's target: the outer header's destination.
+    pub target: u32,
+    /// The previous table's: the second header's.
+    pub previous: u32,
 }
 
 /// `ClientPacket::known` when the key has no entry.

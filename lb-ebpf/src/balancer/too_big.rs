@@ -58,7 +58,28 @@ pub fn reply_wrapped(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) 
     if !answerable(ctx, p, p.l3 + extra) {
         return Verdict::pass(Stat::PassMtu);
     }
-    if encap::unwrap(ctx, p, key).is_none() {
+    if encap::unwrap(ctx, p, key, extra).is_none() {
+        return Verdict::drop(Stat::DropMalformed);
+    }
+    reply(ctx, p, key, mtu.saturating_sub(extra as u16))
+}
+
+/// As [`reply_wrapped`], for a second-chance chain (two outer headers):
+/// the client hears of the MTU less both.
+#[inline(always)]
+pub fn reply_chained(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
+    let extra = 2 * encap::overhead(p.v6);
+    // The Ethernet header `unwrap` moves, bounds-checked first (one byte,
+    // the 18th: no copy on the stack): otherwise LLVM drops this check as
+    // implied by `answerable`'s, whose variable offset the verifier cannot
+    // relate to the frame's start.
+    if load::<u8>(ctx, 17).is_none() {
+        return Verdict::drop(Stat::DropMalformed);
+    }
+    if !answerable(ctx, p, p.l3 + extra) {
+        return Verdict::pass(Stat::PassMtu);
+    }
+    if encap::unwrap(ctx, p, key, extra).is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }
     reply(ctx, p, key, mtu.saturating_sub(extra as u16))

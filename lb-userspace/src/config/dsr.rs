@@ -17,7 +17,25 @@ pub(super) fn check(c: &Config, errs: &mut ValidationErrors) {
         if g.forwarding == Forwarding::Dsr {
             check_group(c, i, g, errs);
         }
+        check_second_chance(i, g, errs);
     }
+}
+
+/// `second_chance` is about dsr TCP connections: the previous target is
+/// reached through the live one's `lb_decap`, which asks its TCP stack for
+/// a socket. Set on any other group it would do nothing, so it is refused.
+fn check_second_chance(i: usize, g: &TargetGroup, errs: &mut ValidationErrors) {
+    if g.second_chance.is_none() {
+        return;
+    }
+    let why = if g.forwarding != Forwarding::Dsr {
+        "only dsr groups have a second chance (a nat target's replies come back through the host that has the flow)"
+    } else if g.protocol != super::Protocol::Tcp {
+        "only tcp groups have a second chance (the target side looks for a TCP socket)"
+    } else {
+        return;
+    };
+    errs.push(format!("target_group[{i}].second_chance"), why);
 }
 
 fn check_group(c: &Config, i: usize, g: &TargetGroup, errs: &mut ValidationErrors) {
@@ -135,5 +153,34 @@ mod tests {
             errs.contains(&"target_group[0].forwarding: dsr cannot serve tls listener \"tls\": the daemon terminates its connections and opens its own to targets (dsr is for tcp and udp listeners)".to_owned()),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn second_chance_defaults_on_for_dsr_tcp_and_is_refused_where_it_does_nothing() {
+        let c = parse(&dsr());
+        assert!(c.target_groups[0].second_chance());
+        let off = dsr().replace(
+            "forwarding = \"dsr\"\n",
+            "forwarding = \"dsr\"\nsecond_chance = false\n",
+        );
+        assert!(!parse(&off).target_groups[0].second_chance());
+        assert_eq!(errors(&off), Vec::<String>::new());
+        assert!(!parse(BASE).target_groups[0].second_chance(), "nat");
+        let nat = BASE.replace("port = 8080\n", "port = 8080\nsecond_chance = true\n");
+        assert_eq!(
+            errors(&nat),
+            [
+                "target_group[0].second_chance: only dsr groups have a second chance (a nat target's replies come back through the host that has the flow)"
+            ]
+        );
+        let udp = dsr()
+            .replace("protocol = \"tcp\"", "protocol = \"udp\"")
+            .replace(
+                "forwarding = \"dsr\"\n",
+                "forwarding = \"dsr\"\nsecond_chance = false\n",
+            );
+        assert!(errors(&udp).contains(
+            &"target_group[0].second_chance: only tcp groups have a second chance (the target side looks for a TCP socket)".to_owned()
+        ), "{:?}", errors(&udp));
     }
 }

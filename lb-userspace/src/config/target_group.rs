@@ -21,6 +21,13 @@ pub struct TargetGroup {
     /// How packets reach targets.
     #[serde(default)]
     pub forwarding: Forwarding,
+    /// dsr TCP groups: whether a connection that reaches a balancer host
+    /// with no state for it, after the group's table changed, also goes to
+    /// the target the previous table gave it (forwarded there by the live
+    /// target's `lb_decap` when that has no socket for it). Unset means on
+    /// for dsr TCP groups; setting it on a nat or udp group is refused.
+    #[serde(default)]
+    pub second_chance: Option<bool>,
     /// What the flow hash covers.
     #[serde(default)]
     pub stickiness: Stickiness,
@@ -97,6 +104,14 @@ impl TargetGroup {
     /// Address and port a target receives traffic on.
     pub fn endpoint(&self, target: &TargetDescription) -> SocketAddr {
         SocketAddr::new(target.address, target.port.unwrap_or(self.port))
+    }
+
+    /// Whether the data path gives this group's connections a second
+    /// chance (see `second_chance`).
+    pub fn second_chance(&self) -> bool {
+        self.forwarding == Forwarding::Dsr
+            && self.protocol == Protocol::Tcp
+            && self.second_chance.unwrap_or(true)
     }
 
     /// Idle timeout of flows of `protocol`, seconds.

@@ -264,7 +264,7 @@ impl Collector for DataPathCollector {
         counters(
             &mut encoder,
             "lb_data_path_packets",
-            "Other data path actions (forwarded, returned, icmp_translated, too_big_sent)",
+            "Other data path actions (forwarded, returned, icmp_translated, too_big_sent, second_chance)",
             "action",
             v.others.clone(),
         )?;

@@ -128,6 +128,9 @@ impl Desired {
             if group.forwarding == Forwarding::Dsr {
                 flags |= vip_flags::DSR;
             }
+            if group.second_chance() {
+                flags |= vip_flags::SECOND_CHANCE;
+            }
             d.vips.push(DesiredVip {
                 name: listener.name.clone(),
                 key,

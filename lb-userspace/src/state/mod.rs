@@ -37,7 +37,18 @@
 //! then `VIPS[key]` is updated with the flipped `ring_slot` and
 //! `generation + 1`: that single map update switches the table atomically, and
 //! a packet never sees a half-written table. A VIP whose table and settings
-//! are unchanged is not written at all. `idle_timeout_s` is the group's
+//! are unchanged is not written at all.
+//!
+//! **Previous table.** After a switch the slot that is not live keeps the
+//! table that was live before it, and `vip_flags::PREVIOUS_RING` says so;
+//! dsr's second chance reads it (docs/datapath.md). "Previous" is the table
+//! before the last switch, whatever caused it (targets, weights, health,
+//! drain): one generation, no more. The flag is not set for a new VIP (its
+//! other slot may hold a removed VIP's table), nor after a switch that
+//! changed the table size or the stickiness (the old table would index
+//! another flow hash), and it is cleared by its own `VIPS` update before
+//! the slot is overwritten by the next switch, so the data path never reads
+//! a half-written previous table either; the switch then sets it again. `idle_timeout_s` is the group's
 //! `tcp_idle_timeout` or `udp_idle_timeout` for the listener's protocol;
 //! `flags` has `STICKY_SOURCE_IP` for `stickiness = "source_ip"`. Removed VIPs
 //! are deleted first, so their ids are free for new VIPs; a new VIP prefers an
@@ -97,7 +108,7 @@ use std::{
 
 use lb_common::{
     Addr, ReplyKey, ReplyTargets, Target, TargetState, VipAddrKey, VipKey, VipMeta, VipRef,
-    flow::MAX_VIPS_PER_TARGET, limits::MAX_TARGETS,
+    flow::MAX_VIPS_PER_TARGET, limits::MAX_TARGETS, vip::vip_flags,
 };
 use thiserror::Error;
 
@@ -236,7 +247,7 @@ impl VipEntry {
     fn unchanged(&self, dv: &DesiredVip, ring_size: u32) -> bool {
         self.ring.as_ref().is_some_and(|r| r.size == ring_size)
             && (Arc::ptr_eq(&self.members, &dv.members) || self.members == dv.members)
-            && self.meta.flags == dv.flags
+            && self.meta.flags & !vip_flags::PREVIOUS_RING == dv.flags
             && self.meta.idle_timeout_s == dv.idle_timeout_s
     }
 }
@@ -738,8 +749,16 @@ impl Reconciler {
             }
             None => false,
         };
+        // The previous table stays meaningful while the flow hash is the
+        // same one (stickiness unchanged).
+        let same_hash = (v.meta.flags ^ dv.flags) & vip_flags::STICKY_SOURCE_IP == 0;
+        let kept = if same_hash {
+            v.meta.flags & vip_flags::PREVIOUS_RING
+        } else {
+            0
+        };
         let mut meta = VipMeta {
-            flags: dv.flags,
+            flags: dv.flags | kept,
             idle_timeout_s: dv.idle_timeout_s,
             ..v.meta
         };
@@ -766,9 +785,35 @@ impl Reconciler {
             } else {
                 base
             };
+            // The slot about to be written holds the previous table, which
+            // the data path reads for second chances: it stops doing so
+            // before the first entry changes.
+            if v.meta.flags & vip_flags::PREVIOUS_RING != 0 {
+                let cleared = VipMeta {
+                    flags: v.meta.flags & !vip_flags::PREVIOUS_RING,
+                    ..v.meta
+                };
+                ctx(plane.set_vip(&dv.key, &cleared), || {
+                    format!(
+                        "retire the previous table of VIP {} of listener {:?}",
+                        net::display_vip(&dv.key),
+                        dv.name
+                    )
+                })?;
+                v.meta = cleared;
+                self.vips.insert(vip_ord(&dv.key), v.clone());
+            }
             ctx(plane.write_ring(slot, &table), || {
                 format!("write Maglev slot {slot} of listener {:?}", dv.name)
             })?;
+            // The table live until now becomes the previous one, when it
+            // indexes the same way (same size, same hash).
+            let previous = if same_hash && v.meta.ring_size == input.size {
+                vip_flags::PREVIOUS_RING
+            } else {
+                0
+            };
+            meta.flags = dv.flags | previous;
             meta.ring_slot = slot;
             meta.ring_size = input.size;
             meta.generation = v.meta.generation.wrapping_add(1);

@@ -378,8 +378,8 @@ fn weight_zero_is_registered_but_not_in_the_table() {
     state.apply(&mut plane, &c).unwrap();
     assert_eq!(
         plane.take_ops().len(),
-        2,
-        "one table write and one VIP switch"
+        3,
+        "the previous table retired (the first change kept one), one table write and one VIP switch"
     );
     assert_eq!(
         live_ring(&plane, &web()),
@@ -538,8 +538,9 @@ fn recover_then_change_touches_only_the_difference() {
             },
         ]
     );
-    // Only web's table is read-compared and switched; dns is untouched.
-    assert_eq!(ops.len(), 5, "{ops:?}");
+    // Only web's table is read-compared and switched (its previous table
+    // retired first: the first switch kept one); dns is untouched.
+    assert_eq!(ops.len(), 6, "{ops:?}");
     assert_eq!(state.target_id(&ep("10.1.0.2:8080")), Some(1));
 }
 
@@ -753,4 +754,82 @@ fn a_nat_target_of_more_vips_than_replies_hold_fails_the_apply() {
         .to_vec();
     got.sort_by_key(|v| u16::from_be(v.port));
     assert_eq!(got, vips.iter().map(net::vip_ref).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_table_before_the_last_switch_is_kept_as_the_previous_one() {
+    use lb_common::vip::vip_flags::PREVIOUS_RING;
+    let (mut state, mut plane, mut c) = applied();
+    // A new VIP: its other slot holds nothing of its own.
+    assert_eq!(plane.vips[&web()].flags & PREVIOUS_RING, 0);
+    let first = live_ring(&plane, &web()).to_vec();
+
+    // First switch: the old table stays in slot 0 and is the previous one.
+    c.target_groups[0].targets.push(target("10.1.0.5", 1));
+    state.apply(&mut plane, &c).unwrap();
+    let m = plane.vips[&web()];
+    assert_eq!((m.ring_slot, m.flags & PREVIOUS_RING), (1, PREVIOUS_RING));
+    assert_eq!(plane.rings[&0], first);
+    let second = live_ring(&plane, &web()).to_vec();
+    plane.take_ops();
+
+    // A settings change keeps it; reapplying writes nothing.
+    c.target_groups[0].tcp_idle_timeout = 61;
+    state.apply(&mut plane, &c).unwrap();
+    assert_eq!(plane.vips[&web()].flags & PREVIOUS_RING, PREVIOUS_RING);
+    plane.take_ops();
+    assert_eq!(state.apply(&mut plane, &c).unwrap(), Changes::default());
+    // So does a restart.
+    let mut recovered = Reconciler::recover(&plane).unwrap();
+    assert_eq!(recovered.apply(&mut plane, &c).unwrap(), Changes::default());
+    assert_eq!(plane.take_ops(), []);
+
+    // Second switch (a weight): the previous table is retired by its own
+    // VIPS update before slot 0 is overwritten, then the table of the first
+    // switch is the previous one.
+    c.target_groups[0].targets[0].weight = 3;
+    recovered.apply(&mut plane, &c).unwrap();
+    let m = plane.vips[&web()];
+    let retired = VipMeta {
+        ring_slot: 1,
+        generation: 2,
+        flags: 0,
+        ..m
+    };
+    assert_eq!(
+        plane.take_ops(),
+        [
+            Op::SetVip {
+                key: web(),
+                meta: retired
+            },
+            Op::WriteRing { slot: 0 },
+            Op::SetVip {
+                key: web(),
+                meta: m
+            },
+        ]
+    );
+    assert_eq!((m.ring_slot, m.generation, m.flags), (0, 3, PREVIOUS_RING));
+    assert_eq!(plane.rings[&1], second);
+
+    // A change of table size: the old table indexes another modulus.
+    c.daemon.maglev_table_size = 1013;
+    recovered.apply(&mut plane, &c).unwrap();
+    assert_eq!(plane.vips[&web()].flags & PREVIOUS_RING, 0);
+}
+
+#[test]
+fn second_chance_is_a_flag_of_dsr_tcp_vips() {
+    use lb_common::vip::vip_flags::{DSR, SECOND_CHANCE};
+    let (mut state, mut plane, mut c) = applied();
+    assert_eq!(plane.vips[&web()].flags & SECOND_CHANCE, 0, "nat");
+    c.target_groups[0].forwarding = config::Forwarding::Dsr;
+    c.target_groups[1].forwarding = config::Forwarding::Dsr;
+    state.apply(&mut plane, &c).unwrap();
+    assert_eq!(plane.vips[&web()].flags, DSR | SECOND_CHANCE);
+    assert_eq!(plane.vips[&dns()].flags & SECOND_CHANCE, 0, "udp");
+    c.target_groups[0].second_chance = Some(false);
+    state.apply(&mut plane, &c).unwrap();
+    assert_eq!(plane.vips[&web()].flags, DSR);
 }

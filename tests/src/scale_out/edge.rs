@@ -96,6 +96,10 @@ impl Edge {
                 &format!("{}/64", target6(i)),
             );
             default_routes(t, &format!("10.203.{i}.1"), &format!("fd00:203:{i:x}::1"));
+            // A target's `lb_decap` redirects second-chance packets back out
+            // to the router: a veth delivers XDP redirects when its peer has
+            // GRO (or XDP).
+            router.exec(&["ethtool", "-K", &r_if, "gro", "on"]);
         }
         for v in &veths {
             netns::wait_link_up(&v.a_ns, &v.a, Duration::from_secs(5));
@@ -119,6 +123,17 @@ impl Edge {
             targets,
             _bpffs: bpffs,
         }
+    }
+
+    /// `lb target status` on target `i` (its decapsulation counters).
+    pub fn target_status(&self, i: usize) -> String {
+        let out = self._attached[i - 1].run(&["status"]);
+        assert!(
+            out.status.success(),
+            "lb target status on t{i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The servers' output, for failure messages.

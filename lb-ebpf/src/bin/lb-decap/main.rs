@@ -8,13 +8,15 @@
 //! inner destination is a configured VIP (`DECAP_VIPS`) loses its outer
 //! header and goes to the stack as the client's own packet (XDP_PASS).
 //! Everything else passes untouched, counted by reason in `DECAP_STATS`.
+//! A second-chance chain (`chain`) is passed unwrapped when this host has
+//! the connection, and forwarded to the previous target otherwise.
 #![no_std]
 #![no_main]
 
+mod chain;
 mod unwrap;
 
 use aya_ebpf::{
-    bindings::xdp_action,
     btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -43,13 +45,13 @@ static DECAP_SAVED: Array<DecapSaved, 1> = Array::new();
 
 #[xdp]
 pub fn lb_decap(ctx: XdpContext) -> u32 {
-    let stat = unwrap::handle(&ctx);
-    if let Some(c) = DECAP_STATS.get_ptr_mut(stat as u32) {
+    let out = unwrap::handle(&ctx);
+    if let Some(c) = DECAP_STATS.get_ptr_mut(out.stat as u32) {
         // SAFETY: this CPU's copy of the slot, written by no other CPU.
         unsafe { *c += 1 };
     }
-    // Every verdict passes: what is not unwrapped is the stack's business.
-    xdp_action::XDP_PASS
+    // What is not ours passes: it is the stack's business.
+    out.action
 }
 
 /// Whether `key` is in `map` (the value is not used).
