@@ -65,6 +65,9 @@ pub const LEGACY: [&str; 1] = ["NAT"];
 /// The XDP program's symbol (and pin name).
 pub const PROGRAM: &str = "lb_xdp";
 
+/// The same data path for tc (`daemon.tc_interfaces`): symbol and pin name.
+pub const TC_PROGRAM: &str = "lb_tc";
+
 /// Bits in a `PORTS` entry (indexed by port in host byte order).
 pub mod port_flags {
     /// Some VIP listens on this destination port.

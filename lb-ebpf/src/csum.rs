@@ -38,6 +38,14 @@ impl Delta {
     pub fn merge(&mut self, other: Delta) {
         self.0 += other.0;
     }
+
+    /// The difference folded to 32 bits (a `__wsum`, as the kernel's
+    /// checksum helpers take it).
+    #[inline(always)]
+    pub fn sum32(self) -> u32 {
+        let s = (self.0 & 0xffff_ffff) + (self.0 >> 32);
+        ((s & 0xffff_ffff) + (s >> 32)) as u32
+    }
 }
 
 #[inline(always)]

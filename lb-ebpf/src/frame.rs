@@ -28,10 +28,18 @@ pub trait Frame: EbpfContext {
     /// Interface the packet arrived on.
     fn ingress_if(&self) -> u32;
 
-    /// Frame length in bytes.
+    /// Frame length in bytes: what [`load`] and [`store`] reach.
     #[inline(always)]
     fn frame_len(&self) -> usize {
         self.end() - self.start()
+    }
+
+    /// The whole packet's length in bytes. A frame's; a socket buffer's
+    /// may be larger than its directly readable part (paged data, a
+    /// segmentation-offload buffer).
+    #[inline(always)]
+    fn packet_len(&self) -> usize {
+        self.frame_len()
     }
 }
 
@@ -66,6 +74,10 @@ impl Frame for TcContext {
         // SAFETY: `skb` is the kernel's `__sk_buff` for this run, valid for
         // the program's whole invocation.
         unsafe { (*self.skb.skb).ingress_ifindex }
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> usize {
+        self.len() as usize
     }
 }
 

@@ -84,7 +84,7 @@ pub fn parse(f: &impl Frame, out: &mut Packet) -> Result<(), ParseError> {
 /// is skipped): the same checks as [`parse`] from the IP header on.
 #[inline(always)]
 pub fn parse_ip(f: &impl Frame, l3: usize, v6: bool, out: &mut Packet) -> Result<(), ParseError> {
-    let len = f.frame_len() as u64;
+    let len = f.packet_len() as u64;
     if v6 {
         ipv6(f, l3, len, out)
     } else {

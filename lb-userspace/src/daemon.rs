@@ -93,7 +93,14 @@ pub enum DaemonError {
 fn check_forwarding(config: &Config) -> Result<(), DaemonError> {
     let v4 = config.listeners.iter().any(|l| l.address.is_ipv4());
     let v6 = config.listeners.iter().any(|l| l.address.is_ipv6());
-    Ok(forwarding::check(&config.daemon.interfaces, v4, v6)?)
+    let d = &config.daemon;
+    let all: Vec<String> = d
+        .interfaces
+        .iter()
+        .chain(&d.tc_interfaces)
+        .cloned()
+        .collect();
+    Ok(forwarding::check(&all, v4, v6)?)
 }
 
 /// Per `daemon.dataplane`: the XDP path, or `None` when tcp and udp

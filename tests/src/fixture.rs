@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::limits::RING_EMPTY;
 use lb_common::maps::{self, port_flags};
@@ -71,6 +71,11 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
+
+/// tc actions (`lb_tc`'s return values).
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
 
 /// Name of an XDP action for messages.
 pub fn action_name(action: u32) -> String {
@@ -851,6 +856,59 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// Loads `lb_tc` (the data path at tc, sharing every map with
+    /// `lb_xdp`) into the kernel; once per fixture.
+    pub fn load_tc(&mut self) {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(maps::TC_PROGRAM)
+            .unwrap_or_else(|| panic!("no program {} in the object", maps::TC_PROGRAM))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{} is not a tc program: {e}", maps::TC_PROGRAM));
+        prog.load()
+            .unwrap_or_else(|e| panic!("loading {} into the kernel: {e:?}", maps::TC_PROGRAM));
+    }
+
+    /// The loaded `lb_tc` program ([`Self::load_tc`] first).
+    pub fn tc_program(&self) -> &SchedClassifier {
+        self.ebpf
+            .program(maps::TC_PROGRAM)
+            .expect("program")
+            .try_into()
+            .expect("tc program")
+    }
+
+    /// Runs one frame through `lb_tc` as a socket buffer on `ifname` (in
+    /// the fixture namespace): `ctx_in` is a `__sk_buff` whose `ifindex`
+    /// (and `ingress_ifindex`) name it. A test-run buffer's checksum state
+    /// is `CHECKSUM_NONE`: the checksums in the bytes are complete.
+    pub fn run_tc_on(&self, frame: &[u8], ifname: &str) -> RunResult {
+        let ifindex = topo::ifindex(ifname);
+        // struct __sk_buff: len, pkt_type, mark, queue_mapping, protocol,
+        // vlan_present, vlan_tci, vlan_proto, priority, ingress_ifindex,
+        // ifindex (the fields before `cb` a test run accepts).
+        let mut skb = [0u32; 11];
+        skb[9] = ifindex;
+        skb[10] = ifindex;
+        let ctx: Vec<u8> = skb.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 512];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        };
+        let r = self
+            .tc_program()
+            .test_run(opts)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of lb_tc on {ifname} failed: {e:?}"));
+        out.truncate(usize::try_from(r.data_size_out).expect("size"));
+        RunResult {
+            action: r.return_value,
+            output: out,
+        }
+    }
+
     /// Kernel memory charged to map `name` (`memlock` in its fdinfo) and its
     /// capacity.
     pub fn map_memlock(&self, name: &str) -> (u64, u32) {

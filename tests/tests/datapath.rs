@@ -48,6 +48,10 @@ mod second_chance;
 #[path = "datapath/tags.rs"]
 mod tags;
 
+/// The same cases through `lb_tc` (the data path at tc).
+#[path = "datapath/tc.rs"]
+mod tc;
+
 // ---------------------------------------------------------------------------
 // The world every case starts from.
 // ---------------------------------------------------------------------------
@@ -580,15 +584,32 @@ fn describe_diff(expected: &[u8], got: &[u8]) -> String {
     s
 }
 
+/// Which program a case runs through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Xdp,
+    /// `lb_tc` on a socket buffer; its tc action is compared as the XDP
+    /// action it stands for (see `tc::as_xdp`).
+    Tc,
+}
+
 fn run_case(case: &Case) {
+    run_case_at(case, Hook::Xdp);
+}
+
+fn run_case_at(case: &Case, hook: Hook) {
     let mut fx = world();
+    if hook == Hook::Tc {
+        fx.load_tc();
+    }
     if let Some(setup) = &case.setup {
         setup(&mut fx);
     }
     let before = fx.stats();
-    let result = match case.ingress {
-        Some(ifname) => fx.run_on(&case.input, ifname),
-        None => fx.run(&case.input),
+    let result = match (hook, case.ingress) {
+        (Hook::Xdp, Some(ifname)) => fx.run_on(&case.input, ifname),
+        (Hook::Xdp, None) => fx.run(&case.input),
+        (Hook::Tc, ifname) => tc::as_xdp(fx.run_tc_on(&case.input, ifname.unwrap_or("lo"))),
     };
     let after = fx.stats();
 
@@ -665,6 +686,10 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Runs every case of a table (each against a freshly loaded object) in one
 /// fixture namespace and reports all failures together.
 fn run_table(table: fn() -> Vec<Case>) {
+    run_table_at(table, Hook::Xdp);
+}
+
+fn run_table_at(table: fn() -> Vec<Case>, hook: Hook) {
     let filter = std::env::var("LB_CASE").ok();
     let (total, failures) = fixture::with_netns(move || {
         let cases = table();
@@ -676,7 +701,7 @@ fn run_table(table: fn() -> Vec<Case>) {
                 .is_none_or(|f| c.description.contains(f.as_str()))
         }) {
             total += 1;
-            match catch_unwind(AssertUnwindSafe(|| run_case(case))) {
+            match catch_unwind(AssertUnwindSafe(|| run_case_at(case, hook))) {
                 Ok(()) => eprintln!("ok    {}", case.description),
                 Err(p) => {
                     eprintln!("FAIL  {}", case.description);

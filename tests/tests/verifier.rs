@@ -29,6 +29,25 @@ fn the_program_verifies_well_within_the_kernels_limit() {
     });
 }
 
+/// The same data path compiled for tc (`lb_tc`, `daemon.tc_interfaces`):
+/// the daemon verifies it on every start too.
+#[test]
+fn the_tc_program_verifies_well_within_the_kernels_limit() {
+    fixture::with_netns(|| {
+        let mut fx = Fixture::load(13);
+        fx.load_tc();
+        let info = fx.tc_program().info().expect("program info");
+        let walked = info
+            .verified_instruction_count()
+            .expect("the kernel reports verified instructions (5.16+)");
+        eprintln!("verifier walked {walked} instructions for lb_tc");
+        assert!(
+            walked <= BUDGET,
+            "the verifier walked {walked} instructions to check lb_tc; keep it under {BUDGET}"
+        );
+    });
+}
+
 #[test]
 fn the_objects_maps_are_the_ones_lb_common_names() {
     fixture::with_netns(|| {

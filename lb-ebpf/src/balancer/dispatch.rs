@@ -1,5 +1,4 @@
 //! Per-packet dispatch: client -> VIP, target -> client, ICMP, or not ours.
-use aya_ebpf::programs::XdpContext;
 use lb_common::{
     FlowKey, FlowState, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipKey, VipMeta,
     flow::{entry_flags, ticks},
@@ -17,6 +16,7 @@ use super::{
     conntrack::{self, NewFlow, ReplyOf, Sets, Slot},
     encap,
     fib::{self, TooBig},
+    hook::Hook,
     icmp, maglev,
     maps::{PORTS, TARGETS, VIP_ADDRS, VIPS},
     nat::{Side, translate},
@@ -31,7 +31,7 @@ use super::{
 /// not for every path at once. The parsed packet and its flow key live in
 /// the per-CPU scratch memory that every path reads.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext) -> Verdict {
+pub fn handle(ctx: &impl Hook) -> Verdict {
     let Some(s) = scratch() else {
         return Verdict::pass(Stat::PassMalformed);
     };
@@ -147,7 +147,7 @@ fn from_target_port(key: &FlowKey) -> bool {
 /// to its target (the hot path, with no `VIPS` lookup); the rest is left
 /// to the other paths. Returns a packed [`Step`].
 #[inline(never)]
-fn l4(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+fn l4(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     let p = &mut s.packet;
     // The whole header must be there: its checksum is rewritten.
     let complete = if p.proto == PROTO_TCP {
@@ -200,7 +200,7 @@ fn l4(ctx: &XdpContext, s: &mut Scratch) -> u64 {
 /// is a VIP (`pass_not_vip` otherwise, for the caller to look further), or
 /// a second-chance chain. Returns a packed [`Step`]: `Done` or `Chain`.
 #[inline(never)]
-fn untracked(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+fn untracked(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     let (p, c) = (&mut s.packet, &mut s.client);
     let vip = VipKey {
         addr: c.key.dst,
@@ -260,7 +260,7 @@ fn second_chance(key: &FlowKey, vip: &VipMeta) -> u64 {
 /// inside to the previous one. Counted as the live target's traffic (no
 /// new flow: it is not one). Returns a packed [`Verdict`].
 #[inline(never)]
-fn chain(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+fn chain(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     let (p, c) = (&mut s.packet, &s.client);
     let ch = c.chain;
     let (Some(t), Some(prev)) = (TARGETS.get(ch.target), TARGETS.get(ch.previous)) else {
@@ -307,7 +307,7 @@ fn tracked(slot: &Slot, sets: &Sets, tcp: &TcpFlags, now: u32) -> Option<&'stati
 /// flow's mode.
 #[inline(always)]
 fn to_target(
-    ctx: &XdpContext,
+    ctx: &impl Hook,
     p: &mut Packet,
     key: &FlowKey,
     slot: &mut Slot,
@@ -344,7 +344,7 @@ fn to_target(
 )]
 #[inline(always)]
 fn new_flow(
-    ctx: &XdpContext,
+    ctx: &impl Hook,
     p: &mut Packet,
     key: &FlowKey,
     sets: &Sets,
@@ -430,7 +430,7 @@ struct Mode {
 )]
 #[inline(always)]
 fn send(
-    ctx: &XdpContext,
+    ctx: &impl Hook,
     p: &mut Packet,
     key: &FlowKey,
     vip_id: u32,
@@ -452,6 +452,8 @@ fn send(
     stats::traffic(vip_id, target_id, Dir::In, len, mode.new_flow);
     match fib::to_target(ctx, p, target_id, now) {
         Ok(v) => v,
+        // tc cannot generate the answer: the kernel's own (see `hook`).
+        Err(TooBig(_)) if !has_resize(ctx) => Verdict::pass(Stat::PassMtu),
         Err(TooBig(mtu)) if mode.dsr => too_big::reply_wrapped(ctx, p, key, mtu),
         Err(TooBig(mtu)) => too_big::reply(ctx, p, key, mtu),
     }
@@ -460,12 +462,12 @@ fn send(
 /// Target -> client: if it is a reply of a tracked flow, put the VIP back.
 /// Returns a packed [`Verdict`].
 #[inline(never)]
-fn to_client(ctx: &XdpContext, s: &mut Scratch) -> u64 {
+fn to_client(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     reply_path(ctx, &mut s.packet, &s.client.key).pack()
 }
 
 #[inline(always)]
-fn reply_path(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
+fn reply_path(ctx: &impl Hook, p: &mut Packet, reply: &FlowKey) -> Verdict {
     let now = clock::now_ns();
     let (mut slot, vip) = match conntrack::find_by_reply(reply, ticks(now)) {
         ReplyOf::Flow(slot, vip) => (slot, vip),
@@ -482,4 +484,10 @@ fn reply_path(ctx: &XdpContext, p: &mut Packet, reply: &FlowKey) -> Verdict {
     }
     stats::traffic(vip_id, target_id, Dir::Out, p.len, false);
     fib::route(ctx, p, Stat::Returned, now)
+}
+
+/// Whether this hook can answer a packet that is too big (`Hook::RESIZES`).
+#[inline(always)]
+fn has_resize<C: Hook>(_ctx: &C) -> bool {
+    C::RESIZES
 }

@@ -14,7 +14,6 @@
 //! DF bit, so ECN, QoS and path-MTU behaviour are the client's; its TTL /
 //! hop limit is the inner one less one (this host is a hop), while the
 //! inner packet keeps the client's.
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     Addr, FlowKey,
     encap::{
@@ -28,6 +27,8 @@ use lb_ebpf::{
     headers::{IPV6_LEN, Ipv4, Ipv6},
     parse::Packet,
 };
+
+use super::hook::Hook;
 
 /// IPv4 "don't fragment", network order.
 const IP_DF: u16 = 0x4000u16.to_be();
@@ -48,7 +49,7 @@ pub fn overhead(v6: bool) -> usize {
 /// `p` says (the caller checked it, so this is defensive) or the frame
 /// cannot grow; the frame may then be half-built and must be dropped.
 #[inline(always)]
-pub fn wrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, target: &Addr) -> Option<()> {
+pub fn wrap(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, target: &Addr) -> Option<()> {
     if p.l3 > MAX_L2 {
         return None;
     }
@@ -57,9 +58,7 @@ pub fn wrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, target: &Addr) -> O
     let extra = overhead(p.v6);
     // Read the inner header before the frame moves.
     let inner = Inner::read(ctx, p)?;
-    // SAFETY: the helper only moves the frame's start; every access after
-    // it goes through `frame`'s bounds checks again.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(extra as i32)) } != 0 {
+    if !ctx.adjust_head(-(extra as i32)) {
         return None;
     }
     // The Ethernet header (and tag) back to the front of the frame; the
@@ -94,7 +93,7 @@ pub fn wrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, target: &Addr) -> O
 /// `None` leaves a frame to drop.
 #[inline(always)]
 pub fn wrap_chain(
-    ctx: &XdpContext,
+    ctx: &impl Hook,
     p: &mut Packet,
     key: &FlowKey,
     target: &Addr,
@@ -112,10 +111,10 @@ pub fn wrap_chain(
 /// once more (a packet too big once wrapped is answered about the packet
 /// the client sent).
 #[inline(always)]
-pub fn unwrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, extra: usize) -> Option<()> {
+pub fn unwrap(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, extra: usize) -> Option<()> {
     let eth = load::<[u8; MAX_L2]>(ctx, 0)?;
-    // SAFETY: as in `wrap`; the frame shrinks by what `wrap` added.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, extra as i32) } != 0 {
+    // The frame shrinks by what `wrap` added.
+    if !ctx.adjust_head(extra as i32) {
         return None;
     }
     // Restores the tag (if any) and the inner header's first bytes as they
@@ -133,7 +132,7 @@ pub fn unwrap(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, extra: usize) -> 
 /// of `eth` (`l3` bytes, tag included) followed by the inner header's
 /// bytes that are already in place.
 #[inline(always)]
-fn eth_head(ctx: &XdpContext, eth: &[u8; MAX_L2], l3: usize) -> Option<[u8; MAX_L2]> {
+fn eth_head(ctx: &impl Hook, eth: &[u8; MAX_L2], l3: usize) -> Option<[u8; MAX_L2]> {
     let mut head = load::<[u8; MAX_L2]>(ctx, 0)?;
     head[..12].copy_from_slice(&eth[..12]);
     if l3 == MAX_L2 {
@@ -156,7 +155,7 @@ struct Inner {
 
 impl Inner {
     #[inline(always)]
-    fn read(ctx: &XdpContext, p: &Packet) -> Option<Self> {
+    fn read(ctx: &impl Hook, p: &Packet) -> Option<Self> {
         if p.v6 {
             let ip = load::<Ipv6>(ctx, p.l3)?;
             let len = u16::from_be(ip.payload_len).checked_add(IPV6_LEN as u16)?;

@@ -9,23 +9,22 @@
 //! Packets to a target use that target's per-CPU slot in `TARGET_HOPS` (an
 //! array: no hashing); replies and ICMP use the `NEXTHOPS` LRU map.
 use aya_ebpf::{
-    EbpfContext,
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
+        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
     },
-    helpers::{bpf_fib_lookup, bpf_redirect},
-    programs::XdpContext,
+    helpers::bpf_fib_lookup,
 };
 use lb_common::{NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
 use lb_ebpf::{
-    frame::{Frame, load, update},
+    frame::{load, update},
     headers::{IPV6_LEN, Ipv4, Ipv6},
     parse::Packet,
 };
 
 use super::{
     Verdict,
+    hook::Hook,
     maps::{NEXTHOPS, TARGET_HOPS},
     scratch::fib_params,
 };
@@ -41,12 +40,12 @@ pub struct TooBig(pub u16);
 /// `target_id`, using that target's per-CPU next-hop slot.
 #[inline(always)]
 pub fn to_target(
-    ctx: &XdpContext,
+    ctx: &impl Hook,
     p: &mut Packet,
     target_id: u32,
     now: u64,
 ) -> Result<Verdict, TooBig> {
-    let ingress = ctx.ingress_if();
+    let ingress = ctx.route_if();
     let Some(len) = ip_len(ctx, p) else {
         return Ok(Verdict::drop(Stat::DropMalformed));
     };
@@ -63,7 +62,7 @@ pub fn to_target(
     {
         return Ok(send(ctx, &slot.hop, Stat::Forwarded));
     }
-    let hop = match lookup(ctx, p, ingress, len) {
+    let hop = match lookup(ctx, p, ingress, len, Stat::Forwarded) {
         Ok(hop) => hop,
         Err(NoHop::TooBig(mtu)) => return Err(TooBig(mtu)),
         Err(e) => return Ok(e.verdict()),
@@ -81,8 +80,8 @@ pub fn to_target(
 /// `NEXTHOPS` cache. `ok` is the stat for success (returned or
 /// icmp_translated).
 #[inline(always)]
-pub fn route(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
-    let ingress = ctx.ingress_if();
+pub fn route(ctx: &impl Hook, p: &Packet, ok: Stat, now: u64) -> Verdict {
+    let ingress = ctx.route_if();
     let Some(len) = ip_len(ctx, p) else {
         return Verdict::drop(Stat::DropMalformed);
     };
@@ -94,7 +93,7 @@ pub fn route(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
     {
         return send(ctx, hop, ok);
     }
-    let hop = match lookup(ctx, p, ingress, len) {
+    let hop = match lookup(ctx, p, ingress, len, ok) {
         Ok(hop) => hop,
         Err(e) => return e.verdict(),
     };
@@ -107,15 +106,17 @@ pub fn route(ctx: &XdpContext, p: &Packet, ok: Stat, now: u64) -> Verdict {
     send(ctx, &hop, ok)
 }
 
-/// Length of the IP packet (host order), as the FIB's MTU check wants it.
+/// Length of the IP packet (host order), as the FIB's MTU check wants it
+/// (see `Hook::mtu_len`).
 #[inline(always)]
-fn ip_len(f: &impl Frame, p: &Packet) -> Option<u16> {
-    if p.v6 {
+fn ip_len(f: &impl Hook, p: &Packet) -> Option<u16> {
+    let len = if p.v6 {
         let ip = load::<Ipv6>(f, p.l3)?;
-        Some(u16::from_be(ip.payload_len).saturating_add(IPV6_LEN as u16))
+        u16::from_be(ip.payload_len).saturating_add(IPV6_LEN as u16)
     } else {
-        Some(u16::from_be(load::<Ipv4>(f, p.l3)?.tot_len))
-    }
+        u16::from_be(load::<Ipv4>(f, p.l3)?.tot_len)
+    };
+    Some(f.mtu_len(len))
 }
 
 #[inline(always)]
@@ -140,6 +141,8 @@ enum NoHop {
     Verdict(Verdict),
     /// Larger than the egress MTU (the MTU in host byte order).
     TooBig(u16),
+    /// For this host: handed to the kernel, counted as the success `ok`.
+    Local(Stat),
 }
 
 impl NoHop {
@@ -149,13 +152,14 @@ impl NoHop {
         match self {
             NoHop::Verdict(v) => v,
             NoHop::TooBig(_) => Verdict::pass(Stat::PassMtu),
+            NoHop::Local(ok) => Verdict::pass(ok),
         }
     }
 }
 
 /// The full FIB lookup.
 #[inline(always)]
-fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHop, NoHop> {
+fn lookup(ctx: &impl Hook, p: &Packet, ingress: u32, len: u16, ok: Stat) -> Result<NextHop, NoHop> {
     // The 64-byte parameter block lives in the per-CPU scratch memory (see
     // `scratch`); only its own field of it is used here.
     let Some(params) = fib_params() else {
@@ -197,6 +201,8 @@ fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHo
         )
     };
     match rc as u32 {
+        // A local address (a client on this host): the kernel delivers it.
+        BPF_FIB_LKUP_RET_NOT_FWDED => Err(NoHop::Local(ok)),
         BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop {
             ifindex: params.ifindex,
             max_len: len,
@@ -205,7 +211,10 @@ fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHo
             _pad: [0; 2],
             expires_ns: 0,
         }),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Err(NoHop::Verdict(Verdict::pass(Stat::PassNoNeighbour))),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(NoHop::Verdict(Verdict {
+            action: ctx.unresolved(params.ifindex),
+            stat: Stat::PassNoNeighbour,
+        })),
         // SAFETY: the helper fills `mtu_result` on FRAG_NEEDED.
         BPF_FIB_LKUP_RET_FRAG_NEEDED => {
             Err(NoHop::TooBig(unsafe { params.__bindgen_anon_1.mtu_result }))
@@ -216,7 +225,7 @@ fn lookup(ctx: &XdpContext, p: &Packet, ingress: u32, len: u16) -> Result<NextHo
 
 /// Sets the Ethernet addresses and hands the frame to its egress interface.
 #[inline(always)]
-fn send(ctx: &XdpContext, hop: &NextHop, ok: Stat) -> Verdict {
+fn send(ctx: &impl Hook, hop: &NextHop, ok: Stat) -> Verdict {
     let written = update::<[u8; 12], _>(ctx, 0, |eth| {
         eth[..6].copy_from_slice(&hop.dmac);
         eth[6..].copy_from_slice(&hop.smac);
@@ -228,9 +237,8 @@ fn send(ctx: &XdpContext, hop: &NextHop, ok: Stat) -> Verdict {
     // not XDP_TX. On veth, XDP_TX frames only wake the peer when the peer
     // runs an XDP program of its own; otherwise they wait for its next
     // packet (seen here: seconds). A redirect always kicks the receiver.
-    // SAFETY: the helper has no preconditions.
     Verdict {
-        action: unsafe { bpf_redirect(hop.ifindex, 0) } as u32,
+        action: ctx.redirect(hop.ifindex),
         stat: ok,
     }
 }

@@ -8,7 +8,6 @@
 //! (client -> target) go back to the client in VIP terms. The quoted
 //! transport checksum is left alone: it is usually not quoted whole and
 //! receivers do not verify it.
-use aya_ebpf::programs::XdpContext;
 use lb_common::{Addr, FlowKey, PROTO_TCP, PROTO_UDP, Stat, flow::entry_flags};
 use lb_ebpf::{
     csum::{Delta, apply},
@@ -22,6 +21,7 @@ use super::{
     conntrack::{self, Sets},
     dispatch::is_vip_addr,
     encap, fib,
+    hook::Hook,
     scratch::icmp_key,
 };
 
@@ -45,12 +45,12 @@ fn is_error(p: &Packet, kind: u8) -> bool {
 
 /// Out of line (see `dispatch::handle`); returns a packed [`Verdict`].
 #[inline(never)]
-pub fn handle(ctx: &XdpContext, p: &mut Packet) -> u64 {
+pub fn handle(ctx: &impl Hook, p: &mut Packet) -> u64 {
     error(ctx, p, clock::now_ns()).pack()
 }
 
 #[inline(always)]
-fn error(ctx: &XdpContext, p: &mut Packet, now: u64) -> Verdict {
+fn error(ctx: &impl Hook, p: &mut Packet, now: u64) -> Verdict {
     let Some(icmp) = load::<Icmp>(ctx, p.l4) else {
         return Verdict::pass(Stat::PassIcmp);
     };
@@ -73,7 +73,7 @@ fn error(ctx: &XdpContext, p: &mut Packet, now: u64) -> Verdict {
 /// Finds the quoted packet and writes its 5-tuple, turned around (the
 /// direction the connection table knows it by), into `turned`.
 #[inline(always)]
-fn quoted(ctx: &XdpContext, p: &Packet, turned: &mut FlowKey) -> Option<Quoted> {
+fn quoted(ctx: &impl Hook, p: &Packet, turned: &mut FlowKey) -> Option<Quoted> {
     let l3 = p.l4 + ICMP_LEN;
     let (src, dst, proto, l4) = if p.v6 {
         let ip = load::<Ipv6>(ctx, l3)?;
@@ -110,7 +110,7 @@ fn quoted(ctx: &XdpContext, p: &Packet, turned: &mut FlowKey) -> Option<Quoted> 
 
 /// Quoted VIP -> client: deliver to the flow's target.
 #[inline(always)]
-fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted, fwd: &FlowKey, now: u64) -> Verdict {
+fn about_reply(ctx: &impl Hook, p: &mut Packet, q: &Quoted, fwd: &FlowKey, now: u64) -> Verdict {
     // The quoted packet is our reply; turned around, the client's flow.
     let sets = Sets::of(fwd);
     let Some(slot) = conntrack::find(fwd, &sets) else {
@@ -144,7 +144,7 @@ fn about_reply(ctx: &XdpContext, p: &mut Packet, q: &Quoted, fwd: &FlowKey, now:
 /// Quoted client -> target: deliver to the client as if from the VIP.
 #[inline(always)]
 fn about_request(
-    ctx: &XdpContext,
+    ctx: &impl Hook,
     p: &mut Packet,
     q: &Quoted,
     reply: &FlowKey,
@@ -171,7 +171,7 @@ fn about_request(
 }
 
 #[inline(always)]
-fn finish(ctx: &XdpContext, p: &Packet, ok: Option<()>, now: u64) -> Verdict {
+fn finish(ctx: &impl Hook, p: &Packet, ok: Option<()>, now: u64) -> Verdict {
     match ok {
         Some(()) => fib::route(ctx, p, Stat::IcmpTranslated, now),
         None => Verdict::drop(Stat::DropMalformed),
@@ -193,7 +193,7 @@ enum Quote {
 /// quoted packet, keeping the outer IP, quoted IP and ICMP checksums right.
 #[inline(always)]
 fn rewrite(
-    ctx: &XdpContext,
+    ctx: &impl Hook,
     p: &mut Packet,
     q: &Quoted,
     outer: Outer,

@@ -1,4 +1,5 @@
-//! The load balancer's XDP program (`lb_xdp`), split by concern:
+//! The load balancer's data path (`lb_xdp`, and `lb_tc` at tc: `hook`
+//! says what differs), split by concern:
 //! `dispatch` (what kind of packet this is), `conntrack` (the connection
 //! table), `maglev` (target choice), `nat` (address translation), `encap`
 //! (dsr's outer header), `icmp`
@@ -10,6 +11,7 @@ mod conntrack;
 mod dispatch;
 mod encap;
 mod fib;
+mod hook;
 mod icmp;
 mod maglev;
 mod maps;
@@ -27,7 +29,12 @@ use lb_ebpf::{
 };
 
 pub use dispatch::handle;
+pub use hook::tc_action;
 pub use stats::count;
+
+/// Bytes of headers the tc entry point makes directly readable: Ethernet
+/// with a tag, IPv6 with extension headers, TCP with options.
+pub const HEADERS: u32 = 256;
 
 /// Outcome of handling a packet: the XDP action and the stat that explains it.
 pub struct Verdict {

@@ -1,12 +1,14 @@
 //! Address and port translation with incremental checksum updates and the
 //! TTL / hop-limit decrement of a router.
-use lb_common::{Addr, PROTO_TCP};
+use lb_common::Addr;
 use lb_ebpf::{
     csum::{Delta, apply},
-    frame::{Frame, update},
-    headers::{Ipv4, Ipv6, Ports, TCP_CHECK_OFF, UDP_CHECK_OFF},
+    frame::update,
+    headers::{Ipv4, Ipv6, Ports},
     parse::Packet,
 };
+
+use super::hook::Hook;
 
 /// Which end of the packet is translated.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,7 +23,7 @@ pub enum Side {
 /// and transport checksums. `None` if a header is not in the frame (the
 /// caller checked the transport header, so this is defensive).
 #[inline(always)]
-pub fn translate(f: &impl Frame, p: &mut Packet, side: Side, addr: &Addr, port: u16) -> Option<()> {
+pub fn translate(f: &impl Hook, p: &mut Packet, side: Side, addr: &Addr, port: u16) -> Option<()> {
     rewrite(f, p, side, addr, port, 1)
 }
 
@@ -29,7 +31,7 @@ pub fn translate(f: &impl Frame, p: &mut Packet, side: Side, addr: &Addr, port: 
 /// quote the packet as the client sent it in a generated ICMP error).
 #[inline(always)]
 pub fn untranslate(
-    f: &impl Frame,
+    f: &impl Hook,
     p: &mut Packet,
     side: Side,
     addr: &Addr,
@@ -40,7 +42,7 @@ pub fn untranslate(
 
 #[inline(always)]
 fn rewrite(
-    f: &impl Frame,
+    f: &impl Hook,
     p: &mut Packet,
     side: Side,
     addr: &Addr,
@@ -82,23 +84,7 @@ fn rewrite(
         })?;
     }
     p.ttl -= hops;
-    let mut l4_delta = addr_delta;
-    l4_delta.word(old_port, port);
-    l4_checksum(f, p, l4_delta)
-}
-
-#[inline(always)]
-fn l4_checksum(f: &impl Frame, p: &Packet, d: Delta) -> Option<()> {
-    if p.proto == PROTO_TCP {
-        update::<u16, _>(f, p.l4 + TCP_CHECK_OFF, |check| *check = apply(*check, d))
-    } else {
-        update::<u16, _>(f, p.l4 + UDP_CHECK_OFF, |check| {
-            // IPv4 UDP may go without a checksum; IPv6 UDP may not.
-            if *check == 0 && !p.v6 {
-                return;
-            }
-            let new = apply(*check, d);
-            *check = if new == 0 { 0xffff } else { new };
-        })
-    }
+    let mut port_delta = Delta::new();
+    port_delta.word(old_port, port);
+    f.l4_csum(p, addr_delta, port_delta)
 }

@@ -17,21 +17,18 @@
 //! IPv4 packets without DF are left to the kernel, which may fragment them;
 //! packets with IPv4 options or IPv6 extension headers are too (counted as
 //! `pass_mtu`).
-use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
-    programs::XdpContext,
-};
+use aya_ebpf::bindings::xdp_action;
 use lb_common::{FlowKey, Stat};
 use lb_ebpf::{
     csum::finish,
-    frame::{Frame, load, store, sum, sum_of, update},
+    frame::{load, store, sum, sum_of, update},
     headers::{ICMP_LEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPV4_LEN, IPV6_LEN, Ipv4, Ipv6},
     parse::Packet,
 };
 
 use super::{
     Verdict, encap,
+    hook::Hook,
     nat::{Side, untranslate},
 };
 
@@ -42,7 +39,7 @@ const TTL: u8 = 64;
 
 /// Answers a packet too big for the target side; see the module docs.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
+pub fn reply(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
     Verdict::unpack(answer(ctx, p, key, mtu))
 }
 
@@ -53,7 +50,7 @@ pub fn reply(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdi
 /// still wrapped, so that the kernel forwards it as the tunnel packet it is
 /// (fragmenting the outer packet if it may).
 #[inline(always)]
-pub fn reply_wrapped(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
+pub fn reply_wrapped(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
     let extra = encap::overhead(p.v6);
     if !answerable(ctx, p, p.l3 + extra) {
         return Verdict::pass(Stat::PassMtu);
@@ -67,7 +64,7 @@ pub fn reply_wrapped(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) 
 /// As [`reply_wrapped`], for a second-chance chain (two outer headers):
 /// the client hears of the MTU less both.
 #[inline(always)]
-pub fn reply_chained(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
+pub fn reply_chained(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, mtu: u16) -> Verdict {
     let extra = 2 * encap::overhead(p.v6);
     // The Ethernet header `unwrap` moves, bounds-checked first (one byte,
     // the 18th: no copy on the stack): otherwise LLVM drops this check as
@@ -89,14 +86,13 @@ pub fn reply_chained(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) 
 /// surgery's locals (see `dispatch::untracked`); returns a packed
 /// [`Verdict`].
 #[inline(never)]
-fn answer(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> u64 {
+fn answer(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, mtu: u16) -> u64 {
     let stat = generate(ctx, p, key, mtu);
     let action = match stat {
         // Back out of the interface it came in on. A redirect rather than
         // XDP_TX: on veth, XDP_TX frames wait in the peer's queue until
         // something else wakes it (seen here: seconds), a redirect kicks it.
-        // SAFETY: the helper has no preconditions.
-        Stat::TooBigSent => unsafe { bpf_redirect(ctx.ingress_if(), 0) as u32 },
+        Stat::TooBigSent => ctx.redirect(ctx.ingress_if()),
         Stat::PassMtu => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     };
@@ -104,7 +100,7 @@ fn answer(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> u64 {
 }
 
 #[inline(always)]
-fn generate(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Stat {
+fn generate(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, mtu: u16) -> Stat {
     if !answerable(ctx, p, p.l3) {
         return Stat::PassMtu;
     }
@@ -122,7 +118,7 @@ fn generate(ctx: &XdpContext, p: &mut Packet, key: &FlowKey, mtu: u16) -> Stat {
 /// Whether the client's IP header (at `l3`) is one this answers about: no
 /// IPv4 options or IPv6 extension headers, and (IPv4) DF set.
 #[inline(always)]
-fn answerable(ctx: &XdpContext, p: &Packet, l3: usize) -> bool {
+fn answerable(ctx: &impl Hook, p: &Packet, l3: usize) -> bool {
     let ip_len = if p.v6 { IPV6_LEN } else { IPV4_LEN };
     if p.l4 != l3 + ip_len {
         return false;
@@ -133,7 +129,7 @@ fn answerable(ctx: &XdpContext, p: &Packet, l3: usize) -> bool {
 /// Cuts the frame to the quoted part and puts Ethernet, IP and ICMP
 /// headers in front of it.
 #[inline(always)]
-fn build(ctx: &XdpContext, p: &Packet, key: &FlowKey, mtu: u16) -> Option<()> {
+fn build(ctx: &impl Hook, p: &Packet, key: &FlowKey, mtu: u16) -> Option<()> {
     let l3 = p.l3;
     if l3 > 18 {
         return None;
@@ -147,15 +143,11 @@ fn build(ctx: &XdpContext, p: &Packet, key: &FlowKey, mtu: u16) -> Option<()> {
     if frame < keep {
         return None;
     }
-    // SAFETY: the helpers only move the frame's bounds; every access after
-    // them goes through `frame`'s checks again.
-    unsafe {
-        if bpf_xdp_adjust_tail(ctx.ctx, -((frame - keep) as i32)) != 0 {
-            return None;
-        }
-        if bpf_xdp_adjust_head(ctx.ctx, -((ip_len + ICMP_LEN) as i32)) != 0 {
-            return None;
-        }
+    if !ctx.adjust_tail(-((frame - keep) as i32)) {
+        return None;
+    }
+    if !ctx.adjust_head(-((ip_len + ICMP_LEN) as i32)) {
+        return None;
     }
     // New Ethernet header: back to whoever sent it.
     update::<[u8; 18], _>(ctx, 0, |out| {

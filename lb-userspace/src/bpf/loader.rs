@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::{
     bpffs::{self, BpffsError, Pins},
-    flow_table,
+    flow_table, tc,
 };
 
 /// The eBPF object built by `cargo xtask build`, embedded at compile time.
@@ -44,6 +44,8 @@ pub enum AttachMode {
 pub struct LoadSpec {
     pub pin_dir: PathBuf,
     pub interfaces: Vec<String>,
+    /// Interfaces served at tc rather than XDP (`bpf::tc`).
+    pub tc_interfaces: Vec<String>,
     pub mode: AttachMode,
     pub ring_size: u32,
     pub max_vips: u32,
@@ -247,6 +249,9 @@ pub fn load(spec: &LoadSpec) -> Result<Ebpf, LoadError> {
         name: maps::PROGRAM,
         source,
     })?;
+    if !spec.tc_interfaces.is_empty() {
+        tc::load(&mut ebpf)?;
+    }
     Ok(ebpf)
 }
 
@@ -275,6 +280,10 @@ pub fn attach(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
             attach_new(prog, interface, spec.mode, &path)?;
         }
     }
+    if !spec.tc_interfaces.is_empty() {
+        tc::attach(ebpf, &pins, &spec.tc_interfaces)?;
+    }
+    let prog = program(ebpf)?;
     let prog_pin = pins.program();
     if prog_pin.exists() {
         std::fs::remove_file(&prog_pin).map_err(|source| LoadError::Unpin {
@@ -371,7 +380,11 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, LoadError> {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(interface) = name.strip_prefix("link_") {
+        let detached = match name.strip_prefix("link_") {
+            Some(interface) => Some(format!("detached from {interface}")),
+            None => tc::detached(&name),
+        };
+        if let Some(detached) = detached {
             let link = PinnedLink::from_pin(&path).map_err(|source| LoadError::Link {
                 path: path.clone(),
                 source,
@@ -381,13 +394,13 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, LoadError> {
                 path: path.clone(),
                 source,
             })?);
-            removed.push(format!("detached from {interface}"));
+            removed.push(detached);
         }
     }
     for name in maps::ALL
         .iter()
         .chain(&maps::LEGACY)
-        .chain([&maps::PROGRAM])
+        .chain([&maps::PROGRAM, &maps::TC_PROGRAM])
     {
         let path = pin_dir.join(name);
         if path.exists() {

@@ -8,3 +8,4 @@ pub mod loader;
 pub mod mmap;
 pub mod ring_mmap;
 pub mod stats;
+pub mod tc;

@@ -15,6 +15,15 @@ pub struct Daemon {
     /// `dataplane = "userspace"`.
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// Interfaces the same data path is attached to at tc (ingress and
+    /// egress) instead of XDP: those that carry packets of a local stack,
+    /// such as the host side of a container's veth, or the interface the
+    /// host's own connections to a VIP leave by. Slower than XDP, but
+    /// correct with checksum offload on (docs/config.md). An interface is
+    /// in one list or the other; the two together must not be empty
+    /// (unless `dataplane = "userspace"`).
+    #[serde(default)]
+    pub tc_interfaces: Vec<String>,
     /// Which path serves `tcp` and `udp` listeners.
     #[serde(default)]
     pub dataplane: Dataplane,

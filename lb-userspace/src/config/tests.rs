@@ -182,6 +182,38 @@ fn interfaces_required_valid_and_unique() {
 }
 
 #[test]
+fn tc_interfaces_valid_unique_and_in_one_list_only() {
+    // Backward compatible: a string list, absent by default.
+    let c = Config::parse(&base_with(
+        "[\"eth0\"]",
+        "[\"eth0\"]\ntc_interfaces = [\"veth1\"]",
+    ))
+    .expect("valid");
+    assert_eq!(c.daemon.interfaces, ["eth0"]);
+    assert_eq!(c.daemon.tc_interfaces, ["veth1"]);
+    // tc interfaces alone are enough.
+    assert!(errors(&base_with("[\"eth0\"]", "[]\ntc_interfaces = [\"veth1\"]")).is_empty());
+    assert_eq!(
+        errors(&base_with(
+            "[\"eth0\"]",
+            "[\"eth0\"]\ntc_interfaces = [\"veth1\", \"eth0\", \"a b\", \"veth1\"]"
+        )),
+        [
+            "daemon.tc_interfaces[1]: \"eth0\" duplicates daemon.interfaces[0]",
+            "daemon.tc_interfaces[2]: \"a b\" is not a valid interface name (1 to 15 bytes, no \"/\", \":\" or whitespace)",
+            "daemon.tc_interfaces[3]: \"veth1\" duplicates daemon.tc_interfaces[0]",
+        ]
+    );
+    assert!(
+        parse_error(&base_with(
+            "[\"eth0\"]",
+            "[\"eth0\"]\ntc_interfaces = \"veth1\""
+        ))
+        .contains("invalid type: string \"veth1\", expected a sequence"),
+    );
+}
+
+#[test]
 fn pin_dir_must_be_absolute() {
     assert_eq!(
         errors(&base_with("[\"eth0\"]", "[\"eth0\"]\npin_dir = \"bpf/lb\"")),

@@ -79,12 +79,20 @@ fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
     if let Some(zone) = &d.zone {
         check_zone("daemon.zone", zone, errs);
     }
-    if d.interfaces.is_empty() && d.dataplane != Dataplane::Userspace {
+    if d.interfaces.is_empty() && d.tc_interfaces.is_empty() && d.dataplane != Dataplane::Userspace
+    {
         errs.push("daemon.interfaces", "at least one interface is required");
     }
     let mut seen = HashMap::new();
-    for (i, name) in d.interfaces.iter().enumerate() {
-        let path = format!("daemon.interfaces[{i}]");
+    let lists = [
+        ("interfaces", &d.interfaces),
+        ("tc_interfaces", &d.tc_interfaces),
+    ];
+    let all = lists
+        .iter()
+        .flat_map(|(key, names)| names.iter().enumerate().map(move |(i, n)| (*key, i, n)));
+    for (key, i, name) in all {
+        let path = format!("daemon.{key}[{i}]");
         if !valid_ifname(name) {
             errs.push(
                 path,
@@ -92,13 +100,13 @@ fn check_daemon(d: &Daemon, errs: &mut ValidationErrors) {
                     "{name:?} is not a valid interface name (1 to 15 bytes, no \"/\", \":\" or whitespace)"
                 ),
             );
-        } else if let Some(first) = seen.get(name.as_str()) {
+        } else if let Some((first_key, first)) = seen.get(name.as_str()) {
             errs.push(
                 path,
-                format!("{name:?} duplicates daemon.interfaces[{first}]"),
+                format!("{name:?} duplicates daemon.{first_key}[{first}]"),
             );
         } else {
-            seen.insert(name.as_str(), i);
+            seen.insert(name.as_str(), (key, i));
         }
     }
     if !d.pin_dir.is_absolute() {

@@ -484,6 +484,8 @@ pub fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
     let (a, b) = (&old.daemon, &new.daemon);
     if a.interfaces != b.interfaces {
         Some("interfaces")
+    } else if a.tc_interfaces != b.tc_interfaces {
+        Some("tc_interfaces")
     } else if a.pin_dir != b.pin_dir {
         Some("pin_dir")
     } else if a.maglev_table_size != b.maglev_table_size {

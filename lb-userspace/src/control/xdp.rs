@@ -52,6 +52,7 @@ pub fn load_spec(cfg: &Config) -> LoadSpec {
     LoadSpec {
         pin_dir: cfg.daemon.pin_dir.clone(),
         interfaces: cfg.daemon.interfaces.clone(),
+        tc_interfaces: cfg.daemon.tc_interfaces.clone(),
         mode: match cfg.daemon.xdp_mode {
             XdpMode::Driver => AttachMode::Driver,
             XdpMode::Generic => AttachMode::Generic,

@@ -1,0 +1,61 @@
+//! The fixture tables of nat forwarding, returns and ICMP through `lb_tc`,
+//! the data path compiled for tc: the same input frames must give the same
+//! output bytes, verdicts and counters as through `lb_xdp`. A test run's
+//! socket buffer is `CHECKSUM_NONE` (complete checksums in the bytes), so
+//! `bpf_l4_csum_replace` must reach exactly the bytes the XDP arithmetic
+//! does. (Partial checksums, which a test run cannot make, are covered by
+//! tests/tests/local_clients.rs with real stacks.)
+//!
+//! What differs at tc by design (docs/datapath.md, "Clients on the
+//! balancer host"): no generated ICMP error, so a packet too big for the
+//! target side is passed to the kernel (`pass_mtu`, output not compared).
+use lb_common::Stat;
+use lb_tests::fixture::{
+    RunResult, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+};
+
+use super::{Case, Hook, forward_cases, icmp_cases, return_cases, run_table_at};
+
+/// A tc result as the XDP action it stands for; any other tc action as a
+/// value no case expects.
+pub(super) fn as_xdp(r: RunResult) -> RunResult {
+    let action = match r.action {
+        TC_ACT_OK => XDP_PASS,
+        TC_ACT_SHOT => XDP_DROP,
+        TC_ACT_REDIRECT => XDP_REDIRECT,
+        other => 1000 + other,
+    };
+    RunResult { action, ..r }
+}
+
+/// `cases` with the expectations of tc where they differ.
+fn at_tc(cases: Vec<Case>) -> Vec<Case> {
+    cases
+        .into_iter()
+        .map(|mut c| {
+            if c.expect_stat == Stat::TooBigSent {
+                c.description = format!("{} (tc: left to the kernel)", c.description);
+                c.expect_stat = Stat::PassMtu;
+                c.expect_action = XDP_PASS;
+                c.expect_output = None;
+                c.check = None;
+            }
+            c
+        })
+        .collect()
+}
+
+#[test]
+fn forward_at_tc() {
+    run_table_at(|| at_tc(forward_cases()), Hook::Tc);
+}
+
+#[test]
+fn return_path_at_tc() {
+    run_table_at(|| at_tc(return_cases()), Hook::Tc);
+}
+
+#[test]
+fn icmp_at_tc() {
+    run_table_at(|| at_tc(icmp_cases()), Hook::Tc);
+}
