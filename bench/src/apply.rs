@@ -96,6 +96,7 @@ fn spec(config: &Config) -> LoadSpec {
     LoadSpec {
         pin_dir: config.daemon.pin_dir.clone(),
         interfaces: vec![],
+        tc_interfaces: vec![],
         mode: AttachMode::Generic,
         ring_size: config.daemon.maglev_table_size,
         max_vips: config.daemon.max_vips,

@@ -593,10 +593,6 @@ enum Hook {
     Tc,
 }
 
-fn run_case(case: &Case) {
-    run_case_at(case, Hook::Xdp);
-}
-
 fn run_case_at(case: &Case, hook: Hook) {
     let mut fx = world();
     if hook == Hook::Tc {

@@ -62,7 +62,7 @@ pub fn to_target(
     {
         return Ok(send(ctx, &slot.hop, Stat::Forwarded));
     }
-    let hop = match lookup(ctx, p, ingress, len, Stat::Forwarded) {
+    let hop = match lookup(ctx, p, ingress, len, None) {
         Ok(hop) => hop,
         Err(NoHop::TooBig(mtu)) => return Err(TooBig(mtu)),
         Err(e) => return Ok(e.verdict()),
@@ -93,7 +93,7 @@ pub fn route(ctx: &impl Hook, p: &Packet, ok: Stat, now: u64) -> Verdict {
     {
         return send(ctx, hop, ok);
     }
-    let hop = match lookup(ctx, p, ingress, len, ok) {
+    let hop = match lookup(ctx, p, ingress, len, Some(ok)) {
         Ok(hop) => hop,
         Err(e) => return e.verdict(),
     };
@@ -159,7 +159,13 @@ impl NoHop {
 
 /// The full FIB lookup.
 #[inline(always)]
-fn lookup(ctx: &impl Hook, p: &Packet, ingress: u32, len: u16, ok: Stat) -> Result<NextHop, NoHop> {
+fn lookup(
+    ctx: &impl Hook,
+    p: &Packet,
+    ingress: u32,
+    len: u16,
+    local: Option<Stat>,
+) -> Result<NextHop, NoHop> {
     // The 64-byte parameter block lives in the per-CPU scratch memory (see
     // `scratch`); only its own field of it is used here.
     let Some(params) = fib_params() else {
@@ -201,8 +207,10 @@ fn lookup(ctx: &impl Hook, p: &Packet, ingress: u32, len: u16, ok: Stat) -> Resu
         )
     };
     match rc as u32 {
-        // A local address (a client on this host): the kernel delivers it.
-        BPF_FIB_LKUP_RET_NOT_FWDED => Err(NoHop::Local(ok)),
+        // A reply (`local` is its success stat) to an address the FIB does
+        // not forward to: a client on this host (or no route, which the
+        // helper does not tell apart): the kernel delivers it (or drops it).
+        BPF_FIB_LKUP_RET_NOT_FWDED if let Some(ok) = local => Err(NoHop::Local(ok)),
         BPF_FIB_LKUP_RET_SUCCESS => Ok(NextHop {
             ifindex: params.ifindex,
             max_len: len,

@@ -208,9 +208,9 @@ impl Hook for TcContext {
 /// The tc action for an XDP action of the shared code.
 #[inline(always)]
 pub fn tc_action(xdp: u32) -> i32 {
-    (match xdp {
+    match xdp {
         xdp_action::XDP_PASS => TC_ACT_OK,
         xdp_action::XDP_REDIRECT => TC_ACT_REDIRECT,
         _ => TC_ACT_SHOT,
-    }) as i32
+    }
 }
