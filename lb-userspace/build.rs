@@ -1,6 +1,7 @@
 //! Embeds the eBPF objects built by `cargo xtask build` into the `lb` binary:
 //! the balancer (`lb-ebpf`) and, beside it, the target-side decapsulation
-//! program (`lb-decap`).
+//! program (`lb-decap`) and the dsr health probes' encapsulation
+//! (`lb-probe`).
 //!
 //! The balancer's object comes from `LB_EBPF_OBJECT` or the default nightly
 //! build path; `lb-decap` is its sibling. When they do not exist (plain
@@ -28,4 +29,5 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LB_EBPF_OBJECT");
     embed(&src, &out.join("lb-ebpf.o"));
     embed(&src.with_file_name("lb-decap"), &out.join("lb-decap.o"));
+    embed(&src.with_file_name("lb-probe"), &out.join("lb-probe.o"));
 }

@@ -18,8 +18,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lb::{
-    config::{CheckKind, CheckPort, HealthCheck},
-    health::{Checker, HealthMetrics, ProbeJob, Verdict},
+    config::{CheckAddress, CheckKind, CheckPort, HealthCheck},
+    health::{Checker, HealthMetrics, ProbeJob, Route, Verdict},
 };
 use tokio::{runtime::Runtime, task::JoinHandle};
 
@@ -224,6 +224,7 @@ pub fn health_bench(opts: HealthBenchOpts) -> Result<HealthBenchReport> {
     let check = HealthCheck {
         kind: CheckKind::Tcp,
         port: CheckPort::TrafficPort,
+        address: CheckAddress::Target,
         interval,
         timeout: interval,
         healthy_threshold: 2,
@@ -235,6 +236,7 @@ pub fn health_bench(opts: HealthBenchOpts) -> Result<HealthBenchReport> {
             group: "bench".into(),
             endpoint: *addr,
             check: check.clone(),
+            route: Route::Direct,
         })
         .collect();
 

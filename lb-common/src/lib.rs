@@ -17,6 +17,7 @@ pub mod maps;
 pub mod nexthop;
 #[cfg(feature = "user")]
 mod pod;
+pub mod probe;
 pub mod target;
 pub mod vip;
 

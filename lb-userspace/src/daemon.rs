@@ -48,6 +48,7 @@ use crate::{
         Metrics,
         endpoint::{self, MetricsServer},
     },
+    probe_path::{self, Probes},
     routable, sd_notify,
     state::Plan,
     workers::Workers,
@@ -83,6 +84,8 @@ pub enum DaemonError {
         "withdrawing this host's VIP routes failed, so the data path stays attached (fix the cause and run `lb down` again): {0}"
     )]
     Withdraw(RoutingError),
+    #[error("removing the dsr probe path: {0}")]
+    ProbePath(#[from] probe_path::ProbePathError),
     #[error("binding the metrics endpoint {addr}: {source}")]
     MetricsBind {
         addr: std::net::SocketAddr,
@@ -165,10 +168,12 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         userspace,
         routable,
         checker,
+        probes: Probes::new(),
         metrics: Arc::clone(&metrics),
         announcer,
     };
     let mut controller = Controller::new(path.to_owned(), config, lifecycle, parts);
+    controller.start_checks().await;
     // Only now that the data path is attached and programmed.
     controller.announce().await;
     let (handle, commands) = ControlHandle::channel(64);
@@ -349,7 +354,8 @@ async fn control_loop(
 }
 
 /// `lb down`: withdraw this host's VIP routes (`[bgp]`), then detach and
-/// unpin everything under the config's pin directory. Withdrawing first
+/// unpin everything under the config's pin directory, and remove the dsr
+/// probe path (rules and device). Withdrawing first
 /// moves the routers' traffic away before the program goes; if it fails,
 /// nothing is detached (the host keeps forwarding what it attracts).
 pub fn down(path: &Path) -> Result<Vec<String>, DaemonError> {
@@ -364,6 +370,7 @@ pub fn down(path: &Path) -> Result<Vec<String>, DaemonError> {
         .map(|vip| format!("withdrew {vip} ({owner})"))
         .collect();
     done.extend(loader::teardown(&config.daemon.pin_dir)?);
+    done.extend(probe_path::tear_down()?);
     Ok(done)
 }
 

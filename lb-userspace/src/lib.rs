@@ -74,6 +74,7 @@ pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod pem;
+pub mod probe_path;
 pub mod round_robin;
 pub mod routable;
 pub mod sd_notify;

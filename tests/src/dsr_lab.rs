@@ -17,7 +17,7 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use crate::lab::{Lab, all_healthy, fast_checks};
+use crate::lab::{Lab, all_healthy, health_checks};
 use crate::netns::{self, VethPair};
 use crate::proc::{self, NsChild};
 use crate::topology::{PEER_IF, VIP_TCP_PORT, VIP_UDP_PORT, VIP4, VIP6, target_name};
@@ -42,8 +42,17 @@ impl DsrLab {
     /// `targets` targets, all registered; returns once every group's
     /// targets are healthy.
     pub fn new(name: &str, targets: usize) -> Self {
+        Self::with_check_keys(name, targets, "")
+    }
+
+    /// [`DsrLab::new`] with `keys` (`, key = value` pairs) added to every
+    /// group's fast health check, e.g. `, address = "target"`.
+    pub fn with_check_keys(name: &str, targets: usize, keys: &str) -> Self {
         let registered: Vec<usize> = (1..=targets).collect();
-        let lab = Lab::with(name, targets, &registered, dsr_groups);
+        let keys = keys.to_owned();
+        let lab = Lab::with(name, targets, &registered, move |spec| {
+            dsr_groups(spec, &keys)
+        });
         let mut dsr = Self {
             attached: Vec::new(),
             _direct: Vec::new(),
@@ -182,10 +191,13 @@ impl Drop for DsrLab {
 }
 
 /// The standard groups in dsr mode on the VIP ports, with fast health
-/// checks (UDP groups checked over TCP on 8080, where the standard server
-/// listens).
-fn dsr_groups(spec: &mut crate::topology::ConfigSpec) {
-    fast_checks(spec);
+/// checks and `keys` (UDP groups checked over TCP on 8080, where the
+/// standard server listens).
+fn dsr_groups(spec: &mut crate::topology::ConfigSpec, keys: &str) {
+    health_checks(
+        spec,
+        &format!("interval = 1, timeout = 1, healthy_threshold = 2, unhealthy_threshold = 2{keys}"),
+    );
     for g in &mut spec.target_groups {
         let port = if g.protocol == "udp" {
             VIP_UDP_PORT

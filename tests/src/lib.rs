@@ -20,3 +20,4 @@ pub mod checksum;
 pub mod decap;
 pub mod fixture;
 pub mod packet;
+pub mod probe;

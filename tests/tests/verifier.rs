@@ -71,3 +71,24 @@ fn the_objects_maps_are_the_ones_lb_common_names() {
         }
     });
 }
+
+/// The dsr health probes' encapsulation program (`lb_probe_encap`, tc):
+/// loads, stays far within the verifier's walk, and has the maps
+/// lb_common::probe names.
+#[test]
+fn the_probe_program_verifies_and_has_its_named_maps() {
+    use lb_tests::probe::ProbeFixture;
+    let fx = ProbeFixture::load(&[]);
+    let info = fx.program().info().expect("program info");
+    let walked = info
+        .verified_instruction_count()
+        .expect("the kernel reports verified instructions (5.16+)");
+    eprintln!("verifier walked {walked} instructions for lb_probe_encap");
+    assert!(walked <= BUDGET, "lb_probe_encap: {walked} > {BUDGET}");
+    let mut expected: Vec<String> = lb_common::probe::ALL
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(fx.map_names(), expected);
+}

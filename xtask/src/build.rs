@@ -157,10 +157,12 @@ pub fn build_with(tc: &Toolchain, profile: Profile) -> Result<Artifacts> {
         .run()
         .context("building the eBPF program (lb-ebpf)")?;
     // The balancer and, beside it, the target-side decapsulation program
-    // (lb-userspace/build.rs embeds both).
+    // and the dsr health probes' encapsulation (lb-userspace/build.rs
+    // embeds all three).
     for object in [
         artifacts.object.clone(),
         artifacts.object.with_file_name("lb-decap"),
+        artifacts.object.with_file_name("lb-probe"),
     ] {
         if !object.is_file() {
             anyhow::bail!(

@@ -111,6 +111,23 @@ mod tests {
     }
 
     #[test]
+    fn dsr_groups_probe_the_vip_unless_told_the_target() {
+        use crate::config::CheckAddress;
+        let c = parse(&dsr());
+        let check = c.target_groups[0].resolved_health_check().unwrap();
+        assert_eq!(check.address, CheckAddress::Vip);
+        let target = dsr().replace(
+            "forwarding = \"dsr\"\n",
+            "forwarding = \"dsr\"\n  [target_group.health_check]\n  address = \"target\"\n",
+        );
+        assert_eq!(errors(&target), Vec::<String>::new());
+        let check = parse(&target).target_groups[0]
+            .resolved_health_check()
+            .unwrap();
+        assert_eq!(check.address, CheckAddress::Target);
+    }
+
+    #[test]
     fn dsr_refuses_another_port_with_its_key_path() {
         let group_port = BASE.replace("port = 8080\n", "port = 8080\nforwarding = \"dsr\"\n");
         assert_eq!(

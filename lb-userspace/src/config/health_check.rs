@@ -10,7 +10,7 @@ use std::{fmt, ops::RangeInclusive, time::Duration};
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::{PORT, Protocol, TargetGroup, validation_errors::ValidationErrors};
+use super::{Forwarding, PORT, Protocol, TargetGroup, validation_errors::ValidationErrors};
 
 /// Bounds of `interval`, seconds (ELB: 5..=300).
 pub const INTERVAL: RangeInclusive<u32> = 1..=300;
@@ -79,6 +79,37 @@ impl CheckProtocol {
 impl fmt::Display for CheckProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// `health_check.address`: where a dsr target is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckAddress {
+    /// The VIP, through the same encapsulation as client packets: what
+    /// clients reach, so a target whose decapsulation or VIP is broken
+    /// fails (dsr groups; their default).
+    Vip,
+    /// The target's own address, plainly (nat groups' only choice; dsr
+    /// targets that do not hold the VIP for their checks).
+    Target,
+}
+
+impl CheckAddress {
+    /// The default for a group of `forwarding`.
+    pub const fn default_for(forwarding: Forwarding) -> Self {
+        match forwarding {
+            Forwarding::Dsr => CheckAddress::Vip,
+            Forwarding::Nat => CheckAddress::Target,
+        }
+    }
+
+    /// The config spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CheckAddress::Vip => "vip",
+            CheckAddress::Target => "target",
+        }
     }
 }
 
@@ -213,6 +244,9 @@ pub struct HealthCheckConfig {
     /// Default: the traffic port.
     #[serde(default)]
     pub port: CheckPort,
+    /// Default: `vip` for dsr groups, `target` for nat groups (the only
+    /// value they take).
+    pub address: Option<CheckAddress>,
     /// HTTP(S) only; default `/`.
     pub path: Option<String>,
     /// HTTP(S) only; default `200-399`.
@@ -252,6 +286,7 @@ impl Default for HealthCheckConfig {
             enabled: true,
             protocol: None,
             port: CheckPort::TrafficPort,
+            address: None,
             path: None,
             matcher: None,
             host: None,
@@ -286,6 +321,9 @@ pub struct HttpCheck {
 pub struct HealthCheck {
     pub kind: CheckKind,
     pub port: CheckPort,
+    /// Where the probes go: the VIP (through the encapsulation) or the
+    /// target's own address.
+    pub address: CheckAddress,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,
@@ -312,9 +350,10 @@ impl HealthCheck {
 }
 
 impl HealthCheckConfig {
-    /// The check for a group of `protocol`; `None` when disabled. Meaningful
-    /// for a validated config (out-of-range values are used as they are).
-    pub fn resolve(&self, protocol: Protocol) -> Option<HealthCheck> {
+    /// The check for a group of `protocol` and `forwarding`; `None` when
+    /// disabled. Meaningful for a validated config (out-of-range values are
+    /// used as they are).
+    pub fn resolve(&self, protocol: Protocol, forwarding: Forwarding) -> Option<HealthCheck> {
         if !self.enabled {
             return None;
         }
@@ -337,6 +376,9 @@ impl HealthCheckConfig {
         Some(HealthCheck {
             kind,
             port: self.port,
+            address: self
+                .address
+                .unwrap_or(CheckAddress::default_for(forwarding)),
             interval: Duration::from_secs(self.interval.into()),
             timeout: Duration::from_secs(timeout.into()),
             healthy_threshold: self.healthy_threshold,
@@ -348,7 +390,7 @@ impl HealthCheckConfig {
 impl TargetGroup {
     /// This group's resolved health check; `None` when disabled.
     pub fn resolved_health_check(&self) -> Option<HealthCheck> {
-        self.health_check.resolve(self.protocol)
+        self.health_check.resolve(self.protocol, self.forwarding)
     }
 }
 
@@ -396,6 +438,12 @@ pub(super) fn check_health_check(path: &str, g: &TargetGroup, errs: &mut Validat
     }
     if let CheckPort::Port(p) = hc.port {
         errs.range(format!("{path}.port"), p, &PORT);
+    }
+    if hc.address == Some(CheckAddress::Vip) && g.forwarding != Forwarding::Dsr {
+        errs.push(
+            format!("{path}.address"),
+            "\"vip\" probes dsr targets through the encapsulation; a nat group's targets are probed at their own address (\"target\")",
+        );
     }
     let interval_ok = errs.range(format!("{path}.interval"), hc.interval, &INTERVAL);
     if let Some(t) = hc.timeout
@@ -546,6 +594,7 @@ unhealthy_threshold = 4"#,
                     host: Some("dns.example".into()),
                 }),
                 port: CheckPort::Port(8053),
+                address: CheckAddress::Target,
                 interval: Duration::from_secs(10),
                 timeout: Duration::from_secs(3),
                 healthy_threshold: 3,
@@ -603,6 +652,27 @@ unhealthy_threshold = 4"#,
             errors("tcp", "interval = 5\ntimeout = 5"),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn address_is_the_targets_own_in_nat_groups_and_vip_is_refused_there() {
+        assert_eq!(resolved("tcp", "").unwrap().address, CheckAddress::Target);
+        assert_eq!(
+            resolved("udp", "address = \"target\"").unwrap().address,
+            CheckAddress::Target
+        );
+        assert_eq!(
+            errors("tcp", "address = \"vip\""),
+            [
+                "target_group[0].health_check.address: \"vip\" probes dsr targets through the encapsulation; a nat group's targets are probed at their own address (\"target\")"
+            ]
+        );
+        let e = parse_error("tcp", "address = \"client\"");
+        assert!(
+            e.contains("unknown variant `client`, expected `vip` or `target`"),
+            "{e}"
+        );
+        assert!(e.contains("address = \"client\""), "{e}");
     }
 
     #[test]

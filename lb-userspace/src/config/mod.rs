@@ -40,7 +40,8 @@ pub use api::{Api, DEFAULT_API_SOCKET, Effect, Policy, Statement, Token};
 pub use bgp::{Bgp, DEFAULT_DRAIN_FILE, DEFAULT_PROTOCOL, DEFAULT_TABLE};
 pub use daemon::{Daemon, Dataplane, XdpMode};
 pub use health_check::{
-    CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck, Matcher,
+    CheckAddress, CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck,
+    Matcher,
 };
 pub use listener::{Listener, Protocol, VipOwners};
 pub use target_group::{Forwarding, Stickiness, TargetDescription, TargetGroup};

@@ -26,6 +26,7 @@ use crate::{
     health::{self, Checker, HealthEvent},
     listeners::Listeners,
     metrics::Metrics,
+    probe_path::Probes,
     routable::Routable,
 };
 
@@ -48,6 +49,8 @@ pub struct Controller {
     pub(super) userspace: Listeners,
     routable: watch::Sender<Arc<Routable>>,
     checker: Checker,
+    /// The way probes through VIPs take (dsr groups).
+    probes: Probes,
     metrics: Arc<Metrics>,
     /// This host's VIP routes for BIRD (`[bgp]`).
     pub(super) announcer: Announcer<KernelRouting>,
@@ -67,6 +70,7 @@ pub struct Parts {
     pub userspace: Listeners,
     pub routable: watch::Sender<Arc<Routable>>,
     pub checker: Checker,
+    pub probes: Probes,
     pub metrics: Arc<Metrics>,
     pub announcer: Announcer<KernelRouting>,
 }
@@ -84,6 +88,7 @@ impl Controller {
             userspace: parts.userspace,
             routable: parts.routable,
             checker: parts.checker,
+            probes: parts.probes,
             metrics: parts.metrics,
             announcer: parts.announcer,
             published,
@@ -92,10 +97,23 @@ impl Controller {
             last_reload: None,
             transitions: Transitions::default(),
         };
-        let summary = c.checker.apply(health::jobs_from_config(&c.config));
-        info!(checks = summary.started, "health checks started");
         c.publish_gauges();
         c
+    }
+
+    /// Starts the health checks of the config (after [`Controller::new`],
+    /// once the data path runs: probes through VIPs need it).
+    pub async fn start_checks(&mut self) {
+        let summary = self.apply_checks().await;
+        info!(checks = summary.started, "health checks started");
+    }
+
+    /// The checker's jobs for the running config, probes through VIPs
+    /// given their marks first.
+    async fn apply_checks(&mut self) -> health::ApplySummary {
+        let mut jobs = health::jobs_from_config(&self.config);
+        self.probes.prepare(&mut jobs).await;
+        self.checker.apply(jobs)
     }
 
     /// The running config as it changes, for readers outside the loop.
@@ -201,7 +219,7 @@ impl Controller {
             Ok(summary) => {
                 info!(change = why, %summary, "config applied");
                 self.config = new;
-                self.checker.apply(health::jobs_from_config(&self.config));
+                self.apply_checks().await;
                 self.published.send_replace(Arc::new(self.config.clone()));
                 self.publish_gauges();
                 self.announce().await;

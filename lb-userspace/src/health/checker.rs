@@ -19,11 +19,11 @@ use tokio::{
 
 use super::{
     HealthMetrics, Reason, Status, Verdict,
-    probe::{Outcome, Prober},
+    probe::{Outcome, Prober, Route},
     state::Tracker,
     tls,
 };
-use crate::config::{Config, HealthCheck};
+use crate::config::{CheckAddress, Config, HealthCheck, TargetGroup};
 
 /// One target of one group to check. A target registered in two groups is
 /// two jobs (each group has its own check and its own verdict, as in ELB).
@@ -34,22 +34,50 @@ pub struct ProbeJob {
     /// the probe.
     pub endpoint: SocketAddr,
     pub check: HealthCheck,
+    /// Where the probes go; encapsulated probes get their mark from the
+    /// daemon's probe path before the job starts.
+    pub route: Route,
 }
 
-/// Every target of every group with checks enabled, in config order.
+/// Every target of every group with checks enabled, in config order. A
+/// dsr group probing `vip` probes each target through the first VIP (in
+/// listener order) of the target's family that serves the group; a target
+/// that no such VIP reaches (the group is unused, or serves only the other
+/// family) is probed at its own address: no client reaches it through a
+/// VIP either.
 pub fn jobs_from_config(config: &Config) -> Vec<ProbeJob> {
     let mut jobs = Vec::new();
     for g in &config.target_groups {
         let Some(check) = g.resolved_health_check() else {
             continue;
         };
-        jobs.extend(g.targets.iter().map(|t| ProbeJob {
-            group: g.name.clone(),
-            endpoint: g.endpoint(t),
-            check: check.clone(),
+        jobs.extend(g.targets.iter().map(|t| {
+            let endpoint = g.endpoint(t);
+            ProbeJob {
+                group: g.name.clone(),
+                endpoint,
+                route: route(config, g, &check, endpoint),
+                check: check.clone(),
+            }
         }));
     }
     jobs
+}
+
+fn route(config: &Config, g: &TargetGroup, check: &HealthCheck, endpoint: SocketAddr) -> Route {
+    if check.address != CheckAddress::Vip {
+        return Route::Direct;
+    }
+    let vip = config
+        .listeners
+        .iter()
+        .filter(|l| l.referenced_groups().contains(&g.name.as_str()))
+        .map(|l| l.address)
+        .find(|a| a.is_ipv4() == endpoint.is_ipv4());
+    match vip {
+        Some(vip) => Route::Encapsulated { vip, mark: None },
+        None => Route::Direct,
+    }
 }
 
 /// A threshold crossing.
@@ -85,6 +113,7 @@ type JobKey = (String, SocketAddr);
 
 struct Running {
     check: HealthCheck,
+    route: Route,
     status: Arc<AtomicU8>,
     task: AbortHandle,
 }
@@ -134,7 +163,7 @@ impl Checker {
         for job in jobs {
             let key = (job.group, job.endpoint);
             let running = match self.jobs.remove(&key) {
-                Some(old) if old.check == job.check => {
+                Some(old) if old.check == job.check && old.route == job.route => {
                     summary.kept += 1;
                     old
                 }
@@ -142,11 +171,11 @@ impl Checker {
                     old.task.abort();
                     summary.restarted += 1;
                     let status = load(&old.status);
-                    self.spawn(&key, job.check, status)
+                    self.spawn(&key, job.check, job.route, status)
                 }
                 None => {
                     summary.started += 1;
-                    self.spawn(&key, job.check, Status::Initial)
+                    self.spawn(&key, job.check, job.route, Status::Initial)
                 }
             };
             // A key listed twice: the last one wins.
@@ -178,7 +207,7 @@ impl Checker {
         self.jobs.is_empty()
     }
 
-    fn spawn(&self, key: &JobKey, check: HealthCheck, status: Status) -> Running {
+    fn spawn(&self, key: &JobKey, check: HealthCheck, route: Route, status: Status) -> Running {
         let cell = Arc::new(AtomicU8::new(status as u8));
         let job = Job {
             shared: self.shared.clone(),
@@ -187,10 +216,12 @@ impl Checker {
             tracker: Tracker::new(status, check.healthy_threshold, check.unhealthy_threshold),
             status: cell.clone(),
             check: check.clone(),
+            route,
         };
         let task = tokio::spawn(job.run()).abort_handle();
         Running {
             check,
+            route,
             status: cell,
             task,
         }
@@ -228,6 +259,7 @@ struct Job {
     group: String,
     endpoint: SocketAddr,
     check: HealthCheck,
+    route: Route,
     tracker: Tracker,
     status: Arc<AtomicU8>,
 }
@@ -262,7 +294,11 @@ impl Job {
     /// One probe, recorded; false when nobody listens any more.
     async fn probe(&mut self) -> bool {
         let started = Instant::now();
-        let outcome = self.shared.prober.probe(&self.check, self.endpoint).await;
+        let outcome = self
+            .shared
+            .prober
+            .probe(&self.check, self.endpoint, self.route)
+            .await;
         self.shared
             .metrics
             .observe(&self.group, outcome.result_label(), started.elapsed());

@@ -17,6 +17,7 @@ mod tls;
 
 pub use checker::{ApplySummary, Checker, HealthError, HealthEvent, ProbeJob, jobs_from_config};
 pub use metrics::{DURATION as DURATION_METRIC, HealthMetrics};
+pub use probe::Route;
 pub use reason::{Reason, Verdict};
 pub use state::Status;
 

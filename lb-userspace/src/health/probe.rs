@@ -1,6 +1,11 @@
 //! One health probe: TCP connect, or an HTTP(S) `GET` whose status must
-//! satisfy the matcher, bounded by the check's timeout.
-use std::{net::SocketAddr, sync::Arc};
+//! satisfy the matcher, bounded by the check's timeout; to the target's own
+//! address, or to the VIP through the dsr encapsulation ([`Route`]).
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use http::{Request, header};
@@ -8,7 +13,7 @@ use http_body_util::Empty;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use super::Reason;
@@ -64,6 +69,20 @@ impl Outcome {
     }
 }
 
+/// Where a probe goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// The target's own address (`health_check.address = "target"`, and
+    /// every nat group).
+    Direct,
+    /// `vip`, wrapped for the target as the XDP program wraps a client's
+    /// packet (`address = "vip"`, dsr groups): the socket carries `mark`,
+    /// which routes it into the probe device, whose program knows the
+    /// target by it. `None` while the daemon has no probe path (the probe
+    /// fails rather than go anywhere else).
+    Encapsulated { vip: IpAddr, mark: Option<u32> },
+}
+
 /// Runs probes; cheap to share between jobs.
 #[derive(Clone)]
 pub struct Prober {
@@ -77,18 +96,18 @@ impl Prober {
         }
     }
 
-    /// Probes the target that receives traffic on `endpoint`.
-    pub async fn probe(&self, check: &HealthCheck, endpoint: SocketAddr) -> Outcome {
+    /// Probes the target that receives traffic on `endpoint`, by `route`.
+    pub async fn probe(&self, check: &HealthCheck, endpoint: SocketAddr, route: Route) -> Outcome {
         let addr = check.probe_addr(endpoint);
-        tokio::time::timeout(check.timeout, self.exchange(&check.kind, addr))
+        tokio::time::timeout(check.timeout, self.exchange(&check.kind, addr, route))
             .await
             .unwrap_or(Outcome::Timeout)
     }
 
-    async fn exchange(&self, kind: &CheckKind, addr: SocketAddr) -> Outcome {
-        let stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(e) => return Outcome::Failed(format!("connecting to {addr}: {e}")),
+    async fn exchange(&self, kind: &CheckKind, target: SocketAddr, route: Route) -> Outcome {
+        let (stream, addr) = match connect(target, route).await {
+            Ok(pair) => pair,
+            Err(why) => return Outcome::Failed(why),
         };
         match kind {
             CheckKind::Tcp => {
@@ -108,6 +127,79 @@ impl Prober {
                 }
             }
         }
+    }
+}
+
+/// A connection to `target` (the address and port to probe) by `route`,
+/// and the address it was made to (the VIP's for an encapsulated probe: the
+/// default `Host` and SNI are what clients use).
+async fn connect(target: SocketAddr, route: Route) -> Result<(TcpStream, SocketAddr), String> {
+    match route {
+        Route::Direct => TcpStream::connect(target)
+            .await
+            .map(|s| (s, target))
+            .map_err(|e| format!("connecting to {target}: {e}")),
+        Route::Encapsulated { mark: None, vip } => Err(format!(
+            "no probe path to {} through {vip}: the encapsulation of dsr health probes is not set up (see the daemon's log)",
+            target.ip()
+        )),
+        Route::Encapsulated {
+            vip,
+            mark: Some(mark),
+        } => {
+            let addr = SocketAddr::new(vip, target.port());
+            let stream = encapsulated(target.ip(), addr, mark)
+                .await
+                .map_err(|e| format!("connecting to {addr} through {}: {e}", target.ip()))?;
+            Ok((stream, addr))
+        }
+    }
+}
+
+/// A TCP connection to `vip` carrying `mark`, from this host's address
+/// toward `target` (where the target's answers come back to; the probe
+/// device the mark routes into has no address of its own).
+async fn encapsulated(target: IpAddr, vip: SocketAddr, mark: u32) -> std::io::Result<TcpStream> {
+    let source = source_toward(target)?;
+    let socket = if vip.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    set_mark(&socket, mark)?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(vip).await
+}
+
+/// The address this host sends from toward `target`, by its routes (a
+/// connected UDP socket sends nothing; the kernel picks its source).
+fn source_toward(target: IpAddr) -> std::io::Result<IpAddr> {
+    let any: SocketAddr = match target {
+        IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let udp = UdpSocket::bind(any)?;
+    // The discard port: nothing is sent.
+    udp.connect(SocketAddr::new(target, 9))?;
+    Ok(udp.local_addr()?.ip())
+}
+
+/// `SO_MARK` (needs CAP_NET_ADMIN, which the daemon has).
+fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
+    // SAFETY: setsockopt on a socket we own, with a u32 of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

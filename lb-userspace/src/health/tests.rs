@@ -9,12 +9,13 @@ use tokio::{
 };
 
 use super::*;
-use crate::config::{CheckKind, CheckPort, HealthCheck, HttpCheck, Matcher};
+use crate::config::{CheckAddress, CheckKind, CheckPort, HealthCheck, HttpCheck, Matcher};
 
 fn check(kind: CheckKind, healthy_threshold: u32, unhealthy_threshold: u32) -> HealthCheck {
     HealthCheck {
         kind,
         port: CheckPort::TrafficPort,
+        address: CheckAddress::Target,
         interval: Duration::from_secs(1),
         timeout: Duration::from_secs(1),
         healthy_threshold,
@@ -35,6 +36,7 @@ fn job(group: &str, endpoint: SocketAddr, check: HealthCheck) -> ProbeJob {
         group: group.into(),
         endpoint,
         check,
+        route: probe::Route::Direct,
     }
 }
 
@@ -350,6 +352,28 @@ port = 53
 }
 
 #[tokio::test]
+async fn an_encapsulated_probe_without_a_mark_fails_and_sends_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let prober = probe::Prober::new(tls::client_config().unwrap());
+    let route = probe::Route::Encapsulated {
+        vip: addr.ip(),
+        mark: None,
+    };
+    let outcome = prober
+        .probe(&check(CheckKind::Tcp, 2, 2), addr, route)
+        .await;
+    assert_eq!(
+        outcome,
+        probe::Outcome::Failed(format!(
+            "no probe path to 127.0.0.1 through 127.0.0.1: the encapsulation of dsr health probes is not set up (see the daemon's log)"
+        ))
+    );
+    assert!(listener.accept().is_err(), "nothing connected");
+}
+
+#[tokio::test]
 async fn refused_connect_fails_fast() {
     // The bound-then-dropped port refuses at once: no timeout needed.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -357,7 +381,84 @@ async fn refused_connect_fails_fast() {
         .local_addr()
         .unwrap();
     let prober = probe::Prober::new(tls::client_config().unwrap());
-    let outcome = prober.probe(&check(CheckKind::Tcp, 2, 2), addr).await;
+    let outcome = prober
+        .probe(&check(CheckKind::Tcp, 2, 2), addr, probe::Route::Direct)
+        .await;
     assert_eq!(outcome.reason(), Some(Reason::FailedHealthChecks));
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[test]
+fn dsr_groups_probe_through_the_first_vip_of_the_targets_family() {
+    let config = crate::config::Config::parse(
+        r#"
+[daemon]
+interfaces = ["eth0"]
+
+[[listener]]
+name = "v4"
+protocol = "tcp"
+address = "10.0.0.100"
+port = 80
+target_group = "dsr4"
+
+[[listener]]
+name = "v4b"
+protocol = "tcp"
+address = "10.0.0.101"
+port = 80
+target_group = "dsr4"
+
+[[listener]]
+name = "v6"
+protocol = "tcp"
+address = "fd00::100"
+port = 80
+target_group = "dsr6"
+
+[[target_group]]
+name = "dsr4"
+protocol = "tcp"
+port = 80
+forwarding = "dsr"
+  [[target_group.target]]
+  address = "10.1.0.2"
+
+[[target_group]]
+name = "dsr6"
+protocol = "tcp"
+port = 80
+forwarding = "dsr"
+  [target_group.health_check]
+  address = "target"
+  [[target_group.target]]
+  address = "fd00:1::2"
+
+[[target_group]]
+name = "nat"
+protocol = "tcp"
+port = 8080
+  [[target_group.target]]
+  address = "10.1.0.3"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.validate(), Ok(()));
+    let jobs = jobs_from_config(&config);
+    let routes: Vec<(&str, probe::Route)> =
+        jobs.iter().map(|j| (j.group.as_str(), j.route)).collect();
+    assert_eq!(
+        routes,
+        [
+            (
+                "dsr4",
+                probe::Route::Encapsulated {
+                    vip: "10.0.0.100".parse().unwrap(),
+                    mark: None
+                }
+            ),
+            ("dsr6", probe::Route::Direct),
+            ("nat", probe::Route::Direct),
+        ]
+    );
 }

@@ -60,6 +60,7 @@ fn controller(config: Config) -> (Controller, RoutableWatch) {
         userspace,
         routable,
         checker,
+        probes: crate::probe_path::Probes::new(),
         metrics,
         announcer,
     };

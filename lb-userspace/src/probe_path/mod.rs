@@ -1,0 +1,147 @@
+//! The way health probes of dsr targets take through the encapsulation
+//! (`health_check.address = "vip"`): a probe socket to the VIP carries the
+//! target's mark (`SO_MARK`); a policy rule (`fwmark MARK_BASE/MARK_MASK
+//! lookup TABLE`, both families) routes it into the probe device
+//! [`DEVICE`], an IFB whose egress runs `lb_probe_encap`: the program wraps
+//! the probe for the target the mark names, as the XDP program wraps a
+//! client's packet, and sends it out of the interface toward the target.
+//! The target answers from the VIP straight to this host's address, like it
+//! answers clients: no reply passes the probe device.
+//!
+//! Set up when the first such check starts (`lb run`, a reload) and left
+//! in place across reloads and restarts (each step looks first); the
+//! program's TCX link is the daemon's and goes with it; `lb down` removes
+//! the rules and the device ([`tear_down`]).
+mod marks;
+mod netlink;
+mod program;
+
+use tracing::{error, info};
+
+use crate::{
+    error_chain::ErrorChain,
+    health::{ProbeJob, Route},
+};
+use marks::Marks;
+use program::Program;
+
+/// The probe device (an IFB: see the module docs).
+pub const DEVICE: &str = "lb-probe";
+/// Its MTU: probes are small (a SYN, a `GET`, a TLS hello), and a
+/// probe wrapped in up to 40 more bytes must still fit a 1500-byte (or any
+/// >= 1320-byte) link toward the targets.
+pub const DEVICE_MTU: u32 = 1280;
+/// The routing table of the probe rule (`0x4c48`, "LH").
+pub const TABLE: u32 = 0x4c48;
+/// The probe rule's priority: before the main table's (32766).
+pub const RULE_PRIORITY: u32 = 0x4c48;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbePathError {
+    #[error(
+        "the probe encapsulation program was not built into this binary (build with `cargo xtask build`)"
+    )]
+    NoObject,
+    #[error("loading the probe encapsulation program: {0}")]
+    Load(String),
+    #[error("attaching the probe encapsulation program to {device}: {reason}")]
+    Attach { device: String, reason: String },
+    #[error("the probe target map: {0}")]
+    Map(String),
+    #[error("{what}: {reason}")]
+    Netlink { what: &'static str, reason: String },
+    #[error("writing {path}: {reason}")]
+    Sysctl { path: String, reason: String },
+    #[error("opening a netlink socket: {0}")]
+    Socket(std::io::Error),
+}
+
+/// The probe path while it runs, and the marks of the targets it serves.
+#[derive(Default)]
+pub struct Probes {
+    program: Option<Program>,
+    marks: Marks,
+}
+
+impl Probes {
+    /// A path that is not set up yet (set up by the first [`Probes::prepare`]
+    /// that needs it).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the path up when `jobs` need it and it is not (a failure is
+    /// logged: those probes then fail, their targets turn unhealthy, and
+    /// the next reload tries again), then gives each encapsulated job its
+    /// target's mark.
+    pub async fn prepare(&mut self, jobs: &mut [ProbeJob]) {
+        let needed = jobs
+            .iter()
+            .any(|j| matches!(j.route, Route::Encapsulated { .. }));
+        if needed && self.program.is_none() {
+            match start().await {
+                Ok(program) => {
+                    info!(device = DEVICE, table = TABLE, "dsr probe path set up");
+                    self.program = Some(program);
+                    self.marks = Marks::default();
+                }
+                Err(e) => error!(
+                    error = %ErrorChain(&e),
+                    "setting up the dsr probe path failed: probes through VIPs fail"
+                ),
+            }
+        }
+        self.assign(jobs);
+    }
+
+    /// Marks for the encapsulated jobs' targets, written to the program's
+    /// map (new names before the jobs use them, removed ones after nothing
+    /// does any more).
+    fn assign(&mut self, jobs: &mut [ProbeJob]) {
+        let Some(program) = &mut self.program else {
+            return;
+        };
+        let targets = jobs.iter().filter_map(|j| match j.route {
+            Route::Encapsulated { .. } => Some(j.endpoint.ip()),
+            Route::Direct => None,
+        });
+        let changes = self.marks.update(targets);
+        let written = changes
+            .added
+            .iter()
+            .try_for_each(|(mark, ip)| program.insert(*mark, *ip))
+            .and_then(|()| changes.removed.iter().try_for_each(|m| program.remove(*m)));
+        if let Err(e) = written {
+            error!(error = %ErrorChain(&e), "updating the dsr probe targets failed");
+        }
+        for job in jobs.iter_mut() {
+            if let Route::Encapsulated { mark, .. } = &mut job.route {
+                *mark = self.marks.of(job.endpoint.ip());
+            }
+        }
+    }
+}
+
+async fn netlink() -> Result<rtnetlink::Handle, ProbePathError> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(ProbePathError::Socket)?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+async fn start() -> Result<Program, ProbePathError> {
+    let handle = netlink().await?;
+    netlink::set_up(&handle).await?;
+    Program::attach(DEVICE)
+}
+
+/// `lb down`: removes the rules and the device; returns what it removed.
+pub fn tear_down() -> Result<Vec<String>, ProbePathError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ProbePathError::Socket)?;
+    runtime.block_on(async {
+        let handle = netlink().await?;
+        netlink::tear_down(&handle).await
+    })
+}

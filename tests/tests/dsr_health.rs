@@ -1,0 +1,194 @@
+//! Health checks in dsr mode (issue 15, item 3), in the [`DsrLab`]: by
+//! default (`health_check.address = "vip"`) the daemon probes each target
+//! at the VIP, wrapped like a client's packet (the probe device and its tc
+//! program, `lb_probe_encap`), so a target whose decapsulation is broken
+//! turns unhealthy although its service still listens on its own address;
+//! with `address = "target"` the same target stays healthy. The probes
+//! really arrive encapsulated (the target's `lb_decap` counts them), for
+//! TCP over IPv4 and IPv6 (the UDP groups are checked over TCP). `lb down`
+//! leaves no rule, route or device behind. Needs root; `cargo xtask test`
+//! builds `lb`.
+use std::time::{Duration, Instant};
+
+use lb_tests::dsr_lab::DsrLab;
+use lb_tests::lab::{TargetHealth, all_healthy, state_of};
+use lb_tests::proc;
+use lb_tests::topology::{VIP_TCP_PORT, target4, target6};
+
+/// Every group of the lab; the UDP ones are checked over TCP on 8080.
+const GROUPS: [&str; 4] = ["tcp4", "udp4", "tcp6", "udp6"];
+/// Well past 2 failed checks at 1 s, on a loaded machine.
+const TURN: Duration = Duration::from_secs(20);
+
+/// The value on the line of `text` whose first word is `name`.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} counter in:\n{text}"))
+}
+
+/// Target `i`'s endpoint in `group`.
+fn endpoint(group: &str, i: usize) -> std::net::SocketAddr {
+    let port = if group.starts_with("udp") {
+        lb_tests::topology::VIP_UDP_PORT
+    } else {
+        VIP_TCP_PORT
+    };
+    if group.ends_with('4') {
+        (target4(i), port).into()
+    } else {
+        (target6(i), port).into()
+    }
+}
+
+fn state_is(
+    group: &'static str,
+    i: usize,
+    state: &'static str,
+) -> impl Fn(&[TargetHealth]) -> bool {
+    move |h| state_of(h, endpoint(group, i)) == state
+}
+
+/// Breaks target 1's decapsulation: `lb target detach` takes the program
+/// and the VIPs on `lo` away; its servers keep listening on every address.
+fn break_decapsulation(dsr: &DsrLab) {
+    let out = dsr.lb_target(1, &["detach"]);
+    assert!(
+        out.status.success(),
+        "lb target detach in t1: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The probes of `groups` stay `state` for target `i` over a few seconds
+/// (several probe intervals).
+fn stays(dsr: &DsrLab, i: usize, state: &str, what: &str) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        for g in GROUPS {
+            let h = dsr.lab.target_health(g);
+            assert_eq!(
+                state_of(&h, endpoint(g, i)),
+                state,
+                "{g}: t{i} {what}: {h:?}\n{}",
+                dsr.lab.diagnostics()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_target_with_broken_decapsulation_turns_unhealthy_through_the_vip() {
+    let dsr = DsrLab::new("dsrhc", 2);
+    // The probes arrive wrapped: t1's decapsulation program counts them
+    // while no client sends anything.
+    let before = counter(&dsr.target_status(1), "decapsulated");
+    std::thread::sleep(Duration::from_secs(3));
+    let after = counter(&dsr.target_status(1), "decapsulated");
+    assert!(
+        after >= before + 4,
+        "t1 decapsulated {before} then {after}: the probes (4 groups, 1 s) did not arrive wrapped"
+    );
+    break_decapsulation(&dsr);
+    for g in GROUPS {
+        dsr.lab
+            .wait_health(g, TURN, "t1 unhealthy", state_is(g, 1, "unhealthy"));
+    }
+    // The healthy target stays healthy all along.
+    stays(&dsr, 2, "healthy", "stays healthy");
+    let h = dsr.lab.target_health("tcp4");
+    let t1 = h
+        .iter()
+        .find(|t| t.target == endpoint("tcp4", 1))
+        .expect("t1");
+    assert!(
+        matches!(
+            t1.reason.as_deref(),
+            Some("Target.Timeout" | "Target.FailedHealthChecks")
+        ),
+        "{t1:?}"
+    );
+}
+
+#[test]
+fn the_target_address_option_keeps_such_a_target_healthy() {
+    let dsr = DsrLab::with_check_keys("dsrhct", 2, ", address = \"target\"");
+    let before = counter(&dsr.target_status(1), "decapsulated");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        counter(&dsr.target_status(1), "decapsulated"),
+        before,
+        "probes to the target's own address are not wrapped"
+    );
+    break_decapsulation(&dsr);
+    stays(
+        &dsr,
+        1,
+        "healthy",
+        "probed at its own address, stays healthy",
+    );
+    for g in GROUPS {
+        assert!(all_healthy(&dsr.lab.target_health(g)), "{g}");
+    }
+}
+
+/// What the probe path leaves in the balancer's namespace: rules naming
+/// its table, routes in it, the device.
+fn probe_path_leftovers(dsr: &DsrLab) -> Vec<String> {
+    let lb = &dsr.lab.topo.lb;
+    let table = lb::probe_path::TABLE.to_string();
+    let mut found = Vec::new();
+    for fam in ["-4", "-6"] {
+        let rules = String::from_utf8_lossy(&lb.ip(&[fam, "rule", "show"]).stdout).into_owned();
+        found.extend(
+            rules
+                .lines()
+                .filter(|l| l.contains("0x4c48"))
+                .map(|l| format!("rule {l}")),
+        );
+        let routes = lb.ip(&[fam, "route", "show", "table", &table]);
+        found.extend(
+            String::from_utf8_lossy(&routes.stdout)
+                .lines()
+                .map(|l| format!("route {l}")),
+        );
+    }
+    let links = String::from_utf8_lossy(&lb.ip(&["-o", "link", "show"]).stdout).into_owned();
+    found.extend(
+        links
+            .lines()
+            .filter(|l| l.contains(lb::probe_path::DEVICE))
+            .map(|l| format!("link {l}")),
+    );
+    found
+}
+
+#[test]
+fn lb_down_removes_the_probe_path() {
+    let mut dsr = DsrLab::new("dsrhcd", 1);
+    assert!(
+        !probe_path_leftovers(&dsr).is_empty(),
+        "the probe path is set up while probes go through the VIP"
+    );
+    // A restart finds it in place and sets up nothing twice.
+    dsr.lab.stop_daemon();
+    dsr.lab.start_daemon();
+    dsr.lab
+        .wait_health("tcp4", TURN, "healthy after a restart", all_healthy);
+    let rules = probe_path_leftovers(&dsr)
+        .iter()
+        .filter(|l| l.starts_with("rule"))
+        .count();
+    assert_eq!(
+        rules,
+        2,
+        "one rule per family: {:?}",
+        probe_path_leftovers(&dsr)
+    );
+    dsr.lab.stop_daemon();
+    let lab = &dsr.lab;
+    proc::lb_down(&lab.lb, lab.topo.lb.name(), &lab.config);
+    assert_eq!(probe_path_leftovers(&dsr), Vec::<String>::new());
+}
