@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use lb_tests::dsr_lab::DsrLab;
 use lb_tests::lab::{TargetHealth, all_healthy, state_of};
+use lb_tests::netns;
 use lb_tests::proc;
 use lb_tests::topology::{VIP_TCP_PORT, target4, target6};
 
@@ -148,7 +149,17 @@ fn probe_path_leftovers(dsr: &DsrLab) -> Vec<String> {
                 .filter(|l| l.contains("0x4c48"))
                 .map(|l| format!("rule {l}")),
         );
-        let routes = lb.ip(&[fam, "route", "show", "table", &table]);
+        // A table that never held a route does not exist: nothing in it.
+        let routes = netns::try_run(
+            "ip",
+            ["-n", lb.name(), fam, "route", "show", "table", &table],
+        )
+        .expect("run ip");
+        let stderr = String::from_utf8_lossy(&routes.stderr);
+        assert!(
+            routes.status.success() || stderr.contains("does not exist"),
+            "ip route show table {table}: {stderr}"
+        );
         found.extend(
             String::from_utf8_lossy(&routes.stdout)
                 .lines()
