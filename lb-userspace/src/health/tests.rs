@@ -366,9 +366,10 @@ async fn an_encapsulated_probe_without_a_mark_fails_and_sends_nothing() {
         .await;
     assert_eq!(
         outcome,
-        probe::Outcome::Failed(format!(
+        probe::Outcome::Failed(
             "no probe path to 127.0.0.1 through 127.0.0.1: the encapsulation of dsr health probes is not set up (see the daemon's log)"
-        ))
+                .to_owned()
+        )
     );
     assert!(listener.accept().is_err(), "nothing connected");
 }

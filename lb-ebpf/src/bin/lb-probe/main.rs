@@ -55,15 +55,15 @@ fn handle(ctx: &TcContext) -> (ProbeStat, i32) {
     // SAFETY: `skb` is the kernel's `__sk_buff` for this run.
     let mark = unsafe { (*ctx.skb.skb).mark };
     if mark & MARK_MASK != MARK_BASE {
-        return (ProbeStat::NotMarked, TC_ACT_OK as i32);
+        return (ProbeStat::NotMarked, TC_ACT_OK);
     }
     // SAFETY: a value of the map, valid for the program's run.
-    let Some(target) = (unsafe { PROBE_TARGETS.get(&mark) }).copied() else {
-        return (ProbeStat::UnknownMark, TC_ACT_SHOT as i32);
+    let Some(target) = (unsafe { PROBE_TARGETS.get(mark) }).copied() else {
+        return (ProbeStat::UnknownMark, TC_ACT_SHOT);
     };
     match wrap::wrap_and_send(ctx, &target) {
         Ok(action) => (ProbeStat::Encapsulated, action),
-        Err(why) => (why, TC_ACT_SHOT as i32),
+        Err(why) => (why, TC_ACT_SHOT),
     }
 }
 
