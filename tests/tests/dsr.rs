@@ -21,7 +21,9 @@ use lb_tests::topology::{CLIENT4, CLIENT6, VIP_TCP_PORT, VIP_UDP_PORT, VIP4, VIP
 const FLOWS: usize = 40;
 
 /// The nftables table counting, on every interface of the load balancer,
-/// packets whose source is a VIP: target replies, had they come this way.
+/// packets from a VIP to the client: target replies, had they come this
+/// way. (The answers to the balancer's own health probes come from the VIP
+/// to the balancer's address, by design: they are not counted.)
 const NFT_TABLE: &str = "dsr_replies";
 
 fn count_replies_at_the_balancer(dsr: &DsrLab) {
@@ -37,11 +39,15 @@ fn count_replies_at_the_balancer(dsr: &DsrLab) {
         );
         nft(
             lb.name(),
-            &format!("add rule netdev {NFT_TABLE} {chain} ip saddr {VIP4} counter"),
+            &format!(
+                "add rule netdev {NFT_TABLE} {chain} ip saddr {VIP4} ip daddr {CLIENT4} counter"
+            ),
         );
         nft(
             lb.name(),
-            &format!("add rule netdev {NFT_TABLE} {chain} ip6 saddr {VIP6} counter"),
+            &format!(
+                "add rule netdev {NFT_TABLE} {chain} ip6 saddr {VIP6} ip6 daddr {CLIENT6} counter"
+            ),
         );
     }
 }
