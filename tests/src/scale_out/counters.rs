@@ -4,8 +4,10 @@
 //! - `syn_h<i>`: TCP SYNs (without ACK) to the VIPs' TCP port sent to host
 //!   `i`: new TCP connections that landed on that host.
 //! - `udp_h<i>`: datagrams to the VIPs' UDP port sent to host `i`.
-//! - `leak`: packets from a VIP sent to any host: a target's reply that
-//!   crossed a balancer host (must stay 0 in dsr mode).
+//! - `leak`: packets from a VIP to the client sent to any host: a target's
+//!   reply that crossed a balancer host (must stay 0 in dsr mode). The
+//!   answers to the hosts' own health probes, which go through the VIP,
+//!   come from the VIP to the host's address, by design: not counted.
 //! - `direct`: packets from a VIP sent to the client: replies that took
 //!   the direct path.
 use std::collections::BTreeMap;
@@ -14,7 +16,7 @@ use std::path::Path;
 use crate::netns::Netns;
 use crate::topology::{VIP_TCP_PORT, VIP_UDP_PORT, VIP4, VIP6};
 
-use super::edge::ROUTER_CLIENT_IF;
+use super::edge::{CLIENT4, CLIENT6, ROUTER_CLIENT_IF};
 use super::router_if;
 
 /// The nftables table (family inet) holding the counters.
@@ -62,8 +64,8 @@ pub fn install(router: &Netns, hosts: usize, dir: &Path) {
         ));
     }
     rules.extend([
-        format!("oifname \"r-h*\" ip saddr {VIP4} counter name \"leak\""),
-        format!("oifname \"r-h*\" ip6 saddr {VIP6} counter name \"leak\""),
+        format!("oifname \"r-h*\" ip saddr {VIP4} ip daddr {CLIENT4} counter name \"leak\""),
+        format!("oifname \"r-h*\" ip6 saddr {VIP6} ip6 daddr {CLIENT6} counter name \"leak\""),
         format!("oifname \"{ROUTER_CLIENT_IF}\" ip saddr {VIP4} counter name \"direct\""),
         format!("oifname \"{ROUTER_CLIENT_IF}\" ip6 saddr {VIP6} counter name \"direct\""),
     ]);
