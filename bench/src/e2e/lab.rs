@@ -1,0 +1,285 @@
+//! The lab every case runs in (topology, sinks, the frame, the config) and
+//! one round of a case: set up, warm up, measure, tear down.
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_tests::netns::Netns;
+use lb_tests::packet::tcp_flags;
+use lb_tests::packet::{Mac, Packet};
+use lb_tests::proc::{self, LbDaemon};
+use lb_tests::topology::{
+    CLIENT4, LB_CLIENT_IF, PEER_IF, Topology, TopologyOpts, VIP4, lb_target_if, target4,
+};
+use lb_tests::trafficgen::{Generator, GeneratorSpec, Link, Vary, link, mac_str};
+
+use super::cpu::{cpu_delta, cpu_times};
+use super::forwarders::{Redirect, RedirectTo, Sink};
+use super::result::{LbProof, Sample};
+use super::{Case, Opts, Proto, WARMUP_LAPS_MAX};
+use crate::nft::NftDnat;
+
+/// Topology, sinks and the addresses every case needs. Fields drop in
+/// order: sinks (detach), then the topology (processes, links, namespaces).
+pub struct Lab {
+    sinks: Vec<Sink>,
+    topo: Topology,
+    config: PathBuf,
+    lb_t1: Link,
+    target_macs: Vec<Mac>,
+    frame: Vec<u8>,
+}
+
+pub const TARGETS: usize = 3;
+/// Connection-table slots per flow of the traffic: room for every flow with
+/// the table at half its capacity (see lb_common::flow on set occupancy).
+const SLOTS_PER_FLOW: u32 = 2;
+
+impl Lab {
+    pub fn new(opts: &Opts) -> Self {
+        let topo = Topology::new(
+            "bench",
+            TopologyOpts {
+                targets: TARGETS,
+                ..TopologyOpts::default()
+            },
+        );
+        // Only the IPv4 listener of the traffic's protocol (the standard
+        // spec has IPv6 VIPs and the other protocol too): one VIP, one ring.
+        let listener = format!("{}4", opts.proto.name());
+        let mut spec = topo.config_spec(&[1, 2, 3]);
+        spec.listeners.retain(|l| l.name == listener);
+        spec.target_groups.retain(|g| g.name == listener);
+        assert_eq!(spec.listeners.len(), 1, "standard spec has no {listener}");
+        let capacity = (opts.flows * SLOTS_PER_FLOW).max(lb_common::limits::DEFAULT_FLOW_CAPACITY);
+        spec.daemon_extra
+            .push(format!("flow_capacity = {capacity}"));
+        let config = topo.write_config(&spec);
+        let client = link(&topo.client, PEER_IF);
+        let lb_c = link(&topo.lb, LB_CLIENT_IF);
+        let lb_t1 = link(&topo.lb, &lb_target_if(1));
+        let mut target_macs = Vec::new();
+        for i in 1..=TARGETS {
+            let mac = link(&topo.targets[i - 1], PEER_IF).mac;
+            // Static neighbours: the sinks drop ARP.
+            topo.lb.ip(&[
+                "neigh",
+                "replace",
+                &target4(i).to_string(),
+                "lladdr",
+                &mac_str(&mac),
+                "dev",
+                &lb_target_if(i),
+                "nud",
+                "permanent",
+            ]);
+            target_macs.push(mac);
+        }
+        let sinks = topo
+            .targets
+            .iter()
+            .map(|t| Sink::attach(t, PEER_IF))
+            .collect();
+        assert!(
+            (42..=256).contains(&opts.frame_len),
+            "frame length must be 42..=256 bytes"
+        );
+        let vip = (VIP4, opts.proto.vip_port()).into();
+        let frame = match opts.proto {
+            Proto::Udp => Packet::udp((CLIENT4, 1024).into(), vip)
+                .payload(&vec![0u8; opts.frame_len - 42])
+                .udp_zero_checksum(),
+            Proto::Tcp => {
+                assert!(opts.frame_len >= 54, "a TCP frame is 54 bytes at least");
+                Packet::tcp((CLIENT4, 1024).into(), vip, tcp_flags::ACK).payload(&vec![
+                    0u8;
+                    opts.frame_len
+                        - 54
+                ])
+            }
+        }
+        .macs(client.mac, lb_c.mac)
+        .build();
+        assert_eq!(frame.len(), opts.frame_len);
+        Self {
+            sinks,
+            topo,
+            config,
+            lb_t1,
+            target_macs,
+            frame,
+        }
+    }
+
+    /// Frames dropped so far by the veths on the way (see
+    /// [`Sample::veth_drops`]).
+    fn veth_drops(&self) -> u64 {
+        let mut total = veth_drops(&self.topo.client, PEER_IF);
+        for i in 1..=TARGETS {
+            total += veth_drops(&self.topo.lb, &lb_target_if(i));
+        }
+        total
+    }
+
+    /// Where the trivial forwarders send everything: target 1.
+    fn redirect_to(&self) -> RedirectTo {
+        RedirectTo {
+            ifindex: self.lb_t1.ifindex,
+            dst_mac: self.target_macs[0],
+            src_mac: self.lb_t1.mac,
+        }
+    }
+
+    fn sink_counts(&self) -> Vec<u64> {
+        self.sinks.iter().map(Sink::count).collect()
+    }
+
+    fn lb_stats_text(&self) -> String {
+        proc::lb_stats(&proc::lb_bin(), self.topo.lb.name(), &self.config)
+    }
+
+    fn lb_stats(&self) -> Vec<(String, u64)> {
+        datapath_stats(&self.lb_stats_text())
+    }
+
+    /// One round of `case`: set up, warm up, measure, tear down.
+    pub fn round(&self, case: Case, opts: &Opts, proof: &mut LbProof) -> Sample {
+        match case {
+            Case::Lb => {
+                let daemon = LbDaemon::start(self.topo.lb.name(), &self.config);
+                let before = self.lb_stats();
+                let sinks_before: u64 = self.sink_counts().iter().sum();
+                let (sample, sent) = self.measure(opts);
+                // Let the rings drain before the final counts.
+                thread::sleep(Duration::from_millis(200));
+                let text = self.lb_stats_text();
+                let after = datapath_stats(&text);
+                proof.last_stats = text;
+                let delivered = self.sink_counts().iter().sum::<u64>() - sinks_before;
+                drop(daemon);
+                proof.sent += sent;
+                proof.delivered += delivered;
+                for (name, v) in &after {
+                    let old = before
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(0, |(_, v)| *v);
+                    let d = v - old;
+                    if name == "forwarded" {
+                        proof.forwarded += d;
+                    } else if d > 0 {
+                        match proof.other.iter_mut().find(|(n, _)| n == name) {
+                            Some((_, t)) => *t += d,
+                            None => proof.other.push((name.clone(), d)),
+                        }
+                    }
+                }
+                sample
+            }
+            Case::Nftables => {
+                let _nft = NftDnat::install(
+                    &self.topo,
+                    opts.proto.name(),
+                    VIP4,
+                    opts.proto.vip_port(),
+                    TARGETS,
+                    opts.proto.target_port(),
+                );
+                self.measure(opts).0
+            }
+            Case::Redirect => {
+                let _redirect = Redirect::attach(&self.topo.lb, self.redirect_to());
+                self.measure(opts).0
+            }
+        }
+    }
+
+    /// Starts the generator, warms up, measures one window; returns the
+    /// sample and every frame the generator sent.
+    fn measure(&self, opts: &Opts) -> (Sample, u64) {
+        let drops_before = self.veth_drops();
+        let generator = Generator::start(
+            &self.topo.client,
+            GeneratorSpec {
+                dev: PEER_IF.to_owned(),
+                frame: self.frame.clone(),
+                vary: Vary::ipv4(opts.flows),
+                cpu: opts.gen_cpu,
+                batch: opts.batch,
+            },
+        );
+        thread::sleep(opts.warmup);
+        // Every flow seen twice before the window, however many there are
+        // (a million take seconds): the window measures established flows,
+        // not the first lap's new ones. Bounded, should the chain stall.
+        let laps = 2 * u64::from(opts.flows);
+        let deadline = Instant::now() + WARMUP_LAPS_MAX;
+        while generator.sent() < laps && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let (t0, s0, d0, c0) = (
+            Instant::now(),
+            generator.sent(),
+            self.sink_counts(),
+            cpu_times(),
+        );
+        thread::sleep(opts.window);
+        let (t1, s1, d1, c1) = (
+            Instant::now(),
+            generator.sent(),
+            self.sink_counts(),
+            cpu_times(),
+        );
+        let sent = generator.stop();
+        // Let the rings drain before counting what they dropped.
+        thread::sleep(Duration::from_millis(100));
+        let veth_drops = self.veth_drops() - drops_before;
+        let secs = (t1 - t0).as_secs_f64();
+        let per_target: Vec<f64> = d1
+            .iter()
+            .zip(&d0)
+            .map(|(a, b)| (a - b) as f64 / secs)
+            .collect();
+        let sample = Sample {
+            sent_pps: (s1 - s0) as f64 / secs,
+            delivered_pps: per_target.iter().sum(),
+            per_target,
+            cpu: cpu_delta(&c1, &c0),
+            veth_drops,
+        };
+        (sample, sent)
+    }
+}
+
+/// XDP transmit errors (`ethtool -S`: `tx_queue_N_xdp_xmit_err`) plus TX
+/// drops of a veth.
+fn veth_drops(ns: &Netns, dev: &str) -> u64 {
+    let ethtool = String::from_utf8_lossy(&ns.exec(&["ethtool", "-S", dev]).stdout).into_owned();
+    let xmit_err: u64 = ethtool
+        .lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .filter(|(k, _)| k.ends_with("xdp_xmit_err"))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum();
+    let path = format!("/sys/class/net/{dev}/statistics/tx_dropped");
+    let tx_dropped: u64 = String::from_utf8_lossy(&ns.exec(&["cat", &path]).stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{path} in {}: {e}", ns.name()));
+    xmit_err + tx_dropped
+}
+
+/// The `data path` counters of `lb stats` output.
+fn datapath_stats(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .skip_while(|l| l.trim() != "data path")
+        .skip(1)
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            let v = words.next()?.parse().ok()?;
+            Some((name.to_owned(), v))
+        })
+        .collect()
+}
+

@@ -1,0 +1,207 @@
+//! `cargo xtask bench e2e`: packets per second end to end, client namespace
+//! to target namespaces over veths, through three forwarders measured in the
+//! same run on the same topology ([`Topology`], 3 targets):
+//!
+//! - `lb`: the real `lb run` daemon (XDP `lb_xdp` on every LB interface,
+//!   UDP listener on the VIP, Maglev over the 3 targets, NAT);
+//! - `nftables`: no XDP in the LB namespace; the kernel forwards and an
+//!   nftables `dnat` rule spreads flows over the 3 targets (`numgen inc`, so
+//!   per conntrack entry);
+//! - `redirect`: `bench_redirect` (lb-bench-ebpf) on the client-facing veth,
+//!   which only rewrites the MACs and redirects everything to target 1: the
+//!   floor of any XDP forwarder on this path.
+//!
+//! Traffic: 64-byte IPv4 UDP frames client -> VIP:53 with zero UDP checksum,
+//! the source port cycling over all 65536 values (one flow per port, so the
+//! balancer and conntrack see established flows after the first lap). They
+//! are generated in the client namespace with `BPF_PROG_TEST_RUN` in live
+//! frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`, what `xdp-trafficgen` does):
+//! `bench_wrap` rewrites the frame's source port and tail-calls `bench_tx`,
+//! whose `XDP_TX` sends the frame out of the client's veth. (Debian's
+//! `xdp-trafficgen` 1.3.1 does not load on this kernel: its BPF object needs
+//! the `xdp_redirect_map_err` tracepoint, gone since Linux 6.13; and it can
+//! vary destination ports only.) The generator thread is pinned to
+//! `--gen-cpu`.
+//!
+//! Sink: `bench_sink` on every target's veth counts (per CPU) and drops, so
+//! nothing answers. Delivered pps = sink counts over a window; sent pps =
+//! frames the generator produced over the same window (counted by
+//! `bench_wrap`'s `SEQ`); the difference was dropped on the way, by full veth
+//! rings (reported from the veths' counters) or by the forwarder.
+//!
+//! Neighbours in the LB namespace are static (the sinks drop ARP), so both
+//! the kernel and `bpf_fib_lookup` resolve the targets without ARP.
+//!
+//! CPUs: the generator thread is pinned to `--gen-cpu`. The LB's XDP program
+//! (or, for `nftables`, the kernel stack) runs in the NAPI poll of `lb-c`,
+//! in softirq on the CPU that scheduled it: `veth_xdp_xmit` schedules the
+//! peer's NAPI on the sending CPU, and the test run's `local_bh_enable`
+//! runs it there at once, so generator, forwarder and sinks share one CPU
+//! and the generator sends only as fast as the chain drains. So 1e9 / pps is
+//! the whole chain's CPU time per packet, and the difference to `redirect`
+//! is what the forwarder costs above the floor. Per-CPU busy and softirq
+//! shares (from /proc/stat) are reported for every case. (Threaded NAPI
+//! for `lb-c` pinned to the other CPU was tried: the generator then
+//! overruns the veth ring (4-6 Mpps sent, most dropped), every forwarder
+//! delivers less than half its shared-CPU rate and more noisily (the ring
+//! shared across CPUs, wake-ups, the rest of the machine on that CPU), and
+//! the ratios come out the same; so it is not offered.)
+//!
+//! Rounds are interleaved (lb, nftables, redirect, lb, ...) so that
+//! background load drifts affect every case alike; each case is set up and
+//! torn down per round. For `lb`, `lb stats` before and after each round must
+//! show `forwarded` moving by what the sinks received and no `drop_*`
+//! counter moving ([`verify`], run after the results are written). The
+//! config has only the IPv4 UDP listener (3 targets): one VIP, one ring.
+mod cpu;
+mod forwarders;
+mod lab;
+mod report;
+mod result;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_tests::netns;
+use lb_tests::topology::{TARGET_TCP_PORT, TARGET_UDP_PORT, VIP_TCP_PORT, VIP_UDP_PORT};
+
+use lab::Lab;
+pub use report::{json, print, verify};
+use result::{CaseResult, Conditions, LbProof, Report};
+
+/// What `lb-bench e2e` was asked for.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    /// Measured window per round.
+    pub window: Duration,
+    /// Traffic before each window (lets the first lap of new flows pass);
+    /// longer if the generator has not yet sent every flow twice.
+    pub warmup: Duration,
+    pub rounds: usize,
+    /// CPU the generator thread is pinned to.
+    pub gen_cpu: usize,
+    /// Frames per live-frames batch (kernel maximum 256).
+    pub batch: u32,
+    /// Frame length in bytes (Ethernet header included, no FCS).
+    pub frame_len: usize,
+    /// Distinct flows the traffic cycles through (a power of two: source
+    /// ports, and source addresses beyond 65536).
+    pub flows: u32,
+    /// UDP datagrams, or TCP ACKs (segments of established connections).
+    pub proto: Proto,
+}
+
+/// The traffic's transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
+    fn vip_port(self) -> u16 {
+        match self {
+            Proto::Udp => VIP_UDP_PORT,
+            Proto::Tcp => VIP_TCP_PORT,
+        }
+    }
+
+    fn target_port(self) -> u16 {
+        match self {
+            Proto::Udp => TARGET_UDP_PORT,
+            Proto::Tcp => TARGET_TCP_PORT,
+        }
+    }
+}
+
+/// The three forwarders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    Lb,
+    Nftables,
+    Redirect,
+}
+
+impl Case {
+    pub const ALL: [Case; 3] = [Case::Lb, Case::Nftables, Case::Redirect];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::Lb => "lb",
+            Case::Nftables => "nftables",
+            Case::Redirect => "redirect",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Case::Lb => "lb run (XDP lb_xdp, Maglev + NAT, 3 targets)",
+            Case::Nftables => "kernel forwarding + nftables dnat numgen (3 targets)",
+            Case::Redirect => "XDP bench_redirect (MAC rewrite + redirect, target 1 only)",
+        }
+    }
+}
+
+/// Longest wait, after the warm-up, for the generator to have sent every
+/// flow twice.
+pub const WARMUP_LAPS_MAX: Duration = Duration::from_secs(30);
+
+/// Default number of distinct flows the generator cycles through.
+pub const FLOWS: u32 = 65536;
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub fn run(opts: &Opts) -> Report {
+    netns::require_root();
+    assert!(opts.rounds > 0, "--rounds must be at least 1");
+    let started = Instant::now();
+    let loadavg_before = loadavg();
+    let lab = Lab::new(opts);
+    let mut results: Vec<CaseResult> = Case::ALL
+        .iter()
+        .map(|&case| CaseResult {
+            case,
+            samples: Vec::new(),
+        })
+        .collect();
+    let mut proof = LbProof::default();
+    for round in 1..=opts.rounds {
+        for r in &mut results {
+            let s = lab.round(r.case, opts, &mut proof);
+            eprintln!(
+                "round {round}/{}: {:<9} sent {:>10.0} pps, delivered {:>10.0} pps",
+                opts.rounds,
+                r.case.name(),
+                s.sent_pps,
+                s.delivered_pps
+            );
+            r.samples.push(s);
+        }
+    }
+    drop(lab);
+    Report {
+        cases: results,
+        proof,
+        conditions: Conditions {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            cpus: thread::available_parallelism().map_or(0, |n| n.get()),
+            loadavg_before,
+            loadavg_after: loadavg(),
+            elapsed: started.elapsed(),
+        },
+    }
+}
+

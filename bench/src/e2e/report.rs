@@ -1,0 +1,248 @@
+//! The report of a run: the table printed, the checks of the `lb` proof,
+//! and the JSON written.
+use lb_tests::proc;
+use lb_tests::topology::{LB_CLIENT_IF, VIP4};
+
+use super::cpu::CpuTime;
+use super::lab::TARGETS;
+use super::result::Report;
+use super::{Case, Opts, Proto};
+
+fn generator_desc(opts: &Opts) -> String {
+    format!(
+        "BPF_PROG_TEST_RUN live frames (lb-bench-ebpf bench_wrap -> bench_tx, XDP_TX out of the client veth), batch {}, 1 thread pinned to CPU {}",
+        opts.batch, opts.gen_cpu
+    )
+}
+
+fn cpu_desc(opts: &Opts) -> String {
+    format!(
+        "generator on CPU {}; {LB_CLIENT_IF}'s NAPI (the LB's XDP program or the kernel stack) and the sinks run in softirq on the CPU that scheduled them, in practice the generator's",
+        opts.gen_cpu
+    )
+}
+
+fn cpu_summary(cpu: &[CpuTime]) -> String {
+    cpu.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "cpu{i} {:.0}% busy ({:.0}% softirq)",
+                c.busy_share() * 100.0,
+                c.softirq_share() * 100.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn print(report: &Report, opts: &Opts) {
+    let c = &report.conditions;
+    println!(
+        "end to end over veths, client ns -> LB ns -> {TARGETS} target ns; kernel {}, {} CPUs, load average {} before, {} after",
+        c.kernel, c.cpus, c.loadavg_before, c.loadavg_after
+    );
+    println!(
+        "traffic: {} B IPv4 {} frames to {VIP4}:{}, {} flows (source ports{}){}",
+        opts.frame_len,
+        match opts.proto {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP ACK",
+        },
+        opts.proto.vip_port(),
+        opts.flows,
+        if opts.flows > 1 << 16 {
+            " and addresses"
+        } else {
+            ""
+        },
+        if opts.proto == Proto::Udp {
+            ", zero UDP checksum"
+        } else {
+            ""
+        }
+    );
+    println!("generator: {}", generator_desc(opts));
+    println!("CPUs: {}", cpu_desc(opts));
+    println!(
+        "sink: bench_sink (XDP count + drop) on every target veth; window {:?} after {:?} warm-up (and at least two laps of the flows), {} interleaved rounds, median",
+        opts.window, opts.warmup, opts.rounds
+    );
+    println!();
+    println!(
+        "{:<9} {:>13} {:>11} {:>6} {:>8} {:>10} {:>13}  forwarder",
+        "case", "delivered pps", "sent pps", "lost", "ns/pkt", "above", "target shares"
+    );
+    for r in &report.cases {
+        let (d, s) = (r.delivered_median(), r.sent_median());
+        let shares: Vec<String> = r
+            .target_shares()
+            .iter()
+            .map(|x| format!("{:.0}", x * 100.0))
+            .collect();
+        let above = if r.case == Case::Redirect {
+            "floor".to_owned()
+        } else {
+            format!("+{:.0} ns", report.above_redirect_ns(r.case))
+        };
+        println!(
+            "{:<9} {:>13.0} {:>11.0} {:>5.1}% {:>8.0} {:>10} {:>13}  {}",
+            r.case.name(),
+            d,
+            s,
+            if s > 0.0 { (1.0 - d / s) * 100.0 } else { 0.0 },
+            r.ns_per_packet(),
+            above,
+            format!("{}%", shares.join("/")),
+            r.case.describe()
+        );
+    }
+    println!();
+    for r in &report.cases {
+        let rounds: Vec<String> = r
+            .samples
+            .iter()
+            .map(|s| format!("{:.0}", s.delivered_pps))
+            .collect();
+        println!(
+            "{:<9} rounds: {} pps; {}; veth ring drops {}",
+            r.case.name(),
+            rounds.join(", "),
+            cpu_summary(&r.cpu()),
+            r.veth_drops()
+        );
+    }
+    let (k, t) = report.ratios();
+    println!();
+    println!("lb / nftables: {k:.2}x the packets per second");
+    println!("lb / redirect: {t:.2}x the packets per second");
+    let p = &report.proof;
+    println!(
+        "lb stats over the lb rounds: forwarded +{}, sinks received +{}, generator sent {}",
+        p.forwarded, p.delivered, p.sent
+    );
+    if !p.other.is_empty() {
+        let other: Vec<String> = p.other.iter().map(|(n, v)| format!("{n} +{v}")).collect();
+        println!("  other data-path counters moved: {}", other.join(", "));
+    }
+    if proc::verbose() {
+        println!(
+            "lb stats after the last lb round:\n{}",
+            p.last_stats.trim_end()
+        );
+    }
+    let lb_shares = report.case(Case::Lb).target_shares();
+    if lb_shares
+        .iter()
+        .any(|s| (s - 1.0 / TARGETS as f64).abs() > 0.05)
+    {
+        println!(
+            "note: lb's target shares are far from 1/{TARGETS} each (Maglev over equal weights should be within 1%)"
+        );
+    }
+    println!("elapsed {:.1?}", c.elapsed);
+}
+
+/// Frames the sinks may count that the LB did not forward: the LB
+/// namespace's own IPv6 neighbour and router traffic toward the targets.
+const SINK_SLACK: u64 = 1000;
+
+/// Checks that the `lb` numbers are the daemon's forwarding: `forwarded`
+/// accounts for what the sinks received and no drop counter moved.
+/// Panics otherwise (after the results are written).
+pub fn verify(report: &Report) {
+    let p = &report.proof;
+    assert!(
+        p.forwarded > 0 && p.forwarded + SINK_SLACK >= p.delivered,
+        "lb stats forwarded +{} does not account for the {} packets the sinks received",
+        p.forwarded,
+        p.delivered
+    );
+    let drops: Vec<String> = p
+        .other
+        .iter()
+        .filter(|(n, _)| n.starts_with("drop_"))
+        .map(|(n, v)| format!("{n} +{v}"))
+        .collect();
+    assert!(
+        drops.is_empty(),
+        "the lb rounds dropped packets in the XDP program ({}), so its pps is not all forwarding work\nlb stats after the last lb round:\n{}",
+        drops.join(", "),
+        p.last_stats
+    );
+}
+
+fn json_f64s(v: impl Iterator<Item = f64>) -> String {
+    v.map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ")
+}
+
+fn json_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub fn json(report: &Report, opts: &Opts) -> String {
+    let c = &report.conditions;
+    let cases: Vec<String> = report
+        .cases
+        .iter()
+        .map(|r| {
+            let cpu: Vec<String> = r
+                .cpu()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{\"busy\": {:.3}, \"softirq\": {:.3}}}",
+                        c.busy_share(),
+                        c.softirq_share()
+                    )
+                })
+                .collect();
+            format!(
+                "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {:.1}, \"above_redirect_ns\": {:.1}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}}}",
+                json_str(r.case.name()),
+                json_str(r.case.describe()),
+                r.delivered_median(),
+                r.sent_median(),
+                r.ns_per_packet(),
+                report.above_redirect_ns(r.case),
+                json_f64s(r.samples.iter().map(|s| s.delivered_pps)),
+                json_f64s(r.samples.iter().map(|s| s.sent_pps)),
+                r.target_shares()
+                    .iter()
+                    .map(|x| format!("{x:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                cpu.join(", "),
+                r.veth_drops()
+            )
+        })
+        .collect();
+    let (k, t) = report.ratios();
+    let p = &report.proof;
+    let other: Vec<String> = p
+        .other
+        .iter()
+        .map(|(n, v)| format!("{}: {v}", json_str(n)))
+        .collect();
+    format!(
+        "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"proto\": \"{}\", \"flows\": {}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratio_lb_over_nftables\": {k:.3},\n  \"ratio_lb_over_redirect\": {t:.3},\n  \"lb_stats\": {{\"forwarded\": {}, \"sinks_received\": {}, \"generator_sent\": {}, \"other\": {{{}}}}}\n}}\n",
+        json_str(&c.kernel),
+        c.cpus,
+        json_str(&c.loadavg_before),
+        json_str(&c.loadavg_after),
+        json_str(&generator_desc(opts)),
+        json_str(&cpu_desc(opts)),
+        opts.frame_len,
+        opts.proto.name(),
+        opts.flows,
+        opts.window.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        opts.rounds,
+        c.elapsed.as_secs_f64(),
+        cases.join(",\n"),
+        p.forwarded,
+        p.delivered,
+        p.sent,
+        other.join(", ")
+    )
+}

@@ -1,0 +1,138 @@
+//! What a run measured: samples per case, the `lb stats` proof, the
+//! conditions, and the ratios between cases.
+use std::time::Duration;
+
+use super::Case;
+use super::cpu::CpuTime;
+
+/// One measured window.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub sent_pps: f64,
+    pub delivered_pps: f64,
+    /// Delivered pps per target (index = target - 1).
+    pub per_target: Vec<f64>,
+    /// CPU time per CPU over the window.
+    pub cpu: Vec<CpuTime>,
+    /// Frames the veths dropped (full rings) while the generator ran,
+    /// warm-up included: XDP transmit errors of the client's veth and of
+    /// the LB's target-facing veths, plus their TX drops (kernel path).
+    pub veth_drops: u64,
+}
+
+
+/// All rounds of one case.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    pub case: Case,
+    pub samples: Vec<Sample>,
+}
+
+impl CaseResult {
+    pub fn delivered_median(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.delivered_pps).collect())
+    }
+
+    pub fn sent_median(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.sent_pps).collect())
+    }
+
+    /// CPU time of the whole chain per delivered packet (median pps).
+    pub fn ns_per_packet(&self) -> f64 {
+        1e9 / self.delivered_median()
+    }
+
+    /// Frames dropped by full veth rings, all rounds.
+    pub fn veth_drops(&self) -> u64 {
+        self.samples.iter().map(|s| s.veth_drops).sum()
+    }
+
+    /// CPU time per CPU summed over the rounds.
+    pub fn cpu(&self) -> Vec<CpuTime> {
+        let mut sum: Vec<CpuTime> = Vec::new();
+        for s in &self.samples {
+            sum.resize(s.cpu.len().max(sum.len()), CpuTime::default());
+            for (t, c) in sum.iter_mut().zip(&s.cpu) {
+                t.total += c.total;
+                t.idle += c.idle;
+                t.softirq += c.softirq;
+            }
+        }
+        sum
+    }
+
+    /// Share of each target in the delivered packets, over all rounds.
+    pub fn target_shares(&self) -> Vec<f64> {
+        let n = self.samples.first().map_or(0, |s| s.per_target.len());
+        let sums: Vec<f64> = (0..n)
+            .map(|i| self.samples.iter().map(|s| s.per_target[i]).sum())
+            .collect();
+        let total: f64 = sums.iter().sum();
+        sums.iter()
+            .map(|s| if total > 0.0 { s / total } else { 0.0 })
+            .collect()
+    }
+}
+
+/// `lb stats` evidence for the `lb` case, summed over its rounds (from
+/// before the generator started until after it stopped).
+#[derive(Clone, Debug, Default)]
+pub struct LbProof {
+    pub sent: u64,
+    pub forwarded: u64,
+    pub delivered: u64,
+    /// Every other data-path counter that moved, with its delta.
+    pub other: Vec<(String, u64)>,
+    /// `lb stats` after the last `lb` round.
+    pub last_stats: String,
+}
+
+/// The run's conditions, printed and written with the numbers.
+#[derive(Clone, Debug)]
+pub struct Conditions {
+    pub kernel: String,
+    pub cpus: usize,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub elapsed: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub cases: Vec<CaseResult>,
+    pub proof: LbProof,
+    pub conditions: Conditions,
+}
+
+impl Report {
+    pub fn case(&self, c: Case) -> &CaseResult {
+        self.cases
+            .iter()
+            .find(|r| r.case == c)
+            .expect("every case ran")
+    }
+
+    /// (lb / nftables, lb / redirect) of the median delivered pps.
+    pub fn ratios(&self) -> (f64, f64) {
+        let lb = self.case(Case::Lb).delivered_median();
+        (
+            lb / self.case(Case::Nftables).delivered_median(),
+            lb / self.case(Case::Redirect).delivered_median(),
+        )
+    }
+
+    /// ns per packet of `case` above the `redirect` floor.
+    pub fn above_redirect_ns(&self, case: Case) -> f64 {
+        self.case(case).ns_per_packet() - self.case(Case::Redirect).ns_per_packet()
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
