@@ -57,9 +57,10 @@ enum What {
         #[arg(long)]
         only: Option<String>,
     },
-    /// Packets per second client -> targets over veths through `lb run`,
-    /// next to kernel forwarding with nftables DNAT and a trivial XDP
-    /// redirect, measured in the same run.
+    /// Packets per second client -> targets over veths through `lb run`
+    /// in nat and in dsr mode, next to kernel forwarding with nftables DNAT,
+    /// a trivial XDP redirect and a trivial encapsulating one, measured in
+    /// the same run.
     E2e {
         /// Seconds measured per round.
         #[arg(long, default_value_t = 5.0)]

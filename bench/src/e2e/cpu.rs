@@ -58,4 +58,3 @@ pub fn cpu_delta(after: &[CpuTime], before: &[CpuTime]) -> Vec<CpuTime> {
         })
         .collect()
 }
-

@@ -48,24 +48,50 @@ impl Sink {
     }
 }
 
-/// `bench_redirect` on `lb-c`; detached on drop.
+/// Mirrors `OuterHeader` in lb-bench-ebpf: the outer IPv4 header
+/// `bench_encap` writes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OuterHeader {
+    pub bytes: [u8; 20],
+}
+// SAFETY: repr(C), 20 bytes, no padding.
+unsafe impl aya::Pod for OuterHeader {}
+
+/// A trivial forwarder on `lb-c` that sends everything to one target:
+/// `bench_redirect`, or `bench_encap` with an outer header; detached on
+/// drop.
 pub struct Redirect {
     _ebpf: Ebpf,
 }
 
 impl Redirect {
+    /// `bench_redirect`: MAC rewrite and redirect.
     pub fn attach(lb: &Netns, to: RedirectTo) -> Self {
+        Self::load(lb, "bench_redirect", to, None)
+    }
+
+    /// `bench_encap`: `outer` in front of the frame, then as `bench_redirect`.
+    pub fn attach_encap(lb: &Netns, to: RedirectTo, outer: OuterHeader) -> Self {
+        Self::load(lb, "bench_encap", to, Some(outer))
+    }
+
+    fn load(lb: &Netns, prog: &'static str, to: RedirectTo, outer: Option<OuterHeader>) -> Self {
         let ebpf = in_ns(lb, move || {
-            let mut ebpf = load_bench(&["bench_redirect"]);
+            let mut ebpf = load_bench(&[prog]);
             let mut map: Array<_, RedirectTo> =
                 Array::try_from(ebpf.map_mut("REDIRECT").expect("REDIRECT map")).expect("REDIRECT");
             map.set(0, to, 0).expect("write REDIRECT");
-            xdp_mut(&mut ebpf, "bench_redirect")
+            if let Some(outer) = outer {
+                let mut map: Array<_, OuterHeader> =
+                    Array::try_from(ebpf.map_mut("ENCAP").expect("ENCAP map")).expect("ENCAP");
+                map.set(0, outer, 0).expect("write ENCAP");
+            }
+            xdp_mut(&mut ebpf, prog)
                 .attach(LB_CLIENT_IF, XdpMode::Driver)
-                .unwrap_or_else(|e| panic!("attaching bench_redirect to {LB_CLIENT_IF}: {e:?}"));
+                .unwrap_or_else(|e| panic!("attaching {prog} to {LB_CLIENT_IF}: {e:?}"));
             ebpf
         });
         Self { _ebpf: ebpf }
     }
 }
-

@@ -1,20 +1,23 @@
 //! The lab every case runs in (topology, sinks, the frame, the config) and
 //! one round of a case: set up, warm up, measure, tear down.
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use lb_common::FAMILY_V4;
+use lb_common::encap::source_of_hash;
 use lb_tests::netns::Netns;
 use lb_tests::packet::tcp_flags;
 use lb_tests::packet::{Mac, Packet};
 use lb_tests::proc::{self, LbDaemon};
 use lb_tests::topology::{
-    CLIENT4, LB_CLIENT_IF, PEER_IF, Topology, TopologyOpts, VIP4, lb_target_if, target4,
+    CLIENT4, ConfigSpec, LB_CLIENT_IF, PEER_IF, Topology, TopologyOpts, VIP4, lb_target_if, target4,
 };
 use lb_tests::trafficgen::{Generator, GeneratorSpec, Link, Vary, link, mac_str};
 
 use super::cpu::{cpu_delta, cpu_times};
-use super::forwarders::{Redirect, RedirectTo, Sink};
+use super::forwarders::{OuterHeader, Redirect, RedirectTo, Sink};
 use super::result::{LbProof, Sample};
 use super::{Case, Opts, Proto, WARMUP_LAPS_MAX};
 use crate::nft::NftDnat;
@@ -24,10 +27,16 @@ use crate::nft::NftDnat;
 pub struct Lab {
     sinks: Vec<Sink>,
     topo: Topology,
+    /// `lb run`'s config of the `lb-nat` case.
     config: PathBuf,
+    /// The same with the target group in dsr mode (`lb-dsr`).
+    dsr_config: PathBuf,
     lb_t1: Link,
     target_macs: Vec<Mac>,
     frame: Vec<u8>,
+    /// `bench_encap`'s outer header: what `lb-dsr` puts on the frame for
+    /// target 1.
+    outer: OuterHeader,
 }
 
 pub const TARGETS: usize = 3;
@@ -44,17 +53,7 @@ impl Lab {
                 ..TopologyOpts::default()
             },
         );
-        // Only the IPv4 listener of the traffic's protocol (the standard
-        // spec has IPv6 VIPs and the other protocol too): one VIP, one ring.
-        let listener = format!("{}4", opts.proto.name());
-        let mut spec = topo.config_spec(&[1, 2, 3]);
-        spec.listeners.retain(|l| l.name == listener);
-        spec.target_groups.retain(|g| g.name == listener);
-        assert_eq!(spec.listeners.len(), 1, "standard spec has no {listener}");
-        let capacity = (opts.flows * SLOTS_PER_FLOW).max(lb_common::limits::DEFAULT_FLOW_CAPACITY);
-        spec.daemon_extra
-            .push(format!("flow_capacity = {capacity}"));
-        let config = topo.write_config(&spec);
+        let (config, dsr_config) = write_configs(&topo, opts);
         let client = link(&topo.client, PEER_IF);
         let lb_c = link(&topo.lb, LB_CLIENT_IF);
         let lb_t1 = link(&topo.lb, &lb_target_if(1));
@@ -80,34 +79,19 @@ impl Lab {
             .iter()
             .map(|t| Sink::attach(t, PEER_IF))
             .collect();
-        assert!(
-            (42..=256).contains(&opts.frame_len),
-            "frame length must be 42..=256 bytes"
-        );
-        let vip = (VIP4, opts.proto.vip_port()).into();
-        let frame = match opts.proto {
-            Proto::Udp => Packet::udp((CLIENT4, 1024).into(), vip)
-                .payload(&vec![0u8; opts.frame_len - 42])
-                .udp_zero_checksum(),
-            Proto::Tcp => {
-                assert!(opts.frame_len >= 54, "a TCP frame is 54 bytes at least");
-                Packet::tcp((CLIENT4, 1024).into(), vip, tcp_flags::ACK).payload(&vec![
-                    0u8;
-                    opts.frame_len
-                        - 54
-                ])
-            }
-        }
-        .macs(client.mac, lb_c.mac)
-        .build();
+        let packet = packet(opts).macs(client.mac, lb_c.mac);
+        let frame = packet.build();
         assert_eq!(frame.len(), opts.frame_len);
+        let outer = outer_header(packet);
         Self {
             sinks,
             topo,
             config,
+            dsr_config,
             lb_t1,
             target_macs,
             frame,
+            outer,
         }
     }
 
@@ -134,48 +118,15 @@ impl Lab {
         self.sinks.iter().map(Sink::count).collect()
     }
 
-    fn lb_stats_text(&self) -> String {
-        proc::lb_stats(&proc::lb_bin(), self.topo.lb.name(), &self.config)
-    }
-
-    fn lb_stats(&self) -> Vec<(String, u64)> {
-        datapath_stats(&self.lb_stats_text())
+    fn lb_stats_text(&self, config: &Path) -> String {
+        proc::lb_stats(&proc::lb_bin(), self.topo.lb.name(), config)
     }
 
     /// One round of `case`: set up, warm up, measure, tear down.
     pub fn round(&self, case: Case, opts: &Opts, proof: &mut LbProof) -> Sample {
         match case {
-            Case::Lb => {
-                let daemon = LbDaemon::start(self.topo.lb.name(), &self.config);
-                let before = self.lb_stats();
-                let sinks_before: u64 = self.sink_counts().iter().sum();
-                let (sample, sent) = self.measure(opts);
-                // Let the rings drain before the final counts.
-                thread::sleep(Duration::from_millis(200));
-                let text = self.lb_stats_text();
-                let after = datapath_stats(&text);
-                proof.last_stats = text;
-                let delivered = self.sink_counts().iter().sum::<u64>() - sinks_before;
-                drop(daemon);
-                proof.sent += sent;
-                proof.delivered += delivered;
-                for (name, v) in &after {
-                    let old = before
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map_or(0, |(_, v)| *v);
-                    let d = v - old;
-                    if name == "forwarded" {
-                        proof.forwarded += d;
-                    } else if d > 0 {
-                        match proof.other.iter_mut().find(|(n, _)| n == name) {
-                            Some((_, t)) => *t += d,
-                            None => proof.other.push((name.clone(), d)),
-                        }
-                    }
-                }
-                sample
-            }
+            Case::LbNat => self.lb_round(&self.config, opts, proof),
+            Case::LbDsr => self.lb_round(&self.dsr_config, opts, proof),
             Case::Nftables => {
                 let _nft = NftDnat::install(
                     &self.topo,
@@ -191,7 +142,45 @@ impl Lab {
                 let _redirect = Redirect::attach(&self.topo.lb, self.redirect_to());
                 self.measure(opts).0
             }
+            Case::RedirectIpip => {
+                let _redirect =
+                    Redirect::attach_encap(&self.topo.lb, self.redirect_to(), self.outer);
+                self.measure(opts).0
+            }
         }
+    }
+
+    /// A round of `lb run` with `config`; adds its `lb stats` to `proof`.
+    fn lb_round(&self, config: &Path, opts: &Opts, proof: &mut LbProof) -> Sample {
+        let daemon = LbDaemon::start(self.topo.lb.name(), config);
+        let before = datapath_stats(&self.lb_stats_text(config));
+        let sinks_before: u64 = self.sink_counts().iter().sum();
+        let (sample, sent) = self.measure(opts);
+        // Let the rings drain before the final counts.
+        thread::sleep(Duration::from_millis(200));
+        let text = self.lb_stats_text(config);
+        let after = datapath_stats(&text);
+        proof.last_stats = text;
+        let delivered = self.sink_counts().iter().sum::<u64>() - sinks_before;
+        drop(daemon);
+        proof.sent += sent;
+        proof.delivered += delivered;
+        for (name, v) in &after {
+            let old = before
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, v)| *v);
+            let d = v - old;
+            if name == "forwarded" {
+                proof.forwarded += d;
+            } else if d > 0 {
+                match proof.other.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, t)) => *t += d,
+                    None => proof.other.push((name.clone(), d)),
+                }
+            }
+        }
+        sample
     }
 
     /// Starts the generator, warms up, measures one window; returns the
@@ -251,6 +240,81 @@ impl Lab {
     }
 }
 
+/// Writes the configs of the `lb-nat` and `lb-dsr` cases; returns their
+/// paths. Only the IPv4 listener of the traffic's protocol (the standard
+/// spec has IPv6 VIPs and the other protocol too): one VIP, one ring.
+fn write_configs(topo: &Topology, opts: &Opts) -> (PathBuf, PathBuf) {
+    let listener = format!("{}4", opts.proto.name());
+    let mut spec = topo.config_spec(&[1, 2, 3]);
+    spec.listeners.retain(|l| l.name == listener);
+    spec.target_groups.retain(|g| g.name == listener);
+    assert_eq!(spec.listeners.len(), 1, "standard spec has no {listener}");
+    let capacity = (opts.flows * SLOTS_PER_FLOW).max(lb_common::limits::DEFAULT_FLOW_CAPACITY);
+    spec.daemon_extra
+        .push(format!("flow_capacity = {capacity}"));
+    let config = topo.write_config(&spec);
+    let dsr_config = topo.run_dir().join("lb-dsr.toml");
+    std::fs::write(&dsr_config, dsr_spec(spec, opts.proto.vip_port()).render())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", dsr_config.display()));
+    (config, dsr_config)
+}
+
+/// The client's frame to the VIP (source port 1024, which the generator
+/// varies), without its MACs.
+fn packet(opts: &Opts) -> Packet {
+    assert!(
+        (42..=256).contains(&opts.frame_len),
+        "frame length must be 42..=256 bytes"
+    );
+    let vip = (VIP4, opts.proto.vip_port()).into();
+    match opts.proto {
+        Proto::Udp => Packet::udp((CLIENT4, 1024).into(), vip)
+            .payload(&vec![0u8; opts.frame_len - 42])
+            .udp_zero_checksum(),
+        Proto::Tcp => {
+            assert!(opts.frame_len >= 54, "a TCP frame is 54 bytes at least");
+            Packet::tcp((CLIENT4, 1024).into(), vip, tcp_flags::ACK).payload(&vec![
+                0u8;
+                opts.frame_len
+                    - 54
+            ])
+        }
+    }
+}
+
+/// `spec` with its target group in dsr mode. dsr does not translate
+/// ports: the targets listen on the VIP's `port`. Health checks go to the
+/// targets' own addresses, as in the nat config, rather than through the
+/// VIP (dsr's default): the probe path (an IFB device set up at the first
+/// check, mid-window) would otherwise differ between the two cases. The
+/// sinks answer no check either way; a round is far shorter than the
+/// checks need to call a target unhealthy.
+fn dsr_spec(mut spec: ConfigSpec, port: u16) -> ConfigSpec {
+    for g in &mut spec.target_groups {
+        g.port = port;
+        for t in &mut g.targets {
+            t.port = port;
+        }
+        g.extra.push("forwarding = \"dsr\"".to_owned());
+        g.extra
+            .push("health_check = { address = \"target\" }".to_owned());
+    }
+    spec
+}
+
+/// The outer IPv4 header `lb-dsr` puts on `packet` for target 1, as
+/// `bench_encap` writes it: the balancer's outer source for the flow hash
+/// 0 (the first address of its source range; `lb_xdp` varies it per flow).
+fn outer_header(packet: Packet) -> OuterHeader {
+    let src = source_of_hash(0, FAMILY_V4)[0];
+    let wrapped = packet
+        .encap(Ipv4Addr::from(u32::from_be(src)).into(), target4(1).into())
+        .build();
+    let mut bytes = [0u8; 20];
+    bytes.copy_from_slice(&wrapped[14..34]);
+    OuterHeader { bytes }
+}
+
 /// XDP transmit errors (`ethtool -S`: `tx_queue_N_xdp_xmit_err`) plus TX
 /// drops of a veth.
 fn veth_drops(ns: &Netns, dev: &str) -> u64 {
@@ -282,4 +346,3 @@ fn datapath_stats(text: &str) -> Vec<(String, u64)> {
         })
         .collect()
 }
-

@@ -1,15 +1,23 @@
 //! `cargo xtask bench e2e`: packets per second end to end, client namespace
-//! to target namespaces over veths, through three forwarders measured in the
-//! same run on the same topology ([`Topology`], 3 targets):
+//! to target namespaces over veths, through five forwarders measured in the
+//! same run on the same topology ([`Topology`](lb_tests::topology::Topology),
+//! 3 targets):
 //!
-//! - `lb`: the real `lb run` daemon (XDP `lb_xdp` on every LB interface,
-//!   UDP listener on the VIP, Maglev over the 3 targets, NAT);
+//! - `lb-nat`: the real `lb run` daemon (XDP `lb_xdp` on every LB
+//!   interface, one listener on the VIP, Maglev over the 3 targets, NAT);
+//! - `lb-dsr`: the same daemon and listener with the target group in dsr
+//!   mode (`forwarding = "dsr"`): Maglev, then the client's frame inside an
+//!   outer IPv4 header (protocol 4) to the target;
 //! - `nftables`: no XDP in the LB namespace; the kernel forwards and an
 //!   nftables `dnat` rule spreads flows over the 3 targets (`numgen inc`, so
 //!   per conntrack entry);
 //! - `redirect`: `bench_redirect` (lb-bench-ebpf) on the client-facing veth,
 //!   which only rewrites the MACs and redirects everything to target 1: the
-//!   floor of any XDP forwarder on this path.
+//!   floor of any XDP forwarder on this path;
+//! - `redirect-ipip`: `bench_encap`, the same plus a fixed outer IPv4
+//!   header (`bpf_xdp_adjust_head`, 20 bytes more per frame): the floor of
+//!   any encapsulating forwarder, so `lb-dsr` above it is the balancer's
+//!   own work, as `lb-nat` above `redirect` is ([`Case::floor`]).
 //!
 //! Traffic: 64-byte IPv4 UDP frames client -> VIP:53 with zero UDP checksum,
 //! the source port cycling over all 65536 values (one flow per port, so the
@@ -27,7 +35,13 @@
 //! nothing answers. Delivered pps = sink counts over a window; sent pps =
 //! frames the generator produced over the same window (counted by
 //! `bench_wrap`'s `SEQ`); the difference was dropped on the way, by full veth
-//! rings (reported from the veths' counters) or by the forwarder.
+//! rings (reported from the veths' counters) or by the forwarder. For dsr
+//! the sinks count the encapsulated frames as they reach the target, with
+//! no `lb_decap` behind them: the whole chain runs on one CPU (below), so
+//! a decapsulation there would add the target's work to the balancer's
+//! time per packet, work that a real target pays on a host of its own.
+//! `lb_decap` is the targets' to measure; the namespace tests prove that
+//! it takes these frames.
 //!
 //! Neighbours in the LB namespace are static (the sinks drop ARP), so both
 //! the kernel and `bpf_fib_lookup` resolve the targets without ARP.
@@ -38,8 +52,8 @@
 //! peer's NAPI on the sending CPU, and the test run's `local_bh_enable`
 //! runs it there at once, so generator, forwarder and sinks share one CPU
 //! and the generator sends only as fast as the chain drains. So 1e9 / pps is
-//! the whole chain's CPU time per packet, and the difference to `redirect`
-//! is what the forwarder costs above the floor. Per-CPU busy and softirq
+//! the whole chain's CPU time per packet, and the difference to the case's
+//! floor is what the forwarder costs above it. Per-CPU busy and softirq
 //! shares (from /proc/stat) are reported for every case. (Threaded NAPI
 //! for `lb-c` pinned to the other CPU was tried: the generator then
 //! overruns the veth ring (4-6 Mpps sent, most dropped), every forwarder
@@ -47,12 +61,14 @@
 //! shared across CPUs, wake-ups, the rest of the machine on that CPU), and
 //! the ratios come out the same; so it is not offered.)
 //!
-//! Rounds are interleaved (lb, nftables, redirect, lb, ...) so that
-//! background load drifts affect every case alike; each case is set up and
-//! torn down per round. For `lb`, `lb stats` before and after each round must
-//! show `forwarded` moving by what the sinks received and no `drop_*`
-//! counter moving ([`verify`], run after the results are written). The
-//! config has only the IPv4 UDP listener (3 targets): one VIP, one ring.
+//! Rounds are interleaved (lb-nat, lb-dsr, nftables, redirect,
+//! redirect-ipip, lb-nat, ...) so that background load drifts affect every
+//! case alike; each case is set up and torn down per round. For the `lb`
+//! cases, `lb stats` before and after each round must show `forwarded`
+//! moving by what the sinks received and no `drop_*` counter moving
+//! ([`verify`], run after the results are written). Each config has only
+//! the IPv4 listener of the traffic's protocol (3 targets): one VIP, one
+//! ring.
 mod cpu;
 mod forwarders;
 mod lab;
@@ -121,30 +137,67 @@ impl Proto {
     }
 }
 
-/// The three forwarders.
+/// The forwarders measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Case {
-    Lb,
+    /// `lb run`, target group in nat mode.
+    LbNat,
+    /// `lb run`, target group in dsr mode.
+    LbDsr,
     Nftables,
     Redirect,
+    /// `bench_redirect` plus a fixed outer header: the floor of dsr.
+    RedirectIpip,
 }
 
 impl Case {
-    pub const ALL: [Case; 3] = [Case::Lb, Case::Nftables, Case::Redirect];
+    /// In the order each round runs them.
+    pub const ALL: [Case; 5] = [
+        Case::LbNat,
+        Case::LbDsr,
+        Case::Nftables,
+        Case::Redirect,
+        Case::RedirectIpip,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Case::Lb => "lb",
+            Case::LbNat => "lb-nat",
+            Case::LbDsr => "lb-dsr",
             Case::Nftables => "nftables",
             Case::Redirect => "redirect",
+            Case::RedirectIpip => "redirect-ipip",
         }
     }
 
     pub fn describe(self) -> &'static str {
         match self {
-            Case::Lb => "lb run (XDP lb_xdp, Maglev + NAT, 3 targets)",
+            Case::LbNat => "lb run (XDP lb_xdp, Maglev + NAT, 3 targets)",
+            Case::LbDsr => "lb run (XDP lb_xdp, Maglev + IPIP, 3 targets)",
             Case::Nftables => "kernel forwarding + nftables dnat numgen (3 targets)",
             Case::Redirect => "XDP bench_redirect (MAC rewrite + redirect, target 1 only)",
+            Case::RedirectIpip => {
+                "XDP bench_encap (fixed outer IPv4 header + redirect, target 1 only)"
+            }
+        }
+    }
+
+    /// Whether the case is the `lb run` daemon (its `lb stats` are checked).
+    pub fn is_lb(self) -> bool {
+        matches!(self, Case::LbNat | Case::LbDsr)
+    }
+
+    /// The trivial forwarder doing the same frame work with none of the
+    /// logic: the case's cost is reported above it. dsr's floor pays
+    /// `bpf_xdp_adjust_head` and 20 more bytes per frame, as dsr does, so
+    /// the difference is the balancer's own work (parsing, the connection
+    /// table, Maglev, the outer header's fields); the plain `redirect` is
+    /// the floor of the floors.
+    pub fn floor(self) -> Option<Case> {
+        match self {
+            Case::LbNat | Case::Nftables | Case::RedirectIpip => Some(Case::Redirect),
+            Case::LbDsr => Some(Case::RedirectIpip),
+            Case::Redirect => None,
         }
     }
 }
@@ -173,14 +226,14 @@ pub fn run(opts: &Opts) -> Report {
         .map(|&case| CaseResult {
             case,
             samples: Vec::new(),
+            proof: LbProof::default(),
         })
         .collect();
-    let mut proof = LbProof::default();
     for round in 1..=opts.rounds {
         for r in &mut results {
-            let s = lab.round(r.case, opts, &mut proof);
+            let s = lab.round(r.case, opts, &mut r.proof);
             eprintln!(
-                "round {round}/{}: {:<9} sent {:>10.0} pps, delivered {:>10.0} pps",
+                "round {round}/{}: {:<13} sent {:>10.0} pps, delivered {:>10.0} pps",
                 opts.rounds,
                 r.case.name(),
                 s.sent_pps,
@@ -192,7 +245,6 @@ pub fn run(opts: &Opts) -> Report {
     drop(lab);
     Report {
         cases: results,
-        proof,
         conditions: Conditions {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
@@ -204,4 +256,3 @@ pub fn run(opts: &Opts) -> Report {
         },
     }
 }
-

@@ -5,8 +5,8 @@ use lb_tests::topology::{LB_CLIENT_IF, VIP4};
 
 use super::cpu::CpuTime;
 use super::lab::TARGETS;
-use super::result::Report;
-use super::{Case, Opts, Proto};
+use super::result::{CaseResult, Report};
+use super::{Opts, Proto};
 
 fn generator_desc(opts: &Opts) -> String {
     format!(
@@ -65,13 +65,13 @@ pub fn print(report: &Report, opts: &Opts) {
     println!("generator: {}", generator_desc(opts));
     println!("CPUs: {}", cpu_desc(opts));
     println!(
-        "sink: bench_sink (XDP count + drop) on every target veth; window {:?} after {:?} warm-up (and at least two laps of the flows), {} interleaved rounds, median",
+        "sink: bench_sink (XDP count + drop) on every target veth (dsr: the encapsulated frames, as they arrive); window {:?} after {:?} warm-up (and at least two laps of the flows), {} interleaved rounds, median",
         opts.window, opts.warmup, opts.rounds
     );
     println!();
     println!(
-        "{:<9} {:>13} {:>11} {:>6} {:>8} {:>10} {:>13}  forwarder",
-        "case", "delivered pps", "sent pps", "lost", "ns/pkt", "above", "target shares"
+        "{:<13} {:>13} {:>11} {:>6} {:>8} {:>23} {:>13}  forwarder",
+        "case", "delivered pps", "sent pps", "lost", "ns/pkt", "above floor", "target shares"
     );
     for r in &report.cases {
         let (d, s) = (r.delivered_median(), r.sent_median());
@@ -80,13 +80,12 @@ pub fn print(report: &Report, opts: &Opts) {
             .iter()
             .map(|x| format!("{:.0}", x * 100.0))
             .collect();
-        let above = if r.case == Case::Redirect {
-            "floor".to_owned()
-        } else {
-            format!("+{:.0} ns", report.above_redirect_ns(r.case))
+        let above = match (r.case.floor(), report.above_floor_ns(r.case)) {
+            (Some(f), Some(ns)) => format!("{ns:+.0} ns ({})", f.name()),
+            _ => "floor".to_owned(),
         };
         println!(
-            "{:<9} {:>13.0} {:>11.0} {:>5.1}% {:>8.0} {:>10} {:>13}  {}",
+            "{:<13} {:>13.0} {:>11.0} {:>5.1}% {:>8.0} {:>23} {:>13}  {}",
             r.case.name(),
             d,
             s,
@@ -105,71 +104,85 @@ pub fn print(report: &Report, opts: &Opts) {
             .map(|s| format!("{:.0}", s.delivered_pps))
             .collect();
         println!(
-            "{:<9} rounds: {} pps; {}; veth ring drops {}",
+            "{:<13} rounds: {} pps; {}; veth ring drops {}",
             r.case.name(),
             rounds.join(", "),
             cpu_summary(&r.cpu()),
             r.veth_drops()
         );
     }
-    let (k, t) = report.ratios();
     println!();
-    println!("lb / nftables: {k:.2}x the packets per second");
-    println!("lb / redirect: {t:.2}x the packets per second");
-    let p = &report.proof;
-    println!(
-        "lb stats over the lb rounds: forwarded +{}, sinks received +{}, generator sent {}",
-        p.forwarded, p.delivered, p.sent
-    );
-    if !p.other.is_empty() {
-        let other: Vec<String> = p.other.iter().map(|(n, v)| format!("{n} +{v}")).collect();
-        println!("  other data-path counters moved: {}", other.join(", "));
-    }
-    if proc::verbose() {
+    for (case, baseline) in Report::RATIOS {
         println!(
-            "lb stats after the last lb round:\n{}",
-            p.last_stats.trim_end()
+            "{} / {}: {:.2}x the packets per second",
+            case.name(),
+            baseline.name(),
+            report.ratio(case, baseline)
         );
     }
-    let lb_shares = report.case(Case::Lb).target_shares();
-    if lb_shares
-        .iter()
-        .any(|s| (s - 1.0 / TARGETS as f64).abs() > 0.05)
-    {
+    for r in report.cases.iter().filter(|r| r.case.is_lb()) {
+        let p = &r.proof;
         println!(
-            "note: lb's target shares are far from 1/{TARGETS} each (Maglev over equal weights should be within 1%)"
+            "lb stats over the {} rounds: forwarded +{}, sinks received +{}, generator sent {}",
+            r.case.name(),
+            p.forwarded,
+            p.delivered,
+            p.sent
         );
+        if !p.other.is_empty() {
+            let other: Vec<String> = p.other.iter().map(|(n, v)| format!("{n} +{v}")).collect();
+            println!("  other data-path counters moved: {}", other.join(", "));
+        }
+        if proc::verbose() {
+            println!(
+                "lb stats after the last {} round:\n{}",
+                r.case.name(),
+                p.last_stats.trim_end()
+            );
+        }
+        if r.target_shares()
+            .iter()
+            .any(|s| (s - 1.0 / TARGETS as f64).abs() > 0.05)
+        {
+            println!(
+                "note: {}'s target shares are far from 1/{TARGETS} each (Maglev over equal weights should be within 1%)",
+                r.case.name()
+            );
+        }
     }
     println!("elapsed {:.1?}", c.elapsed);
 }
 
 /// Frames the sinks may count that the LB did not forward: the LB
-/// namespace's own IPv6 neighbour and router traffic toward the targets.
+/// namespace's own IPv6 neighbour and router traffic toward the targets,
+/// the daemon's health probes.
 const SINK_SLACK: u64 = 1000;
 
-/// Checks that the `lb` numbers are the daemon's forwarding: `forwarded`
-/// accounts for what the sinks received and no drop counter moved.
-/// Panics otherwise (after the results are written).
+/// Checks that the numbers of each `lb` case are the daemon's forwarding:
+/// `forwarded` accounts for what the sinks received and no drop counter
+/// moved. Panics otherwise (after the results are written).
 pub fn verify(report: &Report) {
-    let p = &report.proof;
-    assert!(
-        p.forwarded > 0 && p.forwarded + SINK_SLACK >= p.delivered,
-        "lb stats forwarded +{} does not account for the {} packets the sinks received",
-        p.forwarded,
-        p.delivered
-    );
-    let drops: Vec<String> = p
-        .other
-        .iter()
-        .filter(|(n, _)| n.starts_with("drop_"))
-        .map(|(n, v)| format!("{n} +{v}"))
-        .collect();
-    assert!(
-        drops.is_empty(),
-        "the lb rounds dropped packets in the XDP program ({}), so its pps is not all forwarding work\nlb stats after the last lb round:\n{}",
-        drops.join(", "),
-        p.last_stats
-    );
+    for r in report.cases.iter().filter(|r| r.case.is_lb()) {
+        let (p, name) = (&r.proof, r.case.name());
+        assert!(
+            p.forwarded > 0 && p.forwarded + SINK_SLACK >= p.delivered,
+            "{name}: lb stats forwarded +{} does not account for the {} packets the sinks received",
+            p.forwarded,
+            p.delivered
+        );
+        let drops: Vec<String> = p
+            .other
+            .iter()
+            .filter(|(n, _)| n.starts_with("drop_"))
+            .map(|(n, v)| format!("{n} +{v}"))
+            .collect();
+        assert!(
+            drops.is_empty(),
+            "the {name} rounds dropped packets in the XDP program ({}), so its pps is not all forwarding work\nlb stats after its last round:\n{}",
+            drops.join(", "),
+            p.last_stats
+        );
+    }
 }
 
 fn json_f64s(v: impl Iterator<Item = f64>) -> String {
@@ -180,52 +193,78 @@ fn json_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn json(report: &Report, opts: &Opts) -> String {
-    let c = &report.conditions;
-    let cases: Vec<String> = report
-        .cases
-        .iter()
-        .map(|r| {
-            let cpu: Vec<String> = r
-                .cpu()
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{{\"busy\": {:.3}, \"softirq\": {:.3}}}",
-                        c.busy_share(),
-                        c.softirq_share()
-                    )
-                })
-                .collect();
-            format!(
-                "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {:.1}, \"above_redirect_ns\": {:.1}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}}}",
-                json_str(r.case.name()),
-                json_str(r.case.describe()),
-                r.delivered_median(),
-                r.sent_median(),
-                r.ns_per_packet(),
-                report.above_redirect_ns(r.case),
-                json_f64s(r.samples.iter().map(|s| s.delivered_pps)),
-                json_f64s(r.samples.iter().map(|s| s.sent_pps)),
-                r.target_shares()
-                    .iter()
-                    .map(|x| format!("{x:.4}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                cpu.join(", "),
-                r.veth_drops()
-            )
-        })
-        .collect();
-    let (k, t) = report.ratios();
-    let p = &report.proof;
+fn json_proof(r: &CaseResult) -> String {
+    if !r.case.is_lb() {
+        return "null".to_owned();
+    }
+    let p = &r.proof;
     let other: Vec<String> = p
         .other
         .iter()
         .map(|(n, v)| format!("{}: {v}", json_str(n)))
         .collect();
     format!(
-        "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"proto\": \"{}\", \"flows\": {}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratio_lb_over_nftables\": {k:.3},\n  \"ratio_lb_over_redirect\": {t:.3},\n  \"lb_stats\": {{\"forwarded\": {}, \"sinks_received\": {}, \"generator_sent\": {}, \"other\": {{{}}}}}\n}}\n",
+        "{{\"forwarded\": {}, \"sinks_received\": {}, \"generator_sent\": {}, \"other\": {{{}}}}}",
+        p.forwarded,
+        p.delivered,
+        p.sent,
+        other.join(", ")
+    )
+}
+
+fn json_case(report: &Report, r: &CaseResult) -> String {
+    let cpu: Vec<String> = r
+        .cpu()
+        .iter()
+        .map(|c| {
+            format!(
+                "{{\"busy\": {:.3}, \"softirq\": {:.3}}}",
+                c.busy_share(),
+                c.softirq_share()
+            )
+        })
+        .collect();
+    format!(
+        "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {:.1}, \"floor\": {}, \"above_floor_ns\": {}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}, \"lb_stats\": {}}}",
+        json_str(r.case.name()),
+        json_str(r.case.describe()),
+        r.delivered_median(),
+        r.sent_median(),
+        r.ns_per_packet(),
+        r.case
+            .floor()
+            .map_or("null".to_owned(), |f| json_str(f.name())),
+        report
+            .above_floor_ns(r.case)
+            .map_or("null".to_owned(), |ns| format!("{ns:.1}")),
+        json_f64s(r.samples.iter().map(|s| s.delivered_pps)),
+        json_f64s(r.samples.iter().map(|s| s.sent_pps)),
+        r.target_shares()
+            .iter()
+            .map(|x| format!("{x:.4}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        cpu.join(", "),
+        r.veth_drops(),
+        json_proof(r)
+    )
+}
+
+pub fn json(report: &Report, opts: &Opts) -> String {
+    let c = &report.conditions;
+    let cases: Vec<String> = report.cases.iter().map(|r| json_case(report, r)).collect();
+    let ratios: Vec<String> = Report::RATIOS
+        .iter()
+        .map(|&(case, baseline)| {
+            format!(
+                "{}: {:.3}",
+                json_str(&format!("{}/{}", case.name(), baseline.name())),
+                report.ratio(case, baseline)
+            )
+        })
+        .collect();
+    format!(
+        "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"proto\": \"{}\", \"flows\": {}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratios\": {{{}}}\n}}\n",
         json_str(&c.kernel),
         c.cpus,
         json_str(&c.loadavg_before),
@@ -240,9 +279,6 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         opts.rounds,
         c.elapsed.as_secs_f64(),
         cases.join(",\n"),
-        p.forwarded,
-        p.delivered,
-        p.sent,
-        other.join(", ")
+        ratios.join(", ")
     )
 }

@@ -20,12 +20,13 @@ pub struct Sample {
     pub veth_drops: u64,
 }
 
-
 /// All rounds of one case.
 #[derive(Clone, Debug)]
 pub struct CaseResult {
     pub case: Case,
     pub samples: Vec<Sample>,
+    /// `lb stats` evidence (lb cases only).
+    pub proof: LbProof,
 }
 
 impl CaseResult {
@@ -74,7 +75,7 @@ impl CaseResult {
     }
 }
 
-/// `lb stats` evidence for the `lb` case, summed over its rounds (from
+/// `lb stats` evidence for an `lb` case, summed over its rounds (from
 /// before the generator started until after it stopped).
 #[derive(Clone, Debug, Default)]
 pub struct LbProof {
@@ -83,7 +84,7 @@ pub struct LbProof {
     pub delivered: u64,
     /// Every other data-path counter that moved, with its delta.
     pub other: Vec<(String, u64)>,
-    /// `lb stats` after the last `lb` round.
+    /// `lb stats` after the case's last round.
     pub last_stats: String,
 }
 
@@ -100,7 +101,6 @@ pub struct Conditions {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub cases: Vec<CaseResult>,
-    pub proof: LbProof,
     pub conditions: Conditions,
 }
 
@@ -112,18 +112,27 @@ impl Report {
             .expect("every case ran")
     }
 
-    /// (lb / nftables, lb / redirect) of the median delivered pps.
-    pub fn ratios(&self) -> (f64, f64) {
-        let lb = self.case(Case::Lb).delivered_median();
-        (
-            lb / self.case(Case::Nftables).delivered_median(),
-            lb / self.case(Case::Redirect).delivered_median(),
-        )
+    /// The ratios reported, as (case, baseline): how many times the
+    /// baseline's median delivered pps the case achieves.
+    pub const RATIOS: [(Case, Case); 6] = [
+        (Case::LbNat, Case::Nftables),
+        (Case::LbNat, Case::Redirect),
+        (Case::LbDsr, Case::RedirectIpip),
+        (Case::LbDsr, Case::Redirect),
+        (Case::LbDsr, Case::LbNat),
+        (Case::RedirectIpip, Case::Redirect),
+    ];
+
+    /// `case`'s median delivered pps over `baseline`'s.
+    pub fn ratio(&self, case: Case, baseline: Case) -> f64 {
+        self.case(case).delivered_median() / self.case(baseline).delivered_median()
     }
 
-    /// ns per packet of `case` above the `redirect` floor.
-    pub fn above_redirect_ns(&self, case: Case) -> f64 {
-        self.case(case).ns_per_packet() - self.case(Case::Redirect).ns_per_packet()
+    /// ns per packet of `case` above its floor ([`Case::floor`]), if it
+    /// has one.
+    pub fn above_floor_ns(&self, case: Case) -> Option<f64> {
+        let floor = case.floor()?;
+        Some(self.case(case).ns_per_packet() - self.case(floor).ns_per_packet())
     }
 }
 
@@ -135,4 +144,3 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
-
