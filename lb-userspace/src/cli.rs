@@ -231,6 +231,13 @@ pub fn print_stats(s: &Snapshot, out: &mut impl Write) -> io::Result<()> {
             f.untracked
         )?;
     }
+    // Before the data path's table, which readers take to run to the end.
+    if !s.probes.is_empty() {
+        writeln!(out, "dsr health probes (lb_probe_encap)")?;
+        for (stat, n) in &s.probes {
+            writeln!(out, "  {:<20} {n:>12}", stat.name())?;
+        }
+    }
     writeln!(out, "data path")?;
     for (stat, n) in &s.stats {
         writeln!(out, "  {:<20} {n:>12}", stat.name())?;

@@ -168,7 +168,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         userspace,
         routable,
         checker,
-        probes: Probes::new(),
+        probes: Probes::new(config.daemon.pin_dir.clone()),
         metrics: Arc::clone(&metrics),
         announcer,
     };

@@ -30,6 +30,9 @@ pub fn direct_if(i: usize) -> String {
 /// Interface of the direct link in each target namespace.
 pub const TARGET_DIRECT_IF: &str = "d0";
 
+/// The balancer's `/metrics` (`api.metrics_listen`), inside its namespace.
+pub const METRICS_LISTEN: &str = "127.0.0.1:9181";
+
 /// A [`Lab`] in dsr mode (see the module docs). Fields drop in order:
 /// the decapsulation detached, the direct links, then the lab.
 pub struct DsrLab {
@@ -51,7 +54,9 @@ impl DsrLab {
         let registered: Vec<usize> = (1..=targets).collect();
         let keys = keys.to_owned();
         let lab = Lab::with(name, targets, &registered, move |spec| {
-            dsr_groups(spec, &keys)
+            dsr_groups(spec, &keys);
+            spec.api_extra
+                .push(format!("metrics_listen = {METRICS_LISTEN:?}"));
         });
         let mut dsr = Self {
             attached: Vec::new(),
@@ -167,6 +172,23 @@ impl DsrLab {
             String::from_utf8_lossy(&out.stdout)
         );
         self.attached.push(i);
+    }
+
+    /// The value of `series` (name and labels as printed) in the
+    /// balancer's `/metrics`; `None` when absent.
+    pub fn metric(&self, series: &str) -> Option<u64> {
+        let url = format!("http://{METRICS_LISTEN}/metrics");
+        let text = netns::exec_in_stdout(
+            self.lab.topo.lb.name(),
+            &["curl", "-sS", "-m", "5", url.as_str()],
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{series} = {v:?}: {e}"))
+            })
     }
 
     /// `lb target status` of target `i`.

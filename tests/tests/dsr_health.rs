@@ -5,8 +5,9 @@
 //! turns unhealthy although its service still listens on its own address;
 //! with `address = "target"` the same target stays healthy. The probes
 //! really arrive encapsulated (the target's `lb_decap` counts them), for
-//! TCP over IPv4 and IPv6 (the UDP groups are checked over TCP). `lb down`
-//! leaves no rule, route or device behind. Needs root; `cargo xtask test`
+//! TCP over IPv4 and IPv6 (the UDP groups are checked over TCP), and the
+//! balancer's probe program counts what it wrapped (`lb stats`,
+//! `/metrics`). `lb down` leaves no rule, route, device or pin behind. Needs root; `cargo xtask test`
 //! builds `lb`.
 use std::time::{Duration, Instant};
 
@@ -80,17 +81,51 @@ fn stays(dsr: &DsrLab, i: usize, state: &str, what: &str) {
     }
 }
 
+/// The series of the probe program's `encapsulated` count in `/metrics`.
+const ENCAPSULATED_SERIES: &str = "lb_health_probe_packets_total{verdict=\"encapsulated\"}";
+
+/// The probe program's `encapsulated` count in `lb stats`, if it ran.
+fn probes_encapsulated(dsr: &DsrLab) -> Option<u64> {
+    let stats = lb_stats(dsr);
+    let (_, section) = stats.split_once("dsr health probes")?;
+    Some(counter(section, "encapsulated"))
+}
+
+fn lb_stats(dsr: &DsrLab) -> String {
+    let lab = &dsr.lab;
+    proc::lb_stats(&lab.lb, lab.topo.lb.name(), &lab.config)
+}
+
 #[test]
 fn a_target_with_broken_decapsulation_turns_unhealthy_through_the_vip() {
     let dsr = DsrLab::new("dsrhc", 2);
     // The probes arrive wrapped: t1's decapsulation program counts them
-    // while no client sends anything.
+    // while no client sends anything, and the balancer's probe program
+    // counts what it wrapped, in `lb stats` and `/metrics` alike.
+    // Read in nested order (the balancer's counts outside t1's), so every
+    // packet t1 counts in its window was wrapped in the wider one.
+    let scraped_before = dsr.metric(ENCAPSULATED_SERIES).expect("probe series");
+    let wrapped_before = probes_encapsulated(&dsr).expect("probe counters in lb stats");
     let before = counter(&dsr.target_status(1), "decapsulated");
     std::thread::sleep(Duration::from_secs(3));
     let after = counter(&dsr.target_status(1), "decapsulated");
     assert!(
         after >= before + 4,
         "t1 decapsulated {before} then {after}: the probes (4 groups, 1 s) did not arrive wrapped"
+    );
+    // Every probe packet t1 took off went through the probe program (and
+    // t2's besides).
+    let wrapped = probes_encapsulated(&dsr).expect("probe counters") - wrapped_before;
+    assert!(
+        wrapped >= after - before,
+        "the probe program counted {wrapped} wrapped packets while t1 alone decapsulated {}\n{}",
+        after - before,
+        lb_stats(&dsr)
+    );
+    let scraped = dsr.metric(ENCAPSULATED_SERIES).expect("probe series");
+    assert!(
+        scraped >= scraped_before + wrapped,
+        "/metrics counted {scraped_before} then {scraped} wrapped probe packets; lb stats {wrapped} in between"
     );
     break_decapsulation(&dsr);
     for g in GROUPS {
@@ -116,6 +151,9 @@ fn a_target_with_broken_decapsulation_turns_unhealthy_through_the_vip() {
 #[test]
 fn the_target_address_option_keeps_such_a_target_healthy() {
     let dsr = DsrLab::with_check_keys("dsrhct", 2, ", address = \"target\"");
+    // No probe goes through a VIP: no probe program, no counters.
+    assert_eq!(probes_encapsulated(&dsr), None, "{}", lb_stats(&dsr));
+    assert_eq!(dsr.metric(ENCAPSULATED_SERIES), None);
     let before = counter(&dsr.target_status(1), "decapsulated");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -200,6 +238,9 @@ fn lb_down_removes_the_probe_path() {
     );
     dsr.lab.stop_daemon();
     let lab = &dsr.lab;
+    let pin = lab.topo.pin_dir().join(lb_common::probe::STATS);
+    assert!(pin.exists(), "the probe counters are pinned");
     proc::lb_down(&lab.lb, lab.topo.lb.name(), &lab.config);
     assert_eq!(probe_path_leftovers(&dsr), Vec::<String>::new());
+    assert!(!pin.exists(), "lb down unpins the probe counters");
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
-use lb_common::{Counters, FlowCounters, Stat, Target, TargetState, VipKey, VipMeta, maps};
+use lb_common::{
+    Counters, FlowCounters, Stat, Target, TargetState, VipKey, VipMeta, maps,
+    probe::{self, ProbeStat},
+};
 
 use super::{
     bpffs::Pins,
@@ -35,6 +38,9 @@ pub struct Snapshot {
     pub active_flows: u64,
     /// Of those, not confirmed yet (handshake or first reply not seen).
     pub embryonic_flows: u64,
+    /// The dsr probe program's verdicts (`lb_probe_encap`), every one; empty
+    /// when it never ran with these pins (no probe went through a VIP).
+    pub probes: Vec<(ProbeStat, u64)>,
 }
 
 fn open(pins: &Pins, name: &str) -> Result<MapData, StatsError> {
@@ -123,5 +129,25 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
     snap.flow_capacity = occupancy.capacity;
     snap.active_flows = occupancy.live();
     snap.embryonic_flows = occupancy.embryonic;
+    snap.probes = probe_stats(&pins)?;
     Ok(snap)
+}
+
+/// The pinned `PROBE_STATS` summed over CPUs, or nothing when not pinned.
+fn probe_stats(pins: &Pins) -> Result<Vec<(ProbeStat, u64)>, StatsError> {
+    if !pins.map(probe::STATS).exists() {
+        return Ok(Vec::new());
+    }
+    let stats: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pins, probe::STATS)?))
+            .map_err(err(pins, probe::STATS))?;
+    ProbeStat::ALL
+        .into_iter()
+        .map(|stat| {
+            let values = stats
+                .get(&(stat as u32), 0)
+                .map_err(err(pins, probe::STATS))?;
+            Ok((stat, values.iter().sum()))
+        })
+        .collect()
 }

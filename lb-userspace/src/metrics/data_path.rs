@@ -3,7 +3,8 @@
 //! metrics: `ActiveFlowCount`, `NewFlowCount`, `ProcessedBytes`,
 //! `ProcessedPackets`, per listener and per target, and the connection
 //! table's own numbers (capacity, unconfirmed flows, SYNs, displacements and
-//! untracked flows per listener: what shows a flood and what it cost).
+//! untracked flows per listener: what shows a flood and what it cost), and
+//! what the dsr probe program did with the health probes it saw.
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,7 +23,7 @@ use crate::{
 };
 
 /// Names this collector emits (families; counters get `_total` appended).
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 18] = [
     "lb_active_flow_count",
     "lb_flow_table_capacity",
     "lb_unconfirmed_flow_count",
@@ -40,6 +41,7 @@ pub const NAMES: [&str; 17] = [
     "lb_dropped_packets",
     "lb_passed_packets",
     "lb_data_path_packets",
+    "lb_health_probe_packets",
 ];
 
 /// One scrape's numbers, labels resolved.
@@ -59,6 +61,8 @@ pub(super) struct View {
     passes: Vec<(&'static str, u64)>,
     /// Every other stat (`forwarded`, `returned`, ...).
     others: Vec<(&'static str, u64)>,
+    /// The dsr probe program's verdicts (none: it never ran).
+    probes: Vec<(&'static str, u64)>,
 }
 
 impl View {
@@ -90,6 +94,7 @@ impl View {
                     (name, *c)
                 })
                 .collect(),
+            probes: s.probes.iter().map(|(p, n)| (p.name(), *n)).collect(),
             ..View::default()
         };
         for &(stat, n) in &s.stats {
@@ -268,6 +273,15 @@ impl Collector for DataPathCollector {
             "action",
             v.others.clone(),
         )?;
+        if !v.probes.is_empty() {
+            counters(
+                &mut encoder,
+                "lb_health_probe_packets",
+                "Packets of dsr health probes through the VIP by what the probe program did (encapsulated, not_marked, unknown_mark, wrong_family, malformed, no_route)",
+                "verdict",
+                v.probes.clone(),
+            )?;
+        }
         Ok(())
     }
 }

@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 
-use lb_common::{Counters, FlowCounters, PROTO_TCP, PROTO_UDP, Stat, TargetState, VipMeta};
+use lb_common::{
+    Counters, FlowCounters, PROTO_TCP, PROTO_UDP, Stat, TargetState, VipMeta, probe::ProbeStat,
+};
 
 use super::*;
 use crate::{
@@ -64,6 +66,11 @@ fn snapshot() -> Snapshot {
         flow_capacity: 1024,
         active_flows: 7,
         embryonic_flows: 2,
+        probes: ProbeStat::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (p, 1000 + i as u64))
+            .collect(),
     }
 }
 
@@ -107,6 +114,9 @@ fn data_path_metrics_by_listener_and_target() {
         "lb_passed_packets_total{reason=\"mtu\"} 150",
         "lb_data_path_packets_total{action=\"forwarded\"} 0",
         "lb_data_path_packets_total{action=\"too_big_sent\"} 160",
+        "# TYPE lb_health_probe_packets counter",
+        "lb_health_probe_packets_total{verdict=\"encapsulated\"} 1000",
+        "lb_health_probe_packets_total{verdict=\"no_route\"} 1005",
     ] {
         has(&text, line);
     }
@@ -125,6 +135,19 @@ fn data_path_metrics_by_listener_and_target() {
         })
         .count();
     assert_eq!(stat_lines, Stat::ALL.len());
+}
+
+/// Hosts that never probed through a VIP (no dsr group, or `address =
+/// "target"`) have no probe program and no probe series.
+#[test]
+fn without_probe_counters_there_is_no_probe_family() {
+    let m = Metrics::new();
+    let snap = Snapshot {
+        probes: Vec::new(),
+        ..snapshot()
+    };
+    let text = m.encode(Some(&snap), &config());
+    assert!(!text.contains("lb_health_probe_packets"), "{text}");
 }
 
 #[test]

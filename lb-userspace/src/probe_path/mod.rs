@@ -16,6 +16,8 @@ mod marks;
 mod netlink;
 mod program;
 
+use std::path::PathBuf;
+
 use tracing::{error, info};
 
 use crate::{
@@ -57,17 +59,22 @@ pub enum ProbePathError {
 }
 
 /// The probe path while it runs, and the marks of the targets it serves.
-#[derive(Default)]
 pub struct Probes {
     program: Option<Program>,
     marks: Marks,
+    /// Where the program's counters are pinned (`daemon.pin_dir`).
+    pin_dir: PathBuf,
 }
 
 impl Probes {
     /// A path that is not set up yet (set up by the first [`Probes::prepare`]
-    /// that needs it).
-    pub fn new() -> Self {
-        Self::default()
+    /// that needs it), its counters to be pinned in `pin_dir`.
+    pub fn new(pin_dir: PathBuf) -> Self {
+        Self {
+            program: None,
+            marks: Marks::default(),
+            pin_dir,
+        }
     }
 
     /// Sets the path up when `jobs` need it and it is not (a failure is
@@ -79,7 +86,7 @@ impl Probes {
             .iter()
             .any(|j| matches!(j.route, Route::Encapsulated { .. }));
         if needed && self.program.is_none() {
-            match start().await {
+            match start(&self.pin_dir).await {
                 Ok(program) => {
                     info!(device = DEVICE, table = TABLE, "dsr probe path set up");
                     self.program = Some(program);
@@ -128,10 +135,10 @@ async fn netlink() -> Result<rtnetlink::Handle, ProbePathError> {
     Ok(handle)
 }
 
-async fn start() -> Result<Program, ProbePathError> {
+async fn start(pin_dir: &std::path::Path) -> Result<Program, ProbePathError> {
     let handle = netlink().await?;
     netlink::set_up(&handle).await?;
-    Program::attach(DEVICE)
+    Program::attach(DEVICE, pin_dir)
 }
 
 /// `lb down`: removes the rules and the device; returns what it removed.

@@ -1,11 +1,15 @@
 //! The `lb_probe_encap` object embedded in `lb`: loaded, attached to the
 //! probe device's egress by a TCX link the daemon holds (so it goes when
-//! the daemon goes: nothing is pinned), and its target map.
+//! the daemon goes), and its target map. Only its counters (`PROBE_STATS`)
+//! are pinned, in the pin directory beside the XDP program's maps: `lb
+//! stats` and `/metrics` read them there like the data path's, and they
+//! survive restarts like those do (`lb down` unpins them).
 use std::net::IpAddr;
+use std::path::Path;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData},
+    maps::{HashMap, MapData, MapInfo},
     programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions},
 };
 use lb_common::{VipAddrKey, probe};
@@ -22,12 +26,16 @@ pub struct Program {
 }
 
 impl Program {
-    /// Loads the program and attaches it to `device`'s egress.
-    pub fn attach(device: &str) -> Result<Self, ProbePathError> {
+    /// Loads the program, its counters pinned in `pin_dir` (reused when
+    /// pinned already), and attaches it to `device`'s egress.
+    pub fn attach(device: &str, pin_dir: &Path) -> Result<Self, ProbePathError> {
         if OBJECT.is_empty() {
             return Err(ProbePathError::NoObject);
         }
+        let stats = pin_dir.join(probe::STATS);
+        drop_stale(&stats)?;
         let mut ebpf = EbpfLoader::new()
+            .map_pin_path(probe::STATS, &stats)
             .load(OBJECT)
             .map_err(|e| ProbePathError::Load(e.to_string()))?;
         let prog: &mut SchedClassifier = ebpf
@@ -71,4 +79,20 @@ impl Program {
             Err(e) => Err(ProbePathError::Map(e.to_string())),
         }
     }
+}
+
+/// Removes a pinned `PROBE_STATS` of another layout (an older `lb` with
+/// fewer or more verdicts): its counts would be read under the wrong
+/// names, and the loader could not reuse it.
+fn drop_stale(path: &Path) -> Result<(), ProbePathError> {
+    let Ok(info) = MapInfo::from_pin(path) else {
+        return Ok(());
+    };
+    let fits = info.max_entries() == probe::PROBE_STAT_COUNT
+        && info.value_size() as usize == size_of::<u64>();
+    if fits {
+        return Ok(());
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| ProbePathError::Map(format!("removing the stale pin {}: {e}", path.display())))
 }

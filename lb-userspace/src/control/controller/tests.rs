@@ -60,7 +60,7 @@ fn controller(config: Config) -> (Controller, RoutableWatch) {
         userspace,
         routable,
         checker,
-        probes: crate::probe_path::Probes::new(),
+        probes: crate::probe_path::Probes::new("/nonexistent/pins".into()),
         metrics,
         announcer,
     };
