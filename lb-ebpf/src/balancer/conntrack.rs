@@ -21,7 +21,10 @@
 //! published in order (`insert`: state Free, key and fields, check, state).
 //! A reader that sees a half-written entry, or an entry two CPUs filled at
 //! once, finds that its `check` does not match and treats the slot as free:
-//! a lookup does not use it, and the survey for a new flow counts it free.
+//! a lookup does not use it, and the survey for a new flow counts it free
+//! until the survey has found a free or expired slot (checking an entry
+//! costs a hash of its key, so the survey stops checking then: see
+//! [`survey_slot`]).
 //! Single fields (state, last_seen, flags) are updated with single stores.
 //! The daemon frees entries only with a compare-and-swap of the word that
 //! holds `last_seen` and `state` (lb-userspace's flow_table).
@@ -267,7 +270,14 @@ extern "C" fn survey_slot(i: u32, ctx: *mut c_void) -> i64 {
                 e.vip_id,
             )
     };
-    if e.expired(s.now) || torn() {
+    // Checked only until a dead slot turns up: the check recomputes the
+    // key's table hash and `entry_check`, and with a free or expired slot
+    // at hand a torn entry is not needed. It is left for later (it fails
+    // every lookup's own check, and a survey of full sets checks it); when
+    // no slot is dead, every entry is checked, as a flood of new flows
+    // over full sets needs.
+    let check = s.dead[0] == NONE && s.dead[1] == NONE;
+    if e.expired(s.now) || (check && torn()) {
         let dead = if second {
             &mut s.dead[1]
         } else {
