@@ -305,7 +305,7 @@ fn main() {
             let (rows, cost) = xdp::run(&opts);
             print_table(&rows, repeat, rounds, cpu);
             println!(
-                "tracked flow: {:.1} B of kernel memory, both directions (one FLOWS entry and its FLOW_TAGS tag; memlock of a table of {} entries)",
+                "tracked flow: {:.1} B of kernel memory, both directions (one FLOWS entry and its share of a FLOW_META record; memlock of a table of {} entries)",
                 cost.bytes_per_flow, cost.capacity
             );
             write_json(&path, &json(&rows, &cost, &opts));

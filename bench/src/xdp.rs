@@ -557,7 +557,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
 }
 
 /// Bytes of kernel memory per slot of the connection table (one `FLOWS`
-/// entry holds both directions of a flow, plus its tag in `FLOW_TAGS`),
+/// entry holds both directions of a flow, plus its share of its set's `FLOW_META` record),
 /// from the kernel's memlock accounting divided by the slots.
 #[derive(Clone, Debug)]
 pub struct FlowCost {
@@ -567,9 +567,9 @@ pub struct FlowCost {
 
 fn flow_cost(fx: &Fixture) -> FlowCost {
     let (flows, cap) = fx.map_memlock(lb_common::maps::FLOWS);
-    let (tags, _) = fx.map_memlock(lb_common::maps::FLOW_TAGS);
+    let (meta, _) = fx.map_memlock(lb_common::maps::FLOW_META);
     FlowCost {
-        bytes_per_flow: (flows + tags) as f64 / cap as f64,
+        bytes_per_flow: (flows + meta) as f64 / cap as f64,
         capacity: cap,
     }
 }

@@ -19,17 +19,39 @@ use crate::{
 /// Entries per set; each flow has two candidate sets.
 pub const FLOW_WAYS: u32 = 4;
 
-/// One value of `FLOW_TAGS`: the tag ([`crate::hash::entry_tag`] of the
-/// key's table hash) of each entry of one `FLOWS` set, written with the
-/// entry. A lookup reads a set's tags (8 bytes; the whole map is 2 bytes a
-/// slot, small enough to stay in the CPU caches) and then only the entries
-/// whose tag matches, so finding an established flow costs one cold cache
-/// line, its entry, instead of a line per entry scanned. Tags are hints:
-/// a lookup whose tags match nothing scans the sets' entries as well
-/// before it calls a flow new (and rewrites the tag it finds stale), so a
-/// stale or missing tag (the daemon frees entries without clearing theirs;
-/// a table pinned by a version without tags) costs time, never a flow.
-pub type SetTags = [u16; FLOW_WAYS as usize];
+/// One value of `FLOW_META`: what the program keeps of each entry of one
+/// `FLOWS` set beside the entries, written with them, so that neither a
+/// lookup nor a new flow's choice of slot reads entries it does not use.
+///
+/// - `tags`: the tag ([`crate::hash::entry_tag`] of the key's table hash)
+///   of each way. A lookup reads them (one 8-byte load) and compares keys
+///   only in the entries whose tag matches: finding a flow costs its entry's
+///   cache line; a miss (a new flow) costs no entry at all. Every entry the
+///   program publishes has its tag written first, so a key whose tag is
+///   in no way of its sets has no entry. (The loader refuses a pinned
+///   `FLOWS` without this map beside it: its entries would have no tags.)
+/// - `states` and `deadlines`: each way's state and the tick after which
+///   it expires (`last_seen` + [`FlowEntry::lifetime`]), rewritten when
+///   the program changes either. A new flow chooses its slot from these
+///   (two records, one per candidate set, instead of eight entries), then
+///   checks the chosen entry itself before it writes there: these fields
+///   are hints (the daemon frees entries without touching them; two CPUs
+///   may race), and a hint the entry contradicts sends the new flow to a
+///   survey of the entries themselves, which rewrites the hints. So stale
+///   hints cost time, never a flow.
+///
+/// 32 bytes, aligned: two sets' records share a cache line and none
+/// straddles two (the array is memory-mappable, so it starts on a page).
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SetMeta {
+    pub tags: [u16; FLOW_WAYS as usize],
+    /// `FlowState as u8` of each way.
+    pub states: [u8; FLOW_WAYS as usize],
+    pub _pad: u32,
+    /// Ticks: each way's entry holds no flow once `age(now, deadline) > 0`.
+    pub deadlines: [u32; FLOW_WAYS as usize],
+}
 
 /// A flow's identity: the client's packet as received (client -> VIP).
 #[repr(C, align(8))]
@@ -152,30 +174,21 @@ impl FlowEntry {
     /// the only one this host sees), or a RST either way.
     #[inline(always)]
     pub const fn closing(&self) -> bool {
-        let f = self.flags;
-        f & entry_flags::RST != 0
-            || (f & entry_flags::FIN != 0 && f & (entry_flags::TARGET_FIN | entry_flags::DSR) != 0)
+        closing(self.flags)
     }
 
-    /// How long the entry lives without packets, in ticks: the closing
-    /// timeout once it is [`closing`](Self::closing), or after any FIN
-    /// before it was confirmed; at most the handshake timeout before a TCP
-    /// handshake completed; else the VIP's idle timeout (also after one
-    /// side's FIN: the other side may go on sending, or be silent for
-    /// long, in a half-closed connection).
+    /// How long the entry lives without packets, in ticks: see
+    /// [`lifetime`].
     #[inline(always)]
     pub const fn lifetime(&self) -> u32 {
-        let fin = self.flags & (entry_flags::FIN | entry_flags::TARGET_FIN) != 0;
-        let seconds = if self.closing() || (fin && self.state != FlowState::Established as u8) {
-            TCP_CLOSING_TIMEOUT_S
-        } else if (self.state == FlowState::Syn as u8 || self.state == FlowState::SynAck as u8)
-            && TCP_HANDSHAKE_TIMEOUT_S < self.idle_timeout_s as u32
-        {
-            TCP_HANDSHAKE_TIMEOUT_S
-        } else {
-            self.idle_timeout_s as u32
-        };
-        timeout_ticks(seconds)
+        lifetime(self.state, self.flags, self.idle_timeout_s)
+    }
+
+    /// The tick after which the entry holds no flow unless a packet
+    /// refreshes it ([`SetMeta::deadlines`]).
+    #[inline(always)]
+    pub const fn deadline(&self) -> u32 {
+        self.last_seen.wrapping_add(self.lifetime())
     }
 
     /// Holds no flow at `now` (ticks): free, or idle past its lifetime.
@@ -183,6 +196,37 @@ impl FlowEntry {
     pub const fn expired(&self, now: u32) -> bool {
         self.state == FlowState::Free as u8 || age(now, self.last_seen) > self.lifetime() as i32
     }
+}
+
+/// An entry with `flags` is closing: see [`FlowEntry::closing`].
+#[inline(always)]
+pub const fn closing(flags: u8) -> bool {
+    flags & entry_flags::RST != 0
+        || (flags & entry_flags::FIN != 0
+            && flags & (entry_flags::TARGET_FIN | entry_flags::DSR) != 0)
+}
+
+/// How long an entry in `state` with `flags` and the VIP's idle timeout
+/// lives without packets, in ticks: the closing timeout once it is
+/// [`closing`](FlowEntry::closing), or after any FIN before it was
+/// confirmed; at most the handshake timeout before a TCP handshake
+/// completed; else the VIP's idle timeout (also after one side's FIN: the
+/// other side may go on sending, or be silent for long, in a half-closed
+/// connection). A free function so a new entry's expiry is known before
+/// the entry is written.
+#[inline(always)]
+pub const fn lifetime(state: u8, flags: u8, idle_timeout_s: u16) -> u32 {
+    let fin = flags & (entry_flags::FIN | entry_flags::TARGET_FIN) != 0;
+    let seconds = if closing(flags) || (fin && state != FlowState::Established as u8) {
+        TCP_CLOSING_TIMEOUT_S
+    } else if (state == FlowState::Syn as u8 || state == FlowState::SynAck as u8)
+        && TCP_HANDSHAKE_TIMEOUT_S < idle_timeout_s as u32
+    {
+        TCP_HANDSHAKE_TIMEOUT_S
+    } else {
+        idle_timeout_s as u32
+    };
+    timeout_ticks(seconds)
 }
 
 /// Ticks from `last_seen` to `now`, signed: another CPU may have stamped the
@@ -305,7 +349,7 @@ impl DataPathConfig {
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 64);
-const _: () = assert!(core::mem::size_of::<SetTags>() == 8);
+const _: () = assert!(core::mem::size_of::<SetMeta>() == 32);
 const _: () = assert!(core::mem::size_of::<ReplyKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ReplyTargets>() == 8 + 20 * MAX_VIPS_PER_TARGET);
 const _: () = assert!(core::mem::size_of::<DataPathConfig>() == 16);

@@ -75,7 +75,7 @@ pub fn second_hash(h: u32, seed2: u32) -> u32 {
     finish(h ^ seed2, 4)
 }
 
-/// A flow's tag in `FLOW_TAGS` (lb_common::flow::SetTags): 16 bits of a
+/// A flow's tag in `FLOW_META` (lb_common::flow::SetMeta): 16 bits of a
 /// remix of its table hash, so that they do not repeat the bits that chose
 /// its set. Host-local, like `table_hash`.
 #[inline(always)]

@@ -12,9 +12,10 @@ pub const TARGETS: &str = "TARGETS";
 /// `u32 -> FlowEntry`: the connection table (a set-associative hash table
 /// the program manages; memory-mappable).
 pub const FLOWS: &str = "FLOWS";
-/// `u32 set -> SetTags`: 16-bit tags of each `FLOWS` set's entries, so a
-/// lookup reads one small line instead of every entry of a set.
-pub const FLOW_TAGS: &str = "FLOW_TAGS";
+/// `u32 set -> SetMeta`: each `FLOWS` set's tags, states and expiry ticks,
+/// so lookups and new flows read a small record instead of every entry of
+/// a set (memory-mappable).
+pub const FLOW_META: &str = "FLOW_META";
 /// `ReplyKey -> ReplyTargets`: nat targets and the VIPs they serve, so a
 /// reply finds its flow's entry.
 pub const REPLIES: &str = "REPLIES";
@@ -42,7 +43,7 @@ pub const ALL: [&str; 15] = [
     MAGLEV,
     TARGETS,
     FLOWS,
-    FLOW_TAGS,
+    FLOW_META,
     REPLIES,
     CONFIG,
     PORTS,
@@ -60,7 +61,7 @@ pub const UNPINNED: [&str; 1] = ["SCRATCH"];
 
 /// Pins older versions made that this one no longer has: their presence
 /// means the pinned layout is not this version's, and `lb down` removes them.
-pub const LEGACY: [&str; 1] = ["NAT"];
+pub const LEGACY: [&str; 2] = ["NAT", "FLOW_TAGS"];
 
 /// The XDP program's symbol (and pin name).
 pub const PROGRAM: &str = "lb_xdp";

@@ -9,6 +9,7 @@ unsafe impl aya::Pod for VipMeta {}
 unsafe impl aya::Pod for Target {}
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowEntry {}
+unsafe impl aya::Pod for flow::SetMeta {}
 unsafe impl aya::Pod for ReplyKey {}
 unsafe impl aya::Pod for ReplyTargets {}
 unsafe impl aya::Pod for DataPathConfig {}

@@ -51,7 +51,7 @@ use lb_common::maps::{self, port_flags};
 use lb_common::{
     Addr, Counters, DataPathConfig, FlowCounters, FlowEntry, FlowKey, FlowState, ReplyKey,
     ReplyTargets, Stat, Target, VipAddrKey, VipKey, VipMeta,
-    flow::{FLOW_WAYS, SetTags, ticks},
+    flow::{FLOW_WAYS, SetMeta, ticks},
     hash::{entry_check, entry_tag, table_hash},
 };
 
@@ -485,7 +485,7 @@ impl Fixture {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::MAGLEV, RING_SLOTS * ring_size)
             .map_max_entries(maps::FLOWS, entries)
-            .map_max_entries(maps::FLOW_TAGS, entries / FLOW_WAYS)
+            .map_max_entries(maps::FLOW_META, entries / FLOW_WAYS)
             .load_file(&path)
             .unwrap_or_else(|e| panic!("loading {}: {e:?}", path.display()));
         let mut config: Array<&mut MapData, DataPathConfig> = Array::try_from(
@@ -648,36 +648,47 @@ impl Fixture {
     }
 
     /// Writes `entry` (its key, target and VIP; `check` is computed) into
-    /// `slot` of the connection table, as the program would.
+    /// `slot` of the connection table, with its `FLOW_META` way (tag,
+    /// state, expiry), as the program would.
     pub fn put_flow(&mut self, slot: u32, mut entry: FlowEntry) {
         let cfg = self.config();
-        entry.check = entry_check(
-            table_hash(&entry.key, cfg.seed),
-            entry.target_id,
-            entry.target_gen,
-            entry.vip_id,
-        );
+        let hash = table_hash(&entry.key, cfg.seed);
+        entry.check = entry_check(hash, entry.target_id, entry.target_gen, entry.vip_id);
         self.flows_mut().set(slot, entry, 0).expect("FLOWS set");
+        let mut meta = self.set_meta(slot);
+        let way = (slot % FLOW_WAYS) as usize;
+        meta.tags[way] = entry_tag(hash);
+        meta.states[way] = entry.state;
+        meta.deadlines[way] = entry.deadline();
+        self.put_set_meta(slot, meta);
     }
 
-    fn flow_tags_mut(&mut self) -> Array<&mut MapData, SetTags> {
-        Array::try_from(self.map_mut(maps::FLOW_TAGS)).expect("FLOW_TAGS: Array<SetTags>")
+    /// The `FLOW_META` record of the set holding `slot`.
+    pub fn set_meta(&self, slot: u32) -> SetMeta {
+        let meta: Array<&MapData, SetMeta> =
+            Array::try_from(self.map(maps::FLOW_META)).expect("FLOW_META: Array<SetMeta>");
+        meta.get(&(slot / FLOW_WAYS), 0).expect("FLOW_META get")
     }
 
-    /// The tag `FLOW_TAGS` holds for `slot`.
+    /// Overwrites the `FLOW_META` record of the set holding `slot` (stale
+    /// hints, as a purge leaves them).
+    pub fn put_set_meta(&mut self, slot: u32, record: SetMeta) {
+        let mut meta: Array<&mut MapData, SetMeta> =
+            Array::try_from(self.map_mut(maps::FLOW_META)).expect("FLOW_META: Array<SetMeta>");
+        meta.set(slot / FLOW_WAYS, record, 0)
+            .expect("FLOW_META set");
+    }
+
+    /// The tag `FLOW_META` holds for `slot`.
     pub fn flow_tag(&self, slot: u32) -> u16 {
-        let tags: Array<&MapData, SetTags> =
-            Array::try_from(self.map(maps::FLOW_TAGS)).expect("FLOW_TAGS: Array<SetTags>");
-        let set = tags.get(&(slot / FLOW_WAYS), 0).expect("FLOW_TAGS get");
-        set[(slot % FLOW_WAYS) as usize]
+        self.set_meta(slot).tags[(slot % FLOW_WAYS) as usize]
     }
 
-    /// Overwrites the tag of `slot` (a stale one, as a purge leaves).
+    /// Overwrites the tag of `slot`.
     pub fn put_flow_tag(&mut self, slot: u32, tag: u16) {
-        let mut tags = self.flow_tags_mut();
-        let mut set = tags.get(&(slot / FLOW_WAYS), 0).expect("FLOW_TAGS get");
-        set[(slot % FLOW_WAYS) as usize] = tag;
-        tags.set(slot / FLOW_WAYS, set, 0).expect("FLOW_TAGS set");
+        let mut meta = self.set_meta(slot);
+        meta.tags[(slot % FLOW_WAYS) as usize] = tag;
+        self.put_set_meta(slot, meta);
     }
 
     /// The tag the program gives `key`'s entry.

@@ -2,15 +2,21 @@
 //! array (layout and states in lb_common::flow).
 //!
 //! Each flow may live in either of two sets of `FLOW_WAYS` consecutive
-//! entries, chosen by a keyed hash of its key. A lookup reads the 16-bit
-//! tags of the first set's entries, then the second's (`FLOW_TAGS`), and
-//! compares whole keys only in entries whose tag matches: a hit reads one
-//! entry, one cache line of `FLOWS`. Tags are hints; when none matches, the
-//! lookup scans both sets' entries before it calls the flow new (the
-//! survey of a new flow reads those lines anyway). A new flow goes into the set with
-//! fewer live entries (the "power of two choices", which keeps sets evenly
-//! filled, so both sets are rarely full before the table is), taking a free or expired
-//! slot, or else displacing the oldest unconfirmed flow of the two sets.
+//! entries, chosen by a keyed hash of its key. Beside each set, a 32-byte
+//! `FLOW_META` record (lb_common::flow::SetMeta) holds its entries' 16-bit
+//! tags, states and expiry ticks. A lookup reads the tags of the first set,
+//! then the second's, and compares whole keys only in entries whose tag
+//! matches: a hit reads one entry, one cache line of `FLOWS`; a miss reads
+//! none (every published entry's tag was written before it, so no tag
+//! match means no entry). A new flow goes into the set with fewer live
+//! entries (the "power of two choices", which keeps sets evenly filled, so
+//! both sets are rarely full before the table is), taking a free or expired
+//! slot, or else displacing the unconfirmed flow of the two sets nearest
+//! its expiry. It chooses from the two records alone, then checks the one
+//! entry it chose before writing it; states and expiry ticks are hints
+//! (the daemon frees entries without touching them), so when they find no
+//! slot, or one the entry belies, the entries themselves are surveyed and
+//! the hints rewritten from them: stale hints cost time, never a flow.
 //! Confirmed flows are never displaced while they live: a SYN flood, whose
 //! spoofed packets cannot confirm blind, competes only with other
 //! unconfirmed flows (UDP has no handshake: see docs/datapath.md). When both sets hold only confirmed flows the new flow is not
@@ -18,28 +24,36 @@
 //! untracked flow could not be translated back; the client retries.
 //!
 //! Concurrency: entries are plain memory shared by all CPUs. A new entry is
-//! published in order (`insert`: state Free, key and fields, check, state).
+//! published in order (`insert`: state Free, key and fields, its
+//! `FLOW_META` way, check, state).
 //! A reader that sees a half-written entry, or an entry two CPUs filled at
 //! once, finds that its `check` does not match and treats the slot as free:
 //! a lookup does not use it, and the survey for a new flow counts it free
 //! until the survey has found a free or expired slot (checking an entry
 //! costs a hash of its key, so the survey stops checking then: see
 //! [`survey_slot`]).
-//! Single fields (state, last_seen, flags) are updated with single stores.
+//! Single fields (state, last_seen, flags, a way's tag, state or expiry
+//! tick) are updated with single stores. Two CPUs filling one slot at once
+//! may leave the slot's tag of one flow beside the other's entry: that
+//! entry is then not found and its flow's next packet starts it anew,
+//! as the flow whose entry was overwritten does (both flows are new ones,
+//! unconfirmed).
 //! The daemon frees entries only with a compare-and-swap of the word that
 //! holds `last_seen` and `state` (lb-userspace's flow_table).
+use core::ptr::null_mut;
+
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
     DataPathConfig, FlowEntry, FlowKey, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Target,
     TargetState, VipRef,
-    flow::{self, FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, entry_flags},
+    flow::{self, FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, SetMeta, entry_flags},
     hash::{entry_check, entry_tag, table_hash},
 };
 
 use super::{
     TcpFlags,
-    maps::{CONFIG, FLOW_TAGS, FLOWS, REPLIES, TARGETS},
-    scratch::probe_key,
+    maps::{CONFIG, FLOW_META, FLOWS, REPLIES, TARGETS},
+    scratch::{probe_key, survey},
 };
 
 /// Where a key's flow may live.
@@ -78,7 +92,7 @@ impl Sets {
         self.cfg.second_set(self.hash)
     }
 
-    /// The key's tag in `FLOW_TAGS`.
+    /// The key's tag in `FLOW_META`.
     #[inline(always)]
     fn tag(&self) -> u16 {
         entry_tag(self.hash)
@@ -134,36 +148,76 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
     a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
 }
 
-#[inline(always)]
-fn scan(key: &FlowKey, base: u32) -> Option<Slot> {
-    for way in 0..FLOW_WAYS {
-        let slot = Slot::at(base + way)?;
-        let e = slot.get();
-        if e.state != FlowState::Free as u8 && same_key(&e.key, key) {
-            return Some(slot);
-        }
-    }
-    None
-}
-
 /// The tags of the set starting at slot `base`, as one word (way `w` in
-/// bits `16 w ..`), or `None` past the end of `FLOW_TAGS`.
+/// bits `16 w ..`), or `None` past the end of `FLOW_META`.
 #[inline(always)]
 fn set_tags(base: u32) -> Option<u64> {
-    let tags = FLOW_TAGS.get_ptr(base / FLOW_WAYS)?;
-    // SAFETY: an 8-byte, 8-aligned value of the `FLOW_TAGS` array, valid
-    // for the program's run; one load, whatever other CPUs write.
-    Some(unsafe { core::ptr::read_volatile(tags as *const u64) })
+    let meta = FLOW_META.get_ptr(base / FLOW_WAYS)?;
+    // SAFETY: a 32-byte, 32-aligned value of the `FLOW_META` array, valid
+    // for the program's run, whose first 8 bytes are the tags; one load,
+    // whatever other CPUs write.
+    Some(unsafe { core::ptr::read_volatile(meta as *const u64) })
 }
 
-/// Writes the tag of slot `index` (one 16-bit store: the other ways' tags,
-/// which other CPUs may be writing, are left alone).
+/// Records in `FLOW_META` the state and expiry tick of slot `index` (one
+/// store each: the other ways, which other CPUs may be writing, are left
+/// alone).
+#[inline(always)]
+fn note(index: u32, state: u8, deadline: u32) {
+    if let Some(meta) = FLOW_META.get_ptr_mut(index / FLOW_WAYS) {
+        let way = (index % FLOW_WAYS) as usize;
+        // SAFETY: way < FLOW_WAYS, inside the set's `SetMeta`.
+        unsafe {
+            use core::ptr::{addr_of_mut, write_volatile};
+            write_volatile(
+                (addr_of_mut!((*meta).deadlines) as *mut u32).add(way),
+                deadline,
+            );
+            write_volatile((addr_of_mut!((*meta).states) as *mut u8).add(way), state);
+        }
+    }
+}
+
+/// Writes the tag of slot `index`.
 #[inline(always)]
 fn set_tag(index: u32, tag: u16) {
-    if let Some(tags) = FLOW_TAGS.get_ptr_mut(index / FLOW_WAYS) {
+    if let Some(meta) = FLOW_META.get_ptr_mut(index / FLOW_WAYS) {
         let way = (index % FLOW_WAYS) as usize;
-        // SAFETY: way < FLOW_WAYS, inside the set's `SetTags`.
-        unsafe { core::ptr::write_volatile((tags as *mut u16).add(way), tag) };
+        // SAFETY: way < FLOW_WAYS, inside the set's `SetMeta`.
+        unsafe {
+            core::ptr::write_volatile(
+                (core::ptr::addr_of_mut!((*meta).tags) as *mut u16).add(way),
+                tag,
+            )
+        };
+    }
+}
+
+/// Brings the `FLOW_META` hints of `slot` (state, expiry) up to its entry,
+/// writing only when they differ: a client packet's last step, so every
+/// change (confirmation, a refreshed `last_seen`, a FIN or RST either way)
+/// reaches the hints by the flow's next client packet, and the line is
+/// not dirtied on every packet. (Not done for a target's packet: that
+/// path's frame has no room left; a stale hint costs time, not a flow.)
+#[inline(always)]
+fn sync(slot: &Slot) {
+    let e = slot.get();
+    let (state, deadline) = (e.state, e.deadline());
+    let Some(meta) = FLOW_META.get_ptr(slot.index / FLOW_WAYS) else {
+        return;
+    };
+    let way = (slot.index % FLOW_WAYS) as usize;
+    // SAFETY: way < FLOW_WAYS, inside the set's `SetMeta`, valid for the
+    // program's run.
+    let (hinted_state, hinted_deadline) = unsafe {
+        use core::ptr::{addr_of, read_volatile};
+        (
+            read_volatile((addr_of!((*meta).states) as *const u8).add(way)),
+            read_volatile((addr_of!((*meta).deadlines) as *const u32).add(way)),
+        )
+    };
+    if hinted_state != state || hinted_deadline != deadline {
+        note(slot.index, state, deadline);
     }
 }
 
@@ -183,18 +237,12 @@ fn tagged(key: &FlowKey, base: u32, tag: u16) -> Option<Slot> {
     None
 }
 
-/// The slot holding `key`, in whatever state (see [`live`]): by the tags
-/// first, then (no tag matched) by every entry of both sets, rewriting the
-/// stale tag of an entry found that way.
+/// The slot holding `key`, in whatever state (see [`live`]), among the
+/// entries whose tag matches (module docs: no tag, no entry).
 #[inline(always)]
 pub fn find(key: &FlowKey, sets: &Sets) -> Option<Slot> {
     let tag = sets.tag();
-    if let Some(slot) = tagged(key, sets.first(), tag).or_else(|| tagged(key, sets.second(), tag)) {
-        return Some(slot);
-    }
-    let slot = scan(key, sets.first()).or_else(|| scan(key, sets.second()))?;
-    set_tag(slot.index, tag);
-    Some(slot)
+    tagged(key, sets.first(), tag).or_else(|| tagged(key, sets.second(), tag))
 }
 
 /// The entry found for `key` if it still holds a flow: intact (its check
@@ -226,10 +274,11 @@ const _: () = assert!(MAX_VIPS_PER_TARGET.is_power_of_two());
 /// "No slot" in [`Survey`].
 const NONE: u32 = u32::MAX;
 
-/// What a new flow sees of its two candidate sets, filled one slot at a
-/// time by [`survey_slot`].
+/// What a new flow sees of its two candidate sets, filled one way at a
+/// time, from the `FLOW_META` hints ([`survey_meta`]) or from the entries
+/// ([`survey_slot`]). Lives in the per-CPU scratch memory (`scratch`).
 #[repr(C)]
-struct Survey {
+pub struct Survey {
     /// First slot of each set.
     base: [u32; 2],
     now: u32,
@@ -237,39 +286,107 @@ struct Survey {
     dead: [u32; 2],
     /// Live entries of each set.
     live: [u32; 2],
-    /// The oldest live unconfirmed entry: slot, age, VIP id.
-    oldest: u32,
-    oldest_age: u32,
-    oldest_vip: u32,
+    /// The live unconfirmed entry nearest its expiry: slot, ticks left,
+    /// VIP id (known only to the survey of entries).
+    nearest: u32,
+    nearest_left: u32,
+    nearest_vip: u32,
 }
 
-/// `bpf_loop` callback over the `2 * FLOW_WAYS` candidate slots. A helper
-/// loop rather than an unrolled one: the verifier checks the callback once,
-/// where eight unrolled slots with four outcomes each made it walk more
-/// than its million instructions.
-extern "C" fn survey_slot(i: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Survey` that `vacancy` passes to `bpf_loop`,
-    // alive on its stack for the whole loop.
-    let s = unsafe { &mut *(ctx as *mut Survey) };
+impl Survey {
+    /// Starts a survey of the sets starting at `first` and `second`.
+    #[inline(always)]
+    fn start(&mut self, first: u32, second: u32, now: u32) {
+        self.base = [first, second];
+        self.now = now;
+        self.dead = [NONE; 2];
+        self.live = [0; 2];
+        self.nearest = NONE;
+        self.nearest_left = 0;
+        self.nearest_vip = 0;
+    }
+
+    /// Counts way `index` of the first or `second` set, holding an entry
+    /// in `state` that expires after tick `deadline`. Returns whether it
+    /// is now the unconfirmed entry nearest its expiry.
+    #[inline(always)]
+    fn see(&mut self, second: bool, index: u32, state: u8, deadline: u32) -> bool {
+        let left = flow::age(deadline, self.now);
+        if state == FlowState::Free as u8 || left < 0 {
+            let dead = if second {
+                &mut self.dead[1]
+            } else {
+                &mut self.dead[0]
+            };
+            if *dead == NONE {
+                *dead = index;
+            }
+            return false;
+        }
+        if second {
+            self.live[1] += 1;
+        } else {
+            self.live[0] += 1;
+        }
+        let nearer = self.nearest == NONE || left as u32 <= self.nearest_left;
+        if FlowState::from_u8(state).is_embryonic() && nearer {
+            self.nearest = index;
+            self.nearest_left = left as u32;
+            return true;
+        }
+        false
+    }
+
+    /// A free or expired slot, in the set with fewer live entries if both
+    /// have one.
+    #[inline(always)]
+    fn free(&self) -> u32 {
+        let (near, far) = if self.live[0] <= self.live[1] {
+            (self.dead[0], self.dead[1])
+        } else {
+            (self.dead[1], self.dead[0])
+        };
+        if near != NONE { near } else { far }
+    }
+}
+
+/// `bpf_loop` callback over the two candidate sets' `FLOW_META` records
+/// (one set a call, its ways unrolled: the verifier checks the callback
+/// once).
+extern "C" fn survey_meta(i: u32, _ctx: *mut c_void) -> i64 {
+    let Some(s) = survey() else {
+        return 1;
+    };
+    let second = i != 0;
+    let base = if second { s.base[1] } else { s.base[0] };
+    let Some(meta) = FLOW_META.get_ptr(base / FLOW_WAYS) else {
+        return 1;
+    };
+    // SAFETY: a value of the `FLOW_META` array, valid for the program's
+    // run; other CPUs may write single fields meanwhile (hints).
+    let meta: &SetMeta = unsafe { &*meta };
+    for way in 0..FLOW_WAYS {
+        let w = way as usize;
+        s.see(second, base + way, meta.states[w], meta.deadlines[w]);
+    }
+    0
+}
+
+/// `bpf_loop` callback over the `2 * FLOW_WAYS` candidate slots' entries,
+/// when the hints found no slot: it rewrites each way's hints from its
+/// entry. A helper loop rather than an unrolled one: the verifier checks
+/// the callback once, where eight unrolled slots with four outcomes each
+/// made it walk more than its million instructions.
+extern "C" fn survey_slot(i: u32, _ctx: *mut c_void) -> i64 {
+    let Some(s) = survey() else {
+        return 1;
+    };
     let second = i >= FLOW_WAYS;
     let base = if second { s.base[1] } else { s.base[0] };
     let Some(slot) = Slot::at(base + i % FLOW_WAYS) else {
         return 0;
     };
     let e = slot.get();
-    // A slot whose check does not match its key and target is torn (two
-    // CPUs wrote it at once) or half-written: no flow lives there. (The
-    // seed is looked up here rather than kept in `Survey`: four more bytes
-    // there took the new-flow path's frame past the kernel's stack limit.)
-    let torn = || {
-        e.check
-            != entry_check(
-                table_hash(&e.key, config().seed),
-                e.target_id,
-                e.target_gen,
-                e.vip_id,
-            )
-    };
     // Checked only until a dead slot turns up: the check recomputes the
     // key's table hash and `entry_check`, and with a free or expired slot
     // at hand a torn entry is not needed. It is left for later (it fails
@@ -277,71 +394,121 @@ extern "C" fn survey_slot(i: u32, ctx: *mut c_void) -> i64 {
     // no slot is dead, every entry is checked, as a flood of new flows
     // over full sets needs.
     let check = s.dead[0] == NONE && s.dead[1] == NONE;
-    if e.expired(s.now) || (check && torn()) {
-        let dead = if second {
-            &mut s.dead[1]
-        } else {
-            &mut s.dead[0]
-        };
-        if *dead == NONE {
-            *dead = slot.index;
-        }
-        return 0;
-    }
-    if second {
-        s.live[1] += 1;
+    let state = if check && torn(e) {
+        FlowState::Free as u8
     } else {
-        s.live[0] += 1;
-    }
-    if e.state().is_embryonic() {
-        // Clamped at 0: stamped by another CPU after this packet's clock.
-        let age = flow::age(s.now, e.last_seen).max(0) as u32;
-        if s.oldest == NONE || age >= s.oldest_age {
-            s.oldest = slot.index;
-            s.oldest_age = age;
-            s.oldest_vip = e.vip_id as u32;
-        }
+        e.state
+    };
+    let deadline = e.deadline();
+    note(slot.index, state, deadline);
+    if s.see(second, slot.index, state, deadline) {
+        s.nearest_vip = e.vip_id as u32;
     }
     0
 }
 
-/// The best slot for a new flow: see the module docs.
+/// The entry's check does not match its key and target: torn (two CPUs
+/// wrote it at once) or half-written, no flow lives there. (The seed is
+/// looked up here rather than kept in `Survey`: four more bytes there took
+/// the new-flow path's frame past the kernel's stack limit.)
 #[inline(always)]
-pub fn vacancy(sets: &Sets, now: u32) -> Option<Vacancy> {
-    let mut s = Survey {
-        base: [sets.first(), sets.second()],
-        now,
-        dead: [NONE; 2],
-        live: [0; 2],
-        oldest: NONE,
-        oldest_age: 0,
-        oldest_vip: 0,
-    };
-    // SAFETY: the callback and its context are valid for the call.
-    unsafe {
-        bpf_loop(
-            2 * FLOW_WAYS,
-            survey_slot as *mut c_void,
-            &mut s as *mut Survey as *mut c_void,
-            0,
+fn torn(e: &FlowEntry) -> bool {
+    e.check
+        != entry_check(
+            table_hash(&e.key, config().seed),
+            e.target_id,
+            e.target_gen,
+            e.vip_id,
         )
-    };
-    let (near, far) = if s.live[0] <= s.live[1] {
-        (s.dead[0], s.dead[1])
-    } else {
-        (s.dead[1], s.dead[0])
-    };
-    let free = if near != NONE { near } else { far };
-    if free != NONE {
+}
+
+/// The slot the hints chose, if its entry agrees: free or expired, or (a
+/// displacement) unconfirmed. (A torn entry is left to the survey of
+/// entries, which checks them: the check costs a hash of the key.)
+#[inline(always)]
+fn confirm(index: u32, displace: bool, now: u32) -> Option<Vacancy> {
+    let slot = Slot::at(index)?;
+    let e = slot.get();
+    if e.expired(now) {
         return Some(Vacancy {
-            index: free,
+            index,
             displaces: None,
         });
     }
-    (s.oldest != NONE).then_some(Vacancy {
-        index: s.oldest,
-        displaces: Some(s.oldest_vip as u16),
+    (displace && e.state().is_embryonic()).then_some(Vacancy {
+        index,
+        displaces: Some(e.vip_id),
     })
+}
+
+/// The best slot for a new flow: see the module docs. The hints first
+/// (two `FLOW_META` records and the chosen entry); the entries when the
+/// hints find no slot or the chosen entry belies them.
+#[inline(always)]
+pub fn vacancy(sets: &Sets, now: u32) -> Option<Vacancy> {
+    let v = choose(sets.first(), sets.second(), now);
+    (v != NO_VACANCY).then_some(Vacancy {
+        index: v as u32,
+        displaces: (v & DISPLACES != 0).then_some((v >> 32) as u16),
+    })
+}
+
+/// [`choose`]'s answer when there is no slot.
+const NO_VACANCY: u64 = u64::MAX;
+/// Bit of [`choose`]'s answer: the slot's unconfirmed flow is displaced
+/// (its VIP id in bits 32..48).
+const DISPLACES: u64 = 1 << 48;
+
+/// [`vacancy`] as a function of its own, not inlined: inlined, its
+/// registers and spills took the new-flow path's frame past the kernel's
+/// 512 bytes of stack for a call chain. Returns the slot (bits 0..32),
+/// with [`DISPLACES`] and the displaced flow's VIP id, or [`NO_VACANCY`].
+#[inline(never)]
+fn choose(first: u32, second: u32, now: u32) -> u64 {
+    let Some(s) = survey() else {
+        return NO_VACANCY;
+    };
+    s.start(first, second, now);
+    // SAFETY: the callback is valid for the call; it takes no context
+    // (the survey is in scratch memory: `bpf_loop` takes only a stack
+    // pointer).
+    unsafe { bpf_loop(2, survey_meta as *mut c_void, null_mut(), 0) };
+    let Some(s) = survey() else {
+        return NO_VACANCY;
+    };
+    let free = s.free();
+    let hinted = if free != NONE {
+        confirm(free, false, now)
+    } else if s.nearest != NONE {
+        confirm(s.nearest, true, now)
+    } else {
+        None
+    };
+    if let Some(v) = hinted {
+        return packed(v);
+    }
+    s.start(first, second, now);
+    // SAFETY: as above.
+    unsafe { bpf_loop(2 * FLOW_WAYS, survey_slot as *mut c_void, null_mut(), 0) };
+    let Some(s) = survey() else {
+        return NO_VACANCY;
+    };
+    let free = s.free();
+    if free != NONE {
+        return free as u64;
+    }
+    if s.nearest != NONE {
+        return s.nearest as u64 | DISPLACES | (s.nearest_vip as u64 & 0xffff) << 32;
+    }
+    NO_VACANCY
+}
+
+#[inline(always)]
+fn packed(v: Vacancy) -> u64 {
+    match v.displaces {
+        Some(vip) => v.index as u64 | DISPLACES | (vip as u64) << 32,
+        None => v.index as u64,
+    }
 }
 
 /// What a new entry records.
@@ -356,13 +523,14 @@ pub struct NewFlow {
 
 /// Writes a new flow into slot `index`, in an order a reader on another
 /// CPU can rely on: the state first (as Free, so no lookup trusts the slot
-/// while its key and target change), then the key and the rest, the tag,
-/// then the check, then the real state. Volatile stores, so the compiler neither
+/// while its key and target change), then the key and the rest, its way
+/// in `FLOW_META` (tag, state, expiry), then the check, then the real
+/// state. Volatile stores, so the compiler neither
 /// reorders them nor drops the first state store as dead; the CPUs this
 /// runs on (x86-64) keep stores in program order. A reader that still
 /// mixes two writers' fields finds a check that does not match (module
-/// docs).
-#[inline(always)]
+/// docs). Not inlined, like [`choose`]: the new-flow path's frame.
+#[inline(never)]
 pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
     let Some(slot) = Slot::at(index) else {
         return;
@@ -393,8 +561,10 @@ pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
         write_volatile(addr_of_mut!((*e).seq), 0);
     }
     // The tag before the check and state: a reader that finds the entry
-    // published finds its tag too (or, reading an older tag, scans).
+    // published finds its tag too. The state and expiry hints with it.
     set_tag(index, sets.tag());
+    let lifetime = flow::lifetime(f.state as u8, f.flags, f.idle_timeout_s as u16);
+    note(index, f.state as u8, now.wrapping_add(lifetime));
     // SAFETY: as above.
     unsafe {
         use core::ptr::{addr_of_mut, write_volatile};
@@ -451,6 +621,7 @@ fn reset(slot: &mut Slot, now: u32) -> bool {
 pub fn client_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) -> bool {
     if tcp.rst {
         reset(slot, now);
+        sync(slot);
         return false;
     }
     let e = slot.get_mut();
@@ -474,6 +645,7 @@ pub fn client_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) -> bool {
         e.state = FlowState::Established as u8;
     }
     touch(e, tcp, now, entry_flags::FIN);
+    sync(slot);
     confirms
 }
 

@@ -10,7 +10,7 @@ use lb_common::{
     Counters, DataPathConfig, FlowCounters, FlowEntry, NextHop, NextHopKey, ReplyKey, ReplyTargets,
     Target, TargetHop, VipAddrKey, VipKey, VipMeta,
     counters::STAT_COUNT,
-    flow::{FLOW_WAYS, SetTags},
+    flow::{FLOW_WAYS, SetMeta},
     limits::{
         DEFAULT_FLOW_CAPACITY, DEFAULT_RING_SIZE, MAX_TARGETS, MAX_VIPS, NEXTHOP_CAPACITY,
         PORT_FILTER_SIZE, RING_SLOTS_PER_VIP,
@@ -50,12 +50,16 @@ pub static FLOWS: Array<
     { BPF_F_MMAPABLE as usize },
 > = Array::new();
 
-/// Tags of each `FLOWS` set's entries (lb_common::flow::SetTags), one
-/// value per set. Size set at load (`FLOWS` entries / `FLOW_WAYS`); a set
-/// past its end reads as having no tags (lookups then scan the entries).
+/// Each `FLOWS` set's tags, states and expiry ticks (lb_common::flow::SetMeta),
+/// one value per set. Size set at load (`FLOWS` entries / `FLOW_WAYS`).
+/// Memory-mappable, so the values start on a page and none of the 32-byte
+/// records straddles two cache lines.
 #[btf_map]
-pub static FLOW_TAGS: Array<SetTags, { (DEFAULT_FLOW_CAPACITY / FLOW_WAYS) as usize }> =
-    Array::new();
+pub static FLOW_META: Array<
+    SetMeta,
+    { (DEFAULT_FLOW_CAPACITY / FLOW_WAYS) as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 
 /// nat targets -> the VIPs they serve: how a reply finds its flow.
 #[btf_map]

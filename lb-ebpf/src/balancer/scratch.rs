@@ -11,7 +11,7 @@ use aya_ebpf::{bindings::bpf_fib_lookup as FibParams, btf_maps::PerCpuArray, mac
 use lb_common::FlowKey;
 use lb_ebpf::parse::Packet;
 
-use super::TcpFlags;
+use super::{TcpFlags, conntrack::Survey};
 
 /// What the connection-table paths know of a client packet to a VIP port.
 #[repr(C)]
@@ -52,6 +52,9 @@ pub struct Scratch {
     pub probe: FlowKey,
     /// The 5-tuple an ICMP error quotes, turned around.
     pub icmp_key: FlowKey,
+    /// A new flow's survey of its candidate sets (`conntrack::vacancy`):
+    /// on the stack it took the new-flow path past the 512 bytes.
+    pub survey: Survey,
 }
 
 /// One `Scratch` per CPU. Not pinned: it holds nothing between packets.
@@ -92,4 +95,13 @@ pub fn probe_key() -> Option<&'static mut FlowKey> {
     let s = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: as in `fib_params`, for the `probe` field.
     Some(unsafe { &mut *core::ptr::addr_of_mut!((*s).probe) })
+}
+
+/// The new-flow survey alone (see [`fib_params`]).
+#[inline(always)]
+pub fn survey() -> Option<&'static mut Survey> {
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: as in `fib_params`, for the `survey` field, which only
+    // `conntrack::vacancy` and its loop callbacks use, one at a time.
+    Some(unsafe { &mut *core::ptr::addr_of_mut!((*s).survey) })
 }

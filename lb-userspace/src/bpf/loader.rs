@@ -61,7 +61,7 @@ impl LoadSpec {
         flow_table::entries_for(self.flow_capacity)
     }
 
-    /// `FLOW_TAGS` values: one per set of `FLOWS`.
+    /// `FLOW_META` values: one per set of `FLOWS`.
     fn flow_sets(&self) -> u32 {
         self.flow_entries() / FLOW_WAYS
     }
@@ -148,9 +148,9 @@ fn check_pinned(pins: &Pins, spec: &LoadSpec) -> Result<(), LoadError> {
             spec.flow_entries(),
         ),
         (
-            maps::FLOW_TAGS,
+            maps::FLOW_META,
             MapType::Array,
-            size_of::<lb_common::flow::SetTags>(),
+            size_of::<lb_common::flow::SetMeta>(),
             spec.flow_sets(),
         ),
         (maps::CONFIG, MapType::Array, size_of::<DataPathConfig>(), 1),
@@ -183,6 +183,11 @@ fn check_pinned(pins: &Pins, spec: &LoadSpec) -> Result<(), LoadError> {
     }
     if let Some(name) = maps::LEGACY.iter().find(|m| pins.map(m).exists()) {
         return Err(LoadError::Legacy { name });
+    }
+    // A table pinned without its `FLOW_META` beside it has entries without
+    // tags, which lookups would not find (lb_common::flow::SetMeta).
+    if pins.map(maps::FLOWS).exists() && !pins.map(maps::FLOW_META).exists() {
+        return Err(LoadError::Legacy { name: maps::FLOWS });
     }
     Ok(())
 }
@@ -238,7 +243,7 @@ pub fn load(spec: &LoadSpec) -> Result<Ebpf, LoadError> {
     loader
         .map_max_entries(maps::MAGLEV, spec.maglev_entries())
         .map_max_entries(maps::FLOWS, spec.flow_entries())
-        .map_max_entries(maps::FLOW_TAGS, spec.flow_sets());
+        .map_max_entries(maps::FLOW_META, spec.flow_sets());
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }

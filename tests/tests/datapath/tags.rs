@@ -1,8 +1,10 @@
-//! The connection table's tags (`FLOW_TAGS`, lb_common::flow::SetTags) and
-//! a table full of established flows. A lookup compares keys only in the
-//! entries whose tag matches, and scans both sets when none does: a stale
-//! tag costs time, never a flow; a matching tag of another key is only a
-//! hint.
+//! The connection table's per-set records (`FLOW_META`,
+//! lb_common::flow::SetMeta) and a table full of established flows. A
+//! lookup compares keys only in the entries whose tag matches; a new flow
+//! chooses its slot from the records' states and expiry ticks, which are
+//! hints: one the chosen entry belies sends it to the entries themselves,
+//! so a stale hint costs time, never a flow.
+use lb_common::flow::SetMeta;
 use lb_tests::packet::L4;
 
 use super::*;
@@ -18,37 +20,152 @@ fn with_seq(mut p: Packet, seq: u32) -> Packet {
     panic!("not a TCP segment over IPv4");
 }
 
+/// Rewrites the state hint of every way of `key`'s two candidate sets
+/// (expiry far ahead), leaving tags and entries alone.
+fn hint_all(fx: &mut Fixture, key: &FlowKey, state: FlowState) {
+    let far = ticks(monotonic_coarse_ns()).wrapping_add(timeout_ticks(3600));
+    for slot in fx.candidate_slots(key) {
+        let mut meta = fx.set_meta(slot);
+        let way = (slot % lb_common::flow::FLOW_WAYS) as usize;
+        meta.states[way] = state as u8;
+        meta.deadlines[way] = far;
+        fx.put_set_meta(slot, meta);
+    }
+}
+
+/// The (state, expiry) hints of `key`'s candidate slots.
+fn hints(fx: &Fixture, key: &FlowKey) -> Vec<(u8, u32)> {
+    fx.candidate_slots(key)
+        .into_iter()
+        .map(|slot| {
+            let meta: SetMeta = fx.set_meta(slot);
+            let way = (slot % lb_common::flow::FLOW_WAYS) as usize;
+            (meta.states[way], meta.deadlines[way])
+        })
+        .collect()
+}
+
+/// What the entries of `key`'s candidate slots say the hints should be.
+fn hints_of_entries(fx: &Fixture, key: &FlowKey) -> Vec<(u8, u32)> {
+    fx.candidate_slots(key)
+        .into_iter()
+        .map(|slot| {
+            let e = fx.flow_at(slot);
+            (e.state, e.deadline())
+        })
+        .collect()
+}
+
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     let syn = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
     let ack = Packet::tcp(CLIENT4, V_TCP4.addr, ACK | PSH).payload(b"data");
     let key = flow_key(CLIENT4, V_TCP4.addr, PROTO_TCP);
     cases.push(
-        Case::new("a new flow's entry carries its key's tag", &syn)
-            .redirect(&to_target(&syn, &T1), Stat::Forwarded)
-            .check(move |fx, _| {
-                let (slot, _) = fx.flow_slot(&key).expect("entry of the new flow");
-                assert_eq!(fx.flow_tag(slot), fx.tag_of(&key), "FLOW_TAGS of its slot");
-            }),
+        Case::new(
+            "a new flow's entry carries its key's tag, state and expiry in FLOW_META",
+            &syn,
+        )
+        .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+        .check(move |fx, _| {
+            let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
+            let meta = fx.set_meta(slot);
+            let way = (slot % lb_common::flow::FLOW_WAYS) as usize;
+            assert_eq!(
+                (meta.tags[way], meta.states[way], meta.deadlines[way]),
+                (fx.tag_of(&key), FlowState::Syn as u8, e.deadline()),
+                "FLOW_META of its slot"
+            );
+        }),
     );
     cases.push(
         Case::new(
-            "an established flow whose tag is stale is found by its key, and the tag rewritten",
-            &ack,
+            "the client's ACK that confirms a flow rewrites its state hint",
+            &Packet::tcp(CLIENT4, V_TCP4.addr, ACK),
         )
         .setup(move |fx| {
-            pin_flow(fx, CLIENT4, &V_TCP4, &T2, 1, 0);
-            let slot = fx.first_set(&key);
-            let stale = !fx.tag_of(&key);
-            fx.put_flow_tag(slot, stale);
+            send(fx, &Packet::tcp(CLIENT4, V_TCP4.addr, SYN));
+            send(
+                fx,
+                &with_seq(Packet::tcp(T1.addr, CLIENT4, SYN | ACK), 0x1fff_ffff),
+            );
         })
-        .redirect(&to_target(&ack, &T2), Stat::Forwarded)
+        .redirect(
+            &to_target(&Packet::tcp(CLIENT4, V_TCP4.addr, ACK), &T1),
+            Stat::Forwarded,
+        )
         .check(move |fx, _| {
             let (slot, e) = fx.flow_slot(&key).expect("entry");
-            assert_eq!(e.state(), FlowState::Established, "still established");
-            assert_eq!(fx.flow_keys(), vec![key], "no second entry");
-            assert_eq!(fx.vip_counters(V_TCP4.id).new_flows, 0, "new_flows");
-            assert_eq!(fx.flow_tag(slot), fx.tag_of(&key), "tag rewritten");
+            assert_eq!(e.state(), FlowState::Established, "confirmed");
+            let meta = fx.set_meta(slot);
+            let way = (slot % lb_common::flow::FLOW_WAYS) as usize;
+            assert_eq!(
+                (meta.states[way], meta.deadlines[way]),
+                (FlowState::Established as u8, e.deadline()),
+                "FLOW_META hints of its slot"
+            );
+        }),
+    );
+    cases.push(
+        Case::new(
+            "live confirmed flows whose hints say free are not displaced, and their hints are rewritten",
+            &syn,
+        )
+        .setup(move |fx| {
+            fill_sets(fx, &key, None);
+            hint_all(fx, &key, FlowState::Free);
+        })
+        .drop(Stat::DropTableFull)
+        .check(move |fx, _| {
+            assert!(fx.flow(&key).is_none(), "no entry for the dropped flow");
+            assert_eq!(fx.flow_keys().len(), 8, "the confirmed flows stay");
+            assert!(
+                fx.flow_entries()
+                    .iter()
+                    .all(|e| e.state() == FlowState::Established),
+                "all still established"
+            );
+            assert_eq!(
+                hints(fx, &key),
+                hints_of_entries(fx, &key),
+                "hints rewritten"
+            );
+        }),
+    );
+    cases.push(
+        Case::new(
+            "live confirmed flows whose hints say unconfirmed are not displaced",
+            &syn,
+        )
+        .setup(move |fx| {
+            fill_sets(fx, &key, None);
+            hint_all(fx, &key, FlowState::Syn);
+        })
+        .drop(Stat::DropTableFull)
+        .check(move |fx, _| {
+            assert!(fx.flow(&key).is_none(), "no entry for the dropped flow");
+            assert_eq!(fx.flow_keys().len(), 8, "the confirmed flows stay");
+            let f = fx.flow_counters(V_TCP4.id);
+            assert_eq!((f.displaced, f.untracked), (0, 1), "(displaced, untracked)");
+        }),
+    );
+    cases.push(
+        Case::new(
+            "free slots whose hints say confirmed flows still take a new flow",
+            &syn,
+        )
+        .setup(move |fx| hint_all(fx, &key, FlowState::Established))
+        .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+        .check(move |fx, _| {
+            let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
+            assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
+            assert!(fx.candidate_slots(&key).contains(&slot), "a candidate slot");
+            assert_eq!(fx.flow_keys(), vec![key], "one entry");
+            assert_eq!(
+                hints(fx, &key),
+                hints_of_entries(fx, &key),
+                "hints rewritten"
+            );
         }),
     );
     // Way 0 of the first set holds another client's flow (to T1, where
