@@ -31,12 +31,13 @@ pub const FLOW_WAYS: u32 = 4;
 ///   in no way of its sets has no entry. (The loader refuses a pinned
 ///   `FLOWS` without this map beside it: its entries would have no tags.)
 /// - `states` and `deadlines`: each way's state and the tick after which
-///   it expires (`last_seen` + [`FlowEntry::lifetime`]), rewritten when
-///   the program changes either. A new flow chooses its slot from these
-///   (two records, one per candidate set, instead of eight entries), then
-///   checks the chosen entry itself before it writes there: these fields
-///   are hints (the daemon frees entries without touching them; two CPUs
-///   may race), and a hint the entry contradicts sends the new flow to a
+///   it expires (`last_seen` + [`FlowEntry::lifetime`]), written with a
+///   new entry and brought up to date by the flow's client packets. A new
+///   flow chooses its slot from these (two records, one per candidate
+///   set, instead of eight entries), then checks the chosen entry itself
+///   before it writes there: these fields are hints (a target's packet
+///   and the daemon's purges change entries without rewriting them; two
+///   CPUs may race), and a hint the entry contradicts sends the new flow to a
 ///   survey of the entries themselves, which rewrites the hints. So stale
 ///   hints cost time, never a flow.
 ///
