@@ -10,28 +10,23 @@
 //! before: [eth][ip][l4 ...]
 //! after:  [eth][outer ip][ip][l4 ...]
 //! ```
-//! The outer header copies the inner one's TOS / traffic class and (IPv4)
-//! DF bit, so ECN, QoS and path-MTU behaviour are the client's; its TTL /
-//! hop limit is the inner one less one (this host is a hop), while the
-//! inner packet keeps the client's.
+//! The outer header (lb_ebpf::outer) copies the inner one's TOS / traffic
+//! class and (IPv4) DF bit, so ECN, QoS and path-MTU behaviour are the
+//! client's; its TTL / hop limit is the inner one less one (this host is a
+//! hop), while the inner packet keeps the client's.
 use lb_common::{
     Addr, FlowKey,
-    encap::{
-        FLOW_LABEL_MASK, IPPROTO_IPIP, IPPROTO_IPV6, OVERHEAD_V4, OVERHEAD_V6, source_of_hash,
-    },
+    encap::{IPPROTO_IPIP, IPPROTO_IPV6, OVERHEAD_V4, OVERHEAD_V6, source_of_hash},
     hash::flow_hash,
 };
 use lb_ebpf::{
-    csum::finish,
     frame::{load, store},
-    headers::{IPV6_LEN, Ipv4, Ipv6},
+    outer::Inner,
     parse::Packet,
 };
 
 use super::hook::Hook;
 
-/// IPv4 "don't fragment", network order.
-const IP_DF: u16 = 0x4000u16.to_be();
 /// Largest Ethernet header (one VLAN tag): the bytes moved to the front.
 const MAX_L2: usize = 18;
 
@@ -141,84 +136,4 @@ fn eth_head(ctx: &impl Hook, eth: &[u8; MAX_L2], l3: usize) -> Option<[u8; MAX_L
         head[12..14].copy_from_slice(&eth[12..14]);
     }
     Some(head)
-}
-
-/// What the outer header copies of the inner one.
-struct Inner {
-    /// IPv4: tos, total length, id, DF bit. IPv6: version/class/label
-    /// word, payload length.
-    word: u32,
-    len: u16,
-    id: u16,
-    frag_off: u16,
-}
-
-impl Inner {
-    #[inline(always)]
-    fn read(ctx: &impl Hook, p: &Packet) -> Option<Self> {
-        if p.v6 {
-            let ip = load::<Ipv6>(ctx, p.l3)?;
-            let len = u16::from_be(ip.payload_len).checked_add(IPV6_LEN as u16)?;
-            Some(Self {
-                word: ip.vtc_flow,
-                len,
-                id: 0,
-                frag_off: 0,
-            })
-        } else {
-            let ip = load::<Ipv4>(ctx, p.l3)?;
-            Some(Self {
-                word: ip.tos as u32,
-                len: u16::from_be(ip.tot_len),
-                id: ip.id,
-                frag_off: ip.frag_off & IP_DF,
-            })
-        }
-    }
-
-    #[inline(always)]
-    fn outer_v4(&self, src: u32, dst: u32, ttl: u8) -> Ipv4 {
-        let mut ip = Ipv4 {
-            vihl: 0x45,
-            tos: self.word as u8,
-            tot_len: self.len.saturating_add(OVERHEAD_V4 as u16).to_be(),
-            // The client's id: unique enough per outer (source, destination)
-            // should a router have to fragment the outer packet.
-            id: self.id,
-            frag_off: self.frag_off,
-            ttl,
-            proto: IPPROTO_IPIP,
-            check: 0,
-            saddr: src,
-            daddr: dst,
-        };
-        ip.check = ipv4_check(&ip);
-        ip
-    }
-
-    #[inline(always)]
-    fn outer_v6(&self, src: &Addr, dst: &Addr, hop_limit: u8, h: u32) -> Ipv6 {
-        // Version 6, the client's traffic class, a per-flow label.
-        let class = u32::from_be(self.word) & 0x0ff0_0000;
-        Ipv6 {
-            vtc_flow: (0x6000_0000 | class | (h & FLOW_LABEL_MASK)).to_be(),
-            payload_len: self.len.to_be(),
-            next_hdr: IPPROTO_IPV6,
-            hop_limit,
-            saddr: *src,
-            daddr: *dst,
-        }
-    }
-}
-
-/// The header checksum of a 20-byte IPv4 header whose `check` is 0.
-#[inline(always)]
-fn ipv4_check(ip: &Ipv4) -> u16 {
-    // SAFETY: `Ipv4` is 20 bytes of integers without padding.
-    let words: [u16; 10] = unsafe { core::mem::transmute(*ip) };
-    let mut sum = 0u64;
-    for w in words {
-        sum += w as u64;
-    }
-    finish(sum)
 }

@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, MapInfo, MapType},
     programs::{
         ProgramError, Xdp, XdpMode,
-        links::{FdLink, LinkError, PinnedLink},
+        links::LinkError,
         xdp::XdpLink,
     },
 };
@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::{
     bpffs::{self, BpffsError, Pins},
-    flow_table, tc,
+    flow_table, pin, tc,
 };
 
 /// The eBPF object built by `cargo xtask build`, embedded at compile time.
@@ -289,29 +289,11 @@ pub fn attach(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
         tc::attach(ebpf, &pins, &spec.tc_interfaces)?;
     }
     let prog = program(ebpf)?;
-    let prog_pin = pins.program();
-    if prog_pin.exists() {
-        std::fs::remove_file(&prog_pin).map_err(|source| LoadError::Unpin {
-            path: prog_pin.clone(),
-            source,
-        })?;
-    }
-    prog.pin(&prog_pin).map_err(|source| LoadError::Pin {
-        path: prog_pin,
-        source,
-    })
+    pin::replace_program_pin(&pins.program(), |path| prog.pin(path))
 }
 
 fn replace_in_link(prog: &mut Xdp, interface: &str, path: &Path) -> Result<(), LoadError> {
-    let pinned = PinnedLink::from_pin(path).map_err(|source| LoadError::Link {
-        path: path.to_owned(),
-        source,
-    })?;
-    // Converting keeps the pin file: the link never lacks a holder.
-    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|source| LoadError::Link {
-        path: path.to_owned(),
-        source,
-    })?;
+    let link: XdpLink = pin::open_link(path)?;
     let id = prog
         .attach_to_link(link)
         .map_err(|source| LoadError::Attach {
@@ -363,14 +345,7 @@ pub(crate) fn attach_new(
         interface: interface.to_owned(),
         source,
     })?;
-    let fd_link = FdLink::try_from(link).map_err(|source| LoadError::Link {
-        path: path.to_owned(),
-        source,
-    })?;
-    fd_link.pin(path).map_err(|source| LoadError::Pin {
-        path: path.to_owned(),
-        source,
-    })?;
+    pin::pin_link(link, path)?;
     info!(interface, ?mode, "attached XDP program");
     Ok(())
 }
@@ -390,15 +365,7 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, LoadError> {
             None => tc::detached(&name),
         };
         if let Some(detached) = detached {
-            let link = PinnedLink::from_pin(&path).map_err(|source| LoadError::Link {
-                path: path.clone(),
-                source,
-            })?;
-            // Unpinning and dropping the last reference detaches the program.
-            drop(link.unpin().map_err(|source| LoadError::Unpin {
-                path: path.clone(),
-                source,
-            })?);
+            pin::unpin_link(&path)?;
             removed.push(detached);
         }
     }

@@ -6,6 +6,7 @@ pub mod forwarding;
 pub mod kernel_maps;
 pub mod loader;
 pub mod mmap;
+pub mod pin;
 pub mod ring_mmap;
 pub mod stats;
 pub mod tc;

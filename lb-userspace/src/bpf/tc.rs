@@ -17,14 +17,13 @@ use aya::{
     Ebpf,
     programs::{
         ProgramError, SchedClassifier,
-        links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachType},
     },
 };
 use lb_common::maps::TC_PROGRAM;
 use tracing::info;
 
-use super::{bpffs::Pins, loader::LoadError};
+use super::{bpffs::Pins, loader::LoadError, pin};
 
 /// The hooks the program runs at, with the prefix of their links' pins.
 const HOOKS: [(TcAttachType, &str); 2] = [
@@ -79,17 +78,7 @@ pub fn attach(ebpf: &mut Ebpf, pins: &Pins, interfaces: &[String]) -> Result<(),
             }
         }
     }
-    let prog_pin = pins.dir.join(TC_PROGRAM);
-    if prog_pin.exists() {
-        std::fs::remove_file(&prog_pin).map_err(|source| LoadError::Unpin {
-            path: prog_pin.clone(),
-            source,
-        })?;
-    }
-    prog.pin(&prog_pin).map_err(|source| LoadError::Pin {
-        path: prog_pin,
-        source,
-    })
+    pin::replace_program_pin(&pins.dir.join(TC_PROGRAM), |path| prog.pin(path))
 }
 
 fn attach_error(interface: &str) -> impl FnOnce(ProgramError) -> LoadError + '_ {
@@ -104,12 +93,7 @@ fn replace_in_link(
     interface: &str,
     path: &Path,
 ) -> Result<(), LoadError> {
-    let link_err = |source| LoadError::Link {
-        path: path.to_owned(),
-        source,
-    };
-    let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
-    let link = SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(link_err)?;
+    let link: SchedClassifierLink = pin::open_link(path)?;
     let id = prog.attach_to_link(link).map_err(attach_error(interface))?;
     // As for XDP links: the pin keeps the link, our handle only closes.
     drop(prog.take_link(id).map_err(attach_error(interface))?);
@@ -128,14 +112,7 @@ fn attach_new(
         .attach(interface, hook)
         .map_err(attach_error(interface))?;
     let link = prog.take_link(id).map_err(attach_error(interface))?;
-    let fd_link = FdLink::try_from(link).map_err(|source| LoadError::Link {
-        path: path.to_owned(),
-        source,
-    })?;
-    fd_link.pin(path).map_err(|source| LoadError::Pin {
-        path: path.to_owned(),
-        source,
-    })?;
+    pin::pin_link(link, path)?;
     info!(interface, ?hook, "attached tc program");
     Ok(())
 }

@@ -41,11 +41,6 @@ pub enum TargetError {
         name: &'static str,
         source: aya::programs::ProgramError,
     },
-    #[error("pinned link {path}: {source}")]
-    Link {
-        path: PathBuf,
-        source: aya::programs::links::LinkError,
-    },
     #[error("removing pin {path}: {source}")]
     Unpin { path: PathBuf, source: io::Error },
     #[error("sysctl {path}: {source}")]

@@ -12,7 +12,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{Xdp, links::PinnedLink},
+    programs::Xdp,
 };
 use lb_common::{
     VipAddrKey,
@@ -24,6 +24,7 @@ use crate::{
     bpf::{
         bpffs::{self, Pins},
         loader::{self, AttachMode},
+        pin,
     },
     net,
 };
@@ -211,14 +212,7 @@ impl Decap {
             source,
         })?;
         loader::attach_new(prog, interface, mode, &link)?;
-        if prog_pin.exists() {
-            remove_pin(&prog_pin)?;
-        }
-        prog.pin(&prog_pin)
-            .map_err(|source| loader::LoadError::Pin {
-                path: prog_pin,
-                source,
-            })?;
+        pin::replace_program_pin(&prog_pin, |path| prog.pin(path))?;
         Ok(true)
     }
 }
@@ -235,14 +229,7 @@ fn remove_pin(path: &Path) -> Result<(), TargetError> {
 pub fn unpin_links(pin_dir: &Path) -> Result<Vec<String>, TargetError> {
     let mut done = Vec::new();
     for (interface, path) in links(pin_dir) {
-        let link = PinnedLink::from_pin(&path).map_err(|source| TargetError::Link {
-            path: path.clone(),
-            source,
-        })?;
-        drop(link.unpin().map_err(|source| TargetError::Unpin {
-            path: path.clone(),
-            source,
-        })?);
+        pin::unpin_link(&path)?;
         done.push(format!("detached {} from {interface}", decap::PROGRAM));
     }
     Ok(done)

@@ -26,21 +26,17 @@ use aya_ebpf::{
 };
 use lb_common::{
     Addr, FlowKey, PROTO_TCP, PROTO_UDP, VipAddrKey,
-    encap::{
-        FLOW_LABEL_MASK, IPPROTO_IPIP, IPPROTO_IPV6, OVERHEAD_V4, OVERHEAD_V6, source_of_hash,
-    },
+    encap::{OVERHEAD_V4, OVERHEAD_V6, source_of_hash},
     hash::flow_hash,
     probe::ProbeStat,
 };
 use lb_ebpf::{
-    csum::finish,
     frame::load,
-    headers::{ETH_LEN, IPV6_LEN, Ipv4, Ipv6, Ports},
+    headers::{ETH_LEN, Ports},
+    outer::Inner,
     parse::{Packet, parse},
 };
 
-/// IPv4 "don't fragment", network order.
-const IP_DF: u16 = 0x4000u16.to_be();
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 /// Bytes made linear before parsing: Ethernet, the largest IPv6 header
@@ -81,7 +77,7 @@ pub fn wrap_and_send(ctx: &TcContext, target: &VipAddrKey) -> Result<i32, ProbeS
     let key = flow_key(ctx, &p)?;
     let h = flow_hash(&key);
     let source = source_of_hash(h, key.family);
-    let inner = Inner::read(ctx, &p)?;
+    let inner = Inner::read(ctx, &p).ok_or(ProbeStat::Malformed)?;
     let (room, flags) = if p.v6 {
         (OVERHEAD_V6, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6)
     } else {
@@ -90,9 +86,9 @@ pub fn wrap_and_send(ctx: &TcContext, target: &VipAddrKey) -> Result<i32, ProbeS
     ctx.adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags as u64)
         .map_err(|_| ProbeStat::Malformed)?;
     let stored = if p.v6 {
-        ctx.store(ETH_LEN, &inner.outer_v6(&source, &target.addr, h), 0)
+        ctx.store(ETH_LEN, &inner.outer_v6(&source, &target.addr, inner.ttl, h), 0)
     } else {
-        ctx.store(ETH_LEN, &inner.outer_v4(source[0], target.addr[0]), 0)
+        ctx.store(ETH_LEN, &inner.outer_v4(source[0], target.addr[0], inner.ttl), 0)
     };
     stored.map_err(|_| ProbeStat::Malformed)?;
     // The mark chose the probe's way here; the wrapped packet is routed as
@@ -158,86 +154,4 @@ fn egress(ctx: &TcContext, v6: bool, src: &Addr, dst: &Addr, len: usize) -> Resu
         return Err(ProbeStat::NoRoute);
     }
     Ok(params.ifindex)
-}
-
-/// What the outer header copies of the inner one.
-struct Inner {
-    /// IPv4: the TOS byte. IPv6: the version/class/label word.
-    word: u32,
-    /// The inner packet's length.
-    len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-}
-
-impl Inner {
-    #[inline(always)]
-    fn read(ctx: &TcContext, p: &Packet) -> Result<Self, ProbeStat> {
-        if p.v6 {
-            let ip = load::<Ipv6>(ctx, p.l3).ok_or(ProbeStat::Malformed)?;
-            let len = u16::from_be(ip.payload_len)
-                .checked_add(IPV6_LEN as u16)
-                .ok_or(ProbeStat::Malformed)?;
-            Ok(Self {
-                word: ip.vtc_flow,
-                len,
-                id: 0,
-                frag_off: 0,
-                ttl: ip.hop_limit,
-            })
-        } else {
-            let ip = load::<Ipv4>(ctx, p.l3).ok_or(ProbeStat::Malformed)?;
-            Ok(Self {
-                word: ip.tos as u32,
-                len: u16::from_be(ip.tot_len),
-                id: ip.id,
-                frag_off: ip.frag_off & IP_DF,
-                ttl: ip.ttl,
-            })
-        }
-    }
-
-    #[inline(always)]
-    fn outer_v4(&self, src: u32, dst: u32) -> Ipv4 {
-        let mut ip = Ipv4 {
-            vihl: 0x45,
-            tos: self.word as u8,
-            tot_len: self.len.saturating_add(OVERHEAD_V4 as u16).to_be(),
-            id: self.id,
-            frag_off: self.frag_off,
-            ttl: self.ttl,
-            proto: IPPROTO_IPIP,
-            check: 0,
-            saddr: src,
-            daddr: dst,
-        };
-        ip.check = ipv4_check(&ip);
-        ip
-    }
-
-    #[inline(always)]
-    fn outer_v6(&self, src: &Addr, dst: &Addr, h: u32) -> Ipv6 {
-        let class = u32::from_be(self.word) & 0x0ff0_0000;
-        Ipv6 {
-            vtc_flow: (0x6000_0000 | class | (h & FLOW_LABEL_MASK)).to_be(),
-            payload_len: self.len.to_be(),
-            next_hdr: IPPROTO_IPV6,
-            hop_limit: self.ttl,
-            saddr: *src,
-            daddr: *dst,
-        }
-    }
-}
-
-/// The header checksum of a 20-byte IPv4 header whose `check` is 0.
-#[inline(always)]
-fn ipv4_check(ip: &Ipv4) -> u16 {
-    // SAFETY: `Ipv4` is 20 bytes of integers without padding.
-    let words: [u16; 10] = unsafe { core::mem::transmute(*ip) };
-    let mut sum = 0u64;
-    for w in words {
-        sum += w as u64;
-    }
-    finish(sum)
 }
