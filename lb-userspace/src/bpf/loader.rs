@@ -11,11 +11,7 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
     maps::{Array, MapInfo, MapType},
-    programs::{
-        ProgramError, Xdp, XdpMode,
-        links::LinkError,
-        xdp::XdpLink,
-    },
+    programs::{ProgramError, Xdp, XdpMode, links::LinkError, xdp::XdpLink},
 };
 use lb_common::{DataPathConfig, flow::FLOW_WAYS, limits::RING_SLOTS_PER_VIP, maps};
 use tracing::{info, warn};

@@ -86,9 +86,17 @@ pub fn wrap_and_send(ctx: &TcContext, target: &VipAddrKey) -> Result<i32, ProbeS
     ctx.adjust_room(room as i32, BPF_ADJ_ROOM_MAC, flags as u64)
         .map_err(|_| ProbeStat::Malformed)?;
     let stored = if p.v6 {
-        ctx.store(ETH_LEN, &inner.outer_v6(&source, &target.addr, inner.ttl, h), 0)
+        ctx.store(
+            ETH_LEN,
+            &inner.outer_v6(&source, &target.addr, inner.ttl, h),
+            0,
+        )
     } else {
-        ctx.store(ETH_LEN, &inner.outer_v4(source[0], target.addr[0], inner.ttl), 0)
+        ctx.store(
+            ETH_LEN,
+            &inner.outer_v4(source[0], target.addr[0], inner.ttl),
+            0,
+        )
     };
     stored.map_err(|_| ProbeStat::Malformed)?;
     // The mark chose the probe's way here; the wrapped packet is routed as
