@@ -29,10 +29,11 @@ pub mod vip_origin {
 }
 
 /// Sysctls whose earlier values `DecapSaved` keeps.
-pub const SAVED_SYSCTLS: usize = 6;
+pub const SAVED_SYSCTLS: usize = 8;
 
-/// `DecapSaved::magic` once the host's settings are saved.
-pub const SAVED_MAGIC: u32 = 0x1b7a_0001;
+/// `DecapSaved::magic` once the host's settings are saved (`_0002`: eight
+/// sysctls, `lo`'s forwarding added; a block of an older `lb` is not read).
+pub const SAVED_MAGIC: u32 = 0x1b7a_0002;
 
 /// What the first `lb target attach` saved, for `detach` to restore.
 #[repr(C)]
@@ -47,7 +48,7 @@ pub struct DecapSaved {
     pub sysctls: [i32; SAVED_SYSCTLS],
 }
 
-const _: () = assert!(core::mem::size_of::<DecapSaved>() == 44);
+const _: () = assert!(core::mem::size_of::<DecapSaved>() == 52);
 
 /// Capacity of `DECAP_VIPS` and of `DECAP_LOCAL`.
 pub const MAX_ADDRS: u32 = 1024;

@@ -1,8 +1,9 @@
 //! Fixture harness of the target-side decapsulation program (`lb_decap`,
 //! the `lb-decap` object beside the balancer's): loads it, fills its
 //! address maps directly and runs frames through `BPF_PROG_TEST_RUN`. The
-//! program looks nothing up in the kernel's tables, so no namespace is
-//! needed.
+//! program looks nothing up in the kernel's tables but for a second
+//! chance's chain (socket and FIB lookups: those cases run in the
+//! fixture namespace).
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -92,8 +93,18 @@ impl DecapFixture {
             .collect()
     }
 
-    /// Runs one frame through `lb_decap`.
+    /// Runs one frame through `lb_decap` (received on `lo`).
     pub fn run(&self, frame: &[u8]) -> RunResult {
+        self.run_ctx(frame, None)
+    }
+
+    /// Runs one frame through `lb_decap` as received on `ifname` of the
+    /// fixture namespace ([`fixture::xdp_md_on`]).
+    pub fn run_on(&self, frame: &[u8], ifname: &str) -> RunResult {
+        self.run_ctx(frame, Some(&fixture::xdp_md_on(frame, ifname)))
+    }
+
+    fn run_ctx(&self, frame: &[u8], ctx_in: Option<&[u8]>) -> RunResult {
         let prog: &Xdp = self
             .ebpf
             .program(decap::PROGRAM)
@@ -104,6 +115,7 @@ impl DecapFixture {
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in,
             ..TestRunOptions::default()
         };
         let r = prog

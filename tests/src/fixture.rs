@@ -836,18 +836,7 @@ impl Fixture {
             .expect("program")
             .try_into()
             .expect("XDP program");
-        let ifindex = topo::ifindex(ifname);
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex }: data_end must be the frame length.
-        let md: [u32; 6] = [
-            0,
-            u32::try_from(frame.len()).expect("frame length"),
-            0,
-            ifindex,
-            0,
-            0,
-        ];
-        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let ctx = xdp_md_on(frame, ifname);
         let mut out = vec![0u8; frame.len() + 512];
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -864,6 +853,23 @@ impl Fixture {
             output: out,
         }
     }
+}
+
+/// A test run's `ctx_in` for `frame` received on `ifname` (in the calling
+/// thread's namespace), rx queue 0.
+pub fn xdp_md_on(frame: &[u8], ifname: &str) -> Vec<u8> {
+    let ifindex = topo::ifindex(ifname);
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex }: data_end must be the frame length.
+    let md: [u32; 6] = [
+        0,
+        u32::try_from(frame.len()).expect("frame length"),
+        0,
+        ifindex,
+        0,
+        0,
+    ];
+    md.iter().flat_map(|w| w.to_ne_bytes()).collect()
 }
 
 impl Fixture {

@@ -489,6 +489,60 @@ fn sockets() -> Vec<std::net::TcpStream> {
     held
 }
 
+/// Writes `value` to the sysctl at `path` (the calling thread's namespace).
+fn set_sysctl(path: &str, value: &str) {
+    std::fs::write(path, value).unwrap_or_else(|e| panic!("write {value} to {path}: {e}"));
+}
+
+/// A real target forwards nothing: a chain arriving on its interface
+/// (here fx0, forwarding off for both families) still goes on to the
+/// previous target, since `lb_decap` looks the route up as from `lo`,
+/// whose forwarding `lb target attach` turns on. With `lo`'s forwarding
+/// off too, the chain is dropped (`chain_unrouted`).
+#[test]
+fn chain_forwarding_needs_forwarding_on_lo_only() {
+    use DecapStat::{ChainForwarded, ChainUnrouted};
+    let failures = lb_tests::fixture::with_netns(|| {
+        let _held = sockets();
+        for family in ["ipv4", "ipv6"] {
+            set_sysctl(&format!("/proc/sys/net/{family}/conf/fx0/forwarding"), "0");
+        }
+        let mut failures = String::new();
+        for lo_forwards in [true, false] {
+            let value = if lo_forwards { "1" } else { "0" };
+            for family in ["ipv4", "ipv6"] {
+                set_sysctl(&format!("/proc/sys/net/{family}/conf/lo/forwarding"), value);
+            }
+            for (v6, lb, local, prev) in [(false, LB4, LOCAL4, PREV4), (true, LB6, LOCAL6, PREV6)] {
+                let elsewhere = mid_connection(v6, OTHER_PORT);
+                let input = chain(&elsewhere, prev, 64, lb, local).build();
+                let fx = DecapFixture::load(&[LOCAL4, LOCAL6], &[VIP4, VIP6]);
+                let before = fx.stats();
+                let got = fx.run_on(&input, topo::FX0);
+                let after = fx.stats();
+                let (action, stat) = if lo_forwards {
+                    (XDP_REDIRECT, ChainForwarded)
+                } else {
+                    (XDP_DROP, ChainUnrouted)
+                };
+                let moved = after[stat as usize] - before[stat as usize];
+                if got.action != action || moved != 1 {
+                    let _ = write!(
+                        failures,
+                        "\n--- v6 {v6}, lo forwarding {value}: action {}, want {}; {} moved by \
+                         {moved}, want 1",
+                        action_name(got.action),
+                        action_name(action),
+                        stat.name()
+                    );
+                }
+            }
+        }
+        failures
+    });
+    assert!(failures.is_empty(), "failing cases:{failures}");
+}
+
 #[test]
 fn chain_cases_in_a_namespace() {
     let filter = std::env::var("LB_CASE").ok();

@@ -37,15 +37,17 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// The sysctls `attach` sets, as `sysctl` names them, and the values the
 /// target starts with (not the defaults, so that a restore is visible).
-const SYSCTLS: [(&str, &str); 6] = [
+const SYSCTLS: [(&str, &str); 8] = [
     ("net.ipv4.conf.all.rp_filter", "2"),
     ("net.ipv4.conf.tgt0.rp_filter", "1"),
     ("net.ipv4.conf.all.arp_ignore", "0"),
     ("net.ipv4.conf.tgt0.arp_ignore", "0"),
     ("net.ipv4.conf.all.arp_announce", "0"),
     ("net.ipv4.conf.tgt0.arp_announce", "1"),
+    ("net.ipv4.conf.lo.forwarding", "0"),
+    ("net.ipv6.conf.lo.forwarding", "0"),
 ];
-const WANTED: [&str; 6] = ["0", "0", "1", "1", "2", "2"];
+const WANTED: [&str; 8] = ["0", "0", "1", "1", "2", "2", "1", "1"];
 
 /// Two namespaces joined by a veth pair, a bpffs for the pins. Fields drop
 /// in order: the bpffs before its directory, the namespaces last.
@@ -278,6 +280,15 @@ fn attach_decapsulates_for_the_stack_and_detach_restores_the_host() {
         assert!(lo.contains(&want), "{want} not on lo: {lo:?}");
     }
     assert_eq!(t.sysctls(), WANTED, "sysctls after attach");
+    // Forwarding on lo only: the target does not become a router.
+    for key in [
+        "net.ipv4.conf.tgt0.forwarding",
+        "net.ipv6.conf.tgt0.forwarding",
+        "net.ipv4.ip_forward",
+    ] {
+        let out = t.tgt.exec(&["sysctl", "-n", key]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{key}");
+    }
     let again = t.lb_target_ok(&vips);
     assert!(
         again.contains("nothing changed"),
@@ -292,6 +303,10 @@ fn attach_decapsulates_for_the_stack_and_detach_restores_the_host() {
     let status = t.lb_target_ok(&["status"]);
     assert_eq!(counter(&status, "decapsulated"), 4, "{status}");
     assert!(status.contains("program: lb_decap on tgt0"), "{status}");
+    assert!(
+        status.contains("second chance chains: forwarded"),
+        "{status}"
+    );
 
     let detached = t.lb_target_ok(&["detach"]);
     assert!(

@@ -173,15 +173,15 @@ mod tests {
     }
 
     #[test]
-    fn second_chance_defaults_off_and_is_refused_where_it_does_nothing() {
+    fn second_chance_defaults_on_for_dsr_tcp_and_is_refused_where_it_does_nothing() {
         let c = parse(&dsr());
-        assert!(!c.target_groups[0].second_chance());
-        let on = dsr().replace(
+        assert!(c.target_groups[0].second_chance());
+        let off = dsr().replace(
             "forwarding = \"dsr\"\n",
-            "forwarding = \"dsr\"\nsecond_chance = true\n",
+            "forwarding = \"dsr\"\nsecond_chance = false\n",
         );
-        assert!(parse(&on).target_groups[0].second_chance());
-        assert_eq!(errors(&on), Vec::<String>::new());
+        assert!(!parse(&off).target_groups[0].second_chance());
+        assert_eq!(errors(&off), Vec::<String>::new());
         assert!(!parse(BASE).target_groups[0].second_chance(), "nat");
         let nat = BASE.replace("port = 8080\n", "port = 8080\nsecond_chance = true\n");
         assert_eq!(

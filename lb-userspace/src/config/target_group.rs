@@ -107,14 +107,11 @@ impl TargetGroup {
     }
 
     /// Whether the data path gives this group's connections a second
-    /// chance (see `second_chance`). Off unless asked for: a target's
-    /// `lb_decap` forwards a chain only where IP forwarding is on, and a
-    /// chain it cannot forward is dropped, which stalls a moved connection
-    /// that plain Maglev would have reset.
+    /// chance (see `second_chance`).
     pub fn second_chance(&self) -> bool {
         self.forwarding == Forwarding::Dsr
             && self.protocol == Protocol::Tcp
-            && self.second_chance.unwrap_or(false)
+            && self.second_chance.unwrap_or(true)
     }
 
     /// Idle timeout of flows of `protocol`, seconds.

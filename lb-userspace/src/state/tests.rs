@@ -827,10 +827,6 @@ fn second_chance_is_a_flag_of_dsr_tcp_vips() {
     c.target_groups[0].forwarding = config::Forwarding::Dsr;
     c.target_groups[1].forwarding = config::Forwarding::Dsr;
     state.apply(&mut plane, &c).unwrap();
-    assert_eq!(plane.vips[&web()].flags, DSR, "off by default");
-    c.target_groups[0].second_chance = Some(true);
-    c.target_groups[1].second_chance = Some(true);
-    state.apply(&mut plane, &c).unwrap();
     assert_eq!(plane.vips[&web()].flags, DSR | SECOND_CHANCE);
     assert_eq!(plane.vips[&dns()].flags & SECOND_CHANCE, 0, "udp");
     c.target_groups[0].second_chance = Some(false);

@@ -159,11 +159,26 @@ pub fn status(pin_dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             .join(" ")
     )?;
     sysctls(&mut d, out)?;
+    chains(out)?;
     writeln!(out, "counters")?;
     for (stat, n) in d.stats()? {
         writeln!(out, "  {:<20} {n:>12}", stat.name())?;
     }
     Ok(())
+}
+
+/// Whether a second chance's chain can go on to the previous target.
+fn chains(out: &mut impl Write) -> io::Result<()> {
+    let off = sysctl::chain_blockers();
+    if off.is_empty() {
+        writeln!(out, "second chance chains: forwarded (forwarding on lo)")
+    } else {
+        writeln!(
+            out,
+            "second chance chains: DROPPED ({} not 1; `lb target attach` sets it)",
+            off.join(", ")
+        )
+    }
 }
 
 fn sysctls(d: &mut Decap, out: &mut impl Write) -> anyhow::Result<()> {

@@ -10,6 +10,12 @@
 //!   the interface (stealing the VIP from the balancers) and uses them as
 //!   ARP sources. IPv6 needs nothing: neighbour discovery only answers for
 //!   addresses of the interface asked on.
+//! - `forwarding` 1 on `lo`, IPv4 and IPv6: `lb_decap` forwards a second
+//!   chance's chain to the previous target after a FIB lookup made as if
+//!   the packet came in on `lo` (the kernel refuses the lookup unless the
+//!   named device forwards). Only `lo`: nothing arrives there from outside,
+//!   so the host forwards nothing else, and the real interface keeps
+//!   acting as a host (IPv6 router advertisements still accepted).
 use std::path::{Path, PathBuf};
 
 use super::TargetError;
@@ -38,6 +44,10 @@ pub fn settings(interface: &str) -> [Setting; lb_common::decap::SAVED_SYSCTLS] {
         path: PathBuf::from(format!("/proc/sys/net/ipv4/conf/{dev}/{key}")),
         wanted,
     };
+    let conf6 = |dev: &str, key: &str, wanted| Setting {
+        path: PathBuf::from(format!("/proc/sys/net/ipv6/conf/{dev}/{key}")),
+        wanted,
+    };
     [
         conf("all", "rp_filter", 0),
         conf(interface, "rp_filter", 0),
@@ -45,7 +55,20 @@ pub fn settings(interface: &str) -> [Setting; lb_common::decap::SAVED_SYSCTLS] {
         conf(interface, "arp_ignore", 1),
         conf("all", "arp_announce", 2),
         conf(interface, "arp_announce", 2),
+        conf("lo", "forwarding", 1),
+        conf6("lo", "forwarding", 1),
     ]
+}
+
+/// What keeps `lb_decap` from forwarding a second chance's chain: the
+/// `lo` forwarding settings that are not on (unreadable counts as off).
+pub fn chain_blockers() -> Vec<String> {
+    settings("lo")
+        .into_iter()
+        .filter(|s| s.path.ends_with("lo/forwarding"))
+        .filter(|s| read(&s.path).ok() != Some(s.wanted))
+        .map(|s| s.name())
+        .collect()
 }
 
 pub fn read(path: &Path) -> Result<i32, TargetError> {

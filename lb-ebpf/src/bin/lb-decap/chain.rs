@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use lb_common::decap::DecapStat;
 use lb_ebpf::{
-    frame::{Frame, load, update},
+    frame::{load, update},
     headers::*,
 };
 
@@ -182,12 +182,24 @@ struct Hop {
     smac: [u8; 6],
 }
 
+/// `lo`'s ifindex in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
 /// The FIB's next hop toward `next`'s destination, for its length.
+///
+/// The lookup is made as if the packet came in on `lo`, not on the
+/// interface it arrived on: the kernel answers FWD_DISABLED unless
+/// forwarding is on for the device named in the parameters
+/// (`bpf_ipv4_fib_lookup` checks `IN_DEV_FORWARD`, `bpf_ipv6_fib_lookup`
+/// the device's `forwarding`), and a target should not forward what
+/// arrives on its real interface. `lb target attach` turns forwarding on
+/// for `lo` only, where nothing arrives from outside; with `lo` as the
+/// input device the route is the one the host's own packets would take.
 #[inline(always)]
 fn next_hop(ctx: &XdpContext, next: &Header) -> Option<Hop> {
     // SAFETY: all-zero is a valid parameter block.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
-    p.ifindex = ctx.ingress_if();
+    p.ifindex = LOOPBACK_IFINDEX;
     p.__bindgen_anon_1.tot_len = next.total() as u16;
     if next.v6 {
         p.family = AF_INET6;
