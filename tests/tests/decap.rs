@@ -468,6 +468,9 @@ fn sockets() -> Vec<std::net::TcpStream> {
             .expect("ip addr add");
         assert!(out.status.success(), "ip addr add {a}: {out:?}");
     }
+    for a in [VIP4, CLIENT4.ip(), VIP6, CLIENT6.ip()] {
+        wait_local_route(a);
+    }
     let mut held = Vec::new();
     for (vip, client) in [(VIP4, CLIENT4.ip()), (VIP6, CLIENT6.ip())] {
         let listener = TcpListener::bind(sa(vip, 80)).expect("listen on the vip");
@@ -487,6 +490,29 @@ fn sockets() -> Vec<std::net::TcpStream> {
         std::mem::forget(listener);
     }
     held
+}
+
+/// Waits until `a`, just added, has its route in the `local` table: an
+/// IPv6 address's route is put there by the kernel's address work queue
+/// after `ip addr add` returned (even with `nodad`), and a connect to it
+/// before then fails with ENETUNREACH.
+fn wait_local_route(a: IpAddr) {
+    let family = if a.is_ipv4() { "-4" } else { "-6" };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("ip")
+            .args([family, "route", "show", "table", "local", &a.to_string()])
+            .output()
+            .expect("ip route show table local");
+        if out.status.success() && !out.stdout.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no local route to {a} 10 s after adding it: {out:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Writes `value` to the sysctl at `path` (the calling thread's namespace).
