@@ -124,6 +124,8 @@ pub struct ScaleOut {
     monitor: NsChild,
     /// The client and the targets ([`Self::with_targets`]).
     pub edge: Option<Edge>,
+    /// Targets 1..=`configured` are in the hosts' configs at the start.
+    configured: usize,
     _veths: Vec<VethPair>,
     pub router: Netns,
     pub lb: PathBuf,
@@ -135,17 +137,28 @@ impl ScaleOut {
     /// names three), their BIRDs and daemons; returns once every daemon is
     /// ready (not yet once the routes converged: see [`Self::wait_paths`]).
     pub fn new(name: &str, hosts: usize) -> Self {
-        Self::build(name, hosts, 0)
+        Self::build(name, hosts, 0, 0)
     }
 
     /// [`Self::new`] with a client and `targets` dsr targets (see the
     /// module doc); returns once every daemon is ready.
     pub fn with_targets(name: &str, hosts: usize, targets: usize) -> Self {
         assert!(targets > 0, "with_targets: at least one target");
-        Self::build(name, hosts, targets)
+        Self::build(name, hosts, targets, targets)
     }
 
-    fn build(name: &str, hosts: usize, targets: usize) -> Self {
+    /// [`Self::with_targets`] whose hosts' configs name only targets
+    /// 1..=`configured` at the start: the others are attached and serving,
+    /// ready for a test to add them ([`Self::reconfigure`]).
+    pub fn with_spare_targets(name: &str, hosts: usize, targets: usize, configured: usize) -> Self {
+        assert!(
+            (1..=targets).contains(&configured),
+            "with_spare_targets: 1..=targets configured"
+        );
+        Self::build(name, hosts, targets, configured)
+    }
+
+    fn build(name: &str, hosts: usize, targets: usize, configured: usize) -> Self {
         netns::require_root();
         netns::reap_stale();
         proc::require_tool("bird");
@@ -188,7 +201,7 @@ impl ScaleOut {
         let mut veths = Vec::new();
         let mut built = Vec::new();
         for i in 1..=hosts {
-            let (host, veth) = build_host(&id, run_dir.path(), &router, i, targets);
+            let (host, veth) = build_host(&id, run_dir.path(), &router, i, configured);
             veths.push(veth);
             built.push(host);
         }
@@ -207,6 +220,7 @@ impl ScaleOut {
             _router_bird: router_bird,
             monitor,
             edge,
+            configured,
             _veths: veths,
             router,
             lb,
@@ -474,9 +488,15 @@ impl ScaleOut {
     /// Waits until every host reports every target of every group healthy
     /// (`lb targets <group> --json`).
     pub fn wait_healthy(&self) {
-        let targets = self.edge().targets.len();
+        let all: Vec<usize> = (1..=self.hosts.len()).collect();
+        self.wait_healthy_on(&all, self.configured);
+    }
+
+    /// Waits until each of `hosts` reports `targets` targets in every group,
+    /// all healthy (after a [`Self::reconfigure`] and `lb reload`).
+    pub fn wait_healthy_on(&self, hosts: &[usize], targets: usize) {
         let deadline = Instant::now() + CONVERGE;
-        for i in 1..=self.hosts.len() {
+        for &i in hosts {
             for group in ["tcp4", "udp4", "tcp6", "udp6"] {
                 loop {
                     let out = self.lb_ok(i, &["targets", group, "--json"]);

@@ -136,6 +136,21 @@ impl Edge {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Counter `name` of `lb target status` on target `i`.
+    pub fn target_counter(&self, i: usize, name: &str) -> u64 {
+        let status = self.target_status(i);
+        status
+            .lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                if words.next() != Some(name) {
+                    return None;
+                }
+                words.next()?.parse().ok()
+            })
+            .unwrap_or_else(|| panic!("no counter {name} in t{i}'s status:\n{status}"))
+    }
+
     /// The servers' output, for failure messages.
     pub fn diagnostics(&self) -> String {
         self.servers
