@@ -35,6 +35,19 @@ pub const SAVED_SYSCTLS: usize = 8;
 /// sysctls, `lo`'s forwarding added; a block of an older `lb` is not read).
 pub const SAVED_MAGIC: u32 = 0x1b7a_0002;
 
+/// `DecapSaved::magic` of the block an older `lb` saved: six sysctls, no
+/// `lo` forwarding, 44 bytes. `lb target` reads it once and rewrites it in
+/// the current layout (the loader cannot reuse a map of another size).
+pub const SAVED_MAGIC_V1: u32 = 0x1b7a_0001;
+/// Sysctls in a [`SAVED_MAGIC_V1`] block: the first six of the current list.
+pub const SAVED_V1_SYSCTLS: usize = 6;
+/// Size of a [`SAVED_MAGIC_V1`] block.
+pub const SAVED_V1_LEN: usize = 4 + 16 + 4 * SAVED_V1_SYSCTLS;
+
+/// A saved value meaning "the host had no such sysctl" (IPv6's, on a host
+/// booted with `ipv6.disable=1`): nothing to set, nothing to restore.
+pub const SYSCTL_ABSENT: i32 = i32::MIN;
+
 /// What the first `lb target attach` saved, for `detach` to restore.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

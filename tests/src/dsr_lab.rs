@@ -18,6 +18,7 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use crate::lab::{Lab, all_healthy, health_checks};
+use crate::metrics;
 use crate::netns::{self, VethPair};
 use crate::proc::{self, NsChild};
 use crate::topology::{PEER_IF, VIP_TCP_PORT, VIP_UDP_PORT, VIP4, VIP6, target_name};
@@ -177,18 +178,7 @@ impl DsrLab {
     /// The value of `series` (name and labels as printed) in the
     /// balancer's `/metrics`; `None` when absent.
     pub fn metric(&self, series: &str) -> Option<u64> {
-        let url = format!("http://{METRICS_LISTEN}/metrics");
-        let text = netns::exec_in_stdout(
-            self.lab.topo.lb.name(),
-            &["curl", "-sS", "-m", "5", url.as_str()],
-        );
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .map(|v| {
-                v.trim()
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{series} = {v:?}: {e}"))
-            })
+        metrics::scrape(self.lab.topo.lb.name(), METRICS_LISTEN, series).map(|v| v as u64)
     }
 
     /// `lb target status` of target `i`.

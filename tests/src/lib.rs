@@ -7,6 +7,7 @@ pub mod chatter;
 pub mod client;
 pub mod dsr_lab;
 pub mod lab;
+pub mod metrics;
 pub mod netns;
 pub mod private_root;
 pub mod proc;

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::EchoConn;
 use crate::lab::{IO_TIMEOUT, fast_checks, server_bin};
+use crate::metrics;
 use crate::netns::{self, Bpffs, Netns, TempDir, VethPair};
 use crate::proc::{self, LbDaemon, NsChild, OutputMark};
 use crate::topology::{
@@ -309,23 +310,7 @@ impl ScaleOut {
     /// The value of `series` (name and labels as printed) in host `i`'s
     /// `/metrics`; `None` when absent.
     pub fn metric(&self, i: usize, series: &str) -> Option<f64> {
-        let text = netns::exec_in_stdout(
-            self.host(i).ns.name(),
-            &[
-                "curl",
-                "-sS",
-                "-m",
-                "5",
-                &format!("http://{METRICS_LISTEN}/metrics"),
-            ],
-        );
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .map(|v| {
-                v.trim()
-                    .parse()
-                    .unwrap_or_else(|e| panic!("{series} = {v:?}: {e}"))
-            })
+        metrics::scrape(self.host(i).ns.name(), METRICS_LISTEN, series)
     }
 
     /// The hosts (1-based) the router's kernel route to `vip` leads to:

@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lb_tests::netns::{Bpffs, Netns, TempDir, VethPair, require_root, unique_id};
+use lb_tests::netns::{Bpffs, Netns, TempDir, VethPair, require_root, run, unique_id};
 use lb_tests::packet::tcp_flags::{ACK, SYN};
 use lb_tests::packet::{Mac, Packet};
 use lb_tests::proc::{lb_bin, lb_cmd};
@@ -36,7 +36,9 @@ const CLIENT6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0,
 const WAIT: Duration = Duration::from_secs(10);
 
 /// The sysctls `attach` sets, as `sysctl` names them, and the values the
-/// target starts with (not the defaults, so that a restore is visible).
+/// target starts with: all but `lo`'s forwarding (the default 0) differ
+/// from the defaults, and all from what attach sets, so that a restore is
+/// visible.
 const SYSCTLS: [(&str, &str); 8] = [
     ("net.ipv4.conf.all.rp_filter", "2"),
     ("net.ipv4.conf.tgt0.rp_filter", "1"),
@@ -359,4 +361,73 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert!(!t.pin_dir().exists(), "a refused attach left pins");
     assert!(!t.xdp_on_tgt0());
     assert_eq!(t.sysctls(), before_sysctls);
+}
+
+/// A host an older `lb` attached (its `DECAP_SAVED` block has six sysctls,
+/// 44 bytes, magic `_0001`): a new attach carries the block over, so
+/// detach restores the host's real originals, not the values the older
+/// `lb` had set.
+#[test]
+fn an_older_lb_s_saved_settings_are_carried_over_and_restored() {
+    let t = Topo::new();
+    let before_sysctls = t.sysctls();
+    // The older lb's attach: the six sysctls it knew set, the originals in
+    // a 44-byte block in a pinned DECAP_SAVED.
+    for ((key, _), wanted) in SYSCTLS.iter().zip(WANTED).take(6) {
+        t.tgt.sysctl(key, wanted);
+    }
+    let mut block = Vec::new();
+    block.extend(0x1b7a_0001u32.to_le_bytes());
+    let mut name = [0u8; 16];
+    name[..4].copy_from_slice(b"tgt0");
+    block.extend(name);
+    for (_, original) in SYSCTLS.iter().take(6) {
+        block.extend(original.parse::<i32>().unwrap().to_le_bytes());
+    }
+    assert_eq!(block.len(), 44);
+    std::fs::create_dir_all(t.pin_dir()).unwrap();
+    let pin = t.pin_dir().join("DECAP_SAVED");
+    let pin = pin.to_str().unwrap();
+    run(
+        "bpftool",
+        [
+            "map",
+            "create",
+            pin,
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "44",
+            "entries",
+            "1",
+            "name",
+            "DECAP_SAVED",
+        ],
+    );
+    let mut update = vec![
+        "map", "update", "pinned", pin, "key", "0", "0", "0", "0", "value",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    update.extend(block.iter().map(u8::to_string));
+    run("bpftool", &update);
+
+    let vip = VIP4.to_string();
+    t.lb_target_ok(&["attach", "--interface", "tgt0", "--vip", &vip]);
+    assert_eq!(t.sysctls(), WANTED, "sysctls after attach");
+    let status = t.lb_target_ok(&["status"]);
+    let line = status
+        .lines()
+        .find(|l| l.contains("net.ipv4.conf.all.rp_filter"))
+        .unwrap_or_else(|| panic!("no rp_filter line in status:\n{status}"));
+    assert!(
+        line.ends_with("(was 2)"),
+        "the older block's original is not what status shows:\n{status}"
+    );
+    t.lb_target_ok(&["detach"]);
+    assert_eq!(t.sysctls(), before_sysctls, "sysctls after detach");
+    assert!(!t.pin_dir().exists(), "pins left after detach");
 }

@@ -6,11 +6,12 @@ use std::{
 };
 
 use clap::{Args, Subcommand, ValueEnum};
-use lb_common::decap::{SAVED_MAGIC, vip_origin};
+use lb_common::decap::{SAVED_MAGIC, SYSCTL_ABSENT, vip_origin};
 
 use super::{
     DEFAULT_PIN_DIR, addrs,
     program::{self, Decap},
+    saved,
     setup::{self, AttachSpec},
     sysctl,
 };
@@ -186,12 +187,16 @@ fn sysctls(d: &mut Decap, out: &mut impl Write) -> anyhow::Result<()> {
     if saved.magic != SAVED_MAGIC {
         return Ok(());
     }
-    let interface = setup::saved_interface(&saved);
+    let interface = saved::interface(&saved);
     writeln!(out, "sysctls (now, before attach)")?;
     for (s, old) in sysctl::settings(&interface).iter().zip(saved.sysctls) {
         let now = match sysctl::read(&s.path) {
             Ok(v) => v.to_string(),
             Err(_) => "-".into(),
+        };
+        let old = match old {
+            SYSCTL_ABSENT => "-".to_owned(),
+            v => v.to_string(),
         };
         writeln!(out, "  {:<40} {now:>3} (was {old})", s.name())?;
     }

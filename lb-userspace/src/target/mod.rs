@@ -13,6 +13,8 @@
 //! - [`cli`]: the subcommands and their output.
 //! - [`setup`]: attach and detach, step by step.
 //! - [`program`]: the embedded object, its pins and maps.
+//! - [`saved`]: the block of what attach changed, and an older `lb`'s
+//!   block carried over.
 //! - [`addrs`]: the host's addresses and the VIPs on `lo` (through `ip`).
 //! - [`sysctl`]: the settings a dsr target needs.
 //! - [`error`]: the errors of `lb target`, [`TargetError`].
@@ -20,6 +22,7 @@ pub mod addrs;
 pub mod cli;
 pub mod error;
 pub mod program;
+pub mod saved;
 pub mod setup;
 pub mod sysctl;
 

@@ -19,7 +19,7 @@ use lb_common::{
     decap::{self, DecapSaved, DecapStat},
 };
 
-use super::TargetError;
+use super::{TargetError, saved};
 use crate::{
     bpf::{
         bpffs::{self, Pins},
@@ -78,6 +78,7 @@ impl Decap {
         }
         bpffs::prepare(pin_dir)?;
         let pins = Pins::new(pin_dir);
+        let carried = saved::take_v1_saved(&pins.map(decap::SAVED))?;
         let paths: Vec<(&'static str, PathBuf)> =
             decap::ALL.iter().map(|m| (*m, pins.map(m))).collect();
         let mut loader = EbpfLoader::new();
@@ -85,7 +86,11 @@ impl Decap {
             loader.map_pin_path(name, path.as_path());
         }
         let ebpf = loader.load(OBJECT)?;
-        Ok(Self { ebpf, pins })
+        let mut decap = Self { ebpf, pins };
+        if let Some(block) = carried {
+            decap.set_saved(block)?;
+        }
+        Ok(decap)
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, TargetError> {

@@ -7,12 +7,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use lb_common::decap::{DecapSaved, MAX_ADDRS, SAVED_MAGIC, vip_origin};
+use lb_common::decap::{DecapSaved, MAX_ADDRS, SAVED_MAGIC, SYSCTL_ABSENT, vip_origin};
 
 use super::{
     TargetError, addrs,
     program::{self, Decap},
-    sysctl,
+    saved, sysctl,
 };
 use crate::bpf::loader::AttachMode;
 
@@ -67,18 +67,6 @@ fn check_vips(vips: &[IpAddr]) -> Result<BTreeSet<IpAddr>, TargetError> {
     Ok(set)
 }
 
-fn interface_bytes(name: &str) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..name.len()].copy_from_slice(name.as_bytes());
-    b
-}
-
-/// The interface name kept in `saved`.
-pub fn saved_interface(saved: &DecapSaved) -> String {
-    let end = saved.interface.iter().position(|b| *b == 0).unwrap_or(16);
-    String::from_utf8_lossy(&saved.interface[..end]).into_owned()
-}
-
 /// Sets everything up; returns one line per change (none: it was all
 /// there already).
 pub fn attach(spec: &AttachSpec) -> Result<Vec<String>, TargetError> {
@@ -88,7 +76,8 @@ pub fn attach(spec: &AttachSpec) -> Result<Vec<String>, TargetError> {
     let mut done = Vec::new();
     save_once(&mut d, spec)?;
     for s in sysctl::settings(&spec.interface) {
-        if sysctl::read(&s.path)? != s.wanted {
+        let now = sysctl::current(&s)?;
+        if now != SYSCTL_ABSENT && now != s.wanted {
             sysctl::write(&s.path, s.wanted)?;
             done.push(format!("set {} = {}", s.name(), s.wanted));
         }
@@ -124,7 +113,7 @@ pub fn attach(spec: &AttachSpec) -> Result<Vec<String>, TargetError> {
 fn save_once(d: &mut Decap, spec: &AttachSpec) -> Result<(), TargetError> {
     let saved = d.saved()?;
     if saved.magic == SAVED_MAGIC {
-        let attached = saved_interface(&saved);
+        let attached = saved::interface(&saved);
         if attached != spec.interface {
             return Err(TargetError::AttachedElsewhere {
                 attached,
@@ -135,11 +124,11 @@ fn save_once(d: &mut Decap, spec: &AttachSpec) -> Result<(), TargetError> {
     }
     let mut sysctls = [0i32; lb_common::decap::SAVED_SYSCTLS];
     for (slot, s) in sysctls.iter_mut().zip(sysctl::settings(&spec.interface)) {
-        *slot = sysctl::read(&s.path)?;
+        *slot = sysctl::current(&s)?;
     }
     d.set_saved(DecapSaved {
         magic: SAVED_MAGIC,
-        interface: interface_bytes(&spec.interface),
+        interface: saved::interface_bytes(&spec.interface),
         sysctls,
     })
 }
@@ -201,10 +190,10 @@ pub fn detach(pin_dir: &Path) -> Result<Vec<String>, TargetError> {
     }
     let saved = d.saved()?;
     if saved.magic == SAVED_MAGIC {
-        let interface = saved_interface(&saved);
+        let interface = saved::interface(&saved);
         for (s, old) in sysctl::settings(&interface).iter().zip(saved.sysctls) {
             // The interface may be gone since; its settings went with it.
-            if s.path.exists() && sysctl::read(&s.path)? != old {
+            if old != SYSCTL_ABSENT && s.path.exists() && sysctl::read(&s.path)? != old {
                 sysctl::write(&s.path, old)?;
                 done.push(format!("restored {} = {old}", s.name()));
             }

@@ -16,7 +16,13 @@
 //!   named device forwards). Only `lo`: nothing arrives there from outside,
 //!   so the host forwards nothing else, and the real interface keeps
 //!   acting as a host (IPv6 router advertisements still accepted).
+//!
+//! A host booted with `ipv6.disable=1` has no `net.ipv6` sysctls at all:
+//! the IPv6 setting is optional, absent is saved as `SYSCTL_ABSENT` and
+//! neither set nor restored (such a host gets no IPv6 chains either).
 use std::path::{Path, PathBuf};
+
+use lb_common::decap::SYSCTL_ABSENT;
 
 use super::TargetError;
 
@@ -25,6 +31,8 @@ use super::TargetError;
 pub struct Setting {
     pub path: PathBuf,
     pub wanted: i32,
+    /// May be missing on a working host (IPv6's, see the module's doc).
+    pub optional: bool,
 }
 
 impl Setting {
@@ -43,10 +51,12 @@ pub fn settings(interface: &str) -> [Setting; lb_common::decap::SAVED_SYSCTLS] {
     let conf = |dev: &str, key: &str, wanted| Setting {
         path: PathBuf::from(format!("/proc/sys/net/ipv4/conf/{dev}/{key}")),
         wanted,
+        optional: false,
     };
     let conf6 = |dev: &str, key: &str, wanted| Setting {
         path: PathBuf::from(format!("/proc/sys/net/ipv6/conf/{dev}/{key}")),
         wanted,
+        optional: true,
     };
     [
         conf("all", "rp_filter", 0),
@@ -61,14 +71,27 @@ pub fn settings(interface: &str) -> [Setting; lb_common::decap::SAVED_SYSCTLS] {
 }
 
 /// What keeps `lb_decap` from forwarding a second chance's chain: the
-/// `lo` forwarding settings that are not on (unreadable counts as off).
+/// `lo` forwarding settings that are not on (unreadable counts as off; an
+/// absent optional one blocks nothing: no IPv6, no IPv6 chains).
 pub fn chain_blockers() -> Vec<String> {
     settings("lo")
         .into_iter()
         .filter(|s| s.path.ends_with("lo/forwarding"))
-        .filter(|s| read(&s.path).ok() != Some(s.wanted))
+        .filter(|s| match current(s) {
+            Ok(v) => v != SYSCTL_ABSENT && v != s.wanted,
+            Err(_) => true,
+        })
         .map(|s| s.name())
         .collect()
+}
+
+/// The setting's value now: `SYSCTL_ABSENT` for an optional one the host
+/// does not have, an error for a required one.
+pub fn current(s: &Setting) -> Result<i32, TargetError> {
+    if s.optional && !s.path.exists() {
+        return Ok(SYSCTL_ABSENT);
+    }
+    read(&s.path)
 }
 
 pub fn read(path: &Path) -> Result<i32, TargetError> {
@@ -87,4 +110,39 @@ pub fn write(path: &Path, value: i32) -> Result<(), TargetError> {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(path: &str, optional: bool) -> Setting {
+        Setting {
+            path: PathBuf::from(path),
+            wanted: 1,
+            optional,
+        }
+    }
+
+    #[test]
+    fn an_absent_optional_setting_reads_as_absent_and_a_required_one_fails() {
+        let gone = "/proc/sys/net/no_such_family/conf/lo/forwarding";
+        assert_eq!(current(&setting(gone, true)).unwrap(), SYSCTL_ABSENT);
+        assert!(matches!(
+            current(&setting(gone, false)),
+            Err(TargetError::Sysctl { .. })
+        ));
+    }
+
+    #[test]
+    fn only_ipv6_settings_are_optional() {
+        for s in settings("eth0") {
+            assert_eq!(
+                s.optional,
+                s.path.starts_with("/proc/sys/net/ipv6"),
+                "{}",
+                s.name()
+            );
+        }
+    }
 }
