@@ -32,12 +32,14 @@ pub mod vip_origin {
 pub const SAVED_SYSCTLS: usize = 8;
 
 /// `DecapSaved::magic` once the host's settings are saved (`_0002`: eight
-/// sysctls, `lo`'s forwarding added; a block of an older `lb` is not read).
+/// sysctls, `lo`'s forwarding added; a block of an older `lb` is carried
+/// over: [`SAVED_MAGIC_V1`]).
 pub const SAVED_MAGIC: u32 = 0x1b7a_0002;
 
 /// `DecapSaved::magic` of the block an older `lb` saved: six sysctls, no
 /// `lo` forwarding, 44 bytes. `lb target` reads it once and rewrites it in
-/// the current layout (the loader cannot reuse a map of another size).
+/// the current layout (a pinned map of the old value size must not be
+/// reused by the loader: its values are too short for the new block).
 pub const SAVED_MAGIC_V1: u32 = 0x1b7a_0001;
 /// Sysctls in a [`SAVED_MAGIC_V1`] block: the first six of the current list.
 pub const SAVED_V1_SYSCTLS: usize = 6;
@@ -68,7 +70,7 @@ pub const MAX_ADDRS: u32 = 1024;
 
 /// Index into `DECAP_STATS`: what the program did with a frame, by reason.
 /// Every frame but a decapsulated or forwarded one passes untouched
-/// (`chain_unrouted` frames are dropped).
+/// (`chain_unrouted` frames whose TTL expires are dropped).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecapStat {
@@ -93,8 +95,11 @@ pub enum DecapStat {
     /// A chain and no socket here (none, or only a listener): the first
     /// header removed, the rest forwarded to the previous target.
     ChainForwarded,
-    /// A chain and no socket here, but no route to the previous target, or
-    /// its TTL / hop limit would expire: dropped.
+    /// A chain and no socket here, but no route or neighbour entry for the
+    /// previous target (or `lo` not forwarding): both headers removed and
+    /// the client's packet passed to this host's stack, which resets it as
+    /// plain Maglev would; or the second header's TTL / hop limit would
+    /// expire: dropped.
     ChainUnrouted,
     /// Count of variants; not a stat. New stats go just above.
     _Count,

@@ -45,14 +45,27 @@ pub fn handle(
     check_inner(ctx, client, next)?;
     let mut tuple = client_tuple(ctx, client, next.inner_v6)?;
     if next.local || has_connection(ctx, &mut tuple, next.inner_v6) {
-        let both = Header {
-            len: outer.len + next.len,
-            ..*next
-        };
-        strip(ctx, eth, vlan, &both)?;
+        to_stack(ctx, eth, vlan, outer, next)?;
         return Ok(Outcome::pass(DecapStat::ChainLocal));
     }
     forward(ctx, eth, vlan, outer, next)
+}
+
+/// Takes both headers off and passes the client's packet to this host's
+/// stack.
+#[inline(always)]
+fn to_stack(
+    ctx: &XdpContext,
+    eth: [u16; 7],
+    vlan: Option<Vlan>,
+    outer: &Header,
+    next: &Header,
+) -> Result<(), DecapStat> {
+    let both = Header {
+        len: outer.len + next.len,
+        ..*next
+    };
+    strip(ctx, eth, vlan, &both)
 }
 
 /// The client's TCP 4-tuple as the socket lookup wants it (network order).
@@ -135,7 +148,13 @@ fn forward(
         return Ok(Outcome::drop(DecapStat::ChainUnrouted));
     }
     let Some(hop) = next_hop(ctx, next) else {
-        return Ok(Outcome::drop(DecapStat::ChainUnrouted));
+        // No route, no neighbour entry (the FIB lookup does not resolve
+        // one: a previous target on this link that this host never spoke
+        // to), or `lo` not forwarding: the chain cannot go on, and
+        // dropping it would stall the connection for good. This host's
+        // stack answers it as plain Maglev would have: a reset.
+        to_stack(ctx, eth, vlan, outer, next)?;
+        return Ok(Outcome::pass(DecapStat::ChainUnrouted));
     };
     strip(ctx, eth, vlan, outer)?;
     let written = update::<[u8; 12], _>(ctx, 0, |e| {
