@@ -369,6 +369,20 @@ fn bad_input_is_refused_with_a_clear_error() {
 /// `lb` had set.
 #[test]
 fn an_older_lb_s_saved_settings_are_carried_over_and_restored() {
+    carried_over_and_restored("DECAP_SAVED");
+}
+
+/// The same after a run that moved the older block aside (the pin
+/// renamed, so the loader can create the new map) and failed before it
+/// wrote the block into the new map: the next run finds it there.
+#[test]
+fn an_older_block_moved_aside_by_an_interrupted_run_is_still_carried_over() {
+    carried_over_and_restored("DECAP_SAVED_v1");
+}
+
+/// Pins an older lb's block as `pin_name`, attaches, checks what status
+/// shows as the originals, detaches, and checks the host got them back.
+fn carried_over_and_restored(pin_name: &str) {
     let t = Topo::new();
     let before_sysctls = t.sysctls();
     // The older lb's attach: the six sysctls it knew set, the originals in
@@ -386,7 +400,7 @@ fn an_older_lb_s_saved_settings_are_carried_over_and_restored() {
     }
     assert_eq!(block.len(), 44);
     std::fs::create_dir_all(t.pin_dir()).unwrap();
-    let pin = t.pin_dir().join("DECAP_SAVED");
+    let pin = t.pin_dir().join(pin_name);
     let pin = pin.to_str().unwrap();
     run(
         "bpftool",
@@ -430,4 +444,56 @@ fn an_older_lb_s_saved_settings_are_carried_over_and_restored() {
     t.lb_target_ok(&["detach"]);
     assert_eq!(t.sysctls(), before_sysctls, "sysctls after detach");
     assert!(!t.pin_dir().exists(), "pins left after detach");
+}
+
+/// A target that learns its IPv6 default route from router advertisements
+/// keeps it through attach: turning on `lo`'s IPv6 forwarding makes the
+/// kernel purge such routes host-wide unless attach guards them.
+#[test]
+fn attach_keeps_routes_learned_from_router_advertisements() {
+    let t = Topo::new();
+    t.tgt
+        .ip(&["-6", "route", "del", "default", "via", &SND6.to_string()]);
+    t.tgt.sysctl("net.ipv6.conf.tgt0.accept_ra", "1");
+    let router = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x99));
+    let all_nodes = IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1));
+    // Hop limit 64, no flags, router lifetime 1800 s; reachable time and
+    // retransmission timer unspecified, no options.
+    let ra = Packet::icmp(router, all_nodes, 134, 0, [64, 0, 0x07, 0x08], vec![0; 8])
+        .ttl(255)
+        .macs(SND_MAC, [0x33, 0x33, 0, 0, 0, 1])
+        .build();
+    let sock = t
+        .snd
+        .run(|| RawSocket::open("snd0"))
+        .expect("raw socket on snd0");
+    let learned = || {
+        let out = t.tgt.ip(&["-6", "route", "show", "default"]);
+        String::from_utf8_lossy(&out.stdout).contains("via fe80::99 dev tgt0 proto ra")
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !learned() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target did not learn a default route from the advertisement"
+        );
+        sock.send(&ra).expect("send the router advertisement");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let vip = VIP6.to_string();
+    t.lb_target_ok(&["attach", "--interface", "tgt0", "--vip", &vip]);
+    assert_eq!(t.sysctls()[7], "1", "lo's IPv6 forwarding after attach");
+    assert!(
+        learned(),
+        "attach dropped the route learned from the router"
+    );
+    let accept_ra = t
+        .tgt
+        .exec(&["sysctl", "-n", "net.ipv6.conf.tgt0.accept_ra"]);
+    assert_eq!(String::from_utf8_lossy(&accept_ra.stdout).trim(), "1");
+    t.lb_target_ok(&["detach"]);
+    assert!(
+        learned(),
+        "detach dropped the route learned from the router"
+    );
 }

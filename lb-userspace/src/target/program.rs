@@ -16,7 +16,7 @@ use aya::{
 };
 use lb_common::{
     VipAddrKey,
-    decap::{self, DecapSaved, DecapStat},
+    decap::{self, DecapSaved, DecapStat, SAVED_MAGIC},
 };
 
 use super::{TargetError, saved};
@@ -40,7 +40,9 @@ pub struct Decap {
 
 /// Whether anything of `lb target` is pinned under `pin_dir`.
 pub fn anything_pinned(pin_dir: &Path) -> bool {
-    decap::ALL.iter().any(|m| pin_dir.join(m).exists()) || !links(pin_dir).is_empty()
+    decap::ALL.iter().any(|m| pin_dir.join(m).exists())
+        || saved::aside(&pin_dir.join(decap::SAVED)).exists()
+        || !links(pin_dir).is_empty()
 }
 
 /// The interfaces with a pinned link under `pin_dir`, and the pins.
@@ -87,8 +89,15 @@ impl Decap {
         }
         let ebpf = loader.load(OBJECT)?;
         let mut decap = Self { ebpf, pins };
-        if let Some(block) = carried {
-            decap.set_saved(block)?;
+        if let Some(carried) = carried {
+            // A block already in the new map (an earlier run wrote it and
+            // failed before unpinning the old one) is the newer one.
+            if let Some(block) = carried.block
+                && decap.saved()?.magic != SAVED_MAGIC
+            {
+                decap.set_saved(block)?;
+            }
+            remove_pin(&carried.old_pin)?;
         }
         Ok(decap)
     }

@@ -5,8 +5,10 @@
 //! The loader cannot reuse a pinned map whose value size differs from the
 //! object's, and a new map would lose the host's original settings (a later
 //! attach would save the values the older `lb` had set as the originals).
-//! So the old pin is read, removed, and its block rewritten in the new map.
-use std::path::Path;
+//! So the old pin is moved aside (renamed to `DECAP_SAVED_v1`), its block
+//! rewritten in the new map, and only then the old map unpinned: an error
+//! or a crash in between leaves the old block where the next run finds it.
+use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, Map, MapData, MapInfo};
 use lb_common::decap::{
@@ -36,27 +38,45 @@ fn map_err(source: aya::maps::MapError) -> TargetError {
     }
 }
 
-/// Takes a pinned old-layout `DECAP_SAVED` at `path` out of the loader's
-/// way (its pin removed) and returns its block in the current layout, if
-/// it held one. Any other map at `path` is left to the loader.
-pub fn take_v1_saved(path: &Path) -> Result<Option<DecapSaved>, TargetError> {
-    let Ok(info) = MapInfo::from_pin(path) else {
-        return Ok(None);
-    };
-    if info.value_size() as usize != SAVED_V1_LEN {
-        return Ok(None);
+/// An older `lb`'s block, moved out of the loader's way.
+pub struct Carried {
+    /// The block in the current layout (None: nothing was saved in it).
+    pub block: Option<DecapSaved>,
+    /// The old map's pin now, to remove once the block is in the new map.
+    pub old_pin: PathBuf,
+}
+
+/// Where an old-layout `DECAP_SAVED` pinned at `path` is moved aside (a
+/// sibling: bpffs refuses dots in names).
+pub fn aside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push("_v1");
+    path.with_file_name(name)
+}
+
+/// Moves a pinned old-layout `DECAP_SAVED` at `path` out of the loader's
+/// way (renamed to [`aside`]) and reads its block, or reads the one an
+/// earlier run moved there and could not finish with. Any other map at
+/// `path` is left to the loader.
+pub fn take_v1_saved(path: &Path) -> Result<Option<Carried>, TargetError> {
+    let old_pin = aside(path);
+    if !old_pin.exists() {
+        let Ok(info) = MapInfo::from_pin(path) else {
+            return Ok(None);
+        };
+        if info.value_size() as usize != SAVED_V1_LEN {
+            return Ok(None);
+        }
+        std::fs::rename(path, &old_pin).map_err(|source| TargetError::Unpin {
+            path: path.to_owned(),
+            source,
+        })?;
     }
-    let data = MapData::from_pin(path).map_err(map_err)?;
+    let data = MapData::from_pin(&old_pin).map_err(map_err)?;
     let map: Array<MapData, [u8; SAVED_V1_LEN]> =
         Array::try_from(Map::Array(data)).map_err(map_err)?;
     let block = upgrade(&map.get(&0, 0).map_err(map_err)?)?;
-    // From here until the caller writes the block into the new map, a
-    // crash would lose it: the window is one map creation long.
-    std::fs::remove_file(path).map_err(|source| TargetError::Unpin {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(block)
+    Ok(Some(Carried { block, old_pin }))
 }
 
 /// The current block for an old one (None: nothing was saved in it). The
@@ -106,6 +126,12 @@ mod tests {
         assert_eq!(saved.sysctls[..6], [10, 11, 12, 13, 14, 15]);
         let now = sysctl::settings("lo").map(|s| sysctl::current(&s).unwrap());
         assert_eq!(saved.sysctls[6..], now[6..]);
+    }
+
+    #[test]
+    fn an_old_block_is_moved_aside_to_a_name_bpffs_accepts() {
+        let aside = aside(Path::new("/sys/fs/bpf/lb-target/DECAP_SAVED"));
+        assert_eq!(aside, Path::new("/sys/fs/bpf/lb-target/DECAP_SAVED_v1"));
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub fn attach(spec: &AttachSpec) -> Result<Vec<String>, TargetError> {
     for s in sysctl::settings(&spec.interface) {
         let now = sysctl::current(&s)?;
         if now != SYSCTL_ABSENT && now != s.wanted {
-            sysctl::write(&s.path, s.wanted)?;
+            sysctl::apply(&s)?;
             done.push(format!("set {} = {}", s.name(), s.wanted));
         }
     }

@@ -15,7 +15,8 @@
 //!   the packet came in on `lo` (the kernel refuses the lookup unless the
 //!   named device forwards). Only `lo`: nothing arrives there from outside,
 //!   so the host forwards nothing else, and the real interface keeps
-//!   acting as a host (IPv6 router advertisements still accepted).
+//!   acting as a host (IPv6 router advertisements still accepted). One
+//!   side effect is avoided by hand: see [`apply`].
 //!
 //! A host booted with `ipv6.disable=1` has no `net.ipv6` sysctls at all:
 //! the IPv6 setting is optional, absent is saved as `SYSCTL_ABSENT` and
@@ -103,6 +104,54 @@ pub fn read(path: &Path) -> Result<i32, TargetError> {
         path: path.to_owned(),
         value: text.trim().to_owned(),
     })
+}
+
+/// Gives setting `s` the value a target needs.
+///
+/// Turning IPv6 forwarding on for any device, `lo` included, makes the
+/// kernel drop every route learned from router advertisements on the
+/// whole host (`addrconf_fixup_forwarding` purges them), except on
+/// interfaces whose `accept_ra` is 2: a target that learns its default
+/// route that way would lose it, and its dsr replies with it, until the
+/// next advertisement (minutes). So for that one write, every interface
+/// that accepts advertisements (`accept_ra` 1) is raised to 2, and put
+/// back after, whatever the write did.
+pub fn apply(s: &Setting) -> Result<(), TargetError> {
+    if !(s.path.starts_with(IPV6_CONF) && s.path.ends_with("forwarding") && s.wanted != 0) {
+        return write(&s.path, s.wanted);
+    }
+    let raised = raise_accept_ra()?;
+    let written = write(&s.path, s.wanted);
+    let restored = raised.iter().try_for_each(|p| write(p, 1));
+    written.and(restored)
+}
+
+const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
+
+/// Sets `accept_ra` 2 on every interface where it is 1; returns their
+/// `accept_ra` paths (the settings of `all` and `default` are not an
+/// interface's: the kernel reads each interface's own).
+fn raise_accept_ra() -> Result<Vec<PathBuf>, TargetError> {
+    let dir = std::fs::read_dir(IPV6_CONF).map_err(|source| TargetError::Sysctl {
+        path: IPV6_CONF.into(),
+        source,
+    })?;
+    let mut raised: Vec<PathBuf> = Vec::new();
+    for dev in dir.flatten() {
+        if dev.file_name() == "all" || dev.file_name() == "default" {
+            continue;
+        }
+        let path = dev.path().join("accept_ra");
+        // An interface that went away meanwhile has nothing to keep.
+        if read(&path).ok() == Some(1) {
+            if let Err(e) = write(&path, 2) {
+                let _ = raised.iter().try_for_each(|p| write(p, 1));
+                return Err(e);
+            }
+            raised.push(path);
+        }
+    }
+    Ok(raised)
 }
 
 pub fn write(path: &Path, value: i32) -> Result<(), TargetError> {
