@@ -186,6 +186,83 @@ fn connection_survives_daemon_restart() {
     assert_eq!(flows.len(), 30);
 }
 
+/// `lb run` over a table pinned by an older data path (a `FLOW_TAGS` pin,
+/// or `FLOWS` without its `FLOW_META`) is refused with the way out (`lb
+/// down`), changes nothing, and the program already attached keeps
+/// forwarding; once the pins are right again it starts.
+#[test]
+fn a_table_pinned_by_an_older_lb_is_refused_and_traffic_continues() {
+    let mut lab = Lab::new("legacy", 3, &[1, 2, 3]);
+    let mut pinger = Pinger::start(lab.connect(vip4(VIP_TCP_PORT)));
+    pinger.expect_progress(5, "before the stop");
+    lab.stop_daemon();
+    let pin_dir = lab.topo.pin_dir();
+    let tags = pin_dir.join("FLOW_TAGS");
+    let meta = pin_dir.join("FLOW_META");
+    let meta_aside = pin_dir.join("FLOW_META_aside");
+    let refused = |lab: &Lab, name: &str| {
+        // Under `timeout`: an `lb run` that wrongly starts fails the test
+        // (status 124) instead of hanging it.
+        let out = netns::try_run(
+            "timeout",
+            [
+                "60".as_ref(),
+                "ip".as_ref(),
+                "netns".as_ref(),
+                "exec".as_ref(),
+                lab.topo.lb.name().as_ref(),
+                lab.lb.as_os_str(),
+                "run".as_ref(),
+                "--config".as_ref(),
+                lab.config.as_os_str(),
+            ] as [&std::ffi::OsStr; 9],
+        )
+        .expect("run timeout ip netns exec lb run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = format!("pinned map {name} belongs to an older version of lb");
+        assert!(
+            !out.status.success() && stderr.contains(&want) && stderr.contains("lb down"),
+            "`lb run` over an older {name} must be refused naming it and `lb down`; got {}:\n{stderr}",
+            out.status
+        );
+        assert!(
+            has_xdp(&lab.topo.lb_link(LB_CLIENT_IF)),
+            "a refused `lb run` detached the program"
+        );
+    };
+    netns::run(
+        "bpftool",
+        [
+            "map",
+            "create",
+            tags.to_str().unwrap(),
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "16",
+            "entries",
+            "1",
+            "name",
+            "FLOW_TAGS",
+        ],
+    );
+    refused(&lab, "FLOW_TAGS");
+    pinger.expect_progress(10, "after lb run refused FLOW_TAGS");
+    std::fs::remove_file(&tags).expect("unpin FLOW_TAGS");
+    std::fs::rename(&meta, &meta_aside).expect("move FLOW_META aside");
+    refused(&lab, "FLOWS");
+    pinger.expect_progress(10, "after lb run refused FLOWS without FLOW_META");
+    std::fs::rename(&meta_aside, &meta).expect("put FLOW_META back");
+    lab.start_daemon();
+    pinger.expect_progress(10, "after lb run started");
+    pinger
+        .finish()
+        .echo("last")
+        .unwrap_or_else(|e| panic!("final echo: {e:#}"));
+}
+
 fn has_xdp(link: &str) -> bool {
     link.contains("xdp")
 }
