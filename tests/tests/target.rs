@@ -497,3 +497,60 @@ fn attach_keeps_routes_learned_from_router_advertisements() {
         "detach dropped the route learned from the router"
     );
 }
+
+/// The name of the program the link pinned for `tgt0` holds.
+fn linked_program(t: &Topo) -> String {
+    use aya::programs::links::{FdLink, PinnedLink};
+    let pinned = PinnedLink::from_pin(t.pin_dir().join("link_tgt0")).expect("the pinned link");
+    let id = FdLink::from(pinned).info().expect("link info").program_id();
+    aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no loaded program has id {id}"))
+}
+
+/// A target an older `lb` attached keeps its pinned link, whose program
+/// was that version's: attach swaps this version's into the link (it
+/// could not pass a chain on otherwise), and then changes nothing.
+#[test]
+fn attach_swaps_an_older_program_in_the_pinned_link_for_this_one() {
+    use aya::programs::{Xdp, links::FdLink, xdp::XdpLink};
+    let t = Topo::new();
+    let vip = VIP4.to_string();
+    let attach = ["attach", "--interface", "tgt0", "--vip", &vip];
+    t.lb_target_ok(&attach);
+    assert_eq!(linked_program(&t), "lb_decap");
+    // Stand-in for an older lb_decap: another XDP program swapped into
+    // the pinned link (the attachment stays up).
+    let mut other = aya::EbpfLoader::new()
+        .load_file(lb_tests::trafficgen::bench_object())
+        .expect("load lb-bench-ebpf");
+    let prog: &mut Xdp = other
+        .program_mut("bench_pass")
+        .expect("bench_pass")
+        .try_into()
+        .expect("an XDP program");
+    prog.load().expect("load bench_pass");
+    let pinned = aya::programs::links::PinnedLink::from_pin(t.pin_dir().join("link_tgt0"))
+        .expect("the pinned link");
+    let link = XdpLink::try_from(FdLink::from(pinned)).expect("an XDP link");
+    let id = prog.attach_to_link(link).expect("swap bench_pass in");
+    drop(prog.take_link(id).expect("our handle of the link"));
+    assert_eq!(linked_program(&t), "bench_pass");
+
+    let out = t.lb_target_ok(&attach);
+    assert!(
+        out.contains("replaced the program attached to tgt0"),
+        "attach over another program:\n{out}"
+    );
+    assert_eq!(linked_program(&t), "lb_decap");
+    udp_reaches_the_vip(&t, VIP4, CLIENT4);
+    let again = t.lb_target_ok(&attach);
+    assert!(
+        again.contains("nothing changed"),
+        "a second attach changed something:\n{again}"
+    );
+    t.lb_target_ok(&["detach"]);
+    assert!(!t.xdp_on_tgt0(), "XDP still on tgt0 after detach");
+}

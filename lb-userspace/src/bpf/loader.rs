@@ -288,7 +288,11 @@ pub fn attach(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
     pin::replace_program_pin(&pins.program(), |path| prog.pin(path))
 }
 
-fn replace_in_link(prog: &mut Xdp, interface: &str, path: &Path) -> Result<(), LoadError> {
+pub(crate) fn replace_in_link(
+    prog: &mut Xdp,
+    interface: &str,
+    path: &Path,
+) -> Result<(), LoadError> {
     let link: XdpLink = pin::open_link(path)?;
     let id = prog
         .attach_to_link(link)

@@ -60,6 +60,23 @@ pub(crate) fn unpin_link(path: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// The tag of the program the link pinned at `path` holds (`None`: that
+/// program is gone from the kernel's list, which a held program never is).
+/// The kernel's tag hashes the instructions without their map references:
+/// the same object loaded twice has the same tag.
+pub(crate) fn linked_program_tag(path: &Path) -> Result<Option<u64>, LoadError> {
+    let link_err = |source| LoadError::Link {
+        path: path.to_owned(),
+        source,
+    };
+    let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
+    let id = FdLink::from(pinned).info().map_err(link_err)?.program_id();
+    Ok(aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.id() == id)
+        .map(|p| p.tag()))
+}
+
 /// Opens the link pinned at `path` as a link of type `L`, to swap a new
 /// program into it. The pin file stays: the link never lacks a holder.
 pub(crate) fn open_link<L>(path: &Path) -> Result<L, LoadError>

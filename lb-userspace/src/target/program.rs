@@ -200,14 +200,13 @@ impl Decap {
             .collect()
     }
 
-    /// Attaches the program to `interface` and pins it, unless a link is
-    /// pinned for it already (then nothing changes: the running program
-    /// stays, with the maps just updated).
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<bool, TargetError> {
+    /// Attaches the program to `interface` and pins it. When a link is
+    /// pinned for it already, the program in it stays if it is this
+    /// version's (same tag), and is swapped for this version's otherwise
+    /// (an older `lb`'s, which could not pass a chain on): the link, and
+    /// with it the attachment, is never taken down.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, TargetError> {
         let link = self.pins.link(interface);
-        if link.exists() {
-            return Ok(false);
-        }
         let prog_pin = self.pins.dir.join(decap::PROGRAM);
         let prog: &mut Xdp = self
             .ebpf
@@ -225,10 +224,34 @@ impl Decap {
             name: decap::PROGRAM,
             source,
         })?;
-        loader::attach_new(prog, interface, mode, &link)?;
+        let attached = if link.exists() {
+            let ours = prog.info().map_err(|source| TargetError::Program {
+                name: decap::PROGRAM,
+                source,
+            })?;
+            if pin::linked_program_tag(&link)? == Some(ours.tag()) {
+                return Ok(Attached::Already);
+            }
+            loader::replace_in_link(prog, interface, &link)?;
+            Attached::Replaced
+        } else {
+            loader::attach_new(prog, interface, mode, &link)?;
+            Attached::New
+        };
         pin::replace_program_pin(&prog_pin, |path| prog.pin(path))?;
-        Ok(true)
+        Ok(attached)
     }
+}
+
+/// What [`Decap::attach`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// Attached where nothing was.
+    New,
+    /// Another program (an older `lb`'s) was in the pinned link: swapped.
+    Replaced,
+    /// This version's program was attached already: nothing changed.
+    Already,
 }
 
 fn remove_pin(path: &Path) -> Result<(), TargetError> {

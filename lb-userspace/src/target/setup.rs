@@ -11,7 +11,7 @@ use lb_common::decap::{DecapSaved, MAX_ADDRS, SAVED_MAGIC, SYSCTL_ABSENT, vip_or
 
 use super::{
     TargetError, addrs,
-    program::{self, Decap},
+    program::{self, Attached, Decap},
     saved, sysctl,
 };
 use crate::bpf::loader::AttachMode;
@@ -97,13 +97,19 @@ pub fn attach(spec: &AttachSpec) -> Result<Vec<String>, TargetError> {
         d.set_local(&local)?;
         done.push(format!("{} local addresses known", local.len()));
     }
-    if d.attach(&spec.interface, spec.mode)? {
-        done.push(format!(
+    match d.attach(&spec.interface, spec.mode)? {
+        Attached::New => done.push(format!(
             "attached {} to {} (pinned in {})",
             lb_common::decap::PROGRAM,
             spec.interface,
             spec.pin_dir.display()
-        ));
+        )),
+        Attached::Replaced => done.push(format!(
+            "replaced the program attached to {} with this version's {}",
+            spec.interface,
+            lb_common::decap::PROGRAM
+        )),
+        Attached::Already => {}
     }
     Ok(done)
 }
