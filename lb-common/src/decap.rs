@@ -69,8 +69,9 @@ const _: () = assert!(core::mem::size_of::<DecapSaved>() == 52);
 pub const MAX_ADDRS: u32 = 1024;
 
 /// Index into `DECAP_STATS`: what the program did with a frame, by reason.
-/// Every frame but a decapsulated or forwarded one passes untouched
-/// (`chain_unrouted` frames whose TTL expires are dropped).
+/// Every frame but a decapsulated, forwarded or `chain_unrouted` one passes
+/// untouched (a `chain_unrouted` frame passes without its two headers, or
+/// is dropped when its TTL expires).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecapStat {

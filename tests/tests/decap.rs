@@ -322,8 +322,9 @@ fn decapsulation_cases() {
 /// The previous target, a neighbour on fx0 (host 2 of `fixture::topo`).
 const PREV4: IpAddr = IpAddr::V4(topo::host4(2));
 const PREV6: IpAddr = IpAddr::V6(topo::host6(2));
-/// A previous target without a route.
+/// Previous targets without a route (`fixture::topo` has none there).
 const NOWHERE4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+const NOWHERE6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1));
 /// The client ports with an established connection here; others have none.
 const CONNECTED_PORT: u16 = 40000;
 const OTHER_PORT: u16 = 40001;
@@ -404,6 +405,14 @@ fn chain_cases() -> Vec<ChainCase> {
         input: chain(&elsewhere, NOWHERE4, 64, LB4, LOCAL4).build(),
         action: XDP_PASS,
         output: Some(elsewhere.clone()),
+        stat: ChainUnrouted,
+    });
+    let elsewhere6 = mid_connection(true, OTHER_PORT);
+    cases.push(ChainCase {
+        name: "ip6ip6 chain to a previous target without a route: the client's packet to the stack",
+        input: chain(&elsewhere6, NOWHERE6, 64, LB6, LOCAL6).build(),
+        action: XDP_PASS,
+        output: Some(elsewhere6.clone()),
         stat: ChainUnrouted,
     });
     let here = mid_connection(false, CONNECTED_PORT);

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use aya::{
     pin::PinError,
+    programs::ProgramInfo,
     programs::links::{FdLink, LinkError, PinnedLink},
 };
 
@@ -60,21 +61,27 @@ pub(crate) fn unpin_link(path: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// The tag of the program the link pinned at `path` holds (`None`: that
-/// program is gone from the kernel's list, which a held program never is).
-/// The kernel's tag hashes the instructions without their map references:
-/// the same object loaded twice has the same tag.
-pub(crate) fn linked_program_tag(path: &Path) -> Result<Option<u64>, LoadError> {
+/// Whether the link pinned at `link` holds the program pinned at
+/// `program` (whose id the link names), and that program has tag `tag`.
+/// The kernel's tag hashes the instructions without their map
+/// references: the same object loaded twice has the same tag. Only the
+/// two pins are read: no walk of every loaded program, which would need
+/// more privilege than the rest of `lb target`.
+pub(crate) fn link_holds(link: &Path, program: &Path, tag: u64) -> Result<bool, LoadError> {
     let link_err = |source| LoadError::Link {
-        path: path.to_owned(),
+        path: link.to_owned(),
         source,
     };
-    let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
+    let pinned = PinnedLink::from_pin(link).map_err(link_err)?;
     let id = FdLink::from(pinned).info().map_err(link_err)?.program_id();
-    Ok(aya::programs::loaded_programs()
-        .flatten()
-        .find(|p| p.id() == id)
-        .map(|p| p.tag()))
+    if !program.exists() {
+        return Ok(false);
+    }
+    let info = ProgramInfo::from_pin(program).map_err(|source| LoadError::Program {
+        name: "pinned program",
+        source,
+    })?;
+    Ok(info.id() == id && info.tag() == tag)
 }
 
 /// Opens the link pinned at `path` as a link of type `L`, to swap a new

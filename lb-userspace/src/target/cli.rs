@@ -176,7 +176,7 @@ fn chains(out: &mut impl Write) -> io::Result<()> {
     } else {
         writeln!(
             out,
-            "second chance chains: DROPPED ({} not 1; `lb target attach` sets it)",
+            "second chance chains: NOT FORWARDED, moved connections are reset ({} not 1; `lb target attach` sets it)",
             off.join(", ")
         )
     }

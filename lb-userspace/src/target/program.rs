@@ -229,7 +229,7 @@ impl Decap {
                 name: decap::PROGRAM,
                 source,
             })?;
-            if pin::linked_program_tag(&link)? == Some(ours.tag()) {
+            if pin::link_holds(&link, &prog_pin, ours.tag())? {
                 return Ok(Attached::Already);
             }
             loader::replace_in_link(prog, interface, &link)?;

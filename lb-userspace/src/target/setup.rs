@@ -200,7 +200,7 @@ pub fn detach(pin_dir: &Path) -> Result<Vec<String>, TargetError> {
         for (s, old) in sysctl::settings(&interface).iter().zip(saved.sysctls) {
             // The interface may be gone since; its settings went with it.
             if old != SYSCTL_ABSENT && s.path.exists() && sysctl::read(&s.path)? != old {
-                sysctl::write(&s.path, old)?;
+                sysctl::set(&s.path, old)?;
                 done.push(format!("restored {} = {old}", s.name()));
             }
         }

@@ -106,7 +106,12 @@ pub fn read(path: &Path) -> Result<i32, TargetError> {
     })
 }
 
-/// Gives setting `s` the value a target needs.
+/// Gives setting `s` the value a target needs (see [`set`]).
+pub fn apply(s: &Setting) -> Result<(), TargetError> {
+    set(&s.path, s.wanted)
+}
+
+/// Writes `value` to the sysctl at `path`.
 ///
 /// Turning IPv6 forwarding on for any device, `lo` included, makes the
 /// kernel drop every route learned from router advertisements on the
@@ -114,44 +119,92 @@ pub fn read(path: &Path) -> Result<i32, TargetError> {
 /// interfaces whose `accept_ra` is 2: a target that learns its default
 /// route that way would lose it, and its dsr replies with it, until the
 /// next advertisement (minutes). So for that one write, every interface
-/// that accepts advertisements (`accept_ra` 1) is raised to 2, and put
-/// back after, whatever the write did.
-pub fn apply(s: &Setting) -> Result<(), TargetError> {
-    if !(s.path.starts_with(IPV6_CONF) && s.path.ends_with("forwarding") && s.wanted != 0) {
-        return write(&s.path, s.wanted);
+/// that takes advertisements (`accept_ra` 1, not forwarding) is raised to
+/// 2, and every one is put back after, whatever the write did.
+pub fn set(path: &Path, value: i32) -> Result<(), TargetError> {
+    if !(path.starts_with(IPV6_CONF) && path.ends_with("forwarding") && value != 0) {
+        return write(path, value);
     }
-    let raised = raise_accept_ra()?;
-    let written = write(&s.path, s.wanted);
-    let restored = raised.iter().try_for_each(|p| write(p, 1));
+    let Raised { paths, error } = raise_accept_ra();
+    // Not written when an interface could not be raised: its routes
+    // would go.
+    let written = match error {
+        None => write(path, value),
+        Some(e) => Err(e),
+    };
+    let restored = lower_accept_ra(&paths);
     written.and(restored)
 }
 
 const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
 
-/// Sets `accept_ra` 2 on every interface where it is 1; returns their
-/// `accept_ra` paths (the settings of `all` and `default` are not an
-/// interface's: the kernel reads each interface's own).
-fn raise_accept_ra() -> Result<Vec<PathBuf>, TargetError> {
-    let dir = std::fs::read_dir(IPV6_CONF).map_err(|source| TargetError::Sysctl {
-        path: IPV6_CONF.into(),
-        source,
-    })?;
-    let mut raised: Vec<PathBuf> = Vec::new();
+/// The interfaces [`raise_accept_ra`] raised, and the error that stopped
+/// it, if one did.
+struct Raised {
+    paths: Vec<PathBuf>,
+    error: Option<TargetError>,
+}
+
+/// Sets `accept_ra` 2 on every interface that takes router advertisements
+/// (`accept_ra` 1 and not forwarding: one that forwards ignores them, and
+/// has no such routes to keep). The settings of `all` and `default` are
+/// not an interface's: the kernel reads each interface's own. An
+/// interface that goes away meanwhile has nothing to keep.
+fn raise_accept_ra() -> Raised {
+    let mut raised = Raised {
+        paths: Vec::new(),
+        error: None,
+    };
+    let dir = match std::fs::read_dir(IPV6_CONF) {
+        Ok(dir) => dir,
+        Err(source) => {
+            raised.error = Some(TargetError::Sysctl {
+                path: IPV6_CONF.into(),
+                source,
+            });
+            return raised;
+        }
+    };
     for dev in dir.flatten() {
         if dev.file_name() == "all" || dev.file_name() == "default" {
             continue;
         }
         let path = dev.path().join("accept_ra");
-        // An interface that went away meanwhile has nothing to keep.
-        if read(&path).ok() == Some(1) {
-            if let Err(e) = write(&path, 2) {
-                let _ = raised.iter().try_for_each(|p| write(p, 1));
-                return Err(e);
+        let takes =
+            read(&path).ok() == Some(1) && read(&dev.path().join("forwarding")).ok() == Some(0);
+        if !takes {
+            continue;
+        }
+        match write(&path, 2) {
+            Ok(()) => raised.paths.push(path),
+            Err(e) if gone(&e) => {}
+            Err(e) => {
+                raised.error = Some(e);
+                return raised;
             }
-            raised.push(path);
         }
     }
-    Ok(raised)
+    raised
+}
+
+/// Puts `accept_ra` back to 1 on every interface raised, even after a
+/// failure; the first error that is not a vanished interface.
+fn lower_accept_ra(paths: &[PathBuf]) -> Result<(), TargetError> {
+    let mut first = Ok(());
+    for path in paths {
+        if let Err(e) = write(path, 1)
+            && !gone(&e)
+            && first.is_ok()
+        {
+            first = Err(e);
+        }
+    }
+    first
+}
+
+/// The sysctl's interface is gone (its directory went with it).
+fn gone(e: &TargetError) -> bool {
+    matches!(e, TargetError::Sysctl { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 pub fn write(path: &Path, value: i32) -> Result<(), TargetError> {
@@ -181,6 +234,12 @@ mod tests {
             current(&setting(gone, false)),
             Err(TargetError::Sysctl { .. })
         ));
+    }
+
+    #[test]
+    fn restoring_accept_ra_skips_an_interface_that_went_away() {
+        let gone = PathBuf::from("/proc/sys/net/ipv6/conf/no_such_if0/accept_ra");
+        assert!(lower_accept_ra(&[gone]).is_ok());
     }
 
     #[test]
