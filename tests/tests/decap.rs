@@ -356,7 +356,10 @@ struct ChainCase {
 fn chain_cases() -> Vec<ChainCase> {
     use DecapStat::*;
     let mut cases = Vec::new();
-    for (v6, lb, local, prev) in [(false, LB4, LOCAL4, PREV4), (true, LB6, LOCAL6, PREV6)] {
+    for (v6, lb, local, prev, nowhere) in [
+        (false, LB4, LOCAL4, PREV4, NOWHERE4),
+        (true, LB6, LOCAL6, PREV6, NOWHERE6),
+    ] {
         let here = mid_connection(v6, CONNECTED_PORT);
         cases.push(ChainCase {
             name: if v6 {
@@ -398,23 +401,18 @@ fn chain_cases() -> Vec<ChainCase> {
             output: None,
             stat: ChainUnrouted,
         });
+        cases.push(ChainCase {
+            name: if v6 {
+                "ip6ip6 chain to a previous target without a route: the client's packet to the stack"
+            } else {
+                "ipip chain to a previous target without a route: the client's packet to the stack"
+            },
+            input: chain(&elsewhere, nowhere, 64, lb, local).build(),
+            action: XDP_PASS,
+            output: Some(elsewhere.clone()),
+            stat: ChainUnrouted,
+        });
     }
-    let elsewhere = mid_connection(false, OTHER_PORT);
-    cases.push(ChainCase {
-        name: "ipip chain to a previous target without a route: the client's packet to the stack",
-        input: chain(&elsewhere, NOWHERE4, 64, LB4, LOCAL4).build(),
-        action: XDP_PASS,
-        output: Some(elsewhere.clone()),
-        stat: ChainUnrouted,
-    });
-    let elsewhere6 = mid_connection(true, OTHER_PORT);
-    cases.push(ChainCase {
-        name: "ip6ip6 chain to a previous target without a route: the client's packet to the stack",
-        input: chain(&elsewhere6, NOWHERE6, 64, LB6, LOCAL6).build(),
-        action: XDP_PASS,
-        output: Some(elsewhere6.clone()),
-        stat: ChainUnrouted,
-    });
     let here = mid_connection(false, CONNECTED_PORT);
     cases.push(ChainCase {
         name: "ipip chain whose second header is to us too: passed",
