@@ -346,7 +346,35 @@ impl DataPathConfig {
     pub fn second_set(&self, hash: u32) -> u32 {
         (crate::hash::second_hash(hash, self.seed2) & self.set_mask) * FLOW_WAYS
     }
+
+    /// The key's home slot in each candidate set: the way a new entry takes
+    /// when it is free, and the one entry a lookup reads before any tag.
+    /// Its index depends on the hash alone, not on a load, so the CPU
+    /// fetches the home entries' lines at the same time as the sets' tags:
+    /// a flow at home costs one cache miss where the tags and then the
+    /// entry cost two in a row. The way comes from the hash's top bits,
+    /// which no set index uses (at most 2^22 sets: `limits`).
+    #[inline(always)]
+    pub fn homes(&self, hash: u32) -> [u32; 2] {
+        let second = crate::hash::second_hash(hash, self.seed2);
+        [
+            (hash & self.set_mask) * FLOW_WAYS + home_way(hash),
+            (second & self.set_mask) * FLOW_WAYS + home_way(second),
+        ]
+    }
 }
+
+/// The home way of a set chosen by `hash` (its top two bits).
+#[inline(always)]
+const fn home_way(hash: u32) -> u32 {
+    hash >> (32 - FLOW_WAYS.trailing_zeros())
+}
+
+const _: () = assert!(FLOW_WAYS.is_power_of_two());
+const _: () = assert!(
+    crate::limits::MAX_FLOW_CAPACITY / FLOW_WAYS <= 1 << (32 - FLOW_WAYS.trailing_zeros()),
+    "home ways must come from hash bits that no set index uses"
+);
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowEntry>() == 64);
@@ -354,3 +382,31 @@ const _: () = assert!(core::mem::size_of::<SetMeta>() == 32);
 const _: () = assert!(core::mem::size_of::<ReplyKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ReplyTargets>() == 8 + 20 * MAX_VIPS_PER_TARGET);
 const _: () = assert!(core::mem::size_of::<DataPathConfig>() == 16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homes_are_ways_of_the_two_candidate_sets_and_spread_over_them() {
+        let cfg = DataPathConfig {
+            seed: 1,
+            seed2: 0x5bd1_e995,
+            set_mask: (1 << 22) - 1,
+            _pad: 0,
+        };
+        let mut ways = [[0u32; FLOW_WAYS as usize]; 2];
+        for i in 0..40_000u32 {
+            let hash = i.wrapping_mul(0x9e37_79b9);
+            let [a, b] = cfg.homes(hash);
+            let (first, second) = (cfg.first_set(hash), cfg.second_set(hash));
+            assert!((first..first + FLOW_WAYS).contains(&a), "{hash:#x}");
+            assert!((second..second + FLOW_WAYS).contains(&b), "{hash:#x}");
+            ways[0][(a - first) as usize] += 1;
+            ways[1][(b - second) as usize] += 1;
+        }
+        for w in ways.iter().flatten() {
+            assert!((9_000..11_000).contains(w), "home ways uneven: {ways:?}");
+        }
+    }
+}

@@ -15,6 +15,9 @@ pub const RING_SLOTS_PER_VIP: u32 = 2;
 /// entry). The table's set count is a power of two: a configured capacity
 /// is rounded up to `FLOW_WAYS` times one.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
+/// Largest `daemon.flow_capacity`: 2^24 entries are 1.2 GiB of `FLOWS` and
+/// `FLOW_META`, more than any single host should pin.
+pub const MAX_FLOW_CAPACITY: u32 = 1 << 24;
 /// Most IPv6 extension headers walked before giving up (counted as a pass).
 pub const MAX_IPV6_EXT_HEADERS: u32 = 4;
 /// `PORTS` array size: one entry per port number.

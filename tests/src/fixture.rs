@@ -575,6 +575,12 @@ impl Fixture {
         (a..a + FLOW_WAYS).chain(b..b + FLOW_WAYS).collect()
     }
 
+    /// `key`'s home slot in each candidate set (`DataPathConfig::homes`).
+    pub fn homes(&self, key: &FlowKey) -> [u32; 2] {
+        let cfg = self.config();
+        cfg.homes(table_hash(key, cfg.seed))
+    }
+
     /// Index of the first slot of `key`'s first candidate set.
     pub fn first_set(&self, key: &FlowKey) -> u32 {
         let cfg = self.config();

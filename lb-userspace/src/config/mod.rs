@@ -64,10 +64,9 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// ceiling because the `MAGLEV` array holds `2 * max_vips * size` u32 entries:
 /// at the ceiling and `max_vips = 1024` that is already 1 GiB of kernel memory.
 pub const MAGLEV_TABLE_SIZE: RangeInclusive<u32> = 7..=131_071;
-/// Bounds of `daemon.flow_capacity`. Below 1024 the LRU evicts live flows
-/// under any real load; 2^24 entries is ~2.5 GiB for `FLOWS` plus `NAT` with
-/// the kernel's per-entry overhead, more than any single host should pin.
-pub const FLOW_CAPACITY: RangeInclusive<u32> = 1024..=16_777_216;
+/// Bounds of `daemon.flow_capacity`. Below 1024 a few busy clients fill the
+/// table; the ceiling is lb_common's (memory).
+pub const FLOW_CAPACITY: RangeInclusive<u32> = 1024..=lb_common::limits::MAX_FLOW_CAPACITY;
 /// Bounds of `deregistration_delay`, seconds (ELB's range).
 pub const DEREGISTRATION_DELAY: RangeInclusive<u32> = 0..=3600;
 /// Bounds of `slow_start`, seconds. ELB allows 30..=900 (0 = off); shorter

@@ -207,6 +207,78 @@ fn flow_tags() {
     run_table(cases);
 }
 
+/// Entries of the set holding `slot` that hold a flow.
+fn live_in_set(fx: &Fixture, slot: u32) -> u32 {
+    let base = slot - slot % lb_common::flow::FLOW_WAYS;
+    (base..base + lb_common::flow::FLOW_WAYS)
+        .map(|i| u32::from(!is_free(fx, i)))
+        .sum()
+}
+
+fn is_free(fx: &Fixture, slot: u32) -> bool {
+    fx.flow_at(slot).state() == FlowState::Free
+}
+
+/// New flows take their home slots, where a lookup reads first: the first
+/// set's when both sets are as full, the other set's when the first holds
+/// more; and every one is then found and forwarded to its target.
+#[test]
+fn new_flows_take_their_home_slots() {
+    fixture::with_netns(|| {
+        let fx = world();
+        let clients: Vec<_> = (0..64).map(|i| with_port(CLIENT4, 2000 + i)).collect();
+        let mut homed = 0;
+        for &c in &clients {
+            let key = flow_key(c, V_TCP4.addr, PROTO_TCP);
+            let [first, second] = fx.homes(&key);
+            let (live1, live2) = (live_in_set(&fx, first), live_in_set(&fx, second));
+            let (free1, free2) = (is_free(&fx, first), is_free(&fx, second));
+            let syn = Packet::tcp(c, V_TCP4.addr, SYN);
+            let r = fx.run(&syn.build());
+            assert_eq!(
+                action_name(r.action),
+                action_name(XDP_REDIRECT),
+                "SYN of {c}"
+            );
+            let (slot, _) = fx.flow_slot(&key).expect("entry of the new flow");
+            let expected = if free1 && live1 <= live2 {
+                vec![first]
+            } else if free2 && live2 < live1 {
+                vec![second]
+            } else if free1 || free2 {
+                // Another flow sits at the emptier set's home.
+                vec![first, second]
+            } else {
+                fx.candidate_slots(&key)
+            };
+            assert!(
+                expected.contains(&slot),
+                "{c}: slot {slot}, expected one of {expected:?} (live {live1}, {live2})"
+            );
+            homed += u32::from(slot == first || slot == second);
+        }
+        assert!(homed >= 60, "only {homed} of 64 new flows at home");
+        let before = fx.stats();
+        for &c in &clients {
+            let ack = Packet::tcp(c, V_TCP4.addr, ACK);
+            let r = fx.run(&ack.build());
+            assert_eq!(
+                (action_name(r.action), r.output),
+                (action_name(XDP_REDIRECT), to_target(&ack, &T1).build()),
+                "ACK of {c}"
+            );
+        }
+        let after = fx.stats();
+        let forwarded = Stat::Forwarded as usize;
+        assert_eq!(
+            after[forwarded] - before[forwarded],
+            clients.len() as u64,
+            "forwarded"
+        );
+        assert_eq!(fx.flow_keys().len(), clients.len(), "no new entry");
+    });
+}
+
 /// Fills the connection table with established flows the program itself
 /// entered (SYN, the target's SYN-ACK, the client's ACK, one client port
 /// each) until new flows find no slot, then sends a data segment of every
