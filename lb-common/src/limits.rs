@@ -15,7 +15,7 @@ pub const RING_SLOTS_PER_VIP: u32 = 2;
 /// entry). The table's set count is a power of two: a configured capacity
 /// is rounded up to `FLOW_WAYS` times one.
 pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
-/// Largest `daemon.flow_capacity`: 2^24 entries are 1.2 GiB of `FLOWS` and
+/// Largest `daemon.flow_capacity`: 2^24 entries are 1.1 GiB of `FLOWS` and
 /// `FLOW_META`, more than any single host should pin.
 pub const MAX_FLOW_CAPACITY: u32 = 1 << 24;
 /// Most IPv6 extension headers walked before giving up (counted as a pass).

@@ -13,9 +13,10 @@
 //! no way has no entry (every published entry's tag was written before
 //! it). A new flow goes into the set with fewer live entries (the "power
 //! of two choices", which keeps sets evenly filled, so both sets are rarely
-//! full before the table is), at its home if free, taking a free or
-//! expired slot, or else displacing the unconfirmed flow of the two sets
-//! nearest its expiry. It chooses from the two records alone, then checks the one
+//! full before the table is), at its home if free (or at the other set's
+//! free home if that set holds at most one live entry more: see
+//! `Survey::free`), taking a free or expired slot, or else displacing the
+//! unconfirmed flow of the two sets nearest its expiry. It chooses from the two records alone, then checks the one
 //! entry it chose before writing it; states and expiry ticks are hints
 //! (the daemon frees entries without touching them), so when they find no
 //! slot, or one the entry belies, the entries themselves are surveyed and
@@ -38,7 +39,8 @@
 //! Single fields (state, last_seen, flags, a way's tag, state or expiry
 //! tick) are updated with single stores. Two CPUs filling one slot at once
 //! may leave the slot's tag of one flow beside the other's entry: that
-//! entry is then not found and its flow's next packet starts it anew,
+//! entry is then not found (unless the slot is its home) and its flow's
+//! next packet starts it anew,
 //! as the flow whose entry was overwritten does (both flows are new ones,
 //! unconfirmed).
 //! The daemon frees entries only with a compare-and-swap of the word that
@@ -454,8 +456,10 @@ extern "C" fn survey_slot(i: u32, _ctx: *mut c_void) -> i64 {
 
 /// The entry's check does not match its key and target: torn (two CPUs
 /// wrote it at once) or half-written, no flow lives there. (The seed is
-/// looked up here rather than kept in `Survey`: four more bytes there took
-/// the new-flow path's frame past the kernel's stack limit.)
+/// looked up here rather than kept in `Survey`: when this was written,
+/// four more bytes there took the new-flow path's frame past the kernel's
+/// stack limit. `Survey::home`, added later, passes the verifier: check the
+/// frames again before growing `Survey`.)
 #[inline(always)]
 fn torn(e: &FlowEntry) -> bool {
     e.check

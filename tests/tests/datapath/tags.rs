@@ -219,9 +219,35 @@ fn is_free(fx: &Fixture, slot: u32) -> bool {
     fx.flow_at(slot).state() == FlowState::Free
 }
 
-/// New flows take their home slots, where a lookup reads first: the first
-/// set's when both sets are as full, the other set's when the first holds
-/// more; and every one is then found and forwarded to its target.
+/// Where the placement rule (conntrack's `Survey::free`) puts a new flow of
+/// `key` while nothing in its sets has expired: the set with fewer live
+/// entries (the first on a tie), at its home if that is free, else at its
+/// first free way; but at the other set's free home when the chosen set's
+/// home is taken and the other set holds at most one live entry more.
+fn expected_slot(fx: &Fixture, key: &FlowKey) -> Option<u32> {
+    let homes = fx.homes(key);
+    let dead = |home: u32| {
+        let base = home - home % lb_common::flow::FLOW_WAYS;
+        let first_free = (base..base + lb_common::flow::FLOW_WAYS).find(|&i| is_free(fx, i));
+        if is_free(fx, home) {
+            Some(home)
+        } else {
+            first_free
+        }
+    };
+    let live = homes.map(|h| live_in_set(fx, h));
+    let (near, far) = if live[0] <= live[1] { (0, 1) } else { (1, 0) };
+    let (n, f) = (dead(homes[near]), dead(homes[far]));
+    let far_at_home = f == Some(homes[far]) && n != Some(homes[near]);
+    match n {
+        Some(n) if !(far_at_home && live[far] <= live[near] + 1) => Some(n),
+        _ => f,
+    }
+}
+
+/// New flows take their home slots, where a lookup reads first, as the
+/// placement rule says ([`expected_slot`]); and every one is then found
+/// and forwarded to its target.
 #[test]
 fn new_flows_take_their_home_slots() {
     fixture::with_netns(|| {
@@ -230,9 +256,7 @@ fn new_flows_take_their_home_slots() {
         let mut homed = 0;
         for &c in &clients {
             let key = flow_key(c, V_TCP4.addr, PROTO_TCP);
-            let [first, second] = fx.homes(&key);
-            let (live1, live2) = (live_in_set(&fx, first), live_in_set(&fx, second));
-            let (free1, free2) = (is_free(&fx, first), is_free(&fx, second));
+            let expected = expected_slot(&fx, &key);
             let syn = Packet::tcp(c, V_TCP4.addr, SYN);
             let r = fx.run(&syn.build());
             assert_eq!(
@@ -241,21 +265,8 @@ fn new_flows_take_their_home_slots() {
                 "SYN of {c}"
             );
             let (slot, _) = fx.flow_slot(&key).expect("entry of the new flow");
-            let expected = if free1 && live1 <= live2 {
-                vec![first]
-            } else if free2 && live2 < live1 {
-                vec![second]
-            } else if free1 || free2 {
-                // Another flow sits at the emptier set's home.
-                vec![first, second]
-            } else {
-                fx.candidate_slots(&key)
-            };
-            assert!(
-                expected.contains(&slot),
-                "{c}: slot {slot}, expected one of {expected:?} (live {live1}, {live2})"
-            );
-            homed += u32::from(slot == first || slot == second);
+            assert_eq!(Some(slot), expected, "slot of {c}");
+            homed += u32::from(fx.homes(&key).contains(&slot));
         }
         assert!(homed >= 60, "only {homed} of 64 new flows at home");
         let before = fx.stats();
@@ -276,6 +287,83 @@ fn new_flows_take_their_home_slots() {
             "forwarded"
         );
         assert_eq!(fx.flow_keys().len(), clients.len(), "no new entry");
+    });
+}
+
+/// When the emptier set's home is taken, a new flow goes to the other
+/// set's free home if that set holds one live entry more, and to a free
+/// way of the emptier set if it holds two more (balance first).
+#[test]
+fn a_taken_home_sends_a_new_flow_to_the_other_home_unless_that_set_is_fuller() {
+    fixture::with_netns(|| {
+        let mut fx = world();
+        let ways = lb_common::flow::FLOW_WAYS;
+        let set = |slot: u32| slot / ways;
+        // Two clients whose four candidate sets are all different.
+        let clients: Vec<_> = (3000..3100)
+            .map(|p| with_port(CLIENT4, p))
+            .filter(|c| {
+                let [a, b] = fx.homes(&flow_key(*c, V_TCP4.addr, PROTO_TCP));
+                set(a) != set(b)
+            })
+            .collect();
+        let (ca, cb) = clients
+            .iter()
+            .flat_map(|&a| clients.iter().map(move |&b| (a, b)))
+            .find(|&(a, b)| {
+                let [a1, a2] = fx.homes(&flow_key(a, V_TCP4.addr, PROTO_TCP));
+                let [b1, b2] = fx.homes(&flow_key(b, V_TCP4.addr, PROTO_TCP));
+                let sets = [set(a1), set(a2), set(b1), set(b2)];
+                (0..4).all(|i| (i + 1..4).all(|j| sets[i] != sets[j]))
+            })
+            .expect("two clients with four different sets");
+        let mut other = 40000;
+        let mut occupy = |fx: &mut Fixture, slot: u32| {
+            other += 1;
+            fx.put_flow(
+                slot,
+                established(with_port(CLIENT4, other), &V_TCP4, &T1, 1, 0),
+            );
+        };
+        let other_ways = |home: u32| {
+            let base = home - home % ways;
+            (base..base + ways).filter(move |&i| i != home)
+        };
+        // a: its first home taken (1 live there), 1 live non-home way in
+        // its second set: the sets tie, the second's home wins.
+        let ka = flow_key(ca, V_TCP4.addr, PROTO_TCP);
+        let [a1, a2] = fx.homes(&ka);
+        occupy(&mut fx, a1);
+        for i in other_ways(a2).take(1) {
+            occupy(&mut fx, i);
+        }
+        // b: its first home taken (1 live), 3 live non-home ways in its
+        // second set: two more, so a free way of the first set.
+        let kb = flow_key(cb, V_TCP4.addr, PROTO_TCP);
+        let [b1, b2] = fx.homes(&kb);
+        occupy(&mut fx, b1);
+        for i in other_ways(b2) {
+            occupy(&mut fx, i);
+        }
+        for c in [ca, cb] {
+            let r = fx.run(&Packet::tcp(c, V_TCP4.addr, SYN).build());
+            assert_eq!(
+                action_name(r.action),
+                action_name(XDP_REDIRECT),
+                "SYN of {c}"
+            );
+        }
+        assert_eq!(
+            fx.flow_slot(&ka).map(|(s, _)| s),
+            Some(a2),
+            "a: second home"
+        );
+        let (slot_b, _) = fx.flow_slot(&kb).expect("entry of b");
+        assert_eq!(
+            slot_b,
+            other_ways(b1).next().expect("a way"),
+            "b: the first free way of its first set"
+        );
     });
 }
 
