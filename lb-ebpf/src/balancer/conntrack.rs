@@ -16,8 +16,9 @@
 //! full before the table is), at its home if free (or at the other set's
 //! free home if that set holds at most one live entry more: see
 //! `Survey::free`), taking a free or expired slot, or else displacing the
-//! unconfirmed flow of the two sets nearest its expiry. It chooses from the two records alone, then checks the one
-//! entry it chose before writing it; states and expiry ticks are hints
+//! unconfirmed flow of the two sets nearest its expiry. It chooses from
+//! the two records alone, then checks the one entry it chose before
+//! writing it; states and expiry ticks are hints
 //! (the daemon frees entries without touching them), so when they find no
 //! slot, or one the entry belies, the entries themselves are surveyed and
 //! the hints rewritten from them: stale hints cost time, never a flow.
@@ -309,9 +310,7 @@ const NONE: u32 = u32::MAX;
 /// ([`survey_slot`]). Lives in the per-CPU scratch memory (`scratch`).
 #[repr(C)]
 pub struct Survey {
-    /// First slot of each set.
-    base: [u32; 2],
-    /// The key's home slot in each set.
+    /// The key's home slot in each set (the set is `set_of` it).
     home: [u32; 2],
     now: u32,
     /// First free or expired slot of each set.
@@ -330,7 +329,6 @@ impl Survey {
     /// `second`.
     #[inline(always)]
     fn start(&mut self, first: u32, second: u32, now: u32) {
-        self.base = [set_of(first), set_of(second)];
         self.home = [first, second];
         self.now = now;
         self.dead = [NONE; 2];
@@ -380,12 +378,10 @@ impl Survey {
     /// evenly.
     #[inline(always)]
     fn free(&self) -> u32 {
-        let (near, far, near_home, far_home, near_live, far_live) = if self.live[0] <= self.live[1]
-        {
-            let (d, h, l) = (self.dead, self.home, self.live);
+        let (d, h, l) = (self.dead, self.home, self.live);
+        let (near, far, near_home, far_home, near_live, far_live) = if l[0] <= l[1] {
             (d[0], d[1], h[0], h[1], l[0], l[1])
         } else {
-            let (d, h, l) = (self.dead, self.home, self.live);
             (d[1], d[0], h[1], h[0], l[1], l[0])
         };
         let far_at_home = far != NONE && far == far_home && near != near_home;
@@ -405,7 +401,7 @@ extern "C" fn survey_meta(i: u32, _ctx: *mut c_void) -> i64 {
         return 1;
     };
     let second = i != 0;
-    let base = if second { s.base[1] } else { s.base[0] };
+    let base = set_of(if second { s.home[1] } else { s.home[0] });
     let Some(meta) = FLOW_META.get_ptr(base / FLOW_WAYS) else {
         return 1;
     };
@@ -429,7 +425,7 @@ extern "C" fn survey_slot(i: u32, _ctx: *mut c_void) -> i64 {
         return 1;
     };
     let second = i >= FLOW_WAYS;
-    let base = if second { s.base[1] } else { s.base[0] };
+    let base = set_of(if second { s.home[1] } else { s.home[0] });
     let Some(slot) = Slot::at(base + i % FLOW_WAYS) else {
         return 0;
     };
