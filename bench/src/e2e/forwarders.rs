@@ -58,34 +58,50 @@ pub struct OuterHeader {
 // SAFETY: repr(C), 20 bytes, no padding.
 unsafe impl aya::Pod for OuterHeader {}
 
-/// A trivial forwarder on `lb-c` that sends everything to one target:
-/// `bench_redirect`, or `bench_encap` with an outer header; detached on
-/// drop.
+/// A trivial forwarder on `lb-c`: `bench_redirect` or `bench_encap` (all
+/// to the first target of `to`), or their `_spread` variants (flows spread
+/// over every target of `to` by source port); detached on drop.
 pub struct Redirect {
     _ebpf: Ebpf,
 }
 
+/// What a trivial forwarder writes in front of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// MAC rewrite only (`bench_redirect`).
+    Plain,
+    /// A fixed outer IPv4 header per target too (`bench_encap`).
+    Encap,
+}
+
 impl Redirect {
-    /// `bench_redirect`: MAC rewrite and redirect.
-    pub fn attach(lb: &Netns, to: RedirectTo) -> Self {
-        Self::load(lb, "bench_redirect", to, None)
-    }
-
-    /// `bench_encap`: `outer` in front of the frame, then as `bench_redirect`.
-    pub fn attach_encap(lb: &Netns, to: RedirectTo, outer: OuterHeader) -> Self {
-        Self::load(lb, "bench_encap", to, Some(outer))
-    }
-
-    fn load(lb: &Netns, prog: &'static str, to: RedirectTo, outer: Option<OuterHeader>) -> Self {
+    /// Attaches the forwarder of `frame` over the targets `to`, whose
+    /// outer headers are `outer` (`Frame::Encap` only). One target: the
+    /// plain program; more: the spreading one, which expects as many as
+    /// lb-bench-ebpf's `SPREAD`.
+    pub fn attach(lb: &Netns, frame: Frame, to: Vec<RedirectTo>, outer: Vec<OuterHeader>) -> Self {
+        let prog = match (frame, to.len()) {
+            (Frame::Plain, 1) => "bench_redirect",
+            (Frame::Plain, _) => "bench_redirect_spread",
+            (Frame::Encap, 1) => "bench_encap",
+            (Frame::Encap, _) => "bench_encap_spread",
+        };
+        assert_eq!(
+            frame == Frame::Encap,
+            outer.len() == to.len(),
+            "one outer header per target, and only to encapsulate"
+        );
         let ebpf = in_ns(lb, move || {
             let mut ebpf = load_bench(&[prog]);
             let mut map: Array<_, RedirectTo> =
                 Array::try_from(ebpf.map_mut("REDIRECT").expect("REDIRECT map")).expect("REDIRECT");
-            map.set(0, to, 0).expect("write REDIRECT");
-            if let Some(outer) = outer {
-                let mut map: Array<_, OuterHeader> =
-                    Array::try_from(ebpf.map_mut("ENCAP").expect("ENCAP map")).expect("ENCAP");
-                map.set(0, outer, 0).expect("write ENCAP");
+            for (i, t) in to.into_iter().enumerate() {
+                map.set(i as u32, t, 0).expect("write REDIRECT");
+            }
+            let mut map: Array<_, OuterHeader> =
+                Array::try_from(ebpf.map_mut("ENCAP").expect("ENCAP map")).expect("ENCAP");
+            for (i, o) in outer.into_iter().enumerate() {
+                map.set(i as u32, o, 0).expect("write ENCAP");
             }
             xdp_mut(&mut ebpf, prog)
                 .attach(LB_CLIENT_IF, XdpMode::Driver)

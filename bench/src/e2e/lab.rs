@@ -17,7 +17,7 @@ use lb_tests::topology::{
 use lb_tests::trafficgen::{Generator, GeneratorSpec, Link, Vary, link, mac_str};
 
 use super::cpu::{cpu_delta, cpu_times};
-use super::forwarders::{OuterHeader, Redirect, RedirectTo, Sink};
+use super::forwarders::{Frame, OuterHeader, Redirect, RedirectTo, Sink};
 use super::result::{LbProof, Sample};
 use super::{Case, Opts, Proto, WARMUP_LAPS_MAX};
 use crate::nft::NftDnat;
@@ -31,12 +31,13 @@ pub struct Lab {
     config: PathBuf,
     /// The same with the target group in dsr mode (`lb-dsr`).
     dsr_config: PathBuf,
-    lb_t1: Link,
+    /// The LB's veth to each target.
+    lb_t: Vec<Link>,
     target_macs: Vec<Mac>,
     frame: Vec<u8>,
-    /// `bench_encap`'s outer header: what `lb-dsr` puts on the frame for
-    /// target 1.
-    outer: OuterHeader,
+    /// `bench_encap`'s outer header for each target: what `lb-dsr` puts on
+    /// the frame for it.
+    outer: Vec<OuterHeader>,
 }
 
 pub const TARGETS: usize = 3;
@@ -56,7 +57,9 @@ impl Lab {
         let (config, dsr_config) = write_configs(&topo, opts);
         let client = link(&topo.client, PEER_IF);
         let lb_c = link(&topo.lb, LB_CLIENT_IF);
-        let lb_t1 = link(&topo.lb, &lb_target_if(1));
+        let lb_t = (1..=TARGETS)
+            .map(|i| link(&topo.lb, &lb_target_if(i)))
+            .collect();
         let mut target_macs = Vec::new();
         for i in 1..=TARGETS {
             let mac = link(&topo.targets[i - 1], PEER_IF).mac;
@@ -82,13 +85,15 @@ impl Lab {
         let packet = packet(opts).macs(client.mac, lb_c.mac);
         let frame = packet.build();
         assert_eq!(frame.len(), opts.frame_len);
-        let outer = outer_header(packet);
+        let outer = (1..=TARGETS)
+            .map(|i| outer_header(packet.clone(), i))
+            .collect();
         Self {
             sinks,
             topo,
             config,
             dsr_config,
-            lb_t1,
+            lb_t,
             target_macs,
             frame,
             outer,
@@ -105,13 +110,20 @@ impl Lab {
         total
     }
 
-    /// Where the trivial forwarders send everything: target 1.
-    fn redirect_to(&self) -> RedirectTo {
-        RedirectTo {
-            ifindex: self.lb_t1.ifindex,
-            dst_mac: self.target_macs[0],
-            src_mac: self.lb_t1.mac,
-        }
+    /// A trivial forwarder of `frame` to the first `targets` targets.
+    fn redirect(&self, frame: Frame, targets: usize) -> Redirect {
+        let to = (0..targets)
+            .map(|i| RedirectTo {
+                ifindex: self.lb_t[i].ifindex,
+                dst_mac: self.target_macs[i],
+                src_mac: self.lb_t[i].mac,
+            })
+            .collect();
+        let outer = match frame {
+            Frame::Plain => Vec::new(),
+            Frame::Encap => self.outer[..targets].to_vec(),
+        };
+        Redirect::attach(&self.topo.lb, frame, to, outer)
     }
 
     fn sink_counts(&self) -> Vec<u64> {
@@ -138,13 +150,16 @@ impl Lab {
                 );
                 self.measure(opts).0
             }
-            Case::Redirect => {
-                let _redirect = Redirect::attach(&self.topo.lb, self.redirect_to());
-                self.measure(opts).0
-            }
-            Case::RedirectIpip => {
-                let _redirect =
-                    Redirect::attach_encap(&self.topo.lb, self.redirect_to(), self.outer);
+            Case::Redirect | Case::RedirectIpip | Case::Spread | Case::SpreadIpip => {
+                let frame = match case {
+                    Case::RedirectIpip | Case::SpreadIpip => Frame::Encap,
+                    _ => Frame::Plain,
+                };
+                let targets = match case {
+                    Case::Spread | Case::SpreadIpip => TARGETS,
+                    _ => 1,
+                };
+                let _redirect = self.redirect(frame, targets);
                 self.measure(opts).0
             }
         }
@@ -302,13 +317,13 @@ fn dsr_spec(mut spec: ConfigSpec, port: u16) -> ConfigSpec {
     spec
 }
 
-/// The outer IPv4 header `lb-dsr` puts on `packet` for target 1, as
+/// The outer IPv4 header `lb-dsr` puts on `packet` for target `i`, as
 /// `bench_encap` writes it: the balancer's outer source for the flow hash
 /// 0 (the first address of its source range; `lb_xdp` varies it per flow).
-fn outer_header(packet: Packet) -> OuterHeader {
+fn outer_header(packet: Packet, i: usize) -> OuterHeader {
     let src = source_of_hash(0, FAMILY_V4)[0];
     let wrapped = packet
-        .encap(Ipv4Addr::from(u32::from_be(src)).into(), target4(1).into())
+        .encap(Ipv4Addr::from(u32::from_be(src)).into(), target4(i).into())
         .build();
     let mut bytes = [0u8; 20];
     bytes.copy_from_slice(&wrapped[14..34]);

@@ -1,7 +1,7 @@
 //! `cargo xtask bench e2e`: packets per second end to end, client namespace
 //! to target namespaces over veths, through five forwarders measured in the
 //! same run on the same topology ([`Topology`](lb_tests::topology::Topology),
-//! 3 targets):
+//! 3 targets), and the trivial forwarders that are their floors:
 //!
 //! - `lb-nat`: the real `lb run` daemon (XDP `lb_xdp` on every LB
 //!   interface, one listener on the VIP, Maglev over the 3 targets, NAT);
@@ -16,8 +16,15 @@
 //!   floor of any XDP forwarder on this path;
 //! - `redirect-ipip`: `bench_encap`, the same plus a fixed outer IPv4
 //!   header (`bpf_xdp_adjust_head`, 20 bytes more per frame): the floor of
-//!   any encapsulating forwarder, so `lb-dsr` above it is the balancer's
-//!   own work, as `lb-nat` above `redirect` is ([`Case::floor`]).
+//!   any encapsulating forwarder;
+//! - `spread`, `spread-ipip`: the same two spreading flows over the 3
+//!   targets by source port. A balancer pays for spreading on this path
+//!   whatever its logic: three egress devices, three bulk queues to flush
+//!   and three peers' NAPI polls per batch instead of one. These are the
+//!   floors of the balancing cases, so `lb-nat` above `spread` and `lb-dsr`
+//!   above `spread-ipip` are the balancer's own work (parsing, the
+//!   connection table, Maglev, the rewrite); the one-target rows show what
+//!   spreading itself costs ([`Case::floor`]).
 //!
 //! Traffic: 64-byte IPv4 UDP frames client -> VIP:53 with zero UDP checksum,
 //! the source port cycling over all 65536 values (one flow per port, so the
@@ -146,18 +153,24 @@ pub enum Case {
     LbDsr,
     Nftables,
     Redirect,
-    /// `bench_redirect` plus a fixed outer header: the floor of dsr.
+    /// `bench_redirect` plus a fixed outer header.
     RedirectIpip,
+    /// `bench_redirect_spread`: the floor of `lb-nat` and `nftables`.
+    Spread,
+    /// `bench_encap_spread`: the floor of `lb-dsr`.
+    SpreadIpip,
 }
 
 impl Case {
     /// In the order each round runs them.
-    pub const ALL: [Case; 5] = [
+    pub const ALL: [Case; 7] = [
         Case::LbNat,
         Case::LbDsr,
         Case::Nftables,
         Case::Redirect,
         Case::RedirectIpip,
+        Case::Spread,
+        Case::SpreadIpip,
     ];
 
     pub fn name(self) -> &'static str {
@@ -167,6 +180,8 @@ impl Case {
             Case::Nftables => "nftables",
             Case::Redirect => "redirect",
             Case::RedirectIpip => "redirect-ipip",
+            Case::Spread => "spread",
+            Case::SpreadIpip => "spread-ipip",
         }
     }
 
@@ -179,6 +194,10 @@ impl Case {
             Case::RedirectIpip => {
                 "XDP bench_encap (fixed outer IPv4 header + redirect, target 1 only)"
             }
+            Case::Spread => "XDP bench_redirect_spread (as redirect, 3 targets by source port)",
+            Case::SpreadIpip => {
+                "XDP bench_encap_spread (as redirect-ipip, 3 targets by source port)"
+            }
         }
     }
 
@@ -188,15 +207,19 @@ impl Case {
     }
 
     /// The trivial forwarder doing the same frame work with none of the
-    /// logic: the case's cost is reported above it. dsr's floor pays
-    /// `bpf_xdp_adjust_head` and 20 more bytes per frame, as dsr does, so
+    /// logic: the case's cost is reported above it. The balancing cases'
+    /// floors spread over the same 3 targets; dsr's also pays
+    /// `bpf_xdp_adjust_head` and 20 more bytes per frame, as dsr does. So
     /// the difference is the balancer's own work (parsing, the connection
-    /// table, Maglev, the outer header's fields); the plain `redirect` is
+    /// table, Maglev, the rewrite). A spreading floor's own floor is its
+    /// one-target twin (what spreading costs), and the plain `redirect` is
     /// the floor of the floors.
     pub fn floor(self) -> Option<Case> {
         match self {
-            Case::LbNat | Case::Nftables | Case::RedirectIpip => Some(Case::Redirect),
-            Case::LbDsr => Some(Case::RedirectIpip),
+            Case::LbNat | Case::Nftables => Some(Case::Spread),
+            Case::LbDsr => Some(Case::SpreadIpip),
+            Case::Spread | Case::RedirectIpip => Some(Case::Redirect),
+            Case::SpreadIpip => Some(Case::RedirectIpip),
             Case::Redirect => None,
         }
     }

@@ -114,12 +114,15 @@ impl Report {
 
     /// The ratios reported, as (case, baseline): how many times the
     /// baseline's median delivered pps the case achieves.
-    pub const RATIOS: [(Case, Case); 6] = [
+    pub const RATIOS: [(Case, Case); 9] = [
         (Case::LbNat, Case::Nftables),
+        (Case::LbNat, Case::Spread),
         (Case::LbNat, Case::Redirect),
+        (Case::LbDsr, Case::SpreadIpip),
         (Case::LbDsr, Case::RedirectIpip),
-        (Case::LbDsr, Case::Redirect),
         (Case::LbDsr, Case::LbNat),
+        (Case::Spread, Case::Redirect),
+        (Case::SpreadIpip, Case::RedirectIpip),
         (Case::RedirectIpip, Case::Redirect),
     ];
 

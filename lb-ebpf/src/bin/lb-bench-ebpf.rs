@@ -49,7 +49,7 @@ static JUMP: ProgramArray<1> = ProgramArray::new();
 #[btf_map]
 static SINK: PerCpuArray<u64, 1> = PerCpuArray::new();
 
-/// Where `bench_redirect` sends everything: egress ifindex, then the
+/// Where a trivial forwarder sends a frame: egress ifindex, then the
 /// destination and source MACs to write.
 #[repr(C)]
 pub struct RedirectTo {
@@ -58,14 +58,38 @@ pub struct RedirectTo {
     pub src_mac: [u8; 6],
 }
 
-#[btf_map]
-static REDIRECT: Array<RedirectTo, 1> = Array::new();
+/// Targets the spreading forwarders use (the e2e lab's three). The
+/// one-target forwarders use entry 0 only.
+const SPREAD: u32 = 3;
 
-/// End-to-end baseline: the least an XDP forwarder can do (rewrite MACs,
-/// redirect), with no parsing, lookups or NAT.
-#[xdp]
-pub fn bench_redirect(ctx: XdpContext) -> u32 {
-    let Some(to) = REDIRECT.get(0) else {
+#[btf_map]
+static REDIRECT: Array<RedirectTo, { SPREAD as usize }> = Array::new();
+
+/// Offset of the source port in the e2e frames: Ethernet, then IPv4 without
+/// options, then UDP or TCP.
+const SPORT_OFF: usize = 34;
+
+/// The entry of `REDIRECT` (and `ENCAP`) for this frame in a spreading
+/// forwarder: the source port modulo [`SPREAD`], so that consecutive flows
+/// go to the three targets in turn, as a balancer's hash spreads them.
+/// The forwarder then pays what spreading costs on this path (three
+/// egress devices, their bulk queues and their peers' NAPI polls), with
+/// no parsing and no per-flow state.
+#[inline(always)]
+fn spread(ctx: &XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + SPORT_OFF + 2 > ctx.data_end() {
+        return 0;
+    }
+    // SAFETY: bounds-checked above.
+    let port = unsafe { core::ptr::read_unaligned((start + SPORT_OFF) as *const u16) };
+    u16::from_be(port) as u32 % SPREAD
+}
+
+/// MAC rewrite and redirect to `REDIRECT[i]`.
+#[inline(always)]
+fn redirect(ctx: &XdpContext, i: u32) -> u32 {
+    let Some(to) = REDIRECT.get(i) else {
         return xdp_action::XDP_ABORTED;
     };
     let start = ctx.data();
@@ -76,6 +100,20 @@ pub fn bench_redirect(ctx: XdpContext) -> u32 {
     eth[..6].copy_from_slice(&to.dst_mac);
     eth[6..].copy_from_slice(&to.src_mac);
     unsafe { aya_ebpf::helpers::bpf_redirect(to.ifindex, 0) as u32 }
+}
+
+/// End-to-end baseline: the least an XDP forwarder can do (rewrite MACs,
+/// redirect), with no parsing, lookups or NAT; everything to one target.
+#[xdp]
+pub fn bench_redirect(ctx: XdpContext) -> u32 {
+    redirect(&ctx, 0)
+}
+
+/// [`bench_redirect`] spreading flows over the [`SPREAD`] targets: the
+/// floor of a forwarder that balances.
+#[xdp]
+pub fn bench_redirect_spread(ctx: XdpContext) -> u32 {
+    redirect(&ctx, spread(&ctx))
 }
 
 /// Length of the outer IPv4 header `bench_encap` puts on.
@@ -90,17 +128,18 @@ pub struct OuterHeader {
     pub bytes: [u8; OUTER_LEN],
 }
 
+/// One outer header per entry of `REDIRECT` (its target's address).
 #[btf_map]
-static ENCAP: Array<OuterHeader, 1> = Array::new();
+static ENCAP: Array<OuterHeader, { SPREAD as usize }> = Array::new();
 
-/// End-to-end baseline of dsr: what [`bench_redirect`] does plus the
-/// frame surgery every encapsulating forwarder pays (`bpf_xdp_adjust_head`
-/// and writing an Ethernet and an outer IPv4 header), with no parsing,
-/// lookups, hashing or checksum arithmetic. The frame must be untagged
-/// IPv4; its own Ethernet header is overwritten by the outer one.
-#[xdp]
-pub fn bench_encap(ctx: XdpContext) -> u32 {
-    let (Some(to), Some(outer)) = (REDIRECT.get(0), ENCAP.get(0)) else {
+/// What [`bench_redirect`] does plus the frame surgery every
+/// encapsulating forwarder pays (`bpf_xdp_adjust_head` and writing an
+/// Ethernet and an outer IPv4 header), with no parsing, lookups, hashing
+/// or checksum arithmetic, to entry `i`. The frame must be untagged IPv4;
+/// its own Ethernet header is overwritten by the outer one.
+#[inline(always)]
+fn encap(ctx: &XdpContext, i: u32) -> u32 {
+    let (Some(to), Some(outer)) = (REDIRECT.get(i), ENCAP.get(i)) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: the helper only moves the frame's start; the access below is
@@ -119,6 +158,19 @@ pub fn bench_encap(ctx: XdpContext) -> u32 {
     head[12..ETH_LEN].copy_from_slice(&0x0800u16.to_be_bytes());
     head[ETH_LEN..].copy_from_slice(&outer.bytes);
     unsafe { aya_ebpf::helpers::bpf_redirect(to.ifindex, 0) as u32 }
+}
+
+/// End-to-end baseline of dsr: [`encap`] to one target.
+#[xdp]
+pub fn bench_encap(ctx: XdpContext) -> u32 {
+    encap(&ctx, 0)
+}
+
+/// [`bench_encap`] spreading flows over the [`SPREAD`] targets (the
+/// target is chosen before the outer header moves the port).
+#[xdp]
+pub fn bench_encap_spread(ctx: XdpContext) -> u32 {
+    encap(&ctx, spread(&ctx))
 }
 
 /// End-to-end sink on the target side: count and drop.
