@@ -18,6 +18,7 @@ use lb_tests::trafficgen::{Generator, GeneratorSpec, Link, Vary, link, mac_str};
 
 use super::cpu::{cpu_delta, cpu_times};
 use super::forwarders::{Frame, OuterHeader, Redirect, RedirectTo, Sink};
+use super::prog_time;
 use super::result::{LbProof, Sample};
 use super::{Case, Opts, Proto, WARMUP_LAPS_MAX};
 use crate::nft::NftDnat;
@@ -41,6 +42,8 @@ pub struct Lab {
 }
 
 pub const TARGETS: usize = 3;
+/// How long the forwarder's own time is measured after each window.
+pub const PROG_WINDOW: Duration = Duration::from_secs(1);
 /// Connection-table slots per flow of the traffic: room for every flow with
 /// the table at half its capacity (see lb_common::flow on set occupancy).
 const SLOTS_PER_FLOW: u32 = 2;
@@ -234,6 +237,7 @@ impl Lab {
             self.sink_counts(),
             cpu_times(),
         );
+        let prog_ns = prog_time::ns_per_run(&self.topo.lb, LB_CLIENT_IF, PROG_WINDOW);
         let sent = generator.stop();
         // Let the rings drain before counting what they dropped.
         thread::sleep(Duration::from_millis(100));
@@ -250,6 +254,7 @@ impl Lab {
             per_target,
             cpu: cpu_delta(&c1, &c0),
             veth_drops,
+            prog_ns,
         };
         (sample, sent)
     }

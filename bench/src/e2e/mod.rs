@@ -60,7 +60,10 @@
 //! runs it there at once, so generator, forwarder and sinks share one CPU
 //! and the generator sends only as fast as the chain drains. So 1e9 / pps is
 //! the whole chain's CPU time per packet, and the difference to the case's
-//! floor is what the forwarder costs above it. Per-CPU busy and softirq
+//! floor is what the forwarder costs above it. After each window, the
+//! forwarder's XDP program's own time per packet is also taken from the
+//! kernel's BPF run-time statistics ([`prog_time`]): steadier than the
+//! chain's pps, and the balancer's cost alone. Per-CPU busy and softirq
 //! shares (from /proc/stat) are reported for every case. (Threaded NAPI
 //! for `lb-c` pinned to the other CPU was tried: the generator then
 //! overruns the veth ring (4-6 Mpps sent, most dropped), every forwarder
@@ -79,6 +82,7 @@
 mod cpu;
 mod forwarders;
 mod lab;
+mod prog_time;
 mod report;
 mod result;
 

@@ -4,7 +4,7 @@ use lb_tests::proc;
 use lb_tests::topology::{LB_CLIENT_IF, VIP4};
 
 use super::cpu::CpuTime;
-use super::lab::TARGETS;
+use super::lab::{PROG_WINDOW, TARGETS};
 use super::result::{CaseResult, Report};
 use super::{Opts, Proto};
 
@@ -110,6 +110,20 @@ pub fn print(report: &Report, opts: &Opts) {
             cpu_summary(&r.cpu()),
             r.veth_drops()
         );
+    }
+    println!();
+    println!(
+        "the forwarder's XDP program alone (kernel BPF run-time statistics on for {PROG_WINDOW:?} after each window; they add clock reads, so compare rows with each other only):"
+    );
+    for r in &report.cases {
+        let Some(ns) = r.prog_ns() else {
+            continue;
+        };
+        let above = match (r.case.floor(), report.prog_above_floor_ns(r.case)) {
+            (Some(f), Some(a)) => format!("{a:+.0} ns ({})", f.name()),
+            _ => "floor".to_owned(),
+        };
+        println!("{:<13} {:>6.0} ns/pkt {:>23}", r.case.name(), ns, above);
     }
     println!();
     for (case, baseline) in Report::RATIOS {
@@ -225,7 +239,7 @@ fn json_case(report: &Report, r: &CaseResult) -> String {
         })
         .collect();
     format!(
-        "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {:.1}, \"floor\": {}, \"above_floor_ns\": {}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}, \"lb_stats\": {}}}",
+        "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {:.1}, \"floor\": {}, \"above_floor_ns\": {}, \"prog_ns_per_packet\": {}, \"prog_above_floor_ns\": {}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}, \"lb_stats\": {}}}",
         json_str(r.case.name()),
         json_str(r.case.describe()),
         r.delivered_median(),
@@ -236,6 +250,11 @@ fn json_case(report: &Report, r: &CaseResult) -> String {
             .map_or("null".to_owned(), |f| json_str(f.name())),
         report
             .above_floor_ns(r.case)
+            .map_or("null".to_owned(), |ns| format!("{ns:.1}")),
+        r.prog_ns()
+            .map_or("null".to_owned(), |ns| format!("{ns:.1}")),
+        report
+            .prog_above_floor_ns(r.case)
             .map_or("null".to_owned(), |ns| format!("{ns:.1}")),
         json_f64s(r.samples.iter().map(|s| s.delivered_pps)),
         json_f64s(r.samples.iter().map(|s| s.sent_pps)),

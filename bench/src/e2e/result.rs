@@ -18,6 +18,9 @@ pub struct Sample {
     /// warm-up included: XDP transmit errors of the client's veth and of
     /// the LB's target-facing veths, plus their TX drops (kernel path).
     pub veth_drops: u64,
+    /// ns per run of the XDP program on the LB's client veth, measured
+    /// after the window (`prog_time`); `None` for the kernel path.
+    pub prog_ns: Option<f64>,
 }
 
 /// All rounds of one case.
@@ -41,6 +44,12 @@ impl CaseResult {
     /// CPU time of the whole chain per delivered packet (median pps).
     pub fn ns_per_packet(&self) -> f64 {
         1e9 / self.delivered_median()
+    }
+
+    /// Median ns per run of the forwarder's XDP program, if it has one.
+    pub fn prog_ns(&self) -> Option<f64> {
+        let v: Vec<f64> = self.samples.iter().filter_map(|s| s.prog_ns).collect();
+        (!v.is_empty()).then(|| median(v))
     }
 
     /// Frames dropped by full veth rings, all rounds.
@@ -129,6 +138,13 @@ impl Report {
     /// `case`'s median delivered pps over `baseline`'s.
     pub fn ratio(&self, case: Case, baseline: Case) -> f64 {
         self.case(case).delivered_median() / self.case(baseline).delivered_median()
+    }
+
+    /// The XDP program's own ns per packet of `case` above its floor's, if
+    /// both have a program.
+    pub fn prog_above_floor_ns(&self, case: Case) -> Option<f64> {
+        let floor = case.floor()?;
+        Some(self.case(case).prog_ns()? - self.case(floor).prog_ns()?)
     }
 
     /// ns per packet of `case` above its floor ([`Case::floor`]), if it
