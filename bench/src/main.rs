@@ -59,8 +59,10 @@ enum What {
     },
     /// Packets per second client -> targets over veths through `lb run`
     /// in nat and in dsr mode, next to kernel forwarding with nftables DNAT,
-    /// a trivial XDP redirect and a trivial encapsulating one, measured in
-    /// the same run.
+    /// a trivial XDP redirect and a trivial encapsulating one (to one
+    /// target, and spread over the three: the balancer's floors), measured
+    /// in the same run; and each XDP forwarder's own ns per packet (BPF
+    /// run-time statistics, 1 s more per round).
     E2e {
         /// Seconds measured per round.
         #[arg(long, default_value_t = 5.0)]

@@ -58,39 +58,49 @@ pub struct OuterHeader {
 // SAFETY: repr(C), 20 bytes, no padding.
 unsafe impl aya::Pod for OuterHeader {}
 
-/// A trivial forwarder on `lb-c`: `bench_redirect` or `bench_encap` (all
-/// to the first target of `to`), or their `_spread` variants (flows spread
-/// over every target of `to` by source port); detached on drop.
+/// Targets the spreading forwarders send to: lb-bench-ebpf's `SPREAD`.
+pub const SPREAD: usize = 3;
+
+/// What a trivial forwarder does to a frame.
+#[derive(Clone)]
+pub enum Work {
+    /// MAC rewrite and redirect (`bench_redirect`).
+    Plain,
+    /// The same plus a fixed outer IPv4 header, one per target, in the
+    /// order of the targets (`bench_encap`).
+    Encap(Vec<OuterHeader>),
+}
+
+/// A trivial forwarder on `lb-c`, detached on drop: `bench_redirect` or
+/// `bench_encap` to one target, or their `_spread` variants, which spread
+/// flows over [`SPREAD`] targets by source port.
 pub struct Redirect {
     _ebpf: Ebpf,
 }
 
-/// What a trivial forwarder writes in front of a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Frame {
-    /// MAC rewrite only (`bench_redirect`).
-    Plain,
-    /// A fixed outer IPv4 header per target too (`bench_encap`).
-    Encap,
-}
-
 impl Redirect {
-    /// Attaches the forwarder of `frame` over the targets `to`, whose
-    /// outer headers are `outer` (`Frame::Encap` only). One target: the
-    /// plain program; more: the spreading one, which expects as many as
-    /// lb-bench-ebpf's `SPREAD`.
-    pub fn attach(lb: &Netns, frame: Frame, to: Vec<RedirectTo>, outer: Vec<OuterHeader>) -> Self {
-        let prog = match (frame, to.len()) {
-            (Frame::Plain, 1) => "bench_redirect",
-            (Frame::Plain, _) => "bench_redirect_spread",
-            (Frame::Encap, 1) => "bench_encap",
-            (Frame::Encap, _) => "bench_encap_spread",
+    /// Attaches the forwarder doing `work` over the targets `to`: one, or
+    /// [`SPREAD`] (anything else would leave `REDIRECT` entries empty, and
+    /// their share of the frames lost).
+    pub fn attach(lb: &Netns, work: Work, to: Vec<RedirectTo>) -> Self {
+        let spread = match to.len() {
+            1 => false,
+            SPREAD => true,
+            n => panic!("a trivial forwarder sends to 1 or {SPREAD} targets, not {n}"),
         };
-        assert_eq!(
-            frame == Frame::Encap,
-            outer.len() == to.len(),
-            "one outer header per target, and only to encapsulate"
-        );
+        let prog = match (&work, spread) {
+            (Work::Plain, false) => "bench_redirect",
+            (Work::Plain, true) => "bench_redirect_spread",
+            (Work::Encap(_), false) => "bench_encap",
+            (Work::Encap(_), true) => "bench_encap_spread",
+        };
+        let outer = match work {
+            Work::Plain => Vec::new(),
+            Work::Encap(outer) => {
+                assert_eq!(outer.len(), to.len(), "one outer header per target");
+                outer
+            }
+        };
         let ebpf = in_ns(lb, move || {
             let mut ebpf = load_bench(&[prog]);
             let mut map: Array<_, RedirectTo> =

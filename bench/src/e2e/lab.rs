@@ -17,10 +17,10 @@ use lb_tests::topology::{
 use lb_tests::trafficgen::{Generator, GeneratorSpec, Link, Vary, link, mac_str};
 
 use super::cpu::{cpu_delta, cpu_times};
-use super::forwarders::{Frame, OuterHeader, Redirect, RedirectTo, Sink};
+use super::forwarders::{OuterHeader, Redirect, RedirectTo, SPREAD, Sink, Work};
 use super::prog_time;
 use super::result::{LbProof, Sample};
-use super::{Case, Opts, Proto, WARMUP_LAPS_MAX};
+use super::{Case, Opts, Proto, Trivial, WARMUP_LAPS_MAX};
 use crate::nft::NftDnat;
 
 /// Topology, sinks and the addresses every case needs. Fields drop in
@@ -42,8 +42,8 @@ pub struct Lab {
 }
 
 pub const TARGETS: usize = 3;
-/// How long the forwarder's own time is measured after each window.
-pub const PROG_WINDOW: Duration = Duration::from_secs(1);
+// The spreading forwarders use every target.
+const _: () = assert!(TARGETS == SPREAD);
 /// Connection-table slots per flow of the traffic: room for every flow with
 /// the table at half its capacity (see lb_common::flow on set occupancy).
 const SLOTS_PER_FLOW: u32 = 2;
@@ -113,8 +113,8 @@ impl Lab {
         total
     }
 
-    /// A trivial forwarder of `frame` to the first `targets` targets.
-    fn redirect(&self, frame: Frame, targets: usize) -> Redirect {
+    /// A trivial forwarder doing `work` to the first `targets` targets.
+    fn redirect(&self, work: Trivial, targets: usize) -> Redirect {
         let to = (0..targets)
             .map(|i| RedirectTo {
                 ifindex: self.lb_t[i].ifindex,
@@ -122,11 +122,11 @@ impl Lab {
                 src_mac: self.lb_t[i].mac,
             })
             .collect();
-        let outer = match frame {
-            Frame::Plain => Vec::new(),
-            Frame::Encap => self.outer[..targets].to_vec(),
+        let work = match work {
+            Trivial::Plain => Work::Plain,
+            Trivial::Encap => Work::Encap(self.outer[..targets].to_vec()),
         };
-        Redirect::attach(&self.topo.lb, frame, to, outer)
+        Redirect::attach(&self.topo.lb, work, to)
     }
 
     fn sink_counts(&self) -> Vec<u64> {
@@ -151,19 +151,12 @@ impl Lab {
                     TARGETS,
                     opts.proto.target_port(),
                 );
-                self.measure(opts).0
+                self.measure(opts, false).0
             }
             Case::Redirect | Case::RedirectIpip | Case::Spread | Case::SpreadIpip => {
-                let frame = match case {
-                    Case::RedirectIpip | Case::SpreadIpip => Frame::Encap,
-                    _ => Frame::Plain,
-                };
-                let targets = match case {
-                    Case::Spread | Case::SpreadIpip => TARGETS,
-                    _ => 1,
-                };
-                let _redirect = self.redirect(frame, targets);
-                self.measure(opts).0
+                let (work, targets) = case.trivial().expect("a trivial forwarder");
+                let _redirect = self.redirect(work, targets);
+                self.measure(opts, true).0
             }
         }
     }
@@ -173,7 +166,7 @@ impl Lab {
         let daemon = LbDaemon::start(self.topo.lb.name(), config);
         let before = datapath_stats(&self.lb_stats_text(config));
         let sinks_before: u64 = self.sink_counts().iter().sum();
-        let (sample, sent) = self.measure(opts);
+        let (sample, sent) = self.measure(opts, true);
         // Let the rings drain before the final counts.
         thread::sleep(Duration::from_millis(200));
         let text = self.lb_stats_text(config);
@@ -201,9 +194,11 @@ impl Lab {
         sample
     }
 
-    /// Starts the generator, warms up, measures one window; returns the
-    /// sample and every frame the generator sent.
-    fn measure(&self, opts: &Opts) -> (Sample, u64) {
+    /// Starts the generator, warms up, measures one window, then (`xdp`:
+    /// the forwarder is an XDP program on `lb-c`) its program's own time
+    /// for [`prog_time::WINDOW`] more; returns the sample and every frame
+    /// the generator sent.
+    fn measure(&self, opts: &Opts, xdp: bool) -> (Sample, u64) {
         let drops_before = self.veth_drops();
         let generator = Generator::start(
             &self.topo.client,
@@ -237,7 +232,9 @@ impl Lab {
             self.sink_counts(),
             cpu_times(),
         );
-        let prog_ns = prog_time::ns_per_run(&self.topo.lb, LB_CLIENT_IF, PROG_WINDOW);
+        let prog_ns = xdp
+            .then(|| prog_time::ns_per_run(&self.topo.lb, LB_CLIENT_IF))
+            .flatten();
         let sent = generator.stop();
         // Let the rings drain before counting what they dropped.
         thread::sleep(Duration::from_millis(100));

@@ -1,7 +1,8 @@
 //! `cargo xtask bench e2e`: packets per second end to end, client namespace
-//! to target namespaces over veths, through five forwarders measured in the
+//! to target namespaces over veths, through seven forwarders measured in the
 //! same run on the same topology ([`Topology`](lb_tests::topology::Topology),
-//! 3 targets), and the trivial forwarders that are their floors:
+//! 3 targets): the balancer in two modes, the kernel's, and the trivial XDP
+//! forwarders that are their floors:
 //!
 //! - `lb-nat`: the real `lb run` daemon (XDP `lb_xdp` on every LB
 //!   interface, one listener on the VIP, Maglev over the 3 targets, NAT);
@@ -62,8 +63,10 @@
 //! the whole chain's CPU time per packet, and the difference to the case's
 //! floor is what the forwarder costs above it. After each window, the
 //! forwarder's XDP program's own time per packet is also taken from the
-//! kernel's BPF run-time statistics ([`prog_time`]): steadier than the
-//! chain's pps, and the balancer's cost alone. Per-CPU busy and softirq
+//! kernel's BPF run-time statistics for one more second ([`prog_time`]):
+//! steadier than the chain's pps, and the balancer's cost alone. It ends
+//! where the program returns: the redirect's flush and the peers' NAPI
+//! polls after it (what spreading costs) show in pps only. Per-CPU busy and softirq
 //! shares (from /proc/stat) are reported for every case. (Threaded NAPI
 //! for `lb-c` pinned to the other CPU was tried: the generator then
 //! overruns the veth ring (4-6 Mpps sent, most dropped), every forwarder
@@ -72,7 +75,7 @@
 //! the ratios come out the same; so it is not offered.)
 //!
 //! Rounds are interleaved (lb-nat, lb-dsr, nftables, redirect,
-//! redirect-ipip, lb-nat, ...) so that background load drifts affect every
+//! redirect-ipip, spread, spread-ipip, lb-nat, ...) so that background load drifts affect every
 //! case alike; each case is set up and torn down per round. For the `lb`
 //! cases, `lb stats` before and after each round must show `forwarded`
 //! moving by what the sinks received and no `drop_*` counter moving
@@ -205,6 +208,18 @@ impl Case {
         }
     }
 
+    /// A trivial forwarder's work and how many targets it sends to; `None`
+    /// for the balancer and the kernel.
+    pub fn trivial(self) -> Option<(Trivial, usize)> {
+        match self {
+            Case::Redirect => Some((Trivial::Plain, 1)),
+            Case::RedirectIpip => Some((Trivial::Encap, 1)),
+            Case::Spread => Some((Trivial::Plain, lab::TARGETS)),
+            Case::SpreadIpip => Some((Trivial::Encap, lab::TARGETS)),
+            Case::LbNat | Case::LbDsr | Case::Nftables => None,
+        }
+    }
+
     /// Whether the case is the `lb run` daemon (its `lb stats` are checked).
     pub fn is_lb(self) -> bool {
         matches!(self, Case::LbNat | Case::LbDsr)
@@ -229,6 +244,13 @@ impl Case {
     }
 }
 
+/// What a trivial forwarder does to a frame (see `forwarders::Work`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trivial {
+    Plain,
+    Encap,
+}
+
 /// Longest wait, after the warm-up, for the generator to have sent every
 /// flow twice.
 pub const WARMUP_LAPS_MAX: Duration = Duration::from_secs(30);
@@ -245,6 +267,11 @@ fn loadavg() -> String {
 pub fn run(opts: &Opts) -> Report {
     netns::require_root();
     assert!(opts.rounds > 0, "--rounds must be at least 1");
+    if prog_time::always_on() {
+        eprintln!(
+            "warning: kernel.bpf_stats_enabled is 1: every program run pays the statistics' clock reads in the pps windows too"
+        );
+    }
     let started = Instant::now();
     let loadavg_before = loadavg();
     let lab = Lab::new(opts);

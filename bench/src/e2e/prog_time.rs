@@ -4,12 +4,18 @@
 //!
 //! The pps of a case is the whole chain's (generator, veths, forwarder,
 //! sinks, all on one CPU), and it swings with the machine. The program's
-//! own time isolates the forwarder. The statistics are enabled through a
-//! `BPF_ENABLE_STATS` descriptor held for that window only: while they are
-//! on, every program run on the machine pays two clock reads, which would
-//! slow the pps window, and closing the descriptor turns them off even if
-//! the benchmark dies. The time includes part of those clock reads, so
-//! compare cases with one another, not with `bench xdp`.
+//! own time isolates the forwarder, up to its return (the redirect's flush
+//! and the peers' NAPI polls come after). The statistics are enabled
+//! through a `BPF_ENABLE_STATS` descriptor held for that window only: while
+//! they are on, every program run on the machine pays two clock reads,
+//! which would slow the pps window, and closing the descriptor turns them
+//! off even if the benchmark dies. The time includes part of those clock
+//! reads, so compare cases with one another, not with `bench xdp`.
+//!
+//! The counts are the program's: `lb run` attaches one `lb_xdp` to every
+//! LB interface, so its runs on the target-facing veths count too. Here
+//! those see next to nothing (the sinks answer no frame), against millions
+//! of frames from the client.
 use std::thread;
 use std::time::Duration;
 
@@ -17,33 +23,52 @@ use aya::programs::loaded_programs;
 use aya::sys::{Stats, enable_stats};
 use lb_tests::netns::Netns;
 
-/// The id of the XDP program attached to `dev` in `ns`, if any (from `ip -o
-/// link`: `prog/xdp id N`).
-fn xdp_prog_id(ns: &Netns, dev: &str) -> Option<u32> {
+/// How long the program's time is measured, after each pps window.
+pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// The id of the XDP program attached to `dev` in `ns` (from `ip -o link`:
+/// `prog/xdp id N`, driver or generic mode).
+fn xdp_prog_id(ns: &Netns, dev: &str) -> u32 {
     let out = ns.ip(&["-o", "link", "show", "dev", dev]);
     let out = String::from_utf8_lossy(&out.stdout);
-    let rest = out.split("prog/xdp id ").nth(1)?;
-    rest.split_whitespace().next()?.parse().ok()
+    out.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no XDP program on {dev} in {}: {out}", ns.name()))
 }
 
 /// Run time and run count of program `id` so far.
-fn run_stats(id: u32) -> Option<(Duration, u64)> {
-    loaded_programs()
-        .filter_map(Result::ok)
+fn run_stats(id: u32) -> (Duration, u64) {
+    let info = loaded_programs()
+        .map(|p| p.unwrap_or_else(|e| panic!("listing BPF programs: {e}")))
         .find(|p| p.id() == id)
-        .map(|p| (p.run_time(), p.run_count()))
+        .unwrap_or_else(|| panic!("BPF program {id} is gone"));
+    (info.run_time(), info.run_count())
 }
 
-/// Mean ns per run of the XDP program on `dev` in `ns` over `window`, with
-/// the statistics on for that window only; `None` if no XDP program is
-/// attached there (the kernel path) or it did not run.
-pub fn ns_per_run(ns: &Netns, dev: &str, window: Duration) -> Option<f64> {
-    let id = xdp_prog_id(ns, dev)?;
+/// Mean ns per run of the XDP program on `dev` in `ns` over [`WINDOW`],
+/// with the statistics on for that window only. `None` (and a warning)
+/// when this kernel cannot turn them on; panics when no program is
+/// attached or it did not run, since the case's traffic goes through it.
+pub fn ns_per_run(ns: &Netns, dev: &str) -> Option<f64> {
+    let id = xdp_prog_id(ns, dev);
     let _on = enable_stats(Stats::RunTime)
-        .unwrap_or_else(|e| panic!("enabling BPF run-time statistics: {e}"));
-    let (t0, n0) = run_stats(id)?;
-    thread::sleep(window);
-    let (t1, n1) = run_stats(id)?;
-    let runs = n1.checked_sub(n0).filter(|&n| n > 0)?;
-    Some(t1.checked_sub(t0)?.as_nanos() as f64 / runs as f64)
+        .inspect_err(|e| eprintln!("warning: BPF run-time statistics unavailable: {e}"))
+        .ok()?;
+    let (t0, n0) = run_stats(id);
+    thread::sleep(WINDOW);
+    let (t1, n1) = run_stats(id);
+    let runs = n1 - n0;
+    assert!(
+        runs > 0,
+        "the XDP program on {dev} did not run in {WINDOW:?}"
+    );
+    Some((t1 - t0).as_nanos() as f64 / runs as f64)
+}
+
+/// Whether the statistics are on machine-wide already (`sysctl
+/// kernel.bpf_stats_enabled`): then every pps window pays their clock
+/// reads too.
+pub fn always_on() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0")
 }

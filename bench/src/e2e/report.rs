@@ -4,7 +4,8 @@ use lb_tests::proc;
 use lb_tests::topology::{LB_CLIENT_IF, VIP4};
 
 use super::cpu::CpuTime;
-use super::lab::{PROG_WINDOW, TARGETS};
+use super::lab::TARGETS;
+use super::prog_time;
 use super::result::{CaseResult, Report};
 use super::{Opts, Proto};
 
@@ -82,15 +83,17 @@ pub fn print(report: &Report, opts: &Opts) {
             .collect();
         let above = match (r.case.floor(), report.above_floor_ns(r.case)) {
             (Some(f), Some(ns)) => format!("{ns:+.0} ns ({})", f.name()),
-            _ => "floor".to_owned(),
+            (Some(_), None) => "n/a".to_owned(),
+            (None, _) => "floor".to_owned(),
         };
         println!(
-            "{:<13} {:>13.0} {:>11.0} {:>5.1}% {:>8.0} {:>23} {:>13}  {}",
+            "{:<13} {:>13.0} {:>11.0} {:>5.1}% {:>8} {:>23} {:>13}  {}",
             r.case.name(),
             d,
             s,
             if s > 0.0 { (1.0 - d / s) * 100.0 } else { 0.0 },
-            r.ns_per_packet(),
+            r.ns_per_packet()
+                .map_or("-".to_owned(), |ns| format!("{ns:.0}")),
             above,
             format!("{}%", shares.join("/")),
             r.case.describe()
@@ -113,7 +116,8 @@ pub fn print(report: &Report, opts: &Opts) {
     }
     println!();
     println!(
-        "the forwarder's XDP program alone (kernel BPF run-time statistics on for {PROG_WINDOW:?} after each window; they add clock reads, so compare rows with each other only):"
+        "the forwarder's XDP program alone, to its return (kernel BPF run-time statistics on for {:?} after each window; they add clock reads, so compare rows with each other only):",
+        prog_time::WINDOW
     );
     for r in &report.cases {
         let Some(ns) = r.prog_ns() else {
@@ -121,18 +125,26 @@ pub fn print(report: &Report, opts: &Opts) {
         };
         let above = match (r.case.floor(), report.prog_above_floor_ns(r.case)) {
             (Some(f), Some(a)) => format!("{a:+.0} ns ({})", f.name()),
-            _ => "floor".to_owned(),
+            (Some(_), None) => "n/a".to_owned(),
+            (None, _) => "floor".to_owned(),
         };
         println!("{:<13} {:>6.0} ns/pkt {:>23}", r.case.name(), ns, above);
     }
     println!();
     for (case, baseline) in Report::RATIOS {
-        println!(
-            "{} / {}: {:.2}x the packets per second",
-            case.name(),
-            baseline.name(),
-            report.ratio(case, baseline)
-        );
+        match report.ratio(case, baseline) {
+            Some(x) => println!(
+                "{} / {}: {x:.2}x the packets per second",
+                case.name(),
+                baseline.name()
+            ),
+            None => println!(
+                "{} / {}: n/a ({} delivered nothing)",
+                case.name(),
+                baseline.name(),
+                baseline.name()
+            ),
+        }
     }
     for r in report.cases.iter().filter(|r| r.case.is_lb()) {
         let p = &r.proof;
@@ -203,6 +215,11 @@ fn json_f64s(v: impl Iterator<Item = f64>) -> String {
     v.map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ")
 }
 
+/// A number with one decimal, or `null`.
+fn json_opt(v: Option<f64>) -> String {
+    v.map_or("null".to_owned(), |x| format!("{x:.1}"))
+}
+
 fn json_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -239,23 +256,18 @@ fn json_case(report: &Report, r: &CaseResult) -> String {
         })
         .collect();
     format!(
-        "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {:.1}, \"floor\": {}, \"above_floor_ns\": {}, \"prog_ns_per_packet\": {}, \"prog_above_floor_ns\": {}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}, \"lb_stats\": {}}}",
+        "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {}, \"floor\": {}, \"above_floor_ns\": {}, \"prog_ns_per_packet\": {}, \"prog_above_floor_ns\": {}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}, \"lb_stats\": {}}}",
         json_str(r.case.name()),
         json_str(r.case.describe()),
         r.delivered_median(),
         r.sent_median(),
-        r.ns_per_packet(),
+        json_opt(r.ns_per_packet()),
         r.case
             .floor()
             .map_or("null".to_owned(), |f| json_str(f.name())),
-        report
-            .above_floor_ns(r.case)
-            .map_or("null".to_owned(), |ns| format!("{ns:.1}")),
-        r.prog_ns()
-            .map_or("null".to_owned(), |ns| format!("{ns:.1}")),
-        report
-            .prog_above_floor_ns(r.case)
-            .map_or("null".to_owned(), |ns| format!("{ns:.1}")),
+        json_opt(report.above_floor_ns(r.case)),
+        json_opt(r.prog_ns()),
+        json_opt(report.prog_above_floor_ns(r.case)),
         json_f64s(r.samples.iter().map(|s| s.delivered_pps)),
         json_f64s(r.samples.iter().map(|s| s.sent_pps)),
         r.target_shares()
@@ -276,9 +288,11 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         .iter()
         .map(|&(case, baseline)| {
             format!(
-                "{}: {:.3}",
+                "{}: {}",
                 json_str(&format!("{}/{}", case.name(), baseline.name())),
-                report.ratio(case, baseline)
+                report
+                    .ratio(case, baseline)
+                    .map_or("null".to_owned(), |x| format!("{x:.3}"))
             )
         })
         .collect();

@@ -41,9 +41,12 @@ impl CaseResult {
         median(self.samples.iter().map(|s| s.sent_pps).collect())
     }
 
-    /// CPU time of the whole chain per delivered packet (median pps).
-    pub fn ns_per_packet(&self) -> f64 {
-        1e9 / self.delivered_median()
+    /// CPU time of the whole chain per delivered packet (median pps);
+    /// `None` when nothing was delivered (nftables with more flows than
+    /// its conntrack table holds).
+    pub fn ns_per_packet(&self) -> Option<f64> {
+        let d = self.delivered_median();
+        (d > 0.0).then(|| 1e9 / d)
     }
 
     /// Median ns per run of the forwarder's XDP program, if it has one.
@@ -135,9 +138,11 @@ impl Report {
         (Case::RedirectIpip, Case::Redirect),
     ];
 
-    /// `case`'s median delivered pps over `baseline`'s.
-    pub fn ratio(&self, case: Case, baseline: Case) -> f64 {
-        self.case(case).delivered_median() / self.case(baseline).delivered_median()
+    /// `case`'s median delivered pps over `baseline`'s; `None` when the
+    /// baseline delivered nothing.
+    pub fn ratio(&self, case: Case, baseline: Case) -> Option<f64> {
+        let b = self.case(baseline).delivered_median();
+        (b > 0.0).then(|| self.case(case).delivered_median() / b)
     }
 
     /// The XDP program's own ns per packet of `case` above its floor's, if
@@ -151,7 +156,7 @@ impl Report {
     /// has one.
     pub fn above_floor_ns(&self, case: Case) -> Option<f64> {
         let floor = case.floor()?;
-        Some(self.case(case).ns_per_packet() - self.case(floor).ns_per_packet())
+        Some(self.case(case).ns_per_packet()? - self.case(floor).ns_per_packet()?)
     }
 }
 

@@ -58,15 +58,17 @@ pub struct RedirectTo {
     pub src_mac: [u8; 6],
 }
 
-/// Targets the spreading forwarders use (the e2e lab's three). The
-/// one-target forwarders use entry 0 only.
+/// Targets the spreading forwarders use: the e2e lab's three (mirrored by
+/// `SPREAD` in lb-bench's e2e `forwarders`). The one-target forwarders use
+/// entry 0 only.
 const SPREAD: u32 = 3;
 
 #[btf_map]
 static REDIRECT: Array<RedirectTo, { SPREAD as usize }> = Array::new();
 
 /// Offset of the source port in the e2e frames: Ethernet, then IPv4 without
-/// options, then UDP or TCP.
+/// options, then UDP or TCP (the generator varies the same bytes:
+/// `Vary::IPV4_SPORT` in lb-tests' `trafficgen`).
 const SPORT_OFF: usize = 34;
 
 /// The entry of `REDIRECT` (and `ENCAP`) for this frame in a spreading
