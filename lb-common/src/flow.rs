@@ -338,13 +338,20 @@ impl DataPathConfig {
     /// (`hash::table_hash` with `seed`) is `hash`.
     #[inline(always)]
     pub const fn first_set(&self, hash: u32) -> u32 {
-        (hash & self.set_mask) * FLOW_WAYS
+        self.set_at(hash)
     }
 
     /// First slot of the second candidate set.
     #[inline(always)]
     pub fn second_set(&self, hash: u32) -> u32 {
-        (crate::hash::second_hash(hash, self.seed2) & self.set_mask) * FLOW_WAYS
+        self.set_at(crate::hash::second_hash(hash, self.seed2))
+    }
+
+    /// First slot of the set that `h` (a key's hash or its second hash)
+    /// selects.
+    #[inline(always)]
+    const fn set_at(&self, h: u32) -> u32 {
+        (h & self.set_mask) * FLOW_WAYS
     }
 
     /// The key's home slot in each candidate set: the way a new entry takes
@@ -358,8 +365,8 @@ impl DataPathConfig {
     pub fn homes(&self, hash: u32) -> [u32; 2] {
         let second = crate::hash::second_hash(hash, self.seed2);
         [
-            (hash & self.set_mask) * FLOW_WAYS + home_way(hash),
-            (second & self.set_mask) * FLOW_WAYS + home_way(second),
+            self.set_at(hash) + home_way(hash),
+            self.set_at(second) + home_way(second),
         ]
     }
 }

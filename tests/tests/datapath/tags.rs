@@ -207,12 +207,16 @@ fn flow_tags() {
     run_table(cases);
 }
 
+/// The slots of the set holding `slot`.
+fn set_slots(slot: u32) -> std::ops::Range<u32> {
+    let ways = lb_common::flow::FLOW_WAYS;
+    let base = slot - slot % ways;
+    base..base + ways
+}
+
 /// Entries of the set holding `slot` that hold a flow.
 fn live_in_set(fx: &Fixture, slot: u32) -> u32 {
-    let base = slot - slot % lb_common::flow::FLOW_WAYS;
-    (base..base + lb_common::flow::FLOW_WAYS)
-        .map(|i| u32::from(!is_free(fx, i)))
-        .sum()
+    set_slots(slot).map(|i| u32::from(!is_free(fx, i))).sum()
 }
 
 fn is_free(fx: &Fixture, slot: u32) -> bool {
@@ -227,12 +231,10 @@ fn is_free(fx: &Fixture, slot: u32) -> bool {
 fn expected_slot(fx: &Fixture, key: &FlowKey) -> Option<u32> {
     let homes = fx.homes(key);
     let dead = |home: u32| {
-        let base = home - home % lb_common::flow::FLOW_WAYS;
-        let first_free = (base..base + lb_common::flow::FLOW_WAYS).find(|&i| is_free(fx, i));
         if is_free(fx, home) {
             Some(home)
         } else {
-            first_free
+            set_slots(home).find(|&i| is_free(fx, i))
         }
     };
     let live = homes.map(|h| live_in_set(fx, h));
@@ -325,10 +327,7 @@ fn a_taken_home_sends_a_new_flow_to_the_other_home_unless_that_set_is_fuller() {
                 established(with_port(CLIENT4, other), &V_TCP4, &T1, 1, 0),
             );
         };
-        let other_ways = |home: u32| {
-            let base = home - home % ways;
-            (base..base + ways).filter(move |&i| i != home)
-        };
+        let other_ways = |home: u32| set_slots(home).filter(move |&i| i != home);
         // a: its first home taken (1 live there), 1 live non-home way in
         // its second set: the sets tie, the second's home wins.
         let ka = flow_key(ca, V_TCP4.addr, PROTO_TCP);
