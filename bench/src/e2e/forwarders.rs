@@ -62,13 +62,20 @@ unsafe impl aya::Pod for OuterHeader {}
 pub const SPREAD: usize = 3;
 
 /// What a trivial forwarder does to a frame.
-#[derive(Clone)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Work {
     /// MAC rewrite and redirect (`bench_redirect`).
     Plain,
-    /// The same plus a fixed outer IPv4 header, one per target, in the
-    /// order of the targets (`bench_encap`).
-    Encap(Vec<OuterHeader>),
+    /// The same plus the target's fixed outer IPv4 header (`bench_encap`).
+    Encap,
+}
+
+/// A target of a trivial forwarder: where frames go, and the outer header
+/// `Work::Encap` puts on them for it (unread by `Work::Plain`).
+#[derive(Clone, Copy)]
+pub struct Target {
+    pub to: RedirectTo,
+    pub outer: OuterHeader,
 }
 
 /// A trivial forwarder on `lb-c`, detached on drop: `bench_redirect` or
@@ -79,39 +86,32 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// Attaches the forwarder doing `work` over the targets `to`: one, or
+    /// Attaches the forwarder doing `work` over `targets`: one, or
     /// [`SPREAD`] (anything else would leave `REDIRECT` entries empty, and
     /// their share of the frames lost).
-    pub fn attach(lb: &Netns, work: Work, to: Vec<RedirectTo>) -> Self {
-        let spread = match to.len() {
+    pub fn attach(lb: &Netns, work: Work, targets: Vec<Target>) -> Self {
+        let spread = match targets.len() {
             1 => false,
             SPREAD => true,
             n => panic!("a trivial forwarder sends to 1 or {SPREAD} targets, not {n}"),
         };
-        let prog = match (&work, spread) {
+        let prog = match (work, spread) {
             (Work::Plain, false) => "bench_redirect",
             (Work::Plain, true) => "bench_redirect_spread",
-            (Work::Encap(_), false) => "bench_encap",
-            (Work::Encap(_), true) => "bench_encap_spread",
-        };
-        let outer = match work {
-            Work::Plain => Vec::new(),
-            Work::Encap(outer) => {
-                assert_eq!(outer.len(), to.len(), "one outer header per target");
-                outer
-            }
+            (Work::Encap, false) => "bench_encap",
+            (Work::Encap, true) => "bench_encap_spread",
         };
         let ebpf = in_ns(lb, move || {
             let mut ebpf = load_bench(&[prog]);
             let mut map: Array<_, RedirectTo> =
                 Array::try_from(ebpf.map_mut("REDIRECT").expect("REDIRECT map")).expect("REDIRECT");
-            for (i, t) in to.into_iter().enumerate() {
-                map.set(i as u32, t, 0).expect("write REDIRECT");
+            for (i, t) in targets.iter().enumerate() {
+                map.set(i as u32, t.to, 0).expect("write REDIRECT");
             }
             let mut map: Array<_, OuterHeader> =
                 Array::try_from(ebpf.map_mut("ENCAP").expect("ENCAP map")).expect("ENCAP");
-            for (i, o) in outer.into_iter().enumerate() {
-                map.set(i as u32, o, 0).expect("write ENCAP");
+            for (i, t) in targets.iter().enumerate() {
+                map.set(i as u32, t.outer, 0).expect("write ENCAP");
             }
             xdp_mut(&mut ebpf, prog)
                 .attach(LB_CLIENT_IF, XdpMode::Driver)

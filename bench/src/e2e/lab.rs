@@ -17,10 +17,10 @@ use lb_tests::topology::{
 use lb_tests::trafficgen::{Generator, GeneratorSpec, Link, Vary, link, mac_str};
 
 use super::cpu::{cpu_delta, cpu_times};
-use super::forwarders::{OuterHeader, Redirect, RedirectTo, SPREAD, Sink, Work};
+use super::forwarders::{OuterHeader, Redirect, RedirectTo, SPREAD, Sink, Target, Work};
 use super::prog_time;
 use super::result::{LbProof, Sample};
-use super::{Case, Opts, Proto, Trivial, WARMUP_LAPS_MAX};
+use super::{Case, Opts, Proto, WARMUP_LAPS_MAX};
 use crate::nft::NftDnat;
 
 /// Topology, sinks and the addresses every case needs. Fields drop in
@@ -114,19 +114,18 @@ impl Lab {
     }
 
     /// A trivial forwarder doing `work` to the first `targets` targets.
-    fn redirect(&self, work: Trivial, targets: usize) -> Redirect {
-        let to = (0..targets)
-            .map(|i| RedirectTo {
-                ifindex: self.lb_t[i].ifindex,
-                dst_mac: self.target_macs[i],
-                src_mac: self.lb_t[i].mac,
+    fn redirect(&self, work: Work, targets: usize) -> Redirect {
+        let targets = (0..targets)
+            .map(|i| Target {
+                to: RedirectTo {
+                    ifindex: self.lb_t[i].ifindex,
+                    dst_mac: self.target_macs[i],
+                    src_mac: self.lb_t[i].mac,
+                },
+                outer: self.outer[i],
             })
             .collect();
-        let work = match work {
-            Trivial::Plain => Work::Plain,
-            Trivial::Encap => Work::Encap(self.outer[..targets].to_vec()),
-        };
-        Redirect::attach(&self.topo.lb, work, to)
+        Redirect::attach(&self.topo.lb, work, targets)
     }
 
     fn sink_counts(&self) -> Vec<u64> {

@@ -66,8 +66,8 @@
 //! kernel's BPF run-time statistics for one more second ([`prog_time`]):
 //! steadier than the chain's pps, and the balancer's cost alone. It ends
 //! where the program returns: the redirect's flush and the peers' NAPI
-//! polls after it (what spreading costs) show in pps only. Per-CPU busy and softirq
-//! shares (from /proc/stat) are reported for every case. (Threaded NAPI
+//! polls after it (what spreading costs) show in pps only. Per-CPU busy
+//! and softirq shares (from /proc/stat) are reported for every case. (Threaded NAPI
 //! for `lb-c` pinned to the other CPU was tried: the generator then
 //! overruns the veth ring (4-6 Mpps sent, most dropped), every forwarder
 //! delivers less than half its shared-CPU rate and more noisily (the ring
@@ -75,8 +75,9 @@
 //! the ratios come out the same; so it is not offered.)
 //!
 //! Rounds are interleaved (lb-nat, lb-dsr, nftables, redirect,
-//! redirect-ipip, spread, spread-ipip, lb-nat, ...) so that background load drifts affect every
-//! case alike; each case is set up and torn down per round. For the `lb`
+//! redirect-ipip, spread, spread-ipip, lb-nat, ...) so that background load
+//! drifts affect every case alike; each case is set up and torn down per
+//! round. For the `lb`
 //! cases, `lb stats` before and after each round must show `forwarded`
 //! moving by what the sinks received and no `drop_*` counter moving
 //! ([`verify`], run after the results are written). Each config has only
@@ -95,6 +96,7 @@ use std::time::{Duration, Instant};
 use lb_tests::netns;
 use lb_tests::topology::{TARGET_TCP_PORT, TARGET_UDP_PORT, VIP_TCP_PORT, VIP_UDP_PORT};
 
+use forwarders::Work;
 use lab::Lab;
 pub use report::{json, print, verify};
 use result::{CaseResult, Conditions, LbProof, Report};
@@ -210,12 +212,12 @@ impl Case {
 
     /// A trivial forwarder's work and how many targets it sends to; `None`
     /// for the balancer and the kernel.
-    pub fn trivial(self) -> Option<(Trivial, usize)> {
+    pub fn trivial(self) -> Option<(Work, usize)> {
         match self {
-            Case::Redirect => Some((Trivial::Plain, 1)),
-            Case::RedirectIpip => Some((Trivial::Encap, 1)),
-            Case::Spread => Some((Trivial::Plain, lab::TARGETS)),
-            Case::SpreadIpip => Some((Trivial::Encap, lab::TARGETS)),
+            Case::Redirect => Some((Work::Plain, 1)),
+            Case::RedirectIpip => Some((Work::Encap, 1)),
+            Case::Spread => Some((Work::Plain, lab::TARGETS)),
+            Case::SpreadIpip => Some((Work::Encap, lab::TARGETS)),
             Case::LbNat | Case::LbDsr | Case::Nftables => None,
         }
     }
@@ -242,13 +244,6 @@ impl Case {
             Case::Redirect => None,
         }
     }
-}
-
-/// What a trivial forwarder does to a frame (see `forwarders::Work`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trivial {
-    Plain,
-    Encap,
 }
 
 /// Longest wait, after the warm-up, for the generator to have sent every
