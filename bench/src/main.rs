@@ -56,6 +56,11 @@ enum What {
         /// Only run cases whose name contains this text.
         #[arg(long)]
         only: Option<String>,
+        /// Another build of the eBPF object (same maps, other code) to
+        /// measure beside this one, alternating round by round: an A/B
+        /// that the machine's drift falls on alike.
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
     /// Packets per second client -> targets over veths through `lb run`
     /// in nat and in dsr mode, next to kernel forwarding with nftables DNAT,
@@ -171,8 +176,17 @@ fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
     row.floor.and_then(|f| rows.iter().find(|r| r.name == f))
 }
 
-fn print_table(rows: &[Row], repeat: u32, rounds: usize, cpu: usize) {
-    println!("BPF_PROG_TEST_RUN, repeat {repeat}, {rounds} rounds, pinned to CPU {cpu}");
+fn print_table(rows: &[Row], opts: &Opts) {
+    println!(
+        "BPF_PROG_TEST_RUN, repeat {}, {} rounds, pinned to CPU {}",
+        opts.repeat, opts.rounds, opts.cpu
+    );
+    if let Some(path) = &opts.against {
+        println!(
+            "A: $LB_EBPF_OBJECT, B: {} (alternating every round; the floors are shared)",
+            path.display()
+        );
+    }
     println!(
         "{:<40} {:>10} {:>10} {:>14} {:>8}",
         "case", "median ns", "min ns", "above floor", "ratio"
@@ -189,6 +203,17 @@ fn print_table(rows: &[Row], repeat: u32, rounds: usize, cpu: usize) {
             "{:<40} {:>10.1} {:>10.1} {:>14} {:>8}",
             r.name, r.median_ns, r.min_ns, above, ratio
         );
+        if let (Some(b), Some(f)) = (&r.against, floor_of(rows, r)) {
+            println!(
+                "{:<40} {:>10.1} {:>10.1} {:>11.1} ns   B/A above floor {:.3} (paired rounds {:.3})",
+                "  B",
+                b.median_ns,
+                b.min_ns,
+                b.median_ns - f.median_ns,
+                (b.median_ns - f.median_ns) / (r.median_ns - f.median_ns),
+                b.paired_ratio
+            );
+        }
     }
 }
 
@@ -199,21 +224,35 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
             let above = floor_of(rows, r)
                 .map(|f| format!("{:.2}", r.median_ns - f.median_ns))
                 .unwrap_or_else(|| "null".into());
+            let against = match (&r.against, floor_of(rows, r)) {
+                (Some(b), Some(f)) => format!(
+                    ", \"against\": {{\"median_ns\": {:.2}, \"min_ns\": {:.2}, \"above_floor_ns\": {:.2}, \"paired_ratio\": {:.4}}}",
+                    b.median_ns,
+                    b.min_ns,
+                    b.median_ns - f.median_ns,
+                    b.paired_ratio
+                ),
+                _ => String::new(),
+            };
             format!(
-                "    {{\"case\": \"{}\", \"median_ns\": {:.2}, \"min_ns\": {:.2}, \"floor\": {}, \"above_floor_ns\": {}}}",
+                "    {{\"case\": \"{}\", \"median_ns\": {:.2}, \"min_ns\": {:.2}, \"floor\": {}, \"above_floor_ns\": {}{}}}",
                 r.name,
                 r.median_ns,
                 r.min_ns,
                 r.floor.map(|f| format!("\"{f}\"")).unwrap_or_else(|| "null".into()),
-                above
+                above,
+                against
             )
         })
         .collect();
     format!(
-        "{{\n  \"repeat\": {},\n  \"rounds\": {},\n  \"cpu\": {},\n  \"bytes_per_flow\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"repeat\": {},\n  \"rounds\": {},\n  \"cpu\": {},\n  \"against\": {},\n  \"bytes_per_flow\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
         opts.repeat,
         opts.rounds,
         opts.cpu,
+        opts.against
+            .as_ref()
+            .map_or("null".into(), |p| format!("{:?}", p.display().to_string())),
         cost.bytes_per_flow,
         items.join(",\n")
     )
@@ -297,15 +336,21 @@ fn main() {
             cpu,
             json: path,
             only,
+            against,
         } => {
+            if let Some(path) = against.as_ref().filter(|p| !p.is_file()) {
+                eprintln!("lb-bench xdp: --against {} is not a file", path.display());
+                std::process::exit(2);
+            }
             let opts = Opts {
                 rounds,
                 repeat,
                 cpu,
                 only,
+                against,
             };
             let (rows, cost) = xdp::run(&opts);
-            print_table(&rows, repeat, rounds, cpu);
+            print_table(&rows, &opts);
             println!(
                 "tracked flow: {:.1} B of kernel memory, both directions (one FLOWS entry and its share of a FLOW_META record; memlock of a table of {} entries)",
                 cost.bytes_per_flow, cost.capacity

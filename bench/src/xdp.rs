@@ -10,7 +10,15 @@
 //! the case is about, and the VIP's `new_flows` once per iteration in a
 //! new-flow case and never in the others (an established flow whose entry
 //! had expired would be measured as new flows).
+//!
+//! `--against OBJECT` loads a second build of `lb_xdp` (the same maps, other
+//! code) into a fixture of its own, programmed the same way, and runs every
+//! case on both, alternating round by round (A B, then B A): the machine's
+//! drift, which moves separate runs by tens of percent here, falls on both
+//! alike, and each row gets the other object's figures and the median of the
+//! rounds' paired ratios.
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use aya::{
     EbpfLoader,
@@ -35,6 +43,8 @@ pub struct Opts {
     pub cpu: usize,
     /// Only cases whose name contains this (floors always run).
     pub only: Option<String>,
+    /// Another build of the eBPF object to measure beside this one.
+    pub against: Option<PathBuf>,
 }
 
 /// One measured case.
@@ -45,6 +55,19 @@ pub struct Row {
     pub min_ns: f64,
     /// Name of the floor row this one is compared with, if any.
     pub floor: Option<&'static str>,
+    /// The same case on the `--against` object.
+    pub against: Option<Against>,
+}
+
+/// A case's figures on the `--against` object (B), measured in the same
+/// rounds as the row's own (A).
+#[derive(Clone, Debug)]
+pub struct Against {
+    pub median_ns: f64,
+    pub min_ns: f64,
+    /// Median over the rounds of B's ns above the floor divided by A's in
+    /// the same round.
+    pub paired_ratio: f64,
 }
 
 fn ns_per_packet(prog: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32) {
@@ -403,6 +426,80 @@ fn measure(
     summarize(samples)
 }
 
+/// `rounds` measurements of each subject, alternating the order round by
+/// round (A B, B A, ...) so that neither always runs first. Returns each
+/// subject's samples, in round order.
+fn measure_alternating(
+    rounds: usize,
+    subjects: &[&Fixture],
+    mut one: impl FnMut(&Fixture) -> f64,
+) -> Vec<Vec<f64>> {
+    let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
+    for round in 0..rounds {
+        for k in 0..subjects.len() {
+            let i = if round % 2 == 0 {
+                k
+            } else {
+                subjects.len() - 1 - k
+            };
+            samples[i].push(one(subjects[i]));
+        }
+    }
+    samples
+}
+
+/// B's figures beside A's, both measured in the same rounds.
+fn against(a: &[f64], b: &[f64], floor_ns: f64) -> Against {
+    let paired = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| (b - floor_ns) / (a - floor_ns))
+        .collect();
+    let (median_ns, min_ns) = summarize(b.to_vec());
+    Against {
+        median_ns,
+        min_ns,
+        paired_ratio: summarize(paired).0,
+    }
+}
+
+/// The counters that prove a case took the path measured, before it ran.
+struct Proof {
+    stat: u64,
+    new_flows: u64,
+}
+
+impl Proof {
+    fn take(fx: &Fixture, case: &Case) -> Self {
+        Self {
+            stat: fx.stats()[case.stat as usize],
+            new_flows: fx.vip_counters(case.vip_id).new_flows,
+        }
+    }
+
+    /// Every one of `runs` iterations moved the case's stat, and the VIP's
+    /// new flows once per iteration in a new-flow case and never in the
+    /// others (an established case whose entry had expired would measure
+    /// new flows).
+    fn check(&self, fx: &Fixture, case: &Case, runs: u64) {
+        let moved = fx.stats()[case.stat as usize] - self.stat;
+        assert_eq!(
+            moved,
+            runs,
+            "{}: {} moved {moved}, not {runs}",
+            case.name,
+            case.stat.name()
+        );
+        let new_flows = fx.vip_counters(case.vip_id).new_flows - self.new_flows;
+        let expect_new = if case.vary { runs } else { 0 };
+        assert_eq!(
+            new_flows, expect_new,
+            "{}: {new_flows} new flows for {runs} runs",
+            case.name
+        );
+    }
+}
+
 /// The daemon's default flow-table capacity.
 const BENCH_FLOW_CAPACITY: u32 = lb_common::limits::DEFAULT_FLOW_CAPACITY;
 /// Most iterations per round of a "table with room" new-flow case; fewer
@@ -451,6 +548,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             median_ns: m,
             min_ns: n,
             floor: None,
+            against: None,
         });
         let (m, n) = measure(
             opts,
@@ -465,6 +563,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             median_ns: m,
             min_ns: n,
             floor: None,
+            against: None,
         });
         packet.set(0, bench_packet(&any, false), 0).expect("PACKET");
         jump.set(0, xdp(&bench, "bench_tx").fd().expect("fd"), 0)
@@ -482,10 +581,15 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             median_ns: m,
             min_ns: n,
             floor: None,
+            against: None,
         });
-        jump.set(0, fx.program().fd().expect("fd"), 0)
-            .expect("JUMP");
-
+        let other = opts.against.as_deref().map(|path| {
+            let mut other = Fixture::load_object(path, DEFAULT_RING_SIZE, BENCH_FLOW_CAPACITY);
+            program_maps(&mut other);
+            other
+        });
+        let subjects: Vec<&Fixture> = std::iter::once(&fx).chain(other.as_ref()).collect();
+        let wrap = xdp(&bench, "bench_wrap");
         let selected: Vec<Case> = cases()
             .into_iter()
             .filter(|c| opts.only.as_deref().is_none_or(|o| c.name.contains(o)))
@@ -496,60 +600,50 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             let repeat = case
                 .max_repeat
                 .map_or(opts.repeat, |m| m.min(room).min(opts.repeat));
-            let before = fx.stats();
-            let new_before = fx.vip_counters(case.vip_id).new_flows;
-            let (m, n) = if case.wrapped {
+            let before: Vec<Proof> = subjects.iter().map(|fx| Proof::take(fx, &case)).collect();
+            if case.wrapped {
                 packet
                     .set(0, bench_packet(&case.frame, case.vary), 0)
                     .expect("PACKET");
-                measure(
-                    opts,
-                    repeat,
-                    xdp(&bench, "bench_wrap"),
-                    &case.frame,
+            }
+            let samples = measure_alternating(opts.rounds, &subjects, |fx| {
+                let (ns, action) = if case.wrapped {
+                    jump.set(0, fx.program().fd().expect("fd"), 0)
+                        .expect("JUMP");
+                    ns_per_packet(wrap, &case.frame, repeat)
+                } else {
+                    ns_per_packet(fx.program(), &case.frame, repeat)
+                };
+                assert_eq!(
+                    action,
                     case.expect_action,
+                    "{}: action {} instead of {}",
                     case.name,
-                )
-            } else {
-                measure(
-                    opts,
-                    repeat,
-                    fx.program(),
-                    &case.frame,
-                    case.expect_action,
-                    case.name,
-                )
-            };
-            // Proof that every iteration took the path measured.
+                    fixture::action_name(action),
+                    fixture::action_name(case.expect_action)
+                );
+                ns
+            });
             let runs = opts.rounds as u64 * repeat as u64;
-            let after = fx.stats();
-            let moved = after[case.stat as usize] - before[case.stat as usize];
-            assert_eq!(
-                moved,
-                runs,
-                "{}: {} moved {moved}, not {runs}",
-                case.name,
-                case.stat.name()
-            );
-            // New flows: one per iteration; any other case: none (an
-            // established case whose entry had expired would measure new
-            // flows).
-            let new_flows = fx.vip_counters(case.vip_id).new_flows - new_before;
-            let expect_new = if case.vary { runs } else { 0 };
-            assert_eq!(
-                new_flows, expect_new,
-                "{}: {new_flows} new flows for {runs} runs",
-                case.name
-            );
+            for (fx, before) in subjects.iter().zip(&before) {
+                before.check(fx, &case, runs);
+            }
+            let floor = if case.wrapped {
+                "floor: restore + tail call + XDP_TX"
+            } else {
+                "floor: XDP_PASS"
+            };
+            let floor_ns = rows
+                .iter()
+                .find(|r: &&Row| r.name == floor)
+                .map_or(0.0, |r| r.median_ns);
+            let (m, n) = summarize(samples[0].clone());
             rows.push(Row {
                 name: case.name,
                 median_ns: m,
                 min_ns: n,
-                floor: Some(if case.wrapped {
-                    "floor: restore + tail call + XDP_TX"
-                } else {
-                    "floor: XDP_PASS"
-                }),
+                floor: Some(floor),
+                against: samples.get(1).map(|b| against(&samples[0], b, floor_ns)),
             });
         }
         (rows, cost)

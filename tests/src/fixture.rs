@@ -480,13 +480,19 @@ impl Fixture {
     /// (rounded up as the daemon does) and fixed seeds, so tests can tell
     /// which keys share a set.
     pub fn load_with(ring_size: u32, flow_capacity: u32) -> Self {
-        let path = object_path();
+        Self::load_object(&object_path(), ring_size, flow_capacity)
+    }
+
+    /// [`Fixture::load_with`] of the object at `path` rather than the one
+    /// [`OBJECT_ENV`] names (`bench xdp --against`: another build of
+    /// `lb_xdp` with the same maps).
+    pub fn load_object(path: &std::path::Path, ring_size: u32, flow_capacity: u32) -> Self {
         let entries = lb::bpf::flow_table::entries_for(flow_capacity);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::MAGLEV, RING_SLOTS * ring_size)
             .map_max_entries(maps::FLOWS, entries)
             .map_max_entries(maps::FLOW_META, entries / FLOW_WAYS)
-            .load_file(&path)
+            .load_file(path)
             .unwrap_or_else(|e| panic!("loading {}: {e:?}", path.display()));
         let mut config: Array<&mut MapData, DataPathConfig> = Array::try_from(
             ebpf.map_mut(maps::CONFIG)
