@@ -370,27 +370,96 @@ impl Survey {
         false
     }
 
-    /// A free or expired slot, in the set with fewer live entries if both
-    /// have one; but a home slot rather than another way when its set has
-    /// at most one live entry more (a flow at home is found with one cache
-    /// miss: `find`). Simulated at half load, 91 % of flows then sit at
-    /// home, against 83 % with the emptier set alone, and sets fill as
-    /// evenly.
+    /// The slot [`pick`] takes from this survey.
     #[inline(always)]
     fn free(&self) -> u32 {
-        let (d, h, l) = (self.dead, self.home, self.live);
-        let (near, far, near_home, far_home, near_live, far_live) = if l[0] <= l[1] {
-            (d[0], d[1], h[0], h[1], l[0], l[1])
-        } else {
-            (d[1], d[0], h[1], h[0], l[1], l[0])
-        };
-        let far_at_home = far != NONE && far == far_home && near != near_home;
-        if near != NONE && !(far_at_home && far_live <= near_live + 1) {
-            near
-        } else {
-            far
-        }
+        pick(self.dead, self.home, self.live)
     }
+}
+
+/// A free or expired slot, in the set with fewer live entries if both
+/// have one; but a home slot rather than another way when its set has
+/// at most one live entry more (a flow at home is found with one cache
+/// miss: `find`). Simulated at half load, 91 % of flows then sit at
+/// home, against 83 % with the emptier set alone, and sets fill as
+/// evenly. `dead`: each set's home slot if it is free or expired, else its
+/// first such way, else `NONE`; `home`: the key's home slots; `live`: each
+/// set's live entries.
+#[inline(always)]
+fn pick(dead: [u32; 2], home: [u32; 2], live: [u32; 2]) -> u32 {
+    let (d, h, l) = (dead, home, live);
+    let (near, far, near_home, far_home, near_live, far_live) = if l[0] <= l[1] {
+        (d[0], d[1], h[0], h[1], l[0], l[1])
+    } else {
+        (d[1], d[0], h[1], h[0], l[1], l[0])
+    };
+    let far_at_home = far != NONE && far == far_home && near != near_home;
+    if near != NONE && !(far_at_home && far_live <= near_live + 1) {
+        near
+    } else {
+        far
+    }
+}
+
+/// Nibble `m` (for each 4-bit mask `m`): the index of its lowest set bit
+/// (15 for none).
+const LOWEST_WAY: u64 = {
+    let mut t = 0xfu64;
+    let mut m = 1;
+    while m < 16 {
+        t |= (m as u64).trailing_zeros() as u64 % 4 << (4 * m);
+        m += 1;
+    }
+    t
+};
+
+/// Nibble `m`: how many bits of `m` are set.
+const WAYS_SET: u64 = {
+    let mut t = 0u64;
+    let mut m = 0;
+    while m < 16 {
+        t |= ((m as u64).count_ones() as u64) << (4 * m);
+        m += 1;
+    }
+    t
+};
+
+const _: () = assert!(FLOW_WAYS == 4, "the masks below are 4 bits");
+
+/// The set holding `home`, as its record's hints say: its dead way (the
+/// home slot if it is free or expired, else the first way that is, else
+/// `NONE`) and its live entries. What [`Survey::see`] finds from the same
+/// record, computed a word at a time: no branch per way, whose outcome
+/// (free or not, home or not) is a coin toss the CPU mispredicts.
+#[inline(always)]
+fn hinted(home: u32, now: u32) -> Option<(u32, u32)> {
+    let meta = FLOW_META.get_ptr(home / FLOW_WAYS)?;
+    // SAFETY: a value of the `FLOW_META` array, valid for the program's
+    // run; other CPUs may write single fields meanwhile (hints).
+    let meta: &SetMeta = unsafe { &*meta };
+    // Free is 0: the high bit of each byte of `t` says its state is 0
+    // (exact: no carry crosses a byte).
+    const _: () = assert!(FlowState::Free as u8 == 0);
+    let states = u32::from_ne_bytes(meta.states);
+    let t = !(((states & 0x7f7f_7f7f) + 0x7f7f_7f7f) | states | 0x7f7f_7f7f);
+    let free = (t >> 7 & 1) | (t >> 14 & 2) | (t >> 21 & 4) | (t >> 28 & 8);
+    // Expired: `flow::age(deadline, now) < 0`, the sign bit.
+    let d = meta.deadlines;
+    let expired = (d[0].wrapping_sub(now) >> 31)
+        | (d[1].wrapping_sub(now) >> 31) << 1
+        | (d[2].wrapping_sub(now) >> 31) << 2
+        | (d[3].wrapping_sub(now) >> 31) << 3;
+    let dead = free | expired;
+    let way = home % FLOW_WAYS;
+    let slot = if dead >> way & 1 != 0 {
+        home
+    } else if dead != 0 {
+        set_of(home) + (LOWEST_WAY >> (4 * dead) & 0xf) as u32
+    } else {
+        NONE
+    };
+    let live = FLOW_WAYS - (WAYS_SET >> (4 * dead) & 0xf) as u32;
+    Some((slot, live))
 }
 
 /// `bpf_loop` callback over the two candidate sets' `FLOW_META` records
@@ -512,28 +581,37 @@ const DISPLACES: u64 = 1 << 48;
 /// with [`DISPLACES`] and the displaced flow's VIP id, or [`NO_VACANCY`].
 #[inline(never)]
 fn choose(first: u32, second: u32, now: u32) -> u64 {
+    let (Some((dead1, live1)), Some((dead2, live2))) = (hinted(first, now), hinted(second, now))
+    else {
+        return NO_VACANCY;
+    };
+    let free = pick([dead1, dead2], [first, second], [live1, live2]);
     let Some(s) = survey() else {
         return NO_VACANCY;
     };
-    s.start(first, second, now);
-    // SAFETY: the callback is valid for the call; it takes no context
-    // (the survey is in scratch memory: `bpf_loop` takes only a stack
-    // pointer).
-    unsafe { bpf_loop(2, survey_meta as *mut c_void, null_mut(), 0) };
-    let Some(s) = survey() else {
-        return NO_VACANCY;
-    };
-    let free = s.free();
     let hinted = if free != NONE {
         confirm(free, false, now)
-    } else if s.nearest != NONE {
-        confirm(s.nearest, true, now)
     } else {
-        None
+        // Full sets, as the hints say: the unconfirmed flow nearest its
+        // expiry, which only a survey of the ways finds.
+        s.start(first, second, now);
+        // SAFETY: the callback is valid for the call; it takes no context
+        // (the survey is in scratch memory: `bpf_loop` takes only a stack
+        // pointer).
+        unsafe { bpf_loop(2, survey_meta as *mut c_void, null_mut(), 0) };
+        let Some(s) = survey() else {
+            return NO_VACANCY;
+        };
+        (s.nearest != NONE)
+            .then(|| confirm(s.nearest, true, now))
+            .flatten()
     };
     if let Some(v) = hinted {
         return packed(v);
     }
+    let Some(s) = survey() else {
+        return NO_VACANCY;
+    };
     s.start(first, second, now);
     // SAFETY: as above.
     unsafe { bpf_loop(2 * FLOW_WAYS, survey_slot as *mut c_void, null_mut(), 0) };
