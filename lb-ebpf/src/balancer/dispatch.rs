@@ -1,6 +1,6 @@
 //! Per-packet dispatch: client -> VIP, target -> client, ICMP, or not ours.
 use lb_common::{
-    FlowKey, FlowState, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipKey, VipMeta,
+    FlowKey, FlowState, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipMeta,
     flow::{entry_flags, ticks},
     maps::port_flags,
     vip::vip_flags,
@@ -17,8 +17,9 @@ use super::{
     encap,
     fib::{self, TooBig},
     hook::Hook,
-    icmp, maglev,
-    maps::{PORTS, TARGETS, VIP_ADDRS, VIPS},
+    icmp,
+    maglev::{self, VipLookup},
+    maps::{PORTS, TARGETS, VIP_ADDRS},
     nat::{Side, translate},
     scratch::{Chain, NO_SLOT, Scratch, scratch},
     stats::{self, Dir},
@@ -182,6 +183,11 @@ fn l4(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     }
     c.tcp = TcpFlags::of(ctx, p);
     c.now = clock::now_ns();
+    c.vip_lookup = if c.tcp.opens() {
+        maglev::warm(&c.key, &mut c.vip)
+    } else {
+        VipLookup::NotDone
+    };
     let sets = Sets::of(&c.key);
     c.hash = sets.hash;
     // An established flow carries all it needs: no `VIPS` lookup.
@@ -202,16 +208,13 @@ fn l4(ctx: &impl Hook, s: &mut Scratch) -> u64 {
 #[inline(never)]
 fn untracked(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     let (p, c) = (&mut s.packet, &mut s.client);
-    let vip = VipKey {
-        addr: c.key.dst,
-        port: c.key.dport,
-        proto: c.key.proto,
-        family: c.key.family,
-    };
-    // SAFETY: a value of the `VIPS` map, valid for the program's run.
-    let Some(meta) = (unsafe { VIPS.get(vip) }) else {
+    if c.vip_lookup == VipLookup::NotDone {
+        c.vip_lookup = maglev::vip(&c.key, &mut c.vip);
+    }
+    if c.vip_lookup != VipLookup::Found {
         return Step::Done(Verdict::pass(Stat::PassNotVip)).pack();
-    };
+    }
+    let meta = &c.vip.meta;
     let on = vip_flags::SECOND_CHANCE | vip_flags::PREVIOUS_RING;
     if meta.flags & on == on && c.key.proto == PROTO_TCP && !c.tcp.syn {
         let pair = second_chance(&c.key, meta);
@@ -226,7 +229,9 @@ fn untracked(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     }
     let sets = Sets::with_hash(c.hash);
     let known = (c.known != NO_SLOT).then_some(c.known);
-    Step::Done(new_flow(ctx, p, &c.key, &sets, known, meta, &c.tcp, c.now)).pack()
+    let target = maglev::select_at(c.vip.ring);
+    let v = new_flow(ctx, p, &c.key, &sets, known, meta, target, &c.tcp, c.now);
+    Step::Done(v).pack()
 }
 
 /// [`second_chance`]: no chain.
@@ -335,9 +340,10 @@ fn to_target(
     )
 }
 
-/// Client -> VIP without a live entry: pick a target, record the flow as
-/// unconfirmed (in its own stale slot, a free one, or one of an older
-/// unconfirmed flow), send; no slot: drop (nat), or send untracked (dsr).
+/// Client -> VIP without a live entry, whose Maglev `target` is known:
+/// record the flow as unconfirmed (in its own stale slot, a free one, or
+/// one of an older unconfirmed flow), send; no slot: drop (nat), or send
+/// untracked (dsr).
 #[allow(
     clippy::too_many_arguments,
     reason = "inlined hot path; a struct would be copied"
@@ -350,13 +356,14 @@ fn new_flow(
     sets: &Sets,
     known: Option<u32>,
     vip: &VipMeta,
+    target: Option<(u32, &'static Target)>,
     tcp: &TcpFlags,
     now: u64,
 ) -> Verdict {
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
-    let Some((id, t)) = maglev::select(key, vip) else {
+    let Some((id, t)) = target else {
         return Verdict::drop(Stat::DropNoTarget);
     };
     let tick = ticks(now);

@@ -2,18 +2,28 @@
 //! on every host) indexes the VIP's live Maglev ring; for dsr's second
 //! chance, also the ring that was live before the last switch.
 use lb_common::{
-    FlowKey, Target, TargetState, VipMeta,
+    FlowKey, Target, TargetState, VipKey, VipMeta,
     hash::{flow_hash, source_hash},
     limits::RING_EMPTY,
     vip::vip_flags,
 };
 
-use super::maps::{MAGLEV, TARGETS};
+use super::maps::{MAGLEV, TARGETS, VIPS};
 
 /// The live ring's target for this flow, if it takes new flows.
 #[inline(always)]
 pub fn select(key: &FlowKey, vip: &VipMeta) -> Option<(u32, &'static Target)> {
-    let id = ring_entry(key, vip, vip.ring_slot)?;
+    select_at(ring_index(key, vip, vip.ring_slot)?)
+}
+
+/// The target at index `idx` of `MAGLEV` (a [`FoundVip`]'s ring entry),
+/// if it takes new flows.
+#[inline(always)]
+pub fn select_at(idx: u32) -> Option<(u32, &'static Target)> {
+    let id = *MAGLEV.get(idx)?;
+    if id == RING_EMPTY {
+        return None;
+    }
     let t = TARGETS.get(id)?;
     (t.state == TargetState::Active as u8).then_some((id, t))
 }
@@ -36,9 +46,85 @@ pub fn previous(key: &FlowKey, vip: &VipMeta) -> Option<(u32, &'static Target)> 
         .then_some((id, t))
 }
 
+/// Whether a client packet's VIP was looked up ([`vip`], [`warm`]).
+#[repr(u32)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum VipLookup {
+    /// Not yet.
+    NotDone,
+    /// No such VIP.
+    Absent,
+    /// The [`FoundVip`] beside it holds the VIP.
+    Found,
+}
+
+/// A VIP as [`vip`] found it for a flow. (Not a payload of
+/// [`VipLookup::Found`]: storing another variant would store its payload's
+/// bytes undefined, which the verifier refuses.)
+#[repr(C)]
+pub struct FoundVip {
+    pub meta: VipMeta,
+    /// The index in `MAGLEV` of the flow's entry in the VIP's live ring
+    /// (past the end for a VIP without a ring, where [`select_at`] finds
+    /// no target, as [`select`] does).
+    pub ring: u32,
+}
+
+/// The VIP of a client packet to a VIP port, copied into `out` (scratch
+/// memory, where `untracked` reads it whichever path looked it up), with
+/// the flow's ring entry. Out of line: the caller's frame does not grow
+/// by the VIP key.
+#[inline(never)]
+pub fn vip(key: &FlowKey, out: &mut FoundVip) -> VipLookup {
+    lookup(key, out)
+}
+
+/// [`vip`] for a SYN, before the connection table is looked up
+/// (`dispatch::l4`), with a load of the flow's ring entry started: a new
+/// flow needs both once that lookup misses, and the ring entry is a cache
+/// miss of its own (a random slot of a 256 KiB ring per VIP). Issued
+/// here, it overlaps the table's misses instead of following them, and
+/// [`select_at`] finds the line in the cache.
+#[inline(never)]
+pub fn warm(key: &FlowKey, out: &mut FoundVip) -> VipLookup {
+    let found = lookup(key, out);
+    if found == VipLookup::Found
+        && let Some(entry) = MAGLEV.get_ptr(out.ring)
+    {
+        // SAFETY: a pointer into the `MAGLEV` array, valid for the run;
+        // volatile: the load is the point, its value is read later.
+        unsafe { core::ptr::read_volatile(entry) };
+    }
+    found
+}
+
+#[inline(always)]
+fn lookup(key: &FlowKey, out: &mut FoundVip) -> VipLookup {
+    let vip = VipKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family: key.family,
+    };
+    // SAFETY: a value of the `VIPS` map, valid for the program's run.
+    let Some(meta) = (unsafe { VIPS.get(vip) }) else {
+        return VipLookup::Absent;
+    };
+    out.meta = *meta;
+    out.ring = ring_index(key, meta, meta.ring_slot).unwrap_or(u32::MAX);
+    VipLookup::Found
+}
+
 /// The id in ring `slot` of `vip` for this flow (`None`: empty).
 #[inline(always)]
 fn ring_entry(key: &FlowKey, vip: &VipMeta, slot: u32) -> Option<u32> {
+    let id = *MAGLEV.get(ring_index(key, vip, slot)?)?;
+    (id != RING_EMPTY).then_some(id)
+}
+
+/// Where in `MAGLEV` ring `slot` of `vip` holds this flow's target.
+#[inline(always)]
+fn ring_index(key: &FlowKey, vip: &VipMeta, slot: u32) -> Option<u32> {
     if vip.ring_size == 0 {
         return None;
     }
@@ -47,7 +133,5 @@ fn ring_entry(key: &FlowKey, vip: &VipMeta, slot: u32) -> Option<u32> {
     } else {
         flow_hash(key)
     };
-    let idx = slot.wrapping_mul(vip.ring_size) + h % vip.ring_size;
-    let id = *MAGLEV.get(idx)?;
-    (id != RING_EMPTY).then_some(id)
+    Some(slot.wrapping_mul(vip.ring_size) + h % vip.ring_size)
 }

@@ -11,7 +11,11 @@ use aya_ebpf::{bindings::bpf_fib_lookup as FibParams, btf_maps::PerCpuArray, mac
 use lb_common::FlowKey;
 use lb_ebpf::parse::Packet;
 
-use super::{TcpFlags, conntrack::Survey};
+use super::{
+    TcpFlags,
+    conntrack::Survey,
+    maglev::{FoundVip, VipLookup},
+};
 
 /// What the connection-table paths know of a client packet to a VIP port.
 #[repr(C)]
@@ -27,6 +31,10 @@ pub struct ClientPacket {
     /// What `untracked` chose for a second-chance chain (see
     /// `dispatch::chain`); set only then.
     pub chain: Chain,
+    /// Whether `vip` holds this packet's VIP (looked up before the
+    /// connection table for a SYN: `maglev::warm`).
+    pub vip_lookup: VipLookup,
+    pub vip: FoundVip,
 }
 
 /// The VIP and the two targets of a second-chance chain (ids).
