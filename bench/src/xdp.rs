@@ -5,11 +5,13 @@
 //! first of `repeat` iterations, so rewriting cases run behind `bench_wrap`
 //! (lb-bench-ebpf), which restores the original bytes and tail-calls the
 //! program in `JUMP[0]`; its own floor is `bench_wrap` tail-calling
-//! `bench_tx`. The new-flow case also makes every iteration's 5-tuple unique.
-//! Counters prove the path: every iteration must have moved the stat that
-//! the case is about, and the VIP's `new_flows` once per iteration in a
-//! new-flow case and never in the others (an established flow whose entry
-//! had expired would be measured as new flows).
+//! `bench_tx`. The new-flow cases also make every iteration's 5-tuple
+//! unique; the cache-cold case cycles through 65,536 of them, entered by a
+//! lap before it is measured. Counters prove the path: every iteration must
+//! have moved the stat that the case is about, and the VIP's `new_flows`
+//! once per iteration in a new-flow case and never in the others (an
+//! established flow whose entry had expired would be measured as new
+//! flows).
 //!
 //! `--against OBJECT` loads a second build of `lb_xdp` (the same maps, other
 //! code) into a fixture of its own, programmed the same way, and runs every
@@ -234,14 +236,33 @@ struct Case {
     frame: Vec<u8>,
     /// Through the restoring wrapper (the program rewrites the packet).
     wrapped: bool,
-    /// Vary source port and address every iteration (new flows).
-    vary: bool,
+    /// Which 5-tuples its iterations carry.
+    tuples: Tuples,
     stat: Stat,
     expect_action: u32,
     /// Caps `repeat` (the "table with room" new-flow cases must not fill
     /// the table: [`room_repeat`] caps them further).
     max_repeat: Option<u32>,
 }
+
+/// Which 5-tuples a case's iterations carry (the wrapper varies the
+/// source port and address: `bench_packet`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tuples {
+    /// The frame's own, every iteration.
+    One,
+    /// A new one every iteration: new flows.
+    Unique,
+    /// Round and round this many (a power of two), each entered by a lap
+    /// before the case is measured: established flows spread over the
+    /// connection table, as a busy balancer sees them, whose entries are
+    /// rarely in the core's own caches (`cargo xtask bench e2e` at 65,536
+    /// flows).
+    Cycle(u32),
+}
+
+/// Flows of the cache-cold established case: `bench e2e`'s default.
+const COLD_FLOWS: u32 = crate::e2e::FLOWS;
 
 fn cases() -> Vec<Case> {
     let v4 = |src: &str, dst: &str, flags| Packet::tcp(sock(src), sock(dst), flags).build();
@@ -252,7 +273,17 @@ fn cases() -> Vec<Case> {
             frame: v4(CLIENT4, VIP4, tcp_flags::ACK),
             vip_id: 0,
             wrapped: true,
-            vary: false,
+            tuples: Tuples::One,
+            stat: Stat::Forwarded,
+            expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
+        },
+        Case {
+            name: "established v4 (ACK), 65,536 flows, cache-cold",
+            frame: v4("203.0.113.97:1000", VIP4, tcp_flags::ACK),
+            vip_id: 0,
+            wrapped: true,
+            tuples: Tuples::Cycle(COLD_FLOWS),
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -262,7 +293,7 @@ fn cases() -> Vec<Case> {
             frame: Packet::tcp(target4, sock(CLIENT4), tcp_flags::ACK).build(),
             vip_id: 0,
             wrapped: true,
-            vary: false,
+            tuples: Tuples::One,
             stat: Stat::Returned,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -272,7 +303,7 @@ fn cases() -> Vec<Case> {
             frame: Packet::tcp(sock(CLIENT6), sock(VIP6), tcp_flags::ACK).build(),
             vip_id: 1,
             wrapped: true,
-            vary: false,
+            tuples: Tuples::One,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -282,7 +313,7 @@ fn cases() -> Vec<Case> {
             vip_id: dsr_vip_id(0),
             frame: v4(CLIENT4, DSR_VIP4, tcp_flags::ACK),
             wrapped: true,
-            vary: false,
+            tuples: Tuples::One,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -292,7 +323,7 @@ fn cases() -> Vec<Case> {
             vip_id: dsr_vip_id(1),
             frame: Packet::tcp(sock(CLIENT6), sock(DSR_VIP6), tcp_flags::ACK).build(),
             wrapped: true,
-            vary: false,
+            tuples: Tuples::One,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -302,7 +333,7 @@ fn cases() -> Vec<Case> {
             vip_id: CHAIN_VIP_ID,
             frame: v4(CLIENT4, CHAIN_VIP4, tcp_flags::ACK),
             wrapped: true,
-            vary: false,
+            tuples: Tuples::One,
             stat: Stat::SecondChance,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -312,7 +343,7 @@ fn cases() -> Vec<Case> {
             vip_id: dsr_vip_id(0),
             frame: Packet::tcp(sock("203.0.113.98:1000"), sock(DSR_VIP4), tcp_flags::SYN).build(),
             wrapped: true,
-            vary: true,
+            tuples: Tuples::Unique,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
@@ -327,7 +358,7 @@ fn cases() -> Vec<Case> {
             )
             .build(),
             wrapped: true,
-            vary: true,
+            tuples: Tuples::Unique,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
@@ -337,7 +368,7 @@ fn cases() -> Vec<Case> {
             frame: v4(CLIENT4, "198.51.100.1:22", tcp_flags::ACK),
             vip_id: 0,
             wrapped: false,
-            vary: false,
+            tuples: Tuples::One,
             stat: Stat::PassNotVip,
             expect_action: fixture::XDP_PASS,
             max_repeat: None,
@@ -347,7 +378,7 @@ fn cases() -> Vec<Case> {
             frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
             vip_id: 0,
             wrapped: true,
-            vary: true,
+            tuples: Tuples::Unique,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
@@ -357,7 +388,7 @@ fn cases() -> Vec<Case> {
             frame: Packet::tcp(sock("[2001:db8:c::99]:1000"), sock(VIP6), tcp_flags::SYN).build(),
             vip_id: 1,
             wrapped: true,
-            vary: true,
+            tuples: Tuples::Unique,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
@@ -367,7 +398,7 @@ fn cases() -> Vec<Case> {
             frame: Packet::tcp(sock("203.0.113.99:1000"), sock(VIP4), tcp_flags::SYN).build(),
             vip_id: 0,
             wrapped: true,
-            vary: true,
+            tuples: Tuples::Unique,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -375,7 +406,8 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn bench_packet(frame: &[u8], vary: bool) -> BenchPacket {
+fn bench_packet(frame: &[u8], tuples: Tuples) -> BenchPacket {
+    let vary = tuples != Tuples::One;
     let mut bytes = [0u8; 256];
     bytes[..frame.len()].copy_from_slice(frame);
     // Without VLAN: IPv4's source address at 26 and TCP source port at 34;
@@ -386,7 +418,10 @@ fn bench_packet(frame: &[u8], vary: bool) -> BenchPacket {
         len: frame.len() as u32,
         vary_port_off: if vary { port_off } else { 0 },
         vary_addr_off: if vary { addr_off } else { 0 },
-        vary_mask: 0,
+        vary_mask: match tuples {
+            Tuples::Cycle(n) => n - 1,
+            _ => 0,
+        },
         // The program under test does not verify checksums.
         l4_csum_off: 0,
         ip_csum_off: 0,
@@ -491,7 +526,11 @@ impl Proof {
             case.stat.name()
         );
         let new_flows = fx.vip_counters(case.vip_id).new_flows - self.new_flows;
-        let expect_new = if case.vary { runs } else { 0 };
+        let expect_new = if case.tuples == Tuples::Unique {
+            runs
+        } else {
+            0
+        };
         assert_eq!(
             new_flows, expect_new,
             "{}: {new_flows} new flows for {runs} runs",
@@ -565,7 +604,9 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             floor: None,
             against: None,
         });
-        packet.set(0, bench_packet(&any, false), 0).expect("PACKET");
+        packet
+            .set(0, bench_packet(&any, Tuples::One), 0)
+            .expect("PACKET");
         jump.set(0, xdp(&bench, "bench_tx").fd().expect("fd"), 0)
             .expect("JUMP");
         let (m, n) = measure(
@@ -600,12 +641,22 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             let repeat = case
                 .max_repeat
                 .map_or(opts.repeat, |m| m.min(room).min(opts.repeat));
-            let before: Vec<Proof> = subjects.iter().map(|fx| Proof::take(fx, &case)).collect();
             if case.wrapped {
                 packet
-                    .set(0, bench_packet(&case.frame, case.vary), 0)
+                    .set(0, bench_packet(&case.frame, case.tuples), 0)
                     .expect("PACKET");
             }
+            if let Tuples::Cycle(flows) = case.tuples {
+                // The lap that enters every flow (as new ones, before the
+                // proof's counters are taken).
+                for fx in &subjects {
+                    jump.set(0, fx.program().fd().expect("fd"), 0)
+                        .expect("JUMP");
+                    let (_, action) = ns_per_packet(wrap, &case.frame, flows);
+                    assert_eq!(action, case.expect_action, "{}: the first lap", case.name);
+                }
+            }
+            let before: Vec<Proof> = subjects.iter().map(|fx| Proof::take(fx, &case)).collect();
             let samples = measure_alternating(opts.rounds, &subjects, |fx| {
                 let (ns, action) = if case.wrapped {
                     jump.set(0, fx.program().fd().expect("fd"), 0)
