@@ -217,7 +217,7 @@ fn untracked(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     let meta = &c.vip.meta;
     let on = vip_flags::SECOND_CHANCE | vip_flags::PREVIOUS_RING;
     if meta.flags & on == on && c.key.proto == PROTO_TCP && !c.tcp.syn {
-        let pair = second_chance(&c.key, meta);
+        let pair = second_chance(meta, c.vip.ring);
         if pair != NO_CHAIN {
             c.chain = Chain {
                 vip_id: meta.vip_id,
@@ -246,16 +246,17 @@ const NO_CHAIN: u64 = u64::MAX;
 /// to both, chained ([`chain`]). Not pinned: an entry for the live target
 /// alone would cut the second chance from the next packets, and both
 /// targets' sockets, which only they know, decide. A SYN opens a
-/// connection on the live target, never chained. Returns the live and the
+/// connection on the live target, never chained. `ring`: the flow's entry
+/// in the live ring (`maglev::FoundVip`). Returns the live and the
 /// previous target ids (high and low half), or [`NO_CHAIN`]. Out of line:
 /// `untracked`'s frame stays as small as before (the 512 bytes of stack
 /// are counted per call chain).
 #[inline(never)]
-fn second_chance(key: &FlowKey, vip: &VipMeta) -> u64 {
-    let Some((target, _)) = maglev::select(key, vip) else {
+fn second_chance(vip: &VipMeta, ring: u32) -> u64 {
+    let Some((target, _)) = maglev::select_at(ring) else {
         return NO_CHAIN;
     };
-    match maglev::previous(key, vip) {
+    match maglev::previous_at(vip, ring) {
         Some((previous, _)) if previous != target => (target as u64) << 32 | previous as u64,
         _ => NO_CHAIN,
     }

@@ -10,12 +10,6 @@ use lb_common::{
 
 use super::maps::{MAGLEV, TARGETS, VIPS};
 
-/// The live ring's target for this flow, if it takes new flows.
-#[inline(always)]
-pub fn select(key: &FlowKey, vip: &VipMeta) -> Option<(u32, &'static Target)> {
-    select_at(ring_index(key, vip, vip.ring_slot)?)
-}
-
 /// The target at index `idx` of `MAGLEV` (a [`FoundVip`]'s ring entry),
 /// if it takes new flows.
 #[inline(always)]
@@ -28,18 +22,28 @@ pub fn select_at(idx: u32) -> Option<(u32, &'static Target)> {
     (t.state == TargetState::Active as u8).then_some((id, t))
 }
 
-/// The target the previous table gave this flow, when the VIP keeps that
-/// table (`PREVIOUS_RING`: the other slot of the VIP's pair, same size).
-/// Only a target that keeps its flows (`Active`, `Draining`): a host that
-/// has the flow pinned to a `Down` or `Unused` target moves it too.
+/// The target the previous table gave the flow whose entry in the live
+/// ring is at `ring` (a [`FoundVip`]'s), when the VIP keeps that table
+/// (`PREVIOUS_RING`: the other slot of the VIP's pair, same size): the
+/// entry at the same offset there. Only a target that keeps its flows
+/// (`Active`, `Draining`): a host that has the flow pinned to a `Down` or
+/// `Unused` target moves it too.
 #[inline(always)]
-pub fn previous(key: &FlowKey, vip: &VipMeta) -> Option<(u32, &'static Target)> {
+pub fn previous_at(vip: &VipMeta, ring: u32) -> Option<(u32, &'static Target)> {
     if vip.flags & vip_flags::PREVIOUS_RING == 0 {
+        return None;
+    }
+    let offset = ring.wrapping_sub(vip.ring_slot.wrapping_mul(vip.ring_size));
+    if offset >= vip.ring_size {
         return None;
     }
     // The pair is (2 * vip_id, 2 * vip_id + 1): the other one differs in
     // the lowest bit.
-    let id = ring_entry(key, vip, vip.ring_slot ^ 1)?;
+    let idx = (vip.ring_slot ^ 1).wrapping_mul(vip.ring_size) + offset;
+    let id = *MAGLEV.get(idx)?;
+    if id == RING_EMPTY {
+        return None;
+    }
     let t = TARGETS.get(id)?;
     TargetState::from_u8(t.state)
         .keeps_flows()
@@ -66,7 +70,7 @@ pub struct FoundVip {
     pub meta: VipMeta,
     /// The index in `MAGLEV` of the flow's entry in the VIP's live ring
     /// (past the end for a VIP without a ring, where [`select_at`] finds
-    /// no target, as [`select`] does).
+    /// no target).
     pub ring: u32,
 }
 
@@ -113,13 +117,6 @@ fn lookup(key: &FlowKey, out: &mut FoundVip) -> VipLookup {
     out.meta = *meta;
     out.ring = ring_index(key, meta, meta.ring_slot).unwrap_or(u32::MAX);
     VipLookup::Found
-}
-
-/// The id in ring `slot` of `vip` for this flow (`None`: empty).
-#[inline(always)]
-fn ring_entry(key: &FlowKey, vip: &VipMeta, slot: u32) -> Option<u32> {
-    let id = *MAGLEV.get(ring_index(key, vip, slot)?)?;
-    (id != RING_EMPTY).then_some(id)
 }
 
 /// Where in `MAGLEV` ring `slot` of `vip` holds this flow's target.
