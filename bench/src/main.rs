@@ -12,6 +12,7 @@ mod conn_rate;
 mod control;
 mod e2e;
 mod http;
+mod json;
 mod nft;
 mod xdp;
 
@@ -252,7 +253,7 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
         opts.cpu,
         opts.against
             .as_ref()
-            .map_or("null".into(), |p| format!("{:?}", p.display().to_string())),
+            .map_or("null".into(), |p| json::string(&p.display().to_string())),
         cost.bytes_per_flow,
         items.join(",\n")
     )

@@ -220,10 +220,6 @@ fn json_opt(v: Option<f64>) -> String {
     v.map_or("null".to_owned(), |x| format!("{x:.1}"))
 }
 
-fn json_str(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
 fn json_proof(r: &CaseResult) -> String {
     if !r.case.is_lb() {
         return "null".to_owned();
@@ -232,7 +228,7 @@ fn json_proof(r: &CaseResult) -> String {
     let other: Vec<String> = p
         .other
         .iter()
-        .map(|(n, v)| format!("{}: {v}", json_str(n)))
+        .map(|(n, v)| format!("{}: {v}", crate::json::string(n)))
         .collect();
     format!(
         "{{\"forwarded\": {}, \"sinks_received\": {}, \"generator_sent\": {}, \"other\": {{{}}}}}",
@@ -257,14 +253,14 @@ fn json_case(report: &Report, r: &CaseResult) -> String {
         .collect();
     format!(
         "    {{\"case\": {}, \"forwarder\": {}, \"delivered_pps_median\": {:.1}, \"sent_pps_median\": {:.1}, \"ns_per_packet\": {}, \"floor\": {}, \"above_floor_ns\": {}, \"prog_ns_per_packet\": {}, \"prog_above_floor_ns\": {}, \"delivered_pps\": [{}], \"sent_pps\": [{}], \"target_shares\": [{}], \"cpu\": [{}], \"veth_drops\": {}, \"lb_stats\": {}}}",
-        json_str(r.case.name()),
-        json_str(r.case.describe()),
+        crate::json::string(r.case.name()),
+        crate::json::string(r.case.describe()),
         r.delivered_median(),
         r.sent_median(),
         json_opt(r.ns_per_packet()),
         r.case
             .floor()
-            .map_or("null".to_owned(), |f| json_str(f.name())),
+            .map_or("null".to_owned(), |f| crate::json::string(f.name())),
         json_opt(report.above_floor_ns(r.case)),
         json_opt(r.prog_ns()),
         json_opt(report.prog_above_floor_ns(r.case)),
@@ -289,7 +285,7 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         .map(|&(case, baseline)| {
             format!(
                 "{}: {}",
-                json_str(&format!("{}/{}", case.name(), baseline.name())),
+                crate::json::string(&format!("{}/{}", case.name(), baseline.name())),
                 report
                     .ratio(case, baseline)
                     .map_or("null".to_owned(), |x| format!("{x:.3}"))
@@ -298,12 +294,12 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         .collect();
     format!(
         "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"proto\": \"{}\", \"flows\": {}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratios\": {{{}}}\n}}\n",
-        json_str(&c.kernel),
+        crate::json::string(&c.kernel),
         c.cpus,
-        json_str(&c.loadavg_before),
-        json_str(&c.loadavg_after),
-        json_str(&generator_desc(opts)),
-        json_str(&cpu_desc(opts)),
+        crate::json::string(&c.loadavg_before),
+        crate::json::string(&c.loadavg_after),
+        crate::json::string(&generator_desc(opts)),
+        crate::json::string(&cpu_desc(opts)),
         opts.frame_len,
         opts.proto.name(),
         opts.flows,

@@ -15,7 +15,7 @@
 //! of two choices", which keeps sets evenly filled, so both sets are rarely
 //! full before the table is), at its home if free (or at the other set's
 //! free home if that set holds at most one live entry more: see
-//! `Survey::free`), taking a free or expired slot, or else displacing the
+//! `pick`), taking a free or expired slot, or else displacing the
 //! unconfirmed flow of the two sets nearest its expiry. It chooses from
 //! the two records alone, then checks the one entry it chose before
 //! writing it; states and expiry ticks are hints
@@ -407,7 +407,7 @@ const LOWEST_WAY: u64 = {
     let mut t = 0xfu64;
     let mut m = 1;
     while m < 16 {
-        t |= (m as u64).trailing_zeros() as u64 % 4 << (4 * m);
+        t |= ((m as u64).trailing_zeros() as u64) << (4 * m);
         m += 1;
     }
     t
@@ -440,7 +440,7 @@ fn hinted(home: u32, now: u32) -> Option<(u32, u32)> {
     // Free is 0: the high bit of each byte of `t` says its state is 0
     // (exact: no carry crosses a byte).
     const _: () = assert!(FlowState::Free as u8 == 0);
-    let states = u32::from_ne_bytes(meta.states);
+    let states = u32::from_le_bytes(meta.states);
     let t = !(((states & 0x7f7f_7f7f) + 0x7f7f_7f7f) | states | 0x7f7f_7f7f);
     let free = (t >> 7 & 1) | (t >> 14 & 2) | (t >> 21 & 4) | (t >> 28 & 8);
     // Expired: `flow::age(deadline, now) < 0`, the sign bit.
@@ -589,7 +589,7 @@ fn choose(first: u32, second: u32, now: u32) -> u64 {
     let Some(s) = survey() else {
         return NO_VACANCY;
     };
-    let hinted = if free != NONE {
+    let by_hints = if free != NONE {
         confirm(free, false, now)
     } else {
         // Full sets, as the hints say: the unconfirmed flow nearest its
@@ -606,7 +606,7 @@ fn choose(first: u32, second: u32, now: u32) -> u64 {
             .then(|| confirm(s.nearest, true, now))
             .flatten()
     };
-    if let Some(v) = hinted {
+    if let Some(v) = by_hints {
         return packed(v);
     }
     let Some(s) = survey() else {

@@ -14,11 +14,7 @@ use super::maps::{MAGLEV, TARGETS, VIPS};
 /// if it takes new flows.
 #[inline(always)]
 pub fn select_at(idx: u32) -> Option<(u32, &'static Target)> {
-    let id = *MAGLEV.get(idx)?;
-    if id == RING_EMPTY {
-        return None;
-    }
-    let t = TARGETS.get(id)?;
+    let (id, t) = target_at(idx)?;
     (t.state == TargetState::Active as u8).then_some((id, t))
 }
 
@@ -40,14 +36,21 @@ pub fn previous_at(vip: &VipMeta, ring: u32) -> Option<(u32, &'static Target)> {
     // The pair is (2 * vip_id, 2 * vip_id + 1): the other one differs in
     // the lowest bit.
     let idx = (vip.ring_slot ^ 1).wrapping_mul(vip.ring_size) + offset;
+    let (id, t) = target_at(idx)?;
+    TargetState::from_u8(t.state)
+        .keeps_flows()
+        .then_some((id, t))
+}
+
+/// The target id at index `idx` of `MAGLEV` and its `TARGETS` entry,
+/// whatever its state (`None`: past the end, or an empty ring slot).
+#[inline(always)]
+fn target_at(idx: u32) -> Option<(u32, &'static Target)> {
     let id = *MAGLEV.get(idx)?;
     if id == RING_EMPTY {
         return None;
     }
-    let t = TARGETS.get(id)?;
-    TargetState::from_u8(t.state)
-        .keeps_flows()
-        .then_some((id, t))
+    Some((id, TARGETS.get(id)?))
 }
 
 /// Whether a client packet's VIP was looked up ([`vip`], [`warm`]).

@@ -34,6 +34,7 @@ pub struct ClientPacket {
     /// Whether `vip` holds this packet's VIP (looked up before the
     /// connection table for a SYN: `maglev::warm`).
     pub vip_lookup: VipLookup,
+    /// The VIP, when `vip_lookup` is `Found`.
     pub vip: FoundVip,
 }
 

@@ -223,7 +223,7 @@ fn is_free(fx: &Fixture, slot: u32) -> bool {
     fx.flow_at(slot).state() == FlowState::Free
 }
 
-/// Where the placement rule (conntrack's `Survey::free`) puts a new flow of
+/// Where the placement rule (conntrack's `pick`) puts a new flow of
 /// `key` while nothing in its sets has expired: the set with fewer live
 /// entries (the first on a tie), at its home if that is free, else at its
 /// first free way; but at the other set's free home when the chosen set's
