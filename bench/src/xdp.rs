@@ -28,8 +28,8 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{
-    FlowEntry, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Stat, TargetState, VipMeta, VipRef,
-    flow::entry_flags, limits::DEFAULT_RING_SIZE, vip::vip_flags,
+    FlowEntry, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Stat, TargetState, VipKey, VipMeta,
+    VipRef, flow::entry_flags, limits::DEFAULT_RING_SIZE, vip::vip_flags,
 };
 
 use lb_tests::{
@@ -151,27 +151,33 @@ fn program_maps(fx: &mut Fixture) {
         // Established, seen now, with an hour's idle timeout: every
         // iteration of the run finds it live.
         fx.insert_flow(fixture::flow_entry(key, (ids[0], 1), i as u32, 3600));
-        let (taddr, tfamily) = fixture::addr(target.ip());
-        let mut vips = [VipRef::default(); lb_common::flow::MAX_VIPS_PER_TARGET];
-        vips[0] = VipRef {
-            addr: key.dst,
-            port: key.dport,
-            _pad: 0,
-        };
-        fx.set_replies(
-            ReplyKey {
-                addr: taddr,
-                port: port_be(target.port()),
-                proto: PROTO_TCP,
-                family: tfamily,
-            },
-            ReplyTargets {
-                target_id: ids[0],
-                count: 1,
-                vips,
-            },
-        );
+        replies_to(fx, target, ids[0], &fixture::vip_key(vip, PROTO_TCP));
     }
+}
+
+/// The `REPLIES` entry of nat target `target_id` at `target`: its replies
+/// belong to flows of `vip`.
+fn replies_to(fx: &mut Fixture, target: SocketAddr, target_id: u32, vip: &VipKey) {
+    let (addr, family) = fixture::addr(target.ip());
+    let mut vips = [VipRef::default(); lb_common::flow::MAX_VIPS_PER_TARGET];
+    vips[0] = VipRef {
+        addr: vip.addr,
+        port: vip.port,
+        _pad: 0,
+    };
+    fx.set_replies(
+        ReplyKey {
+            addr,
+            port: port_be(target.port()),
+            proto: PROTO_TCP,
+            family,
+        },
+        ReplyTargets {
+            target_id,
+            count: 1,
+            vips,
+        },
+    );
 }
 
 /// Port of the dsr VIPs (the nat ones are on 80).
@@ -267,26 +273,7 @@ fn cold_vip(fx: &mut Fixture) {
             generation: 1,
         },
     );
-    let (taddr, tfamily) = fixture::addr(target.ip());
-    let mut vips = [VipRef::default(); lb_common::flow::MAX_VIPS_PER_TARGET];
-    vips[0] = VipRef {
-        addr: key.addr,
-        port: key.port,
-        _pad: 0,
-    };
-    fx.set_replies(
-        ReplyKey {
-            addr: taddr,
-            port: port_be(COLD_TARGET_PORT),
-            proto: PROTO_TCP,
-            family: tfamily,
-        },
-        ReplyTargets {
-            target_id: COLD_TARGET_ID,
-            count: 1,
-            vips,
-        },
-    );
+    replies_to(fx, target, COLD_TARGET_ID, &key);
 }
 
 struct Case {
