@@ -3,9 +3,10 @@
 //! `BPF_PROG_TEST_RUN` with `repeat` runs a program again and again on the
 //! same buffer, so a program that rewrites the packet would see its own
 //! output from the second iteration on. `bench_wrap` restores the original
-//! packet before every iteration (and, for the new-flow cases, makes the
-//! 5-tuple unique, or cycles it through `vary_mask + 1` of them), then
-//! tail-calls the program under test from `JUMP[0]`.
+//! packet before every iteration (and, when asked, varies its 5-tuple:
+//! unique every time for the new-flow cases, or cycling through
+//! `vary_mask + 1` of them), then tail-calls the program under test from
+//! `JUMP[0]`.
 //! Its own cost is measured by putting `bench_tx` into the same slot.
 #![no_std]
 #![no_main]
