@@ -118,13 +118,13 @@ fn lookup(key: &FlowKey, out: &mut FoundVip) -> VipLookup {
         return VipLookup::Absent;
     };
     out.meta = *meta;
-    out.ring = ring_index(key, meta, meta.ring_slot).unwrap_or(u32::MAX);
+    out.ring = ring_index(key, meta).unwrap_or(u32::MAX);
     VipLookup::Found
 }
 
-/// Where in `MAGLEV` ring `slot` of `vip` holds this flow's target.
+/// Where in `MAGLEV` the live ring of `vip` holds this flow's target.
 #[inline(always)]
-fn ring_index(key: &FlowKey, vip: &VipMeta, slot: u32) -> Option<u32> {
+fn ring_index(key: &FlowKey, vip: &VipMeta) -> Option<u32> {
     if vip.ring_size == 0 {
         return None;
     }
@@ -133,5 +133,5 @@ fn ring_index(key: &FlowKey, vip: &VipMeta, slot: u32) -> Option<u32> {
     } else {
         flow_hash(key)
     };
-    Some(slot.wrapping_mul(vip.ring_size) + h % vip.ring_size)
+    Some(vip.ring_slot.wrapping_mul(vip.ring_size) + h % vip.ring_size)
 }
