@@ -7,11 +7,11 @@
 //! program in `JUMP[0]`; its own floor is `bench_wrap` tail-calling
 //! `bench_tx`. The new-flow cases also make every iteration's 5-tuple
 //! unique; the cache-cold case cycles through 65,536 of them, entered and
-//! confirmed by three laps before it is measured and freed after it. Counters prove the path: every iteration must
-//! have moved the stat that the case is about, and the VIP's `new_flows`
-//! once per iteration in a new-flow case and never in the others (an
-//! established flow whose entry had expired would be measured as new
-//! flows).
+//! confirmed by three laps before it is measured and freed after it.
+//! Counters prove the path: every iteration must have moved the stat that
+//! the case is about, and the VIP's `new_flows` once per iteration in a
+//! new-flow case and never in the others (an established flow whose entry
+//! had expired would be measured as new flows).
 //!
 //! `--against OBJECT` loads a second build of `lb_xdp` (the same maps, other
 //! code) into a fixture of its own, programmed the same way, and runs every
@@ -300,13 +300,13 @@ enum Tuples {
     One,
     /// A new one every iteration: new flows.
     Unique,
-    /// Round and round this many (a power of two), entered and confirmed
-    /// before the case is measured (`establish`) and freed after it:
-    /// established flows spread over the connection table, as a busy
-    /// balancer sees them, whose entries are rarely in the core's own
-    /// caches (`cargo xtask bench e2e` at 65,536 flows). Only for the
-    /// cold VIP, whose one target answers every flow.
-    Cycle(u32),
+    /// Round and round [`COLD_FLOWS`] of the cold VIP's (whose one target
+    /// answers every flow), entered and confirmed before the case is
+    /// measured (`establish`) and freed after it: established flows spread
+    /// over the connection table, as a busy balancer sees them, whose
+    /// entries are rarely in the core's own caches (`cargo xtask bench
+    /// e2e` at 65,536 flows).
+    Cold,
 }
 
 const _: () = assert!(COLD_FLOWS.is_power_of_two() && COLD_FLOWS <= 1 << 16);
@@ -333,7 +333,7 @@ fn cases() -> Vec<Case> {
             frame: v4(COLD_CLIENT4, COLD_VIP4, tcp_flags::ACK),
             vip_id: COLD_VIP_ID,
             wrapped: true,
-            tuples: Tuples::Cycle(COLD_FLOWS),
+            tuples: Tuples::Cold,
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
@@ -475,7 +475,7 @@ fn bench_packet(frame: &[u8], tuples: Tuples) -> BenchPacket {
             0
         },
         vary_mask: match tuples {
-            Tuples::Cycle(n) => n - 1,
+            Tuples::Cold => COLD_FLOWS - 1,
             _ => 0,
         },
         // The program under test does not verify checksums.
@@ -504,28 +504,32 @@ fn measure(
     let samples = (0..opts.rounds)
         .map(|_| {
             let (ns, action) = ns_per_packet(prog, frame, repeat);
-            assert_eq!(
-                action,
-                expect,
-                "{what}: action {} instead of {}",
-                fixture::action_name(action),
-                fixture::action_name(expect)
-            );
+            expect_action(action, expect, what);
             ns
         })
         .collect();
     summarize(samples)
 }
 
-/// Enters and confirms the `flows` 5-tuples of a [`Tuples::Cycle`] case
-/// in every subject's table, as a nat flow confirms: a lap of the client's
-/// packet (new, unconfirmed), one of the target's reply, one more of the
-/// client's (confirmed). Each lap covers every tuple: the wrapper's
-/// sequence goes on from lap to lap, and any `flows` consecutive values of
-/// it do. Checks that each subject confirmed exactly `flows` flows.
+/// Panics unless the program returned `expect`.
+fn expect_action(action: u32, expect: u32, what: &str) {
+    assert_eq!(
+        action,
+        expect,
+        "{what}: action {} instead of {}",
+        fixture::action_name(action),
+        fixture::action_name(expect)
+    );
+}
+
+/// Enters and confirms the [`COLD_FLOWS`] 5-tuples of a [`Tuples::Cold`]
+/// case in every subject's table, as a nat flow confirms: a lap of the
+/// client's packet (new, unconfirmed), one of the target's reply, one more
+/// of the client's (confirmed). Each lap covers every tuple: the wrapper's
+/// sequence goes on from lap to lap, and any `COLD_FLOWS` consecutive
+/// values of it do. Checks that each subject confirmed exactly that many.
 fn establish(
     case: &Case,
-    flows: u32,
     subjects: &[&Fixture],
     jump: &mut ProgramArray<aya::maps::MapData>,
     packet: &mut Array<aya::maps::MapData, BenchPacket>,
@@ -534,7 +538,7 @@ fn establish(
     let reply = Packet::tcp(cold_target(), sock(COLD_CLIENT4), tcp_flags::ACK).build();
     let laps = [
         (&case.frame, bench_packet(&case.frame, case.tuples)),
-        (&reply, reply_packet(&reply, flows)),
+        (&reply, reply_packet(&reply)),
         (&case.frame, bench_packet(&case.frame, case.tuples)),
     ];
     for fx in subjects {
@@ -543,18 +547,14 @@ fn establish(
             .expect("JUMP");
         for (frame, bytes) in &laps {
             packet.set(0, bytes, 0).expect("PACKET");
-            let (_, action) = ns_per_packet(wrap, frame, flows);
-            assert_eq!(
-                action,
-                fixture::XDP_REDIRECT,
-                "{}: a lap entering the flows",
-                case.name
-            );
+            let (_, action) = ns_per_packet(wrap, frame, COLD_FLOWS);
+            expect_action(action, fixture::XDP_REDIRECT, case.name);
         }
         let confirmed = fx.flow_counters(COLD_VIP_ID).confirmed - before;
         assert_eq!(
-            confirmed, flows as u64,
-            "{}: {confirmed} of {flows} flows confirmed",
+            confirmed,
+            u64::from(COLD_FLOWS),
+            "{}: {confirmed} of {COLD_FLOWS} flows confirmed",
             case.name
         );
     }
@@ -563,11 +563,10 @@ fn establish(
 /// The cold case's reply lap: the target's answer to each client of the
 /// case, whose port (the destination's: IPv4's at 36) varies as the
 /// client's did.
-fn reply_packet(frame: &[u8], flows: u32) -> BenchPacket {
+fn reply_packet(frame: &[u8]) -> BenchPacket {
     BenchPacket {
         vary_port_off: 36,
-        vary_mask: flows - 1,
-        ..bench_packet(frame, Tuples::One)
+        ..bench_packet(frame, Tuples::Cold)
     }
 }
 
@@ -763,8 +762,8 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             let repeat = case
                 .max_repeat
                 .map_or(opts.repeat, |m| m.min(room).min(opts.repeat));
-            if let Tuples::Cycle(flows) = case.tuples {
-                establish(&case, flows, &subjects, &mut jump, &mut packet, wrap);
+            if case.tuples == Tuples::Cold {
+                establish(&case, &subjects, &mut jump, &mut packet, wrap);
             }
             if case.wrapped {
                 packet
@@ -780,14 +779,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
                 } else {
                     ns_per_packet(fx.program(), &case.frame, repeat)
                 };
-                assert_eq!(
-                    action,
-                    case.expect_action,
-                    "{}: action {} instead of {}",
-                    case.name,
-                    fixture::action_name(action),
-                    fixture::action_name(case.expect_action)
-                );
+                expect_action(action, case.expect_action, case.name);
                 ns
             });
             let runs = opts.rounds as u64 * repeat as u64;
@@ -811,7 +803,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
                 floor: Some(floor),
                 against: samples.get(1).map(|b| against(&samples[0], b, floor_ns)),
             });
-            if let Tuples::Cycle(_) = case.tuples {
+            if case.tuples == Tuples::Cold {
                 // The cases after it find the table as they would without.
                 for fx in &mut fixtures {
                     free_flows_of(fx, COLD_VIP_ID);
