@@ -62,6 +62,11 @@ enum What {
         /// that the machine's drift falls on alike.
         #[arg(long)]
         against: Option<PathBuf>,
+        /// Another balancer's XDP program, pinned at this bpffs path and
+        /// set up for the IPv4 cases' VIPs (bench/reference/katran.sh), to
+        /// measure beside lb_xdp in the same rounds.
+        #[arg(long)]
+        reference: Option<PathBuf>,
     },
     /// Packets per second client -> targets over veths through `lb run`
     /// in nat and in dsr mode, next to kernel forwarding with nftables DNAT,
@@ -173,6 +178,11 @@ fn write_json(path: &std::path::Path, text: &str) {
     println!("wrote {}", path.display());
 }
 
+fn path_json(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map_or("null".into(), |p| json::string(&p.display().to_string()))
+}
+
 fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<&'a Row> {
     row.floor.and_then(|f| rows.iter().find(|r| r.name == f))
 }
@@ -185,6 +195,12 @@ fn print_table(rows: &[Row], opts: &Opts) {
     if let Some(path) = &opts.against {
         println!(
             "A: $LB_EBPF_OBJECT, B: {} (alternating every round; the floors are shared)",
+            path.display()
+        );
+    }
+    if let Some(path) = &opts.reference {
+        println!(
+            "R: the reference program pinned at {}, in the same rounds (IPv4 cases)",
             path.display()
         );
     }
@@ -204,16 +220,19 @@ fn print_table(rows: &[Row], opts: &Opts) {
             "{:<40} {:>10.1} {:>10.1} {:>14} {:>8}",
             r.name, r.median_ns, r.min_ns, above, ratio
         );
-        if let (Some(b), Some(f)) = (&r.against, floor_of(rows, r)) {
-            println!(
-                "{:<40} {:>10.1} {:>10.1} {:>11.1} ns   B/A above floor {:.3} (paired rounds {:.3})",
-                "  B",
-                b.median_ns,
-                b.min_ns,
-                b.median_ns - f.median_ns,
-                (b.median_ns - f.median_ns) / (r.median_ns - f.median_ns),
-                b.paired_ratio
-            );
+        let others = [("  B", "B/A", &r.against), ("  R", "R/A", &r.reference)];
+        for (label, ratio, other) in others {
+            if let (Some(b), Some(f)) = (other, floor_of(rows, r)) {
+                println!(
+                    "{:<40} {:>10.1} {:>10.1} {:>11.1} ns   {ratio} above floor {:.3} (paired rounds {:.3})",
+                    label,
+                    b.median_ns,
+                    b.min_ns,
+                    b.median_ns - f.median_ns,
+                    (b.median_ns - f.median_ns) / (r.median_ns - f.median_ns),
+                    b.paired_ratio
+                );
+            }
         }
     }
 }
@@ -225,9 +244,9 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
             let above = floor_of(rows, r)
                 .map(|f| format!("{:.2}", r.median_ns - f.median_ns))
                 .unwrap_or_else(|| "null".into());
-            let against = match (&r.against, floor_of(rows, r)) {
+            let other = |key: &str, other: &Option<xdp::Against>| match (other, floor_of(rows, r)) {
                 (Some(b), Some(f)) => format!(
-                    ", \"against\": {{\"median_ns\": {:.2}, \"min_ns\": {:.2}, \"above_floor_ns\": {:.2}, \"paired_ratio\": {:.4}}}",
+                    ", \"{key}\": {{\"median_ns\": {:.2}, \"min_ns\": {:.2}, \"above_floor_ns\": {:.2}, \"paired_ratio\": {:.4}}}",
                     b.median_ns,
                     b.min_ns,
                     b.median_ns - f.median_ns,
@@ -235,6 +254,7 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
                 ),
                 _ => String::new(),
             };
+            let against = other("against", &r.against) + &other("reference", &r.reference);
             format!(
                 "    {{\"case\": \"{}\", \"median_ns\": {:.2}, \"min_ns\": {:.2}, \"floor\": {}, \"above_floor_ns\": {}{}}}",
                 r.name,
@@ -247,13 +267,12 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
         })
         .collect();
     format!(
-        "{{\n  \"repeat\": {},\n  \"rounds\": {},\n  \"cpu\": {},\n  \"against\": {},\n  \"bytes_per_flow\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"repeat\": {},\n  \"rounds\": {},\n  \"cpu\": {},\n  \"against\": {},\n  \"reference\": {},\n  \"bytes_per_flow\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
         opts.repeat,
         opts.rounds,
         opts.cpu,
-        opts.against
-            .as_ref()
-            .map_or("null".into(), |p| json::string(&p.display().to_string())),
+        path_json(&opts.against),
+        path_json(&opts.reference),
         cost.bytes_per_flow,
         items.join(",\n")
     )
@@ -338,9 +357,17 @@ fn main() {
             json: path,
             only,
             against,
+            reference,
         } => {
             if let Some(path) = against.as_ref().filter(|p| !p.is_file()) {
                 eprintln!("lb-bench xdp: --against {} is not a file", path.display());
+                std::process::exit(2);
+            }
+            if let Some(path) = reference.as_ref().filter(|p| !p.exists()) {
+                eprintln!(
+                    "lb-bench xdp: --reference {} does not exist (bench/reference/katran.sh pins one)",
+                    path.display()
+                );
                 std::process::exit(2);
             }
             let opts = Opts {
@@ -349,6 +376,7 @@ fn main() {
                 cpu,
                 only,
                 against,
+                reference,
             };
             let (rows, cost) = xdp::run(&opts);
             print_table(&rows, &opts);

@@ -19,6 +19,14 @@
 //! drift, which moves separate runs by tens of percent here, falls on both
 //! alike, and each row gets the other object's figures and the median of the
 //! rounds' paired ratios.
+//!
+//! `--reference PIN` runs another balancer's XDP program, pinned in bpffs
+//! and set up for the IPv4 cases' VIPs (bench/reference/katran.sh does
+//! that for Katran), behind the same wrapper in the same rounds, in the
+//! cases marked `reference`: the side-by-side figure against the reference
+//! that this machine's drift would otherwise make meaningless. It must
+//! forward every one of those frames with `XDP_TX` (Katran's action); its
+//! counters are its own, so only that action is checked.
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -47,6 +55,8 @@ pub struct Opts {
     pub only: Option<String>,
     /// Another build of the eBPF object to measure beside this one.
     pub against: Option<PathBuf>,
+    /// A pinned XDP program of another balancer (module docs).
+    pub reference: Option<PathBuf>,
 }
 
 /// One measured case.
@@ -59,10 +69,12 @@ pub struct Row {
     pub floor: Option<&'static str>,
     /// The same case on the `--against` object.
     pub against: Option<Against>,
+    /// The same case on the `--reference` program.
+    pub reference: Option<Against>,
 }
 
-/// A case's figures on the `--against` object (B), measured in the same
-/// rounds as the row's own (A).
+/// A case's figures on the `--against` object or the `--reference`
+/// program (B), measured in the same rounds as the row's own (A).
 #[derive(Clone, Debug)]
 pub struct Against {
     pub median_ns: f64,
@@ -290,6 +302,9 @@ struct Case {
     /// Caps `repeat` (the "table with room" new-flow cases must not fill
     /// the table: [`room_repeat`] caps them further).
     max_repeat: Option<u32>,
+    /// Also run on the `--reference` program (an IPv4 frame to one of the
+    /// VIPs it is set up for).
+    reference: bool,
 }
 
 /// Which 5-tuples a case's iterations carry (the wrapper varies the
@@ -327,6 +342,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: true,
         },
         Case {
             name: "established v4 (ACK), 65,536 flows, cache-cold",
@@ -337,6 +353,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: true,
         },
         Case {
             name: "return v4 (target -> client)",
@@ -347,6 +364,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Returned,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: false,
         },
         Case {
             name: "established v6 (ACK)",
@@ -357,6 +375,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: false,
         },
         Case {
             name: "established v4 dsr (ACK, encapsulated)",
@@ -367,6 +386,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: true,
         },
         Case {
             name: "established v6 dsr (ACK, encapsulated)",
@@ -377,6 +397,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: false,
         },
         Case {
             name: "second chance v4 dsr (ACK, no entry, chained)",
@@ -387,6 +408,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::SecondChance,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: false,
         },
         Case {
             name: "new flow v4 dsr (SYN), table with room",
@@ -397,6 +419,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
+            reference: true,
         },
         Case {
             name: "new flow v6 dsr (SYN), table with room",
@@ -412,6 +435,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
+            reference: false,
         },
         Case {
             name: "non-VIP v4 (pass)",
@@ -422,6 +446,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::PassNotVip,
             expect_action: fixture::XDP_PASS,
             max_repeat: None,
+            reference: false,
         },
         Case {
             name: "new flow v4 (SYN), table with room",
@@ -432,6 +457,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
+            reference: true,
         },
         Case {
             name: "new flow v6 (SYN), table with room",
@@ -442,6 +468,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
+            reference: false,
         },
         Case {
             name: "new flow v4 (SYN), full table (displaces an unconfirmed flow)",
@@ -452,6 +479,7 @@ fn cases() -> Vec<Case> {
             stat: Stat::Forwarded,
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
+            reference: false,
         },
     ]
 }
@@ -581,13 +609,67 @@ fn free_flows_of(fx: &mut Fixture, vip_id: u32) {
     }
 }
 
+/// What a case runs on.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    /// `lb_xdp` of a fixture (the `$LB_EBPF_OBJECT` one, or `--against`).
+    Lb(&'a Fixture),
+    /// The `--reference` program.
+    Reference(&'a Xdp),
+}
+
+impl Subject<'_> {
+    fn program(&self) -> &Xdp {
+        match self {
+            Subject::Lb(fx) => fx.program(),
+            Subject::Reference(prog) => prog,
+        }
+    }
+
+    /// The action the case must end in on this subject.
+    fn expect_action(&self, case: &Case) -> u32 {
+        match self {
+            Subject::Lb(_) => case.expect_action,
+            Subject::Reference(_) => fixture::XDP_TX,
+        }
+    }
+}
+
+/// The `--reference` program, pinned at `path` in bpffs.
+fn reference(path: &std::path::Path) -> Xdp {
+    Xdp::from_pin(path, aya_obj::programs::XdpAttachType::Interface)
+        .unwrap_or_else(|e| panic!("--reference {}: {e}", path.display()))
+}
+
+/// Enters the [`COLD_FLOWS`] flows of a [`Tuples::Cold`] case in the
+/// reference's table: one lap of the client's packet (a balancer that
+/// tracks flows as Katran does keeps them from their first packet).
+fn enter_reference(
+    case: &Case,
+    prog: &Xdp,
+    jump: &mut ProgramArray<aya::maps::MapData>,
+    packet: &mut Array<aya::maps::MapData, BenchPacket>,
+    wrap: &Xdp,
+) {
+    jump.set(0, prog.fd().expect("fd"), 0).expect("JUMP");
+    packet
+        .set(0, bench_packet(&case.frame, case.tuples), 0)
+        .expect("PACKET");
+    let (_, action) = ns_per_packet(wrap, &case.frame, COLD_FLOWS);
+    expect_action(
+        action,
+        fixture::XDP_TX,
+        "reference: entering the cold flows",
+    );
+}
+
 /// `rounds` measurements of each subject, alternating the order round by
 /// round (A B, B A, ...) so that neither always runs first. Returns each
 /// subject's samples, in round order.
-fn measure_alternating(
+fn measure_alternating<T: Copy>(
     rounds: usize,
-    subjects: &[&Fixture],
-    mut one: impl FnMut(&Fixture) -> f64,
+    subjects: &[T],
+    mut one: impl FnMut(T) -> f64,
 ) -> Vec<Vec<f64>> {
     let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
     for round in 0..rounds {
@@ -708,6 +790,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             min_ns: n,
             floor: None,
             against: None,
+            reference: None,
         });
         let (m, n) = measure(
             opts,
@@ -723,6 +806,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             min_ns: n,
             floor: None,
             against: None,
+            reference: None,
         });
         packet
             .set(0, bench_packet(&any, Tuples::One), 0)
@@ -743,6 +827,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             min_ns: n,
             floor: None,
             against: None,
+            reference: None,
         });
         let mut fixtures = vec![fx];
         if let Some(path) = opts.against.as_deref() {
@@ -751,6 +836,7 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             fixtures.push(other);
         }
         let wrap = xdp(&bench, "bench_wrap");
+        let reference = opts.reference.as_deref().map(reference);
         let selected: Vec<Case> = cases()
             .into_iter()
             .filter(|c| opts.only.as_deref().is_none_or(|o| c.name.contains(o)))
@@ -758,32 +844,38 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
         let with_room = selected.iter().filter(|c| c.max_repeat.is_some()).count();
         let room = room_repeat(opts.rounds, with_room);
         for case in selected {
-            let subjects: Vec<&Fixture> = fixtures.iter().collect();
+            let lbs: Vec<&Fixture> = fixtures.iter().collect();
+            let reference = reference.as_ref().filter(|_| case.reference);
+            let mut subjects: Vec<Subject> = lbs.iter().map(|fx| Subject::Lb(fx)).collect();
+            subjects.extend(reference.map(Subject::Reference));
             let repeat = case
                 .max_repeat
                 .map_or(opts.repeat, |m| m.min(room).min(opts.repeat));
             if case.tuples == Tuples::Cold {
-                establish(&case, &subjects, &mut jump, &mut packet, wrap);
+                establish(&case, &lbs, &mut jump, &mut packet, wrap);
+                if let Some(prog) = reference {
+                    enter_reference(&case, prog, &mut jump, &mut packet, wrap);
+                }
             }
             if case.wrapped {
                 packet
                     .set(0, bench_packet(&case.frame, case.tuples), 0)
                     .expect("PACKET");
             }
-            let before: Vec<Proof> = subjects.iter().map(|fx| Proof::take(fx, &case)).collect();
-            let samples = measure_alternating(opts.rounds, &subjects, |fx| {
+            let before: Vec<Proof> = lbs.iter().map(|fx| Proof::take(fx, &case)).collect();
+            let samples = measure_alternating(opts.rounds, &subjects, |subject| {
                 let (ns, action) = if case.wrapped {
-                    jump.set(0, fx.program().fd().expect("fd"), 0)
+                    jump.set(0, subject.program().fd().expect("fd"), 0)
                         .expect("JUMP");
                     ns_per_packet(wrap, &case.frame, repeat)
                 } else {
-                    ns_per_packet(fx.program(), &case.frame, repeat)
+                    ns_per_packet(subject.program(), &case.frame, repeat)
                 };
-                expect_action(action, case.expect_action, case.name);
+                expect_action(action, subject.expect_action(&case), case.name);
                 ns
             });
             let runs = opts.rounds as u64 * repeat as u64;
-            for (fx, before) in subjects.iter().zip(&before) {
+            for (fx, before) in lbs.iter().zip(&before) {
                 before.check(fx, &case, runs);
             }
             let floor = if case.wrapped {
@@ -801,7 +893,8 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
                 median_ns: m,
                 min_ns: n,
                 floor: Some(floor),
-                against: samples.get(1).map(|b| against(&samples[0], b, floor_ns)),
+                against: (lbs.len() > 1).then(|| against(&samples[0], &samples[1], floor_ns)),
+                reference: reference.map(|_| against(&samples[0], &samples[lbs.len()], floor_ns)),
             });
             if case.tuples == Tuples::Cold {
                 // The cases after it find the table as they would without.
