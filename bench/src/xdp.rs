@@ -37,7 +37,7 @@ use aya::{
 };
 use lb_common::{
     FlowEntry, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Stat, TargetState, VipKey, VipMeta,
-    VipRef, flow::entry_flags, limits::DEFAULT_RING_SIZE, vip::vip_flags,
+    VipRef, flow::entry_flags, hash::flow_hash, limits::DEFAULT_RING_SIZE, vip::vip_flags,
 };
 
 use lb_tests::{
@@ -220,6 +220,8 @@ fn dsr_vip(fx: &mut Fixture, vip: SocketAddr, client: SocketAddr, i: u32, target
     let key = fixture::flow_key(client, dsr, PROTO_TCP);
     fx.insert_flow(FlowEntry {
         flags: entry_flags::DSR,
+        // As the data path pins a dsr flow: with its outer-header hash.
+        aux: flow_hash(&key),
         ..fixture::flow_entry(key, (target_id, 1), dsr_vip_id(i), 3600)
     });
 }

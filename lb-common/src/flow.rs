@@ -91,7 +91,7 @@ pub enum FlowState {
     Free = 0,
     /// A TCP SYN was seen, nothing more.
     Syn = 1,
-    /// nat: the target answered the SYN; `seq` holds the acknowledgement
+    /// nat: the target answered the SYN; `aux` holds the acknowledgement
     /// number that completes the handshake.
     SynAck = 2,
     /// First seen without a SYN (UDP, or TCP picked up mid-stream).
@@ -157,8 +157,14 @@ pub struct FlowEntry {
     /// `entry_flags::*`.
     pub flags: u8,
     pub _pad: u16,
-    /// `SynAck`: the client's ACK number that completes the handshake.
-    pub seq: u32,
+    /// By the flow's mode (`entry_flags::DSR`), set when it is pinned:
+    /// - nat: in `SynAck`, the client's ACK number that completes the
+    ///   handshake (0 before);
+    /// - dsr: the key's [`crate::hash::flow_hash`], which the outer
+    ///   header's source is made of (crate::encap), so that a tracked
+    ///   flow's packets are not hashed again. An entry of an older data
+    ///   path holds 0 there, and 0 means "hash the key".
+    pub aux: u32,
     /// [`crate::hash::entry_check`] of the key's hash and the fields that
     /// say where the flow goes. Two CPUs filling one free slot at once can
     /// leave one flow's key beside another's target; such a slot fails the
@@ -167,6 +173,17 @@ pub struct FlowEntry {
 }
 
 impl FlowEntry {
+    /// A dsr flow's [`crate::hash::flow_hash`]: the one stored in `aux`, or
+    /// the key's own when `aux` is 0 (module docs of `aux`).
+    #[inline(always)]
+    pub fn outer_hash(&self) -> u32 {
+        if self.aux != 0 {
+            self.aux
+        } else {
+            crate::hash::flow_hash(&self.key)
+        }
+    }
+
     pub const fn state(&self) -> FlowState {
         FlowState::from_u8(self.state)
     }

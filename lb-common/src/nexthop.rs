@@ -27,6 +27,24 @@ pub struct NextHop {
     pub expires_ns: u64,
 }
 
+impl NextHop {
+    /// The Ethernet header's destination and source addresses as its first
+    /// six 16-bit words (the bytes in order): the data path writes them as
+    /// six stores rather than twelve.
+    #[inline(always)]
+    pub fn macs(&self) -> [u16; 6] {
+        let (d, s) = (&self.dmac, &self.smac);
+        [
+            u16::from_ne_bytes([d[0], d[1]]),
+            u16::from_ne_bytes([d[2], d[3]]),
+            u16::from_ne_bytes([d[4], d[5]]),
+            u16::from_ne_bytes([s[0], s[1]]),
+            u16::from_ne_bytes([s[2], s[3]]),
+            u16::from_ne_bytes([s[4], s[5]]),
+        ]
+    }
+}
+
 const _: () = assert!(core::mem::size_of::<NextHopKey>() == 24);
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 

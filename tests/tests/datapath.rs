@@ -1933,7 +1933,7 @@ fn table_cases() -> Vec<Case> {
         .redirect(&to_client(&synack, &V_TCP4), Stat::Returned)
         .check(move |fx, _| {
             let e = fx.flow(&key).expect("entry");
-            assert_eq!((e.state(), e.seq), (FlowState::SynAck, 0x1000_0001));
+            assert_eq!((e.state(), e.aux), (FlowState::SynAck, 0x1000_0001));
             assert_eq!(
                 fx.flow_counters(V_TCP4.id).confirmed,
                 0,
@@ -1979,7 +1979,7 @@ fn table_cases() -> Vec<Case> {
                 .setup(move |fx| {
                     fx.insert_flow(FlowEntry {
                         state: FlowState::SynAck as u8,
-                        seq,
+                        aux: seq,
                         ..established(CLIENT4, &V_TCP4, &T1, 0, 0)
                     })
                 })

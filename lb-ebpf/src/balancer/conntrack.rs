@@ -644,6 +644,8 @@ pub struct NewFlow {
     pub idle_timeout_s: u32,
     pub state: FlowState,
     pub flags: u8,
+    /// `FlowEntry::aux`: the flow hash of a dsr flow, 0 for nat.
+    pub aux: u32,
 }
 
 /// Writes a new flow into slot `index`, in an order a reader on another
@@ -683,7 +685,7 @@ pub fn insert(index: u32, key: &FlowKey, sets: &Sets, f: &NewFlow, now: u32) {
         write_volatile(addr_of_mut!((*e).last_seen), now);
         write_volatile(addr_of_mut!((*e).flags), f.flags);
         write_volatile(addr_of_mut!((*e)._pad), 0);
-        write_volatile(addr_of_mut!((*e).seq), 0);
+        write_volatile(addr_of_mut!((*e).aux), f.aux);
     }
     // The tag before the check and state: a reader that finds the entry
     // published finds its tag too. The state and expiry hints with it.
@@ -755,7 +757,7 @@ pub fn client_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) -> bool {
         // nat: the client acknowledges the target's SYN-ACK: at or a
         // little after the number that does (lb_common::flow).
         FlowState::SynAck => {
-            tcp.ack && !tcp.syn && tcp.ack_seq.wrapping_sub(e.seq) <= flow::SYN_ACK_WINDOW
+            tcp.ack && !tcp.syn && tcp.ack_seq.wrapping_sub(e.aux) <= flow::SYN_ACK_WINDOW
         }
         // nat: the client speaks again after the target answered.
         FlowState::Replied => true,
@@ -783,8 +785,10 @@ pub fn target_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) {
     }
     let e = slot.get_mut();
     match FlowState::from_u8(e.state) {
-        FlowState::Syn if tcp.syn && tcp.ack => {
-            e.seq = tcp.seq.wrapping_add(1);
+        // A dsr flow's `aux` is its hash; none of its replies pass here
+        // (dsr targets have no `REPLIES` entry), this keeps it so anyway.
+        FlowState::Syn if tcp.syn && tcp.ack && e.flags & entry_flags::DSR == 0 => {
+            e.aux = tcp.seq.wrapping_add(1);
             e.state = FlowState::SynAck as u8;
         }
         FlowState::New => e.state = FlowState::Replied as u8,

@@ -2,6 +2,7 @@
 use lb_common::{
     FlowKey, FlowState, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipMeta,
     flow::{entry_flags, ticks},
+    hash::flow_hash,
     maps::port_flags,
     vip::vip_flags,
 };
@@ -322,7 +323,7 @@ fn to_target(
     now: u64,
 ) -> Verdict {
     let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
-    let dsr = slot.get().flags & entry_flags::DSR != 0;
+    let dsr = (slot.get().flags & entry_flags::DSR != 0).then(|| slot.get().outer_hash());
     if conntrack::client_packet(slot, tcp, ticks(now)) {
         stats::flows(vip_id, |c| c.confirmed += 1);
     }
@@ -378,7 +379,7 @@ fn new_flow(
     if tcp.opens() {
         stats::flows(vip.vip_id, |c| c.syns += 1);
     }
-    let dsr = vip.flags & vip_flags::DSR != 0;
+    let dsr = (vip.flags & vip_flags::DSR != 0).then(|| flow_hash(key));
     match vacancy {
         Some(v) => {
             let state = if tcp.opens() {
@@ -393,7 +394,8 @@ fn new_flow(
                 idle_timeout_s: vip.idle_timeout_s,
                 state,
                 flags: if tcp.fin { entry_flags::FIN } else { 0 }
-                    | if dsr { entry_flags::DSR } else { 0 },
+                    | if dsr.is_some() { entry_flags::DSR } else { 0 },
+                aux: dsr.unwrap_or(0),
             };
             conntrack::insert(v.index, key, sets, &entry, tick);
             if let Some(victim) = v.displaces {
@@ -409,7 +411,7 @@ fn new_flow(
             // client's retransmission finds a slot once one frees up.
             // dsr: no reply passes here, and each later packet takes the
             // same Maglev choice while the ring holds.
-            if !dsr {
+            if dsr.is_none() {
                 return Verdict::drop(Stat::DropTableFull);
             }
         }
@@ -426,8 +428,9 @@ fn new_flow(
 struct Mode {
     /// The flow's first packet (counted as a new flow).
     new_flow: bool,
-    /// Encapsulate (dsr) rather than translate (nat).
-    dsr: bool,
+    /// dsr: encapsulate, from the outer source of the flow with this
+    /// `flow_hash`; nat (`None`): translate.
+    dsr: Option<u32>,
 }
 
 /// Client -> VIP, target known: translate (nat) or encapsulate (dsr),
@@ -449,10 +452,9 @@ fn send(
 ) -> Verdict {
     // Counted as the client sent it: the same bytes in either mode.
     let len = p.len;
-    let done = if mode.dsr {
-        encap::wrap(ctx, p, key, &t.addr)
-    } else {
-        translate(ctx, p, Side::Destination, &t.addr, t.port)
+    let done = match mode.dsr {
+        Some(h) => encap::wrap(ctx, p, h, key.family, &t.addr),
+        None => translate(ctx, p, Side::Destination, &t.addr, t.port),
     };
     if done.is_none() {
         return Verdict::drop(Stat::DropMalformed);
@@ -462,7 +464,7 @@ fn send(
         Ok(v) => v,
         // tc cannot generate the answer: the kernel's own (see `hook`).
         Err(TooBig(_)) if !has_resize(ctx) => Verdict::pass(Stat::PassMtu),
-        Err(TooBig(mtu)) if mode.dsr => too_big::reply_wrapped(ctx, p, key, mtu),
+        Err(TooBig(mtu)) if mode.dsr.is_some() => too_big::reply_wrapped(ctx, p, key, mtu),
         Err(TooBig(mtu)) => too_big::reply(ctx, p, key, mtu),
     }
 }

@@ -30,26 +30,38 @@ use super::hook::Hook;
 /// Largest Ethernet header (one VLAN tag): the bytes moved to the front.
 const MAX_L2: usize = 18;
 
+/// [`MAX_L2`] bytes as 16-bit words: the header starts 2-byte aligned
+/// (frame.rs), so LLVM moves it in nine loads and stores, not eighteen.
+type L2 = [u16; MAX_L2 / 2];
+
 /// Bytes the outer header adds to a packet of this family.
 #[inline(always)]
 pub fn overhead(v6: bool) -> usize {
     if v6 { OVERHEAD_V6 } else { OVERHEAD_V4 }
 }
 
-/// Wraps the IP packet `p` describes in an outer header from `key`'s
-/// outer source to `target`. Afterwards `p` describes the outer packet:
+/// [`wrap`] for the flow of `key`, hashed here (a packet without an entry
+/// that holds the hash).
+#[inline(always)]
+pub fn wrap_key(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, target: &Addr) -> Option<()> {
+    wrap(ctx, p, flow_hash(key), key.family, target)
+}
+
+/// Wraps the IP packet `p` describes in an outer header to `target`, from
+/// the outer source of the `family` flow whose
+/// [`lb_common::hash::flow_hash`] is `h` (a tracked flow's entry holds it:
+/// `FlowEntry::outer_hash`). Afterwards `p` describes the outer packet:
 /// `src`, `dst`, `proto` and `ttl` are the outer header's, `l3` is where it
 /// starts and `l4` still points at the inner transport header (so
 /// [`unwrap`] can put everything back). `None` if a header is not where
 /// `p` says (the caller checked it, so this is defensive) or the frame
 /// cannot grow; the frame may then be half-built and must be dropped.
 #[inline(always)]
-pub fn wrap(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, target: &Addr) -> Option<()> {
+pub fn wrap(ctx: &impl Hook, p: &mut Packet, h: u32, family: u8, target: &Addr) -> Option<()> {
     if p.l3 > MAX_L2 {
         return None;
     }
-    let h = flow_hash(key);
-    let outer = source_of_hash(h, key.family);
+    let outer = source_of_hash(h, family);
     let extra = overhead(p.v6);
     // Read the inner header before the frame moves.
     let inner = Inner::read(ctx, p)?;
@@ -58,7 +70,7 @@ pub fn wrap(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, target: &Addr) -> Op
     }
     // The Ethernet header (and tag) back to the front of the frame; the
     // bytes it drags beyond `l3` are overwritten by the outer header.
-    store(ctx, 0, load::<[u8; MAX_L2]>(ctx, extra)?)?;
+    store(ctx, 0, load::<L2>(ctx, extra)?)?;
     let ttl = p.ttl - 1;
     if p.v6 {
         store(ctx, p.l3, inner.outer_v6(&outer, target, ttl, h))?;
@@ -94,11 +106,14 @@ pub fn wrap_chain(
     target: &Addr,
     previous: &Addr,
 ) -> Option<()> {
-    wrap(ctx, p, key, previous)?;
+    // Hashed once for each header rather than kept: kept, the hash takes
+    // `chain` a stack slot, and its frame is on the longest call chain
+    // (the 512 bytes of stack).
+    wrap_key(ctx, p, key, previous)?;
     // The first header copies the second one, and takes its TTL as the
     // client's less one again.
     p.ttl += 1;
-    wrap(ctx, p, key, target)
+    wrap_key(ctx, p, key, target)
 }
 
 /// Takes the `extra` bytes of outer header(s) [`wrap`] or [`wrap_chain`]
@@ -107,7 +122,7 @@ pub fn wrap_chain(
 /// the client sent).
 #[inline(always)]
 pub fn unwrap(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, extra: usize) -> Option<()> {
-    let eth = load::<[u8; MAX_L2]>(ctx, 0)?;
+    let eth = load::<L2>(ctx, 0)?;
     // The frame shrinks by what `wrap` added.
     if !ctx.adjust_head(extra as i32) {
         return None;
@@ -127,13 +142,13 @@ pub fn unwrap(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, extra: usize) -> O
 /// of `eth` (`l3` bytes, tag included) followed by the inner header's
 /// bytes that are already in place.
 #[inline(always)]
-fn eth_head(ctx: &impl Hook, eth: &[u8; MAX_L2], l3: usize) -> Option<[u8; MAX_L2]> {
-    let mut head = load::<[u8; MAX_L2]>(ctx, 0)?;
-    head[..12].copy_from_slice(&eth[..12]);
+fn eth_head(ctx: &impl Hook, eth: &L2, l3: usize) -> Option<L2> {
+    let mut head = load::<L2>(ctx, 0)?;
+    // Addresses and type (or tag protocol): words 0-6; the tag's TCI and
+    // the inner type: words 7-8.
+    head[..7].copy_from_slice(&eth[..7]);
     if l3 == MAX_L2 {
-        head[12..].copy_from_slice(&eth[12..]);
-    } else {
-        head[12..14].copy_from_slice(&eth[12..14]);
+        head[7..].copy_from_slice(&eth[7..]);
     }
     Some(head)
 }

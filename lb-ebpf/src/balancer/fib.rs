@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use lb_common::{NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
 use lb_ebpf::{
-    frame::{load, update},
+    frame::{load, store},
     headers::{IPV6_LEN, Ipv4, Ipv6},
     parse::Packet,
 };
@@ -234,10 +234,7 @@ fn lookup(
 /// Sets the Ethernet addresses and hands the frame to its egress interface.
 #[inline(always)]
 fn send(ctx: &impl Hook, hop: &NextHop, ok: Stat) -> Verdict {
-    let written = update::<[u8; 12], _>(ctx, 0, |eth| {
-        eth[..6].copy_from_slice(&hop.dmac);
-        eth[6..].copy_from_slice(&hop.smac);
-    });
+    let written = store(ctx, 0, hop.macs());
     if written.is_none() {
         return Verdict::drop(Stat::DropMalformed);
     }

@@ -126,7 +126,7 @@ fn about_reply(ctx: &impl Hook, p: &mut Packet, q: &Quoted, fwd: &FlowKey, now: 
         return Verdict::pass(Stat::PassTtlExceeded);
     }
     let ok = if slot.get().flags & entry_flags::DSR != 0 {
-        encap::wrap(ctx, p, fwd, &t.addr)
+        encap::wrap_key(ctx, p, fwd, &t.addr)
     } else {
         rewrite(
             ctx,

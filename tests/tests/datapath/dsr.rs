@@ -4,7 +4,10 @@
 //! only the outer header carries this hop's TTL decrement. Expected frames
 //! are built from the input's description and lb_common::encap's outer
 //! source, never copied from the program.
-use lb_common::encap::{flow_label, outer_source};
+use lb_common::{
+    encap::{FLOW_LABEL_MASK, source_of_hash},
+    hash::flow_hash,
+};
 
 use super::*;
 
@@ -26,7 +29,13 @@ fn ip_of(a: lb_common::Addr, family: u8) -> IpAddr {
 /// the inner TOS / traffic class and DF bit, the inner IPv4 id, the flow's
 /// IPv6 label; Ethernet addresses of the fib lookup to the target.
 fn wrapped(p: &Packet, key: &FlowKey, t: &TargetDef) -> Packet {
-    let src = ip_of(outer_source(key), key.family);
+    wrapped_with(p, flow_hash(key), key.family, t)
+}
+
+/// [`wrapped`] for a flow whose outer-header hash is `h` (the key's
+/// `flow_hash`, or what its entry holds).
+fn wrapped_with(p: &Packet, h: u32, family: u8, t: &TargetDef) -> Packet {
+    let src = ip_of(source_of_hash(h, family), family);
     let ttl = ttl_of(p) - 1;
     let inner = p.net.clone();
     let mut out = p.clone().encap(src, t.addr.ip()).macs(topo::FX0_MAC, t.mac);
@@ -40,7 +49,7 @@ fn wrapped(p: &Packet, key: &FlowKey, t: &TargetDef) -> Packet {
         (Net::Ipv6(outer), Net::Ipv6(inner)) => {
             outer.hop_limit = ttl;
             outer.traffic_class = inner.traffic_class;
-            outer.flow_label = flow_label(key);
+            outer.flow_label = h & FLOW_LABEL_MASK;
         }
         _ => panic!("not IP"),
     }
@@ -86,6 +95,9 @@ fn expect_new_dsr_flow(
     state: FlowState,
 ) {
     expect_dsr_flow(fx, client, v, t, state);
+    let key = flow_key(client, v.addr, v.proto);
+    let e = fx.flow(&key).expect("FLOWS entry");
+    assert_eq!(e.aux, flow_hash(&key), "FLOWS aux: the flow's hash");
     let f = fx.flow_counters(v.id);
     assert_eq!(
         (f.embryonic, f.confirmed),
@@ -270,6 +282,34 @@ fn tracked_flows(cases: &mut Vec<Case>) {
                 Stat::Forwarded,
             ),
     );
+    // The outer header comes from the hash the entry holds, not from the
+    // key hashed again (an entry of an older data path holds 0: the cases
+    // above, whose pinned entries hash their keys).
+    for (client, v, t) in [(CLIENT4, V_DSR4, T1), (CLIENT6, V_DSR6, T6)] {
+        let key = flow_key(client, v.addr, v.proto);
+        let held = flow_hash(&key) ^ 0x0005_a5a5;
+        let data = Packet::tcp(client, v.addr, PSH | ACK).payload(&[0x3c; 64]);
+        cases.push(
+            Case::new(
+                format!(
+                    "dsr: a tracked {} flow's outer header is made of the hash its entry holds",
+                    if key.family == lb_common::FAMILY_V4 {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    }
+                ),
+                &data,
+            )
+            .setup(move |fx| {
+                fx.insert_flow(FlowEntry {
+                    aux: held,
+                    ..established(client, &v, &t, 1, entry_flags::DSR)
+                })
+            })
+            .redirect(&wrapped_with(&data, held, key.family, &t), Stat::Forwarded),
+        );
+    }
     // No reply passes a dsr balancer: the client's handshake ACK confirms.
     let ack = Packet::tcp(CLIENT4, V_DSR4.addr, ACK);
     cases.push(
