@@ -7,6 +7,10 @@
 #   cargo xtask bench xdp -- --reference /sys/fs/bpf/lb-bench-reference/prog
 #   bench/reference/katran.sh --remove
 #
+# Set it up again before each run: its tables keep what the last run
+# entered, as lb_xdp's fixture (new for every run) does not, and a full
+# table makes its new flows dearer (about 1.7x here).
+#
 # Katran is not vendored here (nor fetched: this machine reaches only the
 # package registries); bring a checkout of github.com/facebookincubator/katran.
 #
