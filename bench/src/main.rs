@@ -244,7 +244,7 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
             let above = floor_of(rows, r)
                 .map(|f| format!("{:.2}", r.median_ns - f.median_ns))
                 .unwrap_or_else(|| "null".into());
-            let other = |key: &str, other: &Option<xdp::Against>| match (other, floor_of(rows, r)) {
+            let paired = |key: &str, figures: &Option<xdp::Paired>| match (figures, floor_of(rows, r)) {
                 (Some(b), Some(f)) => format!(
                     ", \"{key}\": {{\"median_ns\": {:.2}, \"min_ns\": {:.2}, \"above_floor_ns\": {:.2}, \"paired_ratio\": {:.4}}}",
                     b.median_ns,
@@ -254,7 +254,7 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
                 ),
                 _ => String::new(),
             };
-            let against = other("against", &r.against) + &other("reference", &r.reference);
+            let others = paired("against", &r.against) + &paired("reference", &r.reference);
             format!(
                 "    {{\"case\": \"{}\", \"median_ns\": {:.2}, \"min_ns\": {:.2}, \"floor\": {}, \"above_floor_ns\": {}{}}}",
                 r.name,
@@ -262,7 +262,7 @@ fn json(rows: &[Row], cost: &xdp::FlowCost, opts: &Opts) -> String {
                 r.min_ns,
                 r.floor.map(|f| format!("\"{f}\"")).unwrap_or_else(|| "null".into()),
                 above,
-                against
+                others
             )
         })
         .collect();
@@ -363,9 +363,11 @@ fn main() {
                 eprintln!("lb-bench xdp: --against {} is not a file", path.display());
                 std::process::exit(2);
             }
-            if let Some(path) = reference.as_ref().filter(|p| !p.exists()) {
+            if let Some(path) = &reference
+                && let Err(e) = xdp::open_reference(path)
+            {
                 eprintln!(
-                    "lb-bench xdp: --reference {} does not exist (bench/reference/katran.sh pins one)",
+                    "lb-bench xdp: --reference {}: not a pinned XDP program ({e}; bench/reference/katran.sh pins one)",
                     path.display()
                 );
                 std::process::exit(2);

@@ -24,9 +24,11 @@
 //! and set up for the IPv4 cases' VIPs (bench/reference/katran.sh does
 //! that for Katran), behind the same wrapper in the same rounds, in the
 //! cases marked `reference`: the side-by-side figure against the reference
-//! that this machine's drift would otherwise make meaningless. It must
-//! forward every one of those frames with `XDP_TX` (Katran's action); its
-//! counters are its own, so only that action is checked.
+//! that this machine's drift would otherwise make meaningless. Its counters
+//! are its own, so the bench checks only that each of its runs ends in
+//! `XDP_TX` (Katran's action); its own counters say whether it took the
+//! paths measured. Its table is not reset: it keeps the cold case's flows,
+//! which lb_xdp's fixtures free, into the new-flow cases.
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -68,15 +70,15 @@ pub struct Row {
     /// Name of the floor row this one is compared with, if any.
     pub floor: Option<&'static str>,
     /// The same case on the `--against` object.
-    pub against: Option<Against>,
+    pub against: Option<Paired>,
     /// The same case on the `--reference` program.
-    pub reference: Option<Against>,
+    pub reference: Option<Paired>,
 }
 
 /// A case's figures on the `--against` object or the `--reference`
 /// program (B), measured in the same rounds as the row's own (A).
 #[derive(Clone, Debug)]
-pub struct Against {
+pub struct Paired {
     pub median_ns: f64,
     pub min_ns: f64,
     /// Median over the rounds of B's ns above the floor divided by A's in
@@ -573,12 +575,16 @@ fn establish(
     ];
     for fx in subjects {
         let before = fx.flow_counters(COLD_VIP_ID).confirmed;
-        jump.set(0, fx.program().fd().expect("fd"), 0)
-            .expect("JUMP");
+        jump_to(jump, Subject::Lb(fx));
         for (frame, bytes) in &laps {
-            packet.set(0, bytes, 0).expect("PACKET");
-            let (_, action) = ns_per_packet(wrap, frame, COLD_FLOWS);
-            expect_action(action, fixture::XDP_REDIRECT, case.name);
+            lap(
+                Subject::Lb(fx),
+                packet,
+                wrap,
+                (frame, bytes),
+                fixture::XDP_REDIRECT,
+                case.name,
+            );
         }
         let confirmed = fx.flow_counters(COLD_VIP_ID).confirmed - before;
         assert_eq!(
@@ -621,6 +627,14 @@ enum Subject<'a> {
 }
 
 impl Subject<'_> {
+    /// For messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Subject::Lb(_) => "lb_xdp",
+            Subject::Reference(_) => "the --reference program",
+        }
+    }
+
     fn program(&self) -> &Xdp {
         match self {
             Subject::Lb(fx) => fx.program(),
@@ -638,9 +652,34 @@ impl Subject<'_> {
 }
 
 /// The `--reference` program, pinned at `path` in bpffs.
-fn reference(path: &std::path::Path) -> Xdp {
+pub fn open_reference(path: &std::path::Path) -> Result<Xdp, aya::programs::ProgramError> {
     Xdp::from_pin(path, aya_obj::programs::XdpAttachType::Interface)
-        .unwrap_or_else(|e| panic!("--reference {}: {e}", path.display()))
+}
+
+/// Puts `subject` behind the wrapper (`JUMP[0]`).
+fn jump_to(jump: &mut ProgramArray<aya::maps::MapData>, subject: Subject) {
+    let fd = subject.program().fd().expect("program fd");
+    jump.set(0, fd, 0).unwrap_or_else(|e| {
+        panic!(
+            "{}: cannot be tail-called from the wrapper (an XDP program of another kind?): {e}",
+            subject.name()
+        )
+    });
+}
+
+/// One lap of a [`Tuples::Cold`] case's [`COLD_FLOWS`] tuples of `frame`
+/// through `subject` (already behind the wrapper), ending in `expect`.
+fn lap(
+    subject: Subject,
+    packet: &mut Array<aya::maps::MapData, BenchPacket>,
+    wrap: &Xdp,
+    (frame, bytes): (&[u8], &BenchPacket),
+    expect: u32,
+    what: &str,
+) {
+    packet.set(0, bytes, 0).expect("PACKET");
+    let (_, action) = ns_per_packet(wrap, frame, COLD_FLOWS);
+    expect_action(action, expect, &format!("{what} ({})", subject.name()));
 }
 
 /// Enters the [`COLD_FLOWS`] flows of a [`Tuples::Cold`] case in the
@@ -653,15 +692,16 @@ fn enter_reference(
     packet: &mut Array<aya::maps::MapData, BenchPacket>,
     wrap: &Xdp,
 ) {
-    jump.set(0, prog.fd().expect("fd"), 0).expect("JUMP");
-    packet
-        .set(0, bench_packet(&case.frame, case.tuples), 0)
-        .expect("PACKET");
-    let (_, action) = ns_per_packet(wrap, &case.frame, COLD_FLOWS);
-    expect_action(
-        action,
+    let subject = Subject::Reference(prog);
+    jump_to(jump, subject);
+    let bytes = bench_packet(&case.frame, case.tuples);
+    lap(
+        subject,
+        packet,
+        wrap,
+        (&case.frame, &bytes),
         fixture::XDP_TX,
-        "reference: entering the cold flows",
+        "entering the cold flows",
     );
 }
 
@@ -688,14 +728,14 @@ fn measure_alternating<T: Copy>(
 }
 
 /// B's figures beside A's, both measured in the same rounds.
-fn against(a: &[f64], b: &[f64], floor_ns: f64) -> Against {
+fn paired(a: &[f64], b: &[f64], floor_ns: f64) -> Paired {
     let paired = a
         .iter()
         .zip(b)
         .map(|(a, b)| (b - floor_ns) / (a - floor_ns))
         .collect();
     let (median_ns, min_ns) = summarize(b.to_vec());
-    Against {
+    Paired {
         median_ns,
         min_ns,
         paired_ratio: summarize(paired).0,
@@ -838,7 +878,9 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             fixtures.push(other);
         }
         let wrap = xdp(&bench, "bench_wrap");
-        let reference = opts.reference.as_deref().map(reference);
+        let reference = opts.reference.as_deref().map(|path| {
+            open_reference(path).unwrap_or_else(|e| panic!("--reference {}: {e}", path.display()))
+        });
         let selected: Vec<Case> = cases()
             .into_iter()
             .filter(|c| opts.only.as_deref().is_none_or(|o| c.name.contains(o)))
@@ -847,6 +889,11 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
         let room = room_repeat(opts.rounds, with_room);
         for case in selected {
             let lbs: Vec<&Fixture> = fixtures.iter().collect();
+            assert!(
+                case.wrapped || !case.reference,
+                "{}: the reference runs behind the wrapper only",
+                case.name
+            );
             let reference = reference.as_ref().filter(|_| case.reference);
             let mut subjects: Vec<Subject> = lbs.iter().map(|fx| Subject::Lb(fx)).collect();
             subjects.extend(reference.map(Subject::Reference));
@@ -867,13 +914,13 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
             let before: Vec<Proof> = lbs.iter().map(|fx| Proof::take(fx, &case)).collect();
             let samples = measure_alternating(opts.rounds, &subjects, |subject| {
                 let (ns, action) = if case.wrapped {
-                    jump.set(0, subject.program().fd().expect("fd"), 0)
-                        .expect("JUMP");
+                    jump_to(&mut jump, subject);
                     ns_per_packet(wrap, &case.frame, repeat)
                 } else {
                     ns_per_packet(subject.program(), &case.frame, repeat)
                 };
-                expect_action(action, subject.expect_action(&case), case.name);
+                let what = format!("{} ({})", case.name, subject.name());
+                expect_action(action, subject.expect_action(&case), &what);
                 ns
             });
             let runs = opts.rounds as u64 * repeat as u64;
@@ -895,8 +942,8 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
                 median_ns: m,
                 min_ns: n,
                 floor: Some(floor),
-                against: (lbs.len() > 1).then(|| against(&samples[0], &samples[1], floor_ns)),
-                reference: reference.map(|_| against(&samples[0], &samples[lbs.len()], floor_ns)),
+                against: (lbs.len() > 1).then(|| paired(&samples[0], &samples[1], floor_ns)),
+                reference: reference.map(|_| paired(&samples[0], &samples[lbs.len()], floor_ns)),
             });
             if case.tuples == Tuples::Cold {
                 // The cases after it find the table as they would without.

@@ -157,13 +157,14 @@ pub struct FlowEntry {
     /// `entry_flags::*`.
     pub flags: u8,
     pub _pad: u16,
-    /// By the flow's mode (`entry_flags::DSR`), set when it is pinned:
+    /// By the flow's mode (`entry_flags::DSR`):
     /// - nat: in `SynAck`, the client's ACK number that completes the
-    ///   handshake (0 before);
+    ///   handshake (0 before: written when the target's SYN-ACK passes);
     /// - dsr: the key's [`crate::hash::flow_hash`], which the outer
     ///   header's source is made of (crate::encap), so that a tracked
-    ///   flow's packets are not hashed again. An entry of an older data
-    ///   path holds 0 there, and 0 means "hash the key".
+    ///   flow's packets are not hashed again; written when the flow is
+    ///   pinned. An entry of an older data path holds 0 there, and 0
+    ///   means "hash the key".
     pub aux: u32,
     /// [`crate::hash::entry_check`] of the key's hash and the fields that
     /// say where the flow goes. Two CPUs filling one free slot at once can
@@ -174,7 +175,7 @@ pub struct FlowEntry {
 
 impl FlowEntry {
     /// A dsr flow's [`crate::hash::flow_hash`]: the one stored in `aux`, or
-    /// the key's own when `aux` is 0 (module docs of `aux`).
+    /// the key's own when `aux` is 0 (the field's docs).
     #[inline(always)]
     pub fn outer_hash(&self) -> u32 {
         if self.aux != 0 {

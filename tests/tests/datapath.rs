@@ -1941,6 +1941,29 @@ fn table_cases() -> Vec<Case> {
             );
         }),
     );
+    // A dsr flow of before its group switched to nat: its target now has a
+    // `REPLIES` entry, so its SYN-ACK finds the flow. The entry keeps its
+    // outer-header hash in `aux`, and its dsr state: the client's next
+    // packet confirms it.
+    let held = 0x0123_4567;
+    cases.push(
+        Case::new(
+            "target's SYN-ACK leaves a dsr Syn entry (of before a switch to nat) and its hash alone",
+            &synack,
+        )
+        .setup(move |fx| {
+            fx.insert_flow(FlowEntry {
+                state: FlowState::Syn as u8,
+                aux: held,
+                ..established(CLIENT4, &V_TCP4, &T1, 0, entry_flags::DSR)
+            })
+        })
+        .redirect(&to_client(&synack, &V_TCP4), Stat::Returned)
+        .check(move |fx, _| {
+            let e = fx.flow(&key).expect("entry");
+            assert_eq!((e.state(), e.aux), (FlowState::Syn, held), "(state, aux)");
+        }),
+    );
     let ack = Packet::tcp(CLIENT4, V_TCP4.addr, ACK);
     for (what, seq, state, confirmed) in [
         (

@@ -785,8 +785,10 @@ pub fn target_packet(slot: &mut Slot, tcp: &TcpFlags, now: u32) {
     }
     let e = slot.get_mut();
     match FlowState::from_u8(e.state) {
-        // A dsr flow's `aux` is its hash; none of its replies pass here
-        // (dsr targets have no `REPLIES` entry), this keeps it so anyway.
+        // A dsr flow's `aux` is its hash, and it confirms on the client's
+        // next packet instead. Its target's replies reach here once its
+        // group switched to nat (the target then has a `REPLIES` entry,
+        // and dsr flows of before the switch go on).
         FlowState::Syn if tcp.syn && tcp.ack && e.flags & entry_flags::DSR == 0 => {
             e.aux = tcp.seq.wrapping_add(1);
             e.state = FlowState::SynAck as u8;

@@ -40,8 +40,9 @@ pub fn overhead(v6: bool) -> usize {
     if v6 { OVERHEAD_V6 } else { OVERHEAD_V4 }
 }
 
-/// [`wrap`] for the flow of `key`, hashed here (a packet without an entry
-/// that holds the hash).
+/// [`wrap`] for the flow of `key`, hashed here: a chained packet (no
+/// entry) and an ICMP error quoting a flow, both rare, and both on the
+/// longest call chains, where every stack slot counts.
 #[inline(always)]
 pub fn wrap_key(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, target: &Addr) -> Option<()> {
     wrap(ctx, p, flow_hash(key), key.family, target)
@@ -50,7 +51,9 @@ pub fn wrap_key(ctx: &impl Hook, p: &mut Packet, key: &FlowKey, target: &Addr) -
 /// Wraps the IP packet `p` describes in an outer header to `target`, from
 /// the outer source of the `family` flow whose
 /// [`lb_common::hash::flow_hash`] is `h` (a tracked flow's entry holds it:
-/// `FlowEntry::outer_hash`). Afterwards `p` describes the outer packet:
+/// `FlowEntry::outer_hash`); the caller's `family` rather than `p.v6`,
+/// which, read here, grew the deepest call chain's frames past the
+/// verifier's 512 bytes. Afterwards `p` describes the outer packet:
 /// `src`, `dst`, `proto` and `ttl` are the outer header's, `l3` is where it
 /// starts and `l4` still points at the inner transport header (so
 /// [`unwrap`] can put everything back). `None` if a header is not where

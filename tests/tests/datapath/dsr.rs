@@ -182,6 +182,25 @@ fn cases_for(fam: Family) -> Vec<Case> {
         .setup(move |fx| pin_flow(fx, client, &v, &t, 1, entry_flags::DSR))
         .redirect(&wrapped(&icmp, &key, &t), Stat::IcmpTranslated),
     );
+    // The outer header comes from the hash the entry holds, not from the
+    // key hashed again (an entry of an older data path holds 0: the cases
+    // whose pinned entries hash their keys).
+    let key = flow_key(client, v.addr, v.proto);
+    let held = flow_hash(&key) ^ 0x0005_a5a5;
+    let data = Packet::tcp(client, v.addr, PSH | ACK).payload(&[0x3c; 64]);
+    cases.push(
+        Case::new(
+            format!("dsr: a tracked {fam} flow's outer header is made of the hash its entry holds"),
+            &data,
+        )
+        .setup(move |fx| {
+            fx.insert_flow(FlowEntry {
+                aux: held,
+                ..established(client, &v, &t, 1, entry_flags::DSR)
+            })
+        })
+        .redirect(&wrapped_with(&data, held, key.family, &t), Stat::Forwarded),
+    );
     cases
 }
 
@@ -282,34 +301,6 @@ fn tracked_flows(cases: &mut Vec<Case>) {
                 Stat::Forwarded,
             ),
     );
-    // The outer header comes from the hash the entry holds, not from the
-    // key hashed again (an entry of an older data path holds 0: the cases
-    // above, whose pinned entries hash their keys).
-    for (client, v, t) in [(CLIENT4, V_DSR4, T1), (CLIENT6, V_DSR6, T6)] {
-        let key = flow_key(client, v.addr, v.proto);
-        let held = flow_hash(&key) ^ 0x0005_a5a5;
-        let data = Packet::tcp(client, v.addr, PSH | ACK).payload(&[0x3c; 64]);
-        cases.push(
-            Case::new(
-                format!(
-                    "dsr: a tracked {} flow's outer header is made of the hash its entry holds",
-                    if key.family == lb_common::FAMILY_V4 {
-                        "IPv4"
-                    } else {
-                        "IPv6"
-                    }
-                ),
-                &data,
-            )
-            .setup(move |fx| {
-                fx.insert_flow(FlowEntry {
-                    aux: held,
-                    ..established(client, &v, &t, 1, entry_flags::DSR)
-                })
-            })
-            .redirect(&wrapped_with(&data, held, key.family, &t), Stat::Forwarded),
-        );
-    }
     // No reply passes a dsr balancer: the client's handshake ACK confirms.
     let ack = Packet::tcp(CLIENT4, V_DSR4.addr, ACK);
     cases.push(
