@@ -2,7 +2,6 @@
 use lb_common::{
     FlowKey, FlowState, PROTO_TCP, PROTO_UDP, Stat, Target, VipAddrKey, VipMeta,
     flow::{entry_flags, ticks},
-    hash::flow_hash,
     maps::port_flags,
     vip::vip_flags,
 };
@@ -19,7 +18,7 @@ use super::{
     fib::{self, TooBig},
     hook::Hook,
     icmp,
-    maglev::{self, VipLookup},
+    maglev::{self, FoundVip, VipLookup},
     maps::{PORTS, TARGETS, VIP_ADDRS},
     nat::{Side, translate},
     scratch::{Chain, NO_SLOT, Scratch, scratch},
@@ -231,7 +230,7 @@ fn untracked(ctx: &impl Hook, s: &mut Scratch) -> u64 {
     let sets = Sets::with_hash(c.hash);
     let known = (c.known != NO_SLOT).then_some(c.known);
     let target = maglev::select_at(c.vip.ring);
-    let v = new_flow(ctx, p, &c.key, &sets, known, meta, target, &c.tcp, c.now);
+    let v = new_flow(ctx, p, &c.key, &sets, known, &c.vip, target, &c.tcp, c.now);
     Step::Done(v).pack()
 }
 
@@ -357,7 +356,7 @@ fn new_flow(
     key: &FlowKey,
     sets: &Sets,
     known: Option<u32>,
-    vip: &VipMeta,
+    found: &FoundVip,
     target: Option<(u32, &'static Target)>,
     tcp: &TcpFlags,
     now: u64,
@@ -368,6 +367,7 @@ fn new_flow(
     let Some((id, t)) = target else {
         return Verdict::drop(Stat::DropNoTarget);
     };
+    let vip = &found.meta;
     let tick = ticks(now);
     let vacancy = match known {
         Some(index) => Some(conntrack::Vacancy {
@@ -379,7 +379,7 @@ fn new_flow(
     if tcp.opens() {
         stats::flows(vip.vip_id, |c| c.syns += 1);
     }
-    let dsr = (vip.flags & vip_flags::DSR != 0).then(|| flow_hash(key));
+    let dsr = (vip.flags & vip_flags::DSR != 0).then_some(found.flow_hash);
     match vacancy {
         Some(v) => {
             let state = if tcp.opens() {

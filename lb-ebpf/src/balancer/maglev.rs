@@ -75,6 +75,10 @@ pub struct FoundVip {
     /// (past the end for a VIP without a ring, where [`select_at`] finds
     /// no target).
     pub ring: u32,
+    /// The flow's `flow_hash`, hashed once for both that need it: the ring
+    /// index (unless the VIP hashes the source alone) and a dsr flow's
+    /// outer source (`FlowEntry::aux`).
+    pub flow_hash: u32,
 }
 
 /// The VIP of a client packet to a VIP port, copied into `out` (scratch
@@ -118,20 +122,22 @@ fn lookup(key: &FlowKey, out: &mut FoundVip) -> VipLookup {
         return VipLookup::Absent;
     };
     out.meta = *meta;
-    out.ring = ring_index(key, meta).unwrap_or(u32::MAX);
+    out.flow_hash = flow_hash(key);
+    let ring_hash = if meta.flags & vip_flags::STICKY_SOURCE_IP != 0 {
+        source_hash(key)
+    } else {
+        out.flow_hash
+    };
+    out.ring = ring_index(meta, ring_hash).unwrap_or(u32::MAX);
     VipLookup::Found
 }
 
-/// Where in `MAGLEV` the live ring of `vip` holds this flow's target.
+/// Where in `MAGLEV` the live ring of `vip` holds the target of a flow
+/// whose ring hash is `h`.
 #[inline(always)]
-fn ring_index(key: &FlowKey, vip: &VipMeta) -> Option<u32> {
+fn ring_index(vip: &VipMeta, h: u32) -> Option<u32> {
     if vip.ring_size == 0 {
         return None;
     }
-    let h = if vip.flags & vip_flags::STICKY_SOURCE_IP != 0 {
-        source_hash(key)
-    } else {
-        flow_hash(key)
-    };
     Some(vip.ring_slot.wrapping_mul(vip.ring_size) + h % vip.ring_size)
 }
