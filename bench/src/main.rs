@@ -63,8 +63,9 @@ enum What {
         #[arg(long)]
         against: Option<PathBuf>,
         /// Another balancer's XDP program, pinned at this bpffs path and
-        /// set up for the IPv4 cases' VIPs (bench/reference/katran.sh), to
-        /// measure beside lb_xdp in the same rounds.
+        /// set up (out of this tree) to answer the IPv4 cases' frames for
+        /// VIP 192.0.2.10 TCP 80, 82 and 443 with XDP_TX, to measure beside
+        /// lb_xdp in the same rounds.
         #[arg(long)]
         reference: Option<PathBuf>,
     },
@@ -367,7 +368,7 @@ fn main() {
                 && let Err(e) = xdp::open_reference(path)
             {
                 eprintln!(
-                    "lb-bench xdp: --reference {}: not a pinned XDP program ({e}; bench/reference/katran.sh pins one)",
+                    "lb-bench xdp: --reference {}: not a pinned XDP program ({e})",
                     path.display()
                 );
                 std::process::exit(2);

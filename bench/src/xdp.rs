@@ -21,14 +21,15 @@
 //! rounds' paired ratios.
 //!
 //! `--reference PIN` runs another balancer's XDP program, pinned in bpffs
-//! and set up for the IPv4 cases' VIPs (bench/reference/katran.sh does
-//! that for Katran), behind the same wrapper in the same rounds, in the
-//! cases marked `reference`: the side-by-side figure against the reference
-//! that this machine's drift would otherwise make meaningless. Its counters
-//! are its own, so the bench checks only that each of its runs ends in
-//! `XDP_TX` (Katran's action); its own counters say whether it took the
-//! paths measured. Its table is not reset: it keeps the cold case's flows,
-//! which lb_xdp's fixtures free, into the new-flow cases.
+//! and set up for the IPv4 cases' VIPs (192.0.2.10 TCP 80, 82 and 443, all
+//! answered with `XDP_TX`) by whoever runs the bench: the project builds
+//! and ships no other balancer. It runs behind the same wrapper in the
+//! same rounds, in the cases marked `reference`: the side-by-side figure
+//! against the reference that this machine's drift would otherwise make
+//! meaningless. Its counters are its own, so the bench checks only that
+//! each of its runs ends in `XDP_TX`; its own counters say whether it took
+//! the paths measured. Its table is not reset: it keeps the cold case's
+//! flows, which lb_xdp's fixtures free, into the new-flow cases.
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
