@@ -41,6 +41,8 @@ pub struct BenchPacket {
     pub vary_mask: u32,
     pub l4_csum_off: u32,
     pub ip_csum_off: u32,
+    /// Multiplies the sequence before the mask (0 or 1: in order).
+    pub vary_stride: u32,
     pub bytes: [u8; 256],
 }
 // SAFETY: repr(C), integers and a byte array, no implicit padding.
@@ -109,6 +111,7 @@ impl Vary {
             vary_mask: self.flows.wrapping_sub(1),
             l4_csum_off: self.l4_csum_offset.unwrap_or(0),
             ip_csum_off: self.ip_csum_offset.unwrap_or(0),
+            vary_stride: 0,
             bytes,
         }
     }

@@ -35,6 +35,10 @@ pub struct BenchPacket {
     /// Offset of the IPv4 header checksum to keep right as the address
     /// varies, or 0.
     pub ip_csum_off: u32,
+    /// The sequence is multiplied by this before the mask (0 or 1: not):
+    /// an odd stride visits the same tuples in another order, one that
+    /// follows neither the order they were entered in nor memory.
+    pub vary_stride: u32,
     pub bytes: [u8; 256],
 }
 
@@ -223,6 +227,11 @@ fn restore(ctx: &XdpContext) -> Option<()> {
         let n = unsafe {
             *seq += 1;
             *seq
+        };
+        let n = if pkt.vary_stride > 1 {
+            n.wrapping_mul(pkt.vary_stride as u64)
+        } else {
+            n
         };
         let n = if pkt.vary_mask != 0 {
             n & pkt.vary_mask as u64
