@@ -5,8 +5,15 @@
 //! involved: closed with a reset (`SO_LINGER` 0: no FIN exchange and no
 //! `TIME_WAIT` kept for it), and counted. The counts live as long as the
 //! listener's accept loop; a reload changes the caps, which apply to the
-//! next connections (open ones are never cut by a lower cap).
-use std::{collections::HashMap, net::IpAddr, sync::Arc};
+//! next connections (open ones are never cut by a lower cap). An IPv6
+//! client is its address's first `client_ipv6_prefix` bits (a /64 by
+//! default): one host holds a whole /64, and a cap per address would let
+//! it open `max_connections_per_client` connections from each of them.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr},
+    sync::Arc,
+};
 
 use parking_lot::Mutex;
 use prometheus_client::{
@@ -23,8 +30,10 @@ use crate::config::Listener;
 pub struct Caps {
     /// Client connections open at once.
     pub max: u32,
-    /// Client connections open at once from one address.
+    /// Client connections open at once from one client.
     pub per_client: u32,
+    /// An IPv6 client: the first this many bits of its address (1..=128).
+    pub ipv6_prefix: u8,
 }
 
 impl Caps {
@@ -33,6 +42,22 @@ impl Caps {
         Self {
             max: l.max_connections(),
             per_client: l.max_connections_per_client(),
+            ipv6_prefix: l.client_ipv6_prefix(),
+        }
+    }
+
+    /// The client a connection from `addr` counts against: an IPv4
+    /// address (also when it comes through a dual-stack socket), or an
+    /// IPv6 one's first `ipv6_prefix` bits.
+    fn client(self, addr: IpAddr) -> IpAddr {
+        match addr.to_canonical() {
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.ipv6_prefix))
+                    .unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask))
+            }
+            v4 => v4,
         }
     }
 }
@@ -73,15 +98,16 @@ struct Open {
 #[derive(Debug)]
 pub struct Slot {
     open: Arc<Mutex<Open>>,
+    /// The client it was counted against (a reload may change the prefix
+    /// before it ends).
     client: IpAddr,
 }
 
 impl Counts {
-    /// A place for a connection from `client` within `caps`, or the cap
-    /// it would exceed. (An IPv4 client on a dual-stack socket counts as
-    /// its IPv4 address.)
-    pub fn admit(&self, client: IpAddr, caps: Caps) -> Result<Slot, Refused> {
-        let client = client.to_canonical();
+    /// A place for a connection from `addr` within `caps`, or the cap it
+    /// would exceed (its client: [`Caps::client`]).
+    pub fn admit(&self, addr: IpAddr, caps: Caps) -> Result<Slot, Refused> {
+        let client = caps.client(addr);
         let mut open = self.0.lock();
         if open.all >= caps.max {
             return Err(Refused::Listener);
@@ -165,6 +191,7 @@ mod tests {
     const CAPS: Caps = Caps {
         max: 3,
         per_client: 2,
+        ipv6_prefix: 64,
     };
 
     fn ip(s: &str) -> IpAddr {
@@ -198,12 +225,57 @@ mod tests {
         let lower = Caps {
             max: 1,
             per_client: 1,
+            ..CAPS
         };
         assert_eq!(
             counts.admit(ip("10.0.0.4"), lower).unwrap_err(),
             Refused::Listener
         );
         assert_eq!(counts.open(), 3);
+    }
+
+    /// IPv6 clients are their /64 (or the prefix set): another address of
+    /// the same host is no new client, another /64 is.
+    #[test]
+    fn ipv6_clients_count_by_their_prefix() {
+        let counts = Counts::default();
+        let caps = Caps { max: 10, ..CAPS };
+        let _a = counts.admit(ip("2001:db8:0:1::a"), caps).expect("a");
+        let b = counts.admit(ip("2001:db8:0:1:ffff::b"), caps).expect("b");
+        assert_eq!(
+            counts.admit(ip("2001:db8:0:1::c"), caps).unwrap_err(),
+            Refused::Client,
+            "a third address of the same /64"
+        );
+        let _other = counts
+            .admit(ip("2001:db8:0:2::a"), caps)
+            .expect("another /64");
+        // By address (/128), each address is a client of its own.
+        let whole = Caps {
+            ipv6_prefix: 128,
+            ..caps
+        };
+        let _c = counts
+            .admit(ip("2001:db8:0:1::c"), whole)
+            .expect("c by address");
+        // A /48 takes in its /64s.
+        let wide = Caps {
+            ipv6_prefix: 48,
+            ..caps
+        };
+        let _e = counts.admit(ip("2001:db8:1:1::1"), wide).expect("e");
+        let _f = counts.admit(ip("2001:db8:1:2::1"), wide).expect("f");
+        assert_eq!(
+            counts.admit(ip("2001:db8:1:3::1"), wide).unwrap_err(),
+            Refused::Client
+        );
+        // A slot frees the client it was counted against, whatever the
+        // caps are now.
+        drop(b);
+        let _d = counts
+            .admit(ip("2001:db8:0:1::d"), caps)
+            .expect("b's place");
+        assert_eq!(counts.open(), 6);
     }
 
     #[test]

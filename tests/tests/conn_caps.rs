@@ -3,14 +3,16 @@
 //! fill `max_connections_per_client` and `max_connections` of an `http`
 //! listener and of a userspace `tcp` one; the connection beyond a cap is
 //! closed before it gets an answer, a freed place takes the next client,
-//! and the metrics count each refusal by the key that refused it.
+//! and the metrics count each refusal by the key that refused it. IPv6
+//! clients are capped by their /64 (`client_ipv6_prefix`), or by address
+//! when it says 128.
 //!
 //! Needs root (namespaces) and `LB_BIN`; panics otherwise, never skips.
 
 mod http_lab;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use http_lab::*;
@@ -62,18 +64,23 @@ port = 8080
   enabled = false
 "#;
 
-/// A connection to the VIP's `port` from `src`, in the lab's namespace;
-/// `None` when it was reset as it was being set up (a refusal can come
-/// before `connect` returns).
+/// A connection to the VIP's `port` from `src`, in the lab's namespace
+/// (to `VIP6` from an IPv6 `src`); `None` when it was reset as it was
+/// being set up (a refusal can come before `connect` returns).
 fn connect_from(lab: &Lab, src: &str, port: u16) -> Option<TcpStream> {
-    let src: SocketAddr = format!("{src}:0").parse().expect("source");
-    let dst: SocketAddr = format!("{VIP}:{port}").parse().expect("VIP");
+    let src: IpAddr = src.parse().expect("source");
+    let vip: IpAddr = if src.is_ipv6() { VIP6 } else { VIP }.parse().expect("VIP");
+    let (src, dst) = (SocketAddr::new(src, 0), SocketAddr::new(vip, port));
     let s = lab.topo.lb.run(move || -> std::io::Result<TcpStream> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()?;
         let s = rt.block_on(async {
-            let s = tokio::net::TcpSocket::new_v4()?;
+            let s = if src.is_ipv6() {
+                tokio::net::TcpSocket::new_v6()?
+            } else {
+                tokio::net::TcpSocket::new_v4()?
+            };
             s.bind(src)?;
             s.connect(dst).await
         })?;
@@ -190,6 +197,94 @@ fn listeners_hold_their_connection_caps() {
     }
     caps_hold(&lab, 80, "web", "lb_http_client_connections_refused");
     caps_hold(&lab, 81, "raw", "lb_proxy_connections_refused");
+}
+
+/// An http listener on `VIP6` port 80 and a tcp one on port 81, both
+/// 2 connections per client: by /64 (the default) on 80, by address on
+/// 81.
+const CAPPED6: &str = r#"metrics_listen = "127.0.0.1:9181"
+
+[[listener]]
+name = "web6"
+protocol = "http"
+address = "fd77::1"
+port = 80
+target_group = "a"
+max_connections_per_client = 2
+
+[[listener]]
+name = "raw6"
+protocol = "tcp"
+address = "fd77::1"
+port = 81
+target_group = "t"
+max_connections_per_client = 2
+client_ipv6_prefix = 128
+
+[[target_group]]
+name = "a"
+protocol = "http"
+port = 8080
+  [[target_group.target]]
+  address = "fd77::2"
+  [target_group.health_check]
+  enabled = false
+
+[[target_group]]
+name = "t"
+protocol = "tcp"
+port = 8080
+  [[target_group.target]]
+  address = "fd77::2"
+  [target_group.health_check]
+  enabled = false
+"#;
+
+/// Three addresses of one /64, and one of another.
+const H1: &str = "fd77:0:0:1::a";
+const H2: &str = "fd77:0:0:1:8000::b";
+const H3: &str = "fd77:0:0:1::c";
+const OTHER: &str = "fd77:0:0:2::a";
+
+/// A host that holds a /64 is one client: a third connection from a third
+/// address of its /64 is refused as a second address's would be by
+/// address; another /64 is another client. With `client_ipv6_prefix =
+/// 128` each address is a client of its own.
+#[test]
+fn ipv6_clients_are_capped_by_their_prefix() {
+    let lab = start(LabSpec {
+        config: CAPPED6,
+        targets: &[("t6", T6)],
+        tls: false,
+        target_tls: false,
+    });
+    for addr in [H1, H2, H3, OTHER] {
+        lab.topo
+            .lb
+            .ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
+    }
+    let per_client =
+        |listener, family| refused(&lab, family, listener, "max_connections_per_client");
+
+    let _h1 = open(&lab, H1, 80).expect("web6: first of the /64");
+    let _h2 = open(&lab, H2, 80).expect("web6: second of the /64");
+    assert!(
+        open(&lab, H3, 80).is_none(),
+        "web6: a third address of the same /64 was served"
+    );
+    let _other = open(&lab, OTHER, 80).expect("web6: another /64");
+    assert_eq!(per_client("web6", "lb_http_client_connections_refused"), 1);
+
+    let kept: Vec<TcpStream> = [H1, H2, H3, H1]
+        .into_iter()
+        .map(|a| open(&lab, a, 81).unwrap_or_else(|| panic!("raw6: {a} refused")))
+        .collect();
+    assert!(
+        open(&lab, H1, 81).is_none(),
+        "raw6: a third from one address was served"
+    );
+    assert_eq!(per_client("raw6", "lb_proxy_connections_refused"), 1);
+    drop(kept);
 }
 
 /// `lb run` raises its soft open-file limit to the hard one (started here

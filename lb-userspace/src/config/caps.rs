@@ -1,5 +1,6 @@
 //! The connection caps of listeners the daemon serves:
-//! `max_connections` and `max_connections_per_client` (keys of
+//! `max_connections`, `max_connections_per_client` and the
+//! `client_ipv6_prefix` that says what one IPv6 client is (keys of
 //! [`super::Listener`]), their defaults, bounds and checks.
 use std::ops::RangeInclusive;
 
@@ -15,6 +16,14 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 1_000;
 /// Bounds of both keys.
 pub const MAX_CONNECTIONS: RangeInclusive<u32> = 1..=1_000_000;
+/// Default of `listener.client_ipv6_prefix`: a /64, the least one host
+/// is given (RFC 6177; SLAAC needs it), so one host's 2^64 addresses are
+/// one client: counted by address, it could open
+/// `max_connections_per_client` connections from each.
+pub const DEFAULT_CLIENT_IPV6_PREFIX: u32 = 64;
+/// Bounds of `listener.client_ipv6_prefix`: from a /32 (a whole provider's
+/// block as one client) to a /128 (one address).
+pub const CLIENT_IPV6_PREFIX: RangeInclusive<u32> = 32..=128;
 
 impl Listener {
     /// `max_connections`, defaulted.
@@ -27,6 +36,16 @@ impl Listener {
         self.max_connections_per_client
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT)
     }
+
+    /// `client_ipv6_prefix`, defaulted; within [`CLIENT_IPV6_PREFIX`]
+    /// once checked, and clamped to it before.
+    pub fn client_ipv6_prefix(&self) -> u8 {
+        let bits = self
+            .client_ipv6_prefix
+            .unwrap_or(DEFAULT_CLIENT_IPV6_PREFIX)
+            .clamp(*CLIENT_IPV6_PREFIX.start(), *CLIENT_IPV6_PREFIX.end());
+        bits as u8
+    }
 }
 
 /// Bounds, and no cap where the daemon holds no connections: on `udp`
@@ -36,10 +55,19 @@ impl Listener {
 pub(super) fn check(c: &Config, errs: &mut ValidationErrors) {
     for (i, l) in c.listeners.iter().enumerate() {
         let keys = [
-            ("max_connections", l.max_connections),
-            ("max_connections_per_client", l.max_connections_per_client),
+            ("max_connections", l.max_connections, &MAX_CONNECTIONS),
+            (
+                "max_connections_per_client",
+                l.max_connections_per_client,
+                &MAX_CONNECTIONS,
+            ),
+            (
+                "client_ipv6_prefix",
+                l.client_ipv6_prefix,
+                &CLIENT_IPV6_PREFIX,
+            ),
         ];
-        for (key, value) in keys {
+        for (key, value, bounds) in keys {
             let Some(n) = value else { continue };
             let path = format!("listener[{i}].{key}");
             let served_by_xdp = l.protocol == Protocol::Tcp && c.daemon.dataplane == Dataplane::Xdp;
@@ -57,7 +85,7 @@ pub(super) fn check(c: &Config, errs: &mut ValidationErrors) {
                     ),
                 );
             } else {
-                errs.range(path, n, &MAX_CONNECTIONS);
+                errs.range(path, n, bounds);
             }
         }
     }
@@ -84,9 +112,10 @@ mod tests {
         assert_eq!(
             (
                 c.listeners[1].max_connections(),
-                c.listeners[1].max_connections_per_client()
+                c.listeners[1].max_connections_per_client(),
+                c.listeners[1].client_ipv6_prefix()
             ),
-            (10_000, 1_000)
+            (10_000, 1_000, 64)
         );
         assert_eq!(
             errors(&with(
@@ -98,6 +127,24 @@ mod tests {
                 "listener[1].max_connections_per_client: 1000001 is outside 1..=1000000",
             ]
         );
+        for prefix in [31, 129] {
+            assert_eq!(
+                errors(&with(
+                    "userspace",
+                    &format!("protocol = \"tcp\"\nclient_ipv6_prefix = {prefix}")
+                )),
+                [format!(
+                    "listener[1].client_ipv6_prefix: {prefix} is outside 32..=128"
+                )]
+            );
+        }
+        for prefix in [32, 56, 128] {
+            let c = parse(&with(
+                "userspace",
+                &format!("protocol = \"tcp\"\nclient_ipv6_prefix = {prefix}"),
+            ));
+            assert_eq!(u32::from(c.listeners[1].client_ipv6_prefix()), prefix);
+        }
         assert!(
             errors(&with(
                 "auto",
@@ -112,9 +159,13 @@ mod tests {
     #[test]
     fn caps_only_where_the_daemon_holds_connections() {
         assert_eq!(
-            errors(&with("xdp", "protocol = \"tcp\"\nmax_connections = 10")),
+            errors(&with(
+                "xdp",
+                "protocol = \"tcp\"\nmax_connections = 10\nclient_ipv6_prefix = 56"
+            )),
             [
-                "listener[1].max_connections: only for listeners the daemon serves (tls, http, https, and tcp without XDP); this tcp listener is served by the XDP program"
+                "listener[1].max_connections: only for listeners the daemon serves (tls, http, https, and tcp without XDP); this tcp listener is served by the XDP program",
+                "listener[1].client_ipv6_prefix: only for listeners the daemon serves (tls, http, https, and tcp without XDP); this tcp listener is served by the XDP program"
             ]
         );
         let udp = with(

@@ -100,13 +100,14 @@ fn effective(c: &Config, table: &str) -> Option<String> {
     Some(match table {
         "[daemon]" => format!("{:?}", c.daemon),
         "[[listener]]" => format!(
-            "{:?} idle {} h2 targets {} normalize {} caps {} {}",
+            "{:?} idle {} h2 targets {} normalize {} caps {} {} {}",
             super::Listener {
                 idle_timeout: None,
                 http2_max_target_connections: None,
                 normalize_path: None,
                 max_connections: None,
                 max_connections_per_client: None,
+                client_ipv6_prefix: None,
                 ..l.clone()
             },
             l.http_idle_timeout(),
@@ -114,6 +115,7 @@ fn effective(c: &Config, table: &str) -> Option<String> {
             l.http_normalize_path(),
             l.max_connections(),
             l.max_connections_per_client(),
+            l.client_ipv6_prefix(),
         ),
         "[listener.tls]" => format!("{:?} {:?}", tls.security_policy, tls.alpn),
         "[[listener.tls.certificate]]" => format!("{:?}", tls.certificates),

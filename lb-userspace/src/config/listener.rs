@@ -109,6 +109,9 @@ pub struct Listener {
     /// Listeners the daemon serves: client connections open at once from
     /// one client address.
     pub max_connections_per_client: Option<u32>,
+    /// Listeners the daemon serves: the prefix length by which IPv6
+    /// clients are one client for `max_connections_per_client`.
+    pub client_ipv6_prefix: Option<u32>,
     /// `[listener.tls]`: certificates and policy; required for `tls` and
     /// `https` listeners, refused for others.
     #[serde(default)]

@@ -23,6 +23,10 @@ use lb_tests::proc::{self, NsChild};
 use serde_json::Value;
 
 pub const VIP: &str = "10.77.0.1";
+/// The same lab's IPv6 listener address and a target's, on its loopback
+/// too.
+pub const VIP6: &str = "fd77::1";
+pub const T6: &str = "fd77::2";
 pub const T1: &str = "10.77.0.2";
 pub const T2: &str = "10.77.0.3";
 /// Nothing listens here: connections are refused.
@@ -62,6 +66,11 @@ pub fn start(spec: LabSpec<'_>) -> Lab {
             .lb
             .ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
     }
+    for addr in [VIP6, T6] {
+        lab.topo
+            .lb
+            .ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
+    }
     let dir = lab.topo.run_dir().to_owned();
     let ca = spec.target_tls.then(|| {
         Ca::new("other").write(&dir, "other-ca");
@@ -70,8 +79,9 @@ pub fn start(spec: LabSpec<'_>) -> Lab {
         ca
     });
     for (name, addr) in spec.targets {
-        let listen = format!("{addr}:{TARGET_PORT}");
-        let control = format!("{addr}:{CONTROL_PORT}");
+        let ip: std::net::IpAddr = addr.parse().expect("a target's address");
+        let listen = SocketAddr::new(ip, TARGET_PORT).to_string();
+        let control = SocketAddr::new(ip, CONTROL_PORT).to_string();
         let mut args: Vec<String> = ["--name", name, "--listen", &listen]
             .into_iter()
             .chain(["--control", &control])
