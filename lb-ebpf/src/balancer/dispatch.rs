@@ -164,6 +164,12 @@ fn l4(ctx: &impl Hook, s: &mut Scratch) -> u64 {
         };
         return Step::Done(v).pack();
     };
+    // Neither to a VIP port nor from a target's: the kernel's, before a
+    // byte of the key is written (most of a host's traffic, every packet).
+    let to_vip = port_flags(dport) & port_flags::VIP != 0;
+    if !to_vip && port_flags(sport) & port_flags::TARGET == 0 {
+        return Step::Done(Verdict::pass(Stat::PassNotVip)).pack();
+    }
     let c = &mut s.client;
     c.key = FlowKey {
         src: p.src,
@@ -174,12 +180,8 @@ fn l4(ctx: &impl Hook, s: &mut Scratch) -> u64 {
         family: p.family(),
         _pad: [0; 2],
     };
-    if port_flags(dport) & port_flags::VIP == 0 {
-        return if port_flags(sport) & port_flags::TARGET != 0 {
-            Step::Reply.pack()
-        } else {
-            Step::Done(Verdict::pass(Stat::PassNotVip)).pack()
-        };
+    if !to_vip {
+        return Step::Reply.pack();
     }
     c.tcp = TcpFlags::of(ctx, p);
     c.now = clock::now_ns();
