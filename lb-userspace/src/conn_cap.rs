@@ -7,11 +7,15 @@
 //! listener's accept loop; a reload changes the caps, which apply to the
 //! next connections (open ones are never cut by a lower cap). An IPv6
 //! client is its address's first `client_ipv6_prefix` bits (a /64 by
-//! default): one host holds a whole /64, and a cap per address would let
-//! it open `max_connections_per_client` connections from each of them.
+//! default): a host may use every address of its /64 (RFC 8273 gives each
+//! host one of its own), and a cap per address would let it open
+//! `max_connections_per_client` connections from each of them. Hosts that
+//! share a /64 (one LAN) share its count, as IPv4 hosts behind one NAT do.
+//! An address of the NAT64 prefix `64:ff9b::/96` (RFC 6052) is the IPv4
+//! client it embeds: they all share one /64.
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
 
@@ -32,7 +36,8 @@ pub struct Caps {
     pub max: u32,
     /// Client connections open at once from one client.
     pub per_client: u32,
-    /// An IPv6 client: the first this many bits of its address (1..=128).
+    /// An IPv6 client: the first this many bits of its address (0..=128;
+    /// more counts as 128). The config allows 32..=128.
     pub ipv6_prefix: u8,
 }
 
@@ -47,20 +52,26 @@ impl Caps {
     }
 
     /// The client a connection from `addr` counts against: an IPv4
-    /// address (also when it comes through a dual-stack socket), or an
-    /// IPv6 one's first `ipv6_prefix` bits.
+    /// address (also when it comes through a dual-stack socket or a NAT64
+    /// translator), or an IPv6 one's first `ipv6_prefix` bits.
     fn client(self, addr: IpAddr) -> IpAddr {
         match addr.to_canonical() {
+            IpAddr::V6(a) if a.to_bits() >> 32 == NAT64 >> 32 => {
+                IpAddr::V4(Ipv4Addr::from_bits(a.to_bits() as u32))
+            }
             IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.ipv6_prefix))
-                    .unwrap_or(0);
+                let host_bits = 128u32.saturating_sub(u32::from(self.ipv6_prefix));
+                let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & mask))
             }
             v4 => v4,
         }
     }
 }
+
+/// The NAT64 well-known prefix `64:ff9b::/96` (RFC 6052); its last 32
+/// bits are the IPv4 address.
+const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
 
 /// Which cap refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +94,7 @@ impl Refused {
     }
 }
 
-/// The connections a listener holds, in all and by client address.
+/// The connections a listener holds, in all and by client ([`Caps::client`]).
 #[derive(Debug, Default)]
 pub struct Counts(Arc<Mutex<Open>>);
 
@@ -270,12 +281,41 @@ mod tests {
             Refused::Client
         );
         // A slot frees the client it was counted against, whatever the
-        // caps are now.
+        // caps are now: c fills its /128, b leaves its /64.
+        let _c2 = counts
+            .admit(ip("2001:db8:0:1::c"), whole)
+            .expect("c's second");
         drop(b);
         let _d = counts
             .admit(ip("2001:db8:0:1::d"), caps)
-            .expect("b's place");
-        assert_eq!(counts.open(), 6);
+            .expect("b's place in the /64");
+        assert_eq!(
+            counts.admit(ip("2001:db8:0:1::c"), whole).unwrap_err(),
+            Refused::Client,
+            "c's /128 count is kept"
+        );
+        assert_eq!(
+            counts.admit(ip("2001:db8:0:1::e"), caps).unwrap_err(),
+            Refused::Client,
+            "the /64 is full again"
+        );
+        assert_eq!(counts.open(), 7);
+    }
+
+    /// A NAT64 translator's addresses are the IPv4 clients they embed,
+    /// not one /64 for all of IPv4.
+    #[test]
+    fn nat64_clients_count_as_their_ipv4_address() {
+        let counts = Counts::default();
+        let caps = Caps { max: 10, ..CAPS };
+        let _a1 = counts.admit(ip("64:ff9b::10.0.0.1"), caps).expect("a1");
+        let _a2 = counts.admit(ip("10.0.0.1"), caps).expect("a2, natively");
+        assert_eq!(
+            counts.admit(ip("64:ff9b::10.0.0.1"), caps).unwrap_err(),
+            Refused::Client
+        );
+        let _b = counts.admit(ip("64:ff9b::10.0.0.2"), caps).expect("b");
+        let _c = counts.admit(ip("64:ff9b::10.0.0.3"), caps).expect("c");
     }
 
     #[test]

@@ -247,8 +247,8 @@ const H3: &str = "fd77:0:0:1::c";
 const OTHER: &str = "fd77:0:0:2::a";
 
 /// A host that holds a /64 is one client: a third connection from a third
-/// address of its /64 is refused as a second address's would be by
-/// address; another /64 is another client. With `client_ipv6_prefix =
+/// address of its /64 is refused, as a third from one address would be;
+/// another /64 is another client. With `client_ipv6_prefix =
 /// 128` each address is a client of its own.
 #[test]
 fn ipv6_clients_are_capped_by_their_prefix() {

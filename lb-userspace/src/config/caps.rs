@@ -16,10 +16,11 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 1_000;
 /// Bounds of both keys.
 pub const MAX_CONNECTIONS: RangeInclusive<u32> = 1..=1_000_000;
-/// Default of `listener.client_ipv6_prefix`: a /64, the least one host
-/// is given (RFC 6177; SLAAC needs it), so one host's 2^64 addresses are
-/// one client: counted by address, it could open
-/// `max_connections_per_client` connections from each.
+/// Default of `listener.client_ipv6_prefix`: a /64, since a host may use
+/// every address of its /64 (RFC 8273: one per host), so one host's 2^64
+/// addresses are one client (counted by address, it could open
+/// `max_connections_per_client` connections from each). The hosts of one
+/// shared /64 share it, as IPv4 hosts behind one NAT share an address.
 pub const DEFAULT_CLIENT_IPV6_PREFIX: u32 = 64;
 /// Bounds of `listener.client_ipv6_prefix`: from a /32 (a whole provider's
 /// block as one client) to a /128 (one address).

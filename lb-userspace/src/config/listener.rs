@@ -107,7 +107,7 @@ pub struct Listener {
     /// ([`super::caps`]).
     pub max_connections: Option<u32>,
     /// Listeners the daemon serves: client connections open at once from
-    /// one client address.
+    /// one client (an IPv4 address, an IPv6 `client_ipv6_prefix`).
     pub max_connections_per_client: Option<u32>,
     /// Listeners the daemon serves: the prefix length by which IPv6
     /// clients are one client for `max_connections_per_client`.

@@ -23,8 +23,8 @@ use lb_tests::proc::{self, NsChild};
 use serde_json::Value;
 
 pub const VIP: &str = "10.77.0.1";
-/// The same lab's IPv6 listener address and a target's, on its loopback
-/// too.
+/// The IPv6 listener address and target of a lab with an IPv6 target (on
+/// its loopback then).
 pub const VIP6: &str = "fd77::1";
 pub const T6: &str = "fd77::2";
 pub const T1: &str = "10.77.0.2";
@@ -35,6 +35,11 @@ pub const TARGET_PORT: u16 = 8080;
 /// Each target's statistics socket.
 pub const CONTROL_PORT: u16 = 8081;
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A target's statistics socket, as a URL's authority.
+fn control(addr: &str) -> SocketAddr {
+    SocketAddr::new(addr.parse().expect("a target's address"), CONTROL_PORT)
+}
 
 pub fn target_bin() -> PathBuf {
     proc::test_bin("lb-http-target")
@@ -66,10 +71,13 @@ pub fn start(spec: LabSpec<'_>) -> Lab {
             .lb
             .ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
     }
-    for addr in [VIP6, T6] {
-        lab.topo
-            .lb
-            .ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
+    // IPv6 only where a target is: no lab needs the host's IPv6 else.
+    if spec.targets.iter().any(|(_, addr)| addr.contains(':')) {
+        for addr in [VIP6, T6] {
+            lab.topo
+                .lb
+                .ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
+        }
     }
     let dir = lab.topo.run_dir().to_owned();
     let ca = spec.target_tls.then(|| {
@@ -79,9 +87,9 @@ pub fn start(spec: LabSpec<'_>) -> Lab {
         ca
     });
     for (name, addr) in spec.targets {
-        let ip: std::net::IpAddr = addr.parse().expect("a target's address");
-        let listen = SocketAddr::new(ip, TARGET_PORT).to_string();
-        let control = SocketAddr::new(ip, CONTROL_PORT).to_string();
+        let control = control(addr);
+        let listen = SocketAddr::new(control.ip(), TARGET_PORT).to_string();
+        let control = control.to_string();
         let mut args: Vec<String> = ["--name", name, "--listen", &listen]
             .into_iter()
             .chain(["--control", &control])
@@ -192,7 +200,7 @@ impl HttpLab for Lab {
     /// (TCP connections, requests) a target has seen since its last reset.
     fn target_stats(&self, addr: &str) -> (u64, u64) {
         let v: Value =
-            serde_json::from_str(&self.curl(&[&format!("http://{addr}:{CONTROL_PORT}/__stats")]))
+            serde_json::from_str(&self.curl(&[&format!("http://{}/__stats", control(addr))]))
                 .expect("stats json");
         (
             v["connections"].as_u64().expect("connections"),
@@ -204,7 +212,7 @@ impl HttpLab for Lab {
     /// last reset.
     fn target_most_at_once(&self, addr: &str) -> u64 {
         let v: Value =
-            serde_json::from_str(&self.curl(&[&format!("http://{addr}:{CONTROL_PORT}/__stats")]))
+            serde_json::from_str(&self.curl(&[&format!("http://{}/__stats", control(addr))]))
                 .expect("stats json");
         v["most_at_once"].as_u64().expect("most_at_once")
     }
@@ -213,7 +221,7 @@ impl HttpLab for Lab {
         self.curl(&[
             "-X",
             "POST",
-            &format!("http://{addr}:{CONTROL_PORT}/__stats/reset"),
+            &format!("http://{}/__stats/reset", control(addr)),
         ]);
     }
 
