@@ -23,8 +23,8 @@ const B: &str = "10.77.0.12";
 const C: &str = "10.77.0.13";
 const METRICS: &str = "127.0.0.1:9181";
 
-/// An http listener on port 80 and a tcp one on port 81, both to `t1`,
-/// each capped at 4 connections, 2 per client address.
+/// An http listener on port 80 and a tcp one on port 81 (to `t1`: see
+/// [`config`]), each capped at 4 connections, 2 per client address.
 const CAPPED: &str = r#"metrics_listen = "127.0.0.1:9181"
 
 [[listener]]
@@ -44,13 +44,19 @@ port = 81
 target_group = "t"
 max_connections = 4
 max_connections_per_client = 2
+"#;
 
+/// A caps test's config: its `listeners` (CAPPED, CAPPED6) and the two
+/// groups they use, `a` (http) and `t` (tcp), each to `target`.
+fn config(listeners: &str, target: &str) -> String {
+    format!(
+        r#"{listeners}
 [[target_group]]
 name = "a"
 protocol = "http"
 port = 8080
   [[target_group.target]]
-  address = "10.77.0.2"
+  address = "{target}"
   [target_group.health_check]
   enabled = false
 
@@ -59,10 +65,12 @@ name = "t"
 protocol = "tcp"
 port = 8080
   [[target_group.target]]
-  address = "10.77.0.2"
+  address = "{target}"
   [target_group.health_check]
   enabled = false
-"#;
+"#
+    )
+}
 
 /// A connection to the VIP's `port` from `src`, in the lab's namespace
 /// (to `VIP6` from an IPv6 `src`); `None` when it was reset as it was
@@ -185,7 +193,7 @@ fn caps_hold(lab: &Lab, port: u16, listener: &str, family: &str) {
 #[test]
 fn listeners_hold_their_connection_caps() {
     let lab = start(LabSpec {
-        config: CAPPED,
+        config: &config(CAPPED, T1),
         targets: &[("t1", T1)],
         tls: false,
         target_tls: false,
@@ -199,9 +207,9 @@ fn listeners_hold_their_connection_caps() {
     caps_hold(&lab, 81, "raw", "lb_proxy_connections_refused");
 }
 
-/// An http listener on `VIP6` port 80 and a tcp one on port 81, both
-/// 2 connections per client: by /64 (the default) on 80, by address on
-/// 81.
+/// An http listener on `VIP6` port 80 and a tcp one on port 81 (to `t6`),
+/// both 2 connections per client: by /64 (the default) on 80, by address
+/// on 81.
 const CAPPED6: &str = r#"metrics_listen = "127.0.0.1:9181"
 
 [[listener]]
@@ -220,24 +228,6 @@ port = 81
 target_group = "t"
 max_connections_per_client = 2
 client_ipv6_prefix = 128
-
-[[target_group]]
-name = "a"
-protocol = "http"
-port = 8080
-  [[target_group.target]]
-  address = "fd77::2"
-  [target_group.health_check]
-  enabled = false
-
-[[target_group]]
-name = "t"
-protocol = "tcp"
-port = 8080
-  [[target_group.target]]
-  address = "fd77::2"
-  [target_group.health_check]
-  enabled = false
 "#;
 
 /// Three addresses of one /64, and one of another.
@@ -253,7 +243,7 @@ const OTHER: &str = "fd77:0:0:2::a";
 #[test]
 fn ipv6_clients_are_capped_by_their_prefix() {
     let lab = start(LabSpec {
-        config: CAPPED6,
+        config: &config(CAPPED6, T6),
         targets: &[("t6", T6)],
         tls: false,
         target_tls: false,
