@@ -11,8 +11,9 @@
 //! host one of its own), and a cap per address would let it open
 //! `max_connections_per_client` connections from each of them. Hosts that
 //! share a /64 (one LAN) share its count, as IPv4 hosts behind one NAT do.
-//! An address of the NAT64 prefix `64:ff9b::/96` (RFC 6052) is the IPv4
-//! client it embeds: they all share one /64.
+//! An address of the NAT64 prefix `64:ff9b::/96` (RFC 6052) counts as the
+//! IPv4 client it embeds: by prefix, every client behind a NAT64
+//! translator would share that prefix's one /64.
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},

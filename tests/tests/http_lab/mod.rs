@@ -87,12 +87,12 @@ pub fn start(spec: LabSpec<'_>) -> Lab {
         ca
     });
     for (name, addr) in spec.targets {
-        let control = control(addr);
-        let listen = SocketAddr::new(control.ip(), TARGET_PORT).to_string();
-        let control = control.to_string();
+        let stats = control(addr);
+        let listen = SocketAddr::new(stats.ip(), TARGET_PORT).to_string();
+        let stats = stats.to_string();
         let mut args: Vec<String> = ["--name", name, "--listen", &listen]
             .into_iter()
-            .chain(["--control", &control])
+            .chain(["--control", &stats])
             .map(str::to_owned)
             .collect();
         if let Some(ca) = &ca {
