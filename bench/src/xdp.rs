@@ -822,8 +822,9 @@ const NEW_FLOW_REPEAT: u32 = 15_000;
 
 /// Iterations per round of each of the `cases` "table with room" new-flow
 /// cases: every round of all of them together inserts at most half
-/// of the table's capacity, so each finds room (the table places flows
-/// well up to about 75% full; lb_common::flow) and none displaces another.
+/// of the table's capacity, so each finds room (no new flow found its sets
+/// full up to five eighths in a simulation: lb_common::flow::spill) and
+/// none displaces another.
 fn room_repeat(rounds: usize, cases: usize) -> u32 {
     let per_measurement = BENCH_FLOW_CAPACITY as usize / 2 / (rounds * cases).max(1);
     NEW_FLOW_REPEAT.min(per_measurement as u32)

@@ -37,8 +37,8 @@ pub struct FlowCounters {
     pub confirmed: u64,
     /// Unconfirmed flows displaced by newer ones before they confirmed.
     pub displaced: u64,
-    /// New flows that found no slot (both candidate sets full of confirmed
-    /// flows): dropped in nat mode (`drop_table_full`).
+    /// New flows that found no slot (both candidate sets and their spill
+    /// sets full of confirmed flows): dropped in nat mode (`drop_table_full`).
     pub untracked: u64,
 }
 

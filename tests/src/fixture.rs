@@ -51,7 +51,7 @@ use lb_common::maps::{self, port_flags};
 use lb_common::{
     Addr, Counters, DataPathConfig, FlowCounters, FlowEntry, FlowKey, FlowState, ReplyKey,
     ReplyTargets, Stat, Target, VipAddrKey, VipKey, VipMeta,
-    flow::{FLOW_WAYS, SetMeta, ticks},
+    flow::{FLOW_WAYS, SetMeta, spill, ticks},
     hash::{entry_check, entry_tag, table_hash},
 };
 
@@ -573,12 +573,20 @@ impl Fixture {
         a.get(&0, 0).expect("CONFIG get")
     }
 
-    /// The slots of `key`'s two candidate sets, first set first.
+    /// The slots where `key`'s flow may live: its first candidate set,
+    /// its second, then their spill sets (`flow::spill`), each once (in a
+    /// small table two of them may be one set).
     pub fn candidate_slots(&self, key: &FlowKey) -> Vec<u32> {
         let cfg = self.config();
         let h = table_hash(key, cfg.seed);
         let (a, b) = (cfg.first_set(h), cfg.second_set(h));
-        (a..a + FLOW_WAYS).chain(b..b + FLOW_WAYS).collect()
+        let mut sets = Vec::new();
+        for set in [a, b, spill(a), spill(b)] {
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
+        }
+        sets.into_iter().flat_map(|s| s..s + FLOW_WAYS).collect()
     }
 
     /// `key`'s home slot in each candidate set (`DataPathConfig::homes`).

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use lb_common::flow::{entry_flags, ticks, timeout_ticks};
+use lb_common::flow::{FLOW_WAYS, entry_flags, ticks, timeout_ticks};
 use lb_common::hash::{flow_hash, source_hash};
 use lb_common::limits::{RING_EMPTY, TCP_CLOSING_TIMEOUT_S};
 use lb_common::vip::vip_flags;
@@ -1825,11 +1825,29 @@ fn udp_confirmation_cases() -> Vec<Case> {
     cases
 }
 
-/// Fills the 8 candidate slots of `key` with live confirmed flows of other
+/// `p` (a TCP segment over IPv4) with sequence number `seq`.
+fn with_seq(mut p: Packet, seq: u32) -> Packet {
+    if let Net::Ipv4(ip) = &mut p.net
+        && let L4::Tcp(tcp) = &mut ip.l4
+    {
+        tcp.seq = seq;
+        return p;
+    }
+    panic!("not a TCP segment over IPv4");
+}
+
+/// Fills every slot where `key`'s flow may live (`Fixture::candidate_slots`:
+/// its two sets and their spill sets) with live confirmed flows of other
 /// clients to `V_TCP4`, except slot `unconfirmed` (an index into the
 /// candidates), which holds a `Syn` entry 5 s old.
 fn fill_sets(fx: &mut Fixture, key: &FlowKey, unconfirmed: Option<usize>) {
-    for (i, slot) in fx.candidate_slots(key).into_iter().enumerate() {
+    let slots = fx.candidate_slots(key);
+    fill_slots(fx, &slots, unconfirmed);
+}
+
+/// [`fill_sets`] of the given slots only.
+fn fill_slots(fx: &mut Fixture, slots: &[u32], unconfirmed: Option<usize>) {
+    for (i, &slot) in slots.iter().enumerate() {
         let client = sa4(198, 51, 100, 1 + i as u8, 1000 + i as u16);
         let mut e = established(client, &V_TCP4, &T1, 1, 0);
         if Some(i) == unconfirmed {
@@ -1862,7 +1880,57 @@ fn table_cases() -> Vec<Case> {
                 "FLOW_STATS (syns, embryonic, displaced, untracked)"
             );
             assert!(fx.flow(&key).is_none(), "no entry for the dropped flow");
-            assert_eq!(fx.flow_keys().len(), 8, "the confirmed flows stay");
+            assert_eq!(
+                fx.flow_keys().len(),
+                fx.candidate_slots(&key).len(),
+                "the confirmed flows stay"
+            );
+        }),
+    );
+    cases.push(
+        Case::new(
+            "new flow whose two sets hold only live confirmed flows takes a slot of their spill sets",
+            &syn,
+        )
+        .setup(move |fx| {
+            let slots = fx.candidate_slots(&key);
+            fill_slots(fx, &slots[..2 * FLOW_WAYS as usize], None);
+        })
+        .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+        .check(move |fx, _| {
+            let slots = fx.candidate_slots(&key);
+            let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
+            assert!(
+                slots[2 * FLOW_WAYS as usize..].contains(&slot),
+                "slot {slot} is not in a spill set"
+            );
+            assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
+            let f = fx.flow_counters(V_TCP4.id);
+            assert_eq!(
+                (f.syns, f.embryonic, f.displaced, f.untracked),
+                (1, 1, 0, 0),
+                "FLOW_STATS (syns, embryonic, displaced, untracked)"
+            );
+            // Both directions find the spilled entry: the target's SYN-ACK
+            // goes back from the VIP, the client's ACK confirms the flow
+            // and goes on to the target.
+            let synack = with_seq(Packet::tcp(T1.addr, CLIENT4, SYN | ACK), 0x1fff_ffff);
+            let r = fx.run(&synack.build());
+            assert_eq!(
+                (action_name(r.action), r.output),
+                (action_name(XDP_REDIRECT), to_client(&synack, &V_TCP4).build()),
+                "SYN-ACK"
+            );
+            let ack = Packet::tcp(CLIENT4, V_TCP4.addr, ACK);
+            let r = fx.run(&ack.build());
+            assert_eq!(
+                (action_name(r.action), r.output),
+                (action_name(XDP_REDIRECT), to_target(&ack, &T1).build()),
+                "ACK"
+            );
+            let (again, e) = fx.flow_slot(&key).expect("entry");
+            assert_eq!((again, e.state()), (slot, FlowState::Established));
+            assert_eq!(fx.flow_keys().len(), 2 * FLOW_WAYS as usize + 1, "one new entry");
         }),
     );
     cases.push(
@@ -1886,7 +1954,11 @@ fn table_cases() -> Vec<Case> {
                 (1, 1, 1, 0),
                 "FLOW_STATS (syns, embryonic, displaced, untracked)"
             );
-            assert_eq!(fx.flow_keys().len(), 8, "the confirmed flows stay");
+            assert_eq!(
+                fx.flow_keys().len(),
+                fx.candidate_slots(&key).len(),
+                "the confirmed flows stay"
+            );
         }),
     );
 

@@ -2,29 +2,34 @@
 //! array (layout and states in lb_common::flow).
 //!
 //! Each flow may live in either of two sets of `FLOW_WAYS` consecutive
-//! entries, chosen by a keyed hash of its key. Beside each set, a 32-byte
+//! entries, chosen by a keyed hash of its key (or, when both were full
+//! when it began, in one of their spill sets). Beside each set, a 32-byte
 //! `FLOW_META` record (lb_common::flow::SetMeta) holds its entries' 16-bit
 //! tags, states and expiry ticks. Each key also has a home slot in each
 //! set (lb_common's `DataPathConfig::homes`), where its entry goes when
 //! that way is free. A lookup reads the two home entries and the two sets'
 //! tags at once (their addresses depend on the hash alone, so the cache
 //! misses overlap): a flow at home is found then; otherwise whole keys are
-//! compared only in entries whose tag matches, and a key whose tag is in
-//! no way has no entry (every published entry's tag was written before
-//! it). A new flow goes into the set with fewer live entries (the "power
-//! of two choices", which keeps sets evenly filled, so both sets are rarely
-//! full before the table is), at its home if free (or at the other set's
-//! free home if that set holds at most one live entry more: see
-//! `pick`), taking a free or expired slot, or else displacing the
-//! unconfirmed flow of the two sets nearest its expiry. It chooses from
-//! the two records alone, then checks the one entry it chose before
-//! writing it; states and expiry ticks are hints
+//! compared only in entries whose tag matches, in the two sets and then
+//! in their spill sets (below), and a key whose tag is in no way has no
+//! entry (every published entry's tag was written before it). A new flow
+//! goes into the set with fewer live entries (the "power of two choices",
+//! which keeps sets evenly filled), at its home if free (or at the other
+//! set's free home if that set holds at most one live entry more: see
+//! `pick`), taking a free or expired slot. When both sets are full it
+//! takes a free or expired slot of their spill sets (lb_common's
+//! `flow::spill`: the sets whose records share the cache lines of theirs),
+//! since two choices alone leave sets full long before the table is; or
+//! else it displaces the unconfirmed flow of its two sets nearest its
+//! expiry (a spill set takes others' flows only in free or expired slots). It chooses from the records alone, then checks the one entry
+//! it chose before writing it; states and expiry ticks are hints
 //! (the daemon frees entries without touching them), so when they find no
 //! slot, or one the entry belies, the entries themselves are surveyed and
 //! the hints rewritten from them: stale hints cost time, never a flow.
 //! Confirmed flows are never displaced while they live: a SYN flood, whose
 //! spoofed packets cannot confirm blind, competes only with other
-//! unconfirmed flows (UDP has no handshake: see docs/datapath.md). When both sets hold only confirmed flows the new flow is not
+//! unconfirmed flows (UDP has no handshake: see docs/datapath.md). When
+//! all four sets hold only confirmed flows the new flow is not
 //! tracked: in nat mode it is dropped (counted), since replies of an
 //! untracked flow could not be translated back; the client retries.
 //!
@@ -52,7 +57,7 @@ use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use lb_common::{
     DataPathConfig, FlowEntry, FlowKey, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Target,
     TargetState, VipRef,
-    flow::{self, FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, SetMeta, entry_flags},
+    flow::{self, FLOW_WAYS, MAX_VIPS_PER_TARGET, REFRESH_TICKS, SetMeta, entry_flags, spill},
     hash::{entry_check, entry_tag, table_hash},
 };
 
@@ -233,6 +238,16 @@ fn sync(slot: &Slot) {
 /// key match `key`.
 #[inline(always)]
 fn tagged(key: &FlowKey, base: u32, tags: u64, tag: u16) -> Option<Slot> {
+    // Whether any way holds the tag, for all four at once (a lane of
+    // `x` is zero where it does; the classic test for a zero lane): a
+    // new flow, whose tag is usually in no way of its four sets, passes
+    // each set with one test rather than a branch per way.
+    const LOW: u64 = 0x0001_0001_0001_0001;
+    const HIGH: u64 = 0x8000_8000_8000_8000;
+    let x = tags ^ (tag as u64).wrapping_mul(LOW);
+    if x.wrapping_sub(LOW) & !x & HIGH == 0 {
+        return None;
+    }
     for way in 0..FLOW_WAYS {
         if (tags >> (16 * way)) as u16 == tag {
             let slot = Slot::at(base + way)?;
@@ -246,8 +261,8 @@ fn tagged(key: &FlowKey, base: u32, tags: u64, tag: u16) -> Option<Slot> {
 }
 
 /// The slot holding `key`, in whatever state (see [`live`]): one of its
-/// two home slots, or else an entry whose tag matches (module docs: no
-/// tag, no entry).
+/// two home slots, or else an entry whose tag matches in its two sets or
+/// their spill sets (module docs: no tag, no entry).
 #[inline(always)]
 pub fn find(key: &FlowKey, sets: &Sets) -> Option<Slot> {
     let [first, second] = sets.homes();
@@ -273,7 +288,20 @@ pub fn find(key: &FlowKey, sets: &Sets) -> Option<Slot> {
         return Some(home2);
     }
     let tag = sets.tag();
-    tagged(key, set_of(first), tags1, tag).or_else(|| tagged(key, set_of(second), tags2, tag))
+    tagged(key, set_of(first), tags1, tag)
+        .or_else(|| tagged(key, set_of(second), tags2, tag))
+        .or_else(|| spilled(key, first, second, tag))
+}
+
+/// The slot holding `key` in a spill set of its sets (whose homes are
+/// `first` and `second`): read only when neither set holds it. Their
+/// tags share the cache lines of the sets' tags (`flow::spill`), which
+/// `find` has loaded: no miss.
+#[inline(always)]
+fn spilled(key: &FlowKey, first: u32, second: u32, tag: u16) -> Option<Slot> {
+    let (a, b) = (spill(first), spill(second));
+    let in_set = |slot: u32| set_tags(slot).and_then(|tags| tagged(key, set_of(slot), tags, tag));
+    in_set(a).or_else(|| in_set(b))
 }
 
 /// The entry found for `key` if it still holds a flow: intact (its check
@@ -305,18 +333,23 @@ const _: () = assert!(MAX_VIPS_PER_TARGET.is_power_of_two());
 /// "No slot" in [`Survey`].
 const NONE: u32 = u32::MAX;
 
-/// What a new flow sees of its two candidate sets, filled one way at a
-/// time, from the `FLOW_META` hints ([`survey_meta`]) or from the entries
-/// ([`survey_slot`]). Lives in the per-CPU scratch memory (`scratch`).
+/// Sets a [`Survey`] covers: the two candidate sets, then their spill
+/// sets (`flow::spill`).
+const SURVEYED_SETS: u32 = 4;
+
+/// What a new flow sees of its two candidate sets and their spill sets,
+/// filled one way at a time, from the `FLOW_META` hints ([`survey_meta`])
+/// or from the entries ([`survey_slot`]). Lives in the per-CPU scratch
+/// memory (`scratch`).
 #[repr(C)]
 pub struct Survey {
-    /// The key's home slot in each set (the set is `set_of` it).
+    /// The key's home slot in each candidate set (the set is `set_of` it).
     home: [u32; 2],
     now: u32,
-    /// First free or expired slot of each set.
-    dead: [u32; 2],
-    /// Live entries of each set.
-    live: [u32; 2],
+    /// First free or expired slot of each surveyed set (home first).
+    dead: [u32; SURVEYED_SETS as usize],
+    /// Live entries of each surveyed set.
+    live: [u32; SURVEYED_SETS as usize],
     /// The live unconfirmed entry nearest its expiry: slot, ticks left,
     /// VIP id (known only to the survey of entries).
     nearest: u32,
@@ -326,43 +359,49 @@ pub struct Survey {
 
 impl Survey {
     /// Starts a survey of the sets holding the home slots `first` and
-    /// `second`.
+    /// `second`, and of their spill sets.
     #[inline(always)]
     fn start(&mut self, first: u32, second: u32, now: u32) {
         self.home = [first, second];
         self.now = now;
-        self.dead = [NONE; 2];
-        self.live = [0; 2];
+        self.dead = [NONE; SURVEYED_SETS as usize];
+        self.live = [0; SURVEYED_SETS as usize];
         self.nearest = NONE;
         self.nearest_left = 0;
         self.nearest_vip = 0;
     }
 
-    /// Counts way `index` of the first or `second` set, holding an entry
-    /// in `state` that expires after tick `deadline`. Returns whether it
-    /// is now the unconfirmed entry nearest its expiry.
+    /// The home slot of surveyed set `set` (`0..SURVEYED_SETS`): the
+    /// key's, or in a spill set the same way (`flow::spill`).
     #[inline(always)]
-    fn see(&mut self, second: bool, index: u32, state: u8, deadline: u32) -> bool {
+    fn home_of(&self, set: usize) -> u32 {
+        let home = self.home[set & 1];
+        if set < 2 { home } else { spill(home) }
+    }
+
+    /// Counts way `index` of surveyed set `set`, holding an entry in
+    /// `state` that expires after tick `deadline`. Returns whether it is
+    /// now the unconfirmed entry nearest its expiry.
+    #[inline(always)]
+    fn see(&mut self, set: usize, index: u32, state: u8, deadline: u32) -> bool {
+        // Only the candidate sets' unconfirmed flows are displaced: a
+        // spill set takes a new flow only in a free or expired slot.
+        let displaceable = set < 2;
+        // Masked: the verifier's bound on the index.
+        let set = set & (SURVEYED_SETS as usize - 1);
         let left = flow::age(deadline, self.now);
         if state == FlowState::Free as u8 || left < 0 {
-            let (dead, home) = if second {
-                (&mut self.dead[1], self.home[1])
-            } else {
-                (&mut self.dead[0], self.home[0])
-            };
+            let home = self.home_of(set);
+            let dead = &mut self.dead[set];
             // The home slot if it is dead, else the first dead way.
             if *dead == NONE || index == home {
                 *dead = index;
             }
             return false;
         }
-        if second {
-            self.live[1] += 1;
-        } else {
-            self.live[0] += 1;
-        }
+        self.live[set] += 1;
         let nearer = self.nearest == NONE || left as u32 <= self.nearest_left;
-        if FlowState::from_u8(state).is_embryonic() && nearer {
+        if displaceable && FlowState::from_u8(state).is_embryonic() && nearer {
             self.nearest = index;
             self.nearest_left = left as u32;
             return true;
@@ -370,10 +409,17 @@ impl Survey {
         false
     }
 
-    /// The slot [`pick`] takes from this survey.
+    /// The slot [`pick`] takes from this survey's candidate sets, else
+    /// from their spill sets.
     #[inline(always)]
     fn free(&self) -> u32 {
-        pick(self.dead, self.home, self.live)
+        let (d, l) = (self.dead, self.live);
+        let free = pick([d[0], d[1]], self.home, [l[0], l[1]]);
+        if free != NONE {
+            return free;
+        }
+        let spill_homes = [self.home_of(2), self.home_of(3)];
+        pick([d[2], d[3]], spill_homes, [l[2], l[3]])
     }
 }
 
@@ -462,15 +508,16 @@ fn hinted(home: u32, now: u32) -> Option<(u32, u32)> {
     Some((slot, live))
 }
 
-/// `bpf_loop` callback over the two candidate sets' `FLOW_META` records
-/// (one set a call, its ways unrolled: the verifier checks the callback
-/// once).
+/// `bpf_loop` callback over the surveyed sets' `FLOW_META` records (one
+/// set a call, its ways unrolled: the verifier checks the callback once);
+/// called for the two candidate sets only, when looking for a flow to
+/// displace.
 extern "C" fn survey_meta(i: u32, _ctx: *mut c_void) -> i64 {
     let Some(s) = survey() else {
         return 1;
     };
-    let second = i != 0;
-    let base = set_of(if second { s.home[1] } else { s.home[0] });
+    let set = i as usize;
+    let base = set_of(s.home_of(set));
     let Some(meta) = FLOW_META.get_ptr(base / FLOW_WAYS) else {
         return 1;
     };
@@ -479,22 +526,23 @@ extern "C" fn survey_meta(i: u32, _ctx: *mut c_void) -> i64 {
     let meta: &SetMeta = unsafe { &*meta };
     for way in 0..FLOW_WAYS {
         let w = way as usize;
-        s.see(second, base + way, meta.states[w], meta.deadlines[w]);
+        s.see(set, base + way, meta.states[w], meta.deadlines[w]);
     }
     0
 }
 
-/// `bpf_loop` callback over the `2 * FLOW_WAYS` candidate slots' entries,
-/// when the hints found no slot: it rewrites each way's hints from its
-/// entry. A helper loop rather than an unrolled one: the verifier checks
-/// the callback once, where eight unrolled slots with four outcomes each
-/// made it walk more than its million instructions.
+/// `bpf_loop` callback over the surveyed sets' entries
+/// (`SURVEYED_SETS * FLOW_WAYS`), when the hints found no slot: it
+/// rewrites each way's hints from its entry. A helper loop rather than an
+/// unrolled one: the verifier checks the callback once, where eight
+/// unrolled slots with four outcomes each made it walk more than its
+/// million instructions.
 extern "C" fn survey_slot(i: u32, _ctx: *mut c_void) -> i64 {
     let Some(s) = survey() else {
         return 1;
     };
-    let second = i >= FLOW_WAYS;
-    let base = set_of(if second { s.home[1] } else { s.home[0] });
+    let set = (i / FLOW_WAYS) as usize;
+    let base = set_of(s.home_of(set));
     let Some(slot) = Slot::at(base + i % FLOW_WAYS) else {
         return 0;
     };
@@ -505,7 +553,8 @@ extern "C" fn survey_slot(i: u32, _ctx: *mut c_void) -> i64 {
     // every lookup's own check, and a survey of full sets checks it); when
     // no slot is dead, every entry is checked, as a flood of new flows
     // over full sets needs.
-    let check = s.dead[0] == NONE && s.dead[1] == NONE;
+    let d = s.dead;
+    let check = d[0] == NONE && d[1] == NONE && d[2] == NONE && d[3] == NONE;
     let state = if check && torn(e) {
         FlowState::Free as u8
     } else {
@@ -513,7 +562,7 @@ extern "C" fn survey_slot(i: u32, _ctx: *mut c_void) -> i64 {
     };
     let deadline = e.deadline();
     note(slot.index, state, deadline);
-    if s.see(second, slot.index, state, deadline) {
+    if s.see(set, slot.index, state, deadline) {
         s.nearest_vip = e.vip_id as u32;
     }
     0
@@ -585,15 +634,19 @@ fn choose(first: u32, second: u32, now: u32) -> u64 {
     else {
         return NO_VACANCY;
     };
-    let free = pick([dead1, dead2], [first, second], [live1, live2]);
+    let mut free = pick([dead1, dead2], [first, second], [live1, live2]);
+    if free == NONE {
+        free = spill_slot(first, second, now);
+    }
     let Some(s) = survey() else {
         return NO_VACANCY;
     };
     let by_hints = if free != NONE {
         confirm(free, false, now)
     } else {
-        // Full sets, as the hints say: the unconfirmed flow nearest its
-        // expiry, which only a survey of the ways finds.
+        // Full sets, spill sets too, as the hints say: the unconfirmed
+        // flow of the two sets nearest its expiry, which only a survey of
+        // their ways finds (a spill set's flows are not displaced: `see`).
         s.start(first, second, now);
         // SAFETY: the callback is valid for the call; it takes no context
         // (the survey is in scratch memory: `bpf_loop` takes only a stack
@@ -614,7 +667,8 @@ fn choose(first: u32, second: u32, now: u32) -> u64 {
     };
     s.start(first, second, now);
     // SAFETY: as above.
-    unsafe { bpf_loop(2 * FLOW_WAYS, survey_slot as *mut c_void, null_mut(), 0) };
+    let slots = SURVEYED_SETS * FLOW_WAYS;
+    unsafe { bpf_loop(slots, survey_slot as *mut c_void, null_mut(), 0) };
     let Some(s) = survey() else {
         return NO_VACANCY;
     };
@@ -626,6 +680,19 @@ fn choose(first: u32, second: u32, now: u32) -> u64 {
         return s.nearest as u64 | DISPLACES | (s.nearest_vip as u64 & 0xffff) << 32;
     }
     NO_VACANCY
+}
+
+/// A free or expired slot of the spill sets of the sets whose homes are
+/// `first` and `second`, as their hints say, or `NONE`: where a new flow
+/// goes when both its sets are full (`flow::spill`), before it may
+/// displace anything. Out of line: [`choose`]'s frame.
+#[inline(never)]
+fn spill_slot(first: u32, second: u32, now: u32) -> u32 {
+    let (a, b) = (spill(first), spill(second));
+    let (Some((dead1, live1)), Some((dead2, live2))) = (hinted(a, now), hinted(b, now)) else {
+        return NONE;
+    };
+    pick([dead1, dead2], [a, b], [live1, live2])
 }
 
 #[inline(always)]
