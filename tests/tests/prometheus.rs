@@ -10,7 +10,8 @@
 //! The shipped files are used as they are but for the durations: scrape
 //! and evaluation every second instead of 15 s, and every rule's `for:`
 //! cut to 2 s (the test would otherwise wait minutes); `promtool check
-//! rules` runs on the file as shipped.
+//! rules` runs on the file as shipped, and `promtool test rules` runs the
+//! cases of tests/prometheus/lb-alerts.test.yml on it.
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,22 @@ fn promtool_accepts_the_rules_as_shipped() {
             config.as_os_str(),
         ],
     );
+}
+
+/// The connection-table alerts on synthetic series, as shipped (durations
+/// included): tests/prometheus/lb-alerts.test.yml says what must fire when.
+#[test]
+fn promtool_rule_tests_pass() {
+    proc::require_tool("promtool");
+    let cases = repo().join("tests/prometheus/lb-alerts.test.yml");
+    // Fails (and `run` panics with promtool's account) unless every case
+    // holds.
+    let out = netns::run(
+        "promtool",
+        [OsStr::new("test"), OsStr::new("rules"), cases.as_os_str()],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("SUCCESS"), "{text}");
 }
 
 #[test]
