@@ -421,9 +421,7 @@ fn check_conditions(path: &str, c: &Conditions, errs: &mut ValidationErrors) {
         any = true;
         check_values(&format!("{path}.{key}"), list.len(), errs);
         for (k, v) in list.iter().enumerate() {
-            if v.is_empty() || v.len() > 128 {
-                errs.push(format!("{path}.{key}[{k}]"), "must be 1 to 128 characters");
-            }
+            check_pattern(format!("{path}.{key}[{k}]"), v, errs);
         }
     };
     values("host_header", c.host_header.as_deref(), errs);
@@ -465,10 +463,20 @@ fn check_conditions(path: &str, c: &Conditions, errs: &mut ValidationErrors) {
             );
         }
         check_values(&format!("{hpath}.values"), h.values.len(), errs);
+        for (v, value) in h.values.iter().enumerate() {
+            check_pattern(format!("{hpath}.values[{v}]"), value, errs);
+        }
     }
     if let Some(q) = &c.query_string {
         any = true;
         check_values(&format!("{path}.query_string"), q.len(), errs);
+        for (k, cond) in q.iter().enumerate() {
+            let qpath = format!("{path}.query_string[{k}]");
+            if let Some(key) = &cond.key {
+                check_pattern(format!("{qpath}.key"), key, errs);
+            }
+            check_pattern(format!("{qpath}.value"), &cond.value, errs);
+        }
     }
     if let Some(nets) = &c.source_ip {
         any = true;
@@ -498,6 +506,17 @@ fn valid_method(m: &str) -> bool {
     m.len() <= MAX_METHOD
         && m.bytes()
             .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+}
+
+/// Longest pattern of a condition (ALB's limit), in bytes.
+const MAX_PATTERN: usize = 128;
+
+/// A condition's pattern (host, path, method, header value, query key or
+/// value): 1 to [`MAX_PATTERN`] characters, as the docs say of them all.
+fn check_pattern(path: String, pattern: &str, errs: &mut ValidationErrors) {
+    if pattern.is_empty() || pattern.len() > MAX_PATTERN {
+        errs.push(path, format!("must be 1 to {MAX_PATTERN} characters"));
+    }
 }
 
 fn check_values(path: &str, n: usize, errs: &mut ValidationErrors) {
@@ -586,7 +605,11 @@ fn check_redirect(path: &str, r: &Redirect, errs: &mut ValidationErrors) {
             format!("{} is not 301 or 302", r.status),
         );
     }
-    if !["http", "https", "#{protocol}"].contains(&r.protocol.to_ascii_lowercase().as_str()) {
+    // The scheme in any case (ALB writes HTTPS; the Location gets it in
+    // lower case), the placeholder exactly: `#{PROTOCOL}` would not be
+    // filled in and would reach the Location as it is.
+    let scheme = ["http", "https"].contains(&r.protocol.to_ascii_lowercase().as_str());
+    if !scheme && r.protocol != "#{protocol}" {
         errs.push(
             format!("{path}.protocol"),
             format!("{:?} is not http, https or #{{protocol}}", r.protocol),

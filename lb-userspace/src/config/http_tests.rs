@@ -199,6 +199,48 @@ fn conditions_and_redirects_are_checked() {
 }
 
 #[test]
+fn every_pattern_is_1_to_128_characters() {
+    let long = "a".repeat(129);
+    let text = with(
+        "  conditions.http_header = [{ name = \"x-env\", values = [\"beta\"] }]\n  conditions.query_string = [{ key = \"v\", value = \"2\" }, { value = \"x*\" }]",
+        &format!(
+            "  conditions.http_header = [{{ name = \"x-env\", values = [\"beta\", \"\", \"{long}\"] }}]\n  conditions.query_string = [{{ key = \"\", value = \"2\" }}, {{ key = \"{long}\", value = \"\" }}, {{ value = \"{long}\" }}]"
+        ),
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "listener[0].rule[0].conditions.http_header[0].values[1]: must be 1 to 128 characters",
+            "listener[0].rule[0].conditions.http_header[0].values[2]: must be 1 to 128 characters",
+            "listener[0].rule[0].conditions.query_string[0].key: must be 1 to 128 characters",
+            "listener[0].rule[0].conditions.query_string[1].key: must be 1 to 128 characters",
+            "listener[0].rule[0].conditions.query_string[1].value: must be 1 to 128 characters",
+            "listener[0].rule[0].conditions.query_string[2].value: must be 1 to 128 characters",
+        ]
+    );
+    // 128 is the bound, not past it.
+    let edge = "a".repeat(128);
+    let text = with("values = [\"beta\"]", &format!("values = [\"{edge}\"]"));
+    assert_eq!(errors(&text), Vec::<String>::new());
+}
+
+#[test]
+fn a_redirect_protocol_is_a_scheme_in_any_case_or_the_exact_placeholder() {
+    let at = "protocol = \"https\", port";
+    for ok in ["HTTPS", "Http", "#{protocol}"] {
+        let text = with(at, &format!("protocol = \"{ok}\", port"));
+        assert_eq!(errors(&text), Vec::<String>::new(), "{ok}");
+    }
+    // Not filled in (placeholders are case-sensitive): it would reach the
+    // Location as it is.
+    let text = with(at, "protocol = \"#{PROTOCOL}\", port");
+    assert_eq!(
+        errors(&text),
+        ["listener[0].rule[1].action.protocol: \"#{PROTOCOL}\" is not http, https or #{protocol}"]
+    );
+}
+
+#[test]
 fn http2_target_connections_are_bounded() {
     let l = &parse(BASE).listeners[0];
     assert_eq!(l.http2_max_target_connections(), 32);

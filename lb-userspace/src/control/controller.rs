@@ -512,6 +512,11 @@ pub fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("flow_capacity")
     } else if a.max_vips != b.max_vips {
         Some("max_vips")
+    } else if a.dataplane != b.dataplane {
+        // Who serves tcp and udp listeners is settled at start (the XDP
+        // program loaded or not); a new value would be validated against
+        // a data path that is not the one running.
+        Some("dataplane")
     } else if a.xdp_mode != b.xdp_mode {
         Some("xdp_mode")
     } else if a.worker_threads != b.worker_threads {

@@ -150,3 +150,35 @@ async fn a_target_registered_again_while_draining_ramps_through_slow_start() {
     let wake = c.next_wakeup().expect("a ramp step is due");
     assert!(wake <= Instant::now() + Duration::from_secs(1), "{wake:?}");
 }
+
+/// A reload that changes a `[daemon]` key settled at start is refused,
+/// naming it; one that changes only what a reload can apply (the zone)
+/// passes.
+#[test]
+fn daemon_keys_that_need_a_restart_are_named() {
+    use crate::config::{Dataplane, XdpMode};
+    let old = config();
+    let changed = |f: &dyn Fn(&mut Config)| {
+        let mut new = old.clone();
+        f(&mut new);
+        daemon_change(&old, &new)
+    };
+    assert_eq!(changed(&|_| {}), None);
+    assert_eq!(changed(&|c| c.daemon.zone = Some("a".into())), None);
+    assert_eq!(
+        changed(&|c| c.daemon.dataplane = Dataplane::Userspace),
+        Some("dataplane")
+    );
+    assert_eq!(
+        changed(&|c| c.daemon.xdp_mode = XdpMode::Generic),
+        Some("xdp_mode")
+    );
+    assert_eq!(
+        changed(&|c| c.daemon.flow_capacity *= 2),
+        Some("flow_capacity")
+    );
+    assert_eq!(
+        changed(&|c| c.daemon.worker_threads += 1),
+        Some("worker_threads")
+    );
+}
