@@ -1825,6 +1825,26 @@ fn udp_confirmation_cases() -> Vec<Case> {
     cases
 }
 
+/// `V_TCP4`'s new-flow counters: (syns, embryonic, displaced, untracked).
+fn assert_flow_stats(fx: &Fixture, expected: (u64, u64, u64, u64)) {
+    let f = fx.flow_counters(V_TCP4.id);
+    assert_eq!(
+        (f.syns, f.embryonic, f.displaced, f.untracked),
+        expected,
+        "FLOW_STATS (syns, embryonic, displaced, untracked)"
+    );
+}
+
+/// After a new flow of `key` was refused or displaced a flow: every slot
+/// where it may live ([`fill_sets`] filled them) still holds a flow.
+fn assert_sets_kept(fx: &Fixture, key: &FlowKey) {
+    assert_eq!(
+        fx.flow_keys().len(),
+        fx.candidate_slots(key).len(),
+        "the confirmed flows stay"
+    );
+}
+
 /// `p` (a TCP segment over IPv4) with sequence number `seq`.
 fn with_seq(mut p: Packet, seq: u32) -> Packet {
     if let Net::Ipv4(ip) = &mut p.net
@@ -1873,18 +1893,9 @@ fn table_cases() -> Vec<Case> {
         .setup(move |fx| fill_sets(fx, &key, None))
         .drop(Stat::DropTableFull)
         .check(move |fx, _| {
-            let f = fx.flow_counters(V_TCP4.id);
-            assert_eq!(
-                (f.syns, f.embryonic, f.displaced, f.untracked),
-                (1, 0, 0, 1),
-                "FLOW_STATS (syns, embryonic, displaced, untracked)"
-            );
+            assert_flow_stats(fx, (1, 0, 0, 1));
             assert!(fx.flow(&key).is_none(), "no entry for the dropped flow");
-            assert_eq!(
-                fx.flow_keys().len(),
-                fx.candidate_slots(&key).len(),
-                "the confirmed flows stay"
-            );
+            assert_sets_kept(fx, &key);
         }),
     );
     cases.push(
@@ -1905,12 +1916,7 @@ fn table_cases() -> Vec<Case> {
                 "slot {slot} is not in a spill set"
             );
             assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
-            let f = fx.flow_counters(V_TCP4.id);
-            assert_eq!(
-                (f.syns, f.embryonic, f.displaced, f.untracked),
-                (1, 1, 0, 0),
-                "FLOW_STATS (syns, embryonic, displaced, untracked)"
-            );
+            assert_flow_stats(fx, (1, 1, 0, 0));
             // Both directions find the spilled entry: the target's SYN-ACK
             // goes back from the VIP, the client's ACK confirms the flow
             // and goes on to the target.
@@ -1948,17 +1954,8 @@ fn table_cases() -> Vec<Case> {
                 "the displaced flow's slot"
             );
             assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
-            let f = fx.flow_counters(V_TCP4.id);
-            assert_eq!(
-                (f.syns, f.embryonic, f.displaced, f.untracked),
-                (1, 1, 1, 0),
-                "FLOW_STATS (syns, embryonic, displaced, untracked)"
-            );
-            assert_eq!(
-                fx.flow_keys().len(),
-                fx.candidate_slots(&key).len(),
-                "the confirmed flows stay"
-            );
+            assert_flow_stats(fx, (1, 1, 1, 0));
+            assert_sets_kept(fx, &key);
         }),
     );
 
@@ -1981,12 +1978,7 @@ fn table_cases() -> Vec<Case> {
             let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
             assert_eq!(slot, fx.candidate_slots(&key)[6], "the torn slot");
             assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
-            let f = fx.flow_counters(V_TCP4.id);
-            assert_eq!(
-                (f.syns, f.embryonic, f.displaced, f.untracked),
-                (1, 1, 0, 0),
-                "FLOW_STATS (syns, embryonic, displaced, untracked)"
-            );
+            assert_flow_stats(fx, (1, 1, 0, 0));
         }),
     );
 

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::Action;
 use crate::config::{Api, Effect, Policy};
+use crate::iam::resource::matches as covers;
 use crate::wildcard::{self, Case};
 
 /// Who a request comes from.
@@ -176,9 +177,7 @@ impl Authorizer {
                     .action
                     .iter()
                     .any(|a| wildcard::matches(a, action.as_str(), Case::IgnoreAscii))
-                    && s.resource
-                        .iter()
-                        .any(|r| wildcard::matches(r, resource, Case::Sensitive));
+                    && s.resource.iter().any(|r| covers(r, resource));
                 if !applies {
                     continue;
                 }

@@ -279,6 +279,72 @@ fn wildcards_in_actions_and_resources() {
     );
 }
 
+/// docs/config.md: the whole load balancer's resource `*` is matched by
+/// the pattern `*` only; `?` (one character) covers listeners' and groups'
+/// names of one character, not it, in Allow and in Deny statements.
+#[test]
+fn only_the_pattern_star_covers_whole_load_balancer_actions() {
+    let text = format!(
+        r#"
+[daemon]
+interfaces = ["eth0"]
+
+[[api.policy]]
+name = "odd"
+  [[api.policy.statement]]
+  effect = "Allow"
+  action = ["lb:*"]
+  resource = ["?", "target-group/?"]
+  [[api.policy.statement]]
+  effect = "Deny"
+  action = ["lb:DescribeStats"]
+  resource = ["?*"]
+
+[[api.policy]]
+name = "all"
+  [[api.policy.statement]]
+  effect = "Allow"
+  action = ["lb:DescribeStats"]
+  resource = ["*"]
+
+[[api.token]]
+name = "odd"
+sha256 = "{}"
+policies = ["odd"]
+
+[[api.token]]
+name = "both"
+sha256 = "{}"
+policies = ["odd", "all"]
+"#,
+        token_digest(CI),
+        token_digest(OPS),
+    );
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.validate(), Ok(()));
+    let auth = Authorizer::new(&c.api);
+    for action in [
+        Action::ReloadConfig,
+        Action::DrainHost,
+        Action::DescribeStats,
+    ] {
+        assert_eq!(
+            decide(&auth, "odd", action, resource::GLOBAL),
+            Decision::ImplicitDeny,
+            "{action}"
+        );
+    }
+    assert_eq!(
+        decide(&auth, "odd", Action::RegisterTargets, "target-group/a"),
+        Decision::Allow
+    );
+    // The Deny's `?*` does not cover `*` either: `all`'s Allow stands.
+    assert_eq!(
+        decide(&auth, "both", Action::DescribeStats, resource::GLOBAL),
+        Decision::Allow
+    );
+}
+
 #[test]
 fn refusal_messages_are_awss() {
     let ci = token("ci");
