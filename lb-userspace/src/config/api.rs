@@ -136,10 +136,14 @@ pub(super) fn check_api(c: &Config, errs: &mut ValidationErrors) {
             ),
         );
     }
-    if api.listen.is_some() && api.listen == api.metrics_listen {
+    if let (Some(listen), Some(metrics)) = (api.listen, api.metrics_listen)
+        && binds_overlap(listen, metrics)
+    {
         errs.push(
             "api.metrics_listen",
-            "must differ from api.listen (/metrics is also served there)",
+            format!(
+                "{metrics} overlaps api.listen {listen}: one of the two binds would fail (/metrics is also served on api.listen)"
+            ),
         );
     }
     let mut policies = HashMap::new();
@@ -187,6 +191,18 @@ pub(super) fn check_api(c: &Config, errs: &mut ValidationErrors) {
             }
         }
     }
+}
+
+/// Whether TCP listening sockets on `a` and `b` cannot both be bound: the
+/// same port, and the same address or a wildcard that covers the other
+/// (`0.0.0.0` every IPv4 address, `[::]` every address: it takes IPv4
+/// too).
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wild: IpAddr, other: IpAddr| match wild {
+        IpAddr::V4(w) => w.is_unspecified() && other.is_ipv4(),
+        IpAddr::V6(w) => w.is_unspecified(),
+    };
+    a.port() == b.port() && (a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
 }
 
 /// `api.listen` and `api.metrics_listen` on a listener's address and port

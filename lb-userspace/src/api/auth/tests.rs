@@ -345,6 +345,35 @@ policies = ["odd", "all"]
     );
 }
 
+/// `lb check` refuses what `lb run` could not bind: `metrics_listen` and
+/// `listen` on one port where an address covers the other.
+#[test]
+fn metrics_listen_must_not_overlap_listen() {
+    let errors = |listen: &str, metrics: &str| {
+        let text = format!(
+            "[daemon]\ninterfaces = [\"eth0\"]\n[api]\nlisten = \"{listen}\"\nmetrics_listen = \"{metrics}\"\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        c.validate().err().map_or(0, |e| e.iter().count())
+    };
+    for (listen, metrics) in [
+        ("127.0.0.1:9180", "127.0.0.1:9180"),
+        ("0.0.0.0:9180", "127.0.0.1:9180"),
+        ("127.0.0.1:9180", "0.0.0.0:9180"),
+        ("[::]:9180", "127.0.0.1:9180"),
+        ("[::1]:9180", "[::]:9180"),
+    ] {
+        assert_eq!(errors(listen, metrics), 1, "{listen} and {metrics}");
+    }
+    for (listen, metrics) in [
+        ("127.0.0.1:9180", "127.0.0.1:9181"),
+        ("127.0.0.1:9180", "127.0.0.2:9180"),
+        ("0.0.0.0:9180", "[::1]:9180"),
+    ] {
+        assert_eq!(errors(listen, metrics), 0, "{listen} and {metrics}");
+    }
+}
+
 #[test]
 fn refusal_messages_are_awss() {
     let ci = token("ci");
@@ -426,7 +455,7 @@ sha256 = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"
         errs,
         [
             "api.socket: \"run/api.sock\" must be an absolute path of at most 107 bytes".to_string(),
-            "api.metrics_listen: must differ from api.listen (/metrics is also served there)".into(),
+            "api.metrics_listen: 127.0.0.1:9180 overlaps api.listen 127.0.0.1:9180: one of the two binds would fail (/metrics is also served on api.listen)".into(),
             format!("{s}[0].sid: \"Bad-Sid\" must be 1 or more characters of A-Z a-z 0-9"),
             format!("{s}[0].action[1]: \"ec2:RunInstances\" matches no action (lb:DescribeListeners, lb:RegisterTargets, ...; `lb:*` for all)"),
             format!("{s}[0].action[2]: \"lb:Nope*\" matches no action (lb:DescribeListeners, lb:RegisterTargets, ...; `lb:*` for all)"),
