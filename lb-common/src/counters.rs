@@ -100,7 +100,7 @@ pub enum Stat {
     /// hold): handed to the kernel untranslated.
     PassReplyUntracked,
     /// A new nat flow found no slot: both its candidate sets hold live
-    /// confirmed flows. Dropped rather than forwarded untracked, whose
+    /// confirmed flows, and their spill sets no free or expired slot. Dropped rather than forwarded untracked, whose
     /// replies could not be translated back (the client retries; its
     /// flow counts as `untracked`).
     DropTableFull,

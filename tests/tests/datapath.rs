@@ -1939,6 +1939,50 @@ fn table_cases() -> Vec<Case> {
             assert_eq!(fx.flow_keys().len(), 2 * FLOW_WAYS as usize + 1, "one new entry");
         }),
     );
+    // Slot 5 (of its second set) holds an unconfirmed flow; the spill sets
+    // are empty.
+    cases.push(
+        Case::new(
+            "new flow takes a free slot of a spill set before it displaces an unconfirmed flow of its sets",
+            &syn,
+        )
+        .setup(move |fx| {
+            let slots = fx.candidate_slots(&key);
+            fill_slots(fx, &slots[..2 * FLOW_WAYS as usize], Some(5));
+        })
+        .redirect(&to_target(&syn, &T1), Stat::Forwarded)
+        .check(move |fx, _| {
+            let slots = fx.candidate_slots(&key);
+            let (slot, _) = fx.flow_slot(&key).expect("entry of the new flow");
+            assert!(
+                slots[2 * FLOW_WAYS as usize..].contains(&slot),
+                "slot {slot} is not in a spill set"
+            );
+            assert_eq!(fx.flow_at(slots[5]).state(), FlowState::Syn, "the unconfirmed flow stays");
+            assert_flow_stats(fx, (1, 1, 0, 0));
+        }),
+    );
+    // All full, the one unconfirmed flow in a spill set (slot 9): a spill
+    // set's flows are displaced only by flows whose own set it is.
+    cases.push(
+        Case::new(
+            "an unconfirmed flow in a spill set is not displaced by a new flow spilling there",
+            &syn,
+        )
+        .setup(move |fx| fill_sets(fx, &key, Some(2 * FLOW_WAYS as usize + 1)))
+        .drop(Stat::DropTableFull)
+        .check(move |fx, _| {
+            let slots = fx.candidate_slots(&key);
+            assert!(fx.flow(&key).is_none(), "no entry for the dropped flow");
+            assert_eq!(
+                fx.flow_at(slots[9]).state(),
+                FlowState::Syn,
+                "the unconfirmed flow stays"
+            );
+            assert_flow_stats(fx, (1, 0, 0, 1));
+            assert_sets_kept(fx, &key);
+        }),
+    );
     cases.push(
         Case::new(
             "new flow over full sets takes the slot of the oldest unconfirmed flow",

@@ -572,8 +572,9 @@ extern "C" fn survey_slot(i: u32, _ctx: *mut c_void) -> i64 {
 /// wrote it at once) or half-written, no flow lives there. (The seed is
 /// looked up here rather than kept in `Survey`: when this was written,
 /// four more bytes there took the new-flow path's frame past the kernel's
-/// stack limit. `Survey::home`, added later, passes the verifier: check the
-/// frames again before growing `Survey`.)
+/// stack limit. `Survey` now lives in scratch memory, but `Survey::free`
+/// copies its arrays into `choose`'s frame: let the verifier tests check
+/// the frames before growing it.)
 #[inline(always)]
 fn torn(e: &FlowEntry) -> bool {
     e.check

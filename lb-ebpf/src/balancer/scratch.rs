@@ -61,7 +61,8 @@ pub struct Scratch {
     pub probe: FlowKey,
     /// The 5-tuple an ICMP error quotes, turned around.
     pub icmp_key: FlowKey,
-    /// A new flow's survey of its candidate sets (`conntrack::vacancy`):
+    /// A new flow's survey of its candidate sets and their spill sets
+    /// (`conntrack::vacancy`):
     /// on the stack it took the new-flow path past the 512 bytes.
     pub survey: Survey,
 }

@@ -8,8 +8,9 @@ use lb_common::flow::SetMeta;
 
 use super::*;
 
-/// Rewrites the state hint of every way of `key`'s two candidate sets
-/// (expiry far ahead), leaving tags and entries alone.
+/// Rewrites the state hint of every slot where `key`'s flow may live (its
+/// two sets and their spill sets; expiry far ahead), leaving tags and
+/// entries alone.
 fn hint_all(fx: &mut Fixture, key: &FlowKey, state: FlowState) {
     let far = ticks(monotonic_coarse_ns()).wrapping_add(timeout_ticks(3600));
     for slot in fx.candidate_slots(key) {
@@ -147,7 +148,11 @@ fn cases() -> Vec<Case> {
         .check(move |fx, _| {
             let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
             assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
-            assert!(fx.candidate_slots(&key).contains(&slot), "a candidate slot");
+            let own = &fx.candidate_slots(&key)[..2 * lb_common::flow::FLOW_WAYS as usize];
+            assert!(
+                own.contains(&slot),
+                "a slot of its own two sets, not a spill set"
+            );
             assert_eq!(fx.flow_keys(), vec![key], "one entry");
             assert_eq!(
                 hints(fx, &key),
