@@ -100,9 +100,10 @@ pub enum Stat {
     /// hold): handed to the kernel untranslated.
     PassReplyUntracked,
     /// A new nat flow found no slot: both its candidate sets hold live
-    /// confirmed flows, and their spill sets no free or expired slot. Dropped rather than forwarded untracked, whose
-    /// replies could not be translated back (the client retries; its
-    /// flow counts as `untracked`).
+    /// confirmed flows, and their spill sets no free or expired slot.
+    /// Dropped rather than forwarded untracked, whose replies could not be
+    /// translated back (the client retries; its flow counts as
+    /// `untracked`).
     DropTableFull,
     /// dsr second chance: a TCP packet without a connection-table entry
     /// (not a SYN) whose target in the previous table differs from the

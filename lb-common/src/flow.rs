@@ -3,8 +3,9 @@
 //! `FLOWS` is an array the program manages itself as a set-associative hash
 //! table (see `conntrack` in lb-ebpf and ARCHITECTURE.md): every flow has two
 //! candidate sets of [`FLOW_WAYS`] entries, chosen by a keyed hash of its
-//! [`FlowKey`], and goes to their [`spill`] sets when both are full. The entry is found from either direction: client packets
-//! build the key from their own header, target replies (nat mode) from the
+//! [`FlowKey`], and goes to their [`spill`] sets when both are full. The
+//! entry is found from either direction: client packets build the key
+//! from their own header, target replies (nat mode) from the
 //! target's `REPLIES` entry, which names the VIPs the target serves. So a
 //! flow's two directions are one entry and can never come apart.
 //!
@@ -29,10 +30,10 @@ pub const FLOW_WAYS: u32 = 4;
 /// simulation of the placement rule over 65,536 sets, 6 of 131,072 flows
 /// found both sets full at half load, 0.12 % at five eighths, 0.88 % at
 /// three quarters, 3.5 % at seven eighths; with the spill sets, none up
-/// to five eighths, 0.064 % at three quarters, 1.0 % at seven eighths. They cost a lookup no cache miss: their tags
-/// are in the lines the candidate sets' tags were loaded with, and they
-/// are read only when the flow is in neither candidate set (a new flow,
-/// or one that spilled).
+/// to five eighths, 0.064 % at three quarters, 1.0 % at seven eighths.
+/// They cost a lookup no cache miss: their tags are in the lines the
+/// candidate sets' tags were loaded with, and they are read only when the
+/// flow is in neither candidate set (a new flow, or one that spilled).
 #[inline(always)]
 pub const fn spill(slot: u32) -> u32 {
     slot ^ FLOW_WAYS
@@ -48,15 +49,15 @@ pub const fn spill(slot: u32) -> u32 {
 ///   cache line; a miss (a new flow) costs no entry at all. Every entry the
 ///   program publishes has its tag written first, so a key whose tag is
 ///   in no way of its sets and their [`spill`] sets has no entry. (The
-///   loader refuses a pinned
-///   `FLOWS` without this map beside it: its entries would have no tags.)
+///   loader refuses a pinned `FLOWS` without this map beside it: its
+///   entries would have no tags.)
 /// - `states` and `deadlines`: each way's state and the tick after which
 ///   it expires (`last_seen` + [`FlowEntry::lifetime`]), written with a
 ///   new entry and brought up to date by the flow's client packets. A new
 ///   flow chooses its slot from these (two records, one per candidate
 ///   set, instead of eight entries; the two of their spill sets, in the
-///   same cache lines, when both are full), then checks the chosen entry itself
-///   before it writes there: these fields are hints (a target's packet
+///   same cache lines, when both are full), then checks the chosen entry
+///   itself before it writes there: these fields are hints (a target's packet
 ///   and the daemon's purges change entries without rewriting them; two
 ///   CPUs may race), and a hint the entry contradicts sends the new flow to a
 ///   survey of the entries themselves, which rewrites the hints. So stale

@@ -1825,6 +1825,10 @@ fn udp_confirmation_cases() -> Vec<Case> {
     cases
 }
 
+/// The first slots of `Fixture::candidate_slots`: the flow's own two sets
+/// (the rest are their spill sets).
+const OWN_SLOTS: usize = 2 * FLOW_WAYS as usize;
+
 /// `V_TCP4`'s new-flow counters: (syns, embryonic, displaced, untracked).
 fn assert_flow_stats(fx: &Fixture, expected: (u64, u64, u64, u64)) {
     let f = fx.flow_counters(V_TCP4.id);
@@ -1905,14 +1909,14 @@ fn table_cases() -> Vec<Case> {
         )
         .setup(move |fx| {
             let slots = fx.candidate_slots(&key);
-            fill_slots(fx, &slots[..2 * FLOW_WAYS as usize], None);
+            fill_slots(fx, &slots[..OWN_SLOTS], None);
         })
         .redirect(&to_target(&syn, &T1), Stat::Forwarded)
         .check(move |fx, _| {
             let slots = fx.candidate_slots(&key);
             let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
             assert!(
-                slots[2 * FLOW_WAYS as usize..].contains(&slot),
+                slots[OWN_SLOTS..].contains(&slot),
                 "slot {slot} is not in a spill set"
             );
             assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
@@ -1936,7 +1940,7 @@ fn table_cases() -> Vec<Case> {
             );
             let (again, e) = fx.flow_slot(&key).expect("entry");
             assert_eq!((again, e.state()), (slot, FlowState::Established));
-            assert_eq!(fx.flow_keys().len(), 2 * FLOW_WAYS as usize + 1, "one new entry");
+            assert_eq!(fx.flow_keys().len(), OWN_SLOTS + 1, "one new entry");
         }),
     );
     // Slot 5 (of its second set) holds an unconfirmed flow; the spill sets
@@ -1948,34 +1952,34 @@ fn table_cases() -> Vec<Case> {
         )
         .setup(move |fx| {
             let slots = fx.candidate_slots(&key);
-            fill_slots(fx, &slots[..2 * FLOW_WAYS as usize], Some(5));
+            fill_slots(fx, &slots[..OWN_SLOTS], Some(5));
         })
         .redirect(&to_target(&syn, &T1), Stat::Forwarded)
         .check(move |fx, _| {
             let slots = fx.candidate_slots(&key);
             let (slot, _) = fx.flow_slot(&key).expect("entry of the new flow");
             assert!(
-                slots[2 * FLOW_WAYS as usize..].contains(&slot),
+                slots[OWN_SLOTS..].contains(&slot),
                 "slot {slot} is not in a spill set"
             );
             assert_eq!(fx.flow_at(slots[5]).state(), FlowState::Syn, "the unconfirmed flow stays");
             assert_flow_stats(fx, (1, 1, 0, 0));
         }),
     );
-    // All full, the one unconfirmed flow in a spill set (slot 9): a spill
+    // All full, the one unconfirmed flow in a spill set (its second slot): a spill
     // set's flows are displaced only by flows whose own set it is.
     cases.push(
         Case::new(
             "an unconfirmed flow in a spill set is not displaced by a new flow spilling there",
             &syn,
         )
-        .setup(move |fx| fill_sets(fx, &key, Some(2 * FLOW_WAYS as usize + 1)))
+        .setup(move |fx| fill_sets(fx, &key, Some(OWN_SLOTS + 1)))
         .drop(Stat::DropTableFull)
         .check(move |fx, _| {
             let slots = fx.candidate_slots(&key);
             assert!(fx.flow(&key).is_none(), "no entry for the dropped flow");
             assert_eq!(
-                fx.flow_at(slots[9]).state(),
+                fx.flow_at(slots[OWN_SLOTS + 1]).state(),
                 FlowState::Syn,
                 "the unconfirmed flow stays"
             );

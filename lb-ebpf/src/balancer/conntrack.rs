@@ -21,7 +21,8 @@
 //! `flow::spill`: the sets whose records share the cache lines of theirs),
 //! since two choices alone leave sets full long before the table is; or
 //! else it displaces the unconfirmed flow of its two sets nearest its
-//! expiry (a spill set takes others' flows only in free or expired slots). It chooses from the records alone, then checks the one entry
+//! expiry (a spill set takes others' flows only in free or expired
+//! slots). It chooses from the records alone, then checks the one entry
 //! it chose before writing it; states and expiry ticks are hints
 //! (the daemon frees entries without touching them), so when they find no
 //! slot, or one the entry belies, the entries themselves are surveyed and
@@ -631,11 +632,7 @@ const DISPLACES: u64 = 1 << 48;
 /// with [`DISPLACES`] and the displaced flow's VIP id, or [`NO_VACANCY`].
 #[inline(never)]
 fn choose(first: u32, second: u32, now: u32) -> u64 {
-    let (Some((dead1, live1)), Some((dead2, live2))) = (hinted(first, now), hinted(second, now))
-    else {
-        return NO_VACANCY;
-    };
-    let mut free = pick([dead1, dead2], [first, second], [live1, live2]);
+    let mut free = hinted_pick(first, second, now);
     if free == NONE {
         free = spill_slot(first, second, now);
     }
@@ -667,8 +664,8 @@ fn choose(first: u32, second: u32, now: u32) -> u64 {
         return NO_VACANCY;
     };
     s.start(first, second, now);
-    // SAFETY: as above.
     let slots = SURVEYED_SETS * FLOW_WAYS;
+    // SAFETY: as above.
     unsafe { bpf_loop(slots, survey_slot as *mut c_void, null_mut(), 0) };
     let Some(s) = survey() else {
         return NO_VACANCY;
@@ -689,7 +686,13 @@ fn choose(first: u32, second: u32, now: u32) -> u64 {
 /// displace anything. Out of line: [`choose`]'s frame.
 #[inline(never)]
 fn spill_slot(first: u32, second: u32, now: u32) -> u32 {
-    let (a, b) = (spill(first), spill(second));
+    hinted_pick(spill(first), spill(second), now)
+}
+
+/// The slot [`pick`] takes in the sets holding the home slots `a` and
+/// `b`, as their records' hints say ([`hinted`]), or `NONE`.
+#[inline(always)]
+fn hinted_pick(a: u32, b: u32, now: u32) -> u32 {
     let (Some((dead1, live1)), Some((dead2, live2))) = (hinted(a, now), hinted(b, now)) else {
         return NONE;
     };

@@ -148,7 +148,7 @@ fn cases() -> Vec<Case> {
         .check(move |fx, _| {
             let (slot, e) = fx.flow_slot(&key).expect("entry of the new flow");
             assert_eq!(e.state(), FlowState::Syn, "new flow unconfirmed");
-            let own = &fx.candidate_slots(&key)[..2 * lb_common::flow::FLOW_WAYS as usize];
+            let own = &fx.candidate_slots(&key)[..OWN_SLOTS];
             assert!(
                 own.contains(&slot),
                 "a slot of its own two sets, not a spill set"
