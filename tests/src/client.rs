@@ -285,6 +285,34 @@ impl EchoConn {
         netns::in_netns(ns, move || Self::connect(vip, timeout))
     }
 
+    /// [`Self::connect_in`] for a client that speaks first, as an HTTP
+    /// client does: `first` goes out as a line before the greeting is read,
+    /// and its echo is read after it. The handshake's last ACK then rides
+    /// on a data segment, which TCP retransmits until it is acknowledged. A
+    /// client that waits for the server sends a bare ACK, which nothing
+    /// retransmits: a target that answered the SYN with a SYN cookie (as a
+    /// flooded one does) keeps no state to send its SYN-ACK again, so one
+    /// lost ACK leaves that client waiting for a greeting that never comes.
+    pub fn connect_speaking_first_in(
+        ns: &str,
+        vip: SocketAddr,
+        timeout: Duration,
+        first: &str,
+    ) -> Result<Self> {
+        let first = first.to_owned();
+        netns::in_netns(ns, move || {
+            let mut stream = TcpStream::connect_timeout(&vip, timeout)
+                .with_context(|| format!("connect to {vip}"))?;
+            stream.set_write_timeout(Some(timeout))?;
+            stream
+                .write_all(format!("{first}\n").as_bytes())
+                .with_context(|| format!("send {first:?} to {vip} before the greeting"))?;
+            let mut conn = Self::greeted(stream, vip, timeout)?;
+            conn.expect_line(&first)?;
+            Ok(conn)
+        })
+    }
+
     /// Sends `msg` as a line and checks that the same line comes back.
     pub fn echo(&mut self, msg: &str) -> Result<()> {
         self.send_line(msg)?;
