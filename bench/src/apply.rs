@@ -20,6 +20,7 @@ use lb::{
         loader::{self, AttachMode, LoadSpec},
     },
     config::Config,
+    control::xdp::load_spec,
     maglev::{self, MaglevTarget},
     state::{DataPlane, Reconciler},
 };
@@ -92,15 +93,13 @@ pub fn config_text(o: &ApplyOpts, pin_dir: &std::path::Path) -> String {
     s
 }
 
+/// The daemon's load spec for `config`, attached nowhere.
 fn spec(config: &Config) -> LoadSpec {
     LoadSpec {
-        pin_dir: config.daemon.pin_dir.clone(),
         interfaces: vec![],
         tc_interfaces: vec![],
         mode: AttachMode::Generic,
-        ring_size: config.daemon.maglev_table_size,
-        max_vips: config.daemon.max_vips,
-        flow_capacity: config.daemon.flow_capacity,
+        ..load_spec(config)
     }
 }
 

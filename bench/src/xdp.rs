@@ -45,7 +45,11 @@ use aya::{
 };
 use lb_common::{
     FlowEntry, FlowState, PROTO_TCP, ReplyKey, ReplyTargets, Stat, TargetState, VipKey, VipMeta,
-    VipRef, flow::entry_flags, hash::flow_hash, limits::DEFAULT_RING_SIZE, vip::vip_flags,
+    VipRef,
+    flow::{config_flags, entry_flags},
+    hash::flow_hash,
+    limits::DEFAULT_RING_SIZE,
+    vip::vip_flags,
 };
 
 use lb_tests::{
@@ -93,7 +97,13 @@ pub struct Paired {
 }
 
 fn ns_per_packet(prog: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32) {
+    ns_per_packet_on(prog, frame, repeat, None)
+}
+
+/// [`ns_per_packet`] as received on `ingress` (else on `lo`).
+fn ns_per_packet_on(prog: &Xdp, frame: &[u8], repeat: u32, ingress: Option<&str>) -> (f64, u32) {
     let mut out = vec![0u8; frame.len() + 256];
+    let ctx = ingress.map(|ifname| fixture::xdp_md_on(frame, ifname));
     // The kernel's own per-iteration average (whole nanoseconds). Its timer
     // stops while the thread is rescheduled, so other load on the CPU does
     // not inflate it the way wall-clock time would.
@@ -101,6 +111,7 @@ fn ns_per_packet(prog: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32) {
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: ctx.as_deref(),
             repeat,
             ..TestRunOptions::default()
         })
@@ -315,6 +326,10 @@ struct Case {
     /// Also run on the `--reference` program (an IPv4 frame to one of the
     /// VIPs it is set up for).
     reference: bool,
+    /// With the reply-interface check on (`daemon.reply_interface_check`,
+    /// off in the fixture), the frame received on the targets' interface
+    /// (`topo::FX0`, which the route to them leaves by).
+    checked: bool,
 }
 
 /// Which 5-tuples a case's iterations carry (the wrapper varies the
@@ -354,6 +369,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: true,
+            checked: false,
         },
         Case {
             name: "established v4 (ACK), 65,536 flows, cache-cold",
@@ -365,6 +381,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: true,
+            checked: false,
         },
         Case {
             name: "return v4 (target -> client)",
@@ -376,6 +393,19 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: false,
+            checked: false,
+        },
+        Case {
+            name: "return v4, reply-interface check (in by the targets' interface)",
+            frame: Packet::tcp(target4, sock(CLIENT4), tcp_flags::ACK).build(),
+            vip_id: 0,
+            wrapped: true,
+            tuples: Tuples::One,
+            stat: Stat::Returned,
+            expect_action: fixture::XDP_REDIRECT,
+            max_repeat: None,
+            reference: false,
+            checked: true,
         },
         Case {
             name: "established v6 (ACK)",
@@ -387,6 +417,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: false,
+            checked: false,
         },
         Case {
             name: "established v4 dsr (ACK, encapsulated)",
@@ -398,6 +429,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: true,
+            checked: false,
         },
         Case {
             name: "established v6 dsr (ACK, encapsulated)",
@@ -409,6 +441,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: false,
+            checked: false,
         },
         Case {
             name: "second chance v4 dsr (ACK, no entry, chained)",
@@ -420,6 +453,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: false,
+            checked: false,
         },
         Case {
             name: "new flow v4 dsr (SYN), table with room",
@@ -431,6 +465,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
             reference: true,
+            checked: false,
         },
         Case {
             name: "new flow v6 dsr (SYN), table with room",
@@ -447,6 +482,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
             reference: false,
+            checked: false,
         },
         Case {
             name: "non-VIP v4 (pass)",
@@ -458,6 +494,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_PASS,
             max_repeat: None,
             reference: false,
+            checked: false,
         },
         Case {
             name: "new flow v4 (SYN), table with room",
@@ -469,6 +506,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
             reference: true,
+            checked: false,
         },
         Case {
             name: "new flow v6 (SYN), table with room",
@@ -480,6 +518,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: Some(NEW_FLOW_REPEAT),
             reference: false,
+            checked: false,
         },
         Case {
             name: "new flow v4 (SYN), full table (displaces an unconfirmed flow)",
@@ -491,6 +530,7 @@ fn cases() -> Vec<Case> {
             expect_action: fixture::XDP_REDIRECT,
             max_repeat: None,
             reference: false,
+            checked: false,
         },
     ]
 }
@@ -920,6 +960,13 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
         let with_room = selected.iter().filter(|c| c.max_repeat.is_some()).count();
         let room = room_repeat(opts.rounds, with_room);
         for case in selected {
+            for fx in &mut fixtures {
+                fx.set_config_flags(if case.checked {
+                    0
+                } else {
+                    config_flags::REPLY_ANY_INTERFACE
+                });
+            }
             let lbs: Vec<&Fixture> = fixtures.iter().collect();
             assert!(
                 case.wrapped || !case.reference,
@@ -943,13 +990,14 @@ pub fn run(opts: &Opts) -> (Vec<Row>, FlowCost) {
                     .set(0, bench_packet(&case.frame, case.tuples), 0)
                     .expect("PACKET");
             }
+            let ingress = case.checked.then_some(topo::FX0);
             let before: Vec<Proof> = lbs.iter().map(|fx| Proof::take(fx, &case)).collect();
             let samples = measure_alternating(opts.rounds, &subjects, |subject| {
                 let (ns, action) = if case.wrapped {
                     jump_to(&mut jump, subject);
-                    ns_per_packet(wrap, &case.frame, repeat)
+                    ns_per_packet_on(wrap, &case.frame, repeat, ingress)
                 } else {
-                    ns_per_packet(subject.program(), &case.frame, repeat)
+                    ns_per_packet_on(subject.program(), &case.frame, repeat, ingress)
                 };
                 let what = format!("{} ({})", case.name, subject.name());
                 expect_action(action, subject.expect_action(&case), &what);

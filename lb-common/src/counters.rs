@@ -111,6 +111,12 @@ pub enum Stat {
     /// previous one, which gets it when the live one has no socket for it.
     /// Not pinned (each packet looks again).
     SecondChance,
+    /// From a nat target's address and port, of a live flow, but in by an
+    /// interface the route to that target does not leave by (the strict
+    /// reverse-path check, `daemon.reply_interface_check`): handed to the
+    /// kernel untranslated and the flow left as it was, since a sender on
+    /// another network can forge a target's address.
+    PassReplyInterface,
     /// Count of variants; not a stat. New stats go just above: the indices
     /// of pinned counters stay put across upgrades.
     _Count,
@@ -140,6 +146,7 @@ impl Stat {
         Stat::PassReplyUntracked,
         Stat::DropTableFull,
         Stat::SecondChance,
+        Stat::PassReplyInterface,
     ];
 
     /// The stat with index `v`; an index out of range reads as
@@ -169,6 +176,7 @@ impl Stat {
             Stat::PassTtlExceeded => "pass_ttl_exceeded",
             Stat::PassIcmp => "pass_icmp",
             Stat::PassReplyUntracked => "pass_reply_untracked",
+            Stat::PassReplyInterface => "pass_reply_interface",
             Stat::DropMalformed => "drop_malformed",
             Stat::DropFragment => "drop_fragment",
             Stat::DropNoTarget => "drop_no_target",

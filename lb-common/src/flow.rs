@@ -359,7 +359,7 @@ pub struct ReplyTargets {
     pub vips: [VipRef; MAX_VIPS_PER_TARGET],
 }
 
-/// Data-path settings the daemon writes once into `CONFIG[0]`.
+/// Data-path settings the daemon writes into `CONFIG[0]` when it starts.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct DataPathConfig {
@@ -370,7 +370,20 @@ pub struct DataPathConfig {
     pub seed2: u32,
     /// Sets in `FLOWS` minus one (the set count is a power of two).
     pub set_mask: u32,
-    pub _pad: u32,
+    /// [`config_flags`]; 0 is the default of each (a table pinned by a
+    /// version that had a zero pad here reads as the defaults).
+    pub flags: u32,
+}
+
+/// Bits of [`DataPathConfig::flags`].
+pub mod config_flags {
+    /// nat replies are translated whichever interface they come in by. By
+    /// default (bit clear) a reply of a live flow must come in by the
+    /// interface the route to its source (the target) leaves by, as the
+    /// kernel's strict `rp_filter` judges packets it forwards: otherwise a
+    /// sender on another network that forges a target's address could
+    /// confirm flows it spoofed, or write into real ones.
+    pub const REPLY_ANY_INTERFACE: u32 = 1;
 }
 
 impl DataPathConfig {
@@ -457,7 +470,7 @@ mod tests {
             seed: 1,
             seed2: 0x5bd1_e995,
             set_mask: 255,
-            _pad: 0,
+            flags: 0,
         };
         let mut counts = [[[0u32; FLOW_WAYS as usize]; 256]; 2];
         for i in 0..400_000u32 {

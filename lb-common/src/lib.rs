@@ -23,7 +23,7 @@ pub mod vip;
 
 pub use counters::{Counters, FlowCounters, Stat};
 pub use flow::{DataPathConfig, FlowEntry, FlowKey, FlowState, ReplyKey, ReplyTargets, VipRef};
-pub use nexthop::{NextHop, NextHopKey, TargetHop};
+pub use nexthop::{NextHop, NextHopKey, ReplyRoute, TargetHop};
 pub use target::{Target, TargetState};
 pub use vip::{VipAddrKey, VipKey, VipMeta};
 

@@ -35,9 +35,12 @@ pub const STATS: &str = "STATS";
 pub const NEXTHOPS: &str = "NEXTHOPS";
 /// Per-CPU `TargetHop` per target id: the forward direction's next hop.
 pub const TARGET_HOPS: &str = "TARGET_HOPS";
+/// Per-CPU `ReplyRoute` per target id: the interface a nat target's replies
+/// must come in by.
+pub const REPLY_ROUTES: &str = "REPLY_ROUTES";
 
 /// Every map, in the order `lb down` removes their pins.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     VIPS,
     VIP_ADDRS,
     MAGLEV,
@@ -53,6 +56,7 @@ pub const ALL: [&str; 15] = [
     STATS,
     NEXTHOPS,
     TARGET_HOPS,
+    REPLY_ROUTES,
 ];
 
 /// Maps of the object that hold nothing between packets (scratch space):

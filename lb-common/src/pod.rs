@@ -18,4 +18,5 @@ unsafe impl aya::Pod for FlowCounters {}
 unsafe impl aya::Pod for NextHopKey {}
 unsafe impl aya::Pod for NextHop {}
 unsafe impl aya::Pod for TargetHop {}
+unsafe impl aya::Pod for ReplyRoute {}
 unsafe impl aya::Pod for decap::DecapSaved {}

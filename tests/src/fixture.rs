@@ -393,12 +393,14 @@ pub fn target(addr_port: SocketAddr, state: lb_common::TargetState, generation: 
 }
 
 /// Seeds the fixture's connection table uses (fixed, so that tests can
-/// construct keys that share a set).
+/// construct keys that share a set). The reply-interface check is off:
+/// every test run comes in by `lo` (`topo`), which no route leaves by; the
+/// cases of the check turn it on ([`Fixture::set_config_flags`]).
 pub const FIXTURE_CONFIG: DataPathConfig = DataPathConfig {
     seed: 0x5eed_0001,
     seed2: 0x5eed_0002,
     set_mask: 0,
-    _pad: 0,
+    flags: lb_common::flow::config_flags::REPLY_ANY_INTERFACE,
 };
 
 trait WithEntries {
@@ -565,6 +567,17 @@ impl Fixture {
     fn replies(&mut self) -> HashMap<&mut MapData, ReplyKey, ReplyTargets> {
         HashMap::try_from(self.map_mut(maps::REPLIES))
             .expect("REPLIES: HashMap<ReplyKey, ReplyTargets>")
+    }
+
+    /// Sets `DataPathConfig::flags` (`lb_common::flow::config_flags`).
+    pub fn set_config_flags(&mut self, flags: u32) {
+        let config = DataPathConfig {
+            flags,
+            ..self.config()
+        };
+        let mut a: Array<&mut MapData, DataPathConfig> =
+            Array::try_from(self.map_mut(maps::CONFIG)).expect("CONFIG: Array<DataPathConfig>");
+        a.set(0, config, 0).expect("CONFIG set");
     }
 
     fn config(&self) -> DataPathConfig {

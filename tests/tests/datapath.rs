@@ -2138,6 +2138,7 @@ fn return_cases_for(fam: Family) -> Vec<Case> {
     let syn = Packet::tcp(client, v.addr, SYN);
     let synack = Packet::tcp(t.addr, client, SYN | ACK);
     let len = synack.build().len();
+    let (syn_on_route, syn_off_route) = (syn.clone(), syn.clone());
     vec![
         Case::new(
             format!("{fam} reply target -> client translated back to VIP:port"),
@@ -2159,6 +2160,38 @@ fn return_cases_for(fam: Family) -> Vec<Case> {
                     "{what} out counters"
                 );
             }
+        }),
+        // The reply-interface check, on as `lb run` has it by default (off
+        // in the fixture, whose runs come in by `lo`): the route to the
+        // targets leaves by fx0.
+        Case::new(
+            format!("{fam} checked: a reply in by the route to its target (fx0) is translated and moves the handshake on"),
+            &synack,
+        )
+        .ingress(topo::FX0)
+        .setup(move |fx| {
+            fx.set_config_flags(0);
+            send(fx, &syn_on_route);
+        })
+        .redirect(&to_client(&synack, &v), Stat::Returned)
+        .check(move |fx, _| {
+            let e = fx.flow(&flow_key(client, v.addr, PROTO_TCP)).expect("entry");
+            assert_eq!(e.state(), FlowState::SynAck);
+        }),
+        Case::new(
+            format!("{fam} checked: a reply from a target's address in by another interface (fx1) is passed, the handshake not moved"),
+            &synack,
+        )
+        .ingress(topo::FX1)
+        .setup(move |fx| {
+            fx.set_config_flags(0);
+            send(fx, &syn_off_route);
+        })
+        .pass_unchanged(Stat::PassReplyInterface)
+        .check(move |fx, _| {
+            let e = fx.flow(&flow_key(client, v.addr, PROTO_TCP)).expect("entry");
+            assert_eq!(e.state(), FlowState::Syn);
+            assert_eq!(fx.vip_counters(v.id).packets_out, 0, "nothing counted out");
         }),
     ]
 }
@@ -2212,7 +2245,7 @@ fn return_cases() -> Vec<Case> {
     );
     cases.push(
         Case::new(
-            "one-armed: reply received on the uplink (fx1) is redirected back out of it",
+            "unchecked (one-armed): reply received on the uplink (fx1) is redirected back out of it",
             &synack,
         )
         .ingress(topo::FX1)

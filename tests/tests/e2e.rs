@@ -263,6 +263,51 @@ fn a_table_pinned_by_an_older_lb_is_refused_and_traffic_continues() {
         .unwrap_or_else(|e| panic!("final echo: {e:#}"));
 }
 
+/// `lb run` over verdict counters (`STATS`) pinned by a version with fewer
+/// verdicts makes them anew (they restart at zero) instead of keeping a
+/// map the new verdicts do not fit in, which `lb stats` could not read;
+/// the program already attached keeps forwarding meanwhile.
+#[test]
+fn verdict_counters_of_an_older_lb_are_made_anew() {
+    let mut lab = Lab::new("oldstats", 3, &[1, 2, 3]);
+    let mut pinger = Pinger::start(lab.connect(vip4(VIP_TCP_PORT)));
+    pinger.expect_progress(5, "before the stop");
+    lab.stop_daemon();
+    let stats = lab.topo.pin_dir().join("STATS");
+    std::fs::remove_file(&stats).expect("unpin STATS");
+    let older = (lb_common::counters::STAT_COUNT - 1).to_string();
+    netns::run(
+        "bpftool",
+        [
+            "map",
+            "create",
+            stats.to_str().unwrap(),
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            &older,
+            "name",
+            "STATS",
+        ],
+    );
+    lab.start_daemon();
+    pinger.expect_progress(10, "after lb run started over the older STATS");
+    let out = proc::lb_stats(&lab.lb, lab.topo.lb.name(), &lab.config);
+    let last = lb_common::Stat::ALL[lb_common::Stat::ALL.len() - 1].name();
+    assert!(
+        out.lines().any(|l| l.trim().starts_with(last)),
+        "lb stats must read every verdict, {last} too:\n{out}"
+    );
+    pinger
+        .finish()
+        .echo("last")
+        .unwrap_or_else(|e| panic!("final echo: {e:#}"));
+}
+
 fn has_xdp(link: &str) -> bool {
     link.contains("xdp")
 }

@@ -486,10 +486,14 @@ fn reply_path(ctx: &impl Hook, p: &mut Packet, reply: &FlowKey) -> Verdict {
         ReplyOf::Untracked => return Verdict::pass(Stat::PassReplyUntracked),
         ReplyOf::NotTarget => return Verdict::pass(Stat::PassNotVip),
     };
+    let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
+    // Before the flow's state moves: a forged reply must not confirm it.
+    if !fib::reply_on_route(ctx, p, target_id, now) {
+        return Verdict::pass(Stat::PassReplyInterface);
+    }
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }
-    let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
     conntrack::target_packet(&mut slot, &TcpFlags::of(ctx, p), ticks(now));
     if translate(ctx, p, Side::Source, &vip.addr, vip.port).is_none() {
         return Verdict::drop(Stat::DropMalformed);

@@ -11,11 +11,13 @@
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, bpf_fib_lookup as FibParams,
     },
     helpers::bpf_fib_lookup,
 };
-use lb_common::{NextHop, NextHopKey, Stat, limits::NEXTHOP_TTL_NS};
+use lb_common::{
+    NextHop, NextHopKey, ReplyRoute, Stat, flow::config_flags, limits::NEXTHOP_TTL_NS,
+};
 use lb_ebpf::{
     frame::{load, store},
     headers::{IPV6_LEN, Ipv4, Ipv6},
@@ -25,7 +27,7 @@ use lb_ebpf::{
 use super::{
     Verdict,
     hook::Hook,
-    maps::{NEXTHOPS, TARGET_HOPS},
+    maps::{CONFIG, NEXTHOPS, REPLY_ROUTES, TARGET_HOPS},
     scratch::fib_params,
 };
 
@@ -106,6 +108,78 @@ pub fn route(ctx: &impl Hook, p: &Packet, ok: Stat, now: u64) -> Verdict {
     send(ctx, &hop, ok)
 }
 
+/// Whether a nat reply from target `target_id` (the packet `p`, not yet
+/// translated) may be translated: it came in by the interface the route to
+/// its source leaves by (a strict reverse-path check, as the kernel's
+/// `rp_filter = 1` makes for packets it forwards, which XDP sees first),
+/// or it did not come in from the network (`Hook::wire_if`), or the check
+/// is off (`config_flags::REPLY_ANY_INTERFACE`). The route is cached per
+/// CPU and target for `NEXTHOP_TTL_NS`.
+#[inline(always)]
+pub fn reply_on_route(ctx: &impl Hook, p: &Packet, target_id: u32, now: u64) -> bool {
+    let Some(ingress) = ctx.wire_if() else {
+        return true;
+    };
+    if CONFIG
+        .get(0)
+        .is_some_and(|c| c.flags & config_flags::REPLY_ANY_INTERFACE != 0)
+    {
+        return true;
+    }
+    let Some(slot) = REPLY_ROUTES.get_ptr_mut(target_id) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the run and
+    // written by no other CPU.
+    let slot = unsafe { &mut *slot };
+    if slot.expires_ns > now && slot.ingress_ifindex == ingress && slot.src == p.src {
+        return slot.via_ifindex == ingress;
+    }
+    let via = route_back(ctx, p, ingress);
+    *slot = ReplyRoute {
+        src: p.src,
+        ingress_ifindex: ingress,
+        via_ifindex: via,
+        expires_ns: now + NEXTHOP_TTL_NS,
+    };
+    via == ingress
+}
+
+/// The interface the route to `p`'s source leaves by, looked up as from
+/// `ingress`; 0 when there is none, or the source is this host's.
+#[inline(never)]
+fn route_back(ctx: &impl Hook, p: &Packet, ingress: u32) -> u32 {
+    let Some(params) = zeroed_params() else {
+        return 0;
+    };
+    params.l4_protocol = p.proto;
+    params.ifindex = ingress;
+    // tot_len 0: no MTU check, and no neighbour needed (the source's
+    // neighbour entry is not this packet's business).
+    if p.v6 {
+        params.family = AF_INET6;
+        params.__bindgen_anon_3.ipv6_src = p.dst;
+        params.__bindgen_anon_4.ipv6_dst = p.src;
+    } else {
+        params.family = AF_INET;
+        params.__bindgen_anon_3.ipv4_src = p.dst[0];
+        params.__bindgen_anon_4.ipv4_dst = p.src[0];
+    }
+    // SAFETY: as in `lookup`.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            params,
+            core::mem::size_of::<FibParams>() as i32,
+            BPF_FIB_LOOKUP_SKIP_NEIGH,
+        )
+    };
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => params.ifindex,
+        _ => 0,
+    }
+}
+
 /// Length of the IP packet (host order), as the FIB's MTU check wants it
 /// (see `Hook::mtu_len`).
 #[inline(always)]
@@ -166,20 +240,9 @@ fn lookup(
     len: u16,
     local: Option<Stat>,
 ) -> Result<NextHop, NoHop> {
-    // The 64-byte parameter block lives in the per-CPU scratch memory (see
-    // `scratch`); only its own field of it is used here.
-    let Some(params) = fib_params() else {
+    let Some(params) = zeroed_params() else {
         return Err(NoHop::Verdict(Verdict::drop(Stat::DropNoRoute)));
     };
-    // Zeroed with eight 8-byte stores: a plain zeroed() becomes a call to an
-    // out-of-line memset subprogram in LLVM's BPF backend.
-    const WORDS: usize = core::mem::size_of::<FibParams>() / 8;
-    let words = params as *mut FibParams as *mut u64;
-    for i in 0..WORDS {
-        // SAFETY: inside the slot (FibParams is a multiple of 8 bytes and
-        // map values are 8-aligned); all-zero is a valid FibParams.
-        unsafe { core::ptr::write_volatile(words.add(i), 0) };
-    }
     params.l4_protocol = p.proto;
     params.ifindex = ingress;
     // Host byte order: the kernel compares it with the egress MTU.
@@ -229,6 +292,23 @@ fn lookup(
         }
         _ => Err(NoHop::Verdict(Verdict::drop(Stat::DropNoRoute))),
     }
+}
+
+/// The FIB parameter block, zeroed. It lives in the per-CPU scratch memory
+/// (see `scratch`); only its own field of it is used here.
+#[inline(always)]
+fn zeroed_params() -> Option<&'static mut FibParams> {
+    let params = fib_params()?;
+    // Zeroed with eight 8-byte stores: a plain zeroed() becomes a call to an
+    // out-of-line memset subprogram in LLVM's BPF backend.
+    const WORDS: usize = core::mem::size_of::<FibParams>() / 8;
+    let words = params as *mut FibParams as *mut u64;
+    for i in 0..WORDS {
+        // SAFETY: inside the slot (FibParams is a multiple of 8 bytes and
+        // map values are 8-aligned); all-zero is a valid FibParams.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+    Some(params)
 }
 
 /// Sets the Ethernet addresses and hands the frame to its egress interface.

@@ -54,6 +54,11 @@ pub trait Hook: Frame {
     /// The interface a FIB lookup starts from (the one the packet is on).
     fn route_if(&self) -> u32;
 
+    /// The interface the packet came in by from the network, before the
+    /// kernel routed it; `None` for a packet of this host's own stack, or
+    /// one the kernel forwarded (its `rp_filter` judged that one).
+    fn wire_if(&self) -> Option<u32>;
+
     /// The length the FIB lookup checks against the egress MTU, for an IP
     /// packet of `ip_len` bytes; 0 lets the kernel check the buffer itself.
     fn mtu_len(&self, ip_len: u16) -> u16;
@@ -94,6 +99,11 @@ impl Hook for XdpContext {
     #[inline(always)]
     fn route_if(&self) -> u32 {
         self.ingress_if()
+    }
+
+    #[inline(always)]
+    fn wire_if(&self) -> Option<u32> {
+        Some(self.ingress_if())
     }
 
     #[inline(always)]
@@ -170,6 +180,16 @@ impl Hook for TcContext {
         // the lookup starts from the device the packet is leaving by.
         // SAFETY: `skb` is the kernel's `__sk_buff` for this run.
         unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn wire_if(&self) -> Option<u32> {
+        // At ingress the buffer is on the device it came in by; at egress
+        // it is on its way out, from this host (no ingress interface) or
+        // forwarded by the kernel (another one).
+        // SAFETY: `skb` is the kernel's `__sk_buff` for this run.
+        let (dev, ingress) = unsafe { ((*self.skb.skb).ifindex, (*self.skb.skb).ingress_ifindex) };
+        (ingress != 0 && ingress == dev).then_some(ingress)
     }
 
     #[inline(always)]

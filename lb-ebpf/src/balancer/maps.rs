@@ -7,8 +7,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    Counters, DataPathConfig, FlowCounters, FlowEntry, NextHop, NextHopKey, ReplyKey, ReplyTargets,
-    Target, TargetHop, VipAddrKey, VipKey, VipMeta,
+    Counters, DataPathConfig, FlowCounters, FlowEntry, NextHop, NextHopKey, ReplyKey, ReplyRoute,
+    ReplyTargets, Target, TargetHop, VipAddrKey, VipKey, VipMeta,
     counters::STAT_COUNT,
     flow::{FLOW_WAYS, SetMeta},
     limits::{
@@ -105,3 +105,8 @@ pub static NEXTHOPS: LruHashMap<
 /// hash lookup on every client packet.
 #[btf_map]
 pub static TARGET_HOPS: PerCpuArray<TargetHop, { MAX_TARGETS as usize }> = PerCpuArray::new();
+
+/// Per target, per CPU: the interface the route to the target leaves by,
+/// which its nat replies must come in by (`fib::reply_on_route`).
+#[btf_map]
+pub static REPLY_ROUTES: PerCpuArray<ReplyRoute, { MAX_TARGETS as usize }> = PerCpuArray::new();

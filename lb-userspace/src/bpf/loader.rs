@@ -13,7 +13,13 @@ use aya::{
     maps::{Array, MapInfo, MapType},
     programs::{ProgramError, Xdp, XdpMode, links::LinkError, xdp::XdpLink},
 };
-use lb_common::{DataPathConfig, flow::FLOW_WAYS, limits::RING_SLOTS_PER_VIP, maps};
+use lb_common::{
+    DataPathConfig,
+    counters::STAT_COUNT,
+    flow::{FLOW_WAYS, config_flags},
+    limits::RING_SLOTS_PER_VIP,
+    maps,
+};
 use tracing::{info, warn};
 
 use super::{
@@ -46,6 +52,8 @@ pub struct LoadSpec {
     pub ring_size: u32,
     pub max_vips: u32,
     pub flow_capacity: u32,
+    /// `daemon.reply_interface_check = "off"`.
+    pub reply_any_interface: bool,
 }
 
 impl LoadSpec {
@@ -189,7 +197,7 @@ fn check_pinned(pins: &Pins, spec: &LoadSpec) -> Result<(), LoadError> {
 }
 
 /// Gives a new connection table its seeds and size; a pinned one keeps its
-/// own (its flows were placed with them).
+/// own (its flows were placed with them). The flags are this config's.
 fn init_config(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
     let err = |source| LoadError::Config {
         map: maps::CONFIG,
@@ -201,16 +209,45 @@ fn init_config(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
     let mut config: Array<_, DataPathConfig> = Array::try_from(map).map_err(err)?;
     let current = config.get(&0, 0).map_err(err)?;
     let set_mask = spec.flow_entries() / FLOW_WAYS - 1;
-    if current.set_mask == set_mask && current.seed != 0 {
+    let flags = if spec.reply_any_interface {
+        config_flags::REPLY_ANY_INTERFACE
+    } else {
+        0
+    };
+    let table = if current.set_mask == set_mask && current.seed != 0 {
+        current
+    } else {
+        DataPathConfig {
+            seed: random_nonzero(),
+            seed2: random_nonzero(),
+            set_mask,
+            flags: 0,
+        }
+    };
+    config
+        .set(0, DataPathConfig { flags, ..table }, 0)
+        .map_err(err)
+}
+
+/// A `STATS` pinned by a version with fewer verdicts (each new one goes at
+/// the end: lb_common::Stat) has no slots for the new ones: the program
+/// could not count them, nor `lb stats` read them. It is unpinned, to be
+/// made anew by this load, so the verdict counters restart at zero (a
+/// counter reset, which Prometheus' `rate()` handles as after a reboot).
+fn renew_outgrown_stats(pins: &Pins) -> Result<(), LoadError> {
+    let path = pins.map(maps::STATS);
+    let Ok(info) = MapInfo::from_pin(&path) else {
+        return Ok(());
+    };
+    if info.max_entries() >= STAT_COUNT {
         return Ok(());
     }
-    let fresh = DataPathConfig {
-        seed: random_nonzero(),
-        seed2: random_nonzero(),
-        set_mask,
-        _pad: 0,
-    };
-    config.set(0, fresh, 0).map_err(err)
+    warn!(
+        pinned = info.max_entries(),
+        counted = STAT_COUNT,
+        "the pinned verdict counters are an older version's, with fewer verdicts: they restart at zero"
+    );
+    std::fs::remove_file(&path).map_err(|source| LoadError::Unpin { path, source })
 }
 
 /// A random u32 that is not zero (zero marks an uninitialised table).
@@ -234,6 +271,7 @@ pub fn load(spec: &LoadSpec) -> Result<Ebpf, LoadError> {
     bpffs::prepare(&spec.pin_dir)?;
     let pins = Pins::new(&spec.pin_dir);
     check_pinned(&pins, spec)?;
+    renew_outgrown_stats(&pins)?;
     let paths: Vec<(&str, PathBuf)> = maps::ALL.iter().map(|m| (*m, pins.map(m))).collect();
     let mut loader = EbpfLoader::new();
     loader

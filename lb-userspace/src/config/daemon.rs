@@ -52,6 +52,10 @@ pub struct Daemon {
     /// ([`crate::workers`]); 0: one per CPU.
     #[serde(default)]
     pub worker_threads: u32,
+    /// Whether a nat target's reply must come in by the interface the route
+    /// to the target leaves by before it is translated.
+    #[serde(default)]
+    pub reply_interface_check: ReplyInterfaceCheck,
 }
 
 fn default_pin_dir() -> PathBuf {
@@ -78,6 +82,23 @@ pub enum XdpMode {
     Generic,
     /// Driver mode, falling back to generic with a warning.
     Auto,
+}
+
+/// `daemon.reply_interface_check`: a reverse-path check on nat replies,
+/// which XDP sees before the kernel's own `rp_filter` could.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyInterfaceCheck {
+    /// A reply of a live flow is translated only when it came in by the
+    /// interface the route to its source (the target) leaves by; else the
+    /// kernel gets it untranslated (`pass_reply_interface`). A sender on
+    /// another network that forges a target's address can then neither
+    /// confirm flows it spoofed nor write into real ones.
+    #[default]
+    Strict,
+    /// No check: for targets reached by several paths (a multipath route,
+    /// asymmetric routing), whose replies may come in by any of them.
+    Off,
 }
 
 /// `daemon.dataplane`: who serves `tcp` and `udp` listeners. `tls`, `http`

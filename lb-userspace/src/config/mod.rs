@@ -38,7 +38,7 @@ use thiserror::Error;
 
 pub use api::{Api, DEFAULT_API_SOCKET, Effect, Policy, Statement, Token};
 pub use bgp::{Bgp, DEFAULT_DRAIN_FILE, DEFAULT_PROTOCOL, DEFAULT_TABLE};
-pub use daemon::{Daemon, Dataplane, XdpMode};
+pub use daemon::{Daemon, Dataplane, ReplyInterfaceCheck, XdpMode};
 pub use health_check::{
     CheckAddress, CheckKind, CheckPort, CheckProtocol, HealthCheck, HealthCheckConfig, HttpCheck,
     Matcher,

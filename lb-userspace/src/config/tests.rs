@@ -158,6 +158,10 @@ fn type_errors_name_the_value() {
         parse_error("[daemon]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\n"),
         "TOML parse error at line 3, column 12\n  |\n3 | xdp_mode = \"native\"\n  |            ^^^^^^^^\nunknown variant `native`, expected one of `driver`, `generic`, `auto`\n"
     );
+    assert_eq!(
+        parse_error("[daemon]\ninterfaces = [\"eth0\"]\nreply_interface_check = \"loose\"\n"),
+        "TOML parse error at line 3, column 25\n  |\n3 | reply_interface_check = \"loose\"\n  |                         ^^^^^^^\nunknown variant `loose`, expected `strict` or `off`\n"
+    );
 }
 
 // --- [daemon] ------------------------------------------------------------

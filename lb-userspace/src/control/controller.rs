@@ -521,6 +521,9 @@ pub fn daemon_change(old: &Config, new: &Config) -> Option<&'static str> {
         Some("xdp_mode")
     } else if a.worker_threads != b.worker_threads {
         Some("worker_threads")
+    } else if a.reply_interface_check != b.reply_interface_check {
+        // Written into the data path's settings when it loads.
+        Some("reply_interface_check")
     } else {
         None
     }

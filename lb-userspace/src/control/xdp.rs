@@ -29,7 +29,7 @@ use crate::{
         loader::{self, AttachMode, LoadError, LoadSpec},
     },
     clock,
-    config::{Config, XdpMode},
+    config::{Config, ReplyInterfaceCheck, XdpMode},
     net,
     state::{ApplyError, Changes, Plan, Reconciler},
 };
@@ -61,6 +61,7 @@ pub fn load_spec(cfg: &Config) -> LoadSpec {
         ring_size: cfg.daemon.maglev_table_size,
         max_vips: cfg.daemon.max_vips,
         flow_capacity: cfg.daemon.flow_capacity,
+        reply_any_interface: cfg.daemon.reply_interface_check == ReplyInterfaceCheck::Off,
     }
 }
 

@@ -156,7 +156,7 @@ async fn a_target_registered_again_while_draining_ramps_through_slow_start() {
 /// passes.
 #[test]
 fn daemon_keys_that_need_a_restart_are_named() {
-    use crate::config::{Dataplane, XdpMode};
+    use crate::config::{Dataplane, ReplyInterfaceCheck, XdpMode};
     let old = config();
     let changed = |f: &dyn Fn(&mut Config)| {
         let mut new = old.clone();
@@ -180,5 +180,9 @@ fn daemon_keys_that_need_a_restart_are_named() {
     assert_eq!(
         changed(&|c| c.daemon.worker_threads += 1),
         Some("worker_threads")
+    );
+    assert_eq!(
+        changed(&|c| c.daemon.reply_interface_check = ReplyInterfaceCheck::Off),
+        Some("reply_interface_check")
     );
 }
