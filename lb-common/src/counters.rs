@@ -111,11 +111,12 @@ pub enum Stat {
     /// previous one, which gets it when the live one has no socket for it.
     /// Not pinned (each packet looks again).
     SecondChance,
-    /// From a nat target's address and port, of a live flow, but in by an
-    /// interface the route to that target does not leave by (the strict
-    /// reverse-path check, `daemon.reply_interface_check`): handed to the
-    /// kernel untranslated and the flow left as it was, since a sender on
-    /// another network can forge a target's address.
+    /// From a nat target's side about a live flow (its reply, or an ICMP
+    /// error about a packet sent to it), but in by an interface the route
+    /// to that target does not leave by (the strict reverse-path check,
+    /// `daemon.reply_interface_check`): handed to the kernel untranslated
+    /// and the flow left as it was, since a sender on another network can
+    /// forge a target's address.
     PassReplyInterface,
     /// Count of variants; not a stat. New stats go just above: the indices
     /// of pinned counters stay put across upgrades.

@@ -379,10 +379,10 @@ pub struct DataPathConfig {
 pub mod config_flags {
     /// nat replies are translated whichever interface they come in by. By
     /// default (bit clear) a reply of a live flow must come in by the
-    /// interface the route to its source (the target) leaves by, as the
-    /// kernel's strict `rp_filter` judges packets it forwards: otherwise a
-    /// sender on another network that forges a target's address could
-    /// confirm flows it spoofed, or write into real ones.
+    /// interface the route to its target leaves by (the kernel's strict
+    /// `rp_filter` for a single-path route): otherwise a sender on another
+    /// network that forges a target's address could confirm flows it
+    /// spoofed, or write into real ones.
     pub const REPLY_ANY_INTERFACE: u32 = 1;
 }
 

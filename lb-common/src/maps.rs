@@ -36,11 +36,11 @@ pub const NEXTHOPS: &str = "NEXTHOPS";
 /// Per-CPU `TargetHop` per target id: the forward direction's next hop.
 pub const TARGET_HOPS: &str = "TARGET_HOPS";
 /// Per-CPU `ReplyRoute` per target id: the interface a nat target's replies
-/// must come in by.
+/// must come in by (a cache of FIB lookups: not pinned, see [`UNPINNED`]).
 pub const REPLY_ROUTES: &str = "REPLY_ROUTES";
 
 /// Every map, in the order `lb down` removes their pins.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 15] = [
     VIPS,
     VIP_ADDRS,
     MAGLEV,
@@ -56,12 +56,12 @@ pub const ALL: [&str; 16] = [
     STATS,
     NEXTHOPS,
     TARGET_HOPS,
-    REPLY_ROUTES,
 ];
 
-/// Maps of the object that hold nothing between packets (scratch space):
-/// never pinned, a fresh one per loaded program.
-pub const UNPINNED: [&str; 1] = ["SCRATCH"];
+/// Maps of the object that hold nothing between packets (scratch space) or
+/// only what a second of lookups rebuilds (`REPLY_ROUTES`): never pinned,
+/// a fresh one per loaded program, so their layout may change freely.
+pub const UNPINNED: [&str; 2] = ["SCRATCH", REPLY_ROUTES];
 
 /// Pins older versions made that this one no longer has: their presence
 /// means the pinned layout is not this version's, and `lb down` removes them.

@@ -63,17 +63,18 @@ pub struct TargetHop {
 const _: () = assert!(core::mem::size_of::<TargetHop>() == 56);
 
 /// Per-CPU cache of one nat target's reverse path
-/// (`REPLY_ROUTES[target id]`): the interface the route to `src` leaves by,
-/// for a reply from `src` that came in by `ingress_ifindex`. Valid until
-/// `expires_ns`, for that source and ingress interface only.
+/// (`REPLY_ROUTES[target id]`): the interface the route to `target` leaves
+/// by, which packets from the target's side must come in by. Valid until
+/// `expires_ns`, for that address only (an id handed to another target
+/// misses).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ReplyRoute {
-    pub src: Addr,
-    pub ingress_ifindex: u32,
-    /// Egress interface of the route to `src`; 0 when there is none (no
-    /// route, or `src` is an address of this host).
+    pub target: Addr,
+    /// Egress interface of the route to `target`; 0 when there is none (no
+    /// route, or an address of this host).
     pub via_ifindex: u32,
+    pub _pad: u32,
     pub expires_ns: u64,
 }
 

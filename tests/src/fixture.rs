@@ -939,12 +939,19 @@ impl Fixture {
     /// (and `ingress_ifindex`) name it. A test-run buffer's checksum state
     /// is `CHECKSUM_NONE`: the checksums in the bytes are complete.
     pub fn run_tc_on(&self, frame: &[u8], ifname: &str) -> RunResult {
+        self.run_tc_as(frame, ifname, topo::ifindex(ifname))
+    }
+
+    /// [`Self::run_tc_on`] with another `ingress_ifindex`: a buffer at tc
+    /// egress of `ifname` that the kernel forwarded from `ingress` (an
+    /// interface index), or, with 0, one this host's stack sent.
+    pub fn run_tc_as(&self, frame: &[u8], ifname: &str, ingress: u32) -> RunResult {
         let ifindex = topo::ifindex(ifname);
         // struct __sk_buff: len, pkt_type, mark, queue_mapping, protocol,
         // vlan_present, vlan_tci, vlan_proto, priority, ingress_ifindex,
         // ifindex (the fields before `cb` a test run accepts).
         let mut skb = [0u32; 11];
-        skb[9] = ifindex;
+        skb[9] = ingress;
         skb[10] = ifindex;
         let ctx: Vec<u8> = skb.iter().flat_map(|w| w.to_ne_bytes()).collect();
         let mut out = vec![0u8; frame.len() + 512];

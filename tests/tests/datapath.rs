@@ -2138,14 +2138,14 @@ fn return_cases_for(fam: Family) -> Vec<Case> {
     let syn = Packet::tcp(client, v.addr, SYN);
     let synack = Packet::tcp(t.addr, client, SYN | ACK);
     let len = synack.build().len();
-    let (syn_on_route, syn_off_route) = (syn.clone(), syn.clone());
+    let first = syn.clone();
     vec![
         Case::new(
             format!("{fam} reply target -> client translated back to VIP:port"),
             &synack,
         )
         .setup(move |fx| {
-            send(fx, &syn);
+            send(fx, &first);
         })
         .redirect(&to_client(&synack, &v), Stat::Returned)
         .check(move |fx, _| {
@@ -2169,10 +2169,7 @@ fn return_cases_for(fam: Family) -> Vec<Case> {
             &synack,
         )
         .ingress(topo::FX0)
-        .setup(move |fx| {
-            fx.set_config_flags(0);
-            send(fx, &syn_on_route);
-        })
+        .setup(checked_flow(syn.clone(), None))
         .redirect(&to_client(&synack, &v), Stat::Returned)
         .check(move |fx, _| {
             let e = fx.flow(&flow_key(client, v.addr, PROTO_TCP)).expect("entry");
@@ -2183,17 +2180,34 @@ fn return_cases_for(fam: Family) -> Vec<Case> {
             &synack,
         )
         .ingress(topo::FX1)
-        .setup(move |fx| {
-            fx.set_config_flags(0);
-            send(fx, &syn_off_route);
-        })
+        .setup(checked_flow(syn.clone(), None))
         .pass_unchanged(Stat::PassReplyInterface)
         .check(move |fx, _| {
             let e = fx.flow(&flow_key(client, v.addr, PROTO_TCP)).expect("entry");
             assert_eq!(e.state(), FlowState::Syn);
             assert_eq!(fx.vip_counters(v.id).packets_out, 0, "nothing counted out");
         }),
+        Case::new(
+            format!("{fam} checked: after a forged reply on fx1, the target's own on fx0 is translated"),
+            &synack,
+        )
+        .ingress(topo::FX0)
+        .setup(checked_flow(syn.clone(), Some(synack.clone())))
+        .redirect(&to_client(&synack, &v), Stat::Returned),
     ]
+}
+
+/// Setup of the reply-interface check's cases: the check on, `syn`'s flow
+/// begun, and, if given, a reply forged on the clients' side (fx1) passed.
+fn checked_flow(syn: Packet, forged: Option<Packet>) -> impl Fn(&mut Fixture) + 'static {
+    move |fx| {
+        fx.set_config_flags(0);
+        send(fx, &syn);
+        if let Some(f) = &forged {
+            let r = fx.run_on(&f.build(), topo::FX1);
+            assert_eq!(r.action, XDP_PASS, "the forged reply is passed");
+        }
+    }
 }
 
 fn return_cases() -> Vec<Case> {
@@ -2449,6 +2463,39 @@ fn icmp_cases_for(fam: Family) -> Vec<Case> {
         .setup(move |fx| pin_flow(fx, client, &v, &t, 1, 0))
         .redirect(&expected, Stat::IcmpTranslated)
         .check(icmp_checksums(fam)),
+    );
+    // The same with the reply-interface check on (the route to the target
+    // leaves by fx0): by that interface it is translated; by the clients'
+    // side (fx1) it is a forgery, passed untouched.
+    cases.push(
+        Case::new(
+            format!(
+                "{} checked: the error from the target in by its route (fx0) is translated",
+                fam.icmp_name()
+            ),
+            &from_target,
+        )
+        .ingress(topo::FX0)
+        .setup(move |fx| {
+            fx.set_config_flags(0);
+            pin_flow(fx, client, &v, &t, 1, 0);
+        })
+        .redirect(&expected, Stat::IcmpTranslated),
+    );
+    cases.push(
+        Case::new(
+            format!(
+                "{} checked: an error from the target's address in by another interface (fx1) is passed",
+                fam.icmp_name()
+            ),
+            &from_target,
+        )
+        .ingress(topo::FX1)
+        .setup(move |fx| {
+            fx.set_config_flags(0);
+            pin_flow(fx, client, &v, &t, 1, 0);
+        })
+        .pass_unchanged(Stat::PassReplyInterface),
     );
 
     cases.push(

@@ -296,6 +296,16 @@ fn verdict_counters_of_an_older_lb_are_made_anew() {
     );
     lab.start_daemon();
     pinger.expect_progress(10, "after lb run started over the older STATS");
+    let show = netns::run(
+        "bpftool",
+        ["-j", "map", "show", "pinned", stats.to_str().unwrap()],
+    );
+    let map: serde_json::Value = serde_json::from_slice(&show.stdout).expect("bpftool map show -j");
+    assert_eq!(
+        map["max_entries"],
+        lb_common::counters::STAT_COUNT,
+        "the pinned STATS must have a slot for every verdict: {map}"
+    );
     let out = proc::lb_stats(&lab.lb, lab.topo.lb.name(), &lab.config);
     let last = lb_common::Stat::ALL[lb_common::Stat::ALL.len() - 1].name();
     assert!(

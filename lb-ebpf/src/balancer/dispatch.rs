@@ -488,7 +488,7 @@ fn reply_path(ctx: &impl Hook, p: &mut Packet, reply: &FlowKey) -> Verdict {
     };
     let (vip_id, target_id) = (slot.get().vip_id as u32, slot.get().target_id as u32);
     // Before the flow's state moves: a forged reply must not confirm it.
-    if !fib::reply_on_route(ctx, p, target_id, now) {
+    if !fib::reply_on_route(ctx, p, &reply.src, target_id, now) {
         return Verdict::pass(Stat::PassReplyInterface);
     }
     if p.ttl <= 1 {

@@ -10,13 +10,14 @@
 //! array: no hashing); replies and ICMP use the `NEXTHOPS` LRU map.
 use aya_ebpf::{
     bindings::{
-        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_NOT_FWDED,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        bpf_fib_lookup as FibParams,
     },
     helpers::bpf_fib_lookup,
 };
 use lb_common::{
-    NextHop, NextHopKey, ReplyRoute, Stat, flow::config_flags, limits::NEXTHOP_TTL_NS,
+    Addr, NextHop, NextHopKey, ReplyRoute, Stat, flow::config_flags, limits::NEXTHOP_TTL_NS,
 };
 use lb_ebpf::{
     frame::{load, store},
@@ -108,15 +109,24 @@ pub fn route(ctx: &impl Hook, p: &Packet, ok: Stat, now: u64) -> Verdict {
     send(ctx, &hop, ok)
 }
 
-/// Whether a nat reply from target `target_id` (the packet `p`, not yet
-/// translated) may be translated: it came in by the interface the route to
-/// its source leaves by (a strict reverse-path check, as the kernel's
-/// `rp_filter = 1` makes for packets it forwards, which XDP sees first),
-/// or it did not come in from the network (`Hook::wire_if`), or the check
-/// is off (`config_flags::REPLY_ANY_INTERFACE`). The route is cached per
-/// CPU and target for `NEXTHOP_TTL_NS`.
+/// Whether a packet from the target side about a nat flow of target
+/// `target_id`, whose address is `target` (a reply, or an ICMP error about
+/// a packet sent to it), may be translated: it came in by the interface
+/// the route to the target leaves by (a strict reverse-path check, the
+/// one the kernel's `rp_filter = 1` makes for a single-path route, which
+/// XDP would otherwise pass by), or it did not come in from the network
+/// (`Hook::wire_if`), or the check is off
+/// (`config_flags::REPLY_ANY_INTERFACE`). The route is cached per CPU and
+/// target for `NEXTHOP_TTL_NS`, whatever the ingress interface: packets
+/// forged on another interface then cost a compare, not a lookup each.
 #[inline(always)]
-pub fn reply_on_route(ctx: &impl Hook, p: &Packet, target_id: u32, now: u64) -> bool {
+pub fn reply_on_route(
+    ctx: &impl Hook,
+    p: &Packet,
+    target: &Addr,
+    target_id: u32,
+    now: u64,
+) -> bool {
     let Some(ingress) = ctx.wire_if() else {
         return true;
     };
@@ -132,38 +142,41 @@ pub fn reply_on_route(ctx: &impl Hook, p: &Packet, target_id: u32, now: u64) -> 
     // SAFETY: this CPU's slot of a per-CPU array, valid for the run and
     // written by no other CPU.
     let slot = unsafe { &mut *slot };
-    if slot.expires_ns > now && slot.ingress_ifindex == ingress && slot.src == p.src {
+    if slot.expires_ns > now && slot.target == *target {
         return slot.via_ifindex == ingress;
     }
-    let via = route_back(ctx, p, ingress);
+    let Some(via) = route_to(ctx, p, target, ingress) else {
+        return false;
+    };
     *slot = ReplyRoute {
-        src: p.src,
-        ingress_ifindex: ingress,
+        target: *target,
         via_ifindex: via,
+        _pad: 0,
         expires_ns: now + NEXTHOP_TTL_NS,
     };
     via == ingress
 }
 
-/// The interface the route to `p`'s source leaves by, looked up as from
-/// `ingress`; 0 when there is none, or the source is this host's.
+/// The interface the route to `target` leaves by, looked up as for a
+/// packet from `p`'s destination that came in by `ingress`; `Some(0)` when
+/// there is none (no route, or an address of this host); `None` when the
+/// lookup says nothing about the route (forwarding is off on `ingress`),
+/// which is not cached.
 #[inline(never)]
-fn route_back(ctx: &impl Hook, p: &Packet, ingress: u32) -> u32 {
-    let Some(params) = zeroed_params() else {
-        return 0;
-    };
+fn route_to(ctx: &impl Hook, p: &Packet, target: &Addr, ingress: u32) -> Option<u32> {
+    let params = zeroed_params()?;
     params.l4_protocol = p.proto;
     params.ifindex = ingress;
-    // tot_len 0: no MTU check, and no neighbour needed (the source's
+    // tot_len 0: no MTU check; and no neighbour is needed (the target's
     // neighbour entry is not this packet's business).
     if p.v6 {
         params.family = AF_INET6;
         params.__bindgen_anon_3.ipv6_src = p.dst;
-        params.__bindgen_anon_4.ipv6_dst = p.src;
+        params.__bindgen_anon_4.ipv6_dst = *target;
     } else {
         params.family = AF_INET;
         params.__bindgen_anon_3.ipv4_src = p.dst[0];
-        params.__bindgen_anon_4.ipv4_dst = p.src[0];
+        params.__bindgen_anon_4.ipv4_dst = target[0];
     }
     // SAFETY: as in `lookup`.
     let rc = unsafe {
@@ -175,8 +188,9 @@ fn route_back(ctx: &impl Hook, p: &Packet, ingress: u32) -> u32 {
         )
     };
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => params.ifindex,
-        _ => 0,
+        BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Some(params.ifindex),
+        BPF_FIB_LKUP_RET_FWD_DISABLED => None,
+        _ => Some(0),
     }
 }
 

@@ -54,9 +54,8 @@ pub trait Hook: Frame {
     /// The interface a FIB lookup starts from (the one the packet is on).
     fn route_if(&self) -> u32;
 
-    /// The interface the packet came in by from the network, before the
-    /// kernel routed it; `None` for a packet of this host's own stack, or
-    /// one the kernel forwarded (its `rp_filter` judged that one).
+    /// The interface the packet came in by from the network; `None` for a
+    /// packet of this host's own stack.
     fn wire_if(&self) -> Option<u32>;
 
     /// The length the FIB lookup checks against the egress MTU, for an IP
@@ -184,12 +183,13 @@ impl Hook for TcContext {
 
     #[inline(always)]
     fn wire_if(&self) -> Option<u32> {
-        // At ingress the buffer is on the device it came in by; at egress
-        // it is on its way out, from this host (no ingress interface) or
-        // forwarded by the kernel (another one).
+        // At ingress, the device the buffer is on; at egress, the one a
+        // forwarded buffer came in by (a forged reply the XDP program
+        // passed on another interface, which the kernel forwarded here, is
+        // judged by that), or none for the host's own packets.
         // SAFETY: `skb` is the kernel's `__sk_buff` for this run.
-        let (dev, ingress) = unsafe { ((*self.skb.skb).ifindex, (*self.skb.skb).ingress_ifindex) };
-        (ingress != 0 && ingress == dev).then_some(ingress)
+        let ingress = unsafe { (*self.skb.skb).ingress_ifindex };
+        (ingress != 0).then_some(ingress)
     }
 
     #[inline(always)]

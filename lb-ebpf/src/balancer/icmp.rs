@@ -151,11 +151,16 @@ fn about_request(
     now: u64,
 ) -> Verdict {
     // The quoted packet is the translated request; turned around, a reply.
-    let conntrack::ReplyOf::Flow(_, vip) =
+    let conntrack::ReplyOf::Flow(slot, vip) =
         conntrack::find_by_reply(reply, lb_common::flow::ticks(now))
     else {
         return Verdict::pass(Stat::PassIcmp);
     };
+    // From the target or a router on the way to it: by the route to it.
+    let target_id = slot.get().target_id as u32;
+    if !fib::reply_on_route(ctx, p, &reply.src, target_id, now) {
+        return Verdict::pass(Stat::PassReplyInterface);
+    }
     if p.ttl <= 1 {
         return Verdict::pass(Stat::PassTtlExceeded);
     }

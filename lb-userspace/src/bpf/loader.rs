@@ -231,23 +231,28 @@ fn init_config(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
 
 /// A `STATS` pinned by a version with fewer verdicts (each new one goes at
 /// the end: lb_common::Stat) has no slots for the new ones: the program
-/// could not count them, nor `lb stats` read them. It is unpinned, to be
-/// made anew by this load, so the verdict counters restart at zero (a
-/// counter reset, which Prometheus' `rate()` handles as after a reboot).
+/// could not count them. It is unpinned, to be made anew by this load, so
+/// the verdict counters restart at zero (a counter reset, which
+/// Prometheus' `rate()` handles as after a reboot). Should the load fail
+/// after this, the program still attached counts on in the unpinned map,
+/// which `lb stats` no longer finds until an `lb run` succeeds.
 fn renew_outgrown_stats(pins: &Pins) -> Result<(), LoadError> {
     let path = pins.map(maps::STATS);
-    let Ok(info) = MapInfo::from_pin(&path) else {
-        return Ok(());
-    };
-    if info.max_entries() >= STAT_COUNT {
-        return Ok(());
+    let removed =
+        pin::unpin_map_unless(&path, |m| m.max_entries() >= STAT_COUNT).map_err(|source| {
+            LoadError::Unpin {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    if let Some(old) = removed {
+        warn!(
+            pinned = old.max_entries(),
+            counted = STAT_COUNT,
+            "the pinned verdict counters were an older version's, with fewer verdicts: they restart at zero"
+        );
     }
-    warn!(
-        pinned = info.max_entries(),
-        counted = STAT_COUNT,
-        "the pinned verdict counters are an older version's, with fewer verdicts: they restart at zero"
-    );
-    std::fs::remove_file(&path).map_err(|source| LoadError::Unpin { path, source })
+    Ok(())
 }
 
 /// A random u32 that is not zero (zero marks an uninitialised table).

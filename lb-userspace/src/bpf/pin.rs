@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use aya::{
+    maps::MapInfo,
     pin::PinError,
     programs::ProgramInfo,
     programs::links::{FdLink, LinkError, PinnedLink},
@@ -96,4 +97,21 @@ where
     };
     let pinned = PinnedLink::from_pin(path).map_err(link_err)?;
     L::try_from(FdLink::from(pinned)).map_err(link_err)
+}
+
+/// Removes the map pinned at `path` unless `fits` accepts it (a counter map
+/// of another version's size, which the loader would otherwise reuse as it
+/// is); returns what it removed. Nothing pinned there is not an error.
+pub fn unpin_map_unless(
+    path: &Path,
+    fits: impl Fn(&MapInfo) -> bool,
+) -> std::io::Result<Option<MapInfo>> {
+    let Ok(info) = MapInfo::from_pin(path) else {
+        return Ok(None);
+    };
+    if fits(&info) {
+        return Ok(None);
+    }
+    std::fs::remove_file(path)?;
+    Ok(Some(info))
 }

@@ -80,10 +80,14 @@ pub fn snapshot(pin_dir: &Path) -> Result<Snapshot, StatsError> {
         PerCpuArray::try_from(Map::PerCpuArray(open(&pins, maps::STATS)?))
             .map_err(err(&pins, maps::STATS))?;
     for stat in Stat::ALL {
-        let values = stats
-            .get(&(stat as u32), 0)
-            .map_err(err(&pins, maps::STATS))?;
-        snap.stats.push((stat, values.iter().sum()));
+        let count = match stats.get(&(stat as u32), 0) {
+            Ok(values) => values.iter().sum(),
+            // Pinned by an older version, which had no such verdict (until
+            // this version's `lb run` makes the map anew: loader).
+            Err(MapError::OutOfBounds { .. }) => 0,
+            Err(e) => return Err(err(&pins, maps::STATS)(e)),
+        };
+        snap.stats.push((stat, count));
     }
 
     let vip_stats: PerCpuArray<_, Counters> =

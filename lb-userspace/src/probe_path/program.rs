@@ -9,13 +9,13 @@ use std::path::Path;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapInfo},
+    maps::{HashMap, MapData},
     programs::{LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions},
 };
 use lb_common::{VipAddrKey, probe};
 
 use super::ProbePathError;
-use crate::net;
+use crate::{bpf::pin, net};
 
 /// The object `cargo xtask build` makes beside the balancer's.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-probe.o"));
@@ -85,14 +85,9 @@ impl Program {
 /// fewer or more verdicts): its counts would be read under the wrong
 /// names, and the loader could not reuse it.
 fn drop_stale(path: &Path) -> Result<(), ProbePathError> {
-    let Ok(info) = MapInfo::from_pin(path) else {
-        return Ok(());
-    };
-    let fits = info.max_entries() == probe::PROBE_STAT_COUNT
-        && info.value_size() as usize == size_of::<u64>();
-    if fits {
-        return Ok(());
-    }
-    std::fs::remove_file(path)
-        .map_err(|e| ProbePathError::Map(format!("removing the stale pin {}: {e}", path.display())))
+    pin::unpin_map_unless(path, |m| {
+        m.max_entries() == probe::PROBE_STAT_COUNT && m.value_size() as usize == size_of::<u64>()
+    })
+    .map(drop)
+    .map_err(|e| ProbePathError::Map(format!("removing the stale pin {}: {e}", path.display())))
 }

@@ -13,10 +13,15 @@
 //! `bpf_redirect_neigh` rather than passed.
 use lb_common::Stat;
 use lb_tests::fixture::{
-    RunResult, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    self, RunResult, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+    topo,
 };
+use lb_tests::packet::{Packet, tcp_flags::*};
 
-use super::{Case, Hook, forward_cases, icmp_cases, return_cases, run_table_at};
+use super::{
+    CLIENT4, Case, Hook, T1, V_TCP4, forward_cases, icmp_cases, return_cases, run_table_at, send,
+    world,
+};
 
 /// A tc result as the XDP action it stands for; any other tc action as a
 /// value no case expects.
@@ -67,4 +72,52 @@ fn return_path_at_tc() {
 #[test]
 fn icmp_at_tc() {
     run_table_at(|| at_tc(icmp_cases()), Hook::Tc);
+}
+
+/// The reply-interface check at tc egress, where a buffer is on its way
+/// out: one the kernel forwarded is judged by the interface it came in by
+/// (a forged reply the XDP program passed on the clients' side, which the
+/// kernel then forwarded toward a `tc_interfaces` device, is not
+/// translated there either); one this host's stack sent is not checked.
+/// The route to the targets leaves by fx0.
+#[test]
+fn the_reply_check_at_tc_egress() {
+    fixture::with_netns(|| {
+        let syn = Packet::tcp(CLIENT4, V_TCP4.addr, SYN);
+        let synack = Packet::tcp(T1.addr, CLIENT4, SYN | ACK).build();
+        // (leaving by, came in by, ...): each buffer leaves by another
+        // interface than the one it came in by.
+        for (out, from, ingress, action, stat) in [
+            (
+                topo::FX0,
+                "forwarded from fx1",
+                topo::ifindex(topo::FX1),
+                TC_ACT_OK,
+                Stat::PassReplyInterface,
+            ),
+            (
+                topo::FX1,
+                "forwarded from fx0",
+                topo::ifindex(topo::FX0),
+                TC_ACT_REDIRECT,
+                Stat::Returned,
+            ),
+            (
+                topo::FX1,
+                "sent by this host",
+                0,
+                TC_ACT_REDIRECT,
+                Stat::Returned,
+            ),
+        ] {
+            let mut fx = world();
+            fx.load_tc();
+            fx.set_config_flags(0);
+            send(&mut fx, &syn);
+            let before = fx.stats()[stat as usize];
+            let r = fx.run_tc_as(&synack, out, ingress);
+            assert_eq!(r.action, action, "a reply at tc egress of {out}, {from}");
+            assert_eq!(fx.stats()[stat as usize], before + 1, "{stat:?}, {from}");
+        }
+    });
 }
