@@ -159,16 +159,22 @@ pub fn reply_on_route(
 
 /// The interface the route to `target` leaves by, looked up as for a
 /// packet from `p`'s destination that came in by `ingress`; `Some(0)` when
-/// there is none (no route, or an address of this host); `None` when the
-/// lookup says nothing about the route (forwarding is off on `ingress`),
+/// there is none (no route, an address of this host, a route the helper
+/// does not handle such as a tunnel's); `None` when the lookup says
+/// nothing about the route (forwarding off on `ingress`, a helper error),
 /// which is not cached.
 #[inline(never)]
 fn route_to(ctx: &impl Hook, p: &Packet, target: &Addr, ingress: u32) -> Option<u32> {
     let params = zeroed_params()?;
     params.l4_protocol = p.proto;
     params.ifindex = ingress;
-    // tot_len 0: no MTU check; and no neighbour is needed (the target's
-    // neighbour entry is not this packet's business).
+    // The MTU check against a length of 1, which always fits: with 0, the
+    // tc helper would check this buffer's own size instead and answer
+    // FRAG_NEEDED for a large one, and a forged large packet would decide
+    // the cached route. No neighbour is needed (the target's neighbour
+    // entry is not this packet's business).
+    // Host byte order, as in `lookup`.
+    params.__bindgen_anon_1.tot_len = 1;
     if p.v6 {
         params.family = AF_INET6;
         params.__bindgen_anon_3.ipv6_src = p.dst;
@@ -187,6 +193,9 @@ fn route_to(ctx: &impl Hook, p: &Packet, target: &Addr, ingress: u32) -> Option<
             BPF_FIB_LOOKUP_SKIP_NEIGH,
         )
     };
+    if rc < 0 {
+        return None;
+    }
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Some(params.ifindex),
         BPF_FIB_LKUP_RET_FWD_DISABLED => None,

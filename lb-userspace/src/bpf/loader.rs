@@ -412,12 +412,14 @@ pub fn teardown(pin_dir: &Path) -> Result<Vec<String>, LoadError> {
             removed.push(detached);
         }
     }
-    // The dsr probe program's counters are pinned here too (probe_path).
-    for name in maps::ALL.iter().chain(&maps::LEGACY).chain([
-        &maps::PROGRAM,
-        &maps::TC_PROGRAM,
-        &lb_common::probe::STATS,
-    ]) {
+    // The dsr probe program's counters are pinned here too (probe_path);
+    // an unpinned map is removed should a development build have pinned it.
+    for name in maps::ALL
+        .iter()
+        .chain(&maps::LEGACY)
+        .chain(&maps::UNPINNED)
+        .chain([&maps::PROGRAM, &maps::TC_PROGRAM, &lb_common::probe::STATS])
+    {
         let path = pin_dir.join(name);
         if path.exists() {
             std::fs::remove_file(&path).map_err(|source| LoadError::Unpin {

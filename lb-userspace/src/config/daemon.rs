@@ -84,20 +84,24 @@ pub enum XdpMode {
     Auto,
 }
 
-/// `daemon.reply_interface_check`: a reverse-path check on nat replies,
-/// which XDP sees before the kernel's own `rp_filter` could.
+/// `daemon.reply_interface_check`: a reverse-path check on what comes from
+/// nat targets' side, which XDP sees before the kernel's own `rp_filter`
+/// could (docs/config.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplyInterfaceCheck {
-    /// A reply of a live flow is translated only when it came in by the
-    /// interface the route to its source (the target) leaves by; else the
-    /// kernel gets it untranslated (`pass_reply_interface`). A sender on
-    /// another network that forges a target's address can then neither
-    /// confirm flows it spoofed nor write into real ones.
+    /// A reply of a live flow (or an ICMP error about a packet sent to a
+    /// target) is translated only when it came in by the interface the
+    /// route to the target leaves by; else the kernel gets it untranslated
+    /// (`pass_reply_interface`). A sender on another network that forges a
+    /// target's address can then neither confirm flows it spoofed nor
+    /// write into real ones.
     #[default]
     Strict,
-    /// No check: for targets reached by several paths (a multipath route,
-    /// asymmetric routing), whose replies may come in by any of them.
+    /// No check: for targets whose replies rightly come in by another
+    /// interface than the one route the FIB names (multipath, asymmetric or
+    /// policy routing, VRFs, programs on a bond's members or a VLAN
+    /// device's parent).
     Off,
 }
 

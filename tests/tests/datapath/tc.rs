@@ -121,3 +121,28 @@ fn the_reply_check_at_tc_egress() {
         }
     });
 }
+
+/// A forged reply too big for the targets' side, at tc: its route lookup
+/// must not decide the cached route (the tc helper checks a buffer's own
+/// size when the lookup gives no length, and would answer "fragmentation
+/// needed"), or the target's own replies after it would be refused.
+#[test]
+fn a_large_forged_reply_at_tc_does_not_decide_the_route() {
+    fixture::with_netns(|| {
+        let mut fx = world();
+        fx.load_tc();
+        fx.set_config_flags(0);
+        send(&mut fx, &Packet::tcp(CLIENT4, V_TCP4.addr, SYN));
+        let forged = Packet::tcp(T1.addr, CLIENT4, SYN | ACK)
+            .payload(&[0; 2000])
+            .build();
+        let r = fx.run_tc_on(&forged, topo::FX1);
+        assert_eq!(r.action, TC_ACT_OK, "the forged reply is passed");
+        let real = Packet::tcp(T1.addr, CLIENT4, SYN | ACK).build();
+        let r = fx.run_tc_on(&real, topo::FX0);
+        assert_eq!(
+            r.action, TC_ACT_REDIRECT,
+            "the target's own reply after it is translated"
+        );
+    });
+}
