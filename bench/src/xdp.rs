@@ -332,6 +332,23 @@ struct Case {
     checked: bool,
 }
 
+/// The established flow's reply from `target`, with the reply-interface
+/// check `checked` or not.
+fn return_case(name: &'static str, target: SocketAddr, checked: bool) -> Case {
+    Case {
+        name,
+        frame: Packet::tcp(target, sock(CLIENT4), tcp_flags::ACK).build(),
+        vip_id: 0,
+        wrapped: true,
+        tuples: Tuples::One,
+        stat: Stat::Returned,
+        expect_action: fixture::XDP_REDIRECT,
+        max_repeat: None,
+        reference: false,
+        checked,
+    }
+}
+
 /// Which 5-tuples a case's iterations carry (the wrapper varies the
 /// source port and address: `bench_packet`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -383,30 +400,12 @@ fn cases() -> Vec<Case> {
             reference: true,
             checked: false,
         },
-        Case {
-            name: "return v4 (target -> client)",
-            frame: Packet::tcp(target4, sock(CLIENT4), tcp_flags::ACK).build(),
-            vip_id: 0,
-            wrapped: true,
-            tuples: Tuples::One,
-            stat: Stat::Returned,
-            expect_action: fixture::XDP_REDIRECT,
-            max_repeat: None,
-            reference: false,
-            checked: false,
-        },
-        Case {
-            name: "return v4, reply-interface check (in by the targets' interface)",
-            frame: Packet::tcp(target4, sock(CLIENT4), tcp_flags::ACK).build(),
-            vip_id: 0,
-            wrapped: true,
-            tuples: Tuples::One,
-            stat: Stat::Returned,
-            expect_action: fixture::XDP_REDIRECT,
-            max_repeat: None,
-            reference: false,
-            checked: true,
-        },
+        return_case("return v4 (target -> client)", target4, false),
+        return_case(
+            "return v4, reply-interface check (in by the targets' interface)",
+            target4,
+            true,
+        ),
         Case {
             name: "established v6 (ACK)",
             frame: Packet::tcp(sock(CLIENT6), sock(VIP6), tcp_flags::ACK).build(),

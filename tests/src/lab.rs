@@ -256,6 +256,27 @@ impl Lab {
         )
     }
 
+    /// `lb flows --json` (up to 10,000): the state of every live flow by
+    /// (protocol, client address).
+    pub fn flow_states(&self) -> std::collections::BTreeMap<(String, SocketAddr), String> {
+        let (ok, out, err) = self.lb(&["flows", "--limit", "10000", "--json"]);
+        assert!(ok, "lb flows: {err}\n{}", self.diagnostics());
+        let v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("lb flows printed {out:?}: {e}"));
+        let sample = v["sample"].as_array().expect("sample");
+        sample
+            .iter()
+            .filter_map(|f| {
+                let client: SocketAddr = f["client"].as_str()?.parse().ok()?;
+                let proto = f["protocol"].as_str().unwrap_or("?").to_owned();
+                Some((
+                    (proto, client),
+                    f["state"].as_str().unwrap_or("?").to_owned(),
+                ))
+            })
+            .collect()
+    }
+
     /// `lb targets <group> --json`: (target, state, reason, effective
     /// weight) of every target.
     pub fn target_health(&self, group: &str) -> Vec<TargetHealth> {

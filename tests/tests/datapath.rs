@@ -2197,17 +2197,25 @@ fn return_cases_for(fam: Family) -> Vec<Case> {
     ]
 }
 
+/// `setup` with the reply-interface check on, as `lb run` has it by
+/// default (the fixture turns it off: its runs come in by `lo`).
+fn check_on(setup: impl Fn(&mut Fixture) + 'static) -> impl Fn(&mut Fixture) + 'static {
+    move |fx| {
+        fx.set_config_flags(0);
+        setup(fx);
+    }
+}
+
 /// Setup of the reply-interface check's cases: the check on, `syn`'s flow
 /// begun, and, if given, a reply forged on the clients' side (fx1) passed.
 fn checked_flow(syn: Packet, forged: Option<Packet>) -> impl Fn(&mut Fixture) + 'static {
-    move |fx| {
-        fx.set_config_flags(0);
+    check_on(move |fx| {
         send(fx, &syn);
         if let Some(f) = &forged {
             let r = fx.run_on(&f.build(), topo::FX1);
             assert_eq!(r.action, XDP_PASS, "the forged reply is passed");
         }
-    }
+    })
 }
 
 fn return_cases() -> Vec<Case> {
@@ -2476,10 +2484,7 @@ fn icmp_cases_for(fam: Family) -> Vec<Case> {
             &from_target,
         )
         .ingress(topo::FX0)
-        .setup(move |fx| {
-            fx.set_config_flags(0);
-            pin_flow(fx, client, &v, &t, 1, 0);
-        })
+        .setup(check_on(move |fx| pin_flow(fx, client, &v, &t, 1, 0)))
         .redirect(&expected, Stat::IcmpTranslated),
     );
     cases.push(
@@ -2491,10 +2496,7 @@ fn icmp_cases_for(fam: Family) -> Vec<Case> {
             &from_target,
         )
         .ingress(topo::FX1)
-        .setup(move |fx| {
-            fx.set_config_flags(0);
-            pin_flow(fx, client, &v, &t, 1, 0);
-        })
+        .setup(check_on(move |fx| pin_flow(fx, client, &v, &t, 1, 0)))
         .pass_unchanged(Stat::PassReplyInterface),
     );
 

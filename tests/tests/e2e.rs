@@ -230,24 +230,7 @@ fn a_table_pinned_by_an_older_lb_is_refused_and_traffic_continues() {
             "a refused `lb run` detached the program"
         );
     };
-    netns::run(
-        "bpftool",
-        [
-            "map",
-            "create",
-            tags.to_str().unwrap(),
-            "type",
-            "array",
-            "key",
-            "4",
-            "value",
-            "16",
-            "entries",
-            "1",
-            "name",
-            "FLOW_TAGS",
-        ],
-    );
+    create_map(&tags, "array", 16, 1, "FLOW_TAGS");
     refused(&lab, "FLOW_TAGS");
     pinger.expect_progress(10, "after lb run refused FLOW_TAGS");
     std::fs::remove_file(&tags).expect("unpin FLOW_TAGS");
@@ -275,24 +258,12 @@ fn verdict_counters_of_an_older_lb_are_made_anew() {
     lab.stop_daemon();
     let stats = lab.topo.pin_dir().join("STATS");
     std::fs::remove_file(&stats).expect("unpin STATS");
-    let older = (lb_common::counters::STAT_COUNT - 1).to_string();
-    netns::run(
-        "bpftool",
-        [
-            "map",
-            "create",
-            stats.to_str().unwrap(),
-            "type",
-            "percpu_array",
-            "key",
-            "4",
-            "value",
-            "8",
-            "entries",
-            &older,
-            "name",
-            "STATS",
-        ],
+    create_map(
+        &stats,
+        "percpu_array",
+        8,
+        lb_common::counters::STAT_COUNT - 1,
+        "STATS",
     );
     lab.start_daemon();
     pinger.expect_progress(10, "after lb run started over the older STATS");
@@ -316,6 +287,30 @@ fn verdict_counters_of_an_older_lb_are_made_anew() {
         .finish()
         .echo("last")
         .unwrap_or_else(|e| panic!("final echo: {e:#}"));
+}
+
+/// Pins at `path` a new map of `kind` with 4-byte keys, as an older `lb`
+/// might have left it (`bpftool map create`).
+fn create_map(path: &Path, kind: &str, value_size: u32, entries: u32, name: &str) {
+    let (value, entries) = (value_size.to_string(), entries.to_string());
+    netns::run(
+        "bpftool",
+        [
+            "map",
+            "create",
+            path.to_str().expect("UTF-8 pin path"),
+            "type",
+            kind,
+            "key",
+            "4",
+            "value",
+            &value,
+            "entries",
+            &entries,
+            "name",
+            name,
+        ],
+    );
 }
 
 fn has_xdp(link: &str) -> bool {

@@ -13,8 +13,7 @@
 //! next packet would not re-create them in time to be seen), every one
 //! must still exchange data both ways with the target it had, and new
 //! connections and flows must succeed during the flood and after.
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -104,7 +103,7 @@ impl Flows {
     /// Every long-lived flow, silent ones included, is in the table and
     /// confirmed, according to `lb flows`.
     fn all_confirmed(&self, lab: &Lab, when: &str) {
-        let table = lb_flows(lab);
+        let table = lab.flow_states();
         let expect = self
             .tcp
             .iter()
@@ -125,28 +124,6 @@ impl Flows {
             lab.diagnostics()
         );
     }
-}
-
-/// `lb flows --json`: state by (protocol, client address) of every live flow
-/// from the real client (the table holds at most `CAPACITY`).
-fn lb_flows(lab: &Lab) -> BTreeMap<(String, SocketAddr), String> {
-    let (ok, out, err) = lab.lb(&["flows", "--limit", "10000", "--json"]);
-    assert!(ok, "lb flows: {err}\n{}", lab.diagnostics());
-    let v: serde_json::Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("lb flows printed {out:?}: {e}"));
-    let sample = v["sample"].as_array().expect("sample");
-    sample
-        .iter()
-        .filter_map(|f| {
-            let client: SocketAddr = f["client"].as_str()?.parse().ok()?;
-            (client.ip() == CLIENT4).then(|| {
-                (
-                    (f["protocol"].as_str().unwrap_or("?").to_owned(), client),
-                    f["state"].as_str().unwrap_or("?").to_owned(),
-                )
-            })
-        })
-        .collect()
 }
 
 /// Opens `n` new TCP connections and UDP flows, each of which must work

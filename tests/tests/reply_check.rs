@@ -134,17 +134,9 @@ fn wait_for_flow(lab: &Lab, client: SocketAddr) {
     }
 }
 
-/// The state `lb flows --json` gives the TCP flow of `client`, if any.
+/// The state `lb flows` gives the TCP flow of `client`, if any.
 fn flow_state(lab: &Lab, client: SocketAddr) -> Option<String> {
-    let (ok, out, err) = lab.lb(&["flows", "--json"]);
-    assert!(ok, "lb flows: {err}");
-    let v: serde_json::Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("lb flows printed {out:?}: {e}"));
-    v["sample"].as_array()?.iter().find_map(|f| {
-        let from: SocketAddr = f["client"].as_str()?.parse().ok()?;
-        (from == client && f["protocol"] == "tcp")
-            .then(|| f["state"].as_str().map(str::to_owned))?
-    })
+    lab.flow_states().remove(&("tcp".to_owned(), client))
 }
 
 /// A data-path counter as `lb stats` prints it.

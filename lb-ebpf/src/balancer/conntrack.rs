@@ -64,7 +64,7 @@ use lb_common::{
 
 use super::{
     TcpFlags,
-    maps::{CONFIG, FLOW_META, FLOWS, REPLIES, TARGETS},
+    maps::{FLOW_META, FLOWS, REPLIES, TARGETS, config},
     scratch::{probe_key, survey},
 };
 
@@ -105,11 +105,6 @@ impl Sets {
     fn tag(&self) -> u16 {
         entry_tag(self.hash)
     }
-}
-
-#[inline(always)]
-fn config() -> DataPathConfig {
-    CONFIG.get(0).copied().unwrap_or_default()
 }
 
 /// A flow's slot: its index and the entry.

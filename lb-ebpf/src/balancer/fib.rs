@@ -28,7 +28,7 @@ use lb_ebpf::{
 use super::{
     Verdict,
     hook::Hook,
-    maps::{CONFIG, NEXTHOPS, REPLY_ROUTES, TARGET_HOPS},
+    maps::{NEXTHOPS, REPLY_ROUTES, TARGET_HOPS, config},
     scratch::fib_params,
 };
 
@@ -130,10 +130,7 @@ pub fn reply_on_route(
     let Some(ingress) = ctx.wire_if() else {
         return true;
     };
-    if CONFIG
-        .get(0)
-        .is_some_and(|c| c.flags & config_flags::REPLY_ANY_INTERFACE != 0)
-    {
+    if config().flags & config_flags::REPLY_ANY_INTERFACE != 0 {
         return true;
     }
     let Some(slot) = REPLY_ROUTES.get_ptr_mut(target_id) else {

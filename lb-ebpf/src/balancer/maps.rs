@@ -65,9 +65,16 @@ pub static FLOW_META: Array<
 #[btf_map]
 pub static REPLIES: HashMap<ReplyKey, ReplyTargets, { MAX_TARGETS as usize }> = HashMap::new();
 
-/// The connection table's seeds and set mask, written by the daemon.
+/// The connection table's seeds and set mask, and the data path's flags,
+/// written by the daemon.
 #[btf_map]
 pub static CONFIG: Array<DataPathConfig, 1> = Array::new();
+
+/// `CONFIG[0]` (all zeros, the defaults, should the lookup fail).
+#[inline(always)]
+pub fn config() -> DataPathConfig {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
 
 /// Port pre-filter (host-order port -> port_flags), so most non-VIP packets
 /// cost an array lookup instead of hash lookups.

@@ -209,24 +209,23 @@ fn init_config(ebpf: &mut Ebpf, spec: &LoadSpec) -> Result<(), LoadError> {
     let mut config: Array<_, DataPathConfig> = Array::try_from(map).map_err(err)?;
     let current = config.get(&0, 0).map_err(err)?;
     let set_mask = spec.flow_entries() / FLOW_WAYS - 1;
+    let (seed, seed2) = if current.set_mask == set_mask && current.seed != 0 {
+        (current.seed, current.seed2)
+    } else {
+        (random_nonzero(), random_nonzero())
+    };
     let flags = if spec.reply_any_interface {
         config_flags::REPLY_ANY_INTERFACE
     } else {
         0
     };
-    let table = if current.set_mask == set_mask && current.seed != 0 {
-        current
-    } else {
-        DataPathConfig {
-            seed: random_nonzero(),
-            seed2: random_nonzero(),
-            set_mask,
-            flags: 0,
-        }
+    let settings = DataPathConfig {
+        seed,
+        seed2,
+        set_mask,
+        flags,
     };
-    config
-        .set(0, DataPathConfig { flags, ..table }, 0)
-        .map_err(err)
+    config.set(0, settings, 0).map_err(err)
 }
 
 /// A `STATS` pinned by a version with fewer verdicts (each new one goes at
