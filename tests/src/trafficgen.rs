@@ -139,7 +139,16 @@ pub fn bench_object() -> PathBuf {
 
 /// Loads the harness object with `programs` loaded into the kernel.
 pub fn load_bench(programs: &[&str]) -> Ebpf {
-    let mut ebpf = EbpfLoader::new()
+    load_bench_sized(programs, &[])
+}
+
+/// [`load_bench`] with maps sized at load: `(map name, entries)`.
+pub fn load_bench_sized(programs: &[&str], sizes: &[(&str, u32)]) -> Ebpf {
+    let mut loader = EbpfLoader::new();
+    for &(map, entries) in sizes {
+        loader.map_max_entries(map, entries);
+    }
+    let mut ebpf = loader
         .load_file(bench_object())
         .unwrap_or_else(|e| panic!("loading lb-bench-ebpf: {e:?}"));
     for name in programs {

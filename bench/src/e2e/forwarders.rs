@@ -6,7 +6,7 @@ use aya::programs::XdpMode;
 
 use lb_tests::netns::{self, Netns};
 use lb_tests::topology::LB_CLIENT_IF;
-use lb_tests::trafficgen::{load_bench, xdp_mut};
+use lb_tests::trafficgen::{load_bench, load_bench_sized, xdp_mut};
 
 /// Mirrors `RedirectTo` in lb-bench-ebpf.
 #[repr(C)]
@@ -58,6 +58,17 @@ pub struct OuterHeader {
 // SAFETY: repr(C), 20 bytes, no padding.
 unsafe impl aya::Pod for OuterHeader {}
 
+/// Mirrors `StateShape` in lb-bench-ebpf: where the per-flow state
+/// forwarder reads.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StateShape {
+    pub mask: u32,
+    pub half_bits: u32,
+}
+// SAFETY: repr(C), two u32, no padding.
+unsafe impl aya::Pod for StateShape {}
+
 /// Targets the spreading forwarders send to: lb-bench-ebpf's `SPREAD`.
 pub const SPREAD: usize = 3;
 
@@ -68,6 +79,10 @@ pub enum Work {
     Plain,
     /// The same plus the target's fixed outer IPv4 header (`bench_encap`).
     Encap,
+    /// `Plain` plus a read of the flow's 64-byte line of per-flow state, in
+    /// a table of one line per flow (`bench_redirect_spread_state`):
+    /// spreading only.
+    State,
 }
 
 /// A target of a trivial forwarder: where frames go, and the outer header
@@ -88,8 +103,10 @@ pub struct Redirect {
 impl Redirect {
     /// Attaches the forwarder doing `work` over `targets`: one, or
     /// [`SPREAD`] (anything else would leave `REDIRECT` entries empty, and
-    /// their share of the frames lost).
-    pub fn attach(lb: &Netns, work: Work, targets: Vec<Target>) -> Self {
+    /// their share of the frames lost). `flows`: how many the traffic
+    /// cycles through (a power of two), which `Work::State` keeps a line
+    /// each for.
+    pub fn attach(lb: &Netns, work: Work, targets: Vec<Target>, flows: u32) -> Self {
         let spread = match targets.len() {
             1 => false,
             SPREAD => true,
@@ -100,9 +117,25 @@ impl Redirect {
             (Work::Plain, true) => "bench_redirect_spread",
             (Work::Encap, false) => "bench_encap",
             (Work::Encap, true) => "bench_encap_spread",
+            (Work::State, true) => "bench_redirect_spread_state",
+            (Work::State, false) => panic!("the per-flow state forwarder spreads"),
         };
+        assert!(flows.is_power_of_two(), "flows must be a power of two");
         let ebpf = in_ns(lb, move || {
-            let mut ebpf = load_bench(&[prog]);
+            let mut ebpf = if work == Work::State {
+                let mut ebpf = load_bench_sized(&[prog], &[("STATE", flows)]);
+                let mut shape: Array<_, StateShape> =
+                    Array::try_from(ebpf.map_mut("STATE_SHAPE").expect("STATE_SHAPE map"))
+                        .expect("STATE_SHAPE");
+                let shape_of = StateShape {
+                    mask: flows - 1,
+                    half_bits: flows.trailing_zeros() / 2,
+                };
+                shape.set(0, shape_of, 0).expect("write STATE_SHAPE");
+                ebpf
+            } else {
+                load_bench(&[prog])
+            };
             let mut map: Array<_, RedirectTo> =
                 Array::try_from(ebpf.map_mut("REDIRECT").expect("REDIRECT map")).expect("REDIRECT");
             for (i, t) in targets.iter().enumerate() {

@@ -113,8 +113,9 @@ impl Lab {
         total
     }
 
-    /// A trivial forwarder doing `work` to the first `targets` targets.
-    fn redirect(&self, work: Work, targets: usize) -> Redirect {
+    /// A trivial forwarder doing `work` to the first `targets` targets, for
+    /// traffic over `flows` flows.
+    fn redirect(&self, work: Work, targets: usize, flows: u32) -> Redirect {
         let targets = (0..targets)
             .map(|i| Target {
                 to: RedirectTo {
@@ -125,7 +126,7 @@ impl Lab {
                 outer: self.outer[i],
             })
             .collect();
-        Redirect::attach(&self.topo.lb, work, targets)
+        Redirect::attach(&self.topo.lb, work, targets, flows)
     }
 
     fn sink_counts(&self) -> Vec<u64> {
@@ -152,9 +153,13 @@ impl Lab {
                 );
                 self.measure(opts, false).0
             }
-            Case::Redirect | Case::RedirectIpip | Case::Spread | Case::SpreadIpip => {
+            Case::Redirect
+            | Case::RedirectIpip
+            | Case::Spread
+            | Case::SpreadIpip
+            | Case::SpreadState => {
                 let (work, targets) = case.trivial().expect("a trivial forwarder");
-                let _redirect = self.redirect(work, targets);
+                let _redirect = self.redirect(work, targets, opts.flows);
                 self.measure(opts, true).0
             }
         }

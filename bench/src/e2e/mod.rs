@@ -1,8 +1,8 @@
 //! `cargo xtask bench e2e`: packets per second end to end, client namespace
-//! to target namespaces over veths, through seven forwarders measured in the
+//! to target namespaces over veths, through eight forwarders measured in the
 //! same run on the same topology ([`Topology`](lb_tests::topology::Topology),
-//! 3 targets): the balancer in two modes, the kernel's, and the trivial XDP
-//! forwarders that are their floors:
+//! 3 targets): the balancer in two modes, the kernel's, the trivial XDP
+//! forwarders that are their floors, and a bound on any stateful one:
 //!
 //! - `lb-nat`: the real `lb run` daemon (XDP `lb_xdp` on every LB
 //!   interface, one listener on the VIP, Maglev over the 3 targets, NAT);
@@ -25,7 +25,15 @@
 //!   floors of the balancing cases, so `lb-nat` above `spread` and `lb-dsr`
 //!   above `spread-ipip` are the balancer's own work (parsing, the
 //!   connection table, Maglev, the rewrite); the one-target rows show what
-//!   spreading itself costs ([`Case::floor`]).
+//!   spreading itself costs ([`Case::floor`]);
+//! - `spread-state`: `bench_redirect_spread_state`, `spread` plus one read
+//!   per packet of the flow's own 64-byte line in a table of exactly one
+//!   line per flow (memory-mappable, as lb's `FLOWS`), at a place a strong
+//!   mix of the flow's number gives, and the redirect waits for it. Every
+//!   forwarder that keeps per-flow state reads at least that (lb reads its
+//!   two candidate entries and their sets' tags, in a table with room to
+//!   spare): `spread-state / spread` is the most any of them can reach on
+//!   this path at this many flows, whatever its layout.
 //!
 //! Traffic: 64-byte IPv4 UDP frames client -> VIP:53 with zero UDP checksum,
 //! the source port cycling over all 65536 values (one flow per port, so the
@@ -75,7 +83,7 @@
 //! the ratios come out the same; so it is not offered.)
 //!
 //! Rounds are interleaved (lb-nat, lb-dsr, nftables, redirect,
-//! redirect-ipip, spread, spread-ipip, lb-nat, ...) so that background load
+//! redirect-ipip, spread, spread-ipip, spread-state, lb-nat, ...) so that background load
 //! drifts affect every case alike; each case is set up and torn down per
 //! round. For the `lb`
 //! cases, `lb stats` before and after each round must show `forwarded`
@@ -168,11 +176,14 @@ pub enum Case {
     Spread,
     /// `bench_encap_spread`: the floor of `lb-dsr`.
     SpreadIpip,
+    /// `bench_redirect_spread_state`: `Spread` plus one line of per-flow
+    /// state read per packet, the least a stateful balancer pays.
+    SpreadState,
 }
 
 impl Case {
     /// In the order each round runs them.
-    pub const ALL: [Case; 7] = [
+    pub const ALL: [Case; 8] = [
         Case::LbNat,
         Case::LbDsr,
         Case::Nftables,
@@ -180,6 +191,7 @@ impl Case {
         Case::RedirectIpip,
         Case::Spread,
         Case::SpreadIpip,
+        Case::SpreadState,
     ];
 
     pub fn name(self) -> &'static str {
@@ -191,6 +203,7 @@ impl Case {
             Case::RedirectIpip => "redirect-ipip",
             Case::Spread => "spread",
             Case::SpreadIpip => "spread-ipip",
+            Case::SpreadState => "spread-state",
         }
     }
 
@@ -207,6 +220,9 @@ impl Case {
             Case::SpreadIpip => {
                 "XDP bench_encap_spread (as redirect-ipip, 3 targets by source port)"
             }
+            Case::SpreadState => {
+                "XDP bench_redirect_spread_state (as spread, plus a read of the flow's 64-byte line in a table of one line per flow)"
+            }
         }
     }
 
@@ -218,6 +234,7 @@ impl Case {
             Case::RedirectIpip => Some((Work::Encap, 1)),
             Case::Spread => Some((Work::Plain, lab::TARGETS)),
             Case::SpreadIpip => Some((Work::Encap, lab::TARGETS)),
+            Case::SpreadState => Some((Work::State, lab::TARGETS)),
             Case::LbNat | Case::LbDsr | Case::Nftables => None,
         }
     }
@@ -240,6 +257,7 @@ impl Case {
             Case::LbNat | Case::Nftables => Some(Case::Spread),
             Case::LbDsr => Some(Case::SpreadIpip),
             Case::Spread | Case::RedirectIpip => Some(Case::Redirect),
+            Case::SpreadState => Some(Case::Spread),
             Case::SpreadIpip => Some(Case::RedirectIpip),
             Case::Redirect => None,
         }

@@ -126,9 +126,11 @@ impl Report {
 
     /// The ratios reported, as (case, baseline): how many times the
     /// baseline's median delivered pps the case achieves.
-    pub const RATIOS: [(Case, Case); 9] = [
+    pub const RATIOS: [(Case, Case); 11] = [
         (Case::LbNat, Case::Nftables),
         (Case::LbNat, Case::Spread),
+        (Case::SpreadState, Case::Spread),
+        (Case::LbNat, Case::SpreadState),
         (Case::LbNat, Case::Redirect),
         (Case::LbDsr, Case::SpreadIpip),
         (Case::LbDsr, Case::RedirectIpip),

@@ -12,7 +12,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_MMAPABLE, xdp_action},
     btf_maps::{Array, PerCpuArray, ProgramArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -122,6 +122,75 @@ pub fn bench_redirect(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_redirect_spread(ctx: XdpContext) -> u32 {
     redirect(&ctx, spread(&ctx))
+}
+
+/// Offset of the source address in the e2e frames, whose low 16 bits the
+/// generator varies beyond 2^16 flows (`Vary::IPV4_SADDR` in lb-tests'
+/// `trafficgen`).
+const SADDR_OFF: usize = 26;
+
+/// Per-flow state of `bench_redirect_spread_state`: one 64-byte line per
+/// flow, never written (all zeros). Entries set at load to the run's
+/// number of flows. Memory-mappable, as lb's `FLOWS`: the entries start on
+/// a page, so each fills one cache line, in memory from the same
+/// allocator.
+#[btf_map]
+static STATE: Array<[u64; 8], 65536, { BPF_F_MMAPABLE as usize }> = Array::new();
+
+/// Where `bench_redirect_spread_state` reads: `STATE`'s entries - 1 (a
+/// power of two, 2^k) and k / 2, written at load.
+#[repr(C)]
+pub struct StateShape {
+    pub mask: u32,
+    pub half_bits: u32,
+}
+
+#[btf_map]
+static STATE_SHAPE: Array<StateShape, 1> = Array::new();
+
+/// The frame's line of `STATE`: its flow's number as the generator counts
+/// (source port, and the address's low 16 bits above it), mixed by two
+/// rounds of multiply (by an odd constant) and xor-shift modulo the
+/// table's size. Each step is a bijection of the k-bit numbers, so every
+/// flow has a line of its own; the lines follow no stride a prefetcher
+/// could learn, as a hash table's do.
+#[inline(always)]
+fn state_line(ctx: &XdpContext) -> Option<u32> {
+    const _: () = assert!(SADDR_OFF + 4 <= SPORT_OFF + 2);
+    let start = ctx.data();
+    if start + SPORT_OFF + 2 > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds-checked above (the address lies before the port).
+    let (addr, port) = unsafe {
+        (
+            core::ptr::read_unaligned((start + SADDR_OFF + 2) as *const u16),
+            core::ptr::read_unaligned((start + SPORT_OFF) as *const u16),
+        )
+    };
+    let shape = STATE_SHAPE.get(0)?;
+    let mut x = (u16::from_be(addr) as u32) << 16 | u16::from_be(port) as u32;
+    for odd in [0x9e37_79b1u32, 0x85eb_ca6b] {
+        x = x.wrapping_mul(odd) & shape.mask;
+        x ^= x >> shape.half_bits;
+    }
+    Some(x)
+}
+
+/// [`bench_redirect_spread`] that also reads its flow's line of per-flow
+/// state ([`STATE`]) and depends on what it read (the word is 0, which the
+/// program cannot know), as a balancer's lookup does: the least any
+/// forwarder that keeps state per flow pays for it (one line, a table
+/// with no room to spare, no key compared, nothing written).
+#[xdp]
+pub fn bench_redirect_spread_state(ctx: XdpContext) -> u32 {
+    let Some(line) = state_line(&ctx).and_then(|i| STATE.get_ptr(i)) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: an entry of `STATE`, valid for the run; volatile, so the
+    // load is issued and waited for.
+    let word = unsafe { core::ptr::read_volatile(line as *const u64) };
+    redirect(&ctx, spread(&ctx).wrapping_add(word as u32))
 }
 
 /// Length of the outer IPv4 header `bench_encap` puts on.
