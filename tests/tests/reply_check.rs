@@ -13,12 +13,17 @@
 //! its target: it is passed untranslated and the flow stays unconfirmed.
 //! With `reply_interface_check = "off"` the same frames confirm it, which
 //! shows the attack is real and the test can fail.
+//!
+//! A refused reply is also what a deployment the check cannot serve looks
+//! like (multipath routes to targets, ...), so the daemon warns in its log
+//! when the check refused replies: the strict test waits for that line.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use lb_tests::lab::{Lab, vip4};
 use lb_tests::packet::{L4, Packet, tcp_flags};
+use lb_tests::proc::OutputMark;
 use lb_tests::raw::RawSocket;
 use lb_tests::topology::{CLIENT4, LB_CLIENT_IF, PEER_IF, TARGET_TCP_PORT, VIP_TCP_PORT, target4};
 use lb_tests::trafficgen::link;
@@ -32,9 +37,13 @@ const SPOOFED_PORT: u16 = 40_000;
 const FORGED_ISN: u32 = 0x1234_5678;
 const TARGETS: usize = 3;
 
+/// What the daemon warns when its reply-interface check refused replies
+/// (lb-userspace's control::reply_alarm), with how many.
+const REFUSED_WARNING: &str = "were passed untranslated (daemon.reply_interface_check";
+
 #[test]
 fn a_forged_reply_cannot_confirm_a_spoofed_flow() {
-    let (state, passed) = forge_handshake(None);
+    let (mut lab, state, passed) = forge_handshake(None);
     assert_eq!(
         passed, 1,
         "exactly the forged SYN-ACK of the flow's target is passed as off its route"
@@ -44,24 +53,39 @@ fn a_forged_reply_cannot_confirm_a_spoofed_flow() {
         Some("syn"),
         "the forged SYN-ACK must not move the handshake on, nor the ACK confirm it"
     );
+    // The control loop looks every 2 s; the line names the refused count.
+    let daemon = lab.daemon.as_mut().expect("lb run");
+    // From the start of its output (the default mark).
+    let line = daemon.wait_for_line_after(OutputMark::default(), REFUSED_WARNING);
+    assert!(
+        line.contains("refused=1"),
+        "the warning counts the one refused reply: {line}"
+    );
 }
 
 #[test]
 fn without_the_check_a_forged_reply_confirms_a_spoofed_flow() {
-    let (state, passed) = forge_handshake(Some("off"));
+    let (lab, state, passed) = forge_handshake(Some("off"));
     assert_eq!(passed, 0, "nothing is checked");
     assert_eq!(
         state.as_deref(),
         Some("established"),
         "with the check off the forged handshake confirms the flow"
     );
+    // Two of the control loop's looks later, still no warning.
+    thread::sleep(Duration::from_secs(5));
+    let output = lab.daemon.as_ref().expect("lb run").output();
+    assert!(
+        !output.contains(REFUSED_WARNING),
+        "no warning with the check off:\n{output}"
+    );
 }
 
 /// Plays the spoofed handshake against `lb run` (with
-/// `reply_interface_check = check`, default when `None`); returns the
-/// spoofed flow's state in `lb flows` and how many packets the check
-/// passed (`pass_reply_interface`).
-fn forge_handshake(check: Option<&'static str>) -> (Option<String>, u64) {
+/// `reply_interface_check = check`, default when `None`); returns the lab
+/// (the daemon still running), the spoofed flow's state in `lb flows` and
+/// how many packets the check passed (`pass_reply_interface`).
+fn forge_handshake(check: Option<&'static str>) -> (Lab, Option<String>, u64) {
     let lab = Lab::with("replycheck", TARGETS, &[1, 2, 3], move |spec| {
         if let Some(c) = check {
             spec.daemon_extra
@@ -109,7 +133,8 @@ fn forge_handshake(check: Option<&'static str>) -> (Option<String>, u64) {
     // The frames are handled as they arrive; give the last one a moment.
     thread::sleep(Duration::from_millis(200));
     let passed = data_path_stat(&lab, "pass_reply_interface") - before;
-    (flow_state(&lab, spoofed), passed)
+    let state = flow_state(&lab, spoofed);
+    (lab, state, passed)
 }
 
 fn with_numbers(mut p: Packet, seq: u32, ack: u32) -> Packet {

@@ -5,8 +5,8 @@ use aya::{
     util::nr_cpus,
 };
 use lb_common::{
-    Counters, FlowCounters, FlowEntry, ReplyKey, ReplyTargets, Target, VipAddrKey, VipKey, VipMeta,
-    maps,
+    Counters, FlowCounters, FlowEntry, ReplyKey, ReplyTargets, Stat, Target, VipAddrKey, VipKey,
+    VipMeta, maps,
 };
 
 use super::{
@@ -47,6 +47,8 @@ pub struct KernelMaps {
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub target_stats: PerCpuArray<MapData, Counters>,
     pub flow_stats: PerCpuArray<MapData, FlowCounters>,
+    /// The verdict counters (`Stat`), read by the control loop's alarms.
+    pub stats: PerCpuArray<MapData, u64>,
     pub replies: HashMap<MapData, ReplyKey, ReplyTargets>,
     /// Written by the program; the daemon only ends the flows of VIPs it
     /// removes and of drained targets (established flows are forwarded
@@ -76,6 +78,7 @@ impl KernelMaps {
             vip_stats: take(ebpf, maps::VIP_STATS)?,
             target_stats: take(ebpf, maps::TARGET_STATS)?,
             flow_stats: take(ebpf, maps::FLOW_STATS)?,
+            stats: take(ebpf, maps::STATS)?,
             replies: take(ebpf, maps::REPLIES)?,
             flows: FlowTable::new(
                 ebpf.take_map(maps::FLOWS)
@@ -86,6 +89,14 @@ impl KernelMaps {
 }
 
 impl KernelMaps {
+    /// A verdict's count, summed over CPUs (0 if the map cannot be read:
+    /// the alarms that read it are advice).
+    pub fn stat(&self, stat: Stat) -> u64 {
+        self.stats
+            .get(&(stat as u32), 0)
+            .map_or(0, |values| values.iter().sum())
+    }
+
     /// Ends the flows whose VIP matches `doomed`; returns how many.
     pub fn purge_flows(
         &mut self,

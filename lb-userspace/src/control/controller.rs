@@ -8,20 +8,22 @@
 //! only changes when all of that succeeded.
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
+use lb_common::Stat;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{
     command::{ChangeReport, Command},
     error::ControlError,
     lifecycle::{Checks, Lifecycle, TargetHealth},
+    reply_alarm::ReplyAlarm,
     transitions::Transitions,
     verbs,
     xdp::XdpPath,
 };
 use crate::{
     announce::{Announcer, DrainFile, HostReport, KernelRouting},
-    config::{Config, ConfigError, TargetGroup},
+    config::{Config, ConfigError, ReplyInterfaceCheck, TargetGroup},
     error_chain::ErrorChain,
     health::{self, Checker, HealthEvent},
     listeners::Listeners,
@@ -62,6 +64,8 @@ pub struct Controller {
     pub(super) last_reload: Option<String>,
     /// Recent health transitions for the status page.
     pub(super) transitions: Transitions,
+    /// Whether the reply-interface check refused replies lately.
+    reply_alarm: ReplyAlarm,
 }
 
 /// What the control loop drives besides the lifecycle.
@@ -96,8 +100,11 @@ impl Controller {
             started: Instant::now(),
             last_reload: None,
             transitions: Transitions::default(),
+            reply_alarm: ReplyAlarm::default(),
         };
         c.publish_gauges();
+        // The counter's baseline (it may hold an earlier daemon's counts).
+        c.watch_reply_check();
         c
     }
 
@@ -331,11 +338,31 @@ impl Controller {
     }
 
     /// The periodic look ([`crate::announce::RECHECK`]): the drain file, the
-    /// XDP attachments, routes deleted by hand. Nothing to look at while
-    /// `[bgp]` is off (turning it off withdrew everything).
+    /// XDP attachments, routes deleted by hand (nothing to look at while
+    /// `[bgp]` is off: turning it off withdrew everything), and replies the
+    /// reply-interface check refused.
     pub async fn on_recheck(&mut self) {
         if self.config.bgp.enabled {
             self.announce().await;
+        }
+        self.watch_reply_check();
+    }
+
+    /// Warns when the reply-interface check passed replies untranslated
+    /// since the last look ([`super::reply_alarm`]).
+    fn watch_reply_check(&mut self) {
+        let Some(xdp) = &self.xdp else {
+            return;
+        };
+        if self.config.daemon.reply_interface_check != ReplyInterfaceCheck::Strict {
+            return;
+        }
+        let total = xdp.stat(Stat::PassReplyInterface);
+        if let Some(refused) = self.reply_alarm.observe(total, Instant::now()) {
+            warn!(
+                refused,
+                "nat replies came in by an interface other than the route to their target and were passed untranslated (daemon.reply_interface_check = \"strict\"): forged replies, or routing the check cannot serve (multipath or asymmetric routes to targets, the program on a bond's members or a VLAN's lower device), where every connection through the VIP fails; for those set reply_interface_check = \"off\" (docs/config.md)"
+            );
         }
     }
 

@@ -6,6 +6,7 @@ pub mod command;
 pub mod controller;
 mod error;
 pub mod lifecycle;
+mod reply_alarm;
 mod reports;
 pub mod transitions;
 pub mod verbs;

@@ -202,6 +202,11 @@ impl XdpPath {
         }
     }
 
+    /// A verdict's count, summed over CPUs.
+    pub fn stat(&self, stat: lb_common::Stat) -> u64 {
+        self.maps.stat(stat)
+    }
+
     /// Kernel state of a registered target (for reports).
     pub fn target_state(&self, ep: &SocketAddr) -> Option<TargetState> {
         let id = self.state.target_id(ep)?;
