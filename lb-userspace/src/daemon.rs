@@ -278,7 +278,7 @@ impl Endpoints {
             || new.status_page != self.config.status_page;
         if rebind {
             if let Some(old) = self.api.take() {
-                old.shutdown().await;
+                old.retire().await;
             }
             match api::serve(&ApiEndpoints::from(new), self.handle.clone(), authz).await {
                 Ok(server) => self.api = Some(server),

@@ -50,16 +50,17 @@ impl Default for Limits {
 }
 
 /// Serves `app` on `listener` until `stop` completes, each connection's
-/// peer named by `peer` (in each request as `ConnectInfo<P>`); then waits
-/// for open connections to finish their requests (the caller bounds that
-/// wait).
+/// peer named by `peer` (in each request as `ConnectInfo<P>`); then closes
+/// the listener (its address is free when this returns) and returns the
+/// open connections' graceful shutdown, for the caller to await within a
+/// bound of its own, in the background or not at all.
 pub async fn serve<L: Listener, P: Clone + Send + Sync + 'static>(
     mut listener: Capped<L>,
     app: Router,
     peer: fn(&L::Io, &L::Addr) -> P,
     limits: Limits,
     stop: impl Future<Output = ()>,
-) {
+) -> GracefulShutdown {
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -87,7 +88,8 @@ pub async fn serve<L: Listener, P: Clone + Send + Sync + 'static>(
             }
         });
     }
-    graceful.shutdown().await;
+    drop(listener);
+    graceful
 }
 
 #[cfg(test)]

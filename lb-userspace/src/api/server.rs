@@ -2,9 +2,11 @@
 //! configured, on a TCP address.
 //!
 //! Reload: the addresses are fixed for the life of an [`ApiServer`]. When a
-//! reload changes them, the daemon shuts the running server down and calls
-//! [`serve`] again (in that order: the old server removes its socket file on
-//! the way out). When only tokens or policies change it calls
+//! reload changes them, the daemon retires the running server
+//! ([`ApiServer::retire`]: it stops accepting at once, and its requests in
+//! flight finish in the background, so the control loop does not wait for
+//! them) and calls [`serve`] again (in that order: the old server closes
+//! its listeners and removes its socket file on the way out). When only tokens or policies change it calls
 //! [`ApiServer::set_authorizer`]; connections stay up and the next request
 //! is checked against the new policies.
 use std::{
@@ -16,6 +18,8 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::join_all;
+use hyper_util::server::graceful::GracefulShutdown;
 use parking_lot::RwLock;
 use tokio::{
     net::{TcpListener, UnixListener},
@@ -119,7 +123,9 @@ pub struct ApiServer {
     socket_id: (u64, u64),
     authz: Arc<RwLock<Arc<Authorizer>>>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The accept loops; each ends with its listener closed and returns its
+    /// connections' graceful shutdown.
+    tasks: Vec<JoinHandle<GracefulShutdown>>,
 }
 
 /// Binds the Unix socket and the optional TCP address and serves the API on
@@ -237,19 +243,36 @@ impl ApiServer {
         *self.authz.write() = authz;
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to a few
-    /// seconds), and removes the socket file.
+    /// Stops accepting, lets in-flight requests finish (all of them
+    /// within [`SHUTDOWN_GRACE`]), and removes the socket file: the daemon's
+    /// exit.
     pub async fn shutdown(mut self) {
+        drain(self.close().await).await;
+    }
+
+    /// Stops accepting and removes the socket file now (its addresses are
+    /// free when this returns); requests in flight finish in the
+    /// background, within [`SHUTDOWN_GRACE`]: a re-bind, which must not
+    /// hold the control loop while a slow client reads its answer.
+    pub async fn retire(mut self) {
+        let open = self.close().await;
+        tokio::spawn(drain(open));
+    }
+
+    /// Signals the accept loops and waits for them to close their
+    /// listeners (at once: they stop at the signal); returns their open
+    /// connections' graceful shutdowns.
+    async fn close(&mut self) -> Vec<GracefulShutdown> {
         self.stop.send_replace(true);
+        let mut open = Vec::new();
         for task in std::mem::take(&mut self.tasks) {
-            let abort = task.abort_handle();
-            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if e.is_cancelled() => {}
-                Ok(Err(e)) => tracing::warn!("management API task failed: {e}"),
-                Err(_) => abort.abort(),
+            match task.await {
+                Ok(graceful) => open.push(graceful),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => tracing::warn!("management API task failed: {e}"),
             }
         }
+        open
     }
 
     fn remove_socket(&self) {
@@ -262,6 +285,16 @@ impl ApiServer {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::warn!("failed to remove the API socket {}: {e}", path.display());
         }
+    }
+}
+
+/// Lets the connections of `open` finish their requests, all within
+/// [`SHUTDOWN_GRACE`]; those still busy then are left to their own time
+/// limits (`admin_http`'s head and write timeouts end them).
+async fn drain(open: Vec<GracefulShutdown>) {
+    let all = join_all(open.into_iter().map(GracefulShutdown::shutdown));
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+        tracing::debug!("management API requests still in flight after the grace period");
     }
 }
 

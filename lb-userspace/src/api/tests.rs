@@ -1062,3 +1062,50 @@ async fn curl_can_use_the_api() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["targets"][1]["reason"], "Target.FailedHealthChecks");
 }
+
+/// A changed `[api]` re-binds through `retire`, which must not wait for a
+/// request in flight (here one whose command the control loop never
+/// answers): it returns at once, and the same socket path and TCP port bind
+/// again right away. (`shutdown` waited for it, up to 5 s per listener,
+/// while the control loop stood still.)
+#[tokio::test]
+async fn retiring_does_not_wait_for_requests_in_flight() {
+    use std::time::{Duration, Instant};
+    let dir = TempDir::new("retire");
+    let endpoints = Endpoints {
+        socket: dir.0.join("run/api.sock"),
+        listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        status_page: false,
+    };
+    let (control, mut unanswered) = ControlHandle::channel(8);
+    let server = serve(&endpoints, control, authorizer())
+        .await
+        .expect("API starts");
+    let port = server.tcp_addr().expect("TCP address").port();
+    // Root over the Unix socket: the request reaches the control loop.
+    let client = Client::new(Endpoint::Unix(endpoints.socket.clone()), None);
+    let hung = tokio::spawn(async move { client.send(Method::GET, "/v1/status", None).await });
+    let in_flight = tokio::time::timeout(Duration::from_secs(5), unanswered.recv())
+        .await
+        .expect("the request reached the control loop")
+        .expect("a command");
+
+    let started = Instant::now();
+    server.retire().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "retire waited {took:?} for a request in flight"
+    );
+    let again = Endpoints {
+        listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        ..endpoints.clone()
+    };
+    let (control, _rx) = ControlHandle::channel(8);
+    let next = serve(&again, control, authorizer())
+        .await
+        .expect("the same socket path and port bind again at once");
+    assert_eq!(next.tcp_addr().map(|a| a.port()), Some(port));
+    drop(in_flight);
+    hung.abort();
+}

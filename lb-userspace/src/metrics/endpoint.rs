@@ -11,6 +11,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tracing::warn;
 
@@ -33,7 +34,9 @@ struct Scrape {
 #[derive(Debug)]
 pub struct MetricsServer {
     pub addr: SocketAddr,
-    task: JoinHandle<()>,
+    /// Serves until aborted (it never stops by itself, so it returns no
+    /// connections to drain).
+    task: JoinHandle<GracefulShutdown>,
 }
 
 impl Drop for MetricsServer {
