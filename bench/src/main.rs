@@ -73,8 +73,9 @@ enum What {
     /// in nat and in dsr mode, next to kernel forwarding with nftables DNAT,
     /// a trivial XDP redirect and a trivial encapsulating one (to one
     /// target, and spread over the three: the balancer's floors), and a
-    /// spreading one that reads a line of per-flow state per packet (the
-    /// bound on any stateful forwarder), measured in the same run; and each
+    /// spreading one that reads a 64-byte line of per-flow state per packet
+    /// (the bound on a forwarder with such a line per flow), measured in
+    /// the same run; and each
     /// XDP forwarder's own ns per packet (BPF run-time statistics, 1 s more
     /// per round).
     E2e {

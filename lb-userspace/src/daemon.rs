@@ -288,7 +288,11 @@ impl Endpoints {
             api.set_authorizer(authz);
         }
         if new.metrics_listen != self.config.metrics_listen {
-            self.metrics_server = None;
+            // Closed before the new address is bound: it may overlap the
+            // old one (127.0.0.1:9100 -> 0.0.0.0:9100).
+            if let Some(old) = self.metrics_server.take() {
+                old.stop().await;
+            }
             if let Some(addr) = new.metrics_listen {
                 match endpoint::serve(
                     addr,

@@ -58,26 +58,19 @@ fn a_forged_reply_cannot_confirm_a_spoofed_flow() {
     // From the start of its output (the default mark).
     let line = daemon.wait_for_line_after(OutputMark::default(), REFUSED_WARNING);
     assert!(
-        line.contains("refused=1"),
+        line.split_whitespace().any(|field| field == "refused=1"),
         "the warning counts the one refused reply: {line}"
     );
 }
 
 #[test]
 fn without_the_check_a_forged_reply_confirms_a_spoofed_flow() {
-    let (lab, state, passed) = forge_handshake(Some("off"));
+    let (_lab, state, passed) = forge_handshake(Some("off"));
     assert_eq!(passed, 0, "nothing is checked");
     assert_eq!(
         state.as_deref(),
         Some("established"),
         "with the check off the forged handshake confirms the flow"
-    );
-    // Two of the control loop's looks later, still no warning.
-    thread::sleep(Duration::from_secs(5));
-    let output = lab.daemon.as_ref().expect("lb run").output();
-    assert!(
-        !output.contains(REFUSED_WARNING),
-        "no warning with the check off:\n{output}"
     );
 }
 

@@ -129,7 +129,9 @@ impl Redirect {
                         .expect("STATE_SHAPE");
                 let shape_of = StateShape {
                     mask: flows - 1,
-                    half_bits: flows.trailing_zeros() / 2,
+                    // Rounded up: at 2 flows (k = 1) a shift of 0 would
+                    // xor every number to 0.
+                    half_bits: flows.trailing_zeros().div_ceil(2),
                 };
                 shape.set(0, shape_of, 0).expect("write STATE_SHAPE");
                 ebpf

@@ -29,11 +29,12 @@
 //! - `spread-state`: `bench_redirect_spread_state`, `spread` plus one read
 //!   per packet of the flow's own 64-byte line in a table of exactly one
 //!   line per flow (memory-mappable, as lb's `FLOWS`), at a place a strong
-//!   mix of the flow's number gives, and the redirect waits for it. Every
-//!   forwarder that keeps per-flow state reads at least that (lb reads its
-//!   two candidate entries and their sets' tags, in a table with room to
-//!   spare): `spread-state / spread` is the most any of them can reach on
-//!   this path at this many flows, whatever its layout.
+//!   mix of the flow's number gives, and the redirect waits for it. A
+//!   forwarder that keeps a 64-byte line of state per flow (as lb does, and
+//!   lb reads its two candidate entries and their sets' tags, in a table
+//!   with room to spare) reads at least that: `spread-state / spread` is the
+//!   most such a forwarder can reach on this path at this many flows (state
+//!   smaller per flow has a smaller working set, and may do better).
 //!
 //! Traffic: 64-byte IPv4 UDP frames client -> VIP:53 with zero UDP checksum,
 //! the source port cycling over all 65536 values (one flow per port, so the
@@ -250,8 +251,9 @@ impl Case {
     /// `bpf_xdp_adjust_head` and 20 more bytes per frame, as dsr does. So
     /// the difference is the balancer's own work (parsing, the connection
     /// table, Maglev, the rewrite). A spreading floor's own floor is its
-    /// one-target twin (what spreading costs), and the plain `redirect` is
-    /// the floor of the floors.
+    /// one-target twin (what spreading costs), `spread-state`'s is `spread`
+    /// (what its line of state costs), and the plain `redirect` is the floor
+    /// of the floors.
     pub fn floor(self) -> Option<Case> {
         match self {
             Case::LbNat | Case::Nftables => Some(Case::Spread),

@@ -85,13 +85,20 @@ const SPORT_OFF: usize = 34;
 /// no parsing and no per-flow state.
 #[inline(always)]
 fn spread(ctx: &XdpContext) -> u32 {
+    be16_at(ctx, SPORT_OFF).map_or(0, |port| port as u32 % SPREAD)
+}
+
+/// The big-endian 16-bit number at `off` in the frame.
+#[inline(always)]
+fn be16_at(ctx: &XdpContext, off: usize) -> Option<u16> {
     let start = ctx.data();
-    if start + SPORT_OFF + 2 > ctx.data_end() {
-        return 0;
+    if start + off + 2 > ctx.data_end() {
+        return None;
     }
     // SAFETY: bounds-checked above.
-    let port = unsafe { core::ptr::read_unaligned((start + SPORT_OFF) as *const u16) };
-    u16::from_be(port) as u32 % SPREAD
+    Some(u16::from_be(unsafe {
+        core::ptr::read_unaligned((start + off) as *const u16)
+    }))
 }
 
 /// MAC rewrite and redirect to `REDIRECT[i]`.
@@ -131,11 +138,12 @@ const SADDR_OFF: usize = 26;
 
 /// Per-flow state of `bench_redirect_spread_state`: one 64-byte line per
 /// flow, never written (all zeros). Entries set at load to the run's
-/// number of flows. Memory-mappable, as lb's `FLOWS`: the entries start on
-/// a page, so each fills one cache line, in memory from the same
+/// number of flows (1 in the object, so that the other programs' loads do
+/// not allocate a table). Memory-mappable, as lb's `FLOWS`: the entries
+/// start on a page, so each fills one cache line, in memory from the same
 /// allocator.
 #[btf_map]
-static STATE: Array<[u64; 8], 65536, { BPF_F_MMAPABLE as usize }> = Array::new();
+static STATE: Array<[u64; 8], 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Where `bench_redirect_spread_state` reads: `STATE`'s entries - 1 (a
 /// power of two, 2^k) and k / 2, written at load.
@@ -156,20 +164,9 @@ static STATE_SHAPE: Array<StateShape, 1> = Array::new();
 /// could learn, as a hash table's do.
 #[inline(always)]
 fn state_line(ctx: &XdpContext) -> Option<u32> {
-    const _: () = assert!(SADDR_OFF + 4 <= SPORT_OFF + 2);
-    let start = ctx.data();
-    if start + SPORT_OFF + 2 > ctx.data_end() {
-        return None;
-    }
-    // SAFETY: bounds-checked above (the address lies before the port).
-    let (addr, port) = unsafe {
-        (
-            core::ptr::read_unaligned((start + SADDR_OFF + 2) as *const u16),
-            core::ptr::read_unaligned((start + SPORT_OFF) as *const u16),
-        )
-    };
+    let (addr, port) = (be16_at(ctx, SADDR_OFF + 2)?, be16_at(ctx, SPORT_OFF)?);
     let shape = STATE_SHAPE.get(0)?;
-    let mut x = (u16::from_be(addr) as u32) << 16 | u16::from_be(port) as u32;
+    let mut x = (addr as u32) << 16 | port as u32;
     for odd in [0x9e37_79b1u32, 0x85eb_ca6b] {
         x = x.wrapping_mul(odd) & shape.mask;
         x ^= x >> shape.half_bits;

@@ -6,9 +6,10 @@
 //! ([`ApiServer::retire`]: it stops accepting at once, and its requests in
 //! flight finish in the background, so the control loop does not wait for
 //! them) and calls [`serve`] again (in that order: the old server closes
-//! its listeners and removes its socket file on the way out). When only tokens or policies change it calls
-//! [`ApiServer::set_authorizer`]; connections stay up and the next request
-//! is checked against the new policies.
+//! its listeners and removes its socket file on the way out). When only
+//! tokens or policies change it calls [`ApiServer::set_authorizer`];
+//! connections stay up and the next request is checked against the new
+//! policies.
 use std::{
     io,
     net::SocketAddr,
@@ -268,7 +269,6 @@ impl ApiServer {
         for task in std::mem::take(&mut self.tasks) {
             match task.await {
                 Ok(graceful) => open.push(graceful),
-                Err(e) if e.is_cancelled() => {}
                 Err(e) => tracing::warn!("management API task failed: {e}"),
             }
         }
@@ -289,8 +289,9 @@ impl ApiServer {
 }
 
 /// Lets the connections of `open` finish their requests, all within
-/// [`SHUTDOWN_GRACE`]; those still busy then are left to their own time
-/// limits (`admin_http`'s head and write timeouts end them).
+/// [`SHUTDOWN_GRACE`]; those still busy then are not waited for (a stalled
+/// reader is cut by `admin_http`'s write timeout; a request waiting for
+/// the control loop ends when the loop answers it, or with the process).
 async fn drain(open: Vec<GracefulShutdown>) {
     let all = join_all(open.into_iter().map(GracefulShutdown::shutdown));
     if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {

@@ -47,7 +47,8 @@ pub struct KernelMaps {
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub target_stats: PerCpuArray<MapData, Counters>,
     pub flow_stats: PerCpuArray<MapData, FlowCounters>,
-    /// The verdict counters (`Stat`), read by the control loop's alarms.
+    /// The verdict counters (`Stat`), read by the control loop's
+    /// reply-check alarm.
     pub stats: PerCpuArray<MapData, u64>,
     pub replies: HashMap<MapData, ReplyKey, ReplyTargets>,
     /// Written by the program; the daemon only ends the flows of VIPs it
@@ -89,12 +90,12 @@ impl KernelMaps {
 }
 
 impl KernelMaps {
-    /// A verdict's count, summed over CPUs (0 if the map cannot be read:
-    /// the alarms that read it are advice).
-    pub fn stat(&self, stat: Stat) -> u64 {
+    /// A verdict's count, summed over CPUs; `None` if it cannot be read.
+    pub fn stat(&self, stat: Stat) -> Option<u64> {
         self.stats
             .get(&(stat as u32), 0)
-            .map_or(0, |values| values.iter().sum())
+            .ok()
+            .map(|values| values.iter().sum())
     }
 
     /// Ends the flows whose VIP matches `doomed`; returns how many.

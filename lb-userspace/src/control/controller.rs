@@ -357,7 +357,11 @@ impl Controller {
         if self.config.daemon.reply_interface_check != ReplyInterfaceCheck::Strict {
             return;
         }
-        let total = xdp.stat(Stat::PassReplyInterface);
+        // An unreadable counter skips the look (a 0 would be taken for a
+        // reset, and the next good read for that many refusals).
+        let Some(total) = xdp.stat(Stat::PassReplyInterface) else {
+            return;
+        };
         if let Some(refused) = self.reply_alarm.observe(total, Instant::now()) {
             warn!(
                 refused,

@@ -32,7 +32,9 @@ impl ReplyAlarm {
     /// to warn about now, if a warning is due.
     pub fn observe(&mut self, total: u64, now: Instant) -> Option<u64> {
         let before = self.seen.replace(total)?;
-        // A smaller value: the map was made anew (an upgrade); count from it.
+        // Cannot happen while one daemon reads its own map (only a load
+        // makes the map anew, and the baseline is taken after it); if it
+        // ever goes back, count from the new value rather than underflow.
         self.untold += total.checked_sub(before).unwrap_or(total);
         let due = self
             .last_warned

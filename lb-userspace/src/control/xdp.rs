@@ -202,8 +202,8 @@ impl XdpPath {
         }
     }
 
-    /// A verdict's count, summed over CPUs.
-    pub fn stat(&self, stat: lb_common::Stat) -> u64 {
+    /// A verdict's count, summed over CPUs; `None` if it cannot be read.
+    pub fn stat(&self, stat: lb_common::Stat) -> Option<u64> {
         self.maps.stat(stat)
     }
 

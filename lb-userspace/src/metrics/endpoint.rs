@@ -30,13 +30,24 @@ struct Scrape {
     xdp: bool,
 }
 
-/// A running endpoint; dropping it stops serving.
+/// A running endpoint; dropping it stops serving (soon: the task is
+/// aborted), [`MetricsServer::stop`] before it returns.
 #[derive(Debug)]
 pub struct MetricsServer {
     pub addr: SocketAddr,
     /// Serves until aborted (it never stops by itself, so it returns no
     /// connections to drain).
     task: JoinHandle<GracefulShutdown>,
+}
+
+impl MetricsServer {
+    /// Stops serving; the listener is closed when this returns, so the
+    /// address (or one that overlaps it) can be bound again at once.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        // The task ends at its next await (abort), dropping the listener.
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for MetricsServer {
