@@ -103,8 +103,12 @@ impl Controller {
             reply_alarm: ReplyAlarm::default(),
         };
         c.publish_gauges();
-        // The counter's baseline (it may hold an earlier daemon's counts).
-        c.watch_reply_check();
+        // The reply alarm's baseline: the counter before the program was
+        // attached (it may hold an earlier daemon's counts, and everything
+        // after is this daemon's, the time it took to get here included).
+        if let Some(total) = c.xdp.as_ref().and_then(XdpPath::refused_before_attach) {
+            c.reply_alarm.observe(total, Instant::now());
+        }
         c
     }
 

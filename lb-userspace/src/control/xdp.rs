@@ -71,6 +71,10 @@ pub struct XdpPath {
     _ebpf: aya::Ebpf,
     maps: KernelMaps,
     state: Reconciler,
+    /// `pass_reply_interface` before the program was attached: the reply
+    /// alarm's baseline (the pinned counter may hold an earlier daemon's
+    /// counts; whatever it counts after this is this daemon's).
+    refused_before_attach: Option<u64>,
 }
 
 impl XdpPath {
@@ -86,11 +90,13 @@ impl XdpPath {
         if orphans > 0 {
             info!(orphans, "removed flows of VIPs that no longer exist");
         }
+        let refused_before_attach = maps.stat(lb_common::Stat::PassReplyInterface);
         loader::attach(&mut ebpf, &spec)?;
         Ok(Self {
             _ebpf: ebpf,
             maps,
             state,
+            refused_before_attach,
         })
     }
 
@@ -200,6 +206,12 @@ impl XdpPath {
             active,
             sample,
         }
+    }
+
+    /// `pass_reply_interface` as it was just before the program was
+    /// attached, if it could be read.
+    pub fn refused_before_attach(&self) -> Option<u64> {
+        self.refused_before_attach
     }
 
     /// A verdict's count, summed over CPUs; `None` if it cannot be read.
