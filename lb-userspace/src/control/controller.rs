@@ -8,7 +8,6 @@
 //! only changes when all of that succeeded.
 use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
-use lb_common::Stat;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -16,7 +15,6 @@ use super::{
     command::{ChangeReport, Command},
     error::ControlError,
     lifecycle::{Checks, Lifecycle, TargetHealth},
-    reply_alarm::ReplyAlarm,
     transitions::Transitions,
     verbs,
     xdp::XdpPath,
@@ -64,8 +62,6 @@ pub struct Controller {
     pub(super) last_reload: Option<String>,
     /// Recent health transitions for the status page.
     pub(super) transitions: Transitions,
-    /// Whether the reply-interface check refused replies lately.
-    reply_alarm: ReplyAlarm,
 }
 
 /// What the control loop drives besides the lifecycle.
@@ -100,15 +96,8 @@ impl Controller {
             started: Instant::now(),
             last_reload: None,
             transitions: Transitions::default(),
-            reply_alarm: ReplyAlarm::default(),
         };
         c.publish_gauges();
-        // The reply alarm's baseline: the counter before the program was
-        // attached (it may hold an earlier daemon's counts, and everything
-        // after is this daemon's, the time it took to get here included).
-        if let Some(total) = c.xdp.as_ref().and_then(XdpPath::refused_before_attach) {
-            c.reply_alarm.observe(total, Instant::now());
-        }
         c
     }
 
@@ -355,18 +344,13 @@ impl Controller {
     /// Warns when the reply-interface check passed replies untranslated
     /// since the last look ([`super::reply_alarm`]).
     fn watch_reply_check(&mut self) {
-        let Some(xdp) = &self.xdp else {
+        let Some(xdp) = &mut self.xdp else {
             return;
         };
         if self.config.daemon.reply_interface_check != ReplyInterfaceCheck::Strict {
             return;
         }
-        // An unreadable counter skips the look (a 0 would be taken for a
-        // reset, and the next good read for that many refusals).
-        let Some(total) = xdp.stat(Stat::PassReplyInterface) else {
-            return;
-        };
-        if let Some(refused) = self.reply_alarm.observe(total, Instant::now()) {
+        if let Some(refused) = xdp.refused_replies(Instant::now()) {
             warn!(
                 refused,
                 "nat replies came in by an interface other than the route to their target and were passed untranslated (daemon.reply_interface_check = \"strict\"): forged replies, or routing the check cannot serve (multipath or asymmetric routes to targets, the program on a bond's members or a VLAN's lower device), where every connection through the VIP fails; for those set reply_interface_check = \"off\" (docs/config.md)"

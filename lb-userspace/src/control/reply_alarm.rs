@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 pub const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// What the counter said so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyAlarm {
-    /// The counter at the last look; `None` before the first (the counter
-    /// may hold an earlier daemon's counts, which are not this one's).
+    /// The counter at the last look (at first, before the program was
+    /// attached); `None` until one could be read (the counter may hold an
+    /// earlier daemon's counts, which are not this one's).
     seen: Option<u64>,
     /// Refused since the last warning, not yet told.
     untold: u64,
@@ -28,6 +29,17 @@ pub struct ReplyAlarm {
 }
 
 impl ReplyAlarm {
+    /// An alarm that counts from `baseline`, the counter's value before the
+    /// program was attached (`None`: unreadable; the first look's value is
+    /// then the baseline).
+    pub fn starting_at(baseline: Option<u64>) -> Self {
+        Self {
+            seen: baseline,
+            untold: 0,
+            last_warned: None,
+        }
+    }
+
     /// Takes the counter's value at `now`; returns how many refused replies
     /// to warn about now, if a warning is due.
     pub fn observe(&mut self, total: u64, now: Instant) -> Option<u64> {
@@ -52,19 +64,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_look_is_the_baseline() {
-        let mut a = ReplyAlarm::default();
+    fn counts_from_the_baseline() {
+        let mut a = ReplyAlarm::starting_at(Some(500));
         let t = Instant::now();
         assert_eq!(a.observe(500, t), None, "an earlier daemon's counts");
-        assert_eq!(a.observe(500, t + Duration::from_secs(2)), None);
-        assert_eq!(a.observe(503, t + Duration::from_secs(4)), Some(3));
+        assert_eq!(a.observe(503, t + Duration::from_secs(2)), Some(3));
+    }
+
+    #[test]
+    fn without_a_baseline_the_first_look_is_one() {
+        let mut a = ReplyAlarm::starting_at(None);
+        let t = Instant::now();
+        assert_eq!(a.observe(500, t), None);
+        assert_eq!(a.observe(503, t + Duration::from_secs(2)), Some(3));
     }
 
     #[test]
     fn warnings_are_spaced_and_nothing_is_lost_between_them() {
-        let mut a = ReplyAlarm::default();
+        let mut a = ReplyAlarm::starting_at(Some(0));
         let t = Instant::now();
-        a.observe(0, t);
         assert_eq!(a.observe(1, t + Duration::from_secs(2)), Some(1));
         assert_eq!(a.observe(10, t + Duration::from_secs(4)), None);
         assert_eq!(a.observe(25, t + Duration::from_secs(40)), None);
@@ -78,9 +96,8 @@ mod tests {
 
     #[test]
     fn a_counter_made_anew_counts_from_zero() {
-        let mut a = ReplyAlarm::default();
+        let mut a = ReplyAlarm::starting_at(Some(100));
         let t = Instant::now();
-        a.observe(100, t);
         assert_eq!(a.observe(4, t + Duration::from_secs(2)), Some(4));
     }
 }

@@ -10,10 +10,11 @@
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
+    time::Instant,
 };
 
 use lb_common::{
-    FlowKey, TargetState, VipKey,
+    FlowKey, Stat, TargetState, VipKey,
     flow::{ticks, timeout_ticks},
     vip::vip_flags,
 };
@@ -22,6 +23,7 @@ use tracing::{info, warn};
 use super::{
     apply_guard::{self, GuardedApplyError},
     command::{FlowReport, FlowsReport},
+    reply_alarm::ReplyAlarm,
 };
 use crate::{
     bpf::{
@@ -71,10 +73,9 @@ pub struct XdpPath {
     _ebpf: aya::Ebpf,
     maps: KernelMaps,
     state: Reconciler,
-    /// `pass_reply_interface` before the program was attached: the reply
-    /// alarm's baseline (the pinned counter may hold an earlier daemon's
-    /// counts; whatever it counts after this is this daemon's).
-    refused_before_attach: Option<u64>,
+    /// Replies the reply-interface check refused, told at most once a
+    /// minute ([`ReplyAlarm`]).
+    reply_alarm: ReplyAlarm,
 }
 
 impl XdpPath {
@@ -90,13 +91,15 @@ impl XdpPath {
         if orphans > 0 {
             info!(orphans, "removed flows of VIPs that no longer exist");
         }
-        let refused_before_attach = maps.stat(lb_common::Stat::PassReplyInterface);
+        // The counter before the program is attached: it may hold an
+        // earlier daemon's counts, and whatever it counts after is ours.
+        let reply_alarm = ReplyAlarm::starting_at(maps.stat(Stat::PassReplyInterface));
         loader::attach(&mut ebpf, &spec)?;
         Ok(Self {
             _ebpf: ebpf,
             maps,
             state,
-            refused_before_attach,
+            reply_alarm,
         })
     }
 
@@ -208,15 +211,13 @@ impl XdpPath {
         }
     }
 
-    /// `pass_reply_interface` as it was just before the program was
-    /// attached, if it could be read.
-    pub fn refused_before_attach(&self) -> Option<u64> {
-        self.refused_before_attach
-    }
-
-    /// A verdict's count, summed over CPUs; `None` if it cannot be read.
-    pub fn stat(&self, stat: lb_common::Stat) -> Option<u64> {
-        self.maps.stat(stat)
+    /// How many replies the reply-interface check refused since the last
+    /// warning, when a warning about them is due at `now`. An unreadable
+    /// counter skips the look (a 0 would be taken for a reset, and the next
+    /// good read for that many refusals).
+    pub fn refused_replies(&mut self, now: Instant) -> Option<u64> {
+        let total = self.maps.stat(Stat::PassReplyInterface)?;
+        self.reply_alarm.observe(total, now)
     }
 
     /// Kernel state of a registered target (for reports).
