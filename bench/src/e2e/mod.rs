@@ -2,7 +2,7 @@
 //! to target namespaces over veths, through eight forwarders measured in the
 //! same run on the same topology ([`Topology`](lb_tests::topology::Topology),
 //! 3 targets): the balancer in two modes, the kernel's, the trivial XDP
-//! forwarders that are their floors, and a bound on any stateful one:
+//! forwarders that are their floors, and a bound on a stateful one:
 //!
 //! - `lb-nat`: the real `lb run` daemon (XDP `lb_xdp` on every LB
 //!   interface, one listener on the VIP, Maglev over the 3 targets, NAT);
@@ -84,11 +84,11 @@
 //! the ratios come out the same; so it is not offered.)
 //!
 //! Rounds are interleaved (lb-nat, lb-dsr, nftables, redirect,
-//! redirect-ipip, spread, spread-ipip, spread-state, lb-nat, ...) so that background load
-//! drifts affect every case alike; each case is set up and torn down per
-//! round. For the `lb`
-//! cases, `lb stats` before and after each round must show `forwarded`
-//! moving by what the sinks received and no `drop_*` counter moving
+//! redirect-ipip, spread, spread-ipip, spread-state, lb-nat, ...) so that
+//! background load drifts affect every case alike; each case is set up and
+//! torn down per round. For the `lb` cases, `lb stats` before and after
+//! each round must show `forwarded` moving by what the sinks received and
+//! no `drop_*` counter moving
 //! ([`verify`], run after the results are written). Each config has only
 //! the IPv4 listener of the traffic's protocol (3 targets): one VIP, one
 //! ring.
@@ -177,8 +177,9 @@ pub enum Case {
     Spread,
     /// `bench_encap_spread`: the floor of `lb-dsr`.
     SpreadIpip,
-    /// `bench_redirect_spread_state`: `Spread` plus one line of per-flow
-    /// state read per packet, the least a stateful balancer pays.
+    /// `bench_redirect_spread_state`: `Spread` plus one 64-byte line of
+    /// per-flow state read per packet, the least a balancer with such a
+    /// line per flow pays.
     SpreadState,
 }
 
