@@ -9,7 +9,7 @@
 use std::{borrow::Cow, net::SocketAddr};
 
 use axum::{
-    extract::{ConnectInfo, RawPathParams, Request, State},
+    extract::{ConnectInfo, RawPathParams, Request, State, rejection::RawPathParamsRejection},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -96,16 +96,25 @@ pub fn resource(route: &Route, params: &RawPathParams) -> String {
     })
 }
 
+/// What a request whose path parameters do not decode (`%FF`: not UTF-8)
+/// is answered, once its sender is known.
+pub const UNDECODABLE_PATH: &str = "a path parameter is not valid UTF-8 once percent-decoded";
+
 /// The middleware in front of every route: 401 without a known principal,
-/// 403 unless its policies allow the route's action on the resource.
+/// 400 if a path parameter does not decode (so that an anonymous caller
+/// learns nothing from the path but the 401), 403 unless its policies
+/// allow the route's action on the resource.
 pub async fn check(
     State((state, route)): State<(ApiState, &'static Route)>,
     ConnectInfo(peer): ConnectInfo<Peer>,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     req: Request,
     next: Next,
 ) -> Response {
-    let resource = resource(route, &params);
+    let resource = match &params {
+        Ok(params) => resource(route, params),
+        Err(_) => route.resource.to_owned(),
+    };
     // Clone the Arc out so the lock is not held across the handler.
     let authz = state.authz.read().clone();
     let page = route.is_page();
@@ -125,6 +134,10 @@ pub async fn check(
             return response;
         }
     };
+    if params.is_err() {
+        tracing::info!(%principal, action = %route.action, %resource, "API request refused: {UNDECODABLE_PATH}");
+        return ApiError::bad_request(UNDECODABLE_PATH).into_response();
+    }
     let decision = authz.authorize(&principal, route.action, &resource);
     if let Some(refusal) = decision.refusal(&principal, route.action, &resource) {
         tracing::info!(%principal, action = %route.action, %resource, ?decision, "API request denied");

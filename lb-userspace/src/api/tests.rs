@@ -700,6 +700,19 @@ async fn malformed_requests_get_400_with_the_reason() {
     );
     let (status, _) = call(&ops, Method::DELETE, "/v1/status", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    // A path parameter that is not UTF-8 once decoded: a JSON 400 to a
+    // known caller, and to anyone else the 401 every route gives them.
+    let undecodable = "/v1/listeners/%FF";
+    let (status, json) = call(&ops, Method::DELETE, undecodable, None).await;
+    assert_eq!(
+        (status, json),
+        (
+            StatusCode::BAD_REQUEST,
+            error("ValidationError", super::access::UNDECODABLE_PATH)
+        )
+    );
+    let (status, json) = call(&f.tcp(None), Method::DELETE, undecodable, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{json}");
 }
 
 #[tokio::test]
