@@ -73,8 +73,9 @@ enum What {
     /// in nat and in dsr mode, next to kernel forwarding with nftables DNAT,
     /// a trivial XDP redirect and a trivial encapsulating one (to one
     /// target, and spread over the three: the balancer's floors), and a
-    /// spreading one that reads a 64-byte line of per-flow state per packet
-    /// (the bound on a forwarder with such a line per flow), measured in
+    /// spreading one that reads an entry of per-flow state per packet (a
+    /// 64-byte line, or 32 or 16 bytes: the bound on a forwarder with such
+    /// an entry per flow), measured in
     /// the same run; and each
     /// XDP forwarder's own ns per packet (BPF run-time statistics, 1 s more
     /// per round).
@@ -105,6 +106,11 @@ enum What {
         /// Traffic: UDP datagrams or TCP ACKs.
         #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
         proto: String,
+        /// Bytes of state `spread-state` reads per flow: 64 (a line, as
+        /// lb's connection table), or 32 or 16 (entries packed 2 or 4 to a
+        /// line: what compact per-flow state could reach).
+        #[arg(long, default_value = "64", value_parser = state_entry)]
+        state_entry: e2e::StateEntry,
         /// Where to write the JSON results (default $LB_BENCH_DIR/e2e.json,
         /// else target/bench/e2e.json).
         #[arg(long)]
@@ -161,6 +167,14 @@ enum What {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+}
+
+/// `--state-entry`: 64, 32 or 16 bytes.
+fn state_entry(s: &str) -> Result<e2e::StateEntry, String> {
+    s.parse()
+        .ok()
+        .and_then(e2e::StateEntry::of_bytes)
+        .ok_or_else(|| format!("{s:?} is not 64, 32 or 16 (bytes)"))
 }
 
 /// Where a benchmark writes its JSON: `--json`, else `$LB_BENCH_DIR/<file>`,
@@ -401,6 +415,7 @@ fn main() {
             frame_len,
             flows,
             proto,
+            state_entry,
             json: path,
         } => {
             if !flows.is_power_of_two() {
@@ -421,6 +436,7 @@ fn main() {
                 } else {
                     e2e::Proto::Udp
                 },
+                state_entry,
             };
             let report = e2e::run(&opts);
             e2e::print(&report, &opts);

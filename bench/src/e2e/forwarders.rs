@@ -65,9 +65,45 @@ unsafe impl aya::Pod for OuterHeader {}
 pub struct StateShape {
     pub mask: u32,
     pub half_bits: u32,
+    pub per_line_bits: u32,
 }
-// SAFETY: repr(C), two u32, no padding.
+// SAFETY: repr(C), three u32, no padding.
 unsafe impl aya::Pod for StateShape {}
+
+/// The size of `Work::State`'s entry per flow: a whole 64-byte line (as
+/// lb's connection table), or 2 or 4 entries packed in a line (what a
+/// table of compact entries would read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateEntry {
+    Line,
+    Half,
+    Quarter,
+}
+
+impl StateEntry {
+    /// From its size in bytes: 64, 32 or 16.
+    pub fn of_bytes(bytes: u32) -> Option<Self> {
+        match bytes {
+            64 => Some(Self::Line),
+            32 => Some(Self::Half),
+            16 => Some(Self::Quarter),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(self) -> u32 {
+        64 >> self.per_line_bits()
+    }
+
+    /// log2 of the entries per line (`StateShape::per_line_bits`).
+    fn per_line_bits(self) -> u32 {
+        match self {
+            Self::Line => 0,
+            Self::Half => 1,
+            Self::Quarter => 2,
+        }
+    }
+}
 
 /// Targets the spreading forwarders send to: lb-bench-ebpf's `SPREAD`.
 pub const SPREAD: usize = 3;
@@ -79,8 +115,8 @@ pub enum Work {
     Plain,
     /// The same plus the target's fixed outer IPv4 header (`bench_encap`).
     Encap,
-    /// `Plain` plus a read of the flow's 64-byte line of per-flow state, in
-    /// a table of one line per flow (`bench_redirect_spread_state`):
+    /// `Plain` plus a read of the flow's entry of per-flow state, in a
+    /// table of one entry per flow (`bench_redirect_spread_state`):
     /// spreading only.
     State,
 }
@@ -104,9 +140,15 @@ impl Redirect {
     /// Attaches the forwarder doing `work` over `targets`: one, or
     /// [`SPREAD`] (anything else would leave `REDIRECT` entries empty, and
     /// their share of the frames lost). `flows`: how many the traffic
-    /// cycles through (a power of two), which `Work::State` keeps a line
-    /// each for.
-    pub fn attach(lb: &Netns, work: Work, targets: Vec<Target>, flows: u32) -> Self {
+    /// cycles through (a power of two), which `Work::State` keeps an entry
+    /// of `state` each for.
+    pub fn attach(
+        lb: &Netns,
+        work: Work,
+        targets: Vec<Target>,
+        flows: u32,
+        state: StateEntry,
+    ) -> Self {
         let spread = match targets.len() {
             1 => false,
             SPREAD => true,
@@ -123,7 +165,9 @@ impl Redirect {
         assert!(flows.is_power_of_two(), "flows must be a power of two");
         let ebpf = in_ns(lb, move || {
             let mut ebpf = if work == Work::State {
-                let mut ebpf = load_bench_sized(&[prog], &[("STATE", flows)]);
+                let per_line_bits = state.per_line_bits();
+                let lines = (flows >> per_line_bits).max(1);
+                let mut ebpf = load_bench_sized(&[prog], &[("STATE", lines)]);
                 let mut shape: Array<_, StateShape> =
                     Array::try_from(ebpf.map_mut("STATE_SHAPE").expect("STATE_SHAPE map"))
                         .expect("STATE_SHAPE");
@@ -132,6 +176,7 @@ impl Redirect {
                     // Rounded up: at 2 flows (k = 1) a shift of 0 would
                     // xor every number to 0.
                     half_bits: flows.trailing_zeros().div_ceil(2),
+                    per_line_bits,
                 };
                 shape.set(0, shape_of, 0).expect("write STATE_SHAPE");
                 ebpf

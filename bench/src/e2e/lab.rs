@@ -114,8 +114,8 @@ impl Lab {
     }
 
     /// A trivial forwarder doing `work` to the first `targets` targets, for
-    /// traffic over `flows` flows.
-    fn redirect(&self, work: Work, targets: usize, flows: u32) -> Redirect {
+    /// the traffic `opts` describe.
+    fn redirect(&self, work: Work, targets: usize, opts: &Opts) -> Redirect {
         let targets = (0..targets)
             .map(|i| Target {
                 to: RedirectTo {
@@ -126,7 +126,7 @@ impl Lab {
                 outer: self.outer[i],
             })
             .collect();
-        Redirect::attach(&self.topo.lb, work, targets, flows)
+        Redirect::attach(&self.topo.lb, work, targets, opts.flows, opts.state_entry)
     }
 
     fn sink_counts(&self) -> Vec<u64> {
@@ -159,7 +159,7 @@ impl Lab {
             | Case::SpreadIpip
             | Case::SpreadState => {
                 let (work, targets) = case.trivial().expect("a trivial forwarder");
-                let _redirect = self.redirect(work, targets, opts.flows);
+                let _redirect = self.redirect(work, targets, opts);
                 self.measure(opts, true).0
             }
         }

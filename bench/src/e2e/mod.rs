@@ -27,14 +27,16 @@
 //!   connection table, Maglev, the rewrite); the one-target rows show what
 //!   spreading itself costs ([`Case::floor`]);
 //! - `spread-state`: `bench_redirect_spread_state`, `spread` plus one read
-//!   per packet of the flow's own 64-byte line in a table of exactly one
-//!   line per flow (memory-mappable, as lb's `FLOWS`), at a place a strong
-//!   mix of the flow's number gives, and the redirect waits for it. A
-//!   forwarder that keeps a 64-byte line of state per flow (as lb does, and
-//!   lb reads its two candidate entries and their sets' tags, in a table
-//!   with room to spare) reads at least that: `spread-state / spread` is the
-//!   most such a forwarder can reach on this path at this many flows (state
-//!   smaller per flow has a smaller working set, and may do better).
+//!   per packet of the flow's own entry in a table of exactly one entry per
+//!   flow (memory-mappable, as lb's `FLOWS`), at a place a strong mix of the
+//!   flow's number gives, and the redirect waits for it. The entry is a
+//!   64-byte line, or with `--state-entry 32` or `16` one of 2 or 4 packed
+//!   in a line. A forwarder that keeps a 64-byte line of state per flow (as
+//!   lb does, and lb reads its two candidate entries and their sets' tags,
+//!   in a table with room to spare) reads at least that: `spread-state /
+//!   spread` is the most such a forwarder can reach on this path at this
+//!   many flows; with smaller entries, what compact per-flow state could
+//!   reach (a smaller working set: fewer pages, fewer lines).
 //!
 //! Traffic: 64-byte IPv4 UDP frames client -> VIP:53 with zero UDP checksum,
 //! the source port cycling over all 65536 values (one flow per port, so the
@@ -105,6 +107,7 @@ use std::time::{Duration, Instant};
 use lb_tests::netns;
 use lb_tests::topology::{TARGET_TCP_PORT, TARGET_UDP_PORT, VIP_TCP_PORT, VIP_UDP_PORT};
 
+pub use forwarders::StateEntry;
 use forwarders::Work;
 use lab::Lab;
 pub use report::{json, print, verify};
@@ -130,6 +133,8 @@ pub struct Opts {
     pub flows: u32,
     /// UDP datagrams, or TCP ACKs (segments of established connections).
     pub proto: Proto,
+    /// What `spread-state` reads per flow.
+    pub state_entry: StateEntry,
 }
 
 /// The traffic's transport.
@@ -177,9 +182,9 @@ pub enum Case {
     Spread,
     /// `bench_encap_spread`: the floor of `lb-dsr`.
     SpreadIpip,
-    /// `bench_redirect_spread_state`: `Spread` plus one 64-byte line of
-    /// per-flow state read per packet, the least a balancer with such a
-    /// line per flow pays.
+    /// `bench_redirect_spread_state`: `Spread` plus one entry of per-flow
+    /// state read per packet (a 64-byte line unless `--state-entry` says
+    /// 32 or 16), the least a balancer with such an entry per flow pays.
     SpreadState,
 }
 
@@ -223,7 +228,7 @@ impl Case {
                 "XDP bench_encap_spread (as redirect-ipip, 3 targets by source port)"
             }
             Case::SpreadState => {
-                "XDP bench_redirect_spread_state (as spread, plus a read of the flow's 64-byte line in a table of one line per flow)"
+                "XDP bench_redirect_spread_state (as spread, plus a read of the flow's entry in a table of one entry per flow)"
             }
         }
     }

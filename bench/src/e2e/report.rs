@@ -44,7 +44,7 @@ pub fn print(report: &Report, opts: &Opts) {
         c.kernel, c.cpus, c.loadavg_before, c.loadavg_after
     );
     println!(
-        "traffic: {} B IPv4 {} frames to {VIP4}:{}, {} flows (source ports{}){}",
+        "traffic: {} B IPv4 {} frames to {VIP4}:{}, {} flows (source ports{}){}; spread-state reads {} B per flow",
         opts.frame_len,
         match opts.proto {
             Proto::Udp => "UDP",
@@ -61,7 +61,8 @@ pub fn print(report: &Report, opts: &Opts) {
             ", zero UDP checksum"
         } else {
             ""
-        }
+        },
+        opts.state_entry.bytes()
     );
     println!("generator: {}", generator_desc(opts));
     println!("CPUs: {}", cpu_desc(opts));
@@ -293,7 +294,7 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         })
         .collect();
     format!(
-        "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"proto\": \"{}\", \"flows\": {}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratios\": {{{}}}\n}}\n",
+        "{{\n  \"conditions\": {{\"kernel\": {}, \"cpus\": {}, \"loadavg_before\": {}, \"loadavg_after\": {}, \"generator\": {}, \"cpu_placement\": {}, \"frame_len\": {}, \"proto\": \"{}\", \"flows\": {}, \"state_entry_bytes\": {}, \"window_s\": {}, \"warmup_s\": {}, \"rounds\": {}, \"elapsed_s\": {:.1}}},\n  \"cases\": [\n{}\n  ],\n  \"ratios\": {{{}}}\n}}\n",
         crate::json::string(&c.kernel),
         c.cpus,
         crate::json::string(&c.loadavg_before),
@@ -303,6 +304,7 @@ pub fn json(report: &Report, opts: &Opts) -> String {
         opts.frame_len,
         opts.proto.name(),
         opts.flows,
+        opts.state_entry.bytes(),
         opts.window.as_secs_f64(),
         opts.warmup.as_secs_f64(),
         opts.rounds,

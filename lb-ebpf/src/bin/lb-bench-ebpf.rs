@@ -136,34 +136,39 @@ pub fn bench_redirect_spread(ctx: XdpContext) -> u32 {
 /// `trafficgen`).
 const SADDR_OFF: usize = 26;
 
-/// Per-flow state of `bench_redirect_spread_state`: one 64-byte line per
-/// flow, never written (all zeros). Entries set at load to the run's
-/// number of flows (1 in the object, so that the other programs' loads do
-/// not allocate a table). Memory-mappable, as lb's `FLOWS`: the entries
-/// start on a page, so each fills one cache line, in memory from the same
+/// Per-flow state of `bench_redirect_spread_state`: 64-byte lines, each
+/// one flow's entry or 2 or 4 flows' (`StateShape::per_line_bits`), never
+/// written (all zeros). Entries set at load to the lines the run's flows
+/// need (1 in the object, so that the other programs' loads do not
+/// allocate a table). Memory-mappable, as lb's `FLOWS`: the lines start on
+/// a page, so each fills one cache line, in memory from the same
 /// allocator.
 #[btf_map]
 static STATE: Array<[u64; 8], 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
-/// Where `bench_redirect_spread_state` reads: `STATE`'s entries - 1 (a
-/// power of two, 2^k) and k / 2, written at load.
+/// Where `bench_redirect_spread_state` reads, written at load: `mask` is
+/// the flows - 1 (a power of two, 2^k), `half_bits` k / 2, and
+/// `per_line_bits` says how many flows' entries share a line of `STATE`
+/// (1, 2 or 4: 64-, 32- or 16-byte entries).
 #[repr(C)]
 pub struct StateShape {
     pub mask: u32,
     pub half_bits: u32,
+    pub per_line_bits: u32,
 }
 
 #[btf_map]
 static STATE_SHAPE: Array<StateShape, 1> = Array::new();
 
-/// The frame's line of `STATE`: its flow's number as the generator counts
+/// The frame's entry in `STATE`: its flow's number as the generator counts
 /// (source port, and the address's low 16 bits above it), mixed by two
 /// rounds of multiply (by an odd constant) and xor-shift modulo the
-/// table's size. Each step is a bijection of the k-bit numbers, so every
-/// flow has a line of its own; the lines follow no stride a prefetcher
-/// could learn, as a hash table's do.
+/// number of flows. Each step is a bijection of the k-bit numbers, so
+/// every flow has an entry of its own; the entries follow no stride a
+/// prefetcher could learn, as a hash table's do. Returns the entry's
+/// first word.
 #[inline(always)]
-fn state_line(ctx: &XdpContext) -> Option<u32> {
+fn state_entry(ctx: &XdpContext) -> Option<*const u64> {
     let (addr, port) = (be16_at(ctx, SADDR_OFF + 2)?, be16_at(ctx, SPORT_OFF)?);
     let shape = STATE_SHAPE.get(0)?;
     let mut x = (addr as u32) << 16 | port as u32;
@@ -171,22 +176,30 @@ fn state_line(ctx: &XdpContext) -> Option<u32> {
         x = x.wrapping_mul(odd) & shape.mask;
         x ^= x >> shape.half_bits;
     }
-    Some(x)
+    let bits = shape.per_line_bits & 3;
+    let line = STATE.get_ptr(x >> bits)?;
+    // The entry's byte offset in its line: the flow's low `bits` bits
+    // times the entry size (64 >> bits), masked so the verifier sees it
+    // inside the line.
+    let offset = (x << (6 - bits)) & 0x38;
+    // SAFETY: `offset` < 64, inside the 64-byte line.
+    Some(unsafe { (line as *const u8).add(offset as usize) } as *const u64)
 }
 
-/// [`bench_redirect_spread`] that also reads its flow's line of per-flow
+/// [`bench_redirect_spread`] that also reads its flow's entry of per-flow
 /// state ([`STATE`]) and depends on what it read (the word is 0, which the
 /// program cannot know), as a balancer's lookup does: the least any
-/// forwarder that keeps state per flow pays for it (one line, a table
-/// with no room to spare, no key compared, nothing written).
+/// forwarder that keeps entries of that size per flow pays for them (one
+/// entry, a table with no room to spare, no key compared, nothing
+/// written).
 #[xdp]
 pub fn bench_redirect_spread_state(ctx: XdpContext) -> u32 {
-    let Some(line) = state_line(&ctx).and_then(|i| STATE.get_ptr(i)) else {
+    let Some(entry) = state_entry(&ctx) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: an entry of `STATE`, valid for the run; volatile, so the
-    // load is issued and waited for.
-    let word = unsafe { core::ptr::read_volatile(line as *const u64) };
+    // SAFETY: a word of `STATE`, valid for the run; volatile, so the load
+    // is issued and waited for.
+    let word = unsafe { core::ptr::read_volatile(entry) };
     redirect(&ctx, spread(&ctx).wrapping_add(word as u32))
 }
 
