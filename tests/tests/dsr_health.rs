@@ -7,15 +7,19 @@
 //! really arrive encapsulated (the target's `lb_decap` counts them), for
 //! TCP over IPv4 and IPv6 (the UDP groups are checked over TCP), and the
 //! balancer's probe program counts what it wrapped (`lb stats`,
-//! `/metrics`). `lb down` leaves no rule, route, device or pin behind. Needs root; `cargo xtask test`
-//! builds `lb`.
+//! `/metrics`). `lb down` leaves no rule, route, device or pin behind.
+//! Routing that stops the probes (a rule of blackholes before the probe
+//! path's, reverse-path filtering of the answers) is warned of at the
+//! reload, with its cause, and mending it brings the target back. Needs
+//! root; `cargo xtask test` builds `lb`.
 use std::time::{Duration, Instant};
 
+use lb::probe_path::{ROUTES_CHECKED, TROUBLE_WARNING};
 use lb_tests::dsr_lab::DsrLab;
 use lb_tests::lab::{TargetHealth, all_healthy, state_of};
 use lb_tests::netns;
 use lb_tests::proc;
-use lb_tests::topology::{VIP_TCP_PORT, target4, target6};
+use lb_tests::topology::{LB_CLIENT_IF, VIP_TCP_PORT, VIP4, target4, target6};
 
 /// Every group of the lab; the UDP ones are checked over TCP on 8080.
 const GROUPS: [&str; 4] = ["tcp4", "udp4", "tcp6", "udp6"];
@@ -243,4 +247,103 @@ fn lb_down_removes_the_probe_path() {
     proc::lb_down(&lab.lb, lab.topo.lb.name(), &lab.config);
     assert_eq!(probe_path_leftovers(&dsr), Vec::<String>::new());
     assert!(!pin.exists(), "lb down unpins the probe counters");
+}
+
+/// Reloads the daemon and returns what it warned of its probes' routes
+/// in the check that reload started (its warnings come before the line
+/// that ends it).
+fn reload_and_read_troubles(dsr: &mut DsrLab) -> Vec<String> {
+    let daemon = dsr.lab.daemon.as_mut().expect("lb run");
+    let before = daemon.output().matches(TROUBLE_WARNING).count();
+    let mark = daemon.mark();
+    daemon.reload();
+    daemon.wait_for_line_after(mark, ROUTES_CHECKED);
+    daemon
+        .output()
+        .lines()
+        .filter(|l| l.contains(TROUBLE_WARNING))
+        .skip(before)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The IPv4 groups' target 1 turns `state`; the IPv6 ones stay healthy
+/// (neither the rule nor `rp_filter` below touches IPv6).
+fn ipv4_turns(dsr: &DsrLab, state: &'static str, what: &str) {
+    for g in ["tcp4", "udp4"] {
+        dsr.lab.wait_health(g, TURN, what, state_is(g, 1, state));
+    }
+    for g in ["tcp6", "udp6"] {
+        assert!(all_healthy(&dsr.lab.target_health(g)), "{g}: {what}");
+    }
+}
+
+#[test]
+fn routing_that_stops_the_probes_is_named_at_the_reload() {
+    let mut dsr = DsrLab::new("dsrhcr", 1);
+    let vip = VIP4.to_string();
+    // BIRD's table of lb's blackholes, looked up for every packet: the
+    // probes to the VIP meet the blackhole before the probe path's rule.
+    dsr.lab.topo.lb.ip(&[
+        "route",
+        "add",
+        "blackhole",
+        &format!("{vip}/32"),
+        "table",
+        "100",
+    ]);
+    dsr.lab
+        .topo
+        .lb
+        .ip(&["rule", "add", "priority", "1000", "lookup", "100"]);
+    let warned = reload_and_read_troubles(&mut dsr);
+    assert_eq!(warned.len(), 1, "one warning, for the IPv4 VIP: {warned:?}");
+    assert!(
+        warned[0].contains(&vip)
+            && warned[0].contains("cannot leave by the probe device")
+            && warned[0].contains("not iif lo"),
+        "{}",
+        warned[0]
+    );
+    ipv4_turns(&dsr, "unhealthy", "probes caught by the blackhole rule");
+    // The rule as deploy/bird/README.md now gives it: packets that come in
+    // only. The probes leave; but their answers, from the VIP, meet loose
+    // reverse-path filtering, and this namespace has no route to the VIP.
+    dsr.lab.topo.lb.ip(&["rule", "del", "priority", "1000"]);
+    dsr.lab.topo.lb.ip(&[
+        "rule", "add", "priority", "1000", "not", "iif", "lo", "lookup", "100",
+    ]);
+    dsr.lab.topo.lb.sysctl("net.ipv4.conf.all.rp_filter", "2");
+    let warned = reload_and_read_troubles(&mut dsr);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains(&vip)
+            && warned[0].contains("drops the answers")
+            && warned[0].contains("rp_filter"),
+        "{}",
+        warned[0]
+    );
+    // Still unhealthy: the answers are dropped.
+    stays_v4(&dsr, "unhealthy", "answers dropped by rp_filter");
+    // A unicast route to the VIP satisfies loose filtering: healthy again,
+    // and the reload finds nothing to warn of.
+    dsr.lab
+        .topo
+        .lb
+        .ip(&["route", "add", &format!("{vip}/32"), "dev", LB_CLIENT_IF]);
+    let warned = reload_and_read_troubles(&mut dsr);
+    assert_eq!(warned, Vec::<String>::new());
+    ipv4_turns(&dsr, "healthy", "answers let in");
+}
+
+/// The IPv4 groups' target 1 stays `state` over a few probe intervals.
+fn stays_v4(dsr: &DsrLab, state: &str, what: &str) {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        for g in ["tcp4", "udp4"] {
+            let h = dsr.lab.target_health(g);
+            assert_eq!(state_of(&h, endpoint(g, 1)), state, "{g}: {what}: {h:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

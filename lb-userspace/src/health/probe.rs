@@ -172,8 +172,9 @@ async fn encapsulated(target: IpAddr, vip: SocketAddr, mark: u32) -> std::io::Re
 }
 
 /// The address this host sends from toward `target`, by its routes (a
-/// connected UDP socket sends nothing; the kernel picks its source).
-fn source_toward(target: IpAddr) -> std::io::Result<IpAddr> {
+/// connected UDP socket sends nothing; the kernel picks its source): what
+/// a probe through a VIP binds to, so where its answer comes back to.
+pub fn source_toward(target: IpAddr) -> std::io::Result<IpAddr> {
     let any: SocketAddr = match target {
         IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),

@@ -11,14 +11,23 @@
 //! Set up when the first such check starts (`lb run`, a reload) and left
 //! in place across reloads and restarts (each step looks first); the
 //! program's TCX link is the daemon's and goes with it; `lb down` removes
-//! the rules and the device ([`tear_down`]).
+//! the rules and the device ([`tear_down`]). Each start and reload then
+//! asks the kernel whether each target's probes can leave and their
+//! answers come in, and warns when not ([`answers`]): in a task of its
+//! own, since a few route lookups per target would hold the control loop
+//! for a second at ten thousand targets.
+mod answers;
 mod marks;
 mod netlink;
 mod program;
 
-use std::path::PathBuf;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+};
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     error_chain::ErrorChain,
@@ -99,6 +108,12 @@ impl Probes {
             }
         }
         self.assign(jobs);
+        if self.program.is_some() {
+            let probed = encapsulated(jobs);
+            if !probed.is_empty() {
+                tokio::spawn(warn_of_trouble(probed));
+            }
+        }
     }
 
     /// Marks for the encapsulated jobs' targets, written to the program's
@@ -127,6 +142,76 @@ impl Probes {
             }
         }
     }
+}
+
+/// What a line that warns of an [`answers::Trouble`] begins with.
+pub const TROUBLE_WARNING: &str = "dsr health probes through a VIP will fail";
+/// What the line that ends a check of the probes' routes says (after its
+/// warnings).
+pub const ROUTES_CHECKED: &str = "dsr probe routes checked";
+
+/// (VIP, target address, mark) of each job probing through a VIP.
+fn encapsulated(jobs: &[ProbeJob]) -> BTreeSet<(IpAddr, IpAddr, u32)> {
+    jobs.iter()
+        .filter_map(|j| match j.route {
+            Route::Encapsulated {
+                vip,
+                mark: Some(mark),
+            } => Some((vip, j.endpoint.ip(), mark)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Asks the kernel about the probes of each of `probed` ([`answers`]) and
+/// warns once per VIP and trouble, naming its targets. Nothing else
+/// changes: the probes run, and fail as they would.
+async fn warn_of_trouble(probed: BTreeSet<(IpAddr, IpAddr, u32)>) {
+    let targets = probed.len();
+    match troubles(probed).await {
+        Ok(troubles) => {
+            for ((vip, trouble), targets) in &troubles {
+                let targets: Vec<String> = targets.iter().map(IpAddr::to_string).collect();
+                warn!(
+                    %vip,
+                    targets = %targets.join(","),
+                    "{TROUBLE_WARNING}, and their targets turn unhealthy: {trouble}"
+                );
+            }
+            info!(targets, troubles = troubles.len(), "{ROUTES_CHECKED}");
+        }
+        Err(e) => warn!(error = %ErrorChain(&e), "could not ask the routes of the dsr probes"),
+    }
+}
+
+/// The troubles of the probes of each (VIP, target, mark), by VIP and
+/// trouble (its text), with the targets that have it.
+async fn troubles(
+    probed: BTreeSet<(IpAddr, IpAddr, u32)>,
+) -> Result<BTreeMap<(IpAddr, String), Vec<IpAddr>>, ProbePathError> {
+    let handle = netlink().await?;
+    let device = netlink::device_index(&handle)
+        .await?
+        .ok_or_else(|| ProbePathError::Netlink {
+            what: "looking up the probe device",
+            reason: "it is not there".into(),
+        })?;
+    let mut troubles: BTreeMap<(IpAddr, String), Vec<IpAddr>> = BTreeMap::new();
+    for (vip, target, mark) in probed {
+        let trouble = answers::trouble(&handle, device, target, vip, mark)
+            .await
+            .map_err(|e| ProbePathError::Netlink {
+                what: "asking the routes of a probe",
+                reason: e.to_string(),
+            })?;
+        if let Some(t) = trouble {
+            troubles
+                .entry((vip, t.to_string()))
+                .or_default()
+                .push(target);
+        }
+    }
+    Ok(troubles)
 }
 
 async fn netlink() -> Result<rtnetlink::Handle, ProbePathError> {

@@ -25,7 +25,7 @@ fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> ProbePathError {
 }
 
 /// The device's index, if it exists.
-async fn device_index(handle: &Handle) -> Result<Option<u32>, ProbePathError> {
+pub(super) async fn device_index(handle: &Handle) -> Result<Option<u32>, ProbePathError> {
     let mut links = handle.link().get().match_name(DEVICE.to_owned()).execute();
     match links.try_next().await {
         Ok(Some(link)) => Ok(Some(link.header.index)),
