@@ -9,8 +9,9 @@
 //! balancer's probe program counts what it wrapped (`lb stats`,
 //! `/metrics`). `lb down` leaves no rule, route, device or pin behind.
 //! Routing that stops the probes (a rule of blackholes before the probe
-//! path's, reverse-path filtering of the answers) is warned of at the
-//! reload, with its cause, and mending it brings the target back. Needs
+//! path's, reverse-path filtering of the answers, a VIP of this host's own)
+//! is warned of at the reload, with its cause, and mending it brings the
+//! target back. Needs
 //! root; `cargo xtask test` builds `lb`.
 use std::time::{Duration, Instant};
 
@@ -307,35 +308,54 @@ fn routing_that_stops_the_probes_is_named_at_the_reload() {
     );
     ipv4_turns(&dsr, "unhealthy", "probes caught by the blackhole rule");
     // The rule as deploy/bird/README.md now gives it: packets that come in
-    // only. The probes leave; but their answers, from the VIP, meet loose
-    // reverse-path filtering, and this namespace has no route to the VIP.
+    // only. The probes leave; their answers come back to the address
+    // toward the target, by the target's link, while the route to the VIP
+    // leaves by the clients' one: strict reverse-path filtering drops them.
     dsr.lab.topo.lb.ip(&["rule", "del", "priority", "1000"]);
     dsr.lab.topo.lb.ip(&[
         "rule", "add", "priority", "1000", "not", "iif", "lo", "lookup", "100",
     ]);
-    dsr.lab.topo.lb.sysctl("net.ipv4.conf.all.rp_filter", "2");
+    dsr.lab
+        .topo
+        .lb
+        .ip(&["route", "add", &format!("{vip}/32"), "dev", LB_CLIENT_IF]);
+    dsr.lab.topo.lb.sysctl("net.ipv4.conf.all.rp_filter", "1");
     let warned = reload_and_read_troubles(&mut dsr);
     assert_eq!(warned.len(), 1, "{warned:?}");
+    let toward_target = format!("in by {}", lb_tests::topology::lb_target_if(1));
     assert!(
         warned[0].contains(&vip)
             && warned[0].contains("drops the answers")
+            && warned[0].contains(&toward_target)
             && warned[0].contains("rp_filter"),
         "{}",
         warned[0]
     );
     // Still unhealthy: the answers are dropped.
     stays_v4(&dsr, "unhealthy", "answers dropped by rp_filter");
-    // A unicast route to the VIP satisfies loose filtering: healthy again,
-    // and the reload finds nothing to warn of.
-    dsr.lab
-        .topo
-        .lb
-        .ip(&["route", "add", &format!("{vip}/32"), "dev", LB_CLIENT_IF]);
+    // Loose filtering with that route lets them in: healthy again, and the
+    // reload finds nothing to warn of.
+    dsr.lab.topo.lb.sysctl("net.ipv4.conf.all.rp_filter", "2");
     let warned = reload_and_read_troubles(&mut dsr);
     assert_eq!(warned, Vec::<String>::new());
     ipv4_turns(&dsr, "healthy", "answers let in");
+    // A VIP that is an address of this host keeps the probes here.
+    dsr.lab
+        .topo
+        .lb
+        .ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+    let warned = reload_and_read_troubles(&mut dsr);
+    dsr.lab
+        .topo
+        .lb
+        .ip(&["addr", "del", &format!("{vip}/32"), "dev", "lo"]);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("the VIP is an address of this host"),
+        "{}",
+        warned[0]
+    );
 }
-
 /// The IPv4 groups' target 1 stays `state` over a few probe intervals.
 fn stays_v4(dsr: &DsrLab, state: &str, what: &str) {
     let until = Instant::now() + Duration::from_secs(3);

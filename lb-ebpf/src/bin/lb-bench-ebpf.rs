@@ -148,8 +148,8 @@ static STATE: Array<[u64; 8], 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Where `bench_redirect_spread_state` reads, written at load: `mask` is
 /// the flows - 1 (a power of two, 2^k), `half_bits` k / 2, and
-/// `per_line_bits` says how many flows' entries share a line of `STATE`
-/// (1, 2 or 4: 64-, 32- or 16-byte entries).
+/// `per_line_bits` the log2 of how many flows' entries share a line of
+/// `STATE` (0, 1 or 2: 64-, 32- or 16-byte entries).
 #[repr(C)]
 pub struct StateShape {
     pub mask: u32,

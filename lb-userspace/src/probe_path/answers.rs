@@ -4,15 +4,17 @@
 //! A probe leaves by the probe path's policy rule only if no earlier rule
 //! routes the VIP elsewhere: a rule that looks up the blackholes of
 //! `[bgp]`'s table for every packet (`ip rule add lookup 100`) catches it
-//! first, and its connect fails. Its answer comes from the VIP to the
-//! address the probe left from, so the input path validates the VIP as a
-//! source: reverse-path filtering (`rp_filter` 1, or 2 without a unicast
-//! route to the VIP, which a blackhole is not) or a VIP that is one of
-//! this host's own addresses drops it before any socket sees it. Either
-//! way every target probed through that VIP turns unhealthy, for a reason
+//! first, and its connect fails; a VIP that is an address of this host
+//! keeps it here. Its answer comes from the VIP to the address the probe
+//! left from, so the input path validates the VIP as a source, and
+//! reverse-path filtering (`rp_filter` 1 while the route to the VIP leaves
+//! by another interface, or 2 without a unicast route to the VIP, which a
+//! blackhole is not) drops it before any socket sees it. Either way every
+//! target probed through that VIP turns unhealthy, for a reason
 //! (`Target.Timeout`) that points at the targets. So the daemon makes the
-//! kernel the same two route lookups (what `ip route get VIP mark M` and
-//! `ip route get SRC from VIP iif DEV` ask) and says what they refuse.
+//! kernel the same two route lookups (what `ip route get VIP from SRC mark
+//! M ipproto tcp` and `ip route get SRC from VIP iif DEV` ask) and says
+//! what they refuse.
 use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
@@ -20,7 +22,7 @@ use rtnetlink::{
     Handle, RouteMessageBuilder,
     packet_route::{
         link::LinkAttribute,
-        route::{RouteAddress, RouteAttribute, RouteMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
     },
 };
 
@@ -29,6 +31,8 @@ use crate::health::probe::source_toward;
 /// What stops the probes of a target through a VIP.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trouble {
+    /// The VIP is an address of this host: the probes stay here.
+    LocalVip,
     /// The probe's route does not go into the probe device: `reason` is
     /// the kernel's refusal, or where it goes instead.
     NoWayOut { reason: String },
@@ -44,6 +48,12 @@ pub enum Trouble {
 impl std::fmt::Display for Trouble {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Trouble::LocalVip => write!(
+                f,
+                "the VIP is an address of this host, so the probes stay here instead of \
+                 reaching the targets (a dsr balancer does not hold its VIPs; \
+                 `address = \"target\"` probes the targets' own addresses)"
+            ),
             Trouble::NoWayOut { reason } => write!(
                 f,
                 "the probes cannot leave by the probe device ({reason}): a policy rule before \
@@ -59,9 +69,10 @@ impl std::fmt::Display for Trouble {
             } => write!(
                 f,
                 "this host drops the answers, from the VIP to {to} in by {interface} ({reason}): \
-                 reverse-path filtering (net.ipv4.conf.all and .{interface}.rp_filter: 1, or 2 \
-                 without a unicast route to the VIP, which a blackhole is not), or the VIP is \
-                 an address of this host"
+                 reverse-path filtering refuses the VIP as their source \
+                 (net.ipv4.conf.all and .{interface}.rp_filter: 1 while the route to the VIP \
+                 leaves by another interface, or 2 without a unicast route to the VIP, which \
+                 a blackhole is not; 0, or 2 with such a route, lets them in)"
             ),
         }
     }
@@ -79,10 +90,35 @@ pub async fn trouble(
     vip: IpAddr,
     mark: u32,
 ) -> Result<Option<Trouble>, rtnetlink::Error> {
-    let probe = match route(handle, lookup(vip).mark(mark).build()).await? {
-        Err(reason) => return Ok(Some(Trouble::NoWayOut { reason })),
+    // The probe binds to the address toward the target, as the prober
+    // does, and its answers come back to it: on a symmetric network, in by
+    // the interface toward the target.
+    let Ok(from) = source_toward(target) else {
+        return Ok(None);
+    };
+    let interface = match route(handle, lookup(target).build()).await? {
+        Ok(r) => output_interface(&r),
+        Err(_) => None,
+    };
+    let Some(interface) = interface else {
+        return Ok(None);
+    };
+    let mut probe = lookup(vip)
+        .mark(mark)
+        .ip_protocol(libc::IPPROTO_TCP as u8)
+        .build();
+    set_source(&mut probe, from);
+    let probe = match route(handle, probe).await? {
+        Err(errno) => {
+            return Ok(Some(Trouble::NoWayOut {
+                reason: os_error(errno),
+            }));
+        }
         Ok(probe) => probe,
     };
+    if probe.header.kind == RouteType::Local {
+        return Ok(Some(Trouble::LocalVip));
+    }
     match output_interface(&probe) {
         Some(i) if i == device => {}
         other => {
@@ -95,39 +131,33 @@ pub async fn trouble(
             }));
         }
     }
-    // The probe binds to the address toward the target, as the prober
-    // does; the answers come back to it.
-    let Ok(to) = source_toward(target) else {
-        return Ok(None);
-    };
-    // They come in where a symmetric network delivers them: by the
-    // interface the route back to the VIP leaves by (the one strict
-    // filtering wants), else by the one toward the target.
-    let mut interface = None;
-    for toward in [vip, target] {
-        if let Ok(r) = route(handle, lookup(toward).build()).await? {
-            interface = output_interface(&r);
-            if interface.is_some() {
-                break;
-            }
-        }
-    }
-    let Some(interface) = interface else {
-        return Ok(None);
-    };
-    let mut answer = lookup(to).input_interface(interface).build();
-    answer
-        .attributes
-        .push(RouteAttribute::Source(RouteAddress::from(vip)));
-    answer.header.source_prefix_length = full_length(vip);
+    let mut answer = lookup(from).input_interface(interface).build();
+    set_source(&mut answer, vip);
     Ok(match route(handle, answer).await? {
         Ok(_) => None,
-        Err(reason) => Some(Trouble::AnswersRefused {
-            to,
-            interface: interface_name(handle, interface).await,
-            reason,
-        }),
+        // What the input path answers a martian or filtered source.
+        Err(errno) if errno == libc::EINVAL || errno == libc::EXDEV => {
+            Some(Trouble::AnswersRefused {
+                to: from,
+                interface: interface_name(handle, interface).await,
+                reason: os_error(errno),
+            })
+        }
+        // Anything else (the interface went away meanwhile) says nothing
+        // of the answers.
+        Err(_) => None,
     })
+}
+
+/// `RTA_SRC` of a lookup: the packet's source address.
+fn set_source(m: &mut RouteMessage, source: IpAddr) {
+    m.attributes
+        .push(RouteAttribute::Source(RouteAddress::from(source)));
+    m.header.source_prefix_length = full_length(source);
+}
+
+fn os_error(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
 }
 
 /// A route lookup of one address.
@@ -141,20 +171,17 @@ fn full_length(a: IpAddr) -> u8 {
     if a.is_ipv4() { 32 } else { 128 }
 }
 
-/// The kernel's answer to a route lookup: the route, or its refusal as
-/// an OS error's text (`Invalid argument (os error 22)`); `Err` only when
-/// the socket fails.
+/// The kernel's answer to a route lookup: the route, or the errno of its
+/// refusal; `Err` only when the socket fails.
 async fn route(
     handle: &Handle,
     message: RouteMessage,
-) -> Result<Result<RouteMessage, String>, rtnetlink::Error> {
+) -> Result<Result<RouteMessage, i32>, rtnetlink::Error> {
     match handle.route().get(message).execute().try_next().await {
         Ok(Some(r)) => Ok(Ok(r)),
-        Ok(None) => Ok(Err("no answer".to_owned())),
-        Err(rtnetlink::Error::NetlinkError(e)) => Ok(Err(e.raw_code().checked_neg().map_or_else(
-            || e.to_string(),
-            |code| std::io::Error::from_raw_os_error(code).to_string(),
-        ))),
+        // A lookup is answered or refused; an empty answer finds nothing.
+        Ok(None) => Ok(Err(libc::ENETUNREACH)),
+        Err(rtnetlink::Error::NetlinkError(e)) => Ok(Err(e.raw_code().abs())),
         Err(e) => Err(e),
     }
 }

@@ -11,11 +11,12 @@
 //! Set up when the first such check starts (`lb run`, a reload) and left
 //! in place across reloads and restarts (each step looks first); the
 //! program's TCX link is the daemon's and goes with it; `lb down` removes
-//! the rules and the device ([`tear_down`]). Each start and reload then
-//! asks the kernel whether each target's probes can leave and their
-//! answers come in, and warns when not ([`answers`]): in a task of its
-//! own, since a few route lookups per target would hold the control loop
-//! for a second at ten thousand targets.
+//! the rules and the device ([`tear_down`]). Each time the jobs are
+//! prepared (start, reload, API change) a task asks the kernel whether
+//! each target's probes can leave and their answers come in, and warns
+//! when not ([`answers`]): a task of its own, since a few route lookups
+//! per target would hold the control loop for a second at ten thousand
+//! targets; a newer one replaces it, so changes in a row do not pile up.
 mod answers;
 mod marks;
 mod netlink;
@@ -27,6 +28,7 @@ use std::{
     path::PathBuf,
 };
 
+use tokio::task::AbortHandle;
 use tracing::{error, info, warn};
 
 use crate::{
@@ -73,6 +75,8 @@ pub struct Probes {
     marks: Marks,
     /// Where the program's counters are pinned (`daemon.pin_dir`).
     pin_dir: PathBuf,
+    /// The running check of the probes' routes, if any.
+    check: Option<AbortHandle>,
 }
 
 impl Probes {
@@ -83,6 +87,7 @@ impl Probes {
             program: None,
             marks: Marks::default(),
             pin_dir,
+            check: None,
         }
     }
 
@@ -108,11 +113,12 @@ impl Probes {
             }
         }
         self.assign(jobs);
-        if self.program.is_some() {
-            let probed = encapsulated(jobs);
-            if !probed.is_empty() {
-                tokio::spawn(warn_of_trouble(probed));
-            }
+        if let Some(check) = self.check.take() {
+            check.abort();
+        }
+        let probed = encapsulated(jobs);
+        if self.program.is_some() && !probed.is_empty() {
+            self.check = Some(tokio::spawn(warn_of_trouble(probed)).abort_handle());
         }
     }
 
@@ -164,8 +170,9 @@ fn encapsulated(jobs: &[ProbeJob]) -> BTreeSet<(IpAddr, IpAddr, u32)> {
 }
 
 /// Asks the kernel about the probes of each of `probed` ([`answers`]) and
-/// warns once per VIP and trouble, naming its targets. Nothing else
-/// changes: the probes run, and fail as they would.
+/// warns once per VIP and trouble, naming its targets, all at the end (an
+/// abort leaves no half of them). Nothing else changes: the probes run,
+/// and fail as they would.
 async fn warn_of_trouble(probed: BTreeSet<(IpAddr, IpAddr, u32)>) {
     let targets = probed.len();
     match troubles(probed).await {
