@@ -52,12 +52,41 @@ impl DsrLab {
     /// [`DsrLab::new`] with `keys` (`, key = value` pairs) added to every
     /// group's fast health check, e.g. `, address = "target"`.
     pub fn with_check_keys(name: &str, targets: usize, keys: &str) -> Self {
+        Self::build(name, targets, keys, |_| {})
+    }
+
+    /// [`DsrLab::new`] with `[bgp]` on (table 100, protocol 201: lb's
+    /// blackhole routes for the VIPs), its drain file in the lab's run
+    /// directory (removed with it).
+    pub fn with_bgp(name: &str, targets: usize) -> Self {
+        Self::build(name, targets, "", |spec| {
+            // The lab's pin directory is <run dir>/bpffs/lb.
+            let run_dir = spec
+                .pin_dir
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("the pin directory is two below the run directory");
+            let drain_file = run_dir.join("drained");
+            spec.tail = format!(
+                "[bgp]\nenabled = true\ntable = 100\nprotocol = 201\ndrain_file = {:?}\n",
+                drain_file.display().to_string()
+            );
+        })
+    }
+
+    fn build(
+        name: &str,
+        targets: usize,
+        keys: &str,
+        edit: impl Fn(&mut crate::topology::ConfigSpec) + Send + Sync + 'static,
+    ) -> Self {
         let registered: Vec<usize> = (1..=targets).collect();
         let keys = keys.to_owned();
         let lab = Lab::with(name, targets, &registered, move |spec| {
             dsr_groups(spec, &keys);
             spec.api_extra
                 .push(format!("metrics_listen = {METRICS_LISTEN:?}"));
+            edit(spec);
         });
         let mut dsr = Self {
             attached: Vec::new(),

@@ -356,6 +356,7 @@ fn routing_that_stops_the_probes_is_named_at_the_reload() {
         warned[0]
     );
 }
+
 /// The IPv4 groups' target 1 stays `state` over a few probe intervals.
 fn stays_v4(dsr: &DsrLab, state: &str, what: &str) {
     let until = Instant::now() + Duration::from_secs(3);
@@ -366,4 +367,31 @@ fn stays_v4(dsr: &DsrLab, state: &str, what: &str) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The routes that send the probes astray may be lb's own: with `[bgp]` on
+/// it adds a blackhole per VIP, and a rule that looks their table up for
+/// every packet takes the probes. The check follows the announcement that
+/// adds them (here `lb host resume`), not only a change of the checks.
+#[test]
+fn blackholes_announced_after_the_checks_are_checked_too() {
+    let mut dsr = DsrLab::with_bgp("dsrhcb", 1);
+    let drained = dsr.lab.lb(&["host", "drain"]);
+    assert!(drained.0, "lb host drain: {}{}", drained.1, drained.2);
+    // Table 100 is empty while drained: the rule takes nothing yet.
+    dsr.lab
+        .topo
+        .lb
+        .ip(&["rule", "add", "priority", "1000", "lookup", "100"]);
+    let daemon = dsr.lab.daemon.as_mut().expect("lb run");
+    let mark = daemon.mark();
+    let resumed = dsr.lab.lb(&["host", "resume"]);
+    assert!(resumed.0, "lb host resume: {}{}", resumed.1, resumed.2);
+    let daemon = dsr.lab.daemon.as_mut().expect("lb run");
+    let line = daemon.wait_for_line_after(mark, TROUBLE_WARNING);
+    assert!(
+        line.contains(&VIP4.to_string()) && line.contains("cannot leave by the probe device"),
+        "{line}"
+    );
+    ipv4_turns(&dsr, "unhealthy", "probes caught by lb's own blackholes");
 }

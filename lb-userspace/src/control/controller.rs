@@ -325,9 +325,12 @@ impl Controller {
     }
 
     /// Brings this host's VIP routes in line with the running config, the
-    /// drain state and the data path (see [`crate::announce`]).
+    /// drain state and the data path (see [`crate::announce`]), then has
+    /// the dsr probes' routes checked if the checks changed or routes were
+    /// added (`Probes::check_routes`): with the routes they will meet.
     pub async fn announce(&mut self) {
-        self.announcer.sync(&self.config, self.xdp.is_some()).await;
+        let outcome = self.announcer.sync(&self.config, self.xdp.is_some()).await;
+        self.probes.check_routes(!outcome.added.is_empty());
     }
 
     /// The periodic look ([`crate::announce::RECHECK`]): the drain file, the

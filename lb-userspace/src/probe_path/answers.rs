@@ -50,13 +50,14 @@ impl std::fmt::Display for Trouble {
         match self {
             Trouble::LocalVip => write!(
                 f,
-                "the VIP is an address of this host, so the probes stay here instead of \
-                 reaching the targets (a dsr balancer does not hold its VIPs; \
-                 `address = \"target\"` probes the targets' own addresses)"
+                "the VIP is an address of this host, so the probes stay here and whatever \
+                 answers them here decides the targets' health (a dsr balancer does not hold \
+                 its VIPs; `address = \"target\"` probes the targets' own addresses)"
             ),
             Trouble::NoWayOut { reason } => write!(
                 f,
-                "the probes cannot leave by the probe device ({reason}): a policy rule before \
+                "the probes cannot leave by the probe device, and the targets turn unhealthy \
+                 ({reason}): a policy rule before \
                  priority {} routes the VIP elsewhere, such as one that looks up the [bgp] \
                  table's blackholes for every packet (limit it to packets that come in: \
                  `not iif lo`, deploy/bird/README.md)",
@@ -68,11 +69,11 @@ impl std::fmt::Display for Trouble {
                 reason,
             } => write!(
                 f,
-                "this host drops the answers, from the VIP to {to} in by {interface} ({reason}): \
-                 reverse-path filtering refuses the VIP as their source \
-                 (net.ipv4.conf.all and .{interface}.rp_filter: 1 while the route to the VIP \
-                 leaves by another interface, or 2 without a unicast route to the VIP, which \
-                 a blackhole is not; 0, or 2 with such a route, lets them in)"
+                "this host drops the answers, from the VIP to {to} in by {interface}, and the \
+                 targets turn unhealthy ({reason}): reverse-path filtering refuses the VIP as \
+                 their source (net.ipv4.conf.all and .{interface}.rp_filter: 1 unless the route \
+                 to the VIP leaves by {interface}, or 2 without a unicast route to the VIP, \
+                 which a blackhole is not; 0, or 2 with such a route, lets them in)"
             ),
         }
     }
@@ -181,7 +182,7 @@ async fn route(
         Ok(Some(r)) => Ok(Ok(r)),
         // A lookup is answered or refused; an empty answer finds nothing.
         Ok(None) => Ok(Err(libc::ENETUNREACH)),
-        Err(rtnetlink::Error::NetlinkError(e)) => Ok(Err(e.raw_code().abs())),
+        Err(rtnetlink::Error::NetlinkError(e)) => Ok(Err(e.raw_code().saturating_neg())),
         Err(e) => Err(e),
     }
 }

@@ -11,12 +11,13 @@
 //! Set up when the first such check starts (`lb run`, a reload) and left
 //! in place across reloads and restarts (each step looks first); the
 //! program's TCX link is the daemon's and goes with it; `lb down` removes
-//! the rules and the device ([`tear_down`]). Each time the jobs are
-//! prepared (start, reload, API change) a task asks the kernel whether
-//! each target's probes can leave and their answers come in, and warns
-//! when not ([`answers`]): a task of its own, since a few route lookups
-//! per target would hold the control loop for a second at ten thousand
-//! targets; a newer one replaces it, so changes in a row do not pile up.
+//! the rules and the device ([`tear_down`]). After the jobs are prepared
+//! (start, reload, API change) and the VIPs announced, and whenever an
+//! announcement adds routes, a task asks the kernel whether each target's
+//! probes can leave and their answers come in, and warns when not
+//! ([`answers`]): a task of its own, since a few route lookups per target
+//! would hold the control loop for a second at ten thousand targets; a
+//! newer one replaces it, so changes in a row do not pile up.
 mod answers;
 mod marks;
 mod netlink;
@@ -75,6 +76,11 @@ pub struct Probes {
     marks: Marks,
     /// Where the program's counters are pinned (`daemon.pin_dir`).
     pin_dir: PathBuf,
+    /// (VIP, target address, mark) of each job probing through a VIP, as
+    /// the last [`Probes::prepare`] left them.
+    probed: BTreeSet<(IpAddr, IpAddr, u32)>,
+    /// Whether `probed` changed since the last check of their routes.
+    unchecked: bool,
     /// The running check of the probes' routes, if any.
     check: Option<AbortHandle>,
 }
@@ -87,6 +93,8 @@ impl Probes {
             program: None,
             marks: Marks::default(),
             pin_dir,
+            probed: BTreeSet::new(),
+            unchecked: false,
             check: None,
         }
     }
@@ -113,11 +121,26 @@ impl Probes {
             }
         }
         self.assign(jobs);
+        self.probed = encapsulated(jobs);
+        self.unchecked = true;
+    }
+
+    /// Has the probes' routes checked ([`answers`]) if the jobs changed
+    /// since the last check or `routes_added` (the caller just announced
+    /// VIPs: their blackholes are what a rule may send the probes into),
+    /// replacing a check still running. Called after the announcement
+    /// that follows every [`Probes::prepare`], so a check sees the routes
+    /// of the config it checks.
+    pub fn check_routes(&mut self, routes_added: bool) {
+        if !(self.unchecked || routes_added) {
+            return;
+        }
+        self.unchecked = false;
         if let Some(check) = self.check.take() {
             check.abort();
         }
-        let probed = encapsulated(jobs);
-        if self.program.is_some() && !probed.is_empty() {
+        if self.program.is_some() && !self.probed.is_empty() {
+            let probed = self.probed.clone();
             self.check = Some(tokio::spawn(warn_of_trouble(probed)).abort_handle());
         }
     }
@@ -151,7 +174,7 @@ impl Probes {
 }
 
 /// What a line that warns of an [`answers::Trouble`] begins with.
-pub const TROUBLE_WARNING: &str = "dsr health probes through a VIP will fail";
+pub const TROUBLE_WARNING: &str = "dsr health probes through a VIP cannot test their targets";
 /// What the line that ends a check of the probes' routes says (after its
 /// warnings).
 pub const ROUTES_CHECKED: &str = "dsr probe routes checked";
@@ -182,7 +205,7 @@ async fn warn_of_trouble(probed: BTreeSet<(IpAddr, IpAddr, u32)>) {
                 warn!(
                     %vip,
                     targets = %targets.join(","),
-                    "{TROUBLE_WARNING}, and their targets turn unhealthy: {trouble}"
+                    "{TROUBLE_WARNING}: {trouble}"
                 );
             }
             info!(targets, troubles = troubles.len(), "{ROUTES_CHECKED}");
