@@ -97,13 +97,25 @@ pub async fn trouble(
     let Ok(from) = source_toward(target) else {
         return Ok(None);
     };
-    let interface = match route(handle, lookup(target).build()).await? {
-        Ok(r) => output_interface(&r),
-        Err(_) => None,
-    };
-    let Some(interface) = interface else {
+    let toward = route(handle, lookup(target).build()).await?;
+    let Some(interface) = toward.ok().and_then(|r| output_interface(&r)) else {
         return Ok(None);
     };
+    match probe_trouble(handle, device, from, vip, mark).await? {
+        Some(t) => Ok(Some(t)),
+        None => answer_trouble(handle, from, vip, interface).await,
+    }
+}
+
+/// What keeps a probe from `from` to `vip` with `mark` out of the probe
+/// device (index `device`): the lookup its connect makes.
+async fn probe_trouble(
+    handle: &Handle,
+    device: u32,
+    from: IpAddr,
+    vip: IpAddr,
+    mark: u32,
+) -> Result<Option<Trouble>, rtnetlink::Error> {
     let mut probe = lookup(vip)
         .mark(mark)
         .ip_protocol(libc::IPPROTO_TCP as u8)
@@ -120,26 +132,33 @@ pub async fn trouble(
     if probe.header.kind == RouteType::Local {
         return Ok(Some(Trouble::LocalVip));
     }
-    match output_interface(&probe) {
-        Some(i) if i == device => {}
-        other => {
-            let name = match other {
-                Some(i) => interface_name(handle, i).await,
-                None => "no device".to_owned(),
-            };
-            return Ok(Some(Trouble::NoWayOut {
-                reason: format!("it goes to {name}"),
-            }));
-        }
-    }
-    let mut answer = lookup(from).input_interface(interface).build();
+    Ok(match output_interface(&probe) {
+        Some(i) if i == device => None,
+        Some(i) => Some(Trouble::NoWayOut {
+            reason: format!("it goes to {}", interface_name(handle, i).await),
+        }),
+        None => Some(Trouble::NoWayOut {
+            reason: "it goes to no device".to_owned(),
+        }),
+    })
+}
+
+/// Whether the input path refuses an answer from `vip` to `to`, in by
+/// `interface`: the lookup its arrival makes.
+async fn answer_trouble(
+    handle: &Handle,
+    to: IpAddr,
+    vip: IpAddr,
+    interface: u32,
+) -> Result<Option<Trouble>, rtnetlink::Error> {
+    let mut answer = lookup(to).input_interface(interface).build();
     set_source(&mut answer, vip);
     Ok(match route(handle, answer).await? {
         Ok(_) => None,
         // What the input path answers a martian or filtered source.
         Err(errno) if errno == libc::EINVAL || errno == libc::EXDEV => {
             Some(Trouble::AnswersRefused {
-                to: from,
+                to,
                 interface: interface_name(handle, interface).await,
                 reason: os_error(errno),
             })
