@@ -75,10 +75,9 @@ enum What {
     /// target, and spread over the three: the balancer's floors), and a
     /// spreading one that reads an entry of per-flow state per packet (a
     /// 64-byte line, or 32 or 16 bytes: the bound on a forwarder with such
-    /// an entry per flow), measured in
-    /// the same run; and each
-    /// XDP forwarder's own ns per packet (BPF run-time statistics, 1 s more
-    /// per round).
+    /// an entry per flow), measured in the same run; and each XDP
+    /// forwarder's own ns per packet (BPF run-time statistics, 1 s more per
+    /// round).
     E2e {
         /// Seconds measured per round.
         #[arg(long, default_value_t = 5.0)]

@@ -11,8 +11,7 @@
 //! Routing that stops the probes (a rule of blackholes before the probe
 //! path's, reverse-path filtering of the answers, a VIP of this host's own)
 //! is warned of at the reload, with its cause, and mending it brings the
-//! target back. Needs
-//! root; `cargo xtask test` builds `lb`.
+//! target back. Needs root; `cargo xtask test` builds `lb`.
 use std::time::{Duration, Instant};
 
 use lb::probe_path::{ROUTES_CHECKED, TROUBLE_WARNING};
@@ -24,6 +23,9 @@ use lb_tests::topology::{LB_CLIENT_IF, VIP_TCP_PORT, VIP4, target4, target6};
 
 /// Every group of the lab; the UDP ones are checked over TCP on 8080.
 const GROUPS: [&str; 4] = ["tcp4", "udp4", "tcp6", "udp6"];
+/// The IPv4 ones, which the routing and `rp_filter` changes below touch.
+const V4_GROUPS: [&str; 2] = ["tcp4", "udp4"];
+const V6_GROUPS: [&str; 2] = ["tcp6", "udp6"];
 /// Well past 2 failed checks at 1 s, on a loaded machine.
 const TURN: Duration = Duration::from_secs(20);
 
@@ -70,10 +72,10 @@ fn break_decapsulation(dsr: &DsrLab) {
 
 /// The probes of `groups` stay `state` for target `i` over a few seconds
 /// (several probe intervals).
-fn stays(dsr: &DsrLab, i: usize, state: &str, what: &str) {
+fn stays(dsr: &DsrLab, groups: &[&str], i: usize, state: &str, what: &str) {
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        for g in GROUPS {
+        for &g in groups {
             let h = dsr.lab.target_health(g);
             assert_eq!(
                 state_of(&h, endpoint(g, i)),
@@ -138,7 +140,7 @@ fn a_target_with_broken_decapsulation_turns_unhealthy_through_the_vip() {
             .wait_health(g, TURN, "t1 unhealthy", state_is(g, 1, "unhealthy"));
     }
     // The healthy target stays healthy all along.
-    stays(&dsr, 2, "healthy", "stays healthy");
+    stays(&dsr, &GROUPS, 2, "healthy", "stays healthy");
     let h = dsr.lab.target_health("tcp4");
     let t1 = h
         .iter()
@@ -169,6 +171,7 @@ fn the_target_address_option_keeps_such_a_target_healthy() {
     break_decapsulation(&dsr);
     stays(
         &dsr,
+        &GROUPS,
         1,
         "healthy",
         "probed at its own address, stays healthy",
@@ -271,10 +274,10 @@ fn reload_and_read_troubles(dsr: &mut DsrLab) -> Vec<String> {
 /// The IPv4 groups' target 1 turns `state`; the IPv6 ones stay healthy
 /// (neither the rule nor `rp_filter` below touches IPv6).
 fn ipv4_turns(dsr: &DsrLab, state: &'static str, what: &str) {
-    for g in ["tcp4", "udp4"] {
+    for g in V4_GROUPS {
         dsr.lab.wait_health(g, TURN, what, state_is(g, 1, state));
     }
-    for g in ["tcp6", "udp6"] {
+    for g in V6_GROUPS {
         assert!(all_healthy(&dsr.lab.target_health(g)), "{g}: {what}");
     }
 }
@@ -332,7 +335,13 @@ fn routing_that_stops_the_probes_is_named_at_the_reload() {
         warned[0]
     );
     // Still unhealthy: the answers are dropped.
-    stays_v4(&dsr, "unhealthy", "answers dropped by rp_filter");
+    stays(
+        &dsr,
+        &V4_GROUPS,
+        1,
+        "unhealthy",
+        "answers dropped by rp_filter",
+    );
     // Loose filtering with that route lets them in: healthy again, and the
     // reload finds nothing to warn of.
     dsr.lab.topo.lb.sysctl("net.ipv4.conf.all.rp_filter", "2");
@@ -355,18 +364,6 @@ fn routing_that_stops_the_probes_is_named_at_the_reload() {
         "{}",
         warned[0]
     );
-}
-
-/// The IPv4 groups' target 1 stays `state` over a few probe intervals.
-fn stays_v4(dsr: &DsrLab, state: &str, what: &str) {
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        for g in ["tcp4", "udp4"] {
-            let h = dsr.lab.target_health(g);
-            assert_eq!(state_of(&h, endpoint(g, 1)), state, "{g}: {what}: {h:?}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// The routes that send the probes astray may be lb's own: with `[bgp]` on

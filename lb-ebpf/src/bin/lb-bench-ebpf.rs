@@ -147,7 +147,7 @@ const SADDR_OFF: usize = 26;
 static STATE: Array<[u64; 8], 1, { BPF_F_MMAPABLE as usize }> = Array::new();
 
 /// Where `bench_redirect_spread_state` reads, written at load: `mask` is
-/// the flows - 1 (a power of two, 2^k), `half_bits` k / 2, and
+/// the flows - 1 (a power of two, 2^k), `half_bits` k / 2 rounded up, and
 /// `per_line_bits` the log2 of how many flows' entries share a line of
 /// `STATE` (0, 1 or 2: 64-, 32- or 16-byte entries).
 #[repr(C)]

@@ -78,7 +78,7 @@ pub struct Probes {
     pin_dir: PathBuf,
     /// (VIP, target address, mark) of each job probing through a VIP, as
     /// the last [`Probes::prepare`] left them.
-    probed: BTreeSet<(IpAddr, IpAddr, u32)>,
+    probed: Probed,
     /// Whether `probed` changed since the last check of their routes.
     unchecked: bool,
     /// The running check of the probes' routes, if any.
@@ -173,14 +173,17 @@ impl Probes {
     }
 }
 
+/// (VIP, target address, mark) of each job probing through a VIP.
+type Probed = BTreeSet<(IpAddr, IpAddr, u32)>;
+
 /// What a line that warns of an [`answers::Trouble`] begins with.
 pub const TROUBLE_WARNING: &str = "dsr health probes through a VIP cannot test their targets";
 /// What the line that ends a check of the probes' routes says (after its
 /// warnings).
 pub const ROUTES_CHECKED: &str = "dsr probe routes checked";
 
-/// (VIP, target address, mark) of each job probing through a VIP.
-fn encapsulated(jobs: &[ProbeJob]) -> BTreeSet<(IpAddr, IpAddr, u32)> {
+/// The [`Probed`] of `jobs`.
+fn encapsulated(jobs: &[ProbeJob]) -> Probed {
     jobs.iter()
         .filter_map(|j| match j.route {
             Route::Encapsulated {
@@ -196,7 +199,7 @@ fn encapsulated(jobs: &[ProbeJob]) -> BTreeSet<(IpAddr, IpAddr, u32)> {
 /// warns once per VIP and trouble, naming its targets, all at the end (an
 /// abort leaves no half of them). Nothing else changes: the probes run,
 /// and fail as they would.
-async fn warn_of_trouble(probed: BTreeSet<(IpAddr, IpAddr, u32)>) {
+async fn warn_of_trouble(probed: Probed) {
     let targets = probed.len();
     match troubles(probed).await {
         Ok(troubles) => {
@@ -217,7 +220,7 @@ async fn warn_of_trouble(probed: BTreeSet<(IpAddr, IpAddr, u32)>) {
 /// The troubles of the probes of each (VIP, target, mark), by VIP and
 /// trouble (its text), with the targets that have it.
 async fn troubles(
-    probed: BTreeSet<(IpAddr, IpAddr, u32)>,
+    probed: Probed,
 ) -> Result<BTreeMap<(IpAddr, String), Vec<IpAddr>>, ProbePathError> {
     let handle = netlink().await?;
     let device = netlink::device_index(&handle)
@@ -230,10 +233,7 @@ async fn troubles(
     for (vip, target, mark) in probed {
         let trouble = answers::trouble(&handle, device, target, vip, mark)
             .await
-            .map_err(|e| ProbePathError::Netlink {
-                what: "asking the routes of a probe",
-                reason: e.to_string(),
-            })?;
+            .map_err(netlink::nl("asking the routes of a probe"))?;
         if let Some(t) = trouble {
             troubles
                 .entry((vip, t.to_string()))

@@ -17,7 +17,7 @@ use rtnetlink::{
 
 use super::{DEVICE, DEVICE_MTU, ProbePathError, RULE_PRIORITY, TABLE};
 
-fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> ProbePathError {
+pub(super) fn nl(what: &'static str) -> impl Fn(rtnetlink::Error) -> ProbePathError {
     move |e| ProbePathError::Netlink {
         what,
         reason: e.to_string(),
